@@ -1,0 +1,123 @@
+"""The Typer app, shared options and the error-to-exit-code policy.
+
+Each command lives in its own module of this package and registers itself on
+:data:`app` by decorator. Command wrappers stay thin: they parse options, call a
+plain library function that returns a dict, and hand it to :func:`emit`.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(
+    name="attribute-teacher",
+    help="Which teacher LLM was this small model distilled from? Rank candidate teachers "
+    "from a student's outputs.\n\nA bare `attribute-teacher OUTPUTS --reference REF` means `rank`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+class OutputFormat(str, enum.Enum):
+    table = "table"
+    json = "json"
+
+
+class Device(str, enum.Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def round_floats(value: Any, digits: int = 6) -> Any:
+    """Round every float in a nested structure, so JSON output is stable across platforms."""
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return None
+        return round(value, digits) + 0.0  # + 0.0 turns -0.0 into 0.0
+    if isinstance(value, dict):
+        return {str(k): round_floats(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [round_floats(v, digits) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return round_floats(value.item(), digits)
+    return value
+
+
+def to_json(result: dict[str, Any]) -> str:
+    """The one stable JSON rendering: sorted keys, 6-digit floats, no timestamps."""
+    return json.dumps(round_floats(result), sort_keys=True, indent=2, ensure_ascii=False)
+
+
+def log(message: str, *, quiet: bool = False) -> None:
+    """Counts and notes go to stderr, never stdout."""
+    if not quiet:
+        typer.echo(message, err=True)
+
+
+def report_skipped(skipped: list, *, quiet: bool = False) -> None:
+    """Name every record skipped under --skip-invalid, FILE:LINE first."""
+    for err in skipped:
+        log(f"skipped {err}", quiet=quiet)
+    if skipped:
+        log(f"skipped {len(skipped)} invalid record(s)", quiet=quiet)
+
+
+def emit(result: dict[str, Any], fmt: OutputFormat, render_table: Callable[[dict[str, Any]], str],
+         output: Path | None = None) -> None:
+    """Print ``result`` as JSON or as a table on stdout; optionally also write the JSON atomically."""
+    from ..io import atomic_write
+
+    text = to_json(result)
+    if output is not None:
+        with atomic_write(output) as handle:
+            handle.write(text + "\n")
+    typer.echo(text if fmt is OutputFormat.json else render_table(result))
+
+
+def run_app(argv: list[str]) -> int:
+    """Run the app and translate exceptions into exit codes: 0 ok, 2 bad input or usage,
+    1 unexpected (traceback only with --debug), 130 interrupted."""
+    from ..errors import AttributionError, InputError
+
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        code = app(args=argv, prog_name="attribute-teacher", standalone_mode=False)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except (InputError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        return EXIT_USAGE
+    except AttributionError as err:
+        typer.echo(f"error: {err}", err=True)
+        return EXIT_USAGE if isinstance(err, ValueError) else EXIT_ERROR
+    except Exception as err:  # noqa: BLE001 - the one place that catches everything
+        import click
+
+        if isinstance(err, click.exceptions.Abort):
+            typer.echo("aborted", err=True)
+            return EXIT_INTERRUPTED
+        if isinstance(err, click.ClickException):
+            err.show()
+            return EXIT_USAGE
+        if isinstance(err, click.exceptions.Exit):
+            return err.exit_code
+        if debug:
+            raise
+        typer.echo(f"error: unexpected {type(err).__name__}: {err} (rerun with --debug for a traceback)",
+                   err=True)
+        return EXIT_ERROR
+    return code if isinstance(code, int) else EXIT_OK

