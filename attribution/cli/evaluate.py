@@ -1,0 +1,67 @@
+"""``attribute-teacher evaluate``: the paper's protocol on labelled student outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ._app import OutputFormat, app, emit, log, report_skipped
+from .rank import TAGGER_HELP
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _table(result: dict[str, Any]) -> str:
+    from ..api import results_table
+
+    return results_table(result).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+@app.command("evaluate")
+def evaluate_cli(
+    reference: Path = typer.Option(..., "--reference", "-r", dir_okay=False, help="Teachers' outputs (training)."),
+    students: Path = typer.Option(..., "--students", "-s", dir_okay=False,
+                                  help="Student outputs, each labelled with its true 'teacher'."),
+    features: str = typer.Option("pos-paper,ngram-paper,combined", "--features",
+                                 help="Comma-separated feature sets to compare."),
+    baselines: str = typer.Option("", "--baselines", help="Comma-separated baselines (needs the [baselines] extra): "
+                                  "bertscore, embedding, perplexity, perplexity-normalized, cosine, rouge."),
+    task: Optional[str] = typer.Option(None, "--task", help="Keep only this task."),
+    tagger: str = typer.Option("spacy", "--tagger", help=TAGGER_HELP),
+    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Remove generation artifacts first."),
+    subsets: str = typer.Option("10,25", "--subsets", help="Student accuracy from this many outputs per student."),
+    draws: int = typer.Option(20, "--draws", min=1, help="Random subsets per size."),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help="Field holding the text."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records instead of stopping."),
+    max_chars: int = typer.Option(100_000, "--max-chars", min=0, help="Reject longer texts (0 = no limit)."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", dir_okay=False, help="Also write the JSON here."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random subsets."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No counts on stderr."),
+) -> None:
+    """Fit on teacher outputs, attribute every student output, and score it (per output and per student)."""
+    from ..api import evaluate
+    from ..features import FEATURE_SETS
+    from ..io import RecordReader
+
+    names = _split(features)
+    unknown = [n for n in names if n not in FEATURE_SETS]
+    if unknown:
+        raise typer.BadParameter(f"unknown feature set(s) {unknown}; choose from {sorted(FEATURE_SETS)}",
+                                 param_hint="--features")
+    sizes = [int(v) for v in _split(subsets)]
+    options = {"text_field": text_field, "skip_invalid": skip_invalid, "max_chars": max_chars}
+    ref_reader = RecordReader(reference, require_teacher=True, **options)
+    stud_reader = RecordReader(students, **options)
+    refs = [r for r in ref_reader if task is None or r.task == task]
+    studs = [r for r in stud_reader if task is None or r.task == task]
+    report_skipped(ref_reader.skipped + stud_reader.skipped, quiet=quiet)
+    log(f"{len(refs)} reference and {len(studs)} student outputs", quiet=quiet)
+    result = evaluate(refs, studs, features=names, baselines=_split(baselines), subsets=sizes, draws=draws,
+                      random_state=seed, tagger=tagger, normalize=normalize)
+    result["skipped"] = len(ref_reader.skipped) + len(stud_reader.skipped)
+    emit(result, fmt, _table, output)

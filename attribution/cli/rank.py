@@ -1,0 +1,132 @@
+"""``attribute-teacher rank`` (the default command) and ``attribute-teacher fit``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ._app import OutputFormat, app, emit, log, report_skipped
+
+FEATURES_HELP = "Feature set: pos-paper, ngram-paper, pos-rich, ngram-tfidf, mixed, combined, all."
+TAGGER_HELP = "Tagger: spacy (default), nltk, or an installed spaCy package name."
+
+
+def _reader_options(text_field: Optional[str], skip_invalid: bool, max_chars: int) -> dict[str, Any]:
+    return {"text_field": text_field, "skip_invalid": skip_invalid, "max_chars": max_chars}
+
+
+def _fit_from_file(reference: Path, *, task: Optional[str], features: str, tagger: str, normalize: bool,
+                   seed: int, reader: dict[str, Any], quiet: bool) -> tuple[Any, list]:
+    from ..api import fit_reference
+    from ..io import RecordReader
+
+    refs = RecordReader(reference, require_teacher=True, **reader)
+    records = list(refs)
+    report_skipped(refs.skipped, quiet=quiet)
+    log(f"fitting on {len(records)} reference outputs from {reference.name}", quiet=quiet)
+    model = fit_reference(records, task=task, features=features, tagger=tagger, normalize=normalize,
+                          random_state=seed)
+    return model, refs.skipped
+
+
+def _ranking_table(result: dict[str, Any]) -> str:
+    lines = [f"{'teacher':<24} {'probability':>11} {'support':>8}"]
+    lines += [f"{r['teacher']:<24} {r['probability']:>11.3f} {r['support']:>8.2f}" for r in result["ranking"]]
+    lines.append(f"({result['n_outputs']} outputs; support = share of bootstrap resamples ranking it first)")
+    for task, sub in sorted(result.get("tasks", {}).items()):
+        best = sub["ranking"][0]
+        lines.append(f"  task {task}: {best['teacher']} ({best['probability']:.3f}, {sub['n_outputs']} outputs)")
+    if result.get("evidence"):
+        lines.append(f"templates behind '{result['ranking'][0]['teacher']}':")
+        for row in result["evidence"][:5]:
+            example = f"  e.g. \"{row['examples'][0]}\"" if row["examples"] else ""
+            lines.append(f"  {row['block']}: {row['feature']:<28} in {row['n_outputs']} outputs{example}")
+    return "\n".join(lines)
+
+
+@app.command("rank")
+def rank_cli(
+    outputs: Path = typer.Argument(..., help="The student's outputs (.jsonl or .csv).", dir_okay=False),
+    reference: Optional[Path] = typer.Option(None, "--reference", "-r", dir_okay=False,
+                                             help="Teachers' reference outputs to fit on (each with 'teacher')."),
+    model_path: Optional[Path] = typer.Option(None, "--model", "-m", dir_okay=False,
+                                              help="A model saved by 'attribute-teacher fit' (instead of --reference)."),
+    task: Optional[str] = typer.Option(None, "--task", help="Keep only records of this task."),
+    features: str = typer.Option("combined", "--features", help=FEATURES_HELP),
+    tagger: str = typer.Option("spacy", "--tagger", help=TAGGER_HELP),
+    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Remove generation artifacts first."),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help="Field holding the text (default: output, then text)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records (reported on stderr) instead of stopping."),
+    max_chars: int = typer.Option(100_000, "--max-chars", min=0, help="Reject longer texts (0 = no limit)."),
+    top_templates: int = typer.Option(10, "--top-templates", min=0, help="Templates to report as evidence."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", dir_okay=False, help="Also write the JSON here."),
+    report: Optional[Path] = typer.Option(None, "--report", dir_okay=False, help="Write an HTML (.html) or Markdown (.md) report."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap behind 'support'."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or counts on stderr."),
+) -> None:
+    """Rank the candidate teachers of one student from all its outputs."""
+    from tqdm import tqdm
+
+    from ..api import file_digest, rank_student
+    from ..io import RecordReader
+    from ..models import load_model
+
+    if (reference is None) == (model_path is None):
+        raise typer.BadParameter("give exactly one of --reference or --model")
+    reader = _reader_options(text_field, skip_invalid, max_chars)
+    skipped: list = []
+    if model_path is not None:
+        model = load_model(model_path)
+    else:
+        model, skipped = _fit_from_file(reference, task=task, features=features, tagger=tagger,
+                                        normalize=normalize, seed=seed, reader=reader, quiet=quiet)
+    student = RecordReader(outputs, **reader)
+    with tqdm(desc="ranking", unit="out", disable=quiet, file=None, leave=False) as bar:
+        result = rank_student(model, student, task=task, top_templates=top_templates,
+                              keep_outputs=report is not None, progress=bar.update)
+    report_skipped(student.skipped, quiet=quiet)
+    result["skipped"] = len(skipped) + len(student.skipped)
+    first = next(iter(model.models_.values()))
+    result["signature"] = first.signature_
+    result["inputs"] = {"outputs": file_digest(outputs)}
+    if reference is not None:
+        result["inputs"]["reference"] = file_digest(reference)
+    else:
+        result["inputs"]["model"] = file_digest(model_path)
+    if report is not None:
+        from ..report import write_report
+
+        write_report(result, report)
+        result.pop("outputs", None)
+        log(f"wrote report {report}", quiet=quiet)
+    emit(result, fmt, _ranking_table, output)
+
+
+@app.command("fit")
+def fit_cli(
+    reference: Path = typer.Argument(..., dir_okay=False, help="Teachers' reference outputs (each with 'teacher')."),
+    output: Path = typer.Option(..., "--output", "-o", dir_okay=False, help="Where to save the model (.npz)."),
+    task: Optional[str] = typer.Option(None, "--task", help="Keep only records of this task."),
+    features: str = typer.Option("combined", "--features", help=FEATURES_HELP),
+    tagger: str = typer.Option("spacy", "--tagger", help=TAGGER_HELP),
+    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Remove generation artifacts first."),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help="Field holding the text."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records instead of stopping."),
+    max_chars: int = typer.Option(100_000, "--max-chars", min=0, help="Reject longer texts (0 = no limit)."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
+    seed: int = typer.Option(0, "--seed", help="Seed stored in the model (bootstrap)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or counts on stderr."),
+) -> None:
+    """Fit on teachers' reference outputs and save the model (safe .npz, no pickle)."""
+    model, skipped = _fit_from_file(reference, task=task, features=features, tagger=tagger,
+                                    normalize=normalize, seed=seed,
+                                    reader=_reader_options(text_field, skip_invalid, max_chars), quiet=quiet)
+    model.save(output)
+    first = next(iter(model.models_.values()))
+    result = {"model": output.name, "tasks": [str(t) for t in model.models_], "teachers": model.classes_,
+              "n_features": {str(t): m.n_features_ for t, m in model.models_.items()},
+              "signature": first.signature_, "skipped": len(skipped)}
+    emit(result, fmt, lambda r: f"saved {r['model']}: teachers {', '.join(r['teachers'])}; tasks {', '.join(r['tasks'])}")

@@ -1,0 +1,57 @@
+"""``attribute-teacher tag``: write Penn Treebank tags of each record as JSON Lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._app import app, log, report_skipped
+from .rank import TAGGER_HELP
+
+
+@app.command("tag")
+def tag_cli(
+    inputs: Path = typer.Argument(..., dir_okay=False, help="Records to tag (.jsonl or .csv)."),
+    output: Path = typer.Option(..., "--output", "-o", dir_okay=False, help="Tagged JSON Lines to write."),
+    tagger: str = typer.Option("spacy", "--tagger", help=TAGGER_HELP),
+    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Remove generation artifacts first."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Texts per tagging batch."),
+    n_process: int = typer.Option(1, "--n-process", min=1, help="spaCy worker processes."),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help="Field holding the text."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records instead of stopping."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+) -> None:
+    """Tag each text once, in batches; one output line per record with its words and tags."""
+    import json
+
+    from tqdm import tqdm
+
+    from ..io import RecordReader, atomic_write
+    from ..normalize import Normalizer
+    from ..tagging import get_tagger
+
+    tag = get_tagger(tagger, batch_size=batch_size, n_process=n_process)
+    reader = RecordReader(inputs, text_field=text_field, skip_invalid=skip_invalid)
+    normalizer = Normalizer() if normalize else None
+    count = 0
+    with atomic_write(output) as handle, tqdm(desc="tagging", unit="text", disable=quiet, leave=False) as bar:
+        batch = []
+
+        def flush() -> None:
+            texts = [normalizer(r.output) if normalizer else r.output for r in batch]
+            for record, doc in zip(batch, tag.tag(texts)):
+                row = {"id": record.key, "words": list(doc.words), "tags": list(doc.tags)}
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            bar.update(len(batch))
+            batch.clear()
+
+        for record in reader:
+            batch.append(record)
+            count += 1
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+    report_skipped(reader.skipped, quiet=quiet)
+    log(f"tagged {count} texts with {tag.signature} -> {output}", quiet=quiet)

@@ -1,0 +1,476 @@
+"""The teacher attributor: fit on teachers' reference outputs, rank the teacher of a student.
+
+:class:`TeacherAttributor` follows scikit-learn's estimator API (``fit`` /
+``predict_proba`` / ``predict``) for single outputs and adds :meth:`~TeacherAttributor.rank`,
+a verdict for a *student* from all of its outputs. :class:`MultiTaskAttributor` fits one
+attributor per task, because a teacher's templates differ between summarizing and
+answering questions. Fitted models are saved as a NumPy ``.npz`` archive holding
+arrays and one JSON document -- nothing in it can execute code when loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+
+from . import __version__
+from .errors import Errors, NotFittedError, model_error
+from .features import SequenceNgramVectorizer, make_feature_blocks
+from .normalize import Normalizer
+from .tagging import TaggedDoc, get_tagger
+
+MODEL_FORMAT = "teacher-attribution-model/1"
+DEFAULT_FEATURES = "combined"
+
+
+def _check_texts(texts: Any, name: str = "texts") -> list[str]:
+    if isinstance(texts, str):
+        raise ValueError(Errors.E202)
+    texts = list(texts)
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise model_error("E210", name=f"{name}[{bad}]", expected="a string", got=texts[bad])
+    return texts
+
+
+class TeacherAttributor(ClassifierMixin, BaseEstimator):
+    """Attribute outputs, and whole students, to one of several candidate teachers.
+
+    Parameters
+    ----------
+    features : str, default="combined"
+        Named feature set: ``"pos-paper"`` (the paper's top-50 binary PoS 4-grams),
+        ``"ngram-paper"`` (1-3 word grams, 10k counts), ``"pos-rich"`` (PoS 1-4 grams,
+        TF-IDF, 5k), ``"ngram-tfidf"``, or ``"combined"`` (pos-rich + word n-grams).
+    C : float, default=1.0
+        Inverse regularization strength of the logistic regression.
+    class_weight : "balanced" or None, default="balanced"
+        Reweight teachers so that one with more references is not favoured.
+    max_iter : int, default=1000
+    tagger : str, default="spacy"
+        ``"spacy"``, ``"nltk"`` or a spaCy package name.
+    normalize : bool, default=True
+        Remove generation artifacts first (see :class:`attribution.normalize.Normalizer`).
+    n_bootstrap : int, default=200
+        Bootstrap replicates behind the ``support`` column of :meth:`rank`.
+    batch_size : int, default=256
+        Texts tagged and scored per batch; bounds memory when ranking streams.
+    random_state : int, default=0
+        Seeds the bootstrap; the classifier itself is deterministic.
+
+    Attributes
+    ----------
+    classes_ : ndarray of str
+        Candidate teachers, sorted; columns of :meth:`predict_proba` follow it.
+    blocks_ : list of (str, SequenceNgramVectorizer)
+        Fitted feature blocks.
+    classifier_ : LogisticRegression
+    n_features_ : int
+    signature_ : str
+        Reproducibility signature: version, tagger, features, C.
+
+    Examples
+    --------
+    >>> from attribution import TeacherAttributor
+    >>> model = TeacherAttributor(features="pos-paper").fit(
+    ...     ["The answer is A because it is red.", "Sure! Here is the answer: B."] * 3,
+    ...     ["t1", "t2"] * 3)
+    >>> model.rank(["The answer is C because it is blue."]).iloc[0]["teacher"]
+    't1'
+    """
+
+    def __init__(self, *, features: str = DEFAULT_FEATURES, C: float = 1.0,
+                 class_weight: str | None = "balanced", max_iter: int = 1000, tagger: str = "spacy",
+                 normalize: bool = True, n_bootstrap: int = 200, batch_size: int = 256,
+                 random_state: int = 0) -> None:
+        self.features = features
+        self.C = C
+        self.class_weight = class_weight
+        self.max_iter = max_iter
+        self.tagger = tagger
+        self.normalize = normalize
+        self.n_bootstrap = n_bootstrap
+        self.batch_size = batch_size
+        self.random_state = random_state
+
+    # -- preparation ---------------------------------------------------------------------
+    def prepare(self, texts: Sequence[str]) -> list[TaggedDoc]:
+        """Normalize and tag texts (cached: a text is tagged once per process)."""
+        texts = _check_texts(texts)
+        if self.normalize:
+            normalizer = Normalizer()
+            texts = [normalizer(t) for t in texts]
+        return get_tagger(self.tagger, batch_size=self.batch_size).tag(texts)
+
+    def _featurize(self, docs: Sequence[TaggedDoc]) -> sp.csr_matrix:
+        return sp.hstack([vec.transform(docs) for _, vec in self.blocks_], format="csr")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "classifier_"):
+            raise NotFittedError(Errors.E204.format(name=type(self).__name__), code="E204")
+
+    # -- estimator API -------------------------------------------------------------------
+    def fit(self, texts: Sequence[str], teachers: Sequence[str]) -> TeacherAttributor:
+        """Learn each teacher's style from its reference outputs."""
+        texts = _check_texts(texts)
+        teachers = [str(t) for t in _check_texts(teachers, "teachers")]
+        if len(texts) != len(teachers):
+            raise model_error("E203", n_texts=len(texts), n_labels=len(teachers))
+        if len(set(teachers)) < 2:
+            raise model_error("E201", n=len(set(teachers)), teachers=sorted(set(teachers)))
+        if not (isinstance(self.C, (int, float)) and self.C > 0):
+            raise model_error("E210", name="C", expected="a positive number", got=self.C)
+        return self.fit_docs(self.prepare(texts), teachers)
+
+    def fit_docs(self, docs: Sequence[TaggedDoc], teachers: Sequence[str]) -> TeacherAttributor:
+        """Fit on already-tagged documents (lets callers tag once for several models)."""
+        self.blocks_ = make_feature_blocks(self.features, tagger=self.tagger)
+        for _, vec in self.blocks_:
+            vec.fit(docs)
+        X = self._featurize(docs)
+        self.classifier_ = LogisticRegression(C=self.C, class_weight=self.class_weight,
+                                              max_iter=self.max_iter)
+        self.classifier_.fit(X, np.asarray(teachers))
+        self.classes_ = self.classifier_.classes_
+        self.n_features_ = X.shape[1]
+        self.signature_ = self._signature()
+        return self
+
+    def _signature(self) -> str:
+        tagger = get_tagger(self.tagger, batch_size=self.batch_size).signature
+        return (f"teacher-attribution=={__version__}|tagger={tagger}|features={self.features}"
+                f"|C={self.C}|normalize={self.normalize}")
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Probability of each teacher for each output, shape (n_outputs, n_teachers)."""
+        self._check_fitted()
+        return self.predict_proba_docs(self.prepare(texts))
+
+    def predict_proba_docs(self, docs: Sequence[TaggedDoc]) -> np.ndarray:
+        """:meth:`predict_proba` on already-tagged documents."""
+        self._check_fitted()
+        return self.classifier_.predict_proba(self._featurize(docs))
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """Most likely teacher of each output."""
+        return self.classes_[np.argmax(self.predict_proba(texts), axis=1)]
+
+    # -- student-level verdict -------------------------------------------------------------
+    def rank(self, texts: Iterable[str]) -> pd.DataFrame:
+        """Rank the teachers of one student from all of its outputs, most likely first.
+
+        Returns
+        -------
+        DataFrame
+            Columns ``teacher``, ``probability`` (sums to 1; higher means more likely
+            the teacher), ``support`` (share of bootstrap resamples of the outputs that
+            put this teacher first) and ``mean_log_proba``.
+
+        See Also
+        --------
+        StudentEvidence : the streaming accumulator behind this method.
+        """
+        evidence = StudentEvidence(self)
+        for start, chunk in _chunks(texts, self.batch_size):
+            evidence.add(chunk)
+        return evidence.ranking()
+
+    def get_feature_names_out(self) -> np.ndarray:
+        """Feature names as ``block:ngram``, in column order."""
+        self._check_fitted()
+        return np.asarray([f"{block}:{name}" for block, vec in self.blocks_
+                           for name in vec.get_feature_names_out()], dtype=object)
+
+    # -- persistence -------------------------------------------------------------------------
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Fitted state as JSON-able metadata and named arrays (see :func:`save_model`)."""
+        self._check_fitted()
+        meta: dict[str, Any] = {"params": self.get_params(), "classes": self.classes_.tolist(),
+                                "signature": self.signature_, "blocks": []}
+        arrays = {"coef": self.classifier_.coef_, "intercept": self.classifier_.intercept_}
+        for i, (block, vec) in enumerate(self.blocks_):
+            vec_meta, vec_arrays = vec.get_state()
+            meta["blocks"].append({"name": block, **vec_meta})
+            arrays.update({f"block{i}_{k}": v for k, v in vec_arrays.items()})
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TeacherAttributor:
+        """Rebuild a fitted attributor from :meth:`get_state` output."""
+        self = cls(**meta["params"])
+        self.blocks_ = []
+        for i, block in enumerate(meta["blocks"]):
+            vec_arrays = {k.split("_", 1)[1]: v for k, v in arrays.items() if k.startswith(f"block{i}_")}
+            self.blocks_.append((block["name"], SequenceNgramVectorizer.from_state(block, vec_arrays)))
+        classifier = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
+        classifier.classes_ = np.asarray(meta["classes"], dtype=object)
+        classifier.coef_ = np.asarray(arrays["coef"], dtype=float)
+        classifier.intercept_ = np.asarray(arrays["intercept"], dtype=float)
+        classifier.n_features_in_ = classifier.coef_.shape[1]
+        self.classifier_ = classifier
+        self.classes_ = classifier.classes_
+        self.n_features_ = classifier.n_features_in_
+        self.signature_ = meta["signature"]
+        return self
+
+
+def _chunks(texts: Iterable[str], size: int) -> Iterable[tuple[int, list[str]]]:
+    if isinstance(texts, str):
+        raise ValueError(Errors.E202)
+    chunk: list[str] = []
+    start = 0
+    for text in texts:
+        chunk.append(text)
+        if len(chunk) >= size:
+            yield start, chunk
+            start += len(chunk)
+            chunk = []
+    if chunk:
+        yield start, chunk
+
+
+class StudentEvidence:
+    """Accumulate one student's evidence over any number of outputs, in flat memory.
+
+    The verdict multiplies the per-output probabilities (a sum of log-probabilities)
+    and renormalizes their geometric mean, so that a student's ranking does not grow
+    absurdly confident with the number of outputs: outputs of one student are not
+    independent witnesses. How stable the verdict is shows in ``support``, the share
+    of Poisson-bootstrap resamples of the outputs that keep each teacher first.
+
+    It also keeps, per feature, how many outputs used it and a few example spans, so
+    :meth:`templates` can show which templates drove the decision.
+
+    Parameters
+    ----------
+    model : TeacherAttributor
+        A fitted attributor.
+    keep_outputs : bool, default=False
+        Also keep each output's probabilities (memory grows with the outputs).
+    n_examples : int, default=3
+        Example spans kept per feature.
+    """
+
+    def __init__(self, model: TeacherAttributor, *, keep_outputs: bool = False, n_examples: int = 3) -> None:
+        model._check_fitted()
+        self.model = model
+        self.classes = model.classes_.tolist()
+        k = len(self.classes)
+        self.n_outputs = 0
+        self.sum_log_proba = np.zeros(k)
+        self.feature_sums = np.zeros(model.n_features_)
+        self.feature_outputs = np.zeros(model.n_features_, dtype=np.int64)
+        self.examples: dict[int, list[str]] = {}
+        self.n_examples = n_examples
+        self._rng = np.random.default_rng(model.random_state)
+        self._boot_sum = np.zeros((model.n_bootstrap, k))
+        self._boot_count = np.zeros(model.n_bootstrap)
+        self.keep_outputs = keep_outputs
+        self.outputs: list[np.ndarray] = []
+
+    def add(self, texts: Sequence[str]) -> np.ndarray:
+        """Add a batch of outputs; returns their per-output probabilities."""
+        docs = self.model.prepare(texts)
+        X = self.model._featurize(docs)
+        proba = self.model.classifier_.predict_proba(X)
+        self.add_scored(docs, X, proba)
+        return proba
+
+    def add_scored(self, docs: Sequence[TaggedDoc], X: sp.csr_matrix, proba: np.ndarray) -> None:
+        """Add outputs that were already featurized and scored."""
+        log_proba = np.log(np.clip(proba, 1e-12, 1.0))
+        self.n_outputs += len(docs)
+        self.sum_log_proba += log_proba.sum(axis=0)
+        self.feature_sums += np.asarray(X.sum(axis=0)).ravel()
+        self.feature_outputs += np.asarray((X != 0).sum(axis=0)).ravel()
+        if self.model.n_bootstrap:
+            weights = self._rng.poisson(1.0, size=(len(docs), self.model.n_bootstrap)).astype(float)
+            self._boot_sum += weights.T @ log_proba
+            self._boot_count += weights.sum(axis=0)
+        if self.keep_outputs:
+            self.outputs.extend(proba)
+        self._collect_examples(docs, X)
+
+    def _collect_examples(self, docs: Sequence[TaggedDoc], X: sp.csr_matrix) -> None:
+        offset = 0
+        for _, vec in self.model.blocks_:
+            width = len(vec.vocabulary_)
+            n_min, n_max = vec._range()
+            for doc in docs:
+                symbols = vec._symbols(doc)
+                for n in range(n_min, n_max + 1):
+                    for start in range(len(symbols) - n + 1):
+                        j = vec.vocabulary_.get(" ".join(symbols[start:start + n]))
+                        if j is None:
+                            continue
+                        kept = self.examples.setdefault(offset + j, [])
+                        span = " ".join(doc.words[start:start + n])
+                        if len(kept) < self.n_examples and span not in kept:
+                            kept.append(span)
+            offset += width
+
+    def ranking(self) -> pd.DataFrame:
+        """Teachers from most to least likely (ties: alphabetical)."""
+        if self.n_outputs == 0:
+            raise model_error("E209")
+        mean = self.sum_log_proba / self.n_outputs
+        probability = np.exp(mean - mean.max())
+        probability /= probability.sum()
+        if self.model.n_bootstrap:
+            boot_mean = self._boot_sum / np.maximum(self._boot_count, 1)[:, None]
+            winners = np.argmax(boot_mean, axis=1)
+            support = np.bincount(winners, minlength=len(self.classes)) / len(winners)
+        else:
+            support = np.full(len(self.classes), np.nan)
+        frame = pd.DataFrame({"teacher": self.classes, "probability": probability,
+                              "support": support, "mean_log_proba": mean})
+        return frame.sort_values(["probability", "teacher"], ascending=[False, True],
+                                 kind="mergesort").reset_index(drop=True)
+
+    def templates(self, teacher: str | None = None, top: int = 10, min_n: int = 2) -> pd.DataFrame:
+        """The templates that pushed this student towards ``teacher`` (default: the top one).
+
+        ``weight`` is the feature's summed contribution to the teacher's logit over all
+        outputs, relative to the average teacher (higher means more evidence for it).
+        Only n-grams of at least ``min_n`` symbols are listed: single tags such as ``NN``
+        contribute too, but say little a reader can check.
+        """
+        if teacher is None:
+            teacher = self.ranking().iloc[0]["teacher"]
+        k = self.classes.index(teacher)
+        coef = self.model.classifier_.coef_
+        if coef.shape[0] == 1:  # binary logistic regression: one row for classes_[1]
+            coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+        relative = coef[k] - coef.mean(axis=0)
+        contribution = self.feature_sums * relative
+        names = self.model.get_feature_names_out()
+        candidates = [j for j in np.flatnonzero(contribution > 0) if len(names[j].split()) >= min_n]
+        order = sorted(candidates, key=lambda j: (-contribution[j], names[j]))[:top]
+        rows = []
+        for j in order:
+            block, feature = names[j].split(":", 1)
+            rows.append({"teacher": teacher, "block": block, "feature": feature,
+                         "weight": float(contribution[j]), "n_outputs": int(self.feature_outputs[j]),
+                         "share_of_outputs": float(self.feature_outputs[j] / self.n_outputs),
+                         "examples": list(self.examples.get(j, []))})
+        return pd.DataFrame(rows, columns=["teacher", "block", "feature", "weight", "n_outputs",
+                                           "share_of_outputs", "examples"])
+
+
+class MultiTaskAttributor:
+    """One :class:`TeacherAttributor` per task, with a combined verdict across tasks.
+
+    Records without a task share the task ``None``. Parameters are passed to each
+    per-task attributor.
+
+    Attributes
+    ----------
+    models_ : dict of str or None to TeacherAttributor
+    classes_ : list of str
+        Teachers known to every task (the combined ranking is over these).
+    """
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+
+    def fit(self, texts: Sequence[str], teachers: Sequence[str],
+            tasks: Sequence[str | None] | None = None) -> MultiTaskAttributor:
+        """Fit one attributor per task (texts are tagged once, together)."""
+        texts = _check_texts(texts)
+        tasks = list(tasks) if tasks is not None else [None] * len(texts)
+        if not (len(texts) == len(teachers) == len(tasks)):
+            raise model_error("E203", n_texts=len(texts), n_labels=len(teachers))
+        probe = TeacherAttributor(**self.params)
+        docs = probe.prepare(texts)
+        self.models_: dict[str | None, TeacherAttributor] = {}
+        for task in sorted(set(tasks), key=lambda t: (t is not None, t or "")):
+            idx = [i for i, t in enumerate(tasks) if t == task]
+            task_teachers = [str(teachers[i]) for i in idx]
+            if len(set(task_teachers)) < 2:
+                raise model_error("E201", n=len(set(task_teachers)), teachers=sorted(set(task_teachers)))
+            model = TeacherAttributor(**self.params)
+            self.models_[task] = model.fit_docs([docs[i] for i in idx], task_teachers)
+        self._set_classes()
+        return self
+
+    def _set_classes(self) -> None:
+        common = set.intersection(*(set(m.classes_.tolist()) for m in self.models_.values()))
+        self.classes_ = sorted(common)
+
+    @property
+    def tasks(self) -> list[str | None]:
+        return list(self.models_)
+
+    def model_for(self, task: str | None) -> TeacherAttributor:
+        """The attributor of one task; a model fitted without tasks serves every task."""
+        if not hasattr(self, "models_"):
+            raise NotFittedError(Errors.E204.format(name=type(self).__name__), code="E204")
+        if task in self.models_:
+            return self.models_[task]
+        if list(self.models_) == [None]:
+            return self.models_[None]
+        raise model_error("E208", task=task, known=", ".join(str(t) for t in self.models_))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted model to one ``.npz`` file (atomically; no pickle)."""
+        save_model(self, path)
+
+
+def save_model(model: MultiTaskAttributor | TeacherAttributor, path: str | os.PathLike) -> None:
+    """Save a fitted model as arrays plus a JSON header in an ``.npz`` archive.
+
+    Loading (:func:`load_model`) uses ``allow_pickle=False``, so a model file from an
+    untrusted source cannot run code.
+    """
+    from .io import atomic_write
+
+    if isinstance(model, TeacherAttributor):
+        wrapper = MultiTaskAttributor(**model.get_params())
+        wrapper.models_ = {None: model}
+        wrapper._set_classes()
+        model = wrapper
+    header: dict[str, Any] = {"format": MODEL_FORMAT, "version": __version__, "tasks": []}
+    arrays: dict[str, np.ndarray] = {}
+    for i, (task, sub) in enumerate(model.models_.items()):
+        meta, sub_arrays = sub.get_state()
+        header["tasks"].append({"task": task, **meta})
+        arrays.update({f"t{i}_{k}": v for k, v in sub_arrays.items()})
+    arrays["__header__"] = np.frombuffer(json.dumps(header, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    with atomic_write(path, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+def load_model(path: str | os.PathLike) -> MultiTaskAttributor:
+    """Load a model saved by :func:`save_model`; never unpickles anything."""
+    path = Path(path)
+    if not path.is_file():
+        raise model_error("E206", path=path, detail="file not found")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        header = json.loads(arrays.pop("__header__").tobytes().decode("utf-8"))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not our format"
+        raise model_error("E206", path=path, detail=f"{type(exc).__name__}: {exc}") from exc
+    if header.get("format") != MODEL_FORMAT:
+        raise model_error("E206", path=path, detail=f"format {header.get('format')!r}")
+    if header.get("version") != __version__:
+        import warnings
+
+        warnings.warn(Errors.E207.format(path=path, saved=header.get("version"), current=__version__),
+                      stacklevel=2)
+    model = MultiTaskAttributor(**header["tasks"][0]["params"])
+    model.models_ = {}
+    for i, meta in enumerate(header["tasks"]):
+        sub_arrays = {k.split("_", 1)[1]: v for k, v in arrays.items() if k.startswith(f"t{i}_")}
+        model.models_[meta["task"]] = TeacherAttributor.from_state(meta, sub_arrays)
+    model._set_classes()
+    return model
