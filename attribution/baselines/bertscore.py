@@ -120,7 +120,6 @@ class BertScoreScorer:
             normalized to sum to 1 (bert-score without idf).
         """
         import torch
-        from bert_score.utils import sent_encode
 
         todo = sorted({t for t in texts if t not in self._cache}, key=len, reverse=True)
         batches = [todo[i:i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
@@ -130,7 +129,7 @@ class BertScoreScorer:
         with torch.inference_mode():
             for batch in progress(batches, desc=f"embed ({Path(self.model_path).name})",
                                   enabled=self.show_progress and bool(batches)):
-                ids = [sent_encode(self._tokenizer, t) for t in batch]
+                ids = [self._encode(t) for t in batch]
                 width = max(len(x) for x in ids)
                 x = torch.full((len(ids), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(ids), width), dtype=torch.long)
@@ -147,6 +146,14 @@ class BertScoreScorer:
                         weights /= weights.sum()
                     self._cache[text] = (out[row, :len(seq)].astype(np.float32), weights.astype(np.float32))
         return [self._cache[t] for t in texts]
+
+    def _encode(self, text: str) -> list[int]:
+        """bert-score's tokenization (its empty-text path breaks on transformers 5)."""
+        from bert_score.utils import sent_encode
+
+        if not text.strip():
+            return list(self._tokenizer("", add_special_tokens=True)["input_ids"])
+        return list(sent_encode(self._tokenizer, text))
 
     def mean_embeddings(self, texts: Sequence[str]) -> np.ndarray:
         """Mean-pooled, unit-norm embedding of each text (special tokens excluded), shape (n, dim)."""
