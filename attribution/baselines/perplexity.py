@@ -161,13 +161,10 @@ class PerplexityScorer:
                                           tokenize=True)
             ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
             return list(ids)
-        if prompt:
-            ids = tok(prompt + self.separator, add_special_tokens=True)["input_ids"]
-        else:
-            ids = tok("", add_special_tokens=True)["input_ids"]
-        if not ids or (self._start_id is not None and ids[0] != self._start_id and not prompt):
-            ids = [self._start_id] if self._start_id is not None else []
-        return list(ids)
+        ids = list(tok(prompt + self.separator, add_special_tokens=True)["input_ids"]) if prompt else []
+        if self._start_id is not None and (not ids or ids[0] != self._start_id):
+            ids = [self._start_id, *ids]  # a start token, so the first output token is scored too
+        return ids
 
     def _encode(self, prompt: str | None, text: str) -> tuple[list[int], int]:
         """Token ids and the number of leading (unscored) context tokens."""

@@ -1,0 +1,133 @@
+"""``attribute-teacher baseline NAME``: score students with one of the paper's baselines.
+
+With labelled students (every record has ``teacher``) it prints the same metric rows as
+``evaluate`` (one per task); otherwise each output's scores and top teacher, plus a
+verdict per student. torch and the models load inside the command only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ._app import Device, OutputFormat, app, emit, log, report_skipped
+
+NAME_HELP = ("bertscore, embedding, perplexity, perplexity-normalized, cosine, rouge (ROUGE-L F), "
+             "rouge1 or rouge2.")
+
+
+def _table(result: dict[str, Any]) -> str:
+    if "results" in result:
+        lines = [f"{'task':<16} {'baseline':<22} {'n':>5} {'acc':>6} {'bal_acc':>8} {'students':>9} {'stud_acc':>9}"]
+        for row in result["results"]:
+            lines.append(f"{str(row['task']):<16} {row['features']:<22} {row['n_outputs']:>5} "
+                         f"{row['accuracy']:>6.3f} {row['balanced_accuracy']:>8.3f} {row['n_students']:>9} "
+                         f"{row['student_accuracy']:>9.3f}")
+        return "\n".join(lines)
+    lines = [f"{'student':<28} {'verdict':<24} {'n':>5}"]
+    for student, row in sorted(result["students"].items()):
+        lines.append(f"{student:<28} {row['verdict']:<24} {row['n_outputs']:>5}")
+    return "\n".join(lines)
+
+
+def _predictions(name: str, refs: list, studs: list, options: dict[str, Any], per_task: bool) -> dict[str, Any]:
+    """Per-output scores and per-student verdicts (mean score) for unlabelled students."""
+    import numpy as np
+
+    from ..baselines import run_baseline, split_by_task
+
+    tasks = split_by_task(refs, studs) if per_task else {None: (refs, studs)}
+    outputs, students, metas = [], {}, {}
+    for task, (task_refs, task_studs) in tasks.items():
+        result = run_baseline(name, task_refs, task_studs, **options)
+        metas[str(task)] = result.meta
+        groups: dict[str, list[int]] = {}
+        for i, record in enumerate(task_studs):
+            outputs.append({"id": record.key, "task": task, "predicted": result.classes[int(np.argmax(result.scores[i]))],
+                            "scores": dict(zip(result.classes, result.scores[i].tolist()))})
+            key = f"{task}/{record.student or '?'}" if task else (record.student or "?")
+            groups.setdefault(key, []).append(i)
+        for key, idx in groups.items():
+            mean = result.scores[idx].mean(axis=0)
+            students[key] = {"verdict": result.classes[int(np.argmax(mean))], "n_outputs": len(idx),
+                             "mean_scores": dict(zip(result.classes, mean.tolist()))}
+    return {"outputs": outputs, "students": students, "meta": metas}
+
+
+@app.command("baseline")
+def baseline_cli(
+    name: str = typer.Argument(..., help=f"Baseline: {NAME_HELP}"),
+    reference: Path = typer.Option(..., "--reference", "-r", dir_okay=False,
+                                   help="Teachers' reference outputs (each with 'teacher'; 'id' aligns pairs)."),
+    students: Path = typer.Option(..., "--students", "-s", dir_okay=False, help="Student outputs to attribute."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Encoder for bertscore/embedding: hub id (e.g. roberta-large), "
+                                        "local dir, or 'minilm' (offline default)."),
+    num_layers: Optional[int] = typer.Option(None, "--num-layers", min=0,
+                                             help="Encoder layer (default: bert-score's choice; 6 for minilm)."),
+    teacher_model: list[str] = typer.Option([], "--teacher-model", "-t",
+                                            help="NAME=MODEL for perplexity, once per teacher: hub id, dir, "
+                                            ".gguf file, or alias smollm2 / gemma3-270m."),
+    device: Device = typer.Option(Device.auto, "--device", help="auto (CUDA if available), cpu or cuda."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per model batch."),
+    alignment: str = typer.Option("auto", "--alignment",
+                                  help="auto (same id for all teachers, else best match), id, or best."),
+    prompt_format: str = typer.Option("plain", "--prompt-format", help="perplexity: plain or chat (template)."),
+    n_calibration: int = typer.Option(100, "--n-calibration", min=2,
+                                      help="perplexity-normalized: own references per teacher for the z-score."),
+    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Remove generation artifacts first."),
+    per_task: bool = typer.Option(True, "--per-task/--pooled", help="Score each task separately."),
+    task: Optional[str] = typer.Option(None, "--task", help="Keep only this task."),
+    limit: int = typer.Option(0, "--limit", min=0, help="Score a seeded random sample of this many students (0 = all)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0 = torch's default)."),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help="Field holding the text."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records instead of stopping."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", dir_okay=False, help="Also write the JSON here."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --limit and the calibration sample."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or counts on stderr."),
+) -> None:
+    """Attribute student outputs with a baseline (BERTScore, embeddings, teacher perplexity, cosine, ROUGE)."""
+    import random
+
+    from ..baselines import BASELINES, MODEL_BASELINES, evaluate_baseline
+    from ..baselines._common import versions
+    from ..baselines.perplexity import parse_teacher_models
+    from ..io import RecordReader
+
+    if name not in BASELINES:
+        from ..baselines._common import baseline_error
+
+        raise baseline_error("E502", name=name, choices=", ".join(BASELINES))
+    if name in MODEL_BASELINES and threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    reader_options = {"text_field": text_field, "skip_invalid": skip_invalid}
+    ref_reader = RecordReader(reference, require_teacher=True, **reader_options)
+    stud_reader = RecordReader(students, **reader_options)
+    refs = [r for r in ref_reader if task is None or r.task == task]
+    studs = [r for r in stud_reader if task is None or r.task == task]
+    report_skipped(ref_reader.skipped + stud_reader.skipped, quiet=quiet)
+    if limit and len(studs) > limit:
+        keep = sorted(random.Random(seed).sample(range(len(studs)), limit))
+        studs = [studs[i] for i in keep]
+    log(f"{len(refs)} reference and {len(studs)} student outputs; baseline {name}", quiet=quiet)
+    options: dict[str, Any] = {"device": device.value, "batch_size": batch_size, "alignment": alignment,
+                               "normalize": normalize, "show_progress": not quiet, "random_state": seed}
+    if name in ("bertscore", "embedding"):
+        options.update(model=model or "minilm", num_layers=num_layers)
+    if name.startswith("perplexity"):
+        options.update(teacher_models=parse_teacher_models(teacher_model), prompt_format=prompt_format,
+                       n_calibration=n_calibration)
+    labelled = bool(studs) and all(s.teacher for s in studs)
+    if labelled:
+        result: dict[str, Any] = {"results": evaluate_baseline(name, refs, studs, per_task=per_task, **options)}
+    else:
+        result = _predictions(name, refs, studs, options, per_task)
+    result["signature"] = {"baseline": name, "n_references": len(refs), "n_students": len(studs),
+                           "limit": limit, "seed": seed, "versions": versions()}
+    result["skipped"] = len(ref_reader.skipped) + len(stud_reader.skipped)
+    emit(result, fmt, _table, output)
