@@ -93,6 +93,7 @@ class BertScoreScorer:
         self.model_path, self.num_layers = resolve_encoder(model, num_layers)
         self.batch_size = batch_size or (64 if self.device_.startswith("cuda") else 16)
         self.show_progress = show_progress
+        _quiet_transformers(show_progress)
         try:
             self._tokenizer = get_tokenizer(self.model_path, use_fast=False)
             if self.num_layers is None:
@@ -217,6 +218,16 @@ class BertScoreScorer:
         return {"model": self.model if self.model.lower() in ENCODER_ALIASES else self.model_path,
                 "num_layers": self.num_layers, "idf": False, "rescale_with_baseline": False,
                 "device": self.device_}
+
+
+def _quiet_transformers(show_progress: bool) -> None:
+    """transformers draws its own "Loading weights" bar; silence it with ours."""
+    from transformers.utils import logging as hf_logging
+
+    if show_progress:
+        hf_logging.enable_progress_bar()
+    else:
+        hf_logging.disable_progress_bar()
 
 
 def _short(err: BaseException) -> str:

@@ -134,6 +134,7 @@ class PerplexityScorer:
         self.batch_size = batch_size or (64 if self.device_.startswith("cuda") else 8)
         path, gguf_file = resolve_lm(model)
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+        _quiet_transformers(show_progress)
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
             self._model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype_, **kwargs)
@@ -260,6 +261,16 @@ class PerplexityScorer:
         """What was loaded and how texts were framed."""
         return {"model": self.model, "device": self.device_, "dtype": str(self.dtype_).replace("torch.", ""),
                 "max_length": self.max_length, "prompt_format": self.prompt_format}
+
+
+def _quiet_transformers(show_progress: bool) -> None:
+    """transformers draws its own "Loading weights" bar; silence it with ours."""
+    from transformers.utils import logging as hf_logging
+
+    if show_progress:
+        hf_logging.enable_progress_bar()
+    else:
+        hf_logging.disable_progress_bar()
 
 
 def _short(err: BaseException) -> str:
