@@ -24,24 +24,21 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from .errors import Errors, NotFittedError, model_error
 from .tagging import TaggedDoc, get_tagger
 
-SOURCES = ("tags", "words", "mixed")
-#: Closed-class tags whose words are kept by ``source="mixed"``: the words a writer's
-#: habits show in (``because``, ``the``, ``would``), while topic words become their tags.
-FUNCTION_TAGS = frozenset({"DT", "PDT", "WDT", "IN", "CC", "TO", "MD", "PRP", "PRP$", "WP", "WP$",
-                           "WRB", "EX", "RP", "POS", "UH", ".", ",", ":", "``", "''", "-LRB-", "-RRB-",
-                           "HYPH", "NFP", "LS", "SYM", "$"})
-#: Frequent verbs and adverbs of answer frames ("The answer is ... because").
-FUNCTION_WORDS = frozenset({"is", "are", "was", "were", "be", "been", "being", "am", "has", "have",
-                            "had", "do", "does", "did", "not", "n't", "also", "so", "then", "therefore",
-                            "however", "answer", "correct", "option", "here", "there", "let", "know"})
+SOURCES = ("tags", "words")
 WEIGHTINGS = ("binary", "count", "tfidf")
 
 
+def ngrams(symbols: Sequence[str], n: int) -> list[str]:
+    """The n-grams of ``symbols`` in order of their start, joined by single spaces."""
+    if n == 1:
+        return list(symbols)
+    return [" ".join(gram) for gram in zip(*(symbols[i:] for i in range(n)))]
+
+
 def iter_ngrams(symbols: Sequence[str], n_min: int, n_max: int) -> Iterator[str]:
-    """All n-grams of ``symbols`` with ``n_min <= n <= n_max``, joined by single spaces."""
+    """All n-grams of ``symbols`` with ``n_min <= n <= n_max``, shortest first."""
     for n in range(n_min, n_max + 1):
-        for start in range(len(symbols) - n + 1):
-            yield " ".join(symbols[start:start + n])
+        yield from ngrams(symbols, n)
 
 
 class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
@@ -113,23 +110,36 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
     def _symbols(self, doc: TaggedDoc) -> Sequence[str]:
         if self._source() == "tags":
             return doc.tags
-        if self._source() == "mixed":
-            return [w.lower() if (t in FUNCTION_TAGS or w.lower() in FUNCTION_WORDS) else t
-                    for w, t in zip(doc.words, doc.tags)]
         return [w.lower() for w in doc.words] if getattr(self, "lowercase", True) else doc.words
 
     def _counts(self, doc: TaggedDoc) -> Counter:
-        return Counter(iter_ngrams(self._symbols(doc), *self._range()))
+        symbols = self._symbols(doc)
+        n_min, n_max = self._range()
+        counts: Counter = Counter()
+        for n in range(n_min, n_max + 1):
+            counts.update(ngrams(symbols, n))
+        return counts
 
     # -- estimator API -----------------------------------------------------------------
     def fit(self, X: Sequence[TaggedDoc | str], y: Any = None) -> SequenceNgramVectorizer:
         """Learn the vocabulary (and IDF) from training documents."""
+        self._fit_counts([self._counts(doc) for doc in self._docs_checked(X)])
+        return self
+
+    def fit_transform(self, X: Sequence[TaggedDoc | str], y: Any = None, **fit_params: Any) -> sp.csr_matrix:
+        """:meth:`fit` then :meth:`transform`, counting each document's n-grams once."""
+        counts = [self._counts(doc) for doc in self._docs_checked(X)]
+        self._fit_counts(counts)
+        return self._matrix(counts)
+
+    def _docs_checked(self, X: Sequence[TaggedDoc | str]) -> list[TaggedDoc]:
         self._validate_params()
-        docs = self._docs(X)
+        return self._docs(X)
+
+    def _fit_counts(self, per_doc: list[Counter]) -> None:
         total: Counter = Counter()
         doc_freq: Counter = Counter()
-        for doc in docs:
-            counts = self._counts(doc)
+        for counts in per_doc:
             total.update(counts)
             doc_freq.update(counts.keys())
         ranked = sorted(total.items(), key=lambda item: (-item[1], item[0]))
@@ -138,26 +148,27 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
         self.vocabulary_ = {gram: i for i, (gram, _) in enumerate(ranked)}
         if self.weighting == "tfidf":
             df = np.array([doc_freq[g] for g, _ in ranked], dtype=float)
-            self.idf_ = np.log((1 + len(docs)) / (1 + df)) + 1.0
+            self.idf_ = np.log((1 + len(per_doc)) / (1 + df)) + 1.0
         else:
             self.idf_ = None
-        return self
 
     def transform(self, X: Sequence[TaggedDoc | str]) -> sp.csr_matrix:
         """Documents as a sparse (n_docs, n_features) matrix."""
         if not hasattr(self, "vocabulary_"):
             raise NotFittedError(Errors.E204.format(name=type(self).__name__), code="E204")
-        docs = self._docs(X)
+        return self._matrix([self._counts(doc) for doc in self._docs(X)])
+
+    def _matrix(self, per_doc: list[Counter]) -> sp.csr_matrix:
         rows, cols, vals = [], [], []
-        for i, doc in enumerate(docs):
-            for gram, count in self._counts(doc).items():
+        for i, counts in enumerate(per_doc):
+            for gram, count in counts.items():
                 j = self.vocabulary_.get(gram)
                 if j is not None:
                     rows.append(i)
                     cols.append(j)
                     vals.append(count)
         matrix = sp.csr_matrix((np.asarray(vals, dtype=float), (rows, cols)),
-                               shape=(len(docs), len(self.vocabulary_)))
+                               shape=(len(per_doc), len(self.vocabulary_)))
         if self.weighting == "binary":
             matrix.data[:] = 1.0
         elif self.weighting == "tfidf":
@@ -264,28 +275,13 @@ FEATURE_SETS: dict[str, list[tuple[str, Any]]] = {
     "ngram-paper": [("words", lambda: WordNgramVectorizer(ngram_range=(1, 3), top_k=10_000,
                                                           weighting="count"))],
     "pos-rich": [("pos", lambda: SequenceNgramVectorizer(source="tags", ngram_range=(1, 4),
-                                                         top_k=5_000, weighting="tfidf"))],
-    "mixed": [("mixed", lambda: SequenceNgramVectorizer(source="mixed", ngram_range=(1, 4),
-                                                        top_k=10_000, weighting="tfidf"))],
+                                                         top_k=2_000, weighting="tfidf"))],
     "ngram-tfidf": [("words", lambda: WordNgramVectorizer(ngram_range=(1, 3), top_k=20_000,
                                                           weighting="tfidf"))],
     "combined": [
-        ("pos", lambda: SequenceNgramVectorizer(source="tags", ngram_range=(1, 4), top_k=5_000,
+        ("pos", lambda: SequenceNgramVectorizer(source="tags", ngram_range=(1, 4), top_k=2_000,
                                                 weighting="tfidf")),
-        ("words", lambda: WordNgramVectorizer(ngram_range=(1, 3), top_k=20_000, weighting="tfidf")),
-    ],
-    "pos-mixed": [
-        ("pos", lambda: SequenceNgramVectorizer(source="tags", ngram_range=(1, 4), top_k=5_000,
-                                                weighting="tfidf")),
-        ("mixed", lambda: SequenceNgramVectorizer(source="mixed", ngram_range=(1, 4), top_k=10_000,
-                                                  weighting="tfidf")),
-    ],
-    "all": [
-        ("pos", lambda: SequenceNgramVectorizer(source="tags", ngram_range=(1, 4), top_k=5_000,
-                                                weighting="tfidf")),
-        ("mixed", lambda: SequenceNgramVectorizer(source="mixed", ngram_range=(1, 4), top_k=10_000,
-                                                  weighting="tfidf")),
-        ("words", lambda: WordNgramVectorizer(ngram_range=(1, 3), top_k=20_000, weighting="tfidf")),
+        ("words", lambda: WordNgramVectorizer(ngram_range=(1, 3), top_k=5_000, weighting="tfidf")),
     ],
 }
 

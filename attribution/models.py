@@ -21,10 +21,11 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from . import __version__
 from .errors import Errors, NotFittedError, model_error
-from .features import SequenceNgramVectorizer, make_feature_blocks
+from .features import SequenceNgramVectorizer, make_feature_blocks, ngrams
 from .normalize import Normalizer
 from .tagging import TaggedDoc, get_tagger
 
@@ -103,13 +104,13 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     # -- preparation ---------------------------------------------------------------------
-    def prepare(self, texts: Sequence[str]) -> list[TaggedDoc]:
-        """Normalize and tag texts (cached: a text is tagged once per process)."""
+    def prepare(self, texts: Sequence[str], *, cache: bool = True) -> list[TaggedDoc]:
+        """Normalize and tag texts; with ``cache`` a text is tagged once per process."""
         texts = _check_texts(texts)
         if self.normalize:
             normalizer = Normalizer()
             texts = [normalizer(t) for t in texts]
-        return get_tagger(self.tagger, batch_size=self.batch_size).tag(texts)
+        return get_tagger(self.tagger, batch_size=self.batch_size).tag(texts, cache=cache)
 
     def _featurize(self, docs: Sequence[TaggedDoc]) -> sp.csr_matrix:
         return sp.hstack([vec.transform(docs) for _, vec in self.blocks_], format="csr")
@@ -134,12 +135,11 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
     def fit_docs(self, docs: Sequence[TaggedDoc], teachers: Sequence[str]) -> TeacherAttributor:
         """Fit on already-tagged documents (lets callers tag once for several models)."""
         self.blocks_ = make_feature_blocks(self.features, tagger=self.tagger)
-        for _, vec in self.blocks_:
-            vec.fit(docs)
-        X = self._featurize(docs)
+        X = sp.hstack([vec.fit_transform(docs) for _, vec in self.blocks_], format="csr")
         self.classifier_ = LogisticRegression(C=self.C, class_weight=self.class_weight,
                                               max_iter=self.max_iter)
-        self.classifier_.fit(X, np.asarray(teachers))
+        with threadpool_limits(1):  # small problem: BLAS threads only add contention (6x slower)
+            self.classifier_.fit(X, np.asarray(teachers))
         self.classes_ = self.classifier_.classes_
         self.n_features_ = X.shape[1]
         self.signature_ = self._signature()
@@ -257,10 +257,13 @@ class StudentEvidence:
     keep_outputs : bool, default=False
         Also keep each output's probabilities (memory grows with the outputs).
     n_examples : int, default=3
-        Example spans kept per feature.
+        Example spans kept per template (of two or more symbols).
+    max_example_outputs : int, default=1000
+        Examples are taken from the first outputs only, which bounds their cost.
     """
 
-    def __init__(self, model: TeacherAttributor, *, keep_outputs: bool = False, n_examples: int = 3) -> None:
+    def __init__(self, model: TeacherAttributor, *, keep_outputs: bool = False, n_examples: int = 3,
+                 max_example_outputs: int = 1000) -> None:
         model._check_fitted()
         self.model = model
         self.classes = model.classes_.tolist()
@@ -271,6 +274,7 @@ class StudentEvidence:
         self.feature_outputs = np.zeros(model.n_features_, dtype=np.int64)
         self.examples: dict[int, list[str]] = {}
         self.n_examples = n_examples
+        self.max_example_outputs = max_example_outputs
         self._rng = np.random.default_rng(model.random_state)
         self._boot_sum = np.zeros((model.n_bootstrap, k))
         self._boot_count = np.zeros(model.n_bootstrap)
@@ -279,7 +283,7 @@ class StudentEvidence:
 
     def add(self, texts: Sequence[str]) -> np.ndarray:
         """Add a batch of outputs; returns their per-output probabilities."""
-        docs = self.model.prepare(texts)
+        docs = self.model.prepare(texts, cache=False)
         X = self.model._featurize(docs)
         proba = self.model.classifier_.predict_proba(X)
         self.add_scored(docs, X, proba)
@@ -301,22 +305,26 @@ class StudentEvidence:
         self._collect_examples(docs, X)
 
     def _collect_examples(self, docs: Sequence[TaggedDoc], X: sp.csr_matrix) -> None:
+        # Examples come from the first outputs only, so their cost stays bounded.
+        if self.n_outputs - len(docs) >= self.max_example_outputs:
+            return
         offset = 0
         for _, vec in self.model.blocks_:
-            width = len(vec.vocabulary_)
             n_min, n_max = vec._range()
-            for doc in docs:
-                symbols = vec._symbols(doc)
-                for n in range(n_min, n_max + 1):
-                    for start in range(len(symbols) - n + 1):
-                        j = vec.vocabulary_.get(" ".join(symbols[start:start + n]))
-                        if j is None:
-                            continue
-                        kept = self.examples.setdefault(offset + j, [])
-                        span = " ".join(doc.words[start:start + n])
-                        if len(kept) < self.n_examples and span not in kept:
-                            kept.append(span)
-            offset += width
+            if vec._source() != "words":  # a word n-gram is its own example
+                for doc in docs:
+                    symbols = vec._symbols(doc)
+                    for n in range(max(n_min, 2), n_max + 1):
+                        for start, gram in enumerate(ngrams(symbols, n)):
+                            j = vec.vocabulary_.get(gram)
+                            if j is None:
+                                continue
+                            kept = self.examples.setdefault(offset + j, [])
+                            if len(kept) < self.n_examples:
+                                span = " ".join(doc.words[start:start + n])
+                                if span not in kept:
+                                    kept.append(span)
+            offset += len(vec.vocabulary_)
 
     def ranking(self) -> pd.DataFrame:
         """Teachers from most to least likely (ties: alphabetical)."""
@@ -358,10 +366,11 @@ class StudentEvidence:
         rows = []
         for j in order:
             block, feature = names[j].split(":", 1)
+            examples = self.examples.get(j, [feature] if block == "words" else [])
             rows.append({"teacher": teacher, "block": block, "feature": feature,
                          "weight": float(contribution[j]), "n_outputs": int(self.feature_outputs[j]),
                          "share_of_outputs": float(self.feature_outputs[j] / self.n_outputs),
-                         "examples": list(self.examples.get(j, []))})
+                         "examples": list(examples)})
         return pd.DataFrame(rows, columns=["teacher", "block", "feature", "weight", "n_outputs",
                                            "share_of_outputs", "examples"])
 
