@@ -99,7 +99,7 @@ def test_evaluate_baseline_rows_match_evaluation(refs):
     [row] = evaluate_baseline("cosine", refs, students)
     assert row["features"] == "cosine" and row["task"] == "t"
     assert row["accuracy"] == 1.0 and row["n_students"] == 2 and row["student_accuracy"] == 1.0
-    assert row["baseline"]["alignment"] == "auto"
+    assert row["meta"]["alignment"] == "auto"
 
 
 @pytest.mark.parametrize("call, code", [
@@ -165,4 +165,4 @@ def test_cosine_on_released_outputs_pairs_every_student_with_every_teacher():
     studs = read_records(PAPER_QA / "openbookqa_student.jsonl", skip_invalid=True)[:60]
     [row] = evaluate_baseline("cosine", refs, studs)
     assert row["n_outputs"] == 60 and 0.0 <= row["accuracy"] <= 1.0
-    assert row["baseline"]["n_pairs_id"] + row["baseline"]["n_pairs_best_match"] == 60 * 5
+    assert row["meta"]["n_pairs_id"] + row["meta"]["n_pairs_best_match"] == 60 * 5

@@ -156,3 +156,19 @@ def test_cuda_path_matches_cpu(encoder):
     gpu = get_scorer("minilm", device="cuda", show_progress=False)
     np.testing.assert_allclose(gpu.f1_against(TEXT, [PARAPHRASE, UNRELATED]),
                                encoder.f1_against(TEXT, [PARAPHRASE, UNRELATED]), atol=5e-3)
+
+
+def test_head_on_scored_positions_only_equals_full_logits(smollm):
+    prompts = ["Question: Why do banks have revolving doors?", None, "Q: plants?"]
+    texts = [TEXT, PARAPHRASE, UNRELATED]
+    assert smollm.head_only_scored_  # SmolLM2 is a Llama architecture
+    smollm._memo.clear()
+    fast = smollm.score(texts, prompts)
+    smollm._memo.clear()
+    smollm.head_only_scored_ = False
+    try:
+        full = smollm.score(texts, prompts)
+    finally:
+        smollm.head_only_scored_ = True
+        smollm._memo.clear()
+    np.testing.assert_allclose(fast, full, atol=1e-4)

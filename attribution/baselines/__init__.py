@@ -103,7 +103,7 @@ def evaluate_baseline(name: str, references: Sequence[Record], students: Sequenc
     """Run a baseline and score it like the feature rows of ``evaluate``: one dict per task.
 
     Each row is :func:`attribution.evaluation.score_attribution` (``features`` = the baseline
-    name; students grouped by :func:`attribution.evaluation.student_key`), plus ``baseline``:
+    name; students grouped by :func:`attribution.evaluation.student_key`), plus ``meta``:
     the result's ``meta``. With ``per_task`` the records are split by their ``task`` field
     and references of a task are only compared with students of the same task.
 
@@ -125,7 +125,7 @@ def evaluate_baseline(name: str, references: Sequence[Record], students: Sequenc
         result = run_baseline(name, refs, studs, **options)
         row = score_attribution([s.teacher for s in studs], result.scores, result.classes,
                                 [student_key(s) for s in studs], features=name, task=task)
-        row["baseline"] = result.meta
+        row["meta"] = result.meta
         rows.append(row)
     return rows
 

