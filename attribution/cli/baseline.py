@@ -59,9 +59,11 @@ def _predictions(name: str, refs: list, studs: list, options: dict[str, Any], pe
 @app.command("baseline")
 def baseline_cli(
     name: str = typer.Argument(..., help=f"Baseline: {NAME_HELP}"),
-    reference: Path = typer.Option(..., "--reference", "-r", dir_okay=False,
-                                   help="Teachers' reference outputs (each with 'teacher'; 'id' aligns pairs)."),
-    students: Path = typer.Option(..., "--students", "-s", dir_okay=False, help="Student outputs to attribute."),
+    reference: list[Path] = typer.Option(..., "--reference", "-r", dir_okay=False,
+                                         help="Teachers' reference outputs (each with 'teacher'; 'id' aligns "
+                                         "pairs); repeat for several files."),
+    students: list[Path] = typer.Option(..., "--students", "-s", dir_okay=False,
+                                        help="Student outputs to attribute; repeat for several files."),
     model: Optional[str] = typer.Option(None, "--model", "-m",
                                         help="Encoder for bertscore/embedding: hub id (e.g. roberta-large), "
                                         "local dir, or 'minilm' (offline default)."),
@@ -109,11 +111,17 @@ def baseline_cli(
 
         torch.set_num_threads(threads)
     reader_options = {"text_field": text_field, "skip_invalid": skip_invalid}
-    ref_reader = RecordReader(reference, require_teacher=True, **reader_options)
-    stud_reader = RecordReader(students, **reader_options)
-    refs = [r for r in ref_reader if task is None or r.task == task]
-    studs = [r for r in stud_reader if task is None or r.task == task]
-    report_skipped(ref_reader.skipped + stud_reader.skipped, quiet=quiet)
+    ref_readers = [RecordReader(path, require_teacher=True, **reader_options) for path in reference]
+    stud_readers = [RecordReader(path, **reader_options) for path in students]
+    refs = [r for reader in ref_readers for r in reader if task is None or r.task == task]
+    studs = [r for reader in stud_readers for r in reader if task is None or r.task == task]
+    skipped = [err for reader in ref_readers + stud_readers for err in reader.skipped]
+    report_skipped(skipped, quiet=quiet)
+    if not refs or not studs:
+        from ..baselines._common import baseline_error
+
+        what = "references" if not refs else "students"
+        raise baseline_error("E509", name=what + (f" of task '{task}'" if task else ""))
     n_empty = 0
     if drop_empty:
         from ..baselines._common import prepare_texts
@@ -141,5 +149,5 @@ def baseline_cli(
     result["signature"] = {"baseline": name, "n_references": len(refs), "n_students": len(studs),
                            "limit": limit, "seed": seed,
                            "dropped_empty": n_empty, "versions": versions()}
-    result["skipped"] = len(ref_reader.skipped) + len(stud_reader.skipped)
+    result["skipped"] = len(skipped)
     emit(result, fmt, _table, output)
