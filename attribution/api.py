@@ -20,8 +20,10 @@ from . import __version__
 from .errors import input_error, model_error
 from .evaluation import score_attribution, student_accuracy_at, student_key
 from .io import Record, RecordReader, read_records
-from .models import DEFAULT_FEATURES, MultiTaskAttributor, StudentEvidence, TeacherAttributor
+from .models import DEFAULT_FEATURES, MultiTaskAttributor, StudentEvidence, TeacherAttributor, unlisted_p_value
 
+#: Significance level of the unlisted-teacher test behind a verdict.
+ALPHA = 0.05
 #: Feature sets compared by ``evaluate`` when none are named: the paper's two presets and our default.
 DEFAULT_EVAL_FEATURES = ("pos-paper", "ngram-paper", DEFAULT_FEATURES)
 
@@ -46,7 +48,7 @@ def fit_reference(records: Iterable[Record], *, task: str | None = None, **param
 
 
 def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task: str | None = None,
-                 top_templates: int = 10, keep_outputs: bool = False,
+                 top_templates: int = 10, keep_outputs: bool = False, alpha: float = ALPHA,
                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Rank the teacher of one student from all its outputs, streaming in batches.
 
@@ -54,7 +56,7 @@ def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task:
     -------
     dict
         ``n_outputs``; ``ranking`` (best first: ``teacher``, ``probability``, ``support``);
-        ``tasks`` (the same per task); ``evidence`` (templates that drove the top teacher, with
+        ``tasks`` (the same per task); ``verdict`` (see :func:`verdict`); ``evidence`` (templates that drove the top teacher, with
         example spans from these outputs); with ``keep_outputs``, ``outputs`` (per-output
         probabilities, for reports).
     """
@@ -90,12 +92,12 @@ def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task:
     if not evidence:
         raise model_error("E209")
     return summarize_evidence(evidence, model.classes_, top_templates=top_templates, outputs=kept or None,
-                              keep_outputs=keep_outputs)
+                              keep_outputs=keep_outputs, alpha=alpha)
 
 
 def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Sequence[str], *,
                        top_templates: int = 10, outputs: list | None = None,
-                       keep_outputs: bool = False) -> dict[str, Any]:
+                       keep_outputs: bool = False, alpha: float = ALPHA) -> dict[str, Any]:
     """Combine per-task evidence into one verdict (over teachers every task knows)."""
     total = np.zeros(len(classes))
     boot_sum = None
@@ -128,14 +130,33 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
         rows = ev.templates(top, top=top_templates).to_dict("records")
         templates.extend({**row, "task": key} for row in rows)
     templates.sort(key=lambda row: (-row["weight"], row["feature"]))
+    p_values = {key: ev.p_unlisted() for key, ev in evidence.items()}
     result: dict[str, Any] = {"n_outputs": n_outputs, "ranking": ranking,
-                              "evidence": templates[:top_templates]}
+                              "evidence": templates[:top_templates],
+                              "verdict": verdict(top, list(p_values.values()), alpha=alpha)}
     if len(per_task) > 1 or None not in per_task:
-        result["tasks"] = {str(k): {"n_outputs": evidence[k].n_outputs, "ranking": v}
+        result["tasks"] = {str(k): {"n_outputs": evidence[k].n_outputs, "ranking": v,
+                                    "verdict": verdict(v[0]["teacher"], [p_values[k]], alpha=alpha)}
                            for k, v in per_task.items()}
     if keep_outputs:
         result["outputs"] = outputs or []
     return result
+
+
+def verdict(teacher: str, p_values: Sequence[float | None], *, alpha: float = ALPHA) -> dict[str, Any]:
+    """Name the teacher only when an unlisted teacher is implausible.
+
+    ``status`` is ``"attributed"`` when every task's :func:`~attribution.models.unlisted_p_value`
+    is below ``alpha`` (the combined p-value is their maximum, a conservative union), ``"inconclusive"``
+    when the student could as well come from a teacher outside the candidates, and ``"unavailable"``
+    when the test cannot run (fewer than 3 candidate teachers).
+    """
+    if not p_values or any(p is None for p in p_values):
+        return {"teacher": teacher, "status": "unavailable", "p_unlisted": None, "alpha": alpha}
+    p = max(p_values)
+    status = "attributed" if p < alpha else "inconclusive"
+    return {"teacher": teacher if status == "attributed" else None, "best_candidate": teacher,
+            "status": status, "p_unlisted": p, "alpha": alpha}
 
 
 def _ranking_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -181,8 +202,9 @@ def evaluate(references: Sequence[Record], students: Sequence[Record], *,
             model = TeacherAttributor(features=name, random_state=random_state, **params)
             model.fit([r.output for r in refs], [r.teacher for r in refs])
             scores = np.log(np.clip(model.predict_proba([r.output for r in studs]), 1e-12, 1.0))
-            results.append(_row(y_true, scores, model.classes_.tolist(), groups, name, task,
-                                subsets, draws, random_state))
+            row = _row(y_true, scores, model.classes_.tolist(), groups, name, task, subsets, draws, random_state)
+            _add_verdicts(row, scores, groups, model)
+            results.append(row)
         for name in baselines:
             from .baselines import run_baseline
 
@@ -201,6 +223,24 @@ def _row(y_true, scores, classes, groups, name, task, subsets, draws, random_sta
     return row
 
 
+def _add_verdicts(row: dict[str, Any], scores: np.ndarray, groups: Sequence[str], model: TeacherAttributor,
+                  alpha: float = ALPHA) -> None:
+    """Per student: the unlisted-teacher p-value and status; per row: how often a verdict is given
+    (``n_attributed``) and how often it is right (``attributed_accuracy``, null when none is given)."""
+    groups = np.asarray(groups)
+    hits = []
+    for group, student in row["students"].items():
+        rows = scores[groups == group]
+        p = unlisted_p_value(rows.mean(axis=0), len(rows), model.unlisted_log_proba_,
+                             random_state=model.random_state)
+        status = verdict(student["predicted"], [p], alpha=alpha)["status"]
+        student.update({"p_unlisted": p, "status": status})
+        if status == "attributed":
+            hits.append(student["predicted"] == student["true"])
+    row["n_attributed"] = len(hits)
+    row["attributed_accuracy"] = float(np.mean(hits)) if hits else None
+
+
 def _by_task(records: Sequence[Record]) -> dict[str | None, list[Record]]:
     out: dict[str | None, list[Record]] = {}
     for record in records:
@@ -211,7 +251,7 @@ def _by_task(records: Sequence[Record]) -> dict[str | None, list[Record]]:
 def results_table(result: dict[str, Any]) -> pd.DataFrame:
     """The ``results`` of :func:`evaluate` as a DataFrame (one row per task and feature set)."""
     columns = ["task", "features", "n_outputs", "accuracy", "balanced_accuracy", "macro_f1",
-               "n_students", "student_accuracy"]
+               "n_students", "student_accuracy", "n_attributed", "attributed_accuracy"]
     return pd.DataFrame([{k: row.get(k) for k in columns} for row in result["results"]], columns=columns)
 
 

@@ -63,6 +63,10 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         Remove generation artifacts first (see :class:`attribution.normalize.Normalizer`).
     n_bootstrap : int, default=200
         Bootstrap replicates behind the ``support`` column of :meth:`rank`.
+    open_set : bool, default=True
+        Also fit one model per left-out teacher (needs 3+ teachers), to test whether a
+        student could come from a teacher *outside* the candidates (see
+        :func:`unlisted_p_value`). Costs one extra fit per teacher.
     batch_size : int, default=256
         Texts tagged and scored per batch; bounds memory when ranking streams.
     random_state : int, default=0
@@ -78,6 +82,10 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
     n_features_ : int
     signature_ : str
         Reproducibility signature: version, tagger, features, C.
+    unlisted_log_proba_ : dict of str to ndarray
+        For each teacher, log-probabilities of its reference outputs under a model fitted
+        *without* it (the null of :func:`unlisted_p_value`); empty with fewer than 3
+        teachers or ``open_set=False``.
 
     Examples
     --------
@@ -91,8 +99,8 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
 
     def __init__(self, *, features: str = DEFAULT_FEATURES, C: float = 1.0,
                  class_weight: str | None = "balanced", max_iter: int = 1000, tagger: str = "spacy",
-                 normalize: bool = True, n_bootstrap: int = 200, batch_size: int = 256,
-                 random_state: int = 0) -> None:
+                 normalize: bool = True, n_bootstrap: int = 200, open_set: bool = True,
+                 batch_size: int = 256, random_state: int = 0) -> None:
         self.features = features
         self.C = C
         self.class_weight = class_weight
@@ -100,6 +108,7 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         self.tagger = tagger
         self.normalize = normalize
         self.n_bootstrap = n_bootstrap
+        self.open_set = open_set
         self.batch_size = batch_size
         self.random_state = random_state
 
@@ -138,12 +147,34 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         X = sp.hstack([vec.fit_transform(docs) for _, vec in self.blocks_], format="csr")
         self.classifier_ = LogisticRegression(C=self.C, class_weight=self.class_weight,
                                               max_iter=self.max_iter)
+        y = np.asarray(teachers)
         with threadpool_limits(1):  # small problem: BLAS threads only add contention (6x slower)
-            self.classifier_.fit(X, np.asarray(teachers))
+            self.classifier_.fit(X, y)
+            self.unlisted_log_proba_ = self._fit_unlisted(X, y) if self.open_set else {}
         self.classes_ = self.classifier_.classes_
         self.n_features_ = X.shape[1]
         self.signature_ = self._signature()
         return self
+
+    def _fit_unlisted(self, X: sp.csr_matrix, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Leave each teacher out, refit, and score its outputs: what an unlisted teacher looks like."""
+        teachers = sorted(set(y.tolist()))
+        if len(teachers) < 3:
+            return {}
+        null = {}
+        full = self.classifier_
+        for i, teacher in enumerate(teachers):
+            held_out = y == teacher
+            # warm start from the full model without the left-out teacher: a few iterations suffice
+            model = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter,
+                                       warm_start=True)
+            if len(teachers) > 3:
+                keep = [j for j in range(len(teachers)) if j != i]
+                model.coef_ = full.coef_[keep].copy()
+                model.intercept_ = full.intercept_[keep].copy()
+            model.fit(X[~held_out], y[~held_out])
+            null[teacher] = np.log(np.clip(model.predict_proba(X[held_out]), 1e-12, 1.0))
+        return null
 
     def _signature(self) -> str:
         tagger = get_tagger(self.tagger, batch_size=self.batch_size).signature
@@ -197,6 +228,8 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         meta: dict[str, Any] = {"params": self.get_params(), "classes": self.classes_.tolist(),
                                 "signature": self.signature_, "blocks": []}
         arrays = {"coef": self.classifier_.coef_, "intercept": self.classifier_.intercept_}
+        meta["unlisted"] = sorted(self.unlisted_log_proba_)
+        arrays.update({f"unlisted{i}": self.unlisted_log_proba_[t] for i, t in enumerate(meta["unlisted"])})
         for i, (block, vec) in enumerate(self.blocks_):
             vec_meta, vec_arrays = vec.get_state()
             meta["blocks"].append({"name": block, **vec_meta})
@@ -220,6 +253,8 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         self.classes_ = classifier.classes_
         self.n_features_ = classifier.n_features_in_
         self.signature_ = meta["signature"]
+        self.unlisted_log_proba_ = {t: np.asarray(arrays[f"unlisted{i}"], dtype=float)
+                                    for i, t in enumerate(meta.get("unlisted", []))}
         return self
 
 
@@ -236,6 +271,46 @@ def _chunks(texts: Iterable[str], size: int) -> Iterable[tuple[int, list[str]]]:
             chunk = []
     if chunk:
         yield start, chunk
+
+
+def _margin(mean_log_proba: np.ndarray) -> np.ndarray:
+    """Lead of the best teacher over the runner-up, in mean log-probability (last axis)."""
+    top2 = np.sort(mean_log_proba, axis=-1)[..., -2:]
+    return top2[..., 1] - top2[..., 0]
+
+
+def unlisted_p_value(mean_log_proba: np.ndarray, n_outputs: int, null: dict[str, np.ndarray], *,
+                     n_draws: int = 200, max_outputs: int = 1000, random_state: int = 0) -> float | None:
+    """How plausible is it that a teacher *outside* the candidates taught this student?
+
+    A student of a listed teacher should single it out: its best teacher leads the
+    runner-up by a clear margin. A student of an unlisted teacher is attributed to
+    whichever candidate resembles its teacher most, usually by a smaller margin. The
+    null distribution is simulated from the references: each teacher in turn is left
+    out, a model is fitted on the others, and groups of ``n_outputs`` of the left-out
+    teacher's outputs are scored like a student.
+
+    Returns
+    -------
+    float or None
+        The share of simulated unlisted-teacher students whose margin is at least the
+        observed one (add-one smoothed). Small values rule out an unlisted teacher; 0.05
+        is the conventional threshold. ``None`` when fewer than 3 teachers were fitted.
+        Groups larger than ``max_outputs`` are simulated at ``max_outputs`` (the null
+        margin has settled by then), which makes the test slightly conservative.
+    """
+    if not null:
+        return None
+    observed = float(_margin(mean_log_proba))
+    rng = np.random.default_rng(random_state)
+    size = max(1, min(n_outputs, max_outputs))
+    margins = []
+    for teacher in sorted(null):
+        rows = null[teacher]
+        picks = rng.integers(0, len(rows), size=(n_draws, size))
+        margins.append(_margin(rows[picks].mean(axis=1)))
+    margins = np.concatenate(margins)
+    return float((1 + np.sum(margins >= observed)) / (1 + len(margins)))
 
 
 class StudentEvidence:
@@ -343,6 +418,13 @@ class StudentEvidence:
                               "support": support, "mean_log_proba": mean})
         return frame.sort_values(["probability", "teacher"], ascending=[False, True],
                                  kind="mergesort").reset_index(drop=True)
+
+    def p_unlisted(self) -> float | None:
+        """:func:`unlisted_p_value` for the outputs seen so far."""
+        if self.n_outputs == 0:
+            raise model_error("E209")
+        return unlisted_p_value(self.sum_log_proba / self.n_outputs, self.n_outputs,
+                                self.model.unlisted_log_proba_, random_state=self.model.random_state)
 
     def templates(self, teacher: str | None = None, top: int = 10, min_n: int = 2) -> pd.DataFrame:
         """The templates that pushed this student towards ``teacher`` (default: the top one).

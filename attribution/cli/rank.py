@@ -31,10 +31,21 @@ def _fit_from_file(reference: Path, *, task: Optional[str], features: str, tagge
     return model, refs.skipped
 
 
+def _verdict_line(verdict: dict[str, Any]) -> str:
+    if verdict["status"] == "attributed":
+        return (f"verdict: {verdict['teacher']} (an unlisted teacher is implausible: "
+                f"p = {verdict['p_unlisted']:.3f} < {verdict['alpha']})")
+    if verdict["status"] == "inconclusive":
+        return (f"verdict: inconclusive -- the outputs are as consistent with a teacher outside the candidates "
+                f"as with {verdict['best_candidate']} (p = {verdict['p_unlisted']:.3f})")
+    return "verdict: no unlisted-teacher test (needs 3+ candidate teachers); read the ranking with care"
+
+
 def _ranking_table(result: dict[str, Any]) -> str:
     lines = [f"{'teacher':<24} {'probability':>11} {'support':>8}"]
     lines += [f"{r['teacher']:<24} {r['probability']:>11.3f} {r['support']:>8.2f}" for r in result["ranking"]]
     lines.append(f"({result['n_outputs']} outputs; support = share of bootstrap resamples ranking it first)")
+    lines.append(_verdict_line(result["verdict"]))
     for task, sub in sorted(result.get("tasks", {}).items()):
         best = sub["ranking"][0]
         lines.append(f"  task {task}: {best['teacher']} ({best['probability']:.3f}, {sub['n_outputs']} outputs)")

@@ -1,0 +1,51 @@
+"""Does the verdict say "inconclusive" when the true teacher is not among the candidates?
+
+For every student in the released data, fit on the references *without* its teacher and rank
+it (expect ``inconclusive``); then fit on all references and rank it (expect the true teacher
+when a verdict is given). Prints one line per student and the totals.
+
+    python benchmarks/bench_unlisted.py [--data-dir ../shared/data/paper_qa] [--features combined]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from attribution.api import fit_reference, rank_student
+from attribution.evaluation import student_key
+from attribution.io import read_records
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "paper_qa"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--features", default="combined")
+    args = parser.parse_args()
+    listed = {"attributed right": 0, "attributed wrong": 0, "inconclusive": 0}
+    unlisted = {"attributed (wrong)": 0, "inconclusive": 0}
+    for ref_path in sorted(args.data_dir.glob("*_teacher.jsonl")):
+        refs = read_records(ref_path, require_teacher=True, skip_invalid=True)
+        students = read_records(Path(str(ref_path).replace("_teacher", "_student")), skip_invalid=True)
+        full = fit_reference(refs, features=args.features)
+        for group in sorted({student_key(r) for r in students}):
+            outputs = [r for r in students if student_key(r) == group]
+            truth = outputs[0].teacher
+            v = rank_student(full, outputs)["verdict"]
+            key = "inconclusive" if v["status"] != "attributed" else (
+                "attributed right" if v["teacher"] == truth else "attributed wrong")
+            listed[key] += 1
+            without = fit_reference([r for r in refs if r.teacher != truth], features=args.features)
+            w = rank_student(without, outputs)["verdict"]
+            unlisted["inconclusive" if w["status"] != "attributed" else "attributed (wrong)"] += 1
+            print(f"{ref_path.stem.split('_')[0]:<14} {group:<18} n={len(outputs):<4} "
+                  f"listed: {v['status']:<12} {v.get('best_candidate') or v['teacher']:<13} p={v['p_unlisted']:.3f}   "
+                  f"unlisted: {w['status']:<12} {w.get('best_candidate') or w['teacher']:<13} p={w['p_unlisted']:.3f}")
+    print("teacher among the candidates:", listed)
+    print("teacher left out of the candidates:", unlisted)
+
+
+if __name__ == "__main__":
+    main()
