@@ -204,7 +204,9 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         DataFrame
             Columns ``teacher``, ``probability`` (sums to 1; higher means more likely
             the teacher), ``support`` (share of bootstrap resamples of the outputs that
-            put this teacher first) and ``mean_log_proba``.
+            put this teacher first) and ``mean_log_proba``. ``frame.attrs`` holds
+            ``n_outputs`` and ``p_unlisted`` (see :func:`unlisted_p_value`; name the top
+            teacher only when it is small, e.g. below 0.05).
 
         See Also
         --------
@@ -213,7 +215,9 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         evidence = StudentEvidence(self)
         for start, chunk in _chunks(texts, self.batch_size):
             evidence.add(chunk)
-        return evidence.ranking()
+        frame = evidence.ranking()
+        frame.attrs.update({"n_outputs": evidence.n_outputs, "p_unlisted": evidence.p_unlisted()})
+        return frame
 
     def get_feature_names_out(self) -> np.ndarray:
         """Feature names as ``block:ngram``, in column order."""
