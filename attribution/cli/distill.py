@@ -1,0 +1,142 @@
+"""``collect``, ``distill`` and ``generate``: make teacher outputs, train a student on them, sample it.
+
+Thin wrappers over :mod:`attribution.distill`; torch and transformers are imported only when a
+command runs, so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ._app import Device, OutputFormat, app, emit, log
+
+
+def _table(result: dict[str, Any]) -> str:
+    return "\n".join(f"{key:>16}  {value}" for key, value in sorted(result.items()) if not isinstance(value, (dict, list)))
+
+
+def _decoding(max_new_tokens: int, sample: bool, temperature: float, top_p: float, repetition_penalty: float,
+              seed: int) -> Any:
+    from ..distill import Decoding
+    from ..errors import model_error
+
+    if max_new_tokens < 1:
+        raise model_error("E210", name="max-new-tokens", expected="at least 1", got=max_new_tokens)
+    if sample and not (temperature > 0 and 0 < top_p <= 1):
+        raise model_error("E210", name="temperature/top-p", expected="temperature > 0 and 0 < top-p <= 1",
+                          got=(temperature, top_p))
+    return Decoding(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, top_p=top_p,
+                    repetition_penalty=repetition_penalty, seed=seed)
+
+
+@app.command("collect")
+def collect_cli(
+    model: str = typer.Option(..., "--model", "-m", help="Offline alias (smollm2-135m, gemma-3-270m), .gguf file, "
+                              "model directory or Hugging Face id."),
+    prompts: Path = typer.Option(..., "--prompts", "-p", exists=True, dir_okay=False,
+                                 help="JSONL/CSV with 'prompt' (and 'id', 'task') per record."),
+    output: Path = typer.Option(..., "--output", "-o", dir_okay=False,
+                                help="JSONL to append to; ids already in it are skipped (resume)."),
+    teacher: Optional[str] = typer.Option(None, help="Label for the 'teacher' field [default: model's short name]."),
+    task: Optional[str] = typer.Option(None, help="Task label for prompts without one."),
+    max_new_tokens: int = typer.Option(80, min=1, help="New tokens per output."),
+    sample: bool = typer.Option(False, "--sample/--greedy", help="Seeded sampling instead of greedy decoding."),
+    temperature: float = typer.Option(0.7, help="Sampling temperature (with --sample)."),
+    top_p: float = typer.Option(0.95, help="Nucleus sampling mass (with --sample)."),
+    repetition_penalty: float = typer.Option(1.0, help="HF repetition penalty (1.0: off)."),
+    seed: int = typer.Option(0, help="Base seed; batch k (prompts k*B..) uses seed + k*B."),
+    batch_size: int = typer.Option(8, min=1, help="Prompts per generate() call."),
+    device: Device = typer.Option(Device.auto, help="auto = CUDA when available."),
+    threads: int = typer.Option(0, min=0, help="Torch CPU threads (0: torch default)."),
+    chat_template: str = typer.Option("auto", help="auto (tokenizer's, else a known family template), none, or gemma."),
+    system_prompt: Optional[str] = typer.Option(None, help="System turn before each prompt (chat models)."),
+    max_prompt_tokens: int = typer.Option(0, min=0, help="Keep only the last N prompt tokens (0: no limit)."),
+    limit: int = typer.Option(0, min=0, help="Only the first N prompts (0: all)."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Summary as a table or JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Generate a teacher's outputs for a prompt file (batched, resumable, settings recorded per record)."""
+    from ..distill import collect_outputs
+
+    decoding = _decoding(max_new_tokens, sample, temperature, top_p, repetition_penalty, seed)
+    result = collect_outputs(model, prompts, output, teacher=teacher, task=task, decoding=decoding,
+                             batch_size=batch_size, device=device.value, threads=threads,
+                             chat_template=chat_template, system_prompt=system_prompt,
+                             max_prompt_tokens=max_prompt_tokens, limit=limit, progress=not quiet)
+    log(f"{result['n_written']} written, {result['n_existing']} already there, {result['n_empty']} empty "
+        f"({result['seconds']:.1f}s)", quiet=quiet)
+    emit(result, fmt, _table)
+
+
+@app.command("distill")
+def distill_cli(
+    teacher_outputs: Path = typer.Option(..., "--teacher-outputs", "-t", exists=True, dir_okay=False,
+                                         help="JSONL/CSV of one teacher's outputs with 'prompt' and 'output'."),
+    student: str = typer.Option("tiny-gpt2", "--student", "-s", help="Preset (micro-gpt2, tiny-gpt2, small-gpt2; "
+                                "trained from scratch), GPT-2 config .json, model directory or hub id (e.g. gpt2)."),
+    output_dir: Path = typer.Option(..., "--output", "-o", file_okay=False, help="Directory for the trained student."),
+    teacher: Optional[str] = typer.Option(None, help="Use only this teacher's records (for files mixing teachers)."),
+    name: Optional[str] = typer.Option(None, help="Student label in generated records [default: STUDENT-from-TEACHER]."),
+    epochs: int = typer.Option(10, min=1, help="Passes over the training pairs."),
+    batch_size: int = typer.Option(8, min=1, help="Pairs per optimisation step."),
+    learning_rate: float = typer.Option(1e-3, min=0.0, help="AdamW peak learning rate (use ~5e-5 for pretrained)."),
+    weight_decay: float = typer.Option(0.01, min=0.0, help="AdamW weight decay."),
+    warmup_ratio: float = typer.Option(0.05, min=0.0, max=1.0, help="Share of steps with linear warmup."),
+    max_length: int = typer.Option(0, min=0, help="Tokens per example, prompt cut from the left (0: context size)."),
+    seed: int = typer.Option(0, help="Seed for initialisation and shuffling."),
+    device: Device = typer.Option(Device.auto, help="auto = CUDA when available."),
+    threads: int = typer.Option(0, min=0, help="Torch CPU threads (0: torch default)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing student directory."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Summary as a table or JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Fine-tune a student on prompt -> teacher output (sequence-level distillation, loss on output tokens)."""
+    from ..distill import TrainSettings, train_student
+
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                             weight_decay=weight_decay, warmup_ratio=warmup_ratio, max_length=max_length, seed=seed)
+    info = train_student(teacher_outputs, student, output_dir, teacher=teacher, name=name, settings=settings,
+                         device=device.value, threads=threads, overwrite=overwrite, progress=not quiet)
+    log(f"trained {info['student']} on {info['n_examples']} pairs in {info['seconds']:.1f}s "
+        f"(final loss {info['final_loss']})", quiet=quiet)
+    result = {k: v for k, v in info.items() if k != "train_ids"}
+    result["output"] = str(output_dir)
+    emit(result, fmt, _table)
+
+
+@app.command("generate")
+def generate_cli(
+    student: Path = typer.Option(..., "--student", "-s", exists=True, file_okay=False,
+                                 help="Directory written by 'attribute-teacher distill'."),
+    prompts: Path = typer.Option(..., "--prompts", "-p", exists=True, dir_okay=False,
+                                 help="Held-out prompts (JSONL/CSV with 'prompt', 'id', 'task')."),
+    output: Path = typer.Option(..., "--output", "-o", dir_okay=False,
+                                help="JSONL to append to; ids already in it are skipped (resume)."),
+    max_new_tokens: int = typer.Option(80, min=1, help="New tokens per output."),
+    sample: bool = typer.Option(False, "--sample/--greedy", help="Seeded sampling instead of greedy decoding."),
+    temperature: float = typer.Option(0.7, help="Sampling temperature (with --sample)."),
+    top_p: float = typer.Option(0.95, help="Nucleus sampling mass (with --sample)."),
+    repetition_penalty: float = typer.Option(1.0, help="HF repetition penalty (1.0: off)."),
+    seed: int = typer.Option(0, help="Base seed; batch k (prompts k*B..) uses seed + k*B."),
+    batch_size: int = typer.Option(16, min=1, help="Prompts per generate() call."),
+    device: Device = typer.Option(Device.auto, help="auto = CUDA when available."),
+    threads: int = typer.Option(0, min=0, help="Torch CPU threads (0: torch default)."),
+    allow_train_prompts: bool = typer.Option(False, "--allow-train-prompts",
+                                             help="Permit prompts the student was trained on."),
+    limit: int = typer.Option(0, min=0, help="Only the first N prompts (0: all)."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Summary as a table or JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Write a distilled student's outputs on held-out prompts (toolkit JSONL, with the true teacher label)."""
+    from ..distill import generate_outputs
+
+    decoding = _decoding(max_new_tokens, sample, temperature, top_p, repetition_penalty, seed)
+    result = generate_outputs(student, prompts, output, decoding=decoding, batch_size=batch_size,
+                              device=device.value, threads=threads, allow_train_prompts=allow_train_prompts,
+                              limit=limit, progress=not quiet)
+    log(f"{result['n_written']} written, {result['n_existing']} already there, {result['n_empty']} empty "
+        f"({result['seconds']:.1f}s)", quiet=quiet)
+    emit(result, fmt, _table)

@@ -1,0 +1,87 @@
+"""Append-only JSON Lines for resumable runs: one flushed line per finished record."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import input_error
+from ..io import Record, RecordReader
+
+
+def read_prompts(path: str | os.PathLike, *, limit: int = 0) -> list[Record]:
+    """Read prompt records (``prompt`` field, optional ``id``/``task``); ids must be unique.
+
+    Raises :class:`~attribution.errors.InputError` naming FILE:LINE for a bad or duplicate record.
+    """
+    reader = RecordReader(path, text_field="prompt", max_chars=0)
+    seen: dict[str, int] = {}
+    records: list[Record] = []
+    for record in reader:
+        if record.key in seen:
+            raise input_error("E405", source=reader.source, line=record.line, id=record.key,
+                              first=seen[record.key])
+        seen[record.key] = record.line or 0
+        records.append(record)
+        if limit and len(records) >= limit:
+            break
+    if not records:
+        raise input_error("E110", source=reader.source)
+    return records
+
+
+def load_finished(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records already in an output file, repairing a cut-off last line in place.
+
+    An interrupted run may leave a last line without its newline (or half-written JSON):
+    that line is removed, so the record is generated again. A damaged line elsewhere is an error.
+    """
+    target = Path(path)
+    if not target.is_file():
+        return []
+    data = target.read_bytes()
+    good_end = data.rfind(b"\n") + 1  # everything after the last newline is an unfinished write
+    if good_end < len(data):
+        with target.open("r+b") as handle:
+            handle.truncate(good_end)
+        data = data[:good_end]
+    rows: list[dict[str, Any]] = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise input_error("E411", source=str(target), line=number,
+                              detail=type(err).__name__) from err
+        if not isinstance(row, dict) or "id" not in row:
+            raise input_error("E411", source=str(target), line=number,
+                              detail="not a record with an 'id'")
+        rows.append(row)
+    return rows
+
+
+class AppendWriter:
+    """Append one JSON object per line, flushed and synced, so a killed run loses nothing written."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle: IO[str] | None = None
+
+    def __enter__(self) -> AppendWriter:
+        self._handle = self.path.open("a", encoding="utf-8")
+        return self
+
+    def write(self, row: dict[str, Any]) -> None:
+        assert self._handle is not None, "use AppendWriter as a context manager"
+        self._handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None

