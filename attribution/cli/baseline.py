@@ -106,6 +106,10 @@ def baseline_cli(
         from ..baselines._common import baseline_error
 
         raise baseline_error("E502", name=name, choices=", ".join(BASELINES))
+    if quiet:
+        import os
+
+        os.environ["TQDM_DISABLE"] = "1"  # also silences transformers' GGUF conversion bar
     if name in MODEL_BASELINES and threads:
         import torch
 
