@@ -29,6 +29,20 @@ app = typer.Typer(
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"teacher-attribution {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Which teacher LLM was this small model distilled from?"""
+
 class OutputFormat(str, enum.Enum):
     table = "table"
     json = "json"
