@@ -72,6 +72,13 @@ class Errors:
     E509 = "no {name} to score"
     E510 = "{n} reference record(s) have no teacher label (first at {where}); references need 'teacher'"
     E511 = "students need a 'teacher' label to be evaluated ({n} without one, first at {where})"
+    # released data and reports: datasets, report (E6xx)
+    E601 = ("could not download {url}: {detail}. Offline? Pass data_dir= (CLI: --data-dir) or set "
+            "TEACHER_ATTRIBUTION_DATA to a local copy ({layout})")
+    E602 = "no released outputs for task '{task}' ({split}) in {path}: expected {expected}"
+    E603 = "unknown {what} '{value}'; choose from {choices}"
+    E604 = "not a rank result: {detail}; render the JSON written by 'attribute-teacher rank ... -o result.json'"
+    E605 = "unsupported report type '{suffix}'; use .html (self-contained) or .md (Markdown with PNGs beside it)"
 
 
 class AttributionError(Exception):
