@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import json
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,21 @@ class Device(str, enum.Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+
+
+# Options shared by several commands (Typer reads these as metadata; reusing them is safe).
+FEATURES_HELP = "Feature set: pos-paper, ngram-paper, pos-rich, ngram-tfidf, combined."
+TAGGER_HELP = "Tagger: spacy (default), nltk, or an installed spaCy package name."
+TASK_OPTION = typer.Option(None, "--task", help="Keep only records of this task.")
+FEATURES_OPTION = typer.Option("combined", "--features", help=FEATURES_HELP)
+TAGGER_OPTION = typer.Option("spacy", "--tagger", help=TAGGER_HELP)
+NORMALIZE_OPTION = typer.Option(True, "--normalize/--no-normalize", help="Remove generation artifacts first.")
+TEXT_FIELD_OPTION = typer.Option(None, "--text-field", help="Field holding the text (default: output, then text).")
+SKIP_INVALID_OPTION = typer.Option(False, "--skip-invalid",
+                                   help="Skip bad records (each reported on stderr) instead of stopping.")
+MAX_CHARS_OPTION = typer.Option(100_000, "--max-chars", min=0, help="Reject longer texts (0 = no limit).")
+FORMAT_OPTION = typer.Option(OutputFormat.table, "--format", "-f", help="table or json.")
+QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress or counts on stderr.")
 
 
 def round_floats(value: Any, digits: int = 6) -> Any:

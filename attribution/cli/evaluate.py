@@ -7,8 +7,21 @@ from typing import Any, Optional
 
 import typer
 
-from ._app import OutputFormat, app, emit, log, report_skipped
-from .rank import TAGGER_HELP
+from ._app import (
+    FORMAT_OPTION,
+    MAX_CHARS_OPTION,
+    NORMALIZE_OPTION,
+    OutputFormat,
+    QUIET_OPTION,
+    SKIP_INVALID_OPTION,
+    TAGGER_OPTION,
+    TASK_OPTION,
+    TEXT_FIELD_OPTION,
+    app,
+    emit,
+    log,
+    report_skipped,
+)
 
 
 def _split(value: str) -> list[str]:
@@ -30,18 +43,18 @@ def evaluate_cli(
                                  help="Comma-separated feature sets to compare."),
     baselines: str = typer.Option("", "--baselines", help="Comma-separated baselines (needs the [baselines] extra): "
                                   "bertscore, embedding, perplexity, perplexity-normalized, cosine, rouge."),
-    task: Optional[str] = typer.Option(None, "--task", help="Keep only this task."),
-    tagger: str = typer.Option("spacy", "--tagger", help=TAGGER_HELP),
-    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Remove generation artifacts first."),
+    task: Optional[str] = TASK_OPTION,
+    tagger: str = TAGGER_OPTION,
+    normalize: bool = NORMALIZE_OPTION,
     subsets: str = typer.Option("10,25", "--subsets", help="Student accuracy from this many outputs per student."),
     draws: int = typer.Option(20, "--draws", min=1, help="Random subsets per size."),
-    text_field: Optional[str] = typer.Option(None, "--text-field", help="Field holding the text."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records instead of stopping."),
-    max_chars: int = typer.Option(100_000, "--max-chars", min=0, help="Reject longer texts (0 = no limit)."),
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
+    text_field: Optional[str] = TEXT_FIELD_OPTION,
+    skip_invalid: bool = SKIP_INVALID_OPTION,
+    max_chars: int = MAX_CHARS_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
     output: Optional[Path] = typer.Option(None, "--output", "-o", dir_okay=False, help="Also write the JSON here."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random subsets."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No counts on stderr."),
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Fit on teacher outputs, attribute every student output, and score it (per output and per student)."""
     from ..api import evaluate

@@ -7,10 +7,23 @@ from typing import Any, Optional
 
 import typer
 
-from ._app import OutputFormat, app, emit, log, report_skipped
+from ._app import (
+    FEATURES_OPTION,
+    FORMAT_OPTION,
+    MAX_CHARS_OPTION,
+    NORMALIZE_OPTION,
+    OutputFormat,
+    QUIET_OPTION,
+    SKIP_INVALID_OPTION,
+    TAGGER_OPTION,
+    TASK_OPTION,
+    TEXT_FIELD_OPTION,
+    app,
+    emit,
+    log,
+    report_skipped,
+)
 
-FEATURES_HELP = "Feature set: pos-paper, ngram-paper, pos-rich, ngram-tfidf, mixed, combined, all."
-TAGGER_HELP = "Tagger: spacy (default), nltk, or an installed spaCy package name."
 
 
 def _reader_options(text_field: Optional[str], skip_invalid: bool, max_chars: int) -> dict[str, Any]:
@@ -64,19 +77,19 @@ def rank_cli(
                                              help="Teachers' reference outputs to fit on (each with 'teacher')."),
     model_path: Optional[Path] = typer.Option(None, "--model", "-m", dir_okay=False,
                                               help="A model saved by 'attribute-teacher fit' (instead of --reference)."),
-    task: Optional[str] = typer.Option(None, "--task", help="Keep only records of this task."),
-    features: str = typer.Option("combined", "--features", help=FEATURES_HELP),
-    tagger: str = typer.Option("spacy", "--tagger", help=TAGGER_HELP),
-    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Remove generation artifacts first."),
-    text_field: Optional[str] = typer.Option(None, "--text-field", help="Field holding the text (default: output, then text)."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records (reported on stderr) instead of stopping."),
-    max_chars: int = typer.Option(100_000, "--max-chars", min=0, help="Reject longer texts (0 = no limit)."),
+    task: Optional[str] = TASK_OPTION,
+    features: str = FEATURES_OPTION,
+    tagger: str = TAGGER_OPTION,
+    normalize: bool = NORMALIZE_OPTION,
+    text_field: Optional[str] = TEXT_FIELD_OPTION,
+    skip_invalid: bool = SKIP_INVALID_OPTION,
+    max_chars: int = MAX_CHARS_OPTION,
     top_templates: int = typer.Option(10, "--top-templates", min=0, help="Templates to report as evidence."),
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
+    fmt: OutputFormat = FORMAT_OPTION,
     output: Optional[Path] = typer.Option(None, "--output", "-o", dir_okay=False, help="Also write the JSON here."),
     report: Optional[Path] = typer.Option(None, "--report", dir_okay=False, help="Write an HTML (.html) or Markdown (.md) report."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap behind 'support'."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or counts on stderr."),
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Rank the candidate teachers of one student from all its outputs."""
     from tqdm import tqdm
@@ -120,16 +133,16 @@ def rank_cli(
 def fit_cli(
     reference: Path = typer.Argument(..., dir_okay=False, help="Teachers' reference outputs (each with 'teacher')."),
     output: Path = typer.Option(..., "--output", "-o", dir_okay=False, help="Where to save the model (.npz)."),
-    task: Optional[str] = typer.Option(None, "--task", help="Keep only records of this task."),
-    features: str = typer.Option("combined", "--features", help=FEATURES_HELP),
-    tagger: str = typer.Option("spacy", "--tagger", help=TAGGER_HELP),
-    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Remove generation artifacts first."),
-    text_field: Optional[str] = typer.Option(None, "--text-field", help="Field holding the text."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records instead of stopping."),
-    max_chars: int = typer.Option(100_000, "--max-chars", min=0, help="Reject longer texts (0 = no limit)."),
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
+    task: Optional[str] = TASK_OPTION,
+    features: str = FEATURES_OPTION,
+    tagger: str = TAGGER_OPTION,
+    normalize: bool = NORMALIZE_OPTION,
+    text_field: Optional[str] = TEXT_FIELD_OPTION,
+    skip_invalid: bool = SKIP_INVALID_OPTION,
+    max_chars: int = MAX_CHARS_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
     seed: int = typer.Option(0, "--seed", help="Seed stored in the model (bootstrap)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or counts on stderr."),
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Fit on teachers' reference outputs and save the model (safe .npz, no pickle)."""
     model, skipped = _fit_from_file(reference, task=task, features=features, tagger=tagger,

@@ -7,21 +7,29 @@ from typing import Optional
 
 import typer
 
-from ._app import app, log, report_skipped
-from .rank import TAGGER_HELP
+from ._app import (
+    NORMALIZE_OPTION,
+    QUIET_OPTION,
+    SKIP_INVALID_OPTION,
+    TAGGER_OPTION,
+    TEXT_FIELD_OPTION,
+    app,
+    log,
+    report_skipped,
+)
 
 
 @app.command("tag")
 def tag_cli(
     inputs: Path = typer.Argument(..., dir_okay=False, help="Records to tag (.jsonl or .csv)."),
     output: Path = typer.Option(..., "--output", "-o", dir_okay=False, help="Tagged JSON Lines to write."),
-    tagger: str = typer.Option("spacy", "--tagger", help=TAGGER_HELP),
-    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Remove generation artifacts first."),
+    tagger: str = TAGGER_OPTION,
+    normalize: bool = NORMALIZE_OPTION,
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Texts per tagging batch."),
     n_process: int = typer.Option(1, "--n-process", min=1, help="spaCy worker processes."),
-    text_field: Optional[str] = typer.Option(None, "--text-field", help="Field holding the text."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records instead of stopping."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    text_field: Optional[str] = TEXT_FIELD_OPTION,
+    skip_invalid: bool = SKIP_INVALID_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Tag each text once, in batches; one output line per record with its words and tags."""
     import json
