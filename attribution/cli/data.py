@@ -1,0 +1,45 @@
+"""``attribute-teacher data paper-qa``: export the authors' released QA outputs as JSON Lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ._app import FORMAT_OPTION, OutputFormat, QUIET_OPTION, app, emit, log
+
+data_app = typer.Typer(help="Released data sets: fetch (or read a local copy) and export as JSON Lines.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _table(result: dict[str, Any]) -> str:
+    lines = [f"{name:<32} {count:>6} records" for name, count in result["files"].items()]
+    lines.append(f"({result['skipped']} invalid record(s) skipped)")
+    return "\n".join(lines)
+
+
+@data_app.command("paper-qa")
+def paper_qa_cli(
+    output: Path = typer.Option(..., "--output", "-o", file_okay=False,
+                                help="Directory to write {task}_teacher.jsonl and {task}_student.jsonl into."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", file_okay=False,
+                                            help="Local copy (JSON Lines layout or the authors' CSVs); default "
+                                            "$TEACHER_ATTRIBUTION_DATA, else download into the cache."),
+    tasks: str = typer.Option("", "--tasks", help="Comma-separated tasks (commonsenseqa, openbookqa, quarel); "
+                              "default all the source holds."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", file_okay=False,
+                                             help="Download cache (default ~/.cache/teacher-attribution/paper_qa)."),
+    download: bool = typer.Option(True, "--download/--no-download", help="Fetch missing files from GitHub."),
+    fmt: OutputFormat = FORMAT_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Export the paper's released QA outputs (teachers and GPT-2 students) as JSON Lines."""
+    from ..datasets import export_paper_qa
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()] or None
+    result = export_paper_qa(output, tasks=names, data_dir=data_dir, cache_dir=cache_dir, download=download)
+    for line in result.pop("skipped_records"):
+        log(f"skipped {line}", quiet=quiet)
+    emit(result, fmt, _table)

@@ -1,0 +1,192 @@
+"""The released-data loader: the authors' CSV format, the local layout, the cache, offline errors.
+
+No test touches the network: downloads are exercised through ``file://`` URLs, and the
+offline path through a closed local port.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attribution.datasets import (
+    DATA_ENV,
+    PAPER_QA_TEACHERS,
+    AuthorsCsvReader,
+    PaperQAReader,
+    csv_name,
+    export_paper_qa,
+    load_paper_qa,
+)
+from attribution.errors import AttributionError, InputError
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER_QA = REPO.parent / "shared" / "data" / "paper_qa"
+needs_paper_qa = pytest.mark.skipif(not PAPER_QA.is_dir(), reason=f"released paper outputs not found at {PAPER_QA}")
+
+QUESTION = "Question: Where would you keep a book?\nChoices:\nA: shelf\nB: oven\n"
+# Rows as the authors wrote them: a multi-line prompt, doubled quotes, the student's "#### " marker.
+TEACHER_ROWS = [
+    ("q1", QUESTION, 'The answer is A because a "shelf" holds books.'),
+    ("q2", "Question: What is cold?\nChoices:\nA: ice\nB: fire\n", "The answer is A because ice is frozen.\n</s>"),
+]
+STUDENT_ROWS = [
+    ("q1", QUESTION, "#### The answer is A because books go on a shelf.<|endoftext|>"),
+    ("q2", "Question: What is cold?\nChoices:\nA: ice\nB: fire\n", "#### The answer is A because ice."),
+]
+
+
+def write_authors_csv(path: Path, split: str, rows) -> Path:
+    header = ["id", "text", "gold_rationale" if split == "teacher" else "rationale"]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)  # pandas' to_csv quoting, as in the release
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def authors_dir(tmp_path: Path) -> Path:
+    """One task of the release in the authors' file names, two teachers."""
+    root = tmp_path / "qa_outputs"
+    root.mkdir()
+    for teacher in ("mistral-7b", "llama-3-8b"):
+        write_authors_csv(root / csv_name("openbookqa", teacher, "teacher"), "teacher", TEACHER_ROWS)
+        write_authors_csv(root / csv_name("openbookqa", teacher, "student"), "student", STUDENT_ROWS)
+    return root
+
+
+def test_file_names_follow_the_authors_spelling():
+    assert csv_name("openbookqa", "mistral-7b", "teacher") == "openbookqa_mistral_7b_with_gold_rationales.csv"
+    assert csv_name("openbookqa", "mistral-7b", "student") == "openbookqa_GPT2_mistral7b.csv"
+    assert csv_name("quarel", "mixtral-8x7b", "student") == "quarel_GPT2_mixtral.csv"
+    assert csv_name("commonsenseqa", "gemma-2-9b", "teacher") == "commonsenseqa_gemma2_9b_with_gold_rationales.csv"
+    assert len(PAPER_QA_TEACHERS) == 5
+
+
+def test_authors_csv_becomes_records(tmp_path):
+    path = write_authors_csv(tmp_path / "t.csv", "student", STUDENT_ROWS)
+    records = list(AuthorsCsvReader(path, task="openbookqa", teacher="mistral-7b", split="student"))
+    assert [r.id for r in records] == ["q1", "q2"]
+    first = records[0]
+    assert first.prompt == QUESTION  # the 'text' column is the question, newlines kept
+    assert first.output.startswith("#### The answer is A")  # raw, as released; normalization is later
+    assert (first.task, first.teacher, first.student) == ("openbookqa", "mistral-7b", "gpt2")
+    assert first.line == 2 and records[1].line == 7  # physical line of each multi-line CSV row
+    teacher = list(AuthorsCsvReader(write_authors_csv(tmp_path / "r.csv", "teacher", TEACHER_ROWS),
+                                    task="openbookqa", teacher="llama-3-8b", split="teacher"))
+    assert teacher[0].output == 'The answer is A because a "shelf" holds books.'
+    assert teacher[0].student is None
+
+
+def test_empty_rationale_names_file_and_line(tmp_path):
+    path = write_authors_csv(tmp_path / "t.csv", "teacher", [*TEACHER_ROWS, ("q3", "Question: x?\n", "")])
+    with pytest.raises(InputError) as info:
+        list(AuthorsCsvReader(path, task="openbookqa", teacher="llama-3-8b", split="teacher"))
+    assert str(info.value).startswith(f"{path}:13: field 'gold_rationale' must be a non-empty string")
+    reader = AuthorsCsvReader(path, task="openbookqa", teacher="llama-3-8b", split="teacher", skip_invalid=True)
+    assert len(list(reader)) == 2 and reader.skipped[0].line == 13
+
+
+def test_wrong_columns_are_reported(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,text,answer\nq1,Question,The answer is A.\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"t.csv:2: missing required field 'gold_rationale' \[E107\]"):
+        list(AuthorsCsvReader(path, task="openbookqa", teacher="llama-3-8b", split="teacher"))
+
+
+def test_local_directory_of_authors_csvs(authors_dir):
+    refs = load_paper_qa("teacher", data_dir=authors_dir, teachers=["llama-3-8b", "mistral-7b"])
+    assert [(r.teacher, r.id) for r in refs] == [("llama-3-8b", "q1"), ("llama-3-8b", "q2"),
+                                                 ("mistral-7b", "q1"), ("mistral-7b", "q2")]
+    assert {r.task for r in refs} == {"openbookqa"}
+    with pytest.raises(InputError, match=r"E602"):  # gemma's file is not there
+        load_paper_qa("teacher", data_dir=authors_dir, tasks=["openbookqa"])
+
+
+def test_download_into_cache_then_read_from_cache(authors_dir, tmp_path):
+    cache = tmp_path / "cache"
+    options = {"tasks": ["openbookqa"], "teachers": ["mistral-7b"], "cache_dir": cache,
+               "base_url": authors_dir.as_uri()}
+    students = load_paper_qa("student", **options)
+    assert (cache / "openbookqa_GPT2_mistral7b.csv").is_file()
+    assert [r.student for r in students] == ["gpt2", "gpt2"]
+    for path in authors_dir.iterdir():  # the source is gone: the cache must serve
+        path.unlink()
+    assert load_paper_qa("student", **options) == students  # same records, same source: the cache file
+
+
+def test_offline_download_fails_clearly_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    cache = tmp_path / "cache"
+    with pytest.raises(AttributionError) as info:
+        load_paper_qa("teacher", tasks=["quarel"], cache_dir=cache, base_url="http://127.0.0.1:9/qa_outputs")
+    assert info.value.code == "E601"
+    message = str(info.value)
+    assert "quarel_gemma2_9b_with_gold_rationales.csv" in message and "data_dir=" in message
+    assert DATA_ENV in message
+    assert not cache.exists() or not any(cache.iterdir())  # no half-written file
+    with pytest.raises(InputError, match=r"E602"):
+        load_paper_qa("teacher", tasks=["quarel"], cache_dir=cache, download=False)
+
+
+def test_environment_variable_names_the_local_copy(authors_dir, monkeypatch):
+    monkeypatch.setenv(DATA_ENV, str(authors_dir))
+    assert len(load_paper_qa("student", teachers=["mistral-7b"])) == 2
+
+
+def test_bad_choices_are_rejected(authors_dir):
+    with pytest.raises(InputError, match=r"unknown task 'squad'.*\[E603\]"):
+        load_paper_qa("teacher", tasks=["squad"], data_dir=authors_dir)
+    with pytest.raises(InputError, match=r"unknown split 'students'"):
+        load_paper_qa("students", data_dir=authors_dir)
+    with pytest.raises(InputError, match=r"E109"):
+        load_paper_qa("teacher", data_dir=authors_dir / "missing")
+
+
+def test_export_writes_the_jsonl_layout_and_reads_back(authors_dir, tmp_path):
+    out = tmp_path / "jsonl"
+    result = export_paper_qa(out, data_dir=authors_dir, teachers=["mistral-7b", "llama-3-8b"])
+    assert result["files"] == {"openbookqa_student.jsonl": 4, "openbookqa_teacher.jsonl": 4}
+    row = json.loads((out / "openbookqa_student.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert row == {"id": "q1", "task": "openbookqa", "teacher": "mistral-7b", "student": "gpt2",
+                   "prompt": QUESTION, "output": STUDENT_ROWS[0][2]}
+    again = load_paper_qa("student", data_dir=out)
+    original = load_paper_qa("student", data_dir=authors_dir, teachers=["mistral-7b", "llama-3-8b"])
+    assert [r.to_dict() for r in again] == [r.to_dict() for r in original]
+
+
+def test_export_cli(authors_dir, tmp_path):
+    code = ("import sys, attribution.cli.data; from attribution.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", code, "data", "paper-qa", "--data-dir", str(authors_dir),
+                           "-o", str(out), "--format", "json"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2, proc.stderr  # gemma-2-9b and others are missing from this copy
+    assert "E602" in proc.stderr
+    for teacher in PAPER_QA_TEACHERS:  # complete the copy
+        for split, rows in (("teacher", TEACHER_ROWS), ("student", STUDENT_ROWS)):
+            write_authors_csv(authors_dir / csv_name("openbookqa", teacher, split), split, rows)
+    proc = subprocess.run([sys.executable, "-c", code, "data", "paper-qa", "--data-dir", str(authors_dir),
+                           "-o", str(out), "--format", "json"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"files": {"openbookqa_student.jsonl": 10, "openbookqa_teacher.jsonl": 10},
+                                       "skipped": 0}
+
+
+@needs_paper_qa
+def test_released_copy_counts():
+    reader = PaperQAReader("teacher", data_dir=PAPER_QA)
+    refs = list(reader)
+    # 448 + 391 records in the copy; one CommonsenseQA teacher output is empty and skipped
+    assert len(refs) == 448 + 391 - 1 and len(reader.skipped) == 1
+    assert "commonsenseqa_teacher.jsonl:26" in str(reader.skipped[0])
+    students = load_paper_qa("student", data_dir=PAPER_QA)
+    assert len(students) == 315 + 338
+    assert {r.teacher for r in students} == set(PAPER_QA_TEACHERS)
+    assert {r.task for r in students} == {"commonsenseqa", "openbookqa"}
