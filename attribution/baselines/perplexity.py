@@ -153,6 +153,7 @@ class PerplexityScorer:
         if self._pad_id is None:
             self._pad_id = 0
         self._start_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        self._chat_template = getattr(tok, "chat_template", None) or _fallback_chat_template(self._model)
         self.vocab_size_ = int(self._model.get_output_embeddings().weight.shape[0])
         budget = 2e9 if self.device_.startswith("cuda") else 2.5e8  # logits floats per batch
         self._max_batch_tokens = max(self.max_length, int(budget / self.vocab_size_))
@@ -165,11 +166,11 @@ class PerplexityScorer:
     # -- tokenization --------------------------------------------------------------------
     def _prefix_ids(self, prompt: str | None) -> list[int]:
         tok = self._tokenizer
-        if prompt and self.prompt_format == "chat" and getattr(tok, "chat_template", None):
-            ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                          tokenize=True)
-            ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-            return list(ids)
+        if prompt and self.prompt_format == "chat" and self._chat_template:
+            # rendered as text, then tokenized without extra specials: as the teachers were prompted
+            rendered = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                               chat_template=self._chat_template, add_generation_prompt=True)
+            return list(tok(rendered, add_special_tokens=False)["input_ids"])
         ids = list(tok(prompt + self.separator, add_special_tokens=True)["input_ids"]) if prompt else []
         if self._start_id is not None and (not ids or ids[0] != self._start_id):
             ids = [self._start_id, *ids]  # a start token, so the first output token is scored too
@@ -283,7 +284,20 @@ class PerplexityScorer:
     def signature(self) -> dict[str, Any]:
         """What was loaded and how texts were framed."""
         return {"model": self.model, "device": self.device_, "dtype": str(self.dtype_).replace("torch.", ""),
-                "max_length": self.max_length, "prompt_format": self.prompt_format}
+                "max_length": self.max_length, "prompt_format": self.prompt_format,
+                "chat_template": ("tokenizer" if getattr(self._tokenizer, "chat_template", None) else
+                                  "fallback" if self._chat_template else None)}
+
+
+def _fallback_chat_template(model: Any) -> str | None:
+    """The chat template of the model's family when its (GGUF) tokenizer carries none, shared with
+    :mod:`attribution.distill` so prompts match how the demo teachers were queried."""
+    try:
+        from ..distill.models import FALLBACK_CHAT_TEMPLATES
+    except ImportError:
+        return None
+    family = str(getattr(model.config, "model_type", "") or "")
+    return next((t for k, t in FALLBACK_CHAT_TEMPLATES.items() if family.startswith(k)), None)
 
 
 def _quiet_transformers(show_progress: bool) -> None:
