@@ -81,11 +81,14 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
     # -- validation and input --------------------------------------------------------
     def _validate_params(self) -> None:
         span = self._range()
+        # PosTemplateVectorizer takes ``n`` instead of ``ngram_range``: name the parameter the user set
+        span_name, span_expected = (("ngram_range", "n-gram lengths with 1 <= n_min <= n_max")
+                                    if hasattr(self, "ngram_range") else ("n", "an int >= 1"))
         checks = [
             ("source", self._source() in SOURCES, f"one of {SOURCES}"),
             ("weighting", self.weighting in WEIGHTINGS, f"one of {WEIGHTINGS}"),
-            ("ngram_range", len(span) == 2 and all(isinstance(v, int) for v in span)
-             and 1 <= span[0] <= span[1], "n-gram lengths with 1 <= n_min <= n_max"),
+            (span_name, len(span) == 2 and all(isinstance(v, int) for v in span)
+             and 1 <= span[0] <= span[1], span_expected),
             ("top_k", self.top_k is None or (isinstance(self.top_k, int) and self.top_k > 0),
              "a positive int or None"),
         ]
