@@ -172,3 +172,20 @@ def test_head_on_scored_positions_only_equals_full_logits(smollm):
         smollm.head_only_scored_ = True
         smollm._memo.clear()
     np.testing.assert_allclose(fast, full, atol=1e-4)
+
+
+def test_chat_framing_scores_only_the_answer(smollm):
+    from attribution.baselines.perplexity import get_scorer
+
+    chat = get_scorer("smollm2", device="cpu", show_progress=False, prompt_format="chat")
+    assert chat is smollm and chat.prompt_format == "chat"  # one loaded model serves both framings
+    prompt = "Why do banks have revolving doors?"
+    ids = chat._prefix_ids(prompt)
+    assert chat._tokenizer.decode(ids).rstrip().endswith("assistant")
+    try:
+        (chat_total,), (n_chat,) = chat.log_likelihood([TEXT], [prompt])
+        assert n_chat == len(chat._tokenizer(TEXT, add_special_tokens=False)["input_ids"])
+    finally:
+        chat.prompt_format = "plain"
+    (plain_total,), _ = smollm.log_likelihood([TEXT], [prompt])
+    assert chat_total != pytest.approx(plain_total)  # framing is part of the cache key

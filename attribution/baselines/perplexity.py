@@ -157,7 +157,7 @@ class PerplexityScorer:
         self.vocab_size_ = int(self._model.get_output_embeddings().weight.shape[0])
         budget = 2e9 if self.device_.startswith("cuda") else 2.5e8  # logits floats per batch
         self._max_batch_tokens = max(self.max_length, int(budget / self.vocab_size_))
-        self._memo: dict[tuple[str | None, str], tuple[float, int]] = {}
+        self._memo: dict[tuple[str, str, str | None, str], tuple[float, int]] = {}
         #: Compute logits only at scored positions (architectures whose head is exactly
         #: ``lm_head(last_hidden_state)``, plus Gemma's soft-capping); others use full logits.
         self.head_only_scored_ = type(self._model).__name__ in HEAD_ONLY_ARCHITECTURES
@@ -204,9 +204,10 @@ class PerplexityScorer:
         if isinstance(texts, str):
             raise baseline_error("E508", name="texts", got="str")
         prompts = list(prompts) if prompts is not None else [None] * len(texts)
-        keys = [(p, t) for p, t in zip(prompts, texts)]
-        todo = sorted({k for k in keys if k not in self._memo}, key=lambda k: (k[0] or "", k[1]))
-        encoded = [(k, *self._encode(*k)) for k in todo]
+        frame = (self.prompt_format, self.separator)
+        keys = [(*frame, p, t) for p, t in zip(prompts, texts)]
+        todo = sorted({k for k in keys if k not in self._memo}, key=lambda k: (k[2] or "", k[3]))
+        encoded = [(k, *self._encode(k[2], k[3])) for k in todo]
         encoded.sort(key=lambda e: len(e[1]))
         batches, current, width = [], [], 0
         for item in encoded:
@@ -228,7 +229,7 @@ class PerplexityScorer:
         count = np.asarray([self._memo[k][1] for k in keys], dtype=int)
         return total, count
 
-    def _score_batch(self, batch: list[tuple[tuple[str | None, str], list[int], int]]) -> None:
+    def _score_batch(self, batch: list[tuple[tuple, list[int], int]]) -> None:
         import torch
 
         width = max(len(ids) for _, ids, _ in batch)
@@ -322,19 +323,31 @@ MAX_LOADED = 2
 
 def get_scorer(model: str, **options: Any) -> PerplexityScorer:
     """A cached :class:`PerplexityScorer` (each model loads once while it stays among the last
-    :data:`MAX_LOADED` used; 7B teachers on one GPU are thus scored one after another)."""
+    :data:`MAX_LOADED` used; 7B teachers on one GPU are thus scored one after another).
+
+    ``prompt_format`` and ``separator`` are framing, not part of the model: the same loaded
+    model serves both (its score cache is keyed by framing too).
+    """
     show = options.pop("show_progress", True)
-    key = (model, resolve_device(options.get("device", "auto")),
-           *sorted((k, v) for k, v in options.items() if k != "device"))
+    framing = {k: options.pop(k) for k in ("prompt_format", "separator") if options.get(k) is not None}
+    options = {k: v for k, v in options.items() if v is not None}
+    key = (model, resolve_device(options.get("device", "auto")), options.get("dtype"),
+           options.get("batch_size"), options.get("max_length", 1024))
     if key in _SCORERS:
         _SCORERS.move_to_end(key)
     else:
         while len(_SCORERS) >= MAX_LOADED:
             _SCORERS.popitem(last=False)
             _free_gpu()
-        _SCORERS[key] = PerplexityScorer(model, show_progress=show, **options)
-    _SCORERS[key].show_progress = show
-    return _SCORERS[key]
+        _SCORERS[key] = PerplexityScorer(model, show_progress=show, **options, **framing)
+    scorer = _SCORERS[key]
+    scorer.show_progress = show
+    if framing.get("prompt_format", scorer.prompt_format) not in PROMPT_FORMATS:
+        raise baseline_error("E507", name="prompt_format", expected="'plain' or 'chat'",
+                             got=framing["prompt_format"])
+    scorer.prompt_format = framing.get("prompt_format", "plain")
+    scorer.separator = framing.get("separator", "\n")
+    return scorer
 
 
 def _free_gpu() -> None:
