@@ -1,0 +1,43 @@
+"""``attribute-teacher report``: render a saved ranking (``rank ... -o result.json``) for an auditor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from ._app import QUIET_OPTION, app, log
+
+
+@app.command("report")
+def report_cli(
+    result_path: Path = typer.Argument(..., dir_okay=False,
+                                       help="A ranking saved by 'attribute-teacher rank ... -o result.json'."),
+    output: Path = typer.Option(..., "--output", "-o", dir_okay=False,
+                                help="report.html (self-contained) or report.md (PNG plots written beside it)."),
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Render a saved ranking as an HTML or Markdown report (ranking, evidence plots, templates, versions)."""
+    from ..errors import input_error
+    from ..report import write_report
+
+    if not result_path.is_file():
+        raise input_error("E109", source=str(result_path))
+    try:
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise input_error("E105", source=str(result_path), detail=str(err)) from err
+    except json.JSONDecodeError as err:
+        raise input_error("E101", source=str(result_path), line=err.lineno,
+                          detail=f"{err.msg} at column {err.colno}") from err
+    try:
+        write_report(result, output)
+    except Exception as err:
+        if getattr(err, "code", None) == "E604" and getattr(err, "source", None) is None:
+            err.source = str(result_path)  # name the file the problem is in
+        raise
+    if "outputs" not in result:
+        log("note: the result holds no per-output probabilities, so the report has no per-output plot",
+            quiet=quiet)
+    log(f"wrote report {output}", quiet=quiet)
