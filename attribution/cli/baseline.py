@@ -26,9 +26,11 @@ def _table(result: dict[str, Any]) -> str:
                          f"{row['accuracy']:>6.3f} {row['balanced_accuracy']:>8.3f} {row['n_students']:>9} "
                          f"{row['student_accuracy']:>9.3f}")
         return "\n".join(lines)
-    lines = [f"{'student':<28} {'verdict':<24} {'n':>5}"]
-    for student, row in sorted(result["students"].items()):
-        lines.append(f"{student:<28} {row['verdict']:<24} {row['n_outputs']:>5}")
+    parts = result["predictions"].items() if "predictions" in result else [("", result)]
+    lines = [f"{'baseline':<22} {'student':<28} {'verdict':<24} {'n':>5}"]
+    for baseline, sub in parts:
+        for student, row in sorted(sub["students"].items()):
+            lines.append(f"{baseline or sub.get('name', ''):<22} {student:<28} {row['verdict']:<24} {row['n_outputs']:>5}")
     return "\n".join(lines)
 
 
@@ -53,12 +55,12 @@ def _predictions(name: str, refs: list, studs: list, options: dict[str, Any], pe
             mean = result.scores[idx].mean(axis=0)
             students[key] = {"verdict": result.classes[int(np.argmax(mean))], "n_outputs": len(idx),
                              "mean_scores": dict(zip(result.classes, mean.tolist()))}
-    return {"outputs": outputs, "students": students, "meta": metas}
+    return {"name": name, "outputs": outputs, "students": students, "meta": metas}
 
 
 @app.command("baseline")
 def baseline_cli(
-    name: str = typer.Argument(..., help=f"Baseline: {NAME_HELP}"),
+    name: str = typer.Argument(..., help=f"Baseline, or several separated by commas: {NAME_HELP}"),
     reference: list[Path] = typer.Option(..., "--reference", "-r", dir_okay=False,
                                          help="Teachers' reference outputs (each with 'teacher'; 'id' aligns "
                                          "pairs); repeat for several files."),
@@ -102,15 +104,16 @@ def baseline_cli(
     from ..baselines.perplexity import parse_teacher_models
     from ..io import RecordReader
 
-    if name not in BASELINES:
+    names = [n.strip() for n in name.split(",") if n.strip()]
+    for bad in [n for n in names if n not in BASELINES] or ([] if names else [name]):
         from ..baselines._common import baseline_error
 
-        raise baseline_error("E502", name=name, choices=", ".join(BASELINES))
+        raise baseline_error("E502", name=bad, choices=", ".join(BASELINES))
     if quiet:
         import os
 
         os.environ["TQDM_DISABLE"] = "1"  # also silences transformers' GGUF conversion bar
-    if name in MODEL_BASELINES and threads:
+    if set(names) & set(MODEL_BASELINES) and threads:
         import torch
 
         torch.set_num_threads(threads)
@@ -139,17 +142,20 @@ def baseline_cli(
         studs = [studs[i] for i in keep]
     log(f"{len(refs)} reference and {len(studs)} student outputs; baseline {name}", quiet=quiet)
     options: dict[str, Any] = {"device": device.value, "batch_size": batch_size, "alignment": alignment,
-                               "normalize": normalize, "show_progress": not quiet, "random_state": seed}
-    if name in ("bertscore", "embedding"):
-        options.update(model=model or "minilm", num_layers=num_layers)
-    if name.startswith("perplexity"):
+                               "normalize": normalize, "show_progress": not quiet, "random_state": seed,
+                               "model": model or "minilm", "num_layers": num_layers}
+    if any(n.startswith("perplexity") for n in names):
         options.update(teacher_models=parse_teacher_models(teacher_model), prompt_format=prompt_format,
                        n_calibration=n_calibration)
     labelled = bool(studs) and all(s.teacher for s in studs)
-    if labelled:
-        result: dict[str, Any] = {"results": evaluate_baseline(name, refs, studs, per_task=per_task, **options)}
-    else:
+    if labelled:  # one process for all names: models load once, perplexities are computed once
+        result: dict[str, Any] = {"results": [row for n in names
+                                              for row in evaluate_baseline(n, refs, studs, per_task=per_task,
+                                                                           **options)]}
+    elif len(names) == 1:
         result = _predictions(name, refs, studs, options, per_task)
+    else:
+        result = {"predictions": {n: _predictions(n, refs, studs, options, per_task) for n in names}}
     result["signature"] = {"baseline": name, "n_references": len(refs), "n_students": len(studs),
                            "limit": limit, "seed": seed,
                            "dropped_empty": n_empty, "versions": versions()}
