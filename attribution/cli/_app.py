@@ -135,13 +135,16 @@ def run_app(argv: list[str]) -> int:
     except Exception as err:  # noqa: BLE001 - the one place that catches everything
         import click
 
-        if isinstance(err, click.exceptions.Abort):
+        # typer >= 0.2x raises exceptions of its own vendored click, not of the installed click
+        usage_errors = (click.ClickException,
+                        *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))
+        if isinstance(err, (click.exceptions.Abort, typer.Abort)):
             typer.echo("aborted", err=True)
             return EXIT_INTERRUPTED
-        if isinstance(err, click.ClickException):
+        if isinstance(err, usage_errors):
             err.show()
             return EXIT_USAGE
-        if isinstance(err, click.exceptions.Exit):
+        if isinstance(err, (click.exceptions.Exit, typer.Exit)):
             return err.exit_code
         if debug:
             raise
