@@ -276,7 +276,7 @@ def run_bertscore(references: Sequence[Any], students: Sequence[Any], *, model: 
         pairs, the ``k`` references closest by mean-embedding cosine and computes exact
         BERTScore only on those -- for very large reference sets.
     """
-    from ._common import BaselineScores, candidate_sets, check_records, max_over_sets, prepare_texts, versions
+    from ._common import BaselineScores, candidate_sets, check_records, prepare_texts, versions
 
     shortlist = check_shortlist(shortlist)
     classes = check_records(references, students)
@@ -293,11 +293,9 @@ def run_bertscore(references: Sequence[Any], students: Sequence[Any], *, model: 
                  else idx[np.argsort(-(ref_mean[idx] @ stu_mean[i]), kind="stable")[:shortlist]]
                  for idx in row] for i, row in enumerate(sets)]
     wanted = [np.unique(np.concatenate(row)) for row in sets]
-    pair = np.full((len(students), len(references)), -np.inf)
     f1s = scorer.f1_pairs(stu_texts, ref_texts, wanted)
-    for i, (idx, f1) in enumerate(zip(wanted, f1s)):
-        pair[i, idx] = f1
-    scores = max_over_sets(pair, sets)
+    scores = np.asarray([[f1[np.searchsorted(idx, cand)].max() for cand in row]
+                         for row, idx, f1 in zip(sets, wanted, f1s)], dtype=float)
     meta = {**info, **scorer.signature(), "normalize": normalize, "shortlist": shortlist,
             "score": "BERTScore F1 (higher = more likely the teacher)",
             "n_empty_students": sum(1 for t in stu_texts if not t), "versions": versions()}

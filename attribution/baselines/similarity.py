@@ -84,11 +84,15 @@ def run_rouge(references: Sequence[Record], students: Sequence[Record], *, rouge
         sets = [[idx if len(idx) <= shortlist else idx[np.argsort(-cos[i, idx], kind="stable")[:shortlist]]
                  for idx in row] for i, row in enumerate(sets)]
     scorer = rouge_scorer.RougeScorer([rouge_type], use_stemmer=use_stemmer)
-    pair = np.full((len(students), len(references)), -np.inf)
+    scores = np.empty((len(students), len(classes)))
     for i in progress(range(len(students)), desc=rouge_type, enabled=show_progress):
-        for k in np.unique(np.concatenate(sets[i])):
-            pair[i, k] = scorer.score(ref_texts[k], stu_texts[i])[rouge_type].fmeasure
+        cache: dict[int, float] = {}
+        for j, cand in enumerate(sets[i]):
+            for k in cand.tolist():
+                if k not in cache:
+                    cache[k] = scorer.score(ref_texts[k], stu_texts[i])[rouge_type].fmeasure
+            scores[i, j] = max(cache[k] for k in cand.tolist())
     meta = {**info, "normalize": normalize, "rouge_type": rouge_type, "use_stemmer": use_stemmer,
             "shortlist": shortlist, "score": f"{rouge_type} F-measure (higher = more likely the teacher)",
             "versions": versions()}
-    return BaselineScores(name, classes, max_over_sets(pair, sets), meta)
+    return BaselineScores(name, classes, scores, meta)
