@@ -183,8 +183,7 @@ def evaluate(references: Sequence[Record], students: Sequence[Record], *,
     """
     ref_tasks = _by_task(references)
     stud_tasks = _by_task(students)
-    results = []
-    for task, studs in stud_tasks.items():
+    for task, studs in stud_tasks.items():  # check every task before fitting any model
         refs = ref_tasks.get(task)
         if refs is None:
             raise input_error("E108", source=studs[0].source, line=studs[0].line, field="task",
@@ -196,6 +195,9 @@ def evaluate(references: Sequence[Record], students: Sequence[Record], *,
             if record.teacher not in known:
                 raise input_error("E108", source=record.source, line=record.line, field="teacher",
                                   label=record.teacher, known=", ".join(known))
+    results = []
+    for task, studs in stud_tasks.items():
+        refs = ref_tasks[task]
         y_true = [r.teacher for r in studs]
         groups = [student_key(r) for r in studs]
         for name in features:
