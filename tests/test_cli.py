@@ -1,0 +1,208 @@
+"""The ``attribute-teacher`` CLI through a subprocess (``python -m attribution``): exit codes, stdout, stderr."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import write_jsonl
+
+COMMANDS = ["rank", "fit", "evaluate", "tag"]
+FAST = ["--features", "pos-paper"]
+
+
+def parse(proc):
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)  # exactly one JSON document, nothing else on stdout
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def ranked(cli, work, student_path, reference_path):
+    """``rank --format json -o out.json``; the JSON must also land in the file."""
+    out = work / "ranked.json"
+    proc = cli("rank", student_path, "--reference", reference_path, "--format", "json", "-o", out, *FAST)
+    return proc, out
+
+
+@pytest.fixture(scope="module")
+def saved_model(cli, work, reference_path):
+    path = work / "model.npz"
+    proc = cli("fit", reference_path, "-o", path, "--format", "json", *FAST)
+    return proc, path
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_exits_zero(cli, command):
+    proc = cli(*([command] if command else []), "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage: attribute-teacher" in proc.stdout
+    if command is None:
+        assert all(name in proc.stdout for name in COMMANDS)
+
+
+def test_rank_json_document(ranked):
+    proc, out = ranked
+    result = parse(proc)
+    assert result["n_outputs"] == 10 and result["skipped"] == 0
+    ranking = result["ranking"]
+    assert ranking[0]["teacher"] == "chatty"
+    assert sorted(r["teacher"] for r in ranking) == ["chatty", "formal", "terse"]
+    probabilities = [r["probability"] for r in ranking]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+    assert set(result["tasks"]) == {"science", "commonsense"}
+    assert result["verdict"]["best_candidate"] == "chatty"
+    assert "features=pos-paper" in result["signature"]
+    assert result["inputs"]["outputs"]["name"] == "student.jsonl"
+    assert result["inputs"]["reference"]["name"] == "reference.jsonl"
+    assert "/" not in json.dumps(result["inputs"]).replace('"name": "', "")  # no absolute paths
+    assert out.read_text(encoding="utf-8") == proc.stdout  # -o holds the same document
+    assert list(json.loads(proc.stdout)) == sorted(result)  # sorted keys
+    assert "fitting on 72 reference outputs" in proc.stderr
+
+
+def test_bare_form_means_rank_and_repeats_the_bytes(cli, ranked, student_path, reference_path):
+    """A second run (in the bare ``attribute-teacher OUTPUTS --reference REF`` form) prints identical bytes."""
+    proc, _ = ranked
+    bare = cli(student_path, "--reference", reference_path, "--format", "json", *FAST)
+    assert bare.returncode == 0, bare.stderr
+    assert bare.stdout == proc.stdout
+
+
+def test_rank_table_and_quiet(cli, student_path, reference_path):
+    proc = cli("rank", student_path, "-r", reference_path, "--quiet", *FAST)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["teacher", "probability", "support"]
+    assert lines[1].split()[0] == "chatty"
+    assert any(line.startswith("verdict:") for line in lines)
+    assert "(10 outputs;" in proc.stdout
+    assert proc.stderr == ""
+
+
+def test_fit_then_rank_with_the_model(cli, saved_model, ranked, student_path):
+    proc, path = saved_model
+    fitted = parse(proc)
+    assert fitted["teachers"] == ["chatty", "formal", "terse"]
+    assert fitted["tasks"] == ["commonsense", "science"]
+    assert fitted["n_features"] == {"commonsense": 50, "science": 50} and fitted["skipped"] == 0
+    assert path.is_file()
+    with_model = parse(cli("rank", student_path, "--model", path, "--format", "json"))
+    with_reference = json.loads(ranked[0].stdout)
+    assert with_model["inputs"]["model"]["name"] == "model.npz"
+    for key in ("ranking", "tasks", "verdict", "evidence", "n_outputs", "signature"):
+        assert with_model[key] == with_reference[key], key
+
+
+def test_evaluate_json(cli, work, reference_path, labelled_path):
+    out = work / "eval.json"
+    proc = cli("evaluate", "-r", reference_path, "-s", labelled_path, "--features", "pos-paper,combined",
+               "--subsets", "2", "--draws", "3", "--format", "json", "-o", out)
+    result = parse(proc)
+    assert [(r["task"], r["features"]) for r in result["results"]] == [
+        ("science", "pos-paper"), ("science", "combined"), ("commonsense", "pos-paper"),
+        ("commonsense", "combined")]
+    assert all(r["n_outputs"] == 9 and r["accuracy"] >= 0.8 for r in result["results"])
+    assert result["skipped"] == 0
+    assert out.read_text(encoding="utf-8") == proc.stdout
+    assert "72 reference and 18 student outputs" in proc.stderr
+
+
+def test_tag_writes_words_and_tags(cli, work, student_path, student_records):
+    out = work / "tags.jsonl"
+    proc = cli("tag", student_path, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [row["id"] for row in rows] == [r.id for r in student_records]
+    assert all(len(row["words"]) == len(row["tags"]) > 0 for row in rows)
+    assert rows[0]["words"][:2] == ["Good", "one"]  # normalized: '#### ' is gone
+    assert not any("<|endoftext|>" in w for row in rows for w in row["words"])
+    assert "tagged 10 texts with spacy:" in proc.stderr
+    assert proc.stdout == ""
+
+
+# -- bad input: exit 2, FILE:LINE on stderr, nothing on stdout, no output file ----------------------
+GOOD = {"id": "g", "task": "science", "output": "Oh wow, the answer is A! I'd pick A!"}
+BAD_STUDENT = {
+    "invalid-json": (b'{"output": "unterminated', "E101"),
+    "missing-text": ({"id": "x", "task": "science"}, "E104"),
+    "wrong-type": ({"id": "x", "task": "science", "output": ["a", "list"]}, "E103"),
+    "non-utf8": (b'{"id": "x", "task": "science", "output": "caf\xe9"}', "E105"),
+    "empty-text": ({"id": "x", "task": "science", "output": "  "}, "E103"),
+    "huge-text": ({"id": "x", "task": "science", "output": "Wow! " * 25_000}, "E106"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_STUDENT))
+def test_bad_student_file(cli, work, saved_model, case):
+    raw, code = BAD_STUDENT[case]
+    path = write_jsonl(work / f"bad-{case}.jsonl", [GOOD, GOOD, raw, GOOD])
+    out = work / f"out-{case}.json"
+    proc = cli("rank", path, "--model", saved_model[1], "--format", "json", "-o", out)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{path}:3: " in proc.stderr and f"[{code}]" in proc.stderr
+    assert proc.stdout == ""
+    assert not out.exists()
+    assert "Traceback" not in proc.stderr
+
+
+def test_reference_missing_teacher(cli, work, student_path, reference_path):
+    lines = reference_path.read_text(encoding="utf-8").splitlines()
+    row = json.loads(lines[6])
+    del row["teacher"]
+    lines[6] = json.dumps(row)
+    bad = work / "ref-no-teacher.jsonl"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = work / "never.json"
+    proc = cli("rank", student_path, "-r", bad, "-f", "json", "-o", out, *FAST)
+    assert proc.returncode == 2
+    assert f"{bad}:7: missing required field 'teacher' [E107]" in proc.stderr
+    assert proc.stdout == "" and not out.exists()
+
+
+def test_evaluate_unknown_teacher_label(cli, work, reference_path, labelled_path):
+    lines = labelled_path.read_text(encoding="utf-8").splitlines()
+    row = json.loads(lines[11])
+    row["teacher"] = "mystery-llm"
+    lines[11] = json.dumps(row)
+    bad = work / "students-unknown.jsonl"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = work / "eval-never.json"
+    proc = cli("evaluate", "-r", reference_path, "-s", bad, "-f", "json", "-o", out, *FAST)
+    assert proc.returncode == 2
+    assert f"{bad}:12: unknown teacher label 'mystery-llm'" in proc.stderr and "[E108]" in proc.stderr
+    assert proc.stdout == "" and not out.exists()
+
+
+def test_skip_invalid_reports_lines_and_count(cli, work, saved_model):
+    path = write_jsonl(work / "mixed.jsonl", [GOOD, b"{broken", GOOD, {"id": "e", "output": ""}, GOOD])
+    proc = cli("rank", path, "--model", saved_model[1], "--format", "json", "--skip-invalid")
+    result = parse(proc)
+    assert result["skipped"] == 2 and result["n_outputs"] == 3
+    assert f"skipped {path}:2: invalid JSON" in proc.stderr
+    assert f"skipped {path}:4: field 'output'" in proc.stderr
+    assert "skipped 2 invalid record(s)" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["rank", "{student}"], "give exactly one of --reference or --model"),
+    (["rank", "{student}", "-r", "{reference}", "-m", "{model}"], "give exactly one of --reference or --model"),
+    (["rank", "{student}", "-m", "{model}", "--max-chars", "-1"], "--max-chars"),
+    (["fit", "{reference}"], "--output"),
+    (["rank", "{student}", "-r", "{reference}", "--features", "nope"], "[E205]"),
+    (["rank", "{missing}", "-m", "{model}"], "no-such-file.jsonl: file not found [E109]"),
+    (["rank", "{student}", "-m", "{reference}"], "[E206]"),
+])
+def test_usage_errors_exit_2(cli, saved_model, student_path, reference_path, work, args, message):
+    paths = {"student": student_path, "reference": reference_path, "model": saved_model[1],
+             "missing": work / "no-such-file.jsonl"}
+    proc = cli(*(a.format(**paths) for a in args))
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert message in proc.stderr
+    assert proc.stdout == "" and "Traceback" not in proc.stderr

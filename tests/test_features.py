@@ -1,0 +1,239 @@
+"""PoS-template and word n-gram vectorizers: counting, top-k selection, weighting, persistence, sklearn API."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from attribution.errors import ModelError, NotFittedError
+from attribution.features import (
+    FEATURE_SETS,
+    PosTemplateVectorizer,
+    SequenceNgramVectorizer,
+    WordNgramVectorizer,
+    iter_ngrams,
+    make_feature_blocks,
+    ngrams,
+)
+from attribution.tagging import TaggedDoc
+
+
+def doc(words: str, tags: str | None = None) -> TaggedDoc:
+    """A hand-made tagged document (tags default to the words), for exact counting tests."""
+    w = tuple(words.split())
+    return TaggedDoc(w, tuple(tags.split()) if tags else w)
+
+
+@pytest.fixture(scope="module")
+def reference_docs(tagger, reference_records):
+    return tagger.tag([r.output for r in reference_records])
+
+
+# -- the n-gram core -----------------------------------------------------------------------------
+def test_ngrams_in_order():
+    assert ngrams(["DT", "NN", "VBZ", "JJ"], 2) == ["DT NN", "NN VBZ", "VBZ JJ"]
+    assert ngrams(["DT", "NN"], 1) == ["DT", "NN"]
+    assert ngrams(["DT", "NN", "VBZ"], 4) == []
+    assert list(iter_ngrams(["a", "b", "c"], 1, 3)) == ["a", "b", "c", "a b", "b c", "a b c"]
+
+
+def test_ngrams_never_cross_documents():
+    vec = SequenceNgramVectorizer(ngram_range=(2, 2), top_k=None).fit([doc("a b"), doc("c d")])
+    assert list(vec.get_feature_names_out()) == ["a b", "c d"]  # no "b c"
+
+
+def test_document_shorter_than_n_gives_an_empty_row(reference_docs):
+    vec = PosTemplateVectorizer().fit(reference_docs)
+    row = vec.transform([doc("Yes .", "UH .")])
+    assert row.shape == (1, 50) and row.nnz == 0
+
+
+# -- the paper's preset ----------------------------------------------------------------------
+def test_pos_template_defaults_are_the_paper_preset():
+    vec = PosTemplateVectorizer()
+    assert vec.get_params() == {"n": 4, "top_k": 50, "weighting": "binary", "tagger": "spacy"}
+    (name, preset), = make_feature_blocks("pos-paper")
+    assert name == "pos" and preset.get_params() == vec.get_params()
+
+
+def test_paper_preset_on_real_tags(reference_docs):
+    vec = PosTemplateVectorizer()
+    X = vec.fit_transform(reference_docs)
+    names = vec.get_feature_names_out()
+    assert X.shape == (72, 50) and len(names) == 50
+    assert all(len(name.split()) == 4 for name in names)
+    assert set(np.unique(X.toarray())) <= {0.0, 1.0}
+    # the kept templates are the 50 most frequent 4-grams of tags over all documents
+    totals = {}
+    for d in reference_docs:
+        for gram in ngrams(d.tags, 4):
+            totals[gram] = totals.get(gram, 0) + 1
+    ranked = sorted(totals, key=lambda g: (-totals[g], g))
+    assert list(names) == ranked[:50]
+    # binary: a template repeated in one output still counts 1
+    assert X.toarray().sum() == sum(len(set(ngrams(d.tags, 4)) & set(names)) for d in reference_docs)
+
+
+def test_raw_strings_are_tagged_with_the_real_tagger(reference_records, reference_docs):
+    texts = [r.output for r in reference_records]
+    from_text = PosTemplateVectorizer(n=3, top_k=20).fit(texts)
+    from_docs = PosTemplateVectorizer(n=3, top_k=20).fit(reference_docs)
+    assert list(from_text.get_feature_names_out()) == list(from_docs.get_feature_names_out())
+    assert (from_text.transform(texts) != from_docs.transform(reference_docs)).nnz == 0
+
+
+def test_docstring_example():
+    vec = PosTemplateVectorizer(n=2, top_k=3).fit(["The cat sat.", "A dog ran."])
+    assert list(vec.get_feature_names_out()) == ["DT NN", "NN VBD", "VBD ."]
+
+
+def test_templates_separate_the_teachers(reference_records, reference_docs):
+    vec = PosTemplateVectorizer(n=2, top_k=30).fit(reference_docs)
+    X = vec.transform(reference_docs).toarray()
+    teachers = np.asarray([r.teacher for r in reference_records])
+    names = list(vec.get_feature_names_out())
+    # "Answer: A." opens every terse output: NN : NNP (or similar) is present in all terse rows
+    terse_share = X[teachers == "terse"].mean(axis=0)
+    chatty_share = X[teachers == "chatty"].mean(axis=0)
+    assert np.max(np.abs(terse_share - chatty_share)) > 0.8, names
+
+
+# -- top-k and tie-breaking --------------------------------------------------------------------
+def test_top_k_keeps_most_frequent_then_alphabetical():
+    docs = [doc("d c b a"), doc("c b a"), doc("a")]  # a:3, b:2, c:2, d:1
+    vec = SequenceNgramVectorizer(source="words", ngram_range=(1, 1), top_k=2, weighting="count")
+    assert list(vec.fit(docs).get_feature_names_out()) == ["a", "b"]
+    vec.set_params(top_k=3)
+    assert list(vec.fit(docs[::-1]).get_feature_names_out()) == ["a", "b", "c"]  # order of input is irrelevant
+    vec.set_params(top_k=None)
+    assert list(vec.fit(docs).get_feature_names_out()) == ["a", "b", "c", "d"]
+
+
+def test_ties_break_alphabetically_whatever_the_order():
+    forward = SequenceNgramVectorizer(ngram_range=(1, 1), top_k=2).fit([doc("z y x")])
+    backward = SequenceNgramVectorizer(ngram_range=(1, 1), top_k=2).fit([doc("x y z")])
+    assert list(forward.get_feature_names_out()) == list(backward.get_feature_names_out()) == ["x", "y"]
+
+
+# -- weighting ------------------------------------------------------------------------------------
+def test_count_and_binary_weighting():
+    docs = [doc("a a a b"), doc("b")]
+    count = SequenceNgramVectorizer(ngram_range=(1, 1), top_k=None, weighting="count").fit(docs)
+    binary = SequenceNgramVectorizer(ngram_range=(1, 1), top_k=None, weighting="binary").fit(docs)
+    assert count.transform(docs).toarray().tolist() == [[3.0, 1.0], [0.0, 1.0]]
+    assert binary.transform(docs).toarray().tolist() == [[1.0, 1.0], [0.0, 1.0]]
+
+
+def test_tfidf_rows_are_l2_normalized(reference_docs):
+    vec = SequenceNgramVectorizer(ngram_range=(1, 4), top_k=500, weighting="tfidf")
+    X = vec.fit_transform(reference_docs)
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-12)
+    assert vec.idf_.shape == (X.shape[1],) and np.all(vec.idf_ >= 1.0)
+    empty = vec.transform([TaggedDoc((), ())])
+    assert empty.nnz == 0  # an empty row stays zero, no division by zero
+
+
+def test_tfidf_values_follow_the_formula():
+    docs = [doc("a a b"), doc("b c")]
+    vec = SequenceNgramVectorizer(ngram_range=(1, 1), top_k=None, weighting="tfidf").fit(docs)
+    idf = {"a": np.log(3 / 2) + 1, "b": np.log(3 / 3) + 1, "c": np.log(3 / 2) + 1}
+    raw = np.array([(1 + np.log(2)) * idf["a"], idf["b"], 0.0])  # sublinear tf
+    names = list(vec.get_feature_names_out())
+    got = vec.transform(docs[:1]).toarray()[0]
+    np.testing.assert_allclose([got[names.index(g)] for g in "abc"], raw / np.linalg.norm(raw))
+
+
+# -- word n-grams ---------------------------------------------------------------------------------
+def test_word_ngrams_defaults_and_lowercasing(tagger):
+    vec = WordNgramVectorizer()
+    assert vec.get_params() == {"ngram_range": (1, 3), "top_k": 10_000, "weighting": "count",
+                                "lowercase": True, "tagger": "spacy"}
+    docs = tagger.tag(["The dog saw the Dog."])
+    lower = WordNgramVectorizer(ngram_range=(1, 1)).fit(docs)
+    assert lower.transform(docs)[0, lower.vocabulary_["dog"]] == 2
+    cased = WordNgramVectorizer(ngram_range=(1, 1), lowercase=False).fit(docs)
+    assert {"Dog", "dog", "The", "the"} <= set(cased.vocabulary_)
+
+
+# -- validation and the estimator API -----------------------------------------------------------
+def test_bare_string_is_rejected(reference_docs):
+    with pytest.raises(ValueError, match="single string"):
+        PosTemplateVectorizer().fit("The cat sat on the mat.")
+    vec = PosTemplateVectorizer().fit(reference_docs)
+    with pytest.raises(ValueError, match="single string"):
+        vec.transform("The cat sat on the mat.")
+
+
+def test_not_fitted():
+    with pytest.raises(NotFittedError) as info:
+        PosTemplateVectorizer().transform([doc("a b c d")])
+    assert info.value.code == "E204"
+    with pytest.raises(NotFittedError):
+        WordNgramVectorizer().get_feature_names_out()
+
+
+@pytest.mark.parametrize("params, name", [
+    ({"top_k": 0}, "top_k"), ({"top_k": 2.5}, "top_k"), ({"weighting": "tf"}, "weighting"),
+    ({"n": 0}, "n"), ({"n": "4"}, "n"),
+])
+def test_bad_parameters_name_the_parameter(params, name):
+    with pytest.raises(ModelError) as info:
+        PosTemplateVectorizer(**params).fit([doc("a b c d")])
+    assert info.value.code == "E210" and f"'{name}'" in str(info.value)
+
+
+def test_bad_ngram_range_and_source():
+    with pytest.raises(ModelError, match="'ngram_range'"):
+        SequenceNgramVectorizer(ngram_range=(3, 2)).fit([doc("a b c")])
+    with pytest.raises(ModelError, match="'source'"):
+        SequenceNgramVectorizer(source="lemmas").fit([doc("a b c")])
+
+
+def test_constructor_only_stores_and_clone_works(reference_docs):
+    for vec in (PosTemplateVectorizer(n=3, top_k=7, weighting="tfidf", tagger="nltk"),
+                WordNgramVectorizer(ngram_range=(2, 2), top_k=None, lowercase=False),
+                SequenceNgramVectorizer(source="words", ngram_range=(1, 2), top_k=9)):
+        copy = clone(vec)
+        assert type(copy) is type(vec) and copy.get_params() == vec.get_params()
+        assert not hasattr(copy, "vocabulary_")
+    fitted = PosTemplateVectorizer(n=3, top_k=7).fit(reference_docs)
+    assert not hasattr(clone(fitted), "vocabulary_")
+
+
+def test_works_inside_a_pipeline(reference_records):
+    texts = [r.output for r in reference_records]
+    teachers = [r.teacher for r in reference_records]
+    pipe = Pipeline([("pos", PosTemplateVectorizer(n=2, top_k=40)), ("lr", LogisticRegression(max_iter=1000))])
+    pipe.fit(texts, teachers)
+    assert np.mean(pipe.predict(texts) == np.asarray(teachers)) > 0.9
+
+
+@pytest.mark.parametrize("vec", [PosTemplateVectorizer(), PosTemplateVectorizer(n=2, weighting="tfidf"),
+                                 WordNgramVectorizer(weighting="tfidf"),
+                                 SequenceNgramVectorizer(ngram_range=(1, 3), top_k=100, weighting="count")],
+                         ids=["pos-paper", "pos-tfidf", "words-tfidf", "tags-count"])
+def test_state_round_trip(vec, reference_docs):
+    vec = clone(vec).fit(reference_docs)
+    meta, arrays = vec.get_state()
+    meta = json.loads(json.dumps(meta))  # the metadata is plain JSON
+    again = SequenceNgramVectorizer.from_state(meta, arrays)
+    assert type(again) is type(vec) and again.get_params() == vec.get_params()
+    assert list(again.get_feature_names_out()) == list(vec.get_feature_names_out())
+    np.testing.assert_array_equal(again.transform(reference_docs).toarray(), vec.transform(reference_docs).toarray())
+
+
+def test_feature_sets(reference_docs):
+    assert {"pos-paper", "ngram-paper", "pos-rich", "ngram-tfidf", "combined"} <= set(FEATURE_SETS)
+    blocks = make_feature_blocks("combined", tagger="nltk")
+    assert [name for name, _ in blocks] == ["pos", "words"]
+    assert all(vec.tagger == "nltk" and not hasattr(vec, "vocabulary_") for _, vec in blocks)
+    assert make_feature_blocks("pos-paper")[0][1] is not make_feature_blocks("pos-paper")[0][1]
+    with pytest.raises(ModelError) as info:
+        make_feature_blocks("pos-fancy")
+    assert info.value.code == "E205" and "pos-paper" in str(info.value)
