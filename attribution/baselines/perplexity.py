@@ -161,6 +161,8 @@ class PerplexityScorer:
         #: Compute logits only at scored positions (architectures whose head is exactly
         #: ``lm_head(last_hidden_state)``, plus Gemma's soft-capping); others use full logits.
         self.head_only_scored_ = type(self._model).__name__ in HEAD_ONLY_ARCHITECTURES
+        if self.head_only_scored_:  # logits only for output tokens: the batch is bounded by size alone
+            self._max_batch_tokens = max(self._max_batch_tokens, 4 * self.max_length)
         self.n_tokens_scored_ = 0
 
     # -- tokenization --------------------------------------------------------------------
