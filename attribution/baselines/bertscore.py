@@ -191,7 +191,10 @@ class BertScoreScorer:
         ref_mask = np.zeros((len(refs), width), dtype=bool)
         for k, (emb, w) in enumerate(refs):
             ref_emb[k, :len(emb)], ref_w[k, :len(w)], ref_mask[k, :len(emb)] = emb, w, True
-        ref_emb_t = torch.from_numpy(ref_emb)
+        dev = self.device_  # greedy matching runs where the encoder runs
+        ref_emb_t = torch.from_numpy(ref_emb).to(dev)
+        ref_mask_t = torch.from_numpy(ref_mask).to(dev)
+        ref_w_t = torch.from_numpy(ref_w).to(dev)
         out = []
         with torch.inference_mode():
             for (emb, w), idx in zip(cand, wanted):
@@ -199,14 +202,15 @@ class BertScoreScorer:
                 if not len(idx):
                     out.append(np.zeros(0))
                     continue
-                sub = ref_emb_t[torch.from_numpy(idx)]                       # (k, Lr, d)
-                sim = torch.einsum("id,kjd->kij", torch.from_numpy(emb), sub)  # (k, Lc, Lr)
-                mask = torch.from_numpy(ref_mask[idx])[:, None, :]
+                sel = torch.from_numpy(idx).to(dev)
+                sub = ref_emb_t[sel]                                           # (k, Lr, d)
+                sim = torch.einsum("id,kjd->kij", torch.from_numpy(emb).to(dev), sub)  # (k, Lc, Lr)
+                mask = ref_mask_t[sel][:, None, :]
                 sim = sim.masked_fill(~mask, -2.0)
-                precision = (sim.max(dim=2).values * torch.from_numpy(w)[None, :]).sum(dim=1)
+                precision = (sim.max(dim=2).values * torch.from_numpy(w).to(dev)[None, :]).sum(dim=1)
                 recall_tok = sim.max(dim=1).values.masked_fill(~mask[:, 0, :], 0.0)
-                recall = (recall_tok * torch.from_numpy(ref_w[idx])).sum(dim=1)
-                f1 = (2 * precision * recall / (precision + recall)).nan_to_num(0.0).numpy()
+                recall = (recall_tok * ref_w_t[sel]).sum(dim=1)
+                f1 = (2 * precision * recall / (precision + recall)).nan_to_num(0.0).cpu().numpy()
                 if w.sum() == 0:
                     f1[:] = 0.0
                 f1[ref_w[idx].sum(axis=1) == 0] = 0.0
