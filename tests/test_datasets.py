@@ -190,3 +190,12 @@ def test_released_copy_counts():
     assert len(students) == 315 + 338
     assert {r.teacher for r in students} == set(PAPER_QA_TEACHERS)
     assert {r.task for r in students} == {"commonsenseqa", "openbookqa"}
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import attribution.datasets
+
+    result = doctest.testmod(attribution.datasets, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
