@@ -9,6 +9,17 @@ import pytest
 from conftest import write_jsonl
 
 COMMANDS = ["rank", "fit", "evaluate", "tag"]
+
+
+def registered_commands() -> list[str]:
+    """Every command the app registers (core and optional), for the --help test."""
+    from attribution.cli import _register_commands, app
+
+    _register_commands()
+    names = [c.name for c in app.registered_commands] + [g.name for g in app.registered_groups]
+    assert set(COMMANDS) <= set(names)
+    return names
+
 FAST = ["--features", "pos-paper"]
 
 
@@ -43,7 +54,16 @@ def test_help_exits_zero(cli, command):
     assert proc.returncode == 0, proc.stderr
     assert "Usage: attribute-teacher" in proc.stdout
     if command is None:
-        assert all(name in proc.stdout for name in COMMANDS)
+        assert all(name in proc.stdout for name in registered_commands())
+
+
+@pytest.mark.parametrize("command", registered_commands())
+def test_help_of_every_registered_command_in_process(command, capsys):
+    """The same check for every command, optional ones too, without a process each (same entry point)."""
+    from attribution.cli import main
+
+    assert main([command, "--help"]) == 0
+    assert f"Usage: attribute-teacher {command}" in capsys.readouterr().out
 
 
 def test_rank_json_document(ranked):
@@ -75,8 +95,8 @@ def test_bare_form_means_rank_and_repeats_the_bytes(cli, ranked, student_path, r
     assert bare.stdout == proc.stdout
 
 
-def test_rank_table_and_quiet(cli, student_path, reference_path):
-    proc = cli("rank", student_path, "-r", reference_path, "--quiet", *FAST)
+def test_rank_table_and_quiet(cli, student_path, saved_model):
+    proc = cli("rank", student_path, "--model", saved_model[1], "--quiet")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["teacher", "probability", "support"]
@@ -152,18 +172,29 @@ def test_bad_student_file(cli, work, saved_model, case):
     assert "Traceback" not in proc.stderr
 
 
-def test_reference_missing_teacher(cli, work, student_path, reference_path):
+@pytest.mark.parametrize("command", ["rank", "fit"])
+def test_reference_missing_teacher(cli, work, student_path, reference_path, command):
     lines = reference_path.read_text(encoding="utf-8").splitlines()
     row = json.loads(lines[6])
     del row["teacher"]
     lines[6] = json.dumps(row)
     bad = work / "ref-no-teacher.jsonl"
     bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    out = work / "never.json"
-    proc = cli("rank", student_path, "-r", bad, "-f", "json", "-o", out, *FAST)
+    out = work / f"never-{command}.out"
+    args = [student_path, "-r", bad] if command == "rank" else [bad]
+    proc = cli(command, *args, "-f", "json", "-o", out, *FAST)
     assert proc.returncode == 2
     assert f"{bad}:7: missing required field 'teacher' [E107]" in proc.stderr
     assert proc.stdout == "" and not out.exists()
+
+
+def test_tag_bad_input_leaves_no_output(cli, work):
+    path = write_jsonl(work / "tag-bad.jsonl", [GOOD] * 3 + [b'{"output": "caf\xe9"}'])
+    out = work / "tags-never.jsonl"
+    proc = cli("tag", path, "-o", out, "--batch-size", "2")  # two records are tagged before the failure
+    assert proc.returncode == 2
+    assert f"{path}:4: bytes are not valid UTF-8" in proc.stderr and "[E105]" in proc.stderr
+    assert not out.exists() and not list(work.glob(".tags-never.jsonl.*"))  # no temp file either
 
 
 def test_evaluate_unknown_teacher_label(cli, work, reference_path, labelled_path):
@@ -195,7 +226,7 @@ def test_skip_invalid_reports_lines_and_count(cli, work, saved_model):
     (["rank", "{student}", "-r", "{reference}", "-m", "{model}"], "give exactly one of --reference or --model"),
     (["rank", "{student}", "-m", "{model}", "--max-chars", "-1"], "--max-chars"),
     (["fit", "{reference}"], "--output"),
-    (["rank", "{student}", "-r", "{reference}", "--features", "nope"], "[E205]"),
+    (["evaluate", "-r", "{reference}", "-s", "{student}", "--features", "pos-paper,nope"], "unknown feature set"),
     (["rank", "{missing}", "-m", "{model}"], "no-such-file.jsonl: file not found [E109]"),
     (["rank", "{student}", "-m", "{reference}"], "[E206]"),
 ])

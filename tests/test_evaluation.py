@@ -44,6 +44,7 @@ def test_accuracy_balanced_accuracy_and_confusion():
     assert result["student_accuracy"] == 0.5
 
 
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_student_verdict_uses_the_mean_score_not_the_majority():
     # two weak votes for beta, one confident vote for alpha: the mean log-probability favours alpha
     scores = np.log(np.array([[0.4, 0.6, 1e-9], [0.4, 0.6, 1e-9], [0.98, 0.01, 0.01]]))
