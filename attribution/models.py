@@ -562,10 +562,18 @@ def load_model(path: str | os.PathLike) -> MultiTaskAttributor:
 
         warnings.warn(Errors.E207.format(path=path, saved=header.get("version"), current=__version__),
                       stacklevel=2)
-    model = MultiTaskAttributor(**header["tasks"][0]["params"])
-    model.models_ = {}
-    for i, meta in enumerate(header["tasks"]):
-        sub_arrays = {k.split("_", 1)[1]: v for k, v in arrays.items() if k.startswith(f"t{i}_")}
-        model.models_[meta["task"]] = TeacherAttributor.from_state(meta, sub_arrays)
-    model._set_classes()
+    try:  # a damaged or edited file must not surface as a KeyError or shape error later
+        model = MultiTaskAttributor(**header["tasks"][0]["params"])
+        model.models_ = {}
+        for i, meta in enumerate(header["tasks"]):
+            sub_arrays = {k.split("_", 1)[1]: v for k, v in arrays.items() if k.startswith(f"t{i}_")}
+            sub = TeacherAttributor.from_state(meta, sub_arrays)
+            coef = sub.classifier_.coef_
+            n_vocab = sum(len(vec.vocabulary_) for _, vec in sub.blocks_)
+            if coef.ndim != 2 or coef.shape[1] != n_vocab or len(sub.classes_) < 2:
+                raise ValueError(f"coefficients of shape {coef.shape} do not fit {n_vocab} features")
+            model.models_[meta["task"]] = sub
+        model._set_classes()
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise model_error("E206", path=path, detail=f"{type(exc).__name__}: {exc}") from exc
     return model
