@@ -313,8 +313,21 @@ def _header_edit(**changes):
     return edit
 
 
+def _task_edit(**changes):
+    def edit(arrays):
+        header = json.loads(arrays["__header__"].tobytes().decode("utf-8"))
+        for key, value in changes.items():
+            if value is None:
+                header["tasks"][0].pop(key)
+            else:
+                header["tasks"][0][key] = value
+        arrays["__header__"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    return edit
+
+
 @pytest.mark.parametrize("case", ["missing", "not-a-zip", "truncated", "no-header", "bad-header-json",
-                                  "other-format", "pickled-array"])
+                                  "other-format", "pickled-array", "no-tasks", "no-blocks", "no-coef",
+                                  "wrong-coef-shape", "unknown-param"])
 def test_tampered_or_foreign_files_raise_model_error(pos_model, tmp_path, case):
     good = tmp_path / "good.npz"
     save_model(pos_model, good)
@@ -331,6 +344,16 @@ def test_tampered_or_foreign_files_raise_model_error(pos_model, tmp_path, case):
         _rewrite(good, bad, _header_edit(format="someone-else/1"))
     elif case == "pickled-array":
         _rewrite(good, bad, lambda a: a.update(t0_coef=np.array([{"evil": 1}], dtype=object)))
+    elif case == "no-tasks":
+        _rewrite(good, bad, _header_edit(tasks=[]))
+    elif case == "no-blocks":
+        _rewrite(good, bad, _task_edit(blocks=None))
+    elif case == "no-coef":
+        _rewrite(good, bad, lambda a: a.pop("t0_coef"))
+    elif case == "wrong-coef-shape":
+        _rewrite(good, bad, lambda a: a.update(t0_coef=np.zeros((3, 7))))
+    elif case == "unknown-param":
+        _rewrite(good, bad, _task_edit(params={"features": "pos-paper", "evil": "rm -rf"}))
     with pytest.raises(ModelError) as info:
         load_model(bad)
     assert info.value.code == "E206" and str(bad) in str(info.value)
