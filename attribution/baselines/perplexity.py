@@ -121,7 +121,7 @@ class PerplexityScorer:
                  batch_size: int | None = None, max_length: int = 1024, prompt_format: str = "plain",
                  separator: str = "\n", show_progress: bool = True) -> None:
         try:
-            import torch
+            import torch  # noqa: F401  (fail early with the extra to install)
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as err:
             raise missing_dependency(err.name or "transformers", "baselines") from err
