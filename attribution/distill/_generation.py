@@ -43,16 +43,16 @@ def render_prompt(loaded: LoadedModel, text: str, *, system_prompt: str | None =
                   template: str | None = None) -> tuple[str, bool]:
     """The text fed to the model and whether the tokenizer should add special tokens itself.
 
-    With a chat template the prompt becomes one user turn (plus an optional system turn);
-    otherwise ``template`` (with ``{prompt}``) or the raw text is used.
+    ``template`` (a string with ``{prompt}``) is applied first; with a chat template the result
+    then becomes one user turn (after an optional system turn).
     """
+    body = template.replace("{prompt}", text) if template else text
     if loaded.chat_template:
         messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-            {"role": "user", "content": text}]
+            {"role": "user", "content": body}]
         rendered = loaded.tokenizer.apply_chat_template(messages, chat_template=loaded.chat_template,
                                                         tokenize=False, add_generation_prompt=True)
         return rendered, False
-    body = template.format(prompt=text) if template else text
     return body, True
 
 

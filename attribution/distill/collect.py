@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any
 
-from ..errors import input_error
+from ..errors import input_error, model_error
 from ._generation import Decoding, fixed_batches, generate_texts, render_prompt
 from ._jsonl import AppendWriter, load_finished, read_prompts
 from .models import load_causal_lm
@@ -21,7 +21,8 @@ from .models import load_causal_lm
 def collect_outputs(model: str, prompts: str | os.PathLike, output: str | os.PathLike, *,
                     teacher: str | None = None, task: str | None = None, decoding: Decoding | None = None,
                     batch_size: int = 8, device: str = "auto", threads: int = 0, chat_template: str = "auto",
-                    system_prompt: str | None = None, max_prompt_tokens: int = 0, limit: int = 0,
+                    system_prompt: str | None = None, prompt_template: str | None = None,
+                    max_prompt_tokens: int = 0, limit: int = 0,
                     progress: bool = False, loaded: Any = None) -> dict[str, Any]:
     """Generate ``model``'s outputs for every prompt not yet in ``output``.
 
@@ -47,6 +48,9 @@ def collect_outputs(model: str, prompts: str | os.PathLike, output: str | os.Pat
         See :func:`attribution.distill.models.load_causal_lm`.
     system_prompt : str, optional
         A system turn placed before each prompt (chat models only).
+    prompt_template : str, optional
+        Wraps each prompt before any chat template, e.g. ``"{prompt}\\n\\nAnswer:"`` for a base model
+        used with ``chat_template="none"``.
     max_prompt_tokens : int, default=0
         Keep only the last tokens of longer prompts (0: no limit).
     limit : int, default=0
@@ -63,6 +67,8 @@ def collect_outputs(model: str, prompts: str | os.PathLike, output: str | os.Pat
     from tqdm import tqdm
 
     decoding = decoding or Decoding()
+    if prompt_template is not None and "{prompt}" not in prompt_template:
+        raise model_error("E210", name="prompt_template", expected="a string containing {prompt}", got=prompt_template)
     records = read_prompts(prompts, limit=limit)
     existing = load_finished(output)
     if threads:
@@ -80,14 +86,17 @@ def collect_outputs(model: str, prompts: str | os.PathLike, output: str | os.Pat
         label = teacher or loaded.spec.name
         settings = {"model": loaded.spec.spec, "chat_template": _template_name(loaded),
                     "decoding": decoding.to_dict(), "system_prompt": system_prompt,
+                    "prompt_template": prompt_template,
                     "max_prompt_tokens": max_prompt_tokens}
         _check_same_settings(output, existing, settings, label)
         bar = tqdm(total=len(records), initial=len(records) - len(todo), disable=not progress,
                    desc=f"collect {label}", unit="prompt", dynamic_ncols=True)
         with AppendWriter(output) as writer:
             for batch in fixed_batches(todo, batch_size):
-                rendered = [render_prompt(loaded, r.output, system_prompt=system_prompt)[0] for _, r in batch]
-                add_special = render_prompt(loaded, batch[0][1].output, system_prompt=system_prompt)[1]
+                rendered = [render_prompt(loaded, r.output, system_prompt=system_prompt, template=prompt_template)[0]
+                            for _, r in batch]
+                add_special = render_prompt(loaded, batch[0][1].output, system_prompt=system_prompt,
+                                            template=prompt_template)[1]
                 seed = decoding.seed + batch[0][0] - batch[0][0] % batch_size  # the block start
                 results = generate_texts(loaded, rendered, decoding, add_special_tokens=add_special, seed=seed,
                                          max_prompt_tokens=max_prompt_tokens)
