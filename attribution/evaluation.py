@@ -23,6 +23,15 @@ def student_key(record: Record) -> str:
     return f"{record.student}/{teacher}" if record.student else teacher
 
 
+def evidence_mask(groups: Sequence[str], evidence: Sequence[bool] | None) -> np.ndarray:
+    """``evidence`` as a boolean mask, except that a student with no usable output keeps all of them."""
+    groups = np.asarray(list(groups))
+    use = np.ones(len(groups), dtype=bool) if evidence is None else np.array(evidence, dtype=bool)
+    for group in set(groups.tolist()) - set(groups[use].tolist()):
+        use[groups == group] = True
+    return use
+
+
 def student_verdicts(scores: np.ndarray, groups: Sequence[str]) -> dict[str, int]:
     """Index of the top-scoring teacher for each group, from the mean of its outputs' scores.
 
@@ -37,7 +46,8 @@ def student_verdicts(scores: np.ndarray, groups: Sequence[str]) -> dict[str, int
 
 
 def score_attribution(y_true: Sequence[str], scores: np.ndarray, classes: Sequence[str],
-                      groups: Sequence[str], *, features: str, task: str | None = None) -> dict[str, Any]:
+                      groups: Sequence[str], *, features: str, task: str | None = None,
+                      evidence: Sequence[bool] | None = None) -> dict[str, Any]:
     """Metrics for one feature set (or baseline) on one task.
 
     Parameters
@@ -52,6 +62,9 @@ def score_attribution(y_true: Sequence[str], scores: np.ndarray, classes: Sequen
         Student of each output (see :func:`student_key`).
     features : str
         Name of the feature set or baseline, echoed in the result.
+    evidence : sequence of bool, optional
+        Which outputs count towards their student's verdict (default: all). Outputs with
+        no text left after normalization are scored per output but carry no evidence.
 
     Returns
     -------
@@ -70,7 +83,9 @@ def score_attribution(y_true: Sequence[str], scores: np.ndarray, classes: Sequen
     matrix = confusion_matrix(y_true, y_pred, labels=labels)
     confusion = {t: {p: int(matrix[i, j]) for j, p in enumerate(labels) if matrix[i, j]}
                  for i, t in enumerate(labels) if matrix[i].sum()}
-    verdicts = student_verdicts(scores, groups)
+    groups = np.asarray(list(groups))
+    use = evidence_mask(groups, evidence)
+    verdicts = student_verdicts(scores[use], groups[use])
     truth = {g: t for g, t in zip(groups, y_true.tolist())}
     students = {g: {"true": truth[g], "predicted": classes[i]} for g, i in verdicts.items()}
     correct = [s["true"] == s["predicted"] for s in students.values()]

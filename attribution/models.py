@@ -348,6 +348,7 @@ class StudentEvidence:
         self.classes = model.classes_.tolist()
         k = len(self.classes)
         self.n_outputs = 0
+        self.n_empty = 0
         self.sum_log_proba = np.zeros(k)
         self.feature_sums = np.zeros(model.n_features_)
         self.feature_outputs = np.zeros(model.n_features_, dtype=np.int64)
@@ -369,7 +370,17 @@ class StudentEvidence:
         return proba
 
     def add_scored(self, docs: Sequence[TaggedDoc], X: sp.csr_matrix, proba: np.ndarray) -> None:
-        """Add outputs that were already featurized and scored."""
+        """Add outputs that were already featurized and scored.
+
+        Outputs with no tokens (e.g. only ``nannan...`` before normalization) carry no
+        evidence, only the classifier's intercept: they are counted in ``n_empty`` and
+        otherwise left out, so they do not dilute the verdict.
+        """
+        has_text = np.fromiter((len(doc) > 0 for doc in docs), dtype=bool, count=len(docs))
+        self.n_empty += int((~has_text).sum())
+        if not has_text.all():
+            docs = [doc for doc, keep in zip(docs, has_text) if keep]
+            X, proba = X[has_text], proba[has_text]
         log_proba = np.log(np.clip(proba, 1e-12, 1.0))
         self.n_outputs += len(docs)
         self.sum_log_proba += log_proba.sum(axis=0)

@@ -378,3 +378,17 @@ def test_version_mismatch_warns(pos_model, tmp_path):
     with pytest.warns(UserWarning, match=r"saved by teacher-attribution 0\.0\.1"):
         loaded = load_model(old)
     assert loaded.classes_ == TEACHERS
+
+
+def test_outputs_emptied_by_normalization_carry_no_evidence(pos_model, student_records):
+    texts = [r.output for r in student_records]
+    clean = StudentEvidence(pos_model)
+    clean.add(texts)
+    padded = StudentEvidence(pos_model)
+    padded.add(texts + ["nannannannannan", "</s> <|endoftext|>"])
+    assert (padded.n_outputs, padded.n_empty) == (clean.n_outputs, 2)
+    np.testing.assert_allclose(padded.sum_log_proba, clean.sum_log_proba)
+    empty_only = StudentEvidence(pos_model)
+    empty_only.add(["nannannannan"])
+    with pytest.raises(ModelError, match="E209"):
+        empty_only.ranking()
