@@ -18,7 +18,8 @@ import pandas as pd
 
 from . import __version__
 from .errors import input_error, model_error
-from .evaluation import evidence_mask, score_attribution, student_accuracy_at, student_key
+from .evaluation import (evidence_mask, expected_calibration_error, score_attribution, student_accuracy_at,
+                         student_key)
 from .io import Record, RecordReader, read_records
 from .models import DEFAULT_FEATURES, MultiTaskAttributor, StudentEvidence, TeacherAttributor, unlisted_p_value
 
@@ -213,6 +214,7 @@ def evaluate(references: Sequence[Record], students: Sequence[Record], *,
                        evidence=use)
             _add_verdicts(row, scores[use], np.asarray(groups)[use], model)
             row["n_empty"] = int((~has_text).sum())
+            row["calibration_error"] = expected_calibration_error(np.exp(scores), y_true, model.classes_)
             results.append(row)
         for name in baselines:
             from .baselines import run_baseline

@@ -95,3 +95,15 @@ def test_student_accuracy_at_on_several_students():
     scores = onehot(y)
     result = student_accuracy_at(scores, CLASSES, y, y, 25, draws=3)  # more than each student has
     assert result["mean"] == 1.0
+
+
+def test_expected_calibration_error_reads_confidence_against_accuracy():
+    from attribution.evaluation import expected_calibration_error
+
+    classes = ["a", "b"]
+    sure_and_right = np.array([[0.95, 0.05]] * 10)
+    assert expected_calibration_error(sure_and_right, ["a"] * 10, classes) == pytest.approx(0.05)
+    sure_and_wrong = np.array([[0.95, 0.05]] * 10)
+    assert expected_calibration_error(sure_and_wrong, ["b"] * 10, classes) == pytest.approx(0.95)
+    half = np.array([[0.6, 0.4]] * 10)
+    assert expected_calibration_error(half, ["a"] * 6 + ["b"] * 4, classes) == pytest.approx(0.0)
