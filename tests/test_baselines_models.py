@@ -189,3 +189,16 @@ def test_chat_framing_scores_only_the_answer(smollm):
         chat.prompt_format = "plain"
     (plain_total,), _ = smollm.log_likelihood([TEXT], [prompt])
     assert chat_total != pytest.approx(plain_total)  # framing is part of the cache key
+
+
+def test_prompt_template_framing_per_teacher(smollm):
+    refs = [Record(output=TEXT, teacher=t, prompt="Why revolving doors?") for t in ("a", "b")]
+    students = [Record(output=PARAPHRASE, teacher="a", prompt="Why revolving doors?")]
+    result = run_baseline("perplexity", refs, students, teacher_models={"a": "smollm2", "b": "smollm2"},
+                          prompt_format=["a={prompt}\n\nAnswer:", "b=plain"], device="cpu", show_progress=False)
+    assert result.meta["teacher_models"]["a"]["prompt_format"] == "{prompt}\n\nAnswer:"
+    assert result.meta["teacher_models"]["b"]["prompt_format"] == "plain"
+    assert result.scores[0, 0] != pytest.approx(result.scores[0, 1])  # same LM, different framing
+    with pytest.raises(Exception, match="E507"):
+        run_baseline("perplexity", refs, students, teacher_models={"a": "smollm2", "b": "smollm2"},
+                     prompt_format="markdown", device="cpu", show_progress=False)

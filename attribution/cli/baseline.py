@@ -78,7 +78,10 @@ def baseline_cli(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per model batch."),
     alignment: str = typer.Option("auto", "--alignment",
                                   help="auto (same id for all teachers, else best match), id, or best."),
-    prompt_format: str = typer.Option("plain", "--prompt-format", help="perplexity: plain or chat (template)."),
+    prompt_format: list[str] = typer.Option(["plain"], "--prompt-format",
+                                            help="perplexity framing: plain, chat, or a template with {prompt}; "
+                                            "NAME=FORMAT for one teacher (repeatable). Match how each teacher "
+                                            "was queried."),
     n_calibration: int = typer.Option(100, "--n-calibration", min=2,
                                       help="perplexity-normalized: own references per teacher for the z-score."),
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Remove generation artifacts first."),
