@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Rebuild the bundled demo corpus in data/demo/ from real prompts and the two offline teachers.
 
-    python scripts/build_demo.py                 # everything (about 45 min on one CPU thread)
+    pip install --no-deps evals==3.0.1.post1    # the prompt source (MIT), data only
+    python scripts/build_demo.py --fresh         # everything, from scratch (about 35 min on one CPU thread)
+    python scripts/build_demo.py                 # resume an interrupted build
     python scripts/build_demo.py --steps prepare,collect
     python scripts/build_demo.py --threads 1 --steps manifest
 
@@ -207,7 +209,7 @@ def manifest(log: list[dict], started: float) -> None:
                         "transformers": version("transformers"), "tokenizers": version("tokenizers"),
                         "gguf": version("gguf"), "teacher-attribution": version("teacher-attribution"),
                         "threads": ARGS.threads, "machine": platform.machine()},
-        "rebuild": "python scripts/build_demo.py --threads 1",
+        "rebuild": "pip install --no-deps evals==3.0.1.post1 && python scripts/build_demo.py --fresh --threads 1",
         "commands": commands,
         "seconds_total": round(sum(c["seconds"] for c in commands), 1),
         "files": files,
@@ -221,11 +223,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", default=",".join(STEPS), help="comma-separated subset of " + ",".join(STEPS))
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: leave a core free)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over: delete build/demo/ and the generated data/demo/ files first "
+                             "(without it, every step resumes where an earlier run stopped)")
     ARGS = parser.parse_args()
     steps = [s.strip() for s in ARGS.steps.split(",") if s.strip()]
     unknown = set(steps) - set(STEPS)
     if unknown:
         parser.error(f"unknown steps: {', '.join(sorted(unknown))}")
+    if ARGS.fresh:
+        import shutil
+
+        shutil.rmtree(BUILD, ignore_errors=True)
+        for path in (*DEMO.glob("teacher_*.jsonl"), *DEMO.glob("student_*.jsonl"), DEMO / "teachers.jsonl"):
+            path.unlink(missing_ok=True)
     log: list[dict] = []
     started = time.perf_counter()
     if "prepare" in steps:
