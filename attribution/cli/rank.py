@@ -88,6 +88,8 @@ def rank_cli(
     fmt: OutputFormat = FORMAT_OPTION,
     output: Optional[Path] = typer.Option(None, "--output", "-o", dir_okay=False, help="Also write the JSON here."),
     report: Optional[Path] = typer.Option(None, "--report", dir_okay=False, help="Write an HTML (.html) or Markdown (.md) report."),
+    keep_outputs: bool = typer.Option(False, "--keep-outputs",
+                                      help="Keep per-output probabilities in the JSON (for 'attribute-teacher report')."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap behind 'support'."),
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -110,7 +112,7 @@ def rank_cli(
     student = RecordReader(outputs, **reader)
     with tqdm(desc="ranking", unit="out", disable=quiet, file=None, leave=False) as bar:
         result = rank_student(model, student, task=task, top_templates=top_templates,
-                              keep_outputs=report is not None, progress=bar.update)
+                              keep_outputs=report is not None or keep_outputs, progress=bar.update)
     report_skipped(student.skipped, quiet=quiet)
     result["skipped"] = len(skipped) + len(student.skipped)
     first = next(iter(model.models_.values()))
@@ -124,7 +126,8 @@ def rank_cli(
         from ..report import write_report
 
         write_report(result, report)
-        result.pop("outputs", None)
+        if not keep_outputs:
+            result.pop("outputs", None)
         log(f"wrote report {report}", quiet=quiet)
     emit(result, fmt, _ranking_table, output)
 
