@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -36,9 +36,10 @@ def _table(result: dict[str, Any]) -> str:
 
 @app.command("evaluate")
 def evaluate_cli(
-    reference: Path = typer.Option(..., "--reference", "-r", dir_okay=False, help="Teachers' outputs (training)."),
-    students: Path = typer.Option(..., "--students", "-s", dir_okay=False,
-                                  help="Student outputs, each labelled with its true 'teacher'."),
+    reference: List[Path] = typer.Option(..., "--reference", "-r", dir_okay=False,
+                                         help="Teachers' outputs (training); repeat for several files."),
+    students: List[Path] = typer.Option(..., "--students", "-s", dir_okay=False,
+                                        help="Student outputs, each labelled with its true 'teacher'; repeatable."),
     features: str = typer.Option("pos-paper,ngram-paper,combined", "--features",
                                  help="Comma-separated feature sets to compare."),
     baselines: str = typer.Option("", "--baselines", help="Comma-separated baselines (needs the [baselines] extra): "
@@ -68,13 +69,14 @@ def evaluate_cli(
                                  param_hint="--features")
     sizes = [int(v) for v in _split(subsets)]
     options = {"text_field": text_field, "skip_invalid": skip_invalid, "max_chars": max_chars}
-    ref_reader = RecordReader(reference, require_teacher=True, **options)
-    stud_reader = RecordReader(students, **options)
-    refs = [r for r in ref_reader if task is None or r.task == task]
-    studs = [r for r in stud_reader if task is None or r.task == task]
-    report_skipped(ref_reader.skipped + stud_reader.skipped, quiet=quiet)
+    ref_readers = [RecordReader(path, require_teacher=True, **options) for path in reference]
+    stud_readers = [RecordReader(path, **options) for path in students]
+    refs = [r for reader in ref_readers for r in reader if task is None or r.task == task]
+    studs = [r for reader in stud_readers for r in reader if task is None or r.task == task]
+    skipped = [err for reader in ref_readers + stud_readers for err in reader.skipped]
+    report_skipped(skipped, quiet=quiet)
     log(f"{len(refs)} reference and {len(studs)} student outputs", quiet=quiet)
     result = evaluate(refs, studs, features=names, baselines=_split(baselines), subsets=sizes, draws=draws,
                       random_state=seed, tagger=tagger, normalize=normalize)
-    result["skipped"] = len(ref_reader.skipped) + len(stud_reader.skipped)
+    result["skipped"] = len(skipped)
     emit(result, fmt, _table, output)
