@@ -46,11 +46,14 @@ if [ -d "$DATA" ]; then
     echo "$task bertscore cuda rc=$?"
   done
 fi
-if [ -f data/demo/teachers.jsonl ] && [ -f data/demo/students.jsonl ]; then
-  for name in perplexity perplexity-normalized; do
-    T 200 "$PYTHON" -m attribution baseline $name -r data/demo/teachers.jsonl -s data/demo/students.jsonl \
-      -t smollm2-135m=smollm2 -t gemma-3-270m=gemma3-270m --device cuda -q -f json -o "$OUT/demo_${name}_cuda.json" >/dev/null
-    echo "demo $name cuda rc=$?"
-  done
+if [ -f data/demo/teacher_gemma-3-270m.jsonl ] && [ -f data/demo/student_gemma-3-270m.jsonl ]; then
+  # each teacher framed as it was queried (data/demo/manifest.json): SmolLM2 chat, Gemma '{prompt}\n\nAnswer:'
+  T 300 "$PYTHON" -m attribution baseline perplexity,perplexity-normalized,bertscore,embedding,cosine,rouge \
+    -r data/demo/teacher_smollm2-135m.jsonl -r data/demo/teacher_gemma-3-270m.jsonl \
+    -s data/demo/student_smollm2-135m.jsonl -s data/demo/student_gemma-3-270m.jsonl \
+    -t smollm2-135m=smollm2-135m -t gemma-3-270m=gemma-3-270m \
+    --prompt-format smollm2-135m=chat --prompt-format "gemma-3-270m={prompt}"$'\n\n'"Answer:" \
+    --device cuda -q -f json -o "$OUT/demo_baselines_cuda.json" >/dev/null
+  echo "demo baselines cuda rc=$?"
 fi
 echo "done; results in $OUT"
