@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..io import Record
-from ._common import ALIGNMENTS, BaselineError, BaselineModelError, BaselineScores, baseline_error
+from ._common import ALIGNMENTS, BaselineError, BaselineModelError, BaselineScores, baseline_error, prepare_texts
 
 #: Valid baseline names. ``rouge`` is ROUGE-L F; ``rouge1``/``rouge2`` are the n-gram variants.
 BASELINES = ("bertscore", "embedding", "perplexity", "perplexity-normalized", "cosine", "rouge",
@@ -123,8 +123,11 @@ def evaluate_baseline(name: str, references: Sequence[Record], students: Sequenc
     rows = []
     for task, (refs, studs) in tasks.items():
         result = run_baseline(name, refs, studs, **options)
+        # outputs emptied by normalization tie for every teacher: no evidence for a student verdict
+        evidence = [bool(t) for t in prepare_texts(studs, options.get("normalize", True))]
         row = score_attribution([s.teacher for s in studs], result.scores, result.classes,
-                                [student_key(s) for s in studs], features=name, task=task)
+                                [student_key(s) for s in studs], features=name, task=task, evidence=evidence)
+        row["n_empty"] = evidence.count(False)
         row["meta"] = result.meta
         rows.append(row)
     return rows
