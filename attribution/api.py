@@ -21,6 +21,7 @@ from .errors import input_error, model_error
 from .evaluation import (evidence_mask, expected_calibration_error, score_attribution, student_accuracy_at,
                          student_key)
 from .io import Record, RecordReader, read_records
+from .normalize import Normalizer
 from .models import DEFAULT_FEATURES, MultiTaskAttributor, StudentEvidence, TeacherAttributor, unlisted_p_value
 
 #: Significance level of the unlisted-teacher test behind a verdict.
@@ -220,7 +221,10 @@ def evaluate(references: Sequence[Record], students: Sequence[Record], *,
             from .baselines import run_baseline
 
             out = run_baseline(name, list(refs), list(studs), **(baseline_options or {}))
-            row = _row(y_true, out.scores, out.classes, groups, name, task, subsets, draws, random_state)
+            normalizer = Normalizer()
+            has_text = [bool(normalizer(r.output)) for r in studs]  # same rule as the feature rows
+            row = _row(y_true, out.scores, out.classes, groups, name, task, subsets, draws, random_state,
+                       evidence=evidence_mask(groups, has_text))
             row["meta"] = out.meta
             results.append(row)
     return {"results": results, "version": __version__}

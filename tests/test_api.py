@@ -188,3 +188,16 @@ def test_evaluate_checks_every_task_before_fitting(reference_records, labelled_r
     with pytest.raises(InputError) as info:
         evaluate(reference_records, bad, features=["no-such-features"])
     assert info.value.code == "E108" and "'nobody'" in str(info.value)
+
+
+def test_evaluate_adds_a_row_per_baseline(reference_records, labelled_records):
+    from attribution.api import evaluate
+
+    result = evaluate(reference_records, labelled_records, features=["pos-paper"], baselines=["cosine"],
+                      subsets=(5,), draws=3)
+    rows = {(row["task"], row["features"]) for row in result["results"]}
+    tasks = {r.task for r in labelled_records}
+    assert rows == {(t, f) for t in tasks for f in ("pos-paper", "cosine")}
+    for row in result["results"]:
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["n_students"] >= 1
+        assert set(row["student_accuracy_at"]) == {"5"}

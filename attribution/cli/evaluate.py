@@ -8,6 +8,7 @@ from typing import Any, List, Optional
 import typer
 
 from ._app import (
+    Device,
     FORMAT_OPTION,
     MAX_CHARS_OPTION,
     NORMALIZE_OPTION,
@@ -44,6 +45,16 @@ def evaluate_cli(
                                  help="Comma-separated feature sets to compare."),
     baselines: str = typer.Option("", "--baselines", help="Comma-separated baselines (needs the [baselines] extra): "
                                   "bertscore, embedding, perplexity, perplexity-normalized, cosine, rouge."),
+    baseline_model: Optional[str] = typer.Option(None, "--baseline-model",
+                                                 help="Encoder for bertscore/embedding: hub id, local dir, or "
+                                                 "'minilm' (offline default)."),
+    teacher_model: List[str] = typer.Option([], "--teacher-model", "-t",
+                                            help="NAME=MODEL for the perplexity baselines, once per teacher "
+                                            "(hub id, dir, .gguf file, or alias smollm2 / gemma3-270m)."),
+    prompt_format: List[str] = typer.Option(["plain"], "--prompt-format",
+                                            help="Perplexity framing: plain, chat, or a template with {prompt}; "
+                                            "NAME=FORMAT for one teacher (repeatable)."),
+    device: Device = typer.Option(Device.auto, "--device", help="Baselines: auto (CUDA if available), cpu, cuda."),
     task: Optional[str] = TASK_OPTION,
     tagger: str = TAGGER_OPTION,
     normalize: bool = NORMALIZE_OPTION,
@@ -76,7 +87,17 @@ def evaluate_cli(
     skipped = [err for reader in ref_readers + stud_readers for err in reader.skipped]
     report_skipped(skipped, quiet=quiet)
     log(f"{len(refs)} reference and {len(studs)} student outputs", quiet=quiet)
-    result = evaluate(refs, studs, features=names, baselines=_split(baselines), subsets=sizes, draws=draws,
-                      random_state=seed, tagger=tagger, normalize=normalize)
+    baseline_names = _split(baselines)
+    baseline_options: dict[str, Any] = {}
+    if baseline_names:
+        baseline_options = {"device": device.value, "model": baseline_model or "minilm",
+                            "normalize": normalize, "show_progress": not quiet, "random_state": seed}
+        if any(n.startswith("perplexity") for n in baseline_names):
+            from ..baselines.perplexity import parse_teacher_models
+
+            baseline_options.update(teacher_models=parse_teacher_models(teacher_model),
+                                    prompt_format=prompt_format)
+    result = evaluate(refs, studs, features=names, baselines=baseline_names, subsets=sizes, draws=draws,
+                      random_state=seed, tagger=tagger, normalize=normalize, baseline_options=baseline_options)
     result["skipped"] = len(skipped)
     emit(result, fmt, _table, output)
