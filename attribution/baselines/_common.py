@@ -218,3 +218,19 @@ def progress(iterable: Any, *, desc: str, total: int | None = None, enabled: boo
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, disable=not enabled, leave=False)
+
+
+def quiet_transformers(show_progress: bool) -> None:
+    """transformers draws its own "Loading weights" bar; silence it with ours."""
+    from transformers.utils import logging as hf_logging
+
+    if show_progress:
+        hf_logging.enable_progress_bar()
+    else:
+        hf_logging.disable_progress_bar()
+
+
+def short_error(err: BaseException) -> str:
+    """First line of an exception's message, for error messages that must stay one line."""
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__

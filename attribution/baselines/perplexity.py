@@ -29,8 +29,19 @@ import numpy as np
 
 from ..errors import missing_dependency
 from ..io import Record
-from ._common import (BaselineScores, baseline_error, baseline_model_error, check_records, prepare_texts,
-                      progress, resolve_device, resolve_dtype, versions)
+from ._common import (
+    BaselineScores,
+    baseline_error,
+    baseline_model_error,
+    check_records,
+    prepare_texts,
+    progress,
+    quiet_transformers,
+    resolve_device,
+    resolve_dtype,
+    short_error,
+    versions,
+)
 
 #: Offline aliases for the causal LMs installed from PyPI (see docs OFFLINE.md).
 LM_ALIASES = {
@@ -148,12 +159,12 @@ class PerplexityScorer:
         self.batch_size = batch_size or (64 if self.device_.startswith("cuda") else 8)
         path, gguf_file = resolve_lm(model)
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-        _quiet_transformers(show_progress)
+        quiet_transformers(show_progress)
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
             self._model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype_, **kwargs)
         except (OSError, ValueError, KeyError, RuntimeError, ImportError) as err:
-            raise baseline_model_error("E501", kind="causal LM", model=model, detail=_short(err),
+            raise baseline_model_error("E501", kind="causal LM", model=model, detail=short_error(err),
                                        aliases=", ".join(LM_ALIASES)) from err
         self._model.to(self.device_)
         self._model.eval()
@@ -314,21 +325,6 @@ def _fallback_chat_template(model: Any) -> str | None:
         return None
     family = str(getattr(model.config, "model_type", "") or "")
     return next((t for k, t in FALLBACK_CHAT_TEMPLATES.items() if family.startswith(k)), None)
-
-
-def _quiet_transformers(show_progress: bool) -> None:
-    """transformers draws its own "Loading weights" bar; silence it with ours."""
-    from transformers.utils import logging as hf_logging
-
-    if show_progress:
-        hf_logging.enable_progress_bar()
-    else:
-        hf_logging.disable_progress_bar()
-
-
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__
 
 
 #: Loaded LMs, least recently used first; at most :data:`MAX_LOADED` stay in memory.
