@@ -37,6 +37,17 @@ def _unescape(text: str | None) -> str | None:
     return None if text is None else text.replace("\\n", "\n").replace("\\t", "\t")
 
 
+# Decoding options shared by collect and generate.
+MAX_NEW_TOKENS_OPTION = typer.Option(80, min=1, help="New tokens per output.")
+SAMPLE_OPTION = typer.Option(False, "--sample/--greedy", help="Seeded sampling instead of greedy decoding.")
+TEMPERATURE_OPTION = typer.Option(0.7, help="Sampling temperature (with --sample).")
+TOP_P_OPTION = typer.Option(0.95, help="Nucleus sampling mass (with --sample).")
+REPETITION_PENALTY_OPTION = typer.Option(1.0, help="HF repetition penalty (1.0: off).")
+SEED_OPTION = typer.Option(0, help="Base seed; batch k (prompts k*B..) uses seed + k*B.")
+DEVICE_OPTION = typer.Option(Device.auto, help="auto = CUDA when available.")
+THREADS_OPTION = typer.Option(0, min=0, help="Torch CPU threads (0: torch default).")
+
+
 @app.command("collect")
 def collect_cli(
     model: str = typer.Option(..., "--model", "-m", help="Offline alias (smollm2-135m, gemma-3-270m), .gguf file, "
@@ -47,15 +58,15 @@ def collect_cli(
                                 help="JSONL to append to; ids already in it are skipped (resume)."),
     teacher: Optional[str] = typer.Option(None, help="Label for the 'teacher' field [default: model's short name]."),
     task: Optional[str] = typer.Option(None, help="Task label for prompts without one."),
-    max_new_tokens: int = typer.Option(80, min=1, help="New tokens per output."),
-    sample: bool = typer.Option(False, "--sample/--greedy", help="Seeded sampling instead of greedy decoding."),
-    temperature: float = typer.Option(0.7, help="Sampling temperature (with --sample)."),
-    top_p: float = typer.Option(0.95, help="Nucleus sampling mass (with --sample)."),
-    repetition_penalty: float = typer.Option(1.0, help="HF repetition penalty (1.0: off)."),
-    seed: int = typer.Option(0, help="Base seed; batch k (prompts k*B..) uses seed + k*B."),
+    max_new_tokens: int = MAX_NEW_TOKENS_OPTION,
+    sample: bool = SAMPLE_OPTION,
+    temperature: float = TEMPERATURE_OPTION,
+    top_p: float = TOP_P_OPTION,
+    repetition_penalty: float = REPETITION_PENALTY_OPTION,
+    seed: int = SEED_OPTION,
     batch_size: int = typer.Option(8, min=1, help="Prompts per generate() call."),
-    device: Device = typer.Option(Device.auto, help="auto = CUDA when available."),
-    threads: int = typer.Option(0, min=0, help="Torch CPU threads (0: torch default)."),
+    device: Device = DEVICE_OPTION,
+    threads: int = THREADS_OPTION,
     chat_template: str = typer.Option("auto", help="auto (tokenizer's, else a known family template), none, or gemma."),
     system_prompt: Optional[str] = typer.Option(None, help="System turn before each prompt (chat models)."),
     prompt_template: Optional[str] = typer.Option(None, help="Wrap each prompt first, e.g. '{prompt}\\n\\nAnswer:' "
@@ -95,8 +106,8 @@ def distill_cli(
     warmup_ratio: float = typer.Option(0.05, min=0.0, max=1.0, help="Share of steps with linear warmup."),
     max_length: int = typer.Option(0, min=0, help="Tokens per example, prompt cut from the left (0: context size)."),
     seed: int = typer.Option(0, help="Seed for initialisation and shuffling."),
-    device: Device = typer.Option(Device.auto, help="auto = CUDA when available."),
-    threads: int = typer.Option(0, min=0, help="Torch CPU threads (0: torch default)."),
+    device: Device = DEVICE_OPTION,
+    threads: int = THREADS_OPTION,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing student directory."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Summary as a table or JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -123,15 +134,15 @@ def generate_cli(
                                  help="Held-out prompts (JSONL/CSV with 'prompt', 'id', 'task')."),
     output: Path = typer.Option(..., "--output", "-o", dir_okay=False,
                                 help="JSONL to append to; ids already in it are skipped (resume)."),
-    max_new_tokens: int = typer.Option(80, min=1, help="New tokens per output."),
-    sample: bool = typer.Option(False, "--sample/--greedy", help="Seeded sampling instead of greedy decoding."),
-    temperature: float = typer.Option(0.7, help="Sampling temperature (with --sample)."),
-    top_p: float = typer.Option(0.95, help="Nucleus sampling mass (with --sample)."),
-    repetition_penalty: float = typer.Option(1.0, help="HF repetition penalty (1.0: off)."),
-    seed: int = typer.Option(0, help="Base seed; batch k (prompts k*B..) uses seed + k*B."),
+    max_new_tokens: int = MAX_NEW_TOKENS_OPTION,
+    sample: bool = SAMPLE_OPTION,
+    temperature: float = TEMPERATURE_OPTION,
+    top_p: float = TOP_P_OPTION,
+    repetition_penalty: float = REPETITION_PENALTY_OPTION,
+    seed: int = SEED_OPTION,
     batch_size: int = typer.Option(16, min=1, help="Prompts per generate() call."),
-    device: Device = typer.Option(Device.auto, help="auto = CUDA when available."),
-    threads: int = typer.Option(0, min=0, help="Torch CPU threads (0: torch default)."),
+    device: Device = DEVICE_OPTION,
+    threads: int = THREADS_OPTION,
     allow_train_prompts: bool = typer.Option(False, "--allow-train-prompts",
                                              help="Permit prompts the student was trained on."),
     limit: int = typer.Option(0, min=0, help="Only the first N prompts (0: all)."),
