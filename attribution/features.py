@@ -162,16 +162,16 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
         return self._matrix([self._counts(doc) for doc in self._docs(X)])
 
     def _matrix(self, per_doc: list[Counter]) -> sp.csr_matrix:
-        rows, cols, vals = [], [], []
-        for i, counts in enumerate(per_doc):
-            for gram, count in counts.items():
-                j = self.vocabulary_.get(gram)
-                if j is not None:
-                    rows.append(i)
-                    cols.append(j)
-                    vals.append(count)
-        matrix = sp.csr_matrix((np.asarray(vals, dtype=float), (rows, cols)),
-                               shape=(len(per_doc), len(self.vocabulary_)))
+        vocabulary = self.vocabulary_
+        indptr, cols, vals = [0], [], []
+        for counts in per_doc:
+            hits = [(vocabulary[g], c) for g, c in counts.items() if g in vocabulary]
+            cols.extend(j for j, _ in hits)
+            vals.extend(c for _, c in hits)
+            indptr.append(len(cols))
+        matrix = sp.csr_matrix((np.asarray(vals, dtype=float), np.asarray(cols, dtype=np.int64), indptr),
+                               shape=(len(per_doc), len(vocabulary)))
+        matrix.sum_duplicates()
         if self.weighting == "binary":
             matrix.data[:] = 1.0
         elif self.weighting == "tfidf":

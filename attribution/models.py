@@ -337,12 +337,12 @@ class StudentEvidence:
         Also keep each output's probabilities (memory grows with the outputs).
     n_examples : int, default=3
         Example spans kept per template (of two or more symbols).
-    max_example_outputs : int, default=1000
+    max_example_outputs : int, default=256
         Examples are taken from the first outputs only, which bounds their cost.
     """
 
     def __init__(self, model: TeacherAttributor, *, keep_outputs: bool = False, n_examples: int = 3,
-                 max_example_outputs: int = 1000) -> None:
+                 max_example_outputs: int = 256) -> None:
         model._check_fitted()
         self.model = model
         self.classes = model.classes_.tolist()
