@@ -22,7 +22,8 @@ from .evaluation import (evidence_mask, expected_calibration_error, score_attrib
                          student_key)
 from .io import Record, RecordReader, read_records
 from .normalize import Normalizer
-from .models import DEFAULT_FEATURES, MultiTaskAttributor, StudentEvidence, TeacherAttributor, unlisted_p_value
+from .models import (DEFAULT_FEATURES, MultiTaskAttributor, StudentEvidence, TeacherAttributor, rank_teachers,
+                     unlisted_p_value)
 
 #: Significance level of the unlisted-teacher test behind a verdict.
 ALPHA = 0.05
@@ -71,7 +72,7 @@ def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task:
         batch = pending.pop(key, [])
         if not batch:
             return
-        sub = model.model_for(key)
+        sub = model.models_[key]
         if key not in evidence:
             evidence[key] = StudentEvidence(sub)
         proba = evidence[key].add([r.output for r in batch])
@@ -85,10 +86,9 @@ def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task:
     for record in records:
         if task is not None and record.task != task:
             continue
-        key = record.task if record.task in model.models_ else (None if None in model.models_ else record.task)
-        model.model_for(key)  # fail early on an unknown task
+        key = model.task_key(record.task)  # fails early on an unknown task
         pending.setdefault(key, []).append(record)
-        if len(pending[key]) >= model.model_for(key).batch_size:
+        if len(pending[key]) >= model.models_[key].batch_size:
             flush(key)
     for key in list(pending):
         flush(key)
@@ -116,18 +116,7 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
         if ev.model.n_bootstrap:
             boot_sum = ev._boot_sum[:, cols] + (0 if boot_sum is None else boot_sum)
             boot_count = ev._boot_count + (0 if boot_count is None else boot_count)
-    mean = total / n_outputs
-    probability = np.exp(mean - mean.max())
-    probability /= probability.sum()
-    if boot_sum is not None:
-        winners = np.argmax(boot_sum / np.maximum(boot_count, 1)[:, None], axis=1)
-        support = np.bincount(winners, minlength=len(classes)) / len(winners)
-    else:
-        support = np.full(len(classes), np.nan)
-    frame = pd.DataFrame({"teacher": list(classes), "probability": probability, "support": support,
-                          "mean_log_proba": mean})
-    frame = frame.sort_values(["probability", "teacher"], ascending=[False, True], kind="mergesort")
-    ranking = _ranking_records(frame)
+    ranking = _ranking_records(rank_teachers(classes, total, n_outputs, boot_sum, boot_count))
     top = ranking[0]["teacher"]
     templates = []
     for key, ev in sorted(evidence.items(), key=lambda kv: (kv[0] is not None, kv[0] or "")):

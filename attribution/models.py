@@ -277,6 +277,24 @@ def _chunks(texts: Iterable[str], size: int) -> Iterable[tuple[int, list[str]]]:
         yield start, chunk
 
 
+def rank_teachers(classes: Sequence[str], sum_log_proba: np.ndarray, n_outputs: int,
+                  boot_sum: np.ndarray | None = None, boot_count: np.ndarray | None = None) -> pd.DataFrame:
+    """A student's ranking from its summed evidence: softmax of the mean log-probability, and the
+    share of bootstrap replicates (rows of ``boot_sum``) that put each teacher first."""
+    mean = np.asarray(sum_log_proba, dtype=float) / n_outputs
+    probability = np.exp(mean - mean.max())
+    probability /= probability.sum()
+    if boot_sum is not None:
+        winners = np.argmax(boot_sum / np.maximum(boot_count, 1)[:, None], axis=1)
+        support = np.bincount(winners, minlength=len(classes)) / len(winners)
+    else:
+        support = np.full(len(classes), np.nan)
+    frame = pd.DataFrame({"teacher": list(classes), "probability": probability, "support": support,
+                          "mean_log_proba": mean})
+    return frame.sort_values(["probability", "teacher"], ascending=[False, True],
+                             kind="mergesort").reset_index(drop=True)
+
+
 def _margin(mean_log_proba: np.ndarray) -> np.ndarray:
     """Lead of the best teacher over the runner-up, in mean log-probability (last axis)."""
     top2 = np.sort(mean_log_proba, axis=-1)[..., -2:]
@@ -420,19 +438,8 @@ class StudentEvidence:
         """Teachers from most to least likely (ties: alphabetical)."""
         if self.n_outputs == 0:
             raise model_error("E209")
-        mean = self.sum_log_proba / self.n_outputs
-        probability = np.exp(mean - mean.max())
-        probability /= probability.sum()
-        if self.model.n_bootstrap:
-            boot_mean = self._boot_sum / np.maximum(self._boot_count, 1)[:, None]
-            winners = np.argmax(boot_mean, axis=1)
-            support = np.bincount(winners, minlength=len(self.classes)) / len(winners)
-        else:
-            support = np.full(len(self.classes), np.nan)
-        frame = pd.DataFrame({"teacher": self.classes, "probability": probability,
-                              "support": support, "mean_log_proba": mean})
-        return frame.sort_values(["probability", "teacher"], ascending=[False, True],
-                                 kind="mergesort").reset_index(drop=True)
+        boot = (self._boot_sum, self._boot_count) if self.model.n_bootstrap else (None, None)
+        return rank_teachers(self.classes, self.sum_log_proba, self.n_outputs, *boot)
 
     def p_unlisted(self) -> float | None:
         """:func:`unlisted_p_value` for the outputs seen so far."""
@@ -516,15 +523,20 @@ class MultiTaskAttributor:
     def tasks(self) -> list[str | None]:
         return list(self.models_)
 
-    def model_for(self, task: str | None) -> TeacherAttributor:
-        """The attributor of one task; a model fitted without tasks serves every task."""
+    def task_key(self, task: str | None) -> str | None:
+        """Which fitted task serves ``task``: itself, or ``None`` for a model fitted without tasks."""
         if not hasattr(self, "models_"):
             raise NotFittedError(Errors.E204.format(name=type(self).__name__), code="E204")
         if task in self.models_:
-            return self.models_[task]
+            return task
         if list(self.models_) == [None]:
-            return self.models_[None]
+            return None
         raise model_error("E208", task=task, known=", ".join(str(t) for t in self.models_))
+
+    def model_for(self, task: str | None) -> TeacherAttributor:
+        """The attributor of one task; a model fitted without tasks serves every task."""
+        key = self.task_key(task)  # checks fitted first
+        return self.models_[key]
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the fitted model to one ``.npz`` file (atomically; no pickle)."""
