@@ -213,7 +213,7 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         StudentEvidence : the streaming accumulator behind this method.
         """
         evidence = StudentEvidence(self)
-        for start, chunk in _chunks(texts, self.batch_size):
+        for chunk in _chunks(texts, self.batch_size):
             evidence.add(chunk)
         frame = evidence.ranking()
         frame.attrs.update({"n_outputs": evidence.n_outputs, "p_unlisted": evidence.p_unlisted()})
@@ -262,19 +262,17 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         return self
 
 
-def _chunks(texts: Iterable[str], size: int) -> Iterable[tuple[int, list[str]]]:
+def _chunks(texts: Iterable[str], size: int) -> Iterable[list[str]]:
     if isinstance(texts, str):
         raise ValueError(Errors.E202)
     chunk: list[str] = []
-    start = 0
     for text in texts:
         chunk.append(text)
         if len(chunk) >= size:
-            yield start, chunk
-            start += len(chunk)
+            yield chunk
             chunk = []
     if chunk:
-        yield start, chunk
+        yield chunk
 
 
 def rank_teachers(classes: Sequence[str], sum_log_proba: np.ndarray, n_outputs: int,
