@@ -160,12 +160,18 @@ def _ranking_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def evaluate(references: Sequence[Record], students: Sequence[Record], *,
              features: Sequence[str] = DEFAULT_EVAL_FEATURES, subsets: Sequence[int] = (10, 25),
              draws: int = 20, random_state: int = 0, baselines: Sequence[str] = (),
-             baseline_options: dict[str, Any] | None = None, **params: Any) -> dict[str, Any]:
+             baseline_options: dict[str, Any] | None = None, base_correction: bool = False,
+             **params: Any) -> dict[str, Any]:
     """The paper's protocol: fit on teacher outputs, predict each student output, per task.
 
     Every student output must carry its true ``teacher``, and that teacher must be among
     the references of its task (else :class:`~attribution.errors.InputError` naming the
     file and line). Texts are tagged once and shared by all feature sets.
+
+    With ``base_correction``, each feature set gets a second row, ``NAME+base-correction``, whose
+    scores are shifted by the students' shared style (see :func:`base_style`). It assumes the students
+    share a base model and that each teacher taught about one of them, as in the paper's protocol;
+    it has no unlisted-teacher verdicts.
 
     Returns
     -------
@@ -206,6 +212,13 @@ def evaluate(references: Sequence[Record], students: Sequence[Record], *,
             row["n_empty"] = int((~has_text).sum())
             row["calibration_error"] = expected_calibration_error(np.exp(scores), y_true, model.classes_)
             results.append(row)
+            if base_correction:
+                corrected = scores - base_style(scores[use], np.asarray(groups)[use])
+                extra = _row(y_true, corrected, model.classes_.tolist(), groups, f"{name}+base-correction", task,
+                             subsets, draws, random_state, evidence=use)
+                extra.update({"base_correction": True, "n_empty": row["n_empty"], "n_attributed": None,
+                              "attributed_accuracy": None})
+                results.append(extra)
         for name in baselines:
             from .baselines import run_baseline
 
@@ -229,6 +242,19 @@ def _row(y_true, scores, classes, groups, name, task, subsets, draws, random_sta
                                     random_state=random_state)
         for n in subsets}
     return row
+
+
+def base_style(scores: np.ndarray, groups: Sequence[str]) -> np.ndarray:
+    """The students' shared pull towards some teachers: the mean, over students, of each student's
+    mean log-probability vector.
+
+    Students fine-tuned from one base model (GPT-2 in the paper) share its style, which the teacher
+    classifier reads as a preference for whichever teacher writes most like that base model. With
+    several students of the same base, one per teacher, subtracting this vector leaves what
+    distinguishes the students from each other.
+    """
+    groups = np.asarray(groups)
+    return np.mean([scores[groups == g].mean(axis=0) for g in sorted(set(groups.tolist()))], axis=0)
 
 
 def _add_verdicts(row: dict[str, Any], scores: np.ndarray, groups: Sequence[str], model: TeacherAttributor,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import pytest
 
 from attribution.api import evaluate, file_digest, fit_reference, rank_student, results_table, verdict
@@ -201,3 +202,23 @@ def test_evaluate_adds_a_row_per_baseline(reference_records, labelled_records):
     for row in result["results"]:
         assert 0.0 <= row["accuracy"] <= 1.0 and row["n_students"] >= 1
         assert set(row["student_accuracy_at"]) == {"5"}
+
+
+def test_base_style_is_the_mean_of_student_means():
+    from attribution.api import base_style
+
+    scores = np.array([[0.0, -2.0], [-1.0, -1.0], [-3.0, 0.0]])
+    groups = ["s1", "s1", "s2"]
+    # s1's mean is (-0.5, -1.5), s2's (-3, 0): students count equally, whatever their size
+    np.testing.assert_allclose(base_style(scores, groups), [-1.75, -0.75])
+
+
+def test_evaluate_with_base_correction_adds_a_row_per_feature_set(reference_records, labelled_records):
+    from attribution.api import evaluate
+
+    result = evaluate(reference_records, labelled_records, features=["pos-paper"], subsets=(), draws=1,
+                      base_correction=True)
+    names = [row["features"] for row in result["results"]]
+    assert names.count("pos-paper") == names.count("pos-paper+base-correction") >= 1
+    corrected = [row for row in result["results"] if row.get("base_correction")]
+    assert all(row["n_attributed"] is None and 0 <= row["accuracy"] <= 1 for row in corrected)

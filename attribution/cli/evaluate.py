@@ -58,6 +58,9 @@ def evaluate_cli(
     task: Optional[str] = TASK_OPTION,
     tagger: str = TAGGER_OPTION,
     normalize: bool = NORMALIZE_OPTION,
+    base_correction: bool = typer.Option(False, "--base-correction",
+                                         help="Also score each feature set with the students' shared "
+                                         "(base-model) style subtracted; assumes one student per teacher."),
     subsets: str = typer.Option("10,25", "--subsets", help="Student accuracy from this many outputs per student."),
     draws: int = typer.Option(20, "--draws", min=1, help="Random subsets per size."),
     text_field: Optional[str] = TEXT_FIELD_OPTION,
@@ -98,6 +101,7 @@ def evaluate_cli(
             baseline_options.update(teacher_models=parse_teacher_models(teacher_model),
                                     prompt_format=prompt_format)
     result = evaluate(refs, studs, features=names, baselines=baseline_names, subsets=sizes, draws=draws,
-                      random_state=seed, tagger=tagger, normalize=normalize, baseline_options=baseline_options)
+                      random_state=seed, tagger=tagger, normalize=normalize, baseline_options=baseline_options,
+                      base_correction=base_correction)
     result["skipped"] = len(skipped)
     emit(result, fmt, _table, output)
