@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from typing import Any
 
 from .models import LoadedModel
@@ -101,3 +102,38 @@ def generate_texts(loaded: LoadedModel, rendered: list[str], decoding: Decoding,
         text = tok.decode(kept, skip_special_tokens=True).strip()
         results.append((text, finish, len(kept)))
     return results
+
+
+def generate_to_file(loaded: LoadedModel, todo: list[tuple[int, Any]], output: Any, *, batch_size: int,
+                     decoding: Decoding, render: Callable[[str], tuple[str, bool]],
+                     make_row: Callable[[Any, str, str, int, int], dict[str, Any]],
+                     max_prompt_tokens: int = 0, add_special_tokens: bool | None = None,
+                     progress: Any = None) -> tuple[int, int]:
+    """Generate for ``(position, record)`` pairs in fixed batches and append each row as it is done.
+
+    ``render`` maps a prompt to (model input, tokenizer adds special tokens); ``add_special_tokens``
+    overrides the latter. ``make_row(record, text, finish, n_new, seed)`` builds the written row.
+    Batch k uses seed ``decoding.seed + k * batch_size``, so a resumed run reproduces the same
+    outputs. Empty outputs are not written. Returns (written, empty).
+    """
+    from ._jsonl import AppendWriter
+
+    written = empty = 0
+    with AppendWriter(output) as writer:
+        for batch in fixed_batches(todo, batch_size):
+            framed = [render(record.output) for _, record in batch]
+            add_special = framed[0][1] if add_special_tokens is None else add_special_tokens
+            seed = decoding.seed + batch[0][0] - batch[0][0] % batch_size  # the block start
+            results = generate_texts(loaded, [text for text, _ in framed], decoding,
+                                     add_special_tokens=add_special, seed=seed,
+                                     max_prompt_tokens=max_prompt_tokens)
+            for (_, record), (text, finish, n_new) in zip(batch, results):
+                if not text:
+                    empty += 1
+                    continue
+                row = make_row(record, text, finish, n_new, seed)
+                writer.write({k: v for k, v in row.items() if v is not None})
+                written += 1
+            if progress is not None:
+                progress.update(len(batch))
+    return written, empty

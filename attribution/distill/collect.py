@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 from ..errors import input_error, model_error
-from ._generation import Decoding, fixed_batches, generate_texts, render_prompt
-from ._jsonl import AppendWriter, load_finished, read_prompts
+from ._generation import Decoding, generate_to_file, render_prompt
+from ._jsonl import load_finished, read_prompts
 from .models import load_causal_lm
 
 
@@ -91,25 +91,13 @@ def collect_outputs(model: str, prompts: str | os.PathLike, output: str | os.Pat
         _check_same_settings(output, existing, settings, label)
         bar = tqdm(total=len(records), initial=len(records) - len(todo), disable=not progress,
                    desc=f"collect {label}", unit="prompt", dynamic_ncols=True)
-        with AppendWriter(output) as writer:
-            for batch in fixed_batches(todo, batch_size):
-                rendered = [render_prompt(loaded, r.output, system_prompt=system_prompt, template=prompt_template)[0]
-                            for _, r in batch]
-                add_special = render_prompt(loaded, batch[0][1].output, system_prompt=system_prompt,
-                                            template=prompt_template)[1]
-                seed = decoding.seed + batch[0][0] - batch[0][0] % batch_size  # the block start
-                results = generate_texts(loaded, rendered, decoding, add_special_tokens=add_special, seed=seed,
-                                         max_prompt_tokens=max_prompt_tokens)
-                for (_, record), (text, finish, n_new) in zip(batch, results):
-                    if not text:
-                        empty += 1
-                        continue
-                    row = {"id": record.key, "task": record.task or task, "prompt": record.output,
-                           "output": text, "teacher": label, "finish": finish, "n_new_tokens": n_new,
-                           "seed": seed, **settings}
-                    writer.write({k: v for k, v in row.items() if v is not None})
-                    written += 1
-                bar.update(len(batch))
+        written, empty = generate_to_file(
+            loaded, todo, output, batch_size=batch_size, decoding=decoding,
+            render=lambda text: render_prompt(loaded, text, system_prompt=system_prompt, template=prompt_template),
+            make_row=lambda record, text, finish, n_new, seed: {
+                "id": record.key, "task": record.task or task, "prompt": record.output, "output": text,
+                "teacher": label, "finish": finish, "n_new_tokens": n_new, "seed": seed, **settings},
+            max_prompt_tokens=max_prompt_tokens, progress=bar)
         bar.close()
     elif existing:
         label = teacher or str(existing[0].get("teacher", ""))

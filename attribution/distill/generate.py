@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import input_error, model_error
-from ._generation import Decoding, fixed_batches, generate_texts, render_prompt
-from ._jsonl import AppendWriter, load_finished, read_prompts
+from ._generation import Decoding, generate_to_file, render_prompt
+from ._jsonl import load_finished, read_prompts
 from .models import load_causal_lm
 from .train import INFO_FILE
 
@@ -80,22 +80,14 @@ def generate_outputs(student_dir: str | os.PathLike, prompts: str | os.PathLike,
         max_prompt = max(1, context - decoding.max_new_tokens) if context else 0
         bar = tqdm(total=len(records), initial=len(records) - len(todo), disable=not progress,
                    desc=f"generate {info['student']}", unit="prompt", dynamic_ncols=True)
-        with AppendWriter(output) as writer:
-            for batch in fixed_batches(todo, batch_size):
-                rendered = [render_prompt(loaded, r.output, template=info["prompt_template"])[0] for _, r in batch]
-                seed = decoding.seed + batch[0][0] - batch[0][0] % batch_size  # the block start
-                results = generate_texts(loaded, rendered, decoding, add_special_tokens=False, seed=seed,
-                                         max_prompt_tokens=max_prompt)
-                for (_, record), (text, finish, n_new) in zip(batch, results):
-                    if not text:
-                        empty += 1
-                        continue
-                    row = {"id": record.key, "task": record.task, "prompt": record.output, "output": text,
-                           "student": info["student"], "teacher": info["teacher"], "finish": finish,
-                           "n_new_tokens": n_new, "seed": seed, "decoding": decoding.to_dict()}
-                    writer.write({k: v for k, v in row.items() if v is not None})
-                    written += 1
-                bar.update(len(batch))
+        written, empty = generate_to_file(
+            loaded, todo, output, batch_size=batch_size, decoding=decoding,
+            render=lambda text: render_prompt(loaded, text, template=info["prompt_template"]),
+            make_row=lambda record, text, finish, n_new, seed: {
+                "id": record.key, "task": record.task, "prompt": record.output, "output": text,
+                "student": info["student"], "teacher": info["teacher"], "finish": finish,
+                "n_new_tokens": n_new, "seed": seed, "decoding": decoding.to_dict()},
+            max_prompt_tokens=max_prompt, add_special_tokens=False, progress=bar)
         bar.close()
     return {"output": str(output), "student": info["student"], "teacher": info["teacher"],
             "n_prompts": len(records), "n_existing": len(existing), "n_written": written, "n_empty": empty,
