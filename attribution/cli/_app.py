@@ -102,6 +102,23 @@ def report_skipped(skipped: list, *, quiet: bool = False) -> None:
         log(f"skipped {len(skipped)} invalid record(s)", quiet=quiet)
 
 
+def read_inputs(reference: list[Path], students: list[Path], *, task: str | None, quiet: bool,
+                **reader_options: Any) -> tuple[list, list, list]:
+    """Read reference and student files (each repeatable), keep one task, report skipped records.
+
+    Returns (references, students, skipped errors).
+    """
+    from ..io import RecordReader
+
+    ref_readers = [RecordReader(path, require_teacher=True, **reader_options) for path in reference]
+    stud_readers = [RecordReader(path, **reader_options) for path in students]
+    refs = [r for reader in ref_readers for r in reader if task is None or r.task == task]
+    studs = [r for reader in stud_readers for r in reader if task is None or r.task == task]
+    skipped = [err for reader in ref_readers + stud_readers for err in reader.skipped]
+    report_skipped(skipped, quiet=quiet)
+    return refs, studs, skipped
+
+
 def emit(result: dict[str, Any], fmt: OutputFormat, render_table: Callable[[dict[str, Any]], str],
          output: Path | None = None) -> None:
     """Print ``result`` as JSON or as a table on stdout; optionally also write the JSON atomically."""

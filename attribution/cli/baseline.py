@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import typer
 
-from ._app import Device, OutputFormat, app, emit, log, report_skipped
+from ._app import Device, OutputFormat, app, emit, log, read_inputs
 
 NAME_HELP = ("bertscore, embedding, perplexity, perplexity-normalized, cosine, rouge (ROUGE-L F), "
              "rouge1 or rouge2.")
@@ -105,7 +105,6 @@ def baseline_cli(
     from ..baselines import BASELINES, MODEL_BASELINES, evaluate_baseline
     from ..baselines._common import versions
     from ..baselines.perplexity import parse_teacher_models
-    from ..io import RecordReader
 
     names = [n.strip() for n in name.split(",") if n.strip()]
     for bad in [n for n in names if n not in BASELINES] or ([] if names else [name]):
@@ -120,13 +119,8 @@ def baseline_cli(
         import torch
 
         torch.set_num_threads(threads)
-    reader_options = {"text_field": text_field, "skip_invalid": skip_invalid}
-    ref_readers = [RecordReader(path, require_teacher=True, **reader_options) for path in reference]
-    stud_readers = [RecordReader(path, **reader_options) for path in students]
-    refs = [r for reader in ref_readers for r in reader if task is None or r.task == task]
-    studs = [r for reader in stud_readers for r in reader if task is None or r.task == task]
-    skipped = [err for reader in ref_readers + stud_readers for err in reader.skipped]
-    report_skipped(skipped, quiet=quiet)
+    refs, studs, skipped = read_inputs(reference, students, task=task, quiet=quiet, text_field=text_field,
+                                       skip_invalid=skip_invalid)
     if not refs or not studs:
         from ..baselines._common import baseline_error
 

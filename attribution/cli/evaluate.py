@@ -21,7 +21,7 @@ from ._app import (
     app,
     emit,
     log,
-    report_skipped,
+    read_inputs,
 )
 
 
@@ -74,7 +74,6 @@ def evaluate_cli(
     """Fit on teacher outputs, attribute every student output, and score it (per output and per student)."""
     from ..api import evaluate
     from ..features import FEATURE_SETS
-    from ..io import RecordReader
 
     names = _split(features)
     unknown = [n for n in names if n not in FEATURE_SETS]
@@ -82,13 +81,8 @@ def evaluate_cli(
         raise typer.BadParameter(f"unknown feature set(s) {unknown}; choose from {sorted(FEATURE_SETS)}",
                                  param_hint="--features")
     sizes = [int(v) for v in _split(subsets)]
-    options = {"text_field": text_field, "skip_invalid": skip_invalid, "max_chars": max_chars}
-    ref_readers = [RecordReader(path, require_teacher=True, **options) for path in reference]
-    stud_readers = [RecordReader(path, **options) for path in students]
-    refs = [r for reader in ref_readers for r in reader if task is None or r.task == task]
-    studs = [r for reader in stud_readers for r in reader if task is None or r.task == task]
-    skipped = [err for reader in ref_readers + stud_readers for err in reader.skipped]
-    report_skipped(skipped, quiet=quiet)
+    refs, studs, skipped = read_inputs(reference, students, task=task, quiet=quiet, text_field=text_field,
+                                       skip_invalid=skip_invalid, max_chars=max_chars)
     log(f"{len(refs)} reference and {len(studs)} student outputs", quiet=quiet)
     baseline_names = _split(baselines)
     baseline_options: dict[str, Any] = {}
