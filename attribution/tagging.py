@@ -229,7 +229,6 @@ class NltkTagger(Tagger):
         return out
 
 
-@lru_cache(maxsize=8)
 def get_tagger(name: str = "spacy", *, batch_size: int = 256, n_process: int = 1) -> Tagger:
     """Load a tagger once per process and reuse it (and its tag cache).
 
@@ -239,6 +238,12 @@ def get_tagger(name: str = "spacy", *, batch_size: int = 256, n_process: int = 1
         ``"spacy"`` picks the best installed English model; any other string that is not
         ``"nltk"`` is taken as a spaCy package name or path.
     """
+    # one cache key per configuration, however the defaults were spelled by the caller
+    return _load_tagger(name, batch_size, n_process)
+
+
+@lru_cache(maxsize=8)
+def _load_tagger(name: str, batch_size: int, n_process: int) -> Tagger:
     if name == "nltk":
         return NltkTagger(batch_size=batch_size)
     if name == "spacy":

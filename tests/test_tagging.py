@@ -35,6 +35,8 @@ def test_whitespace_tokens_are_dropped_and_empty_text_is_empty(tagger):
 
 def test_get_tagger_loads_once(tagger):
     assert get_tagger("spacy") is tagger
+    # spelling out the default batch size must not load a second copy of the model
+    assert get_tagger("spacy", batch_size=256) is tagger
     assert tagger.signature.startswith("spacy:en_core_web_sm")
     assert tagger.signature.count("==") == 1
 
