@@ -23,6 +23,9 @@ SPECIAL_TOKEN_RE = re.compile(
 )
 MARKER_RE = re.compile(r"(?:^|(?<=\s))#{3,}(?=\s|$)")
 NAN_RUN_RE = re.compile(r"(?:nan){2,}", re.IGNORECASE)
+#: A lone ``nan`` opening a text: a student trained on empty (``NaN``) targets learns to
+#: start with it. Elsewhere a lone ``nan`` is left alone (it may be a word).
+LEADING_NAN_RE = re.compile(r"^\s*nan\b")
 SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+")
 SPACE_RE = re.compile(r"[ \t]+")
 BLANK_LINES_RE = re.compile(r"\n\s*\n+")
@@ -41,7 +44,8 @@ class Normalizer:
     markers : bool, default=True
         Drop ``####`` answer markers.
     nan_runs : bool, default=True
-        Drop runs like ``nannannan`` (a serialized missing value, repeated).
+        Drop runs like ``nannannan`` (a serialized missing value, repeated) and a lone
+        ``nan`` at the start of a text (``nan **The answer is A**``).
     loops : bool, default=True
         Keep only the first occurrence of each repeated sentence, and drop the
         fragment a looped text was cut off in.
@@ -87,7 +91,7 @@ class Normalizer:
 
     @staticmethod
     def _nan_runs(text: str) -> str:
-        return NAN_RUN_RE.sub(" ", text)
+        return LEADING_NAN_RE.sub(" ", NAN_RUN_RE.sub(" ", text))
 
     @staticmethod
     def _loops(text: str) -> str:

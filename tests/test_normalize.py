@@ -32,6 +32,16 @@ def test_nan_runs_are_removed_but_words_with_nan_are_kept():
     assert normalizer("nannannannan") == ""
     assert normalizer("The banana costs nan dollars. NaNNaN") == "The banana costs nan dollars."
     assert normalizer.stats["nan_runs"] == 2
+
+
+def test_a_leading_nan_is_removed_but_words_starting_with_nan_are_kept():
+    normalizer = Normalizer()
+    # as in the released CommonsenseQA student of gemma-2-9b
+    assert normalizer("nan **The answer is A because people cry.**") == "**The answer is A because people cry.**"
+    assert normalizer("nannan animals often experience pleasure.") == "animals often experience pleasure."
+    assert normalizer("nanotechnology is a field of science.") == "nanotechnology is a field of science."
+    assert normalizer("nan") == ""
+    assert normalizer.stats["nan_runs"] == 3
     assert normalizer.stats["emptied"] == 1
 
 
