@@ -13,10 +13,8 @@ which are tagged with the vectorizer's ``tagger``.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from itertools import chain
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -117,58 +115,134 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
             return doc.tags
         return [w.lower() for w in doc.words] if getattr(self, "lowercase", True) else doc.words
 
-    def _counts(self, doc: TaggedDoc) -> Counter:
+    # -- the n-gram core: every occurrence as an integer code ----------------------------
+    def _encode(self, docs: Sequence[TaggedDoc], table: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Row and code of every n-gram occurrence in ``docs``, shortest n first.
+
+        A symbol's id is ``table[symbol] >= 1``; an n-gram's code is its ids read as
+        base-``len(table) + 1`` digits, so codes of different lengths never collide and
+        decode back to the n-gram. Symbols missing from ``table`` get id 0, and n-grams
+        holding one are dropped (none of them can be in the vocabulary). Counting codes
+        with numpy is what keeps featurizing cheap next to tagging.
+        """
+        seqs = [self._symbols(doc) for doc in docs]
+        lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+        get = table.get
+        ids = np.fromiter((get(s, 0) for s in chain.from_iterable(seqs)), dtype=np.int64,
+                          count=int(lengths.sum()))
+        base = len(table) + 1
         n_min, n_max = self._range()
-        return Counter(iter_ngrams(self._symbols(doc), n_min, n_max))
+        if base ** n_max >= 2 ** 63:  # a huge vocabulary: exact Python integers, slower
+            ids = ids.astype(object)
+        doc_of = np.repeat(np.arange(len(seqs)), lengths)
+        doc_end = np.repeat(np.cumsum(lengths), lengths)
+        rows, codes = [], []
+        for n in range(n_min, n_max + 1):
+            m = len(ids) - n + 1
+            if m <= 0:
+                continue
+            code = ids[:m].copy()
+            keep = np.arange(m) + n <= doc_end[:m]  # the n-gram does not cross into the next doc
+            for k in range(n):
+                part = ids[k:k + m]
+                keep &= part != 0
+                if k:
+                    code = code * base + part
+            rows.append(doc_of[:m][keep])
+            codes.append(code[keep])
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=ids.dtype)
+        return np.concatenate(rows), np.concatenate(codes)
+
+    def _decode(self, code: int, symbols: list[str], base: int) -> str:
+        parts = []
+        code = int(code)
+        while code:
+            code, digit = divmod(code, base)
+            parts.append(symbols[digit])
+        return " ".join(reversed(parts))
 
     # -- estimator API -----------------------------------------------------------------
     def fit(self, X: Sequence[TaggedDoc | str], y: Any = None) -> SequenceNgramVectorizer:
         """Learn the vocabulary (and IDF) from training documents."""
-        self._fit_counts([self._counts(doc) for doc in self._docs_checked(X)])
+        self.fit_transform(X)
         return self
 
     def fit_transform(self, X: Sequence[TaggedDoc | str], y: Any = None, **fit_params: Any) -> sp.csr_matrix:
         """:meth:`fit` then :meth:`transform`, counting each document's n-grams once."""
-        counts = [self._counts(doc) for doc in self._docs_checked(X)]
-        self._fit_counts(counts)
-        return self._matrix(counts)
+        docs = self._docs_checked(X)
+        seen = dict.fromkeys(chain.from_iterable(self._symbols(doc) for doc in docs))
+        table = {symbol: i for i, symbol in enumerate(seen, start=1)}
+        rows, codes = self._encode(docs, table)
+        uniq, inverse = np.unique(codes, return_inverse=True)
+        total = np.bincount(inverse, minlength=len(uniq))
+        # most frequent first, ties alphabetical; only n-grams that can make the cut are decoded
+        candidates = np.arange(len(uniq))
+        if self.top_k is not None and self.top_k < len(uniq):
+            kth = np.partition(total, len(uniq) - self.top_k)[len(uniq) - self.top_k]
+            candidates = np.flatnonzero(total >= kth)
+        symbols = ["", *table]
+        names = [self._decode(uniq[i], symbols, len(table) + 1) for i in candidates]
+        order = sorted(range(len(candidates)), key=lambda i: (-total[candidates[i]], names[i]))
+        order = order[:self.top_k] if self.top_k is not None else order
+        kept = candidates[order]
+        self.vocabulary_ = {names[i]: col for col, i in enumerate(order)}
+        if self.weighting == "tfidf":
+            pairs = np.unique(rows * len(uniq) + inverse)
+            df = np.bincount(pairs % len(uniq), minlength=len(uniq))[kept].astype(float)
+            self.idf_ = np.log((1 + len(docs)) / (1 + df)) + 1.0
+        else:
+            self.idf_ = None
+        column = np.full(len(uniq), -1, dtype=np.int64)
+        column[kept] = np.arange(len(kept))
+        cols = column[inverse]
+        hit = cols >= 0
+        return self._matrix(rows[hit], cols[hit], len(docs))
 
     def _docs_checked(self, X: Sequence[TaggedDoc | str]) -> list[TaggedDoc]:
         self._validate_params()
         return self._docs(X)
 
-    def _fit_counts(self, per_doc: list[Counter]) -> None:
-        # Counting from flat iterables and sorting on itemgetter keys keeps this in C:
-        # it was the slowest step of fitting.
-        total = Counter(chain.from_iterable(counts.elements() for counts in per_doc))
-        doc_freq = Counter(chain.from_iterable(per_doc))
-        # most frequent first, ties alphabetical: sort by n-gram, then stably by count
-        ranked = sorted(sorted(total.items(), key=itemgetter(0)), key=itemgetter(1), reverse=True)
-        if self.top_k is not None:
-            ranked = ranked[:self.top_k]
-        self.vocabulary_ = {gram: i for i, (gram, _) in enumerate(ranked)}
-        if self.weighting == "tfidf":
-            df = np.array([doc_freq[g] for g, _ in ranked], dtype=float)
-            self.idf_ = np.log((1 + len(per_doc)) / (1 + df)) + 1.0
-        else:
-            self.idf_ = None
+    def _lookup(self) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+        """Symbol table, sorted codes and their columns for the fitted vocabulary (cached)."""
+        cached = getattr(self, "_lookup_cache", None)
+        if cached is not None and cached[0] is self.vocabulary_:
+            return cached[1]
+        grams = [gram.split(" ") for gram in self.get_feature_names_out()]
+        table: dict[str, int] = {}
+        for gram in grams:
+            for symbol in gram:
+                table.setdefault(symbol, len(table) + 1)
+        base = len(table) + 1
+        codes = []
+        for gram in grams:
+            code = 0
+            for symbol in gram:
+                code = code * base + table[symbol]
+            codes.append(code)
+        dtype = np.int64 if base ** self._range()[1] < 2 ** 63 else object
+        codes = np.asarray(codes, dtype=dtype)
+        order = np.argsort(codes, kind="stable")
+        lookup = (table, codes[order], order.astype(np.int64))
+        self._lookup_cache = (self.vocabulary_, lookup)
+        return lookup
 
     def transform(self, X: Sequence[TaggedDoc | str]) -> sp.csr_matrix:
         """Documents as a sparse (n_docs, n_features) matrix."""
         if not hasattr(self, "vocabulary_"):
             raise NotFittedError(Errors.E204.format(name=type(self).__name__), code="E204")
-        return self._matrix([self._counts(doc) for doc in self._docs(X)])
+        docs = self._docs(X)
+        table, sorted_codes, columns = self._lookup()
+        rows, codes = self._encode(docs, table)
+        if len(sorted_codes) == 0:
+            return self._matrix(rows[:0], rows[:0], len(docs))
+        at = np.minimum(np.searchsorted(sorted_codes, codes), len(sorted_codes) - 1)
+        hit = sorted_codes[at] == codes
+        return self._matrix(rows[hit], columns[at[hit]], len(docs))
 
-    def _matrix(self, per_doc: list[Counter]) -> sp.csr_matrix:
-        vocabulary = self.vocabulary_
-        indptr, cols, vals = [0], [], []
-        for counts in per_doc:
-            hits = [(vocabulary[g], c) for g, c in counts.items() if g in vocabulary]
-            cols.extend(j for j, _ in hits)
-            vals.extend(c for _, c in hits)
-            indptr.append(len(cols))
-        matrix = sp.csr_matrix((np.asarray(vals, dtype=float), np.asarray(cols, dtype=np.int64), indptr),
-                               shape=(len(per_doc), len(vocabulary)))
+    def _matrix(self, rows: np.ndarray, cols: np.ndarray, n_docs: int) -> sp.csr_matrix:
+        """Counts of (row, column) occurrences, weighted."""
+        matrix = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_docs, len(self.vocabulary_)))
         matrix.sum_duplicates()
         if self.weighting == "binary":
             matrix.data[:] = 1.0

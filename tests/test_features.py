@@ -53,6 +53,58 @@ def test_document_shorter_than_n_gives_an_empty_row(reference_docs):
     assert row.shape == (1, 50) and row.nnz == 0
 
 
+def _oracle(docs, source, n_min, n_max, top_k):
+    """The definition, spelled out with strings and a Counter: what the integer-coded core must match."""
+    from collections import Counter
+
+    def symbols(d):
+        return d.tags if source == "tags" else [w.lower() for w in d.words]
+
+    per_doc = [Counter(iter_ngrams(symbols(d), n_min, n_max)) for d in docs]
+    total = sum(per_doc, Counter())
+    ranked = sorted(total, key=lambda g: (-total[g], g))
+    vocab = ranked[:top_k] if top_k else ranked
+    counts = np.array([[c[g] for g in vocab] for c in per_doc], dtype=float)
+    return vocab, counts
+
+
+@pytest.mark.parametrize("source,span,top_k", [("tags", (1, 4), 300), ("tags", (4, 4), 50),
+                                               ("words", (1, 3), 2000), ("words", (2, 2), None)])
+def test_integer_coded_counts_equal_the_string_definition(reference_docs, source, span, top_k):
+    train, test = reference_docs[:60], reference_docs[60:]
+    vec = SequenceNgramVectorizer(source=source, ngram_range=span, top_k=top_k, weighting="count")
+    fitted = vec.fit_transform(train).toarray()
+    vocab, train_counts = _oracle(train, source, *span, top_k)
+    assert list(vec.get_feature_names_out()) == vocab
+    np.testing.assert_array_equal(fitted, train_counts)
+    _, test_counts = _oracle(test, source, *span, None)
+    all_test = dict(zip(_oracle(test, source, *span, None)[0], test_counts.T))
+    expected = np.stack([all_test.get(g, np.zeros(len(test))) for g in vocab], axis=1)
+    np.testing.assert_array_equal(vec.transform(test).toarray(), expected)
+
+
+def test_unseen_symbols_and_empty_inputs():
+    vec = SequenceNgramVectorizer(source="words", ngram_range=(1, 2), top_k=None, weighting="count")
+    vec.fit([doc("a b"), doc("b c")])
+    # "zz" is unknown: neither it nor the bigrams around it may be counted (or collide with a known one)
+    out = vec.transform([doc("a zz b"), doc(""), doc("b c")]).toarray()
+    names = list(vec.get_feature_names_out())
+    assert out[0].tolist() == [1.0 if g in ("a", "b") else 0.0 for g in names]
+    assert out[1].sum() == 0 and out[2][names.index("b c")] == 1.0
+    assert vec.transform([]).shape == (0, len(names))
+    empty = SequenceNgramVectorizer(ngram_range=(3, 3), top_k=None).fit([doc("a b")])
+    assert empty.get_feature_names_out().size == 0 and empty.transform([doc("a b c")]).shape == (1, 0)
+
+
+def test_huge_symbol_tables_fall_back_to_exact_integers():
+    # base ** n overflows int64 with 70k distinct words and 4-grams: codes become Python ints
+    words = [f"w{i}" for i in range(70_000)]
+    docs = [TaggedDoc(tuple(words[i:i + 7]), tuple(words[i:i + 7])) for i in range(0, 70_000, 7)] + [doc("w0 w1 w2 w3")]
+    vec = SequenceNgramVectorizer(source="words", ngram_range=(4, 4), top_k=3, weighting="count").fit(docs)
+    assert list(vec.get_feature_names_out()) == ["w0 w1 w2 w3", "w1 w2 w3 w4", "w10 w11 w12 w13"]
+    assert vec.transform([doc("w0 w1 w2 w3 w4")]).toarray().tolist() == [[1.0, 1.0, 0.0]]
+
+
 # -- the paper's preset ----------------------------------------------------------------------
 def test_pos_template_defaults_are_the_paper_preset():
     vec = PosTemplateVectorizer()
