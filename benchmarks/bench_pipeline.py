@@ -73,15 +73,21 @@ def child(mode: str, data_dir: Path, tagger: str, student_file: Path | None) -> 
     return out
 
 
-def run_child(*args: str, repeat: int = 1) -> dict:
-    """Run one measurement ``repeat`` times in fresh interpreters; keep the fastest run
-    (the ``timeit`` convention: slower runs measure other load on the machine)."""
-    runs = []
+def run_child(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure(data_dir: Path, tagger: str, students: Path, repeat: int) -> tuple[dict, dict]:
+    """Tagging alone and fit + rank, alternating run by run so that both see the same load on
+    the machine; the fastest run of each counts (the ``timeit`` convention)."""
+    tags, pipes = [], []
     for _ in range(repeat):
-        proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
-                              check=True)
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return min(runs, key=lambda run: run["seconds"])
+        tags.append(run_child("tag", str(data_dir), tagger, str(students)))
+        pipes.append(run_child("pipeline", str(data_dir), tagger, str(students)))
+    pipe = min(pipes, key=lambda run: run["seconds"])
+    pipe["peak_rss_mb"] = max(run["peak_rss_mb"] for run in pipes)
+    return min(tags, key=lambda run: run["seconds"]), pipe
 
 
 def main() -> None:
@@ -99,26 +105,21 @@ def main() -> None:
     if data_dir is None:
         sys.exit("no data: pass --data-dir")
     refs, studs = _files(data_dir)
-    print(f"data: {data_dir} ({', '.join(p.name for p in refs + studs)}); tagger: {args.tagger}")
-    tag = run_child("tag", str(data_dir), args.tagger, "-", repeat=args.repeat)
-    tag_rate = tag["tokens"] / tag["seconds"]
-    print(f"tagging alone : {tag['texts']} texts, {tag['tokens']} tokens in {tag['seconds']:.2f}s "
-          f"= {tag_rate:,.0f} tokens/s (model load {tag['load_seconds']:.1f}s)")
-    pipe = run_child("pipeline", str(data_dir), args.tagger, "-", repeat=args.repeat)
-    pipe_rate = tag["tokens"] / pipe["seconds"]
-    print(f"fit + rank    : {pipe['seconds']:.2f}s (fit {pipe['fit_seconds']:.2f}s) = {pipe_rate:,.0f} tokens/s "
-          f"= {pipe_rate / tag_rate:.0%} of tagging alone")
+    print(f"data: {data_dir} ({', '.join(p.name for p in refs + studs)}); tagger: {args.tagger}; "
+          f"fastest of {args.repeat} alternating runs")
     with tempfile.TemporaryDirectory() as tmp:
         lines = [line for path in studs for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         for scale in (1, 4):
             path = Path(tmp) / f"students_x{scale}.jsonl"
             path.write_text("\n".join(lines * scale) + "\n", encoding="utf-8")
-            mem = run_child("pipeline", str(data_dir), args.tagger, str(path), repeat=args.repeat)
-            tagged = run_child("tag", str(data_dir), args.tagger, str(path), repeat=args.repeat)
-            ratio = (tagged["tokens"] / mem["seconds"]) / (tagged["tokens"] / tagged["seconds"])
-            print(f"ranking {scale}x ({mem['n_outputs']} outputs, {tagged['texts']} texts with the references): "
-                  f"peak memory {mem['peak_rss_mb']:.0f} MB; fit + rank {mem['seconds']:.1f}s vs tagging alone "
-                  f"{tagged['seconds']:.1f}s = {ratio:.0%} of tagging throughput")
+            tag, pipe = measure(data_dir, args.tagger, path, args.repeat)
+            tag_rate = tag["tokens"] / tag["seconds"]
+            pipe_rate = tag["tokens"] / pipe["seconds"]
+            print(f"students {scale}x ({pipe['n_outputs']} outputs ranked; {tag['texts']} texts, {tag['tokens']} tokens "
+                  f"with the references):")
+            print(f"  tagging alone {tag['seconds']:.2f}s = {tag_rate:,.0f} tokens/s (model load {tag['load_seconds']:.1f}s)")
+            print(f"  fit + rank    {pipe['seconds']:.2f}s (fit {pipe['fit_seconds']:.2f}s) = {pipe_rate:,.0f} tokens/s "
+                  f"= {pipe_rate / tag_rate:.0%} of tagging alone; peak memory {pipe['peak_rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":
