@@ -142,10 +142,11 @@ def verdict(teacher: str, p_values: Sequence[float | None], *, alpha: float = AL
     ``status`` is ``"attributed"`` when every task's :func:`~attribution.models.unlisted_p_value`
     is below ``alpha`` (the combined p-value is their maximum, a conservative union), ``"inconclusive"``
     when the student could as well come from a teacher outside the candidates, and ``"unavailable"``
-    when the test cannot run (fewer than 3 candidate teachers).
+    when the test cannot run (fewer than 4 candidate teachers, or ``open_set=False``).
     """
-    if not p_values or any(p is None for p in p_values):
-        return {"teacher": teacher, "status": "unavailable", "p_unlisted": None, "alpha": alpha}
+    if not p_values or any(p is None for p in p_values):  # no test: name nobody, show the best candidate
+        return {"teacher": None, "best_candidate": teacher, "status": "unavailable", "p_unlisted": None,
+                "alpha": alpha}
     p = max(p_values)
     status = "attributed" if p < alpha else "inconclusive"
     return {"teacher": teacher if status == "attributed" else None, "best_candidate": teacher,

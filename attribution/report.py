@@ -246,7 +246,7 @@ def verdict_sentence(verdict: dict[str, Any] | None) -> str:
         return (f"The outputs are as consistent with a teacher outside the candidates as with the "
                 f"best candidate, {verdict.get('best_candidate')} (p_unlisted = {_num(p)}, alpha = {alpha}). "
                 "No teacher is named.")
-    return ("No unlisted-teacher test (it needs 3 or more candidate teachers): the ranking below is relative "
+    return ("No unlisted-teacher test (it needs 4 or more candidate teachers): the ranking below is relative "
             "to the candidates only.")
 
 

@@ -4,12 +4,18 @@ For every student in the released data, fit on the references *without* its teac
 it (expect ``inconclusive``); then fit on all references and rank it (expect the true teacher
 when a verdict is given). Prints one line per student and the totals.
 
-    python benchmarks/bench_unlisted.py [--data-dir ../shared/data/paper_qa] [--features combined]
+Then the same over every subset of 3, 4 and 5 candidate teachers (``--subsets``), ranking every
+student against each subset: how often is a wrong teacher named when the true one is missing?
+Subsets of 3 are run with ``open_set_min_teachers=3`` to show why the default needs 4.
+
+    python benchmarks/bench_unlisted.py [--data-dir ../shared/data/paper_qa] [--features combined] [--subsets]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+from collections import Counter
 from pathlib import Path
 
 from attribution.api import fit_reference, rank_student
@@ -23,6 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--features", default="combined")
+    parser.add_argument("--subsets", action="store_true", help="also rank against every subset of 3-5 teachers")
     args = parser.parse_args()
     listed = {"attributed right": 0, "attributed wrong": 0, "inconclusive": 0}
     unlisted = {"attributed (wrong)": 0, "inconclusive": 0}
@@ -45,6 +52,31 @@ def main() -> None:
                   f"unlisted: {w['status']:<12} {w.get('best_candidate') or w['teacher']:<13} p={w['p_unlisted']:.3f}")
     print("teacher among the candidates:", listed)
     print("teacher left out of the candidates:", unlisted)
+    if args.subsets:
+        subsets(args.data_dir, args.features)
+
+
+def subsets(data_dir: Path, features: str) -> None:
+    """Rank every student against every subset of 3, 4 and 5 candidate teachers."""
+    outcomes: Counter = Counter()
+    for ref_path in sorted(data_dir.glob("*_teacher.jsonl")):
+        refs = read_records(ref_path, require_teacher=True, skip_invalid=True)
+        students = read_records(Path(str(ref_path).replace("_teacher", "_student")), skip_invalid=True)
+        teachers = sorted({r.teacher for r in refs})
+        for k in range(3, len(teachers) + 1):
+            for candidates in itertools.combinations(teachers, k):
+                model = fit_reference([r for r in refs if r.teacher in candidates], features=features,
+                                      open_set_min_teachers=3, n_bootstrap=0)
+                for group in sorted({student_key(r) for r in students}):
+                    outputs = [r for r in students if student_key(r) == group]
+                    truth = outputs[0].teacher
+                    v = rank_student(model, outputs)["verdict"]
+                    outcome = ("inconclusive" if v["status"] != "attributed" else
+                               "right" if v["teacher"] == truth else "WRONG")
+                    outcomes[(k, "listed" if truth in candidates else "unlisted", outcome)] += 1
+    print("every subset of candidates (k, true teacher listed?, verdict): count")
+    for key in sorted(outcomes):
+        print(f"  {key}: {outcomes[key]}")
 
 
 if __name__ == "__main__":

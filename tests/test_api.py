@@ -16,9 +16,22 @@ from attribution.models import MultiTaskAttributor
 TEACHERS = ["chatty", "formal", "terse"]
 
 
+#: The fixture corpus has 3 teachers; the unlisted-teacher test needs 4 by default (it is unreliable
+#: with 3, see benchmarks/bench_unlisted.py), so tests of its mechanics lower the bar explicitly.
+OPEN_SET_3 = {"open_set_min_teachers": 3}
+
+
 @pytest.fixture(scope="module")
 def model(reference_records):
-    return fit_reference(reference_records, features="pos-paper")
+    return fit_reference(reference_records, features="pos-paper", **OPEN_SET_3)
+
+
+def test_three_candidates_give_no_verdict_by_default(reference_records, student_records):
+    result = rank_student(fit_reference(reference_records, features="pos-paper"), student_records)
+    assert result["verdict"] == {"teacher": None, "best_candidate": "chatty", "status": "unavailable",
+                                 "p_unlisted": None, "alpha": 0.05}
+    assert all(sub["verdict"]["status"] == "unavailable" for sub in result["tasks"].values())
+    assert result["ranking"][0]["teacher"] == "chatty"  # the ranking itself is unchanged
 
 
 def test_fit_reference_per_task(model, reference_records):
@@ -97,7 +110,8 @@ def test_rank_student_is_deterministic(model, student_records):
 
 
 def test_verdict_statuses():
-    assert verdict("a", [None])["status"] == "unavailable"
+    assert verdict("a", [None]) == {"teacher": None, "best_candidate": "a", "status": "unavailable",
+                                    "p_unlisted": None, "alpha": 0.05}
     assert verdict("a", [])["status"] == "unavailable"
     attributed = verdict("a", [0.01, 0.02])
     assert attributed == {"teacher": "a", "best_candidate": "a", "status": "attributed", "p_unlisted": 0.02,
@@ -111,7 +125,7 @@ def test_verdict_statuses():
 @pytest.fixture(scope="module")
 def evaluation(reference_records, labelled_records):
     return evaluate(reference_records, labelled_records, features=["pos-paper", "combined"], subsets=(2, 4),
-                    draws=5)
+                    draws=5, **OPEN_SET_3)
 
 
 def test_evaluate_rows_per_task_and_feature_set(evaluation):
@@ -134,7 +148,7 @@ def test_evaluate_rows_per_task_and_feature_set(evaluation):
 
 def test_evaluate_is_deterministic(reference_records, labelled_records, evaluation):
     again = evaluate(reference_records, labelled_records, features=["pos-paper", "combined"], subsets=(2, 4),
-                     draws=5)
+                     draws=5, **OPEN_SET_3)
     assert json.dumps(again, sort_keys=True) == json.dumps(evaluation, sort_keys=True)
 
 

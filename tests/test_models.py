@@ -31,18 +31,35 @@ def texts_of(records):
     return [r.output for r in records]
 
 
+#: The fixture corpus has 3 teachers; the unlisted-teacher test needs 4 by default, so the tests of its
+#: mechanics lower the bar explicitly.
+OPEN_SET_3 = {"open_set_min_teachers": 3}
+
+
 @pytest.fixture(scope="module")
 def pos_model(reference_records):
     """The paper's preset on all reference outputs (both tasks together)."""
-    return TeacherAttributor(features="pos-paper").fit(texts_of(reference_records),
-                                                       [r.teacher for r in reference_records])
+    return TeacherAttributor(features="pos-paper", **OPEN_SET_3).fit(texts_of(reference_records),
+                                                                     [r.teacher for r in reference_records])
 
 
 @pytest.fixture(scope="module")
 def multi_model(reference_records):
     """The default feature set, one model per task."""
-    return MultiTaskAttributor().fit(texts_of(reference_records), [r.teacher for r in reference_records],
-                                     [r.task for r in reference_records])
+    return MultiTaskAttributor(**OPEN_SET_3).fit(texts_of(reference_records), [r.teacher for r in reference_records],
+                                                 [r.task for r in reference_records])
+
+
+def test_unlisted_teacher_test_needs_four_teachers_by_default(reference_records, student_records):
+    model = TeacherAttributor(features="pos-paper").fit(texts_of(reference_records),
+                                                        [r.teacher for r in reference_records])
+    assert model.open_set_min_teachers == 4 and model.unlisted_log_proba_ == {}
+    assert model.rank(texts_of(student_records)).attrs["p_unlisted"] is None
+    # a fourth teacher (here: the formal teacher's outputs relabelled by task) switches it on
+    four = [r.teacher if r.teacher != "formal" else f"formal-{r.task}" for r in reference_records]
+    model4 = TeacherAttributor(features="pos-paper").fit(texts_of(reference_records), four)
+    assert sorted(model4.unlisted_log_proba_) == sorted(set(four))
+    assert 0 < model4.rank(texts_of(student_records)).attrs["p_unlisted"] <= 1
 
 
 # -- fit / predict ---------------------------------------------------------------------------------
@@ -53,7 +70,7 @@ def test_fitted_attributes(pos_model):
     assert all(name.startswith("pos:") for name in pos_model.get_feature_names_out())
     assert pos_model.signature_.startswith(f"teacher-attribution=={__version__}|tagger=spacy:")
     assert "features=pos-paper" in pos_model.signature_
-    assert sorted(pos_model.unlisted_log_proba_) == TEACHERS  # 3 teachers: open-set null is fitted
+    assert sorted(pos_model.unlisted_log_proba_) == TEACHERS  # open_set_min_teachers=3: null is fitted
 
 
 def test_predict_proba_rows_and_columns(pos_model, labelled_records):
@@ -88,7 +105,8 @@ def test_normalization_removes_artifacts_before_scoring(pos_model):
 
 def test_constructor_stores_params_and_clones(pos_model):
     params = {"features": "pos-paper", "C": 0.5, "class_weight": None, "max_iter": 50, "tagger": "nltk",
-              "normalize": False, "n_bootstrap": 10, "open_set": False, "batch_size": 8, "random_state": 3}
+              "normalize": False, "n_bootstrap": 10, "open_set": False, "open_set_min_teachers": 5,
+              "batch_size": 8, "random_state": 3}
     model = TeacherAttributor(**params)
     assert model.get_params() == params
     assert clone(model).get_params() == params

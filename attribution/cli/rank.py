@@ -51,7 +51,8 @@ def _verdict_line(verdict: dict[str, Any]) -> str:
     if verdict["status"] == "inconclusive":
         return (f"verdict: inconclusive -- the outputs are as consistent with a teacher outside the candidates "
                 f"as with {verdict['best_candidate']} (p = {verdict['p_unlisted']:.3f})")
-    return "verdict: no unlisted-teacher test (needs 3+ candidate teachers); read the ranking with care"
+    return (f"verdict: none -- no unlisted-teacher test (it needs 4+ candidate teachers); best candidate "
+            f"{verdict['best_candidate']}, relative to the candidates only")
 
 
 def _ranking_table(result: dict[str, Any]) -> str:
