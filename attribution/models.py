@@ -263,6 +263,8 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         self.signature_ = meta["signature"]
         self.unlisted_log_proba_ = {t: np.asarray(arrays[f"unlisted{i}"], dtype=float)
                                     for i, t in enumerate(meta.get("unlisted", []))}
+        if len(self.classes_) < max(3, self.open_set_min_teachers):  # saved before the test needed 4
+            self.unlisted_log_proba_ = {}
         return self
 
 

@@ -418,3 +418,10 @@ def test_outputs_emptied_by_normalization_carry_no_evidence(pos_model, student_r
     empty_only.add(["nannannannan"])
     with pytest.raises(ModelError, match="E209"):
         empty_only.ranking()
+
+
+def test_models_saved_before_the_four_teacher_rule_lose_their_three_teacher_null(pos_model):
+    meta, arrays = pos_model.get_state()
+    assert TeacherAttributor.from_state(meta, arrays).unlisted_log_proba_  # saved with the bar at 3: kept
+    del meta["params"]["open_set_min_teachers"]  # what an older file holds
+    assert TeacherAttributor.from_state(meta, arrays).unlisted_log_proba_ == {}
