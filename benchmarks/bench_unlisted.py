@@ -59,6 +59,7 @@ def main() -> None:
 def subsets(data_dir: Path, features: str) -> None:
     """Rank every student against every subset of 3, 4 and 5 candidate teachers."""
     outcomes: Counter = Counter()
+    smallest_p: dict[int, float] = {}  # per k, over students of an unlisted teacher
     for ref_path in sorted(data_dir.glob("*_teacher.jsonl")):
         refs = read_records(ref_path, require_teacher=True, skip_invalid=True)
         students = read_records(Path(str(ref_path).replace("_teacher", "_student")), skip_invalid=True)
@@ -74,9 +75,13 @@ def subsets(data_dir: Path, features: str) -> None:
                     outcome = ("inconclusive" if v["status"] != "attributed" else
                                "right" if v["teacher"] == truth else "WRONG")
                     outcomes[(k, "listed" if truth in candidates else "unlisted", outcome)] += 1
+                    if truth not in candidates:
+                        smallest_p[k] = min(smallest_p.get(k, 1.0), v["p_unlisted"])
     print("every subset of candidates (k, true teacher listed?, verdict): count")
     for key in sorted(outcomes):
         print(f"  {key}: {outcomes[key]}")
+    for k, p in sorted(smallest_p.items()):
+        print(f"  smallest p_unlisted of a student whose teacher is not among {k} candidates: {p:.3f}")
 
 
 if __name__ == "__main__":
