@@ -154,7 +154,9 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=ids.dtype)
         return np.concatenate(rows), np.concatenate(codes)
 
-    def _decode(self, code: int, symbols: list[str], base: int) -> str:
+    @staticmethod
+    def _decode(code: int, symbols: list[str], base: int) -> str:
+        """The n-gram behind a code (``symbols[id]`` is the symbol with that id)."""
         parts = []
         code = int(code)
         while code:
