@@ -69,9 +69,9 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         one extra fit per teacher.
     open_set_min_teachers : int, default=4
         Fewest candidate teachers for that test. Below 4 it is unreliable: with 3
-        candidates (so 2-teacher null models), simulations on the released paper data
-        named a wrong teacher for 15 of 40 students whose teacher was not a candidate
-        (``benchmarks/bench_unlisted.py``); with 4 or 5, for none.
+        candidates, simulations on the released paper data named a wrong teacher for 15
+        of 40 students whose teacher was not a candidate (``benchmarks/bench_unlisted.py
+        --subsets``); with 4 or 5, for none.
     batch_size : int, default=256
         Texts tagged and scored per batch; bounds memory when ranking streams.
     random_state : int, default=0
