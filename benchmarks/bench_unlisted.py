@@ -7,8 +7,11 @@ when a verdict is given). Prints one line per student and the totals.
 Then the same over every subset of 3, 4 and 5 candidate teachers (``--subsets``), ranking every
 student against each subset: how often is a wrong teacher named when the true one is missing?
 Subsets of 3 are run with ``open_set_min_teachers=3`` to show why the default needs 4.
+``--matched-null`` also tries an alternative null (rejected): each observed margin is measured
+under the same leave-one-out model as its null, so both rank the same number of teachers.
 
-    python benchmarks/bench_unlisted.py [--data-dir ../shared/data/paper_qa] [--features combined] [--subsets]
+    python benchmarks/bench_unlisted.py [--data-dir ../shared/data/paper_qa] [--features combined]
+                                        [--subsets [--matched-null]]
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ import itertools
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from attribution.api import fit_reference, rank_student
 from attribution.evaluation import student_key
 from attribution.io import read_records
+from attribution.models import TeacherAttributor, _margin
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "paper_qa"
 
@@ -30,6 +36,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--features", default="combined")
     parser.add_argument("--subsets", action="store_true", help="also rank against every subset of 3-5 teachers")
+    parser.add_argument("--matched-null", action="store_true", help="with --subsets: also try the class-matched null")
     args = parser.parse_args()
     listed = {"attributed right": 0, "attributed wrong": 0, "inconclusive": 0}
     unlisted = {"attributed (wrong)": 0, "inconclusive": 0}
@@ -53,13 +60,37 @@ def main() -> None:
     print("teacher among the candidates:", listed)
     print("teacher left out of the candidates:", unlisted)
     if args.subsets:
-        subsets(args.data_dir, args.features)
+        subsets(args.data_dir, args.features, args.matched_null)
 
 
-def subsets(data_dir: Path, features: str) -> None:
+def matched_p_value(model: TeacherAttributor, references: list, outputs: list[str], top: str,
+                    rng: np.random.Generator, n_draws: int = 200) -> float:
+    """The rejected alternative: for each candidate j other than the top one, compare the student's
+    margin under a model fitted without j with the margins of groups of j's outputs under that model."""
+    p_values = []
+    for left_out in model.classes_:
+        if left_out == top:
+            continue
+        kept = [r for r in references if r.teacher != left_out]
+        sub = TeacherAttributor(features=model.features, open_set=False, n_bootstrap=0).fit(
+            [r.output for r in kept], [r.teacher for r in kept])
+        mean = np.log(np.clip(sub.predict_proba(outputs), 1e-12, 1)).mean(axis=0)
+        if sub.classes_[np.argmax(mean)] != top:
+            p_values.append(1.0)
+            continue
+        held = np.log(np.clip(sub.predict_proba([r.output for r in references if r.teacher == left_out]),
+                              1e-12, 1))
+        picks = rng.integers(0, len(held), size=(n_draws, min(len(outputs), 1000)))
+        null = _margin(held[picks].mean(axis=1))
+        p_values.append(float((1 + np.sum(null >= _margin(mean))) / (1 + n_draws)))
+    return max(p_values)
+
+
+def subsets(data_dir: Path, features: str, matched: bool = False) -> None:
     """Rank every student against every subset of 3, 4 and 5 candidate teachers."""
     outcomes: Counter = Counter()
     smallest_p: dict[int, float] = {}  # per k, over students of an unlisted teacher
+    rng = np.random.default_rng(0)
     for ref_path in sorted(data_dir.glob("*_teacher.jsonl")):
         refs = read_records(ref_path, require_teacher=True, skip_invalid=True)
         students = read_records(Path(str(ref_path).replace("_teacher", "_student")), skip_invalid=True)
@@ -77,6 +108,13 @@ def subsets(data_dir: Path, features: str) -> None:
                     outcomes[(k, "listed" if truth in candidates else "unlisted", outcome)] += 1
                     if truth not in candidates:
                         smallest_p[k] = min(smallest_p.get(k, 1.0), v["p_unlisted"])
+                    if matched:
+                        listed = [r for r in refs if r.teacher in candidates]
+                        p = matched_p_value(model.model_for(outputs[0].task), listed,
+                                            [r.output for r in outputs], v["best_candidate"], rng)
+                        outcome = ("inconclusive" if p >= 0.05 else
+                                   "right" if v["best_candidate"] == truth else "WRONG")
+                        outcomes[(k, "listed" if truth in candidates else "unlisted", f"matched null: {outcome}")] += 1
     print("every subset of candidates (k, true teacher listed?, verdict): count")
     for key in sorted(outcomes):
         print(f"  {key}: {outcomes[key]}")
