@@ -116,24 +116,28 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
         return [w.lower() for w in doc.words] if getattr(self, "lowercase", True) else doc.words
 
     # -- the n-gram core: every occurrence as an integer code ----------------------------
-    def _encode(self, docs: Sequence[TaggedDoc], table: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    def _encode(self, docs: Sequence[TaggedDoc], table: dict[str, int], *,
+                grow: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Row and code of every n-gram occurrence in ``docs``, shortest n first.
 
         A symbol's id is ``table[symbol] >= 1``; an n-gram's code is its ids read as
         base-``len(table) + 1`` digits, so codes of different lengths never collide and
-        decode back to the n-gram. Symbols missing from ``table`` get id 0, and n-grams
-        holding one are dropped (none of them can be in the vocabulary). Counting codes
-        with numpy is what keeps featurizing cheap next to tagging.
+        decode back to the n-gram. With ``grow``, new symbols are added to ``table`` (fitting);
+        otherwise they get id 0, and n-grams holding one are dropped (none of them can be in
+        the vocabulary). Counting codes with numpy is what keeps featurizing cheap next to tagging.
         """
         seqs = [self._symbols(doc) for doc in docs]
         lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
-        get = table.get
-        ids = np.fromiter((get(s, 0) for s in chain.from_iterable(seqs)), dtype=np.int64,
-                          count=int(lengths.sum()))
+        symbols = chain.from_iterable(seqs)
+        if grow:
+            ids_iter = (table.setdefault(s, len(table) + 1) for s in symbols)
+        else:
+            get = table.get
+            ids_iter = (get(s, 0) for s in symbols)
+        ids = np.fromiter(ids_iter, dtype=np.int64, count=int(lengths.sum()))
         base = len(table) + 1
         n_min, n_max = self._range()
-        if base ** n_max >= 2 ** 63:  # a huge vocabulary: exact Python integers, slower
-            ids = ids.astype(object)
+        ids = ids.astype(self._code_dtype(base), copy=False)
         doc_of = np.repeat(np.arange(len(seqs)), lengths)
         doc_end = np.repeat(np.cumsum(lengths), lengths)
         rows, codes = [], []
@@ -154,6 +158,10 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=ids.dtype)
         return np.concatenate(rows), np.concatenate(codes)
 
+    def _code_dtype(self, base: int) -> type:
+        """int64 when every code fits, else exact Python integers (a huge vocabulary: slower)."""
+        return np.int64 if base ** self._range()[1] < 2 ** 63 else object
+
     @staticmethod
     def _decode(code: int, symbols: list[str], base: int) -> str:
         """The n-gram behind a code (``symbols[id]`` is the symbol with that id)."""
@@ -173,9 +181,8 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
     def fit_transform(self, X: Sequence[TaggedDoc | str], y: Any = None, **fit_params: Any) -> sp.csr_matrix:
         """:meth:`fit` then :meth:`transform`, counting each document's n-grams once."""
         docs = self._docs_checked(X)
-        seen = dict.fromkeys(chain.from_iterable(self._symbols(doc) for doc in docs))
-        table = {symbol: i for i, symbol in enumerate(seen, start=1)}
-        rows, codes = self._encode(docs, table)
+        table: dict[str, int] = {}
+        rows, codes = self._encode(docs, table, grow=True)
         uniq, inverse = np.unique(codes, return_inverse=True)
         total = np.bincount(inverse, minlength=len(uniq))
         # most frequent first, ties alphabetical; only n-grams that can make the cut are decoded
@@ -222,8 +229,7 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
             for symbol in gram:
                 code = code * base + table[symbol]
             codes.append(code)
-        dtype = np.int64 if base ** self._range()[1] < 2 ** 63 else object
-        codes = np.asarray(codes, dtype=dtype)
+        codes = np.asarray(codes, dtype=self._code_dtype(base))
         order = np.argsort(codes, kind="stable")
         lookup = (table, codes[order], order.astype(np.int64))
         self._lookup_cache = (self.vocabulary_, lookup)
