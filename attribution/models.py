@@ -164,7 +164,7 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
     def _fit_unlisted(self, X: sp.csr_matrix, y: np.ndarray) -> dict[str, np.ndarray]:
         """Leave each teacher out, refit, and score its outputs: what an unlisted teacher looks like."""
         teachers = sorted(set(y.tolist()))
-        if len(teachers) < max(3, self.open_set_min_teachers):  # a null model needs 2+ teachers
+        if not self._open_set_applies(len(teachers)):
             return {}
         null = {}
         for teacher in teachers:
@@ -172,6 +172,11 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
             model = self._new_classifier().fit(X[~held_out], y[~held_out])
             null[teacher] = np.log(np.clip(model.predict_proba(X[held_out]), 1e-12, 1.0))
         return null
+
+    def _open_set_applies(self, n_teachers: int) -> bool:
+        """Whether the unlisted-teacher test runs with this many candidates (a null model
+        needs 2+ teachers, and below ``open_set_min_teachers`` the test is unreliable)."""
+        return n_teachers >= max(3, self.open_set_min_teachers)
 
     def _new_classifier(self) -> LogisticRegression:
         # Newton-CG: on these wide sparse problems it converges in ~6 steps, twice as fast
@@ -263,7 +268,7 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         self.signature_ = meta["signature"]
         self.unlisted_log_proba_ = {t: np.asarray(arrays[f"unlisted{i}"], dtype=float)
                                     for i, t in enumerate(meta.get("unlisted", []))}
-        if len(self.classes_) < max(3, self.open_set_min_teachers):  # saved before the test needed 4
+        if not self._open_set_applies(len(self.classes_)):  # saved before the test needed 4
             self.unlisted_log_proba_ = {}
         return self
 
