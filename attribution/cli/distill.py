@@ -12,6 +12,8 @@ from typing import Any, Optional
 import typer
 
 from ._app import Device, OutputFormat, app, emit, log
+from ._endpoint import (API_KEY_ENV_OPTION, COMPLETION_OPTION, CONCURRENCY_OPTION, ENDPOINT_OPTION, MAX_RETRIES_OPTION,
+                        RPM_OPTION, STOP_OPTION, TIMEOUT_OPTION, TPM_OPTION, run_endpoint)
 
 
 def _table(result: dict[str, Any]) -> str:
@@ -38,7 +40,7 @@ def _unescape(text: str | None) -> str | None:
 
 
 # Decoding options shared by collect and generate.
-MAX_NEW_TOKENS_OPTION = typer.Option(80, min=1, help="New tokens per output.")
+MAX_NEW_TOKENS_OPTION = typer.Option(80, "--max-new-tokens", "--max-tokens", min=1, help="New tokens per output.")
 SAMPLE_OPTION = typer.Option(False, "--sample/--greedy", help="Seeded sampling instead of greedy decoding.")
 TEMPERATURE_OPTION = typer.Option(0.7, help="Sampling temperature (with --sample).")
 TOP_P_OPTION = typer.Option(0.95, help="Nucleus sampling mass (with --sample).")
@@ -51,7 +53,7 @@ THREADS_OPTION = typer.Option(0, min=0, help="Torch CPU threads (0: torch defaul
 @app.command("collect")
 def collect_cli(
     model: str = typer.Option(..., "--model", "-m", help="Offline alias (smollm2-135m, gemma-3-270m), .gguf file, "
-                              "model directory or Hugging Face id."),
+                              "model directory or Hugging Face id; with --endpoint, the served model name."),
     prompts: Path = typer.Option(..., "--prompts", "-p", exists=True, dir_okay=False,
                                  help="JSONL/CSV with 'prompt' (and 'id', 'task') per record."),
     output: Path = typer.Option(..., "--output", "-o", dir_okay=False,
@@ -68,17 +70,35 @@ def collect_cli(
     device: Device = DEVICE_OPTION,
     threads: int = THREADS_OPTION,
     chat_template: str = typer.Option("auto", help="auto (tokenizer's, else a known family template), none, or gemma."),
-    system_prompt: Optional[str] = typer.Option(None, help="System turn before each prompt (chat models)."),
+    system_prompt: Optional[str] = typer.Option(None, "--system-prompt", "--system",
+                                                help="System turn before each prompt (chat models)."),
     prompt_template: Optional[str] = typer.Option(None, help="Wrap each prompt first, e.g. '{prompt}\\n\\nAnswer:' "
                                                   "for a base model (with --chat-template none); \\n means newline."),
     max_prompt_tokens: int = typer.Option(0, min=0, help="Keep only the last N prompt tokens (0: no limit)."),
     limit: int = typer.Option(0, min=0, help="Only the first N prompts (0: all)."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Summary as a table or JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    endpoint: Optional[str] = ENDPOINT_OPTION,
+    completion: bool = COMPLETION_OPTION,
+    stop: Optional[list[str]] = STOP_OPTION,
+    api_key_env: str = API_KEY_ENV_OPTION,
+    concurrency: int = CONCURRENCY_OPTION,
+    rpm: float = RPM_OPTION,
+    tpm: float = TPM_OPTION,
+    max_retries: int = MAX_RETRIES_OPTION,
+    timeout: float = TIMEOUT_OPTION,
 ) -> None:
-    """Generate a teacher's outputs for a prompt file (batched, resumable, settings recorded per record)."""
+    """Generate a teacher's outputs for a prompt file (batched, resumable, settings recorded per record).
+
+    With --endpoint, query a model served behind an OpenAI-compatible API instead (concurrent,
+    retried, rate-limited, resumable; a manifest OUT.manifest.json records where the outputs came from).
+    """
     from ..distill import collect_outputs
 
+    if endpoint is not None:
+        run_endpoint(dict(locals(), system_prompt=_unescape(system_prompt), prompt_template=_unescape(prompt_template)),
+                     role="teacher", label=teacher)
+        return
     decoding = _decoding(max_new_tokens, sample, temperature, top_p, repetition_penalty, seed)
     result = collect_outputs(model, prompts, output, teacher=teacher, task=task, decoding=decoding,
                              batch_size=batch_size, device=device.value, threads=threads,
@@ -128,8 +148,8 @@ def distill_cli(
 
 @app.command("generate")
 def generate_cli(
-    student: Path = typer.Option(..., "--student", "-s", exists=True, file_okay=False,
-                                 help="Directory written by 'attribute-teacher distill'."),
+    student: Optional[Path] = typer.Option(None, "--student", "-s", exists=True, file_okay=False,
+                                           help="Directory written by 'attribute-teacher distill' (or use --endpoint)."),
     prompts: Path = typer.Option(..., "--prompts", "-p", exists=True, dir_okay=False,
                                  help="Held-out prompts (JSONL/CSV with 'prompt', 'id', 'task')."),
     output: Path = typer.Option(..., "--output", "-o", dir_okay=False,
@@ -148,10 +168,37 @@ def generate_cli(
     limit: int = typer.Option(0, min=0, help="Only the first N prompts (0: all)."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Summary as a table or JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    endpoint: Optional[str] = ENDPOINT_OPTION,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="With --endpoint: the served model name."),
+    name: Optional[str] = typer.Option(None, "--name", help="With --endpoint: the student label [default: --model]."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="With --endpoint: the true teacher, when known "
+                                          "(recorded for 'evaluate')."),
+    task: Optional[str] = typer.Option(None, help="With --endpoint: task label for prompts without one."),
+    system_prompt: Optional[str] = typer.Option(None, "--system-prompt", "--system",
+                                                help="With --endpoint: system turn before each prompt."),
+    prompt_template: Optional[str] = typer.Option(None, help="With --endpoint: wrap each prompt first, e.g. "
+                                                  "'{prompt}\\n\\nAnswer:'; \\n means newline."),
+    completion: bool = COMPLETION_OPTION,
+    stop: Optional[list[str]] = STOP_OPTION,
+    api_key_env: str = API_KEY_ENV_OPTION,
+    concurrency: int = CONCURRENCY_OPTION,
+    rpm: float = RPM_OPTION,
+    tpm: float = TPM_OPTION,
+    max_retries: int = MAX_RETRIES_OPTION,
+    timeout: float = TIMEOUT_OPTION,
 ) -> None:
-    """Write a distilled student's outputs on held-out prompts (toolkit JSONL, with the true teacher label)."""
+    """Write a distilled student's outputs on held-out prompts (toolkit JSONL, with the true teacher label).
+
+    With --endpoint --model NAME, query a suspect model served behind an OpenAI-compatible API instead.
+    """
     from ..distill import generate_outputs
 
+    if endpoint is not None:
+        run_endpoint(dict(locals(), system_prompt=_unescape(system_prompt), prompt_template=_unescape(prompt_template)),
+                     role="student", label=name, true_teacher=teacher)
+        return
+    if student is None:
+        raise typer.BadParameter("give --student DIR (a distilled student) or --endpoint URL --model NAME")
     decoding = _decoding(max_new_tokens, sample, temperature, top_p, repetition_penalty, seed)
     result = generate_outputs(student, prompts, output, decoding=decoding, batch_size=batch_size,
                               device=device.value, threads=threads, allow_train_prompts=allow_train_prompts,
