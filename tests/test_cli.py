@@ -222,7 +222,7 @@ def test_skip_invalid_reports_lines_and_count(cli, work, saved_model):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["rank", "{student}"], "give exactly one of --reference or --model"),
+    (["rank", "{student}"], "no reference outputs given: pass --reference"),
     (["rank", "{student}", "-r", "{reference}", "-m", "{model}"], "give exactly one of --reference or --model"),
     (["rank", "{student}", "-m", "{model}", "--max-chars", "-1"], "--max-chars"),
     (["fit", "{reference}"], "--output"),
