@@ -13,7 +13,7 @@ from ._app import app, run_app
 
 #: Command modules, imported for their registration side effect. A module whose optional
 #: dependencies are missing still registers; it fails with a clear message when run.
-COMMAND_MODULES = ("rank", "evaluate", "tag", "baseline", "distill", "report", "data")
+COMMAND_MODULES = ("rank", "evaluate", "tag", "baseline", "distill", "report", "data", "audit")
 DEFAULT_COMMAND = "rank"
 
 

@@ -1,0 +1,301 @@
+"""Run a whole audit from one TOML config: collect what is missing, fit, rank, write the results.
+
+The config names the prompts, the suspect student (a file of its outputs, or an endpoint to query)
+and the candidate teachers (files or endpoints), the output folder and the attribution options.
+Endpoint outputs are collected resumably into the output folder (a rerun skips what is there);
+then the teachers' outputs are fitted, the student is ranked, and ``result.json``, the report and
+a copy of the config are written. See ``examples/audit.toml`` and ``docs/auditing-api-models.md``.
+Every config error names the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import input_error
+
+#: Endpoint settings: allowed in ``[defaults]`` and in each endpoint entry (which overrides them).
+ENDPOINT_KEYS: dict[str, type | tuple[type, ...]] = {
+    "max_tokens": int, "sample": bool, "temperature": (int, float), "top_p": (int, float), "seed": int,
+    "stop": list, "system": str, "prompt_template": str, "completion": bool, "api_key_env": str,
+    "concurrency": int, "rpm": (int, float), "tpm": (int, float), "max_retries": int, "timeout": (int, float),
+}
+SOURCE_KEYS: dict[str, type | tuple[type, ...]] = {"name": str, "file": str, "endpoint": str, "model": str,
+                                                   "teacher": str, **ENDPOINT_KEYS}
+TABLES: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "audit": {"prompts": str, "student_prompts": str, "output_dir": str, "limit": int, "task": str},
+    "defaults": ENDPOINT_KEYS,
+    "student": SOURCE_KEYS,
+    "teachers": SOURCE_KEYS,
+    "attribution": {"features": str, "tagger": str, "normalize": bool, "task": str, "top_templates": int,
+                    "seed": int, "report": (str, bool)},
+}
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class Source:
+    """A student or a teacher: a file of outputs, or an endpoint to query."""
+
+    name: str | None
+    file: Path | None = None
+    endpoint: str | None = None
+    model: str | None = None
+    teacher: str | None = None  # a student's true teacher, when known
+    settings: dict[str, Any] = field(default_factory=dict)
+    line: int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.model or (self.file.stem if self.file else "?")
+
+
+@dataclass
+class AuditConfig:
+    path: Path
+    prompts: Path | None
+    student_prompts: Path | None
+    output_dir: Path
+    student: Source
+    teachers: list[Source]
+    limit: int = 0
+    task: str | None = None
+    attribution: dict[str, Any] = field(default_factory=dict)
+
+
+class _Lines:
+    """Line numbers of tables and keys in a TOML file, for error messages (a light scan, not a parser)."""
+
+    def __init__(self, text: str) -> None:
+        self.keys: dict[tuple[str, int, str], int] = {}
+        self.tables: dict[tuple[str, int], int] = {}
+        counts: dict[str, int] = {}
+        table, index = "", 0
+        for number, line in enumerate(text.splitlines(), start=1):
+            head = re.match(r"\s*(\[\[?)\s*([A-Za-z0-9_.\-\"']+)\s*\]\]?", line)
+            if head:
+                table = head.group(2).strip("\"'")
+                index = counts.get(table, -1) + 1 if head.group(1) == "[[" else 0
+                counts[table] = index
+                self.tables.setdefault((table, index), number)
+                continue
+            key = re.match(r"\s*([A-Za-z0-9_\-]+|\"[^\"]*\")\s*=", line)
+            if key:
+                self.keys.setdefault((table, index, key.group(1).strip('"')), number)
+
+    def of(self, table: str, index: int = 0, key: str | None = None) -> int | None:
+        if key is not None and (table, index, key) in self.keys:
+            return self.keys[(table, index, key)]
+        return self.tables.get((table, index))
+
+
+def _error(path: Path, line: int | None, detail: str) -> Exception:
+    return input_error("E416", source=str(path), line=line, detail=detail)
+
+
+def load_config(path: str | os.PathLike) -> AuditConfig:
+    """Read and check an audit config; paths in it are relative to the config file's folder.
+
+    Raises :class:`~attribution.errors.InputError` (``FILE:LINE: audit config: ... [E416]``) naming
+    the table and key of the first problem.
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    path = Path(path)
+    if not path.is_file():
+        raise input_error("E109", source=str(path))
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        where = re.search(r"line (\d+)", str(err))
+        raise _error(path, int(where.group(1)) if where else None, f"invalid TOML: {err}") from None
+    lines = _Lines(text)
+
+    def rel(value: str) -> Path:  # relative to the config's folder
+        return Path(os.path.normpath(path.parent / value))
+
+    def fail(table: str, detail: str, key: str | None = None, index: int = 0) -> Exception:
+        return _error(path, lines.of(table, index, key), detail)
+
+    for table, value in data.items():
+        if table not in TABLES:
+            raise fail(table, f"unknown table [{table}]; known: {', '.join(f'[{t}]' for t in TABLES)}")
+        entries = value if table == "teachers" else [value]
+        if table == "teachers" and not isinstance(value, list):
+            raise fail(table, "teachers must be an array of tables: write each as [[teachers]]")
+        if table != "teachers" and not isinstance(value, dict):
+            raise fail(table, f"'{table}' must be a table: write it as [{table}]")
+        for index, entry in enumerate(entries):
+            for key, item in entry.items():
+                known = TABLES[table]
+                if key not in known:
+                    raise fail(table, f"unknown key '{key}' in [{table}]; known: {', '.join(sorted(known))}", key, index)
+                expected = known[key]
+                if not isinstance(item, expected) or (isinstance(item, bool) and expected in (int, (int, float))):
+                    names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+                    raise fail(table, f"[{table}] {key} must be {names}, got {item!r}", key, index)
+
+    audit = data.get("audit", {})
+    if "output_dir" not in audit:
+        raise fail("audit", "[audit] needs output_dir (the folder for collected outputs and results)")
+    defaults = data.get("defaults", {})
+
+    def source(table: str, entry: dict[str, Any], index: int) -> Source:
+        has_file, has_endpoint = "file" in entry, "endpoint" in entry
+        if has_file == has_endpoint:
+            raise fail(table, f"each [{table}] entry needs exactly one of 'file' (outputs already collected) or "
+                       "'endpoint' (a model to query)", "file" if has_file else None, index)
+        if has_endpoint and "model" not in entry:
+            raise fail(table, f"[{table}] endpoint {entry['endpoint']!r} needs 'model' (the served model name)",
+                       "endpoint", index)
+        if has_endpoint:
+            from .distill.endpoint import check_url
+            from .errors import AttributionError
+
+            try:
+                check_url(entry["endpoint"])
+            except AttributionError as err:
+                raise fail(table, str(err), "endpoint", index) from None
+        if table == "teachers" and has_endpoint and "name" not in entry:
+            entry = {**entry, "name": entry["model"]}
+        file = rel(entry["file"]) if has_file else None
+        if file is not None and not file.is_file():
+            raise fail(table, f"[{table}] file not found: {file}", "file", index)
+        settings = {**defaults, **{k: v for k, v in entry.items() if k in ENDPOINT_KEYS}}
+        return Source(name=entry.get("name"), file=file, endpoint=entry.get("endpoint"), model=entry.get("model"),
+                      teacher=entry.get("teacher"), settings=settings, line=lines.of(table, index))
+
+    if "student" not in data:
+        raise fail("audit", "no [student]: give the suspect model's outputs (file = ...) or endpoint = ... and model = ...")
+    student = source("student", data["student"], 0)
+    teachers_raw = data.get("teachers", [])
+    teachers = [source("teachers", entry, i) for i, entry in enumerate(teachers_raw)]
+    if len(teachers) < 2 and not (teachers and teachers[0].file and not teachers[0].name):
+        raise fail("teachers" if teachers_raw else "audit",
+                   f"need at least two [[teachers]] (candidate teachers), got {len(teachers_raw)} (one unnamed "
+                   "file entry may hold several, labelled by each record's 'teacher')")
+    seen: dict[str, int] = {}
+    for i, teacher in enumerate(teachers):
+        if teacher.name and teacher.name in seen:
+            raise fail("teachers", f"two teachers are named '{teacher.name}'", "name", i)
+        if teacher.name:
+            seen[teacher.name] = i
+    prompts = rel(audit["prompts"]) if "prompts" in audit else None
+    if prompts is None and any(t.endpoint for t in teachers):
+        raise fail("audit", "[audit] needs prompts (a JSONL/CSV with 'prompt') to query the teachers' endpoints")
+    if prompts is None and student.endpoint and "student_prompts" not in audit:
+        raise fail("audit", "[audit] needs student_prompts or prompts (a JSONL/CSV with 'prompt') to query the "
+                   "student's endpoint")
+    for key in ("prompts", "student_prompts"):
+        if key in audit and not rel(audit[key]).is_file():
+            raise fail("audit", f"[audit] {key}: file not found: {rel(audit[key])}", key)
+    attribution = dict(data.get("attribution", {}))
+    if "features" in attribution:
+        from .features import FEATURE_SETS
+
+        if attribution["features"] not in FEATURE_SETS:
+            raise fail("attribution", f"[attribution] features: unknown feature set '{attribution['features']}'; "
+                       f"choose from {', '.join(sorted(FEATURE_SETS))}", "features")
+    return AuditConfig(path=path, prompts=prompts,
+                       student_prompts=rel(audit["student_prompts"]) if "student_prompts" in audit else prompts,
+                       output_dir=rel(audit["output_dir"]), student=student, teachers=teachers,
+                       limit=audit.get("limit", 0), task=audit.get("task"), attribution=attribution)
+
+
+def _collect(source: Source, prompts: Path, output: Path, *, role: str, limit: int, progress: bool) -> dict[str, Any]:
+    from .distill.endpoint import ApiDecoding, EndpointOptions, collect_from_endpoint
+
+    s = source.settings
+    decoding = ApiDecoding(**{k: s[k] for k in ("max_tokens", "sample", "temperature", "top_p", "seed") if k in s},
+                           stop=tuple(s.get("stop", ())))
+    options = EndpointOptions(**{k: s[k] for k in ("completion", "api_key_env", "concurrency", "rpm", "tpm",
+                                                   "max_retries", "timeout") if k in s})
+    return collect_from_endpoint(source.endpoint, source.model, prompts, output, label=source.label, role=role,
+                                 true_teacher=source.teacher, decoding=decoding, options=options,
+                                 system_prompt=s.get("system"), prompt_template=s.get("prompt_template"),
+                                 limit=limit, progress=progress)
+
+
+def _decoding_text(decoding: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(decoding.items()))
+
+
+def run_audit(config: AuditConfig, *, progress: bool = False, log: Any = None) -> dict[str, Any]:
+    """Collect what is missing, fit on the teachers, rank the student; write everything to the output folder.
+
+    Returns the rank result (as ``attribute-teacher rank`` gives it), with ``audit``: where each
+    source came from (file digest; for endpoints, the manifest's endpoint, model, decoding and counts).
+    """
+    from . import __version__
+    from .api import file_digest, fit_reference, rank_student
+    from .cli._app import to_json
+    from .distill.endpoint import read_manifest
+    from .io import atomic_write, read_records
+
+    log = log or (lambda message: None)
+    out = config.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    provenance: dict[str, Any] = {}
+
+    def gather(source: Source, role: str, path: Path) -> Path:
+        if source.file is not None:
+            provenance[source.label] = {"role": role, "file": file_digest(source.file)}
+            return source.file
+        prompts = config.student_prompts if role == "student" else config.prompts
+        log(f"{role} {source.label}: querying {source.model} at the endpoint")
+        summary = _collect(source, prompts, path, role=role, limit=config.limit, progress=progress)
+        log(f"{role} {source.label}: {summary['n_written']} written, {summary['n_existing']} already there, "
+            f"{summary['n_empty']} empty")
+        manifest = read_manifest(path) or {}
+        digest = {**file_digest(path), "source": f"{manifest.get('model')} at {manifest.get('endpoint')} "
+                  f"({manifest.get('api')}, {_decoding_text(manifest.get('decoding') or {})})"}
+        provenance[source.label] = {"role": role, "file": digest, "endpoint": manifest.get("endpoint"),
+                                    "model": manifest.get("model"), "served_models": manifest.get("served_models"),
+                                    "api": manifest.get("api"), "decoding": manifest.get("decoding"),
+                                    "usage": manifest.get("usage"), "requests": manifest.get("requests")}
+        return path
+
+    references = []
+    for teacher in config.teachers:
+        path = gather(teacher, "teacher", out / "teachers" / f"{_SAFE_NAME.sub('_', teacher.label)}.jsonl")
+        records = read_records(path, require_teacher=teacher.name is None)
+        if teacher.name is not None:  # the config's name wins over the file's labels
+            from dataclasses import replace
+
+            records = [replace(r, teacher=teacher.name) for r in records]
+        references.extend(records)
+    student_path = gather(config.student, "student", out / "student.jsonl")
+    student = read_records(student_path)
+
+    options = config.attribution
+    task = options.get("task", config.task)
+    params = {k: options[k] for k in ("features", "tagger", "normalize") if k in options}
+    log(f"fitting on {len(references)} reference outputs of {len({r.teacher for r in references})} teachers")
+    model = fit_reference(references, task=task, random_state=options.get("seed", 0), **params)
+    report_target = options.get("report", "report.html")
+    result = rank_student(model, student, task=task, top_templates=options.get("top_templates", 10),
+                          keep_outputs=bool(report_target))
+    result["signature"] = next(iter(model.models_.values())).signature_
+    result["inputs"] = {"student": provenance[config.student.label]["file"],
+                        **{f"teacher {t.label}": provenance[t.label]["file"] for t in config.teachers}}
+    result["audit"] = {"config": config.path.name, "version": __version__, "sources": provenance}
+    copy = out / "audit.toml"
+    if copy.resolve() != config.path.resolve():
+        shutil.copyfile(config.path, copy)
+    if report_target:
+        from .report import write_report
+
+        write_report(result, out / (report_target if isinstance(report_target, str) else "report.html"))
+    result.pop("outputs", None)
+    with atomic_write(out / "result.json") as handle:
+        handle.write(to_json(result) + "\n")
+    return result

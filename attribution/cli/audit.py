@@ -1,0 +1,37 @@
+"""``attribute-teacher audit audit.toml``: a whole audit from one config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._app import FORMAT_OPTION, QUIET_OPTION, OutputFormat, app, emit, log
+
+
+@app.command("audit")
+def audit_cli(
+    config: Path = typer.Argument(..., dir_okay=False, help="Audit config (TOML); see examples/audit.toml."),
+    check: bool = typer.Option(False, "--check", help="Only read and check the config; query nothing."),
+    fmt: OutputFormat = FORMAT_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Collect missing outputs from endpoints (resumable), fit on the teachers, rank the student.
+
+    Writes OUTPUT_DIR/result.json, the report and a copy of the config; teacher and student outputs
+    queried from endpoints go to OUTPUT_DIR/teachers/NAME.jsonl and OUTPUT_DIR/student.jsonl, each
+    with its manifest. Running it again resumes: finished outputs are not queried twice.
+    """
+    from ..audit import load_config, run_audit
+    from .rank import _ranking_table
+
+    settings = load_config(config)
+    if check:
+        sources = [("student", settings.student)] + [("teacher", t) for t in settings.teachers]
+        lines = [f"{role:<8} {s.label:<24} " + (f"endpoint {s.model}" if s.endpoint else f"file {s.file}")
+                 for role, s in sources]
+        typer.echo("\n".join([f"{config}: ok", *lines]))
+        return
+    result = run_audit(settings, progress=not quiet, log=lambda message: log(message, quiet=quiet))
+    log(f"wrote {settings.output_dir / 'result.json'}", quiet=quiet)
+    emit(result, fmt, _ranking_table)

@@ -1,0 +1,142 @@
+"""``attribute-teacher audit CONFIG``: config checking (FILE:LINE, key named), a file-only audit, and
+an audit whose student is queried from a real llama.cpp server (the shipped example, shortened)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from attribution.audit import load_config
+from attribution.errors import InputError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llama_server import SERVED_NAME, LlamaServer, missing_reason  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def split_reference(tmp_path, reference_path):
+    """The fixture corpus split into one file per teacher, without 'teacher' fields (the config names them)."""
+    rows: dict[str, list[dict]] = {}
+    for line in reference_path.read_text().splitlines():
+        row = json.loads(line)
+        rows.setdefault(row.pop("teacher"), []).append(row)
+    for teacher, items in rows.items():
+        (tmp_path / f"{teacher}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
+    return sorted(rows)
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "audit.toml"
+    path.write_text(text)
+    return path
+
+
+FILES_ONLY = """\
+[audit]
+output_dir = "out"
+
+[student]
+name = "suspect"
+file = "{student}"
+
+[[teachers]]
+name = "chatty"
+file = "chatty.jsonl"
+
+[[teachers]]
+name = "formal"
+file = "formal.jsonl"
+
+[[teachers]]
+name = "terse"
+file = "terse.jsonl"
+
+[attribution]
+features = "pos-rich"
+report = "report.md"
+"""
+
+
+@pytest.mark.parametrize("text, where, message", [
+    ("[audit]\noutput_dir = 'o'\ntempreature = 1\n", 3, "unknown key 'tempreature' in [audit]"),
+    ("[audit]\noutput_dir = 'o'\n[defaults]\n\nmax_tokens = 'many'\n", 5, "[defaults] max_tokens must be int"),
+    ("[audit]\noutput_dir = 'o'\n[student]\nfile = 'x.jsonl'\n", 4, "file not found"),
+    ("[audit]\noutput_dir = 'o'\n[student]\nendpoint = 'http://127.0.0.1:1/v1'\n", 4, "needs 'model'"),
+    ("[audit]\noutput_dir = 'o'\n[student]\nendpoint = 'localhost:1'\nmodel = 'm'\n", 4, "invalid endpoint URL"),
+    ("[audit]\noutput_dir = 'o'\n[student]\nmodel = 'm'\n", 3, "exactly one of 'file'"),
+    ("[audit]\noutput_dir = = 'o'\n", 2, "invalid TOML"),
+    ("[audti]\noutput_dir = 'o'\n", 1, "unknown table [audti]"),
+    ("[audit]\nprompts = 'p.jsonl'\n", 1, "needs output_dir"),
+    ("[audit]\noutput_dir = 'o'\n[defaults]\nsample = 1\n", 4, "sample must be bool"),
+])
+def test_config_errors_name_line_and_key(tmp_path, text, where, message):
+    path = _config(tmp_path, text)
+    with pytest.raises(InputError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}:{where}: audit config: ")
+    assert message in str(caught.value) and "[E416]" in str(caught.value)
+
+
+def test_teacher_entry_line_is_named(tmp_path, split_reference, student_path):
+    text = FILES_ONLY.format(student=student_path) + "\n[[teachers]]\nname = 'chatty'\nfile = 'terse.jsonl'\n"
+    with pytest.raises(InputError, match=r"audit.toml:25: .*two teachers are named 'chatty'"):
+        load_config(_config(tmp_path, text))
+
+
+def test_config_error_from_the_cli_exit_2(cli, tmp_path):
+    path = _config(tmp_path, "[audit]\noutput_dir = 'o'\nbogus = 1\n")
+    proc = cli("audit", path)
+    assert proc.returncode == 2 and f"{path}:3: audit config: unknown key 'bogus'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_examples_check(cli):
+    for name in ("audit.toml", "audit-local.toml"):
+        proc = cli("audit", REPO / "examples" / name, "--check")
+        assert proc.returncode == 0, proc.stderr
+        assert "ok" in proc.stdout
+
+
+def test_files_only_audit_writes_result_report_and_config(cli, tmp_path, split_reference, student_path):
+    config = _config(tmp_path, FILES_ONLY.format(student=student_path))
+    proc = cli("audit", config, "--format", "json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["ranking"][0]["teacher"] == "chatty"  # the fixture student was distilled from 'chatty'
+    out = tmp_path / "out"
+    assert json.loads((out / "result.json").read_text())["ranking"] == result["ranking"]
+    assert (out / "report.md").is_file() and (out / "audit.toml").read_text() == config.read_text()
+    assert set(result["audit"]["sources"]) == {"suspect", "chatty", "formal", "terse"}
+    assert result["inputs"]["teacher chatty"]["name"] == "chatty.jsonl"
+
+
+@pytest.mark.slow
+def test_audit_queries_the_student_endpoint_and_resumes(cli, tmp_path):
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = LlamaServer(n_ctx=2048, log_path=tmp_path / "server.log").start()
+    try:
+        text = (REPO / "examples" / "audit-local.toml").read_text()
+        text = text.replace("http://127.0.0.1:8000/v1", server.base_url).replace("max_tokens = 64", "max_tokens = 40")
+        text = text.replace('output_dir = "../build/audit-local"', f'output_dir = "{tmp_path / "out"}"\nlimit = 12')
+        config = tmp_path / "examples" / "audit.toml"
+        config.parent.mkdir()
+        config.write_text(text.replace('"../data/', f'"{REPO / "data"}/'))
+        proc = cli("audit", config, "--format", "json", "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert result["n_outputs"] == 12
+        assert result["ranking"][0]["teacher"] == "smollm2-135m"  # the suspect is SmolLM2 itself
+        student = result["audit"]["sources"]["suspect"]
+        assert student["model"] == SERVED_NAME and student["endpoint"] == server.base_url
+        assert "smollm2-135m at http://127.0.0.1" in result["inputs"]["student"]["source"]
+        again = cli("audit", config, "--format", "json")
+        assert again.returncode == 0 and "0 written, 12 already there" in again.stderr
+    finally:
+        server.stop()
