@@ -269,7 +269,8 @@ def _input_rows(inputs: Any) -> list[tuple[str, str, str]]:
     rows = []
     for role, info in sorted((inputs or {}).items()):
         if isinstance(info, dict):
-            rows.append((role, str(info.get("name", "")), str(info.get("sha256", ""))))
+            name = str(info.get("name", "")) + (f" ({info['source']})" if info.get("source") else "")
+            rows.append((role, name, str(info.get("sha256", ""))))
         else:
             rows.append((role, str(info), ""))
     return rows

@@ -199,3 +199,199 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(attribution.datasets, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+# -- AlpacaEval provenance benchmark ------------------------------------------------------------
+
+from attribution.datasets import (  # noqa: E402
+    ALPACAEVAL_ENV,
+    ALPACAEVAL_SPLITS,
+    ALPACAEVAL_STUDENTS,
+    ALPACAEVAL_TEACHERS,
+    alpacaeval_id,
+    build_alpacaeval,
+    documented_teacher,
+    documented_teachers,
+    load_alpacaeval,
+    read_alpacaeval_outputs,
+    split_instructions,
+)
+
+ALPACAEVAL = REPO.parent / "shared" / "data" / "alpacaeval"
+needs_alpacaeval = pytest.mark.skipif(not ALPACAEVAL.is_dir(), reason=f"AlpacaEval benchmark not found at {ALPACAEVAL}")
+INSTRUCTIONS = [f"Instruction number {i}: explain topic {i}." for i in range(11)]
+
+
+def write_model_outputs(root: Path, model: str, outputs: dict[str, str]) -> Path:
+    """One ``results/<model>/model_outputs.json`` as AlpacaEval publishes it."""
+    path = root / model / "model_outputs.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"instruction": text, "output": out, "generator": model, "dataset": "helpful_base"}
+            for text, out in outputs.items()]
+    path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def alpacaeval_results(tmp_path: Path) -> Path:
+    """A fake AlpacaEval results/ folder: two teachers, two students (one undocumented), 11 instructions."""
+    root = tmp_path / "results"
+    for model in ("teacher-a", "teacher-b", "alpaca-7b", "mystery-7b"):
+        outputs = {text: f"{model} answers: {text}" for text in INSTRUCTIONS}
+        if model == "teacher-b":
+            outputs[INSTRUCTIONS[3]] = ""  # an empty output is left out
+        write_model_outputs(root, model, outputs)
+    return root
+
+
+@pytest.fixture
+def fake_fetch(alpacaeval_results, monkeypatch):
+    """Serve downloads from the fake results/ folder; remember the URLs asked for."""
+    import shutil
+
+    import attribution.datasets as datasets
+
+    urls: list[str] = []
+
+    def fetch(url, path, **_):
+        urls.append(url)
+        model = url.split("/")[-2]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(alpacaeval_results / model / "model_outputs.json", path)
+        return Path(path)
+
+    monkeypatch.setattr(datasets, "fetch", fetch)
+    return urls
+
+
+def test_alpacaeval_ids_and_split():
+    assert alpacaeval_id("How did US states get their names?") == "f2bf20386693"
+    reference, audit = split_instructions(INSTRUCTIONS, seed=0)
+    assert len(reference) == 5 and len(audit) == 6 and not set(reference) & set(audit)
+    assert set(reference) | set(audit) == {alpacaeval_id(t) for t in INSTRUCTIONS}
+    assert split_instructions(reversed(INSTRUCTIONS * 2), seed=0) == (reference, audit)  # order and repeats don't matter
+    assert split_instructions(INSTRUCTIONS, seed=1) != (reference, audit)
+
+
+def test_build_alpacaeval_from_published_outputs(fake_fetch, tmp_path):
+    out = tmp_path / "bench"
+    result = build_alpacaeval(out, teachers=["teacher-a", "teacher-b"], students=["alpaca-7b", "mystery-7b"],
+                              cache_dir=tmp_path / "cache", base_url="https://example.invalid/results")
+    assert fake_fetch == [f"https://example.invalid/results/{m}/model_outputs.json"
+                          for m in ("teacher-a", "teacher-b", "alpaca-7b", "mystery-7b")]
+    assert (result["instructions"], result["reference"], result["audit"]) == (11, 5, 6)
+    assert result["empty"] == {"teacher-b": 1}
+    reference, audit = split_instructions(INSTRUCTIONS)
+    refs = load_alpacaeval("teachers_reference", out)
+    held = load_alpacaeval("teachers_audit", out)
+    students = load_alpacaeval("students_audit", out)
+    assert result["files"] == {"teachers_reference.jsonl": len(refs), "teachers_audit.jsonl": len(held),
+                               "students_audit.jsonl": len(students)}
+    assert len(refs) + len(held) == 2 * 11 - 1 and len(students) == 2 * 6
+    assert {r.id for r in refs} == set(reference) and {r.id for r in held} == set(audit) == {r.id for r in students}
+    first = refs[0]
+    assert (first.task, first.teacher, first.student) == ("alpaca_eval", "teacher-a", None)
+    assert first.id == alpacaeval_id(first.prompt) and first.output == f"teacher-a answers: {first.prompt}"
+    assert [r.id for r in refs if r.teacher == "teacher-a"] == sorted(reference)  # sorted by id per model
+    labels = {(r.student, r.teacher) for r in students}
+    assert labels == {("alpaca-7b", "text_davinci_003"), ("mystery-7b", None)}  # documented teacher, or none known
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["seed"] == 0 and manifest["students"] == {"alpaca-7b": "text_davinci_003", "mystery-7b": None}
+    assert set(manifest["model_outputs_sha256"]) == {"teacher-a", "teacher-b", "alpaca-7b", "mystery-7b"}
+    # the cache now serves: no second download, same files
+    again = build_alpacaeval(tmp_path / "again", teachers=["teacher-a", "teacher-b"],
+                             students={"alpaca-7b": "x", "mystery-7b": None}, cache_dir=tmp_path / "cache",
+                             download=False)
+    assert len(fake_fetch) == 4 and again["files"] == result["files"]
+    assert {r.teacher for r in load_alpacaeval("students_audit", tmp_path / "again")} == {"x", None}
+
+
+def test_build_alpacaeval_refuses_bad_input(fake_fetch, tmp_path, alpacaeval_results):
+    with pytest.raises(InputError, match=r"E602"):  # not cached, no download allowed
+        build_alpacaeval(tmp_path / "o", teachers=["teacher-a"], students=[], cache_dir=tmp_path / "empty",
+                         download=False)
+    with pytest.raises(InputError, match=r"also a teacher"):
+        build_alpacaeval(tmp_path / "o", teachers=["teacher-a"], students=["teacher-a"], cache_dir=tmp_path / "c")
+    bad = alpacaeval_results / "broken" / "model_outputs.json"
+    bad.parent.mkdir()
+    bad.write_text('{"instruction": "x"}', encoding="utf-8")
+    with pytest.raises(InputError, match=r"not a JSON list"):
+        read_alpacaeval_outputs(bad)
+    bad.write_text('[{"output": "no instruction"}]', encoding="utf-8")
+    with pytest.raises(InputError, match=r"item 0 needs a string 'instruction'"):
+        build_alpacaeval(tmp_path / "o", teachers=["broken"], students=[], cache_dir=alpacaeval_results,
+                         download=False)
+    assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_build_alpacaeval_offline_fails_clearly(tmp_path):
+    with pytest.raises(AttributionError) as info:
+        build_alpacaeval(tmp_path / "o", teachers=["teacher-a"], students=[], cache_dir=tmp_path / "cache",
+                         base_url="http://127.0.0.1:9/results")
+    assert info.value.code == "E601" and "cache_dir=" in str(info.value)
+    assert "teacher-a/model_outputs.json" in str(info.value)
+
+
+def test_load_alpacaeval_needs_a_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv(ALPACAEVAL_ENV, raising=False)
+    with pytest.raises(InputError, match=rf"E602.*|{ALPACAEVAL_ENV}") as info:
+        load_alpacaeval("teachers_reference")
+    assert ALPACAEVAL_ENV in str(info.value) and "data alpacaeval" in str(info.value)
+    with pytest.raises(InputError, match=r"unknown split 'students'.*\[E603\]"):
+        load_alpacaeval("students", tmp_path)
+    with pytest.raises(InputError, match=r"E602"):
+        load_alpacaeval("teachers_audit", tmp_path)
+    (tmp_path / "teachers_audit.jsonl").write_text(
+        '{"id": "a", "task": "alpaca_eval", "teacher": "t", "output": "hello"}\n', encoding="utf-8")
+    monkeypatch.setenv(ALPACAEVAL_ENV, str(tmp_path))
+    assert [r.teacher for r in load_alpacaeval("teachers_audit")] == ["t"]
+
+
+def test_documented_teachers_table():
+    rows = documented_teachers()
+    assert len(rows) >= 20
+    known = {*ALPACAEVAL_TEACHERS, "none"}
+    for row in rows:
+        assert set(row) >= {"model", "alpaca_eval", "base", "teacher", "data", "sources"}
+        assert row["teacher"] in known, row
+        assert row["sources"] and all(url.startswith("https://") for url in row["sources"]), row
+    assert len({row["model"] for row in rows}) == len(rows)
+    assert [documented_teacher(s) for s in ALPACAEVAL_STUDENTS] == [
+        "text_davinci_003", "gpt-3.5-turbo-0301", "gpt-3.5-turbo-0301", "gpt4_0314", "claude-2",
+        "gpt-3.5-turbo-0301", "gpt-3.5-turbo-0301", "gpt4_0314", "text_davinci_003", "none", "none"]
+    rows[0]["teacher"] = "changed"  # a copy: the package table is not modified
+    assert documented_teachers()[0]["teacher"] != "changed"
+
+
+def test_data_alpacaeval_cli(alpacaeval_results, tmp_path):
+    code = ("import sys, attribution.cli.data; from attribution.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", code, "data", "alpacaeval", "-o", str(out), "--cache-dir",
+                           str(alpacaeval_results), "--no-download", "--teachers", "teacher-a,teacher-b",
+                           "--students", "alpaca-7b", "--format", "json"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["files"] == {"teachers_reference.jsonl": 10, "teachers_audit.jsonl": 11,
+                                                "students_audit.jsonl": 6}
+    proc = subprocess.run([sys.executable, "-c", code, "data", "alpacaeval", "-o", str(out), "--cache-dir",
+                           str(tmp_path / "none"), "--no-download"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "E602" in proc.stderr
+
+
+@needs_alpacaeval
+def test_shared_alpacaeval_copy(tmp_path):
+    splits = {split: load_alpacaeval(split, ALPACAEVAL) for split in ALPACAEVAL_SPLITS}
+    assert [len(splits[s]) for s in ALPACAEVAL_SPLITS] == [2009, 2014, 4433]
+    assert {r.teacher for r in splits["teachers_reference"]} == set(ALPACAEVAL_TEACHERS)
+    assert sorted({r.student for r in splits["students_audit"]}) == sorted(ALPACAEVAL_STUDENTS)
+    assert all(r.teacher == documented_teacher(r.student) for r in splits["students_audit"])
+    # the builder reproduces the shared copy from the same outputs (split, ids, labels, texts)
+    cache = tmp_path / "results"
+    for model in (*ALPACAEVAL_TEACHERS, *ALPACAEVAL_STUDENTS):
+        records = [r for s in splits.values() for r in s if (r.student or r.teacher) == model and
+                   (r.student is not None or model in ALPACAEVAL_TEACHERS)]
+        write_model_outputs(cache, model, {r.prompt: r.output for r in records})
+    build_alpacaeval(tmp_path / "rebuilt", cache_dir=cache, download=False)
+    for split in ALPACAEVAL_SPLITS:
+        rebuilt = load_alpacaeval(split, tmp_path / "rebuilt")
+        assert sorted(r.to_dict().items() for r in rebuilt) == sorted(r.to_dict().items() for r in splits[split])

@@ -1,4 +1,5 @@
-"""``attribute-teacher data paper-qa``: export the authors' released QA outputs as JSON Lines."""
+"""``attribute-teacher data paper-qa`` (the authors' released QA outputs) and ``data alpacaeval`` (the
+AlpacaEval provenance benchmark), written as JSON Lines."""
 
 from __future__ import annotations
 
@@ -43,3 +44,30 @@ def paper_qa_cli(
     for line in result.pop("skipped_records"):
         log(f"skipped {line}", quiet=quiet)
     emit(result, fmt, _table)
+
+
+@data_app.command("alpacaeval")
+def alpacaeval_cli(
+    output: Path = typer.Option(..., "--output", "-o", file_okay=False,
+                                help="Directory to write teachers_reference/teachers_audit/students_audit.jsonl into."),
+    teachers: str = typer.Option("", "--teachers", help="Comma-separated AlpacaEval models used as candidate "
+                                 "teachers; default the five of the shared benchmark."),
+    students: str = typer.Option("", "--students", help="Comma-separated AlpacaEval models used as students "
+                                 "(labelled with their documented teacher); default the shared benchmark's eleven."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the reference/audit split of the instructions."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", file_okay=False, help="Where <model>/"
+                                             "model_outputs.json live or are downloaded to (a copy of AlpacaEval's "
+                                             "results/ works offline); default ~/.cache/teacher-attribution/alpaca_eval."),
+    download: bool = typer.Option(True, "--download/--no-download", help="Fetch missing files from GitHub."),
+    fmt: OutputFormat = FORMAT_OPTION,
+) -> None:
+    """Build the AlpacaEval provenance benchmark from AlpacaEval's published per-model outputs."""
+    from ..datasets import ALPACAEVAL_STUDENTS, ALPACAEVAL_TEACHERS, build_alpacaeval
+
+    def names(value: str, default: tuple[str, ...]) -> list[str]:
+        return [n.strip() for n in value.split(",") if n.strip()] or list(default)
+
+    result = build_alpacaeval(output, teachers=names(teachers, ALPACAEVAL_TEACHERS),
+                              students=names(students, ALPACAEVAL_STUDENTS), seed=seed, cache_dir=cache_dir,
+                              download=download)
+    emit(result, fmt, lambda r: _table({**r, "skipped": sum(r["empty"].values())}))

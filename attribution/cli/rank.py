@@ -124,7 +124,9 @@ def rank_cli(
     result["signature"] = first.signature_
     result["inputs"] = {"outputs": file_digest(outputs)}
     if reference is not None:
-        result["inputs"]["reference"] = file_digest(reference)
+        from ..distill.endpoint import manifest_source  # where the reference was collected, when known
+
+        result["inputs"]["reference"] = {**file_digest(reference), **manifest_source(reference)}
     else:
         result["inputs"]["model"] = file_digest(model_path)
     if report is not None:
