@@ -225,10 +225,6 @@ def _collect(source: Source, prompts: Path, output: Path, *, role: str, limit: i
                                  limit=limit, progress=progress)
 
 
-def _decoding_text(decoding: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(decoding.items()))
-
-
 def run_audit(config: AuditConfig, *, progress: bool = False, log: Any = None) -> dict[str, Any]:
     """Collect what is missing, fit on the teachers, rank the student; write everything to the output folder.
 
@@ -238,7 +234,7 @@ def run_audit(config: AuditConfig, *, progress: bool = False, log: Any = None) -
     from . import __version__
     from .api import file_digest, fit_reference, rank_student
     from .cli._app import to_json
-    from .distill.endpoint import read_manifest
+    from .distill.endpoint import manifest_source, read_manifest
     from .io import atomic_write, read_records
 
     log = log or (lambda message: None)
@@ -256,9 +252,8 @@ def run_audit(config: AuditConfig, *, progress: bool = False, log: Any = None) -
         log(f"{role} {source.label}: {summary['n_written']} written, {summary['n_existing']} already there, "
             f"{summary['n_empty']} empty")
         manifest = read_manifest(path) or {}
-        digest = {**file_digest(path), "source": f"{manifest.get('model')} at {manifest.get('endpoint')} "
-                  f"({manifest.get('api')}, {_decoding_text(manifest.get('decoding') or {})})"}
-        provenance[source.label] = {"role": role, "file": digest, "endpoint": manifest.get("endpoint"),
+        provenance[source.label] = {"role": role, "file": {**file_digest(path), **manifest_source(path)},
+                                    "endpoint": manifest.get("endpoint"),
                                     "model": manifest.get("model"), "served_models": manifest.get("served_models"),
                                     "api": manifest.get("api"), "decoding": manifest.get("decoding"),
                                     "usage": manifest.get("usage"), "requests": manifest.get("requests")}

@@ -109,6 +109,19 @@ def test_no_model_name_with_endpoint_is_a_usage_error(cli, tmp_path):
     assert result.returncode == 2 and "served model name" in result.stderr
 
 
+def test_rank_and_report_show_where_a_reference_came_from(cli, tmp_path, reference_path, student_path):
+    reference = tmp_path / "refs.jsonl"
+    reference.write_bytes(reference_path.read_bytes())
+    manifest_path(reference).write_text(json.dumps({
+        "model": "gpt-4o-mini", "endpoint": "https://api.openai.com/v1", "api": "chat",
+        "decoding": {"max_tokens": 128, "temperature": 0.0}, "runs": []}))
+    proc = cli("rank", student_path, "-r", reference, "--format", "json", "--quiet", "--report", tmp_path / "r.md")
+    assert proc.returncode == 0, proc.stderr
+    source = json.loads(proc.stdout)["inputs"]["reference"]["source"]
+    assert source == "gpt-4o-mini at https://api.openai.com/v1 (chat; max_tokens 128, temperature 0.0)"
+    assert "gpt-4o-mini at https://api.openai.com/v1" in (tmp_path / "r.md").read_text()
+
+
 # -- a real server -----------------------------------------------------------------------------
 
 def _prompts(folder: Path, n: int, *, prefix: str = "q", offset: int = 0) -> Path:

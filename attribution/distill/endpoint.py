@@ -146,6 +146,19 @@ def read_manifest(output: str | os.PathLike) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def manifest_source(output: str | os.PathLike) -> dict[str, str]:
+    """``{"source": "MODEL at ENDPOINT (api, decoding)"}`` from the manifest beside ``output``, else ``{}``.
+
+    Shown next to the file's name and digest in results and reports, so a reader sees where a
+    reference came from. Dates and counts are left out: the same file gives the same text.
+    """
+    manifest = read_manifest(output)
+    if not manifest or not manifest.get("model"):
+        return {}
+    decoding = ", ".join(f"{k} {v}" for k, v in sorted((manifest.get("decoding") or {}).items()))
+    return {"source": f"{manifest['model']} at {manifest.get('endpoint')} ({manifest.get('api')}; {decoding})"}
+
+
 def redact(text: str, secret: str | None) -> str:
     """Remove the API key (and anything shaped like a provider key) from a message."""
     if secret:
