@@ -7,20 +7,40 @@ Quick start::
     model = TeacherAttributor().fit([r.output for r in refs], [r.teacher for r in refs])
     model.rank([r.output for r in read_records("student.jsonl")])
 
-Importing the package loads no spaCy model and no torch: taggers load on first use.
+Importing the package loads no spaCy model and no torch: taggers load on first use. The names
+below are imported on first access, so the command line starts (and handles Ctrl-C) at once.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .errors import AttributionError, InputError, ModelError, NotFittedError  # noqa: E402
-from .features import PosTemplateVectorizer, SequenceNgramVectorizer, WordNgramVectorizer  # noqa: E402
-from .io import Record, RecordReader, read_records  # noqa: E402
-from .models import MultiTaskAttributor, StudentEvidence, TeacherAttributor, load_model, save_model  # noqa: E402
-from .normalize import Normalizer, normalize_text  # noqa: E402
-from .tagging import TaggedDoc, get_tagger  # noqa: E402
+#: Public name -> module that defines it (``Attributor`` is a short alias of ``TeacherAttributor``).
+_EXPORTS = {
+    "AttributionError": "errors", "InputError": "errors", "ModelError": "errors", "NotFittedError": "errors",
+    "PosTemplateVectorizer": "features", "SequenceNgramVectorizer": "features", "WordNgramVectorizer": "features",
+    "Record": "io", "RecordReader": "io", "read_records": "io",
+    "MultiTaskAttributor": "models", "StudentEvidence": "models", "TeacherAttributor": "models",
+    "load_model": "models", "save_model": "models",
+    "Normalizer": "normalize", "normalize_text": "normalize",
+    "TaggedDoc": "tagging", "get_tagger": "tagging",
+}
 
-#: Short alias used in the docs and issues.
-Attributor = TeacherAttributor
+
+def __getattr__(name: str) -> Any:
+    if name == "Attributor":
+        name = "TeacherAttributor"
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'attribution' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS, "Attributor"])
+
 
 __all__ = [
     "__version__",

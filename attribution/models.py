@@ -10,10 +10,8 @@ arrays and one JSON document -- nothing in it can execute code when loaded.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +27,6 @@ from .features import SequenceNgramVectorizer, make_feature_blocks, ngrams
 from .normalize import Normalizer
 from .tagging import TaggedDoc, get_tagger
 
-MODEL_FORMAT = "teacher-attribution-model/1"
 DEFAULT_FEATURES = "combined"
 
 
@@ -571,60 +568,5 @@ class MultiTaskAttributor:
         save_model(self, path)
 
 
-def save_model(model: MultiTaskAttributor | TeacherAttributor, path: str | os.PathLike) -> None:
-    """Save a fitted model as arrays plus a JSON header in an ``.npz`` archive.
-
-    Loading (:func:`load_model`) uses ``allow_pickle=False``, so a model file from an
-    untrusted source cannot run code.
-    """
-    from .io import atomic_write
-
-    if isinstance(model, TeacherAttributor):
-        wrapper = MultiTaskAttributor(**model.get_params())
-        wrapper.models_ = {None: model}
-        wrapper._set_classes()
-        model = wrapper
-    header: dict[str, Any] = {"format": MODEL_FORMAT, "version": __version__, "tasks": []}
-    arrays: dict[str, np.ndarray] = {}
-    for i, (task, sub) in enumerate(model.models_.items()):
-        meta, sub_arrays = sub.get_state()
-        header["tasks"].append({"task": task, **meta})
-        arrays.update({f"t{i}_{k}": v for k, v in sub_arrays.items()})
-    arrays["__header__"] = np.frombuffer(json.dumps(header, sort_keys=True).encode("utf-8"), dtype=np.uint8)
-    with atomic_write(path, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
-
-
-def load_model(path: str | os.PathLike) -> MultiTaskAttributor:
-    """Load a model saved by :func:`save_model`; never unpickles anything."""
-    path = Path(path)
-    if not path.is_file():
-        raise model_error("E206", path=path, detail="file not found")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-        header = json.loads(arrays.pop("__header__").tobytes().decode("utf-8"))
-    except Exception as exc:  # noqa: BLE001 - any failure means "not our format"
-        raise model_error("E206", path=path, detail=f"{type(exc).__name__}: {exc}") from exc
-    if header.get("format") != MODEL_FORMAT:
-        raise model_error("E206", path=path, detail=f"format {header.get('format')!r}")
-    if header.get("version") != __version__:
-        import warnings
-
-        warnings.warn(Errors.E207.format(path=path, saved=header.get("version"), current=__version__),
-                      stacklevel=2)
-    try:  # a damaged or edited file must not surface as a KeyError or shape error later
-        model = MultiTaskAttributor(**header["tasks"][0]["params"])
-        model.models_ = {}
-        for i, meta in enumerate(header["tasks"]):
-            sub_arrays = {k.split("_", 1)[1]: v for k, v in arrays.items() if k.startswith(f"t{i}_")}
-            sub = TeacherAttributor.from_state(meta, sub_arrays)
-            coef = sub.classifier_.coef_
-            n_vocab = sum(len(vec.vocabulary_) for _, vec in sub.blocks_)
-            if coef.ndim != 2 or coef.shape[1] != n_vocab or len(sub.classes_) < 2:
-                raise ValueError(f"coefficients of shape {coef.shape} do not fit {n_vocab} features")
-            model.models_[meta["task"]] = sub
-        model._set_classes()
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise model_error("E206", path=path, detail=f"{type(exc).__name__}: {exc}") from exc
-    return model
+# Saving and loading (with the checks a file from anyone needs) live in their own module.
+from .persistence import MODEL_FORMAT, load_model, save_model  # noqa: E402

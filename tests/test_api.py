@@ -175,7 +175,8 @@ def test_evaluate_unknown_task(reference_records, make_jsonl):
                        {"task": "history", "teacher": "terse", "output": "Answer: B."}])
     with pytest.raises(InputError) as info:
         evaluate(reference_records, read_records(path), features=["pos-paper"])
-    assert (info.value.code, info.value.line, info.value.field) == ("E108", 2, "task")
+    assert (info.value.code, info.value.line, info.value.field) == ("E116", 2, "task")  # a task, not a teacher
+    assert "unknown task 'history'" in str(info.value)
 
 
 def test_evaluate_teacher_missing_from_the_task_references(reference_records, labelled_records):

@@ -173,12 +173,12 @@ def test_missing_file_unsupported_suffix_and_empty_file(tmp_path, make_jsonl):
     with pytest.raises(InputError) as info:
         read_records(txt)
     assert info.value.code == "E111" and "'.txt'" in str(info.value)
-    with pytest.raises(InputError) as info:
+    with pytest.raises(InputError) as info:  # an empty or blank file says so (E110 is for all-invalid)
         read_records(make_jsonl([]))
-    assert info.value.code == "E110"
+    assert info.value.code == "E119"
     with pytest.raises(InputError) as info:
         read_records(make_jsonl(["", " "], "blank.jsonl"))
-    assert info.value.code == "E110"
+    assert info.value.code == "E119"
 
 
 def test_reader_streams_and_fails_at_the_bad_line(make_jsonl):

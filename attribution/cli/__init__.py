@@ -6,10 +6,35 @@ Heavy libraries (spaCy models, torch) are imported inside commands, so ``--help`
 
 from __future__ import annotations
 
-import importlib
+import os
+import signal
 import sys
 
-from ._app import app, run_app
+
+def _exit_at_once(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM while the CLI is still importing: nothing to clean up yet, so leave
+    quietly with the conventional code instead of a traceback from inside an import."""
+    os.write(2, b"interrupted\n" if signum == signal.SIGINT else b"terminated\n")
+    os._exit(128 + signum)
+
+
+def _importing_handlers() -> dict:
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, _exit_at_once) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+_previous_handlers = _importing_handlers()
+try:
+    import importlib
+
+    from ._app import (EXIT_INTERRUPTED, EXIT_TERMINATED, RUN_HANDLERS, Terminated, app, install_signal_handlers,
+                       run_app)
+finally:  # a library import leaves the caller's handlers as they were
+    for _signum, _handler in _previous_handlers.items():
+        signal.signal(_signum, _handler)
 
 #: Command modules, imported for their registration side effect. A module whose optional
 #: dependencies are missing still registers; it fails with a clear message when run.
@@ -37,9 +62,19 @@ def _with_default_command(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    _register_commands()
-    args = list(sys.argv[1:] if argv is None else argv)
-    code = run_app(_with_default_command(args))
+    previous = install_signal_handlers(RUN_HANDLERS)  # interruptions become exceptions: temp files go
+    try:
+        _register_commands()
+        args = list(sys.argv[1:] if argv is None else argv)
+        code = run_app(_with_default_command(args))
+    except KeyboardInterrupt:
+        os.write(2, b"interrupted\n")
+        code = EXIT_INTERRUPTED
+    except Terminated:
+        os.write(2, b"terminated\n")
+        code = EXIT_TERMINATED
+    finally:
+        install_signal_handlers(previous)
     if argv is None:
         sys.exit(code)
     return code

@@ -8,9 +8,13 @@ plain library function that returns a dict, and hand it to :func:`emit`.
 from __future__ import annotations
 
 import enum
+import io
 import json
 import math
-from collections.abc import Callable
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,26 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that temporary files are removed on the way out."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def install_signal_handlers(handlers: dict[int, Any]) -> dict[int, Any]:
+    """Set signal handlers (main thread only); returns the previous ones, for restoring."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+
+
+#: While a command runs: Ctrl-C raises KeyboardInterrupt, SIGTERM raises Terminated (exit 130 / 143).
+RUN_HANDLERS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _raise_terminated}
 
 
 def _print_version(value: bool) -> None:
@@ -84,14 +107,24 @@ def round_floats(value: Any, digits: int = 6) -> Any:
 
 
 def to_json(result: dict[str, Any]) -> str:
-    """The one stable JSON rendering: sorted keys, 6-digit floats, no timestamps."""
-    return json.dumps(round_floats(result), sort_keys=True, indent=2, ensure_ascii=False)
+    """The one stable JSON rendering: sorted keys, 6-digit floats, no timestamps; characters a
+    terminal would act on are escaped (the JSON decodes to the same strings)."""
+    from ..sanitize import json_for_terminal
+
+    return json_for_terminal(json.dumps(round_floats(result), sort_keys=True, indent=2, ensure_ascii=False))
+
+
+def echo(message: Any, *, err: bool = False) -> None:
+    """Print with control characters made visible: labels and file names come from untrusted files."""
+    from ..sanitize import for_terminal
+
+    typer.echo(for_terminal(message), err=err)
 
 
 def log(message: str, *, quiet: bool = False) -> None:
     """Counts and notes go to stderr, never stdout."""
     if not quiet:
-        typer.echo(message, err=True)
+        echo(message, err=True)
 
 
 def report_skipped(skipped: list, *, quiet: bool = False) -> None:
@@ -102,20 +135,54 @@ def report_skipped(skipped: list, *, quiet: bool = False) -> None:
         log(f"skipped {len(skipped)} invalid record(s)", quiet=quiet)
 
 
+class Tally:
+    """Iterate over a reader's records, counting them per task (to say why nothing was left)."""
+
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+        self.tasks: Counter = Counter()
+
+    def __iter__(self) -> Iterator[Any]:
+        for record in self.reader:
+            self.tasks[record.task] += 1
+            yield record
+
+
+def nothing_left(reader: Any, tasks: Counter, task: str | None, *, untagged_match: bool = True) -> Exception | None:
+    """The true reason a file gave nothing to work on: empty, all invalid, or no record of ``task``
+    (records without a task count for any ``task`` when ``untagged_match``)."""
+    from ..errors import input_error
+
+    if reader.n_read == 0:
+        return reader.no_records_error()
+    if task is not None and tasks[task] + (tasks[None] if untagged_match else 0) == 0:
+        return input_error("E117", source=reader.source, task=task,
+                           known=", ".join(sorted(str(t) for t in tasks)))
+    return None
+
+
 def read_inputs(reference: list[Path], students: list[Path], *, task: str | None, quiet: bool,
                 **reader_options: Any) -> tuple[list, list, list]:
     """Read reference and student files (each repeatable), keep one task, report skipped records.
 
-    Returns (references, students, skipped errors).
+    Student records without a task are taken as ``task``. Fails with the true reason when the
+    references or the students come out empty. Returns (references, students, skipped errors).
     """
+    import dataclasses
+
     from ..io import RecordReader
 
-    ref_readers = [RecordReader(path, require_teacher=True, **reader_options) for path in reference]
-    stud_readers = [RecordReader(path, **reader_options) for path in students]
-    refs = [r for reader in ref_readers for r in reader if task is None or r.task == task]
-    studs = [r for reader in stud_readers for r in reader if task is None or r.task == task]
-    skipped = [err for reader in ref_readers + stud_readers for err in reader.skipped]
+    ref_readers = [Tally(RecordReader(path, require_teacher=True, **reader_options)) for path in reference]
+    stud_readers = [Tally(RecordReader(path, **reader_options)) for path in students]
+    refs = [r for tally in ref_readers for r in tally if task is None or r.task == task]
+    studs = [r if r.task is not None or task is None else dataclasses.replace(r, task=task)
+             for tally in stud_readers for r in tally if task is None or r.task in (task, None)]
+    skipped = [err for tally in ref_readers + stud_readers for err in tally.reader.skipped]
     report_skipped(skipped, quiet=quiet)
+    for records, tallies, untagged_match in ((refs, ref_readers, False), (studs, stud_readers, True)):
+        problems = [nothing_left(t.reader, t.tasks, task, untagged_match=untagged_match) for t in tallies]
+        if not records and any(problems):
+            raise next(p for p in problems if p)
     return refs, studs, skipped
 
 
@@ -128,7 +195,10 @@ def emit(result: dict[str, Any], fmt: OutputFormat, render_table: Callable[[dict
     if output is not None:
         with atomic_write(output) as handle:
             handle.write(text + "\n")
-    typer.echo(text if fmt is OutputFormat.json else render_table(result))
+    if fmt is OutputFormat.json:
+        typer.echo(text)
+    else:
+        echo(render_table(result))
 
 
 def run_app(argv: list[str]) -> int:
@@ -141,13 +211,16 @@ def run_app(argv: list[str]) -> int:
     try:
         code = app(args=argv, prog_name="attribute-teacher", standalone_mode=False)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        echo("interrupted", err=True)
         return EXIT_INTERRUPTED
+    except Terminated:
+        echo("terminated", err=True)
+        return EXIT_TERMINATED
     except (InputError, FileNotFoundError) as err:
-        typer.echo(f"error: {err}", err=True)
+        echo(f"error: {err}", err=True)
         return EXIT_USAGE
     except AttributionError as err:
-        typer.echo(f"error: {err}", err=True)
+        echo(f"error: {err}", err=True)
         return EXIT_USAGE if isinstance(err, ValueError) else EXIT_ERROR
     except Exception as err:  # noqa: BLE001 - the one place that catches everything
         import click
@@ -159,13 +232,16 @@ def run_app(argv: list[str]) -> int:
             typer.echo("aborted", err=True)
             return EXIT_INTERRUPTED
         if isinstance(err, usage_errors):
-            err.show()
+            shown = io.StringIO()
+            err.show(file=shown)  # the message may quote a hostile option value
+            echo(shown.getvalue().rstrip("\n"), err=True)
             return EXIT_USAGE
         if isinstance(err, (click.exceptions.Exit, typer.Exit)):
             return err.exit_code
         if debug:
             raise
-        typer.echo(f"error: unexpected {type(err).__name__}: {err} (rerun with --debug for a traceback)",
-                   err=True)
+        echo(f"error: unexpected {type(err).__name__}: {err} (rerun with --debug for a traceback)", err=True)
         return EXIT_ERROR
+    if code == EXIT_INTERRUPTED:  # typer turns KeyboardInterrupt into a silent 130
+        echo("interrupted", err=True)
     return code if isinstance(code, int) else EXIT_OK

@@ -22,6 +22,7 @@ from ._app import (
     emit,
     log,
     read_inputs,
+    report_skipped,
 )
 
 
@@ -72,8 +73,9 @@ def evaluate_cli(
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Fit on teacher outputs, attribute every student output, and score it (per output and per student)."""
-    from ..api import evaluate
+    from ..api import evaluate, match_students
     from ..features import FEATURE_SETS
+    from ..io import check_outputs
 
     names = _split(features)
     unknown = [n for n in names if n not in FEATURE_SETS]
@@ -81,8 +83,12 @@ def evaluate_cli(
         raise typer.BadParameter(f"unknown feature set(s) {unknown}; choose from {sorted(FEATURE_SETS)}",
                                  param_hint="--features")
     sizes = [int(v) for v in _split(subsets)]
+    check_outputs([output], [*reference, *students])
     refs, studs, skipped = read_inputs(reference, students, task=task, quiet=quiet, text_field=text_field,
                                        skip_invalid=skip_invalid, max_chars=max_chars)
+    studs, unmatched = match_students(refs, studs, skip_invalid=skip_invalid)  # labels and tasks, before fitting
+    report_skipped(unmatched, quiet=quiet)
+    skipped += unmatched
     log(f"{len(refs)} reference and {len(studs)} student outputs", quiet=quiet)
     baseline_names = _split(baselines)
     baseline_options: dict[str, Any] = {}

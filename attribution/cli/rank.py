@@ -18,9 +18,11 @@ from ._app import (
     TAGGER_OPTION,
     TASK_OPTION,
     TEXT_FIELD_OPTION,
+    Tally,
     app,
     emit,
     log,
+    nothing_left,
     report_skipped,
 )
 
@@ -36,8 +38,12 @@ def _fit_from_file(reference: Path, *, task: Optional[str], features: str, tagge
     from ..io import RecordReader
 
     refs = RecordReader(reference, require_teacher=True, **reader)
-    records = list(refs)
+    tally = Tally(refs)
+    records = [r for r in tally if task is None or r.task == task]
     report_skipped(refs.skipped, quiet=quiet)
+    problem = nothing_left(refs, tally.tasks, task, untagged_match=False) if not records else None
+    if problem is not None:
+        raise problem
     log(f"fitting on {len(records)} reference outputs from {reference.name}", quiet=quiet)
     model = fit_reference(records, task=task, features=features, tagger=tagger, normalize=normalize,
                           random_state=seed)
@@ -71,8 +77,42 @@ def _ranking_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: Options a saved model fixes: CLI option -> (parameter name, model parameter).
+MODEL_FIXED = {"--features": ("features", "features"), "--tagger": ("tagger", "tagger"),
+               "--normalize/--no-normalize": ("normalize", "normalize"), "--seed": ("seed", "random_state")}
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def _check_model_options(ctx: typer.Context, model: Any, values: dict[str, Any]) -> None:
+    """Refuse options given on the command line that contradict what the loaded model fixes."""
+    from ..errors import model_error
+
+    params = next(iter(model.models_.values())).get_params()
+    for option, (name, param) in MODEL_FIXED.items():
+        value = values[name]
+        if name == "tagger":
+            value = value.replace("-", "_")
+        if _given(ctx, name) and value != params[param]:
+            shown = option if name != "normalize" else ("--normalize" if value else "--no-normalize")
+            raise model_error("E213", option=shown, value="" if name == "normalize" else value,
+                              fixed=f"{param}={params[param]}")
+
+
+def _empty_hint(model_path: Optional[Path], model: Any) -> str:
+    if not next(iter(model.models_.values())).normalize:
+        return ""
+    if model_path is not None:
+        return "; the model normalizes its inputs (refit with --no-normalize to keep them)"
+    return "; rank with --no-normalize to keep them"
+
+
 @app.command("rank")
 def rank_cli(
+    ctx: typer.Context,
     outputs: Path = typer.Argument(..., help="The student's outputs (.jsonl or .csv).", dir_okay=False),
     reference: Optional[Path] = typer.Option(None, "--reference", "-r", dir_okay=False,
                                              help="Teachers' reference outputs to fit on (each with 'teacher')."),
@@ -98,8 +138,10 @@ def rank_cli(
     from tqdm import tqdm
 
     from ..api import file_digest, rank_student
-    from ..io import RecordReader
+    from ..errors import ModelError, input_error
+    from ..io import RecordReader, check_outputs, write_together
     from ..models import load_model
+    from ..report import report_files
 
     if reference is None and model_path is None:
         from ..errors import model_error
@@ -107,17 +149,33 @@ def rank_cli(
         raise model_error("E417")
     if reference is not None and model_path is not None:
         raise typer.BadParameter("give exactly one of --reference or --model")
+    check_outputs([output, *(report_files(report) if report is not None else [])],
+                  [outputs, reference, model_path])
+    if not outputs.is_file():  # before fitting: a typo in the student path should not cost a fit
+        raise input_error("E109", source=str(outputs))
     reader = _reader_options(text_field, skip_invalid, max_chars)
     skipped: list = []
     if model_path is not None:
-        model = load_model(model_path)
+        model = load_model(model_path, tagger=tagger if _given(ctx, "tagger") else None)
+        _check_model_options(ctx, model, {"features": features, "tagger": tagger, "normalize": normalize,
+                                          "seed": seed})
     else:
         model, skipped = _fit_from_file(reference, task=task, features=features, tagger=tagger,
                                         normalize=normalize, seed=seed, reader=reader, quiet=quiet)
     student = RecordReader(outputs, **reader)
+    tally = Tally(student)
     with tqdm(desc="ranking", unit="out", disable=quiet, file=None, leave=False) as bar:
-        result = rank_student(model, student, task=task, top_templates=top_templates,
-                              keep_outputs=report is not None or keep_outputs, progress=bar.update)
+        try:
+            result = rank_student(model, tally, task=task, top_templates=top_templates,
+                                  keep_outputs=report is not None or keep_outputs, progress=bar.update)
+        except ModelError as err:
+            if err.code != "E209":
+                raise
+            report_skipped(student.skipped, quiet=quiet)
+            problem = nothing_left(student, tally.tasks, task)
+            n = sum(tally.tasks.values()) if task is None else tally.tasks[task] + tally.tasks[None]
+            raise problem or input_error("E118", source=student.source, n=n,
+                                         hint=_empty_hint(model_path, model)) from None
     report_skipped(student.skipped, quiet=quiet)
     result["skipped"] = len(skipped) + len(student.skipped)
     first = next(iter(model.models_.values()))
@@ -129,14 +187,16 @@ def rank_cli(
         result["inputs"]["reference"] = {**file_digest(reference), **manifest_source(reference)}
     else:
         result["inputs"]["model"] = file_digest(model_path)
-    if report is not None:
-        from ..report import write_report
+    with write_together():  # the report and the JSON appear together, or neither does
+        if report is not None:
+            from ..report import write_report
 
-        write_report(result, report)
-        if not keep_outputs:
-            result.pop("outputs", None)
+            write_report(result, report)
+            if not keep_outputs:
+                result.pop("outputs", None)
+        emit(result, fmt, _ranking_table, output)
+    if report is not None:
         log(f"wrote report {report}", quiet=quiet)
-    emit(result, fmt, _ranking_table, output)
 
 
 @app.command("fit")
@@ -155,6 +215,9 @@ def fit_cli(
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Fit on teachers' reference outputs and save the model (safe .npz, no pickle)."""
+    from ..io import check_outputs
+
+    check_outputs([output], [reference])
     model, skipped = _fit_from_file(reference, task=task, features=features, tagger=tagger,
                                     normalize=normalize, seed=seed,
                                     reader=_reader_options(text_field, skip_invalid, max_chars), quiet=quiet)

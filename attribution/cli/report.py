@@ -20,10 +20,12 @@ def report_cli(
 ) -> None:
     """Render a saved ranking as an HTML or Markdown report (ranking, evidence plots, templates, versions)."""
     from ..errors import input_error
-    from ..report import write_report
+    from ..io import check_outputs
+    from ..report import report_files, write_report
 
     if not result_path.is_file():
         raise input_error("E109", source=str(result_path))
+    check_outputs(report_files(output), [result_path])
     try:
         result = json.loads(result_path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
@@ -31,6 +33,10 @@ def report_cli(
     except json.JSONDecodeError as err:
         raise input_error("E101", source=str(result_path), line=err.lineno,
                           detail=f"{err.msg} at column {err.colno}") from err
+    except RecursionError:
+        raise input_error("E101", source=str(result_path), detail="nested too deeply") from None
+    except ValueError as err:  # an integer of more than 4,300 digits
+        raise input_error("E101", source=str(result_path), detail=str(err)) from None
     try:
         write_report(result, output)
     except Exception as err:

@@ -36,10 +36,11 @@ def tag_cli(
 
     from tqdm import tqdm
 
-    from ..io import RecordReader, atomic_write
+    from ..io import RecordReader, atomic_write, check_outputs
     from ..normalize import Normalizer
     from ..tagging import get_tagger
 
+    check_outputs([output], [inputs])
     tag = get_tagger(tagger, batch_size=batch_size, n_process=n_process)
     reader = RecordReader(inputs, text_field=text_field, skip_invalid=skip_invalid)
     normalizer = Normalizer() if normalize else None

@@ -1,0 +1,425 @@
+"""Save and load fitted models: an ``.npz`` archive of float arrays plus one JSON header.
+
+A model file may come from anyone, so loading trusts nothing in it:
+
+- the header is read first (at most :data:`MAX_HEADER_BYTES`) and checked against
+  :data:`HEADER`, a declarative schema: every key known, every type, range and enum value
+  checked, unknown keys refused;
+- the archive's members are then checked against what the header implies
+  (:data:`TASK_ARRAYS`): names, dtypes (floats only: nothing to unpickle) and shapes are read
+  from the zip directory and each ``.npy`` header *before* anything is decompressed, and
+  their total size is bounded (:data:`MAX_ARRAY_BYTES`), so a small file cannot expand
+  into gigabytes;
+- every weight must be finite;
+- a tagger named by the file is ``spacy``, ``nltk``, or an installed spaCy package that
+  the caller allowed (``load_model(path, tagger=NAME)``, CLI ``--tagger NAME``); nothing is
+  imported or opened because the file names it.
+
+Any failure is a :class:`~attribution.errors.ModelError` with code ``E206`` (``E214`` for a
+tagger the caller did not allow).
+
+To add a parameter to :class:`~attribution.models.TeacherAttributor`, add one line to
+:data:`PARAMS`; to save a new array, one line to :data:`TASK_ARRAYS`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.lib import format as npy
+
+from . import __version__
+from .errors import Errors, model_error
+from .features import FEATURE_SETS, SOURCES, WEIGHTINGS
+from .schema import Anything, Bool, Enum, Int, List, Num, Obj, Opt, SchemaError, Str
+from .tagging import SPACY_PACKAGE_RE, TAGGERS
+
+if TYPE_CHECKING:  # models imports this module at its end
+    from .models import MultiTaskAttributor, TeacherAttributor
+
+MODEL_FORMAT = "teacher-attribution-model/1"
+
+# -- bounds ---------------------------------------------------------------------------------
+#: Largest JSON header (bytes).
+MAX_HEADER_BYTES = 64 << 20
+#: Largest total size of the arrays once decompressed (bytes).
+MAX_ARRAY_BYTES = 1 << 30
+MAX_TASKS = 1_000
+MAX_TEACHERS = 1_000
+#: Largest vocabulary of one feature block, and longest n-gram.
+MAX_VOCABULARY = 1_000_000
+MAX_NGRAM = 16
+MAX_LABEL_CHARS = 1_000
+#: Most reference outputs per left-out teacher in the unlisted-teacher null.
+MAX_NULL_ROWS = 10_000_000
+
+# -- header schema --------------------------------------------------------------------------
+LABEL = Str(MAX_LABEL_CHARS)
+#: A tagger as a model file may name it; anything but "spacy"/"nltk" needs the caller's consent.
+TAGGER = Str(64, pattern=f"{'|'.join(TAGGERS)}|{SPACY_PACKAGE_RE.pattern}")
+#: Parameters of TeacherAttributor, one line each.
+PARAMS = Obj({
+    "features": Enum(*FEATURE_SETS),
+    "C": Num(0, 1e9, min_exclusive=True),
+    "class_weight": Enum("balanced", None),
+    "max_iter": Int(1, 1_000_000),
+    "tagger": TAGGER,
+    "normalize": Bool(),
+    "n_bootstrap": Int(0, 100_000),
+    "open_set": Bool(),
+    "open_set_min_teachers": Int(2, MAX_TEACHERS),
+    "batch_size": Int(1, 1 << 16),
+    "paired": Bool(),
+    "random_state": Opt(Int(0, 2**64 - 1)),
+})
+#: Parameters of the feature vectorizers; each class must have exactly its own (see _check_block).
+VECTORIZER_PARAMS = {
+    "source": Enum(*SOURCES),
+    "ngram_range": List(Int(1, MAX_NGRAM), 2, 2),
+    "n": Int(1, MAX_NGRAM),
+    "top_k": Opt(Int(1, MAX_VOCABULARY)),
+    "weighting": Enum(*WEIGHTINGS),
+    "lowercase": Bool(),
+    "tagger": TAGGER,
+}
+BLOCK = Obj({
+    "name": Enum("pos", "words"),
+    "class": Enum("SequenceNgramVectorizer", "PosTemplateVectorizer", "WordNgramVectorizer"),
+    "params": Anything(),  # checked against the block's class by _check_block
+    "vocabulary": List(Str(10_000), 0, MAX_VOCABULARY, unique=True),
+})
+TASK = Obj({
+    "task": Opt(LABEL),
+    "params": PARAMS,
+    "classes": List(LABEL, 2, MAX_TEACHERS, unique=True),
+    "signature": Str(10_000),
+    "blocks": List(BLOCK, 1, 8),
+    "unlisted": List(LABEL, 0, MAX_TEACHERS, unique=True),
+})
+HEADER = Obj({
+    "format": Enum(MODEL_FORMAT),
+    "version": Str(100),
+    "tasks": List(TASK, 1, MAX_TASKS),
+})
+
+@dataclass(frozen=True)
+class Array:
+    """What one saved array must look like.
+
+    ``shape`` entries: a dimension of the task (``classes``, ``others`` = classes - 1, ``rows`` =
+    rows of the coefficients, ``features``, ``vocab`` = the block's vocabulary); ``None``, any
+    length up to MAX_NULL_ROWS; ``"*name"``, a free length bound by its first use and equal in
+    every later array of the task; or a function of those dimensions (a dict) for derived lengths.
+    ``kind``: numpy dtype kind (``f`` floats, which must be finite; ``i`` integers; ``U`` strings).
+    ``over``: one array per unlisted teacher (``unlisted``) or per TF-IDF block (``tfidf_blocks``),
+    ``{k}`` in the name being its index. ``optional``: the arrays of one ``group`` are all present or
+    all absent.
+    """
+
+    shape: tuple[Any, ...]
+    kind: str = "f"
+    over: str | None = None
+    optional: bool = False
+    group: str | None = None
+
+
+#: Arrays of task ``i`` (members ``t{i}_NAME.npy``), one line each.
+TASK_ARRAYS: dict[str, Array] = {
+    "coef": Array(("rows", "features")),
+    "intercept": Array(("rows",)),
+    "unlisted{k}": Array((None, "others"), over="unlisted"),
+    "block{k}_idf": Array(("vocab",), over="tfidf_blocks"),
+    # teachers' answers to shared prompts (attribution.paired), a CSR matrix of ids x teachers rows
+    "paired_ids": Array(("*ids",), kind="U", optional=True, group="paired"),
+    "paired_data": Array(("*nnz",), optional=True, group="paired"),
+    "paired_indices": Array(("*nnz",), kind="i", optional=True, group="paired"),
+    "paired_indptr": Array((lambda d: d["*ids"] * d["classes"] + 1,), kind="i", optional=True, group="paired"),
+}
+
+
+def _repetitions(meta: dict[str, Any], over: str | None) -> list[tuple[int, dict[str, int]]]:
+    """(k, extra dimensions) for each array of a repeated kind."""
+    if over is None:
+        return [(0, {})]
+    if over == "unlisted":
+        return [(k, {}) for k in range(len(meta["unlisted"]))]
+    if over == "tfidf_blocks":
+        return [(k, {"vocab": len(b["vocabulary"])}) for k, b in enumerate(meta["blocks"])
+                if b["params"].get("weighting") == "tfidf"]
+    raise ValueError(f"unknown repetition {over!r}")  # a programming error in TASK_ARRAYS
+
+
+def expected_arrays(header: dict[str, Any]) -> dict[str, tuple[int, Array, dict[str, int]]]:
+    """Member name (without ``.npy``) -> (task index, spec, task dimensions), for a checked header."""
+    out: dict[str, tuple[int, Array, dict[str, int]]] = {}
+    for i, meta in enumerate(header["tasks"]):
+        n_classes = len(meta["classes"])
+        dims = {"classes": n_classes, "others": n_classes - 1, "rows": n_classes if n_classes > 2 else 1,
+                "features": sum(len(b["vocabulary"]) for b in meta["blocks"])}
+        for name, spec in TASK_ARRAYS.items():
+            for k, extra in _repetitions(meta, spec.over):
+                # one dict per task, so that a free "*" length bound by one array holds for the others
+                out[f"t{i}_{name.format(k=k)}"] = (i, spec, {**dims, **extra} if extra else dims)
+    return out
+
+
+def _select_present(expected: dict[str, tuple[int, Array, dict[str, int]]],
+                    members: dict[str, Any]) -> list[str]:
+    """The expected arrays the archive must hold: all required ones, and each optional group of a
+    task entirely or not at all."""
+    names, groups = [], {}
+    for name, (i, spec, _) in expected.items():
+        if not spec.optional:
+            names.append(name)
+        else:
+            groups.setdefault((i, spec.group or name), []).append(name)
+    for (_, group), group_names in groups.items():
+        present = [n for n in group_names if n in members]
+        if present and len(present) != len(group_names):
+            missing = next(n for n in group_names if n not in members)
+            raise _Invalid(f"missing array {missing!r} (the '{group}' arrays come together)")
+        names.extend(present)
+    return names
+
+
+def _expected_shape(shape: tuple[Any, ...], actual: tuple[int, ...], dims: dict[str, int]) -> tuple[int | None, ...]:
+    """Resolve a spec's shape against the task dimensions, binding free ``*`` dimensions (in ``dims``)."""
+    out: list[int | None] = []
+    for d, got in zip(shape, actual + (None,) * len(shape)):
+        if callable(d):
+            out.append(int(d(dims)))
+        elif isinstance(d, str) and d.startswith("*"):
+            if got is not None and got > MAX_NULL_ROWS:
+                raise _Invalid(f"a length of {got}, over the limit of {MAX_NULL_ROWS}")
+            out.append(dims.setdefault(d, got))
+        else:
+            out.append(None if d is None else dims[d])
+    return tuple(out)
+
+
+# -- saving ---------------------------------------------------------------------------------
+def save_model(model: MultiTaskAttributor | TeacherAttributor, path: str | os.PathLike) -> None:
+    """Save a fitted model as arrays plus a JSON header in an ``.npz`` archive (atomically).
+
+    Loading (:func:`load_model`) uses no pickle and checks everything, so a model file from an
+    untrusted source cannot run code or exhaust memory.
+    """
+    from .io import atomic_write
+    from .models import MultiTaskAttributor, TeacherAttributor
+
+    if isinstance(model, TeacherAttributor):
+        wrapper = MultiTaskAttributor(**model.get_params())
+        wrapper.models_ = {None: model}
+        wrapper._set_classes()
+        model = wrapper
+    header: dict[str, Any] = {"format": MODEL_FORMAT, "version": __version__, "tasks": []}
+    arrays: dict[str, np.ndarray] = {}
+    for i, (task, sub) in enumerate(model.models_.items()):
+        meta, sub_arrays = sub.get_state()
+        header["tasks"].append({"task": task, **meta})
+        arrays.update({f"t{i}_{k}": v for k, v in sub_arrays.items()})
+    arrays["__header__"] = np.frombuffer(json.dumps(header, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    with atomic_write(path, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+# -- loading --------------------------------------------------------------------------------
+class _Invalid(Exception):
+    """Internal: the file is not a valid model; the message is the detail of E206."""
+
+
+def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and header length of one ``.npy`` member, reading only its first bytes."""
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _Invalid(f"member {info.filename!r} uses an unsupported compression")
+    with archive.open(info) as handle:
+        version = npy.read_magic(handle)
+        reader = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        if version not in ((1, 0), (2, 0)):
+            raise _Invalid(f"member {info.filename!r} has .npy version {version}")
+        shape, _fortran, dtype = reader(handle)
+        offset = handle.tell()
+    return shape, dtype, offset
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    with archive.open(info) as handle:
+        return npy.read_array(handle, allow_pickle=False)
+
+
+_KINDS = {"f": ("floats", 8), "i": ("integers", 8), "u": ("bytes", 1), "U": ("strings", 4 * MAX_LABEL_CHARS)}
+
+
+def _check_member(info: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype, offset: int,
+                  expected: tuple[int | None, ...], kind: str) -> int:
+    """Check one member's declared dtype, shape and size; return its size in bytes."""
+    name = info.filename
+    what, max_itemsize = _KINDS[kind]
+    if dtype.kind != kind or dtype.hasobject or dtype.itemsize > max_itemsize or dtype.fields is not None:
+        raise _Invalid(f"member {name!r} has dtype {dtype.str}, expected {what}")
+    if len(shape) != len(expected) or any(e is not None and s != e for s, e in zip(shape, expected)):
+        raise _Invalid(f"member {name!r} has shape {shape}, the header implies {expected}")
+    if any(s > MAX_NULL_ROWS for s, e in zip(shape, expected) if e is None):
+        raise _Invalid(f"member {name!r} has shape {shape}, over the limit of {MAX_NULL_ROWS} rows")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if info.file_size != offset + nbytes:
+        raise _Invalid(f"member {name!r} declares {info.file_size} bytes, its shape needs {offset + nbytes}")
+    return nbytes
+
+
+def _check_block(block: dict[str, Any], tagger: str, where: str) -> None:
+    from .features import PosTemplateVectorizer, SequenceNgramVectorizer, WordNgramVectorizer
+
+    klass = {c.__name__: c for c in (SequenceNgramVectorizer, PosTemplateVectorizer, WordNgramVectorizer)}
+    keys = set(klass[block["class"]]().get_params())
+    Obj({k: VECTORIZER_PARAMS[k] for k in keys}).check(block["params"], f"{where}.params")
+    params = block["params"]
+    if "ngram_range" in params and params["ngram_range"][0] > params["ngram_range"][1]:
+        raise SchemaError(f"{where}.params.ngram_range: must be increasing (got {params['ngram_range']})")
+    if params["tagger"] != tagger:
+        raise SchemaError(f"{where}.params.tagger: must be the task's tagger {tagger!r}")
+
+
+def check_header(header: Any) -> None:
+    """Raise :class:`~attribution.schema.SchemaError` unless ``header`` is a valid model header."""
+    HEADER.check(header, "header")
+    tasks = [meta["task"] for meta in header["tasks"]]
+    if len(set(tasks)) != len(tasks):
+        raise SchemaError("header.tasks: task names must be distinct")
+    for i, meta in enumerate(header["tasks"]):
+        where = f"header.tasks[{i}]"
+        if not set(meta["unlisted"]) <= set(meta["classes"]):
+            raise SchemaError(f"{where}.unlisted: must name teachers of the task")
+        for b, block in enumerate(meta["blocks"]):
+            _check_block(block, meta["params"]["tagger"], f"{where}.blocks[{b}]")
+
+
+def _check_tagger(header: dict[str, Any], allowed: str | None, path: Path) -> None:
+    from .tagging import is_spacy_package
+
+    for meta in header["tasks"]:
+        name = meta["params"]["tagger"]
+        if name in TAGGERS:
+            continue
+        if allowed is None or name != allowed.replace("-", "_"):
+            raise model_error("E214", path=path, name=name)
+        if not is_spacy_package(name):
+            raise model_error("E304", model=name, detail="not an installed spaCy package")
+
+
+def _read_header(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]) -> Any:
+    info = members.get("__header__")
+    if info is None:
+        raise _Invalid("no header")
+    shape, dtype, offset = _npy_header(archive, info)
+    if len(shape) == 1 and shape[0] > MAX_HEADER_BYTES:
+        raise _Invalid(f"header of {shape[0]} bytes, over the limit of {MAX_HEADER_BYTES}")
+    _check_member(info, shape, dtype, offset, (None,), "u")
+    raw = _read_member(archive, info)
+    try:
+        return json.loads(raw.tobytes().decode("utf-8"))
+    except RecursionError:
+        raise _Invalid("header: JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, huge integers
+        raise _Invalid(f"header: {type(exc).__name__}: {exc}") from None
+
+
+def _read_arrays(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The checked header and arrays of a model file; raises _Invalid, never decompresses blindly."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise _Invalid(f"not a zip archive ({type(exc).__name__}: {exc})") from None
+    with archive:
+        infos = archive.infolist()
+        if len(infos) > 16 * MAX_TASKS:
+            raise _Invalid(f"{len(infos)} members")
+        members: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            name = info.filename
+            if not name.endswith(".npy") or name[:-4] in members or info.is_dir():
+                raise _Invalid(f"unexpected member {name[:100]!r}")
+            members[name[:-4]] = info
+        header = _read_header(archive, members)
+        try:
+            check_header(header)
+        except SchemaError as exc:
+            raise _Invalid(str(exc)) from None
+        expected = expected_arrays(header)
+        extra = sorted(set(members) - set(expected) - {"__header__"})
+        if extra:
+            raise _Invalid(f"unexpected member {extra[0][:100]!r}")
+        wanted = _select_present(expected, members)
+        missing = [name for name in wanted if name not in members]
+        if missing:
+            raise _Invalid(f"missing array {missing[0]!r}")
+        total = 0
+        for name in wanted:
+            info, (_, spec, dims) = members[name], expected[name]
+            shape, dtype, offset = _npy_header(archive, info)
+            total += _check_member(info, shape, dtype, offset, _expected_shape(spec.shape, shape, dims), spec.kind)
+            if total > MAX_ARRAY_BYTES:
+                raise _Invalid(f"arrays of more than {MAX_ARRAY_BYTES} bytes")
+        arrays = {}
+        for name in wanted:
+            array = _read_member(archive, members[name])
+            if array.dtype.kind == "f":
+                if not np.isfinite(array).all():
+                    raise _Invalid(f"array {name!r} holds non-finite values (NaN or infinity)")
+                array = array.astype(float, copy=False)
+            arrays[name] = array
+    return header, arrays
+
+
+def load_model(path: str | os.PathLike, *, tagger: str | None = None) -> MultiTaskAttributor:
+    """Load a model saved by :func:`save_model`, checking everything first (see the module doc).
+
+    Parameters
+    ----------
+    path : str or Path
+    tagger : str, optional
+        The spaCy package the caller allows, when the model was fitted with one other than
+        ``spacy`` or ``nltk``: a model file alone cannot choose which package gets imported.
+
+    Raises
+    ------
+    ModelError
+        ``E206`` for anything that is not a valid model file; ``E214`` for a tagger package the
+        caller did not allow; ``E304`` when that package is not installed.
+    """
+    from .models import MultiTaskAttributor, TeacherAttributor
+
+    path = Path(path)
+    if not path.is_file():
+        raise model_error("E206", path=path, detail="file not found")
+    try:
+        header, arrays = _read_arrays(path)
+    except _Invalid as exc:
+        raise model_error("E206", path=path, detail=str(exc)) from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:  # damaged data
+        raise model_error("E206", path=path, detail=f"{type(exc).__name__}: {exc}") from None
+    _check_tagger(header, tagger, path)
+    if header["version"] != __version__:
+        warnings.warn(Errors.E207.format(path=path, saved=header["version"], current=__version__), stacklevel=2)
+    try:  # the header and shapes were checked; this only guards against what they cannot see
+        model = MultiTaskAttributor(**header["tasks"][0]["params"])
+        model.models_ = {}
+        for i, meta in enumerate(header["tasks"]):
+            sub_arrays = {k.split("_", 1)[1]: v for k, v in arrays.items() if k.startswith(f"t{i}_")}
+            model.models_[meta["task"]] = TeacherAttributor.from_state(meta, sub_arrays)
+        model._set_classes()
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise model_error("E206", path=path, detail=f"{type(exc).__name__}: {exc}") from exc
+    return model
+
+
+__all__ = ["HEADER", "MODEL_FORMAT", "PARAMS", "TASK_ARRAYS", "check_header", "expected_arrays", "load_model",
+           "save_model"]
