@@ -242,13 +242,18 @@ class RateLimiter:
         entry[1] = float(tokens)
 
 
-def _client(base_url: str, options: EndpointOptions) -> Any:
+def _openai() -> Any:
     try:
         import openai
     except ModuleNotFoundError as err:
         if err.name != "openai":
             raise
         raise missing_dependency("openai", "api") from None
+    return openai
+
+
+def _client(base_url: str, options: EndpointOptions) -> Any:
+    openai = _openai()
     # Local servers (llama.cpp, vLLM, Ollama) accept any key; the client insists on one.
     key = os.environ.get(options.api_key_env) or "no-key"
     return openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=options.timeout)
@@ -363,6 +368,8 @@ def collect_from_endpoint(base_url: str, model: str, prompts: str | os.PathLike,
         _check_same_settings(output, existing, {**settings, "student": label}, true_teacher)
     done = {str(row["id"]) for row in existing}
     todo = [r for r in records if r.key not in done]
+    if todo:
+        _openai()  # a missing client is an install problem, not a failed run
     start_date, start = _now(), time.perf_counter()
     stats = Stats()
     secret = os.environ.get(options.api_key_env)
@@ -380,6 +387,9 @@ def collect_from_endpoint(base_url: str, model: str, prompts: str | os.PathLike,
     except (KeyboardInterrupt, asyncio.CancelledError):
         status, error = "interrupted", "interrupted"
         raise KeyboardInterrupt from None
+    except Exception as err:
+        status, error = "failed", f"{type(err).__name__}: {_short(err)}"
+        raise
     finally:
         summary = {"output": str(output), "manifest": str(manifest_path(output)), "endpoint": public_url(base_url),
                    "model": model, "label": label, "n_prompts": len(records), "n_existing": len(existing),
