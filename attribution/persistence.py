@@ -29,6 +29,7 @@ import math
 import os
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -404,7 +405,8 @@ def load_model(path: str | os.PathLike, *, tagger: str | None = None) -> MultiTa
         header, arrays = _read_arrays(path)
     except _Invalid as exc:
         raise model_error("E206", path=path, detail=str(exc)) from None
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:  # damaged data
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, KeyError, NotImplementedError,
+            RuntimeError) as exc:  # damaged data (RuntimeError: an encrypted member)
         raise model_error("E206", path=path, detail=f"{type(exc).__name__}: {exc}") from None
     _check_tagger(header, tagger, path)
     if header["version"] != __version__:

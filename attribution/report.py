@@ -51,8 +51,9 @@ _LABEL = Str(1_000)
 _RANKING = List(Obj({"teacher": _LABEL, "probability": Num(0, 1), "support": Opt(Num(0, 1))},
                     optional=("support",), extra=Anything()), 1, 10_000)
 _VERDICT = Obj({"status": Enum("attributed", "inconclusive", "unavailable"), "teacher": Opt(_LABEL),
-                "best_candidate": Opt(_LABEL), "p_unlisted": Opt(Num(0, 1)), "alpha": Opt(Num(0, 1))},
-               optional=("teacher", "best_candidate", "p_unlisted", "alpha"), extra=Anything())
+                "best_candidate": Opt(_LABEL), "p_unlisted": Opt(Num(0, 1)), "p_value": Opt(Num(0, 1)),
+                "alpha": Opt(Num(0, 1))},
+               optional=("teacher", "best_candidate", "p_unlisted", "p_value", "alpha"), extra=Anything())
 RESULT_SCHEMA = Obj({
     "n_outputs": Int(0),
     "n_empty": Int(0),
