@@ -299,7 +299,8 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None],
 
     An output may not be (through symbolic or hard links) one of the ``inputs`` or another of the
     ``outputs``; its directory, or the nearest existing ancestor when the directory is still to be
-    created, must be a directory where a file can be created. Nothing is created or changed.
+    created, must be a directory where a file can be created (a probe file is created there and
+    removed at once). Nothing else is created or changed.
 
     Raises
     ------

@@ -107,7 +107,7 @@ TASK = Obj({
 })
 HEADER = Obj({
     "format": Enum(MODEL_FORMAT),
-    "version": Str(100),
+    "version": Str(100, pattern=r"[0-9A-Za-z.+_-]+"),  # shown in the E207 warning: no control characters
     "tasks": List(TASK, 1, MAX_TASKS),
 })
 
