@@ -64,7 +64,8 @@ def files(tmp_path, reference_path, student_path, labelled_path):
 
 # -- item 1: an output may never be an input or another output -------------------------------------------
 @pytest.mark.parametrize("case", ["rank-o-student", "rank-o-model", "fit-o-reference", "tag-o-input",
-                                  "report-equals-o", "symlink", "hardlink", "md-png-is-input"])
+                                  "report-equals-o", "symlink", "hardlink", "md-png-is-input",
+                                  "evaluate-o-students", "baseline-o-students"])
 def test_item01_output_never_overwrites_an_input(capsys, files, model_file, tmp_path, case):
     model = tmp_path / "model.npz"
     model.write_bytes(model_file.read_bytes())
@@ -86,6 +87,10 @@ def test_item01_output_never_overwrites_an_input(capsys, files, model_file, tmp_
     elif case == "hardlink":
         os.link(student, tmp_path / "hard.json")
         args = [student, "-m", model, "-o", tmp_path / "hard.json"]
+    elif case == "evaluate-o-students":
+        args = ["evaluate", "-r", ref, "-s", student, "-o", student, *FAST]
+    elif case == "baseline-o-students":
+        args = ["baseline", "cosine", "-r", ref, "-s", student, "-o", student, "-q"]
     else:  # a Markdown report writes r_ranking.png beside it: that may not be an input either
         png = tmp_path / "r_ranking.png"
         png.write_bytes(b"mine")

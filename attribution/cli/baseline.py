@@ -111,6 +111,9 @@ def baseline_cli(
         from ..baselines._common import baseline_error
 
         raise baseline_error("E502", name=bad, choices=", ".join(BASELINES))
+    from ..io import check_outputs
+
+    check_outputs([output], [*reference, *students])
     if quiet:
         import os
 
