@@ -66,7 +66,9 @@ MAX_NULL_ROWS = 10_000_000
 LABEL = Str(MAX_LABEL_CHARS)
 #: A tagger as a model file may name it; anything but "spacy"/"nltk" needs the caller's consent.
 TAGGER = Str(64, pattern=f"{'|'.join(TAGGERS)}|{SPACY_PACKAGE_RE.pattern}")
-#: Parameters of TeacherAttributor, one line each.
+#: Parameters added after the first release: absent from older model files, they take their default.
+ADDED_PARAMS = ("paired",)
+#: Parameters of TeacherAttributor, one line each (a new one also goes into ADDED_PARAMS).
 PARAMS = Obj({
     "features": Enum(*FEATURE_SETS),
     "C": Num(0, 1e9, min_exclusive=True),
@@ -80,7 +82,7 @@ PARAMS = Obj({
     "batch_size": Int(1, 1 << 16),
     "paired": Bool(),
     "random_state": Opt(Int(0, 2**64 - 1)),
-})
+}, optional=ADDED_PARAMS)
 #: Parameters of the feature vectorizers; each class must have exactly its own (see _check_block).
 VECTORIZER_PARAMS = {
     "source": Enum(*SOURCES),

@@ -276,6 +276,20 @@ def test_item03_declared_sizes_are_checked_against_the_header(model_file, tmp_pa
     assert info.value.code == "E206" and "shape" in str(info.value)
 
 
+def test_item03_models_saved_before_a_parameter_existed_still_load(model_file, tmp_path):
+    from attribution.persistence import ADDED_PARAMS
+
+    def drop_added(arrays):
+        header = json.loads(arrays["__header__"].tobytes().decode("utf-8"))
+        for task in header["tasks"]:
+            for name in ADDED_PARAMS:
+                task["params"].pop(name, None)
+        arrays["__header__"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+
+    old = _rewrite(model_file, tmp_path / "old.npz", drop_added)
+    assert _load(old).models_
+
+
 def test_item03_every_model_parameter_has_a_schema_entry():
     """The lead adds parameters to TeacherAttributor: each needs one line in persistence.PARAMS."""
     from attribution.models import TeacherAttributor
