@@ -124,7 +124,8 @@ class Array:
     ``kind``: numpy dtype kind (``f`` floats, which must be finite; ``i`` integers; ``U`` strings).
     ``over``: one array per unlisted teacher (``unlisted``) or per TF-IDF block (``tfidf_blocks``),
     ``{k}`` in the name being its index. ``optional``: the arrays of one ``group`` are all present or
-    all absent.
+    all absent. ``values``: a function of (array, dimensions) saying what is wrong with its values,
+    or None (integers used as indices must be checked: scipy does not bound-check them).
     """
 
     shape: tuple[Any, ...]
@@ -132,6 +133,21 @@ class Array:
     over: str | None = None
     optional: bool = False
     group: str | None = None
+    values: Any = None
+
+
+def _indices_below(dim: str) -> Any:
+    def check(array: np.ndarray, dims: dict[str, int]) -> str | None:
+        bad = array.size and (array.min() < 0 or array.max() >= dims[dim])
+        return f"indices outside [0, {dims[dim]})" if bad else None
+    return check
+
+
+def _csr_indptr(nnz: str) -> Any:
+    def check(array: np.ndarray, dims: dict[str, int]) -> str | None:
+        ok = array.size and array[0] == 0 and array[-1] == dims[nnz] and bool((np.diff(array) >= 0).all())
+        return None if ok else f"not a CSR row pointer (from 0, non-decreasing, to {dims[nnz]})"
+    return check
 
 
 #: Arrays of task ``i`` (members ``t{i}_NAME.npy``), one line each.
@@ -143,8 +159,9 @@ TASK_ARRAYS: dict[str, Array] = {
     # teachers' answers to shared prompts (attribution.paired), a CSR matrix of ids x teachers rows
     "paired_ids": Array(("*ids",), kind="U", optional=True, group="paired"),
     "paired_data": Array(("*nnz",), optional=True, group="paired"),
-    "paired_indices": Array(("*nnz",), kind="i", optional=True, group="paired"),
-    "paired_indptr": Array((lambda d: d["*ids"] * d["classes"] + 1,), kind="i", optional=True, group="paired"),
+    "paired_indices": Array(("*nnz",), kind="i", optional=True, group="paired", values=_indices_below("features")),
+    "paired_indptr": Array((lambda d: d["*ids"] * d["classes"] + 1,), kind="i", optional=True, group="paired",
+                           values=_csr_indptr("*nnz")),
 }
 
 
@@ -378,6 +395,10 @@ def _read_arrays(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
                 if not np.isfinite(array).all():
                     raise _Invalid(f"array {name!r} holds non-finite values (NaN or infinity)")
                 array = array.astype(float, copy=False)
+            spec, dims = expected[name][1], expected[name][2]
+            problem = spec.values(array, dims) if spec.values is not None else None
+            if problem:
+                raise _Invalid(f"array {name!r}: {problem}")
             arrays[name] = array
     return header, arrays
 

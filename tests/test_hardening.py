@@ -290,6 +290,33 @@ def test_item03_models_saved_before_a_parameter_existed_still_load(model_file, t
     assert _load(old).models_
 
 
+def test_item03_integer_index_arrays_are_bound_checked(reference_records, tmp_path):
+    """Sparse index arrays (the paired test's CSR matrix) index memory unchecked in scipy."""
+    import inspect
+
+    from attribution.models import TeacherAttributor, save_model
+
+    if "prompt_ids" not in inspect.signature(TeacherAttributor.fit).parameters:
+        pytest.skip("this version saves no paired references")
+    model = TeacherAttributor(features="pos-paper").fit([r.output for r in reference_records],
+                                                        [r.teacher for r in reference_records],
+                                                        prompt_ids=[r.prompt for r in reference_records])
+    good = tmp_path / "paired.npz"
+    save_model(model, good)
+    assert _load(good).models_[None].paired_ is not None
+
+    def bad_index(arrays):
+        arrays["t0_paired_indices"] = arrays["t0_paired_indices"].copy()
+        arrays["t0_paired_indices"][0] = 10**6
+
+    def bad_pointer(arrays):
+        arrays["t0_paired_indptr"] = arrays["t0_paired_indptr"][::-1].copy()
+
+    for edit in (bad_index, bad_pointer):
+        with pytest.raises(ModelError, match=r"\[E206\]"):
+            _load(_rewrite(good, tmp_path / "bad.npz", edit))
+
+
 def test_item03_every_model_parameter_has_a_schema_entry():
     """The lead adds parameters to TeacherAttributor: each needs one line in persistence.PARAMS."""
     from attribution.models import TeacherAttributor
