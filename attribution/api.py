@@ -114,6 +114,9 @@ def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task:
         flush(key)
     if not evidence:
         raise model_error("E209")
+    empty = sorted(str(key) for key, ev in evidence.items() if ev.n_outputs == 0)
+    if empty and len(empty) < len(evidence):  # else E209: nothing at all to rank
+        raise model_error("E215", tasks=", ".join(empty))
     return summarize_evidence(evidence, model.classes_, top_templates=top_templates, outputs=kept or None,
                               keep_outputs=keep_outputs, alpha=alpha)
 

