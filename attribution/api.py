@@ -67,11 +67,12 @@ def fit_reference(records: Iterable[Record], *, task: str | None = None, **param
         raise model_error("E208", task=task, known="(no records)")
     check_references(records, normalize=params.get("normalize", True))
     return MultiTaskAttributor(**params).fit([r.output for r in records], [r.teacher for r in records],
-                                             [r.task for r in records])
+                                             [r.task for r in records], [r.id for r in records])
 
 
 def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task: str | None = None,
                  top_templates: int = 10, keep_outputs: bool = False, alpha: float = ALPHA,
+                 require_unlisted: bool = False,
                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Rank the teacher of one student from all its outputs, streaming in batches.
 
@@ -95,7 +96,7 @@ def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task:
         sub = model.models_[key]
         if key not in evidence:
             evidence[key] = StudentEvidence(sub)
-        proba = evidence[key].add([r.output for r in batch])
+        proba = evidence[key].add([r.output for r in batch], [r.id for r in batch])
         if keep_outputs:
             for record, row in zip(batch, proba):
                 kept.append({"id": record.key, "task": record.task,
@@ -118,7 +119,7 @@ def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task:
     if empty and len(empty) < len(evidence):  # else E209: nothing at all to rank
         raise model_error("E215", tasks=", ".join(empty))
     return summarize_evidence(evidence, model.classes_, top_templates=top_templates, outputs=kept or None,
-                              keep_outputs=keep_outputs, alpha=alpha)
+                              keep_outputs=keep_outputs, alpha=alpha, require_unlisted=require_unlisted)
 
 
 def _task_key(model: MultiTaskAttributor, record: Record, task: str | None) -> str | None:
@@ -176,7 +177,8 @@ def match_students(references: Sequence[Record], students: Sequence[Record], *,
 
 def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Sequence[str], *,
                        top_templates: int = 10, outputs: list | None = None,
-                       keep_outputs: bool = False, alpha: float = ALPHA) -> dict[str, Any]:
+                       keep_outputs: bool = False, alpha: float = ALPHA,
+                       require_unlisted: bool = False) -> dict[str, Any]:
     """Combine per-task evidence into one verdict (over teachers every task knows)."""
     total = np.zeros(len(classes))
     boot_sum = None
@@ -200,33 +202,89 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
         templates.extend({**row, "task": key} for row in rows)
     templates.sort(key=lambda row: (-row["weight"], row["feature"]))
     p_values = {key: ev.p_unlisted() for key, ev in evidence.items()}
+    paired = {key: ev.paired_result(top) for key, ev in evidence.items()}
+    options = {"alpha": alpha, "require_unlisted": require_unlisted}
     result: dict[str, Any] = {"n_outputs": n_outputs, "n_empty": n_empty, "ranking": ranking,
                               "evidence": templates[:top_templates],
-                              "verdict": verdict(top, list(p_values.values()), alpha=alpha)}
+                              "verdict": verdict(top, list(p_values.values()), list(paired.values()), **options)}
     if len(per_task) > 1 or None not in per_task:
         result["tasks"] = {str(k): {"n_outputs": evidence[k].n_outputs, "ranking": v,
-                                    "verdict": verdict(v[0]["teacher"], [p_values[k]], alpha=alpha)}
+                                    "verdict": verdict(v[0]["teacher"], [p_values[k]],
+                                                       [evidence[k].paired_result(v[0]["teacher"])], **options)}
                            for k, v in per_task.items()}
     if keep_outputs:
         result["outputs"] = outputs or []
     return result
 
 
-def verdict(teacher: str, p_values: Sequence[float | None], *, alpha: float = ALPHA) -> dict[str, Any]:
-    """Name the teacher only when an unlisted teacher is implausible.
+def verdict(teacher: str, p_values: Sequence[float | None], paired: Sequence[dict[str, Any] | None] | None = None,
+            *, alpha: float = ALPHA, require_unlisted: bool = False) -> dict[str, Any]:
+    """Name the best-ranked teacher only when a test rules out the alternatives, in every task.
 
-    ``status`` is ``"attributed"`` when every task's :func:`~attribution.models.unlisted_p_value`
-    is below ``alpha`` (the combined p-value is their maximum, a conservative union), ``"inconclusive"``
-    when the student could as well come from a teacher outside the candidates, and ``"unavailable"``
-    when the test cannot run (fewer than 4 candidate teachers, or ``open_set=False``).
+    Per task, the test is the **paired** one when the model kept the teachers' answers to the
+    student's prompts (:mod:`attribution.paired`: the top teacher must beat every other candidate
+    prompt by prompt; ``p_paired``), otherwise the **unlisted**-teacher test
+    (:func:`~attribution.models.unlisted_p_value`; ``p_unlisted``). With ``require_unlisted`` a
+    paired task must pass both. ``p_value`` is the largest p-value over the tasks (a conservative
+    union); ``status`` is ``"attributed"`` when it is below ``alpha``, ``"inconclusive"`` when it
+    is not, and ``"unavailable"`` when a task has no test (no paired answers and fewer than 4
+    candidate teachers, or ``open_set=False``). ``paired_score`` is the evidence behind a paired
+    test: each teacher's mean per-prompt score (see :class:`~attribution.paired.PairedReferences`).
     """
-    if not p_values or any(p is None for p in p_values):  # no test: name nobody, show the best candidate
-        return {"teacher": None, "best_candidate": teacher, "status": "unavailable", "p_unlisted": None,
-                "alpha": alpha}
-    p = max(p_values)
+    paired = list(paired) if paired is not None else [None] * len(p_values)
+    tests, task_p = set(), []
+    for p_unlisted, test in zip(p_values, paired):
+        if test is None:
+            tests.add("unlisted")
+            task_p.append(p_unlisted)
+        elif require_unlisted:
+            tests.add("paired+unlisted")
+            task_p.append(None if p_unlisted is None else max(p_unlisted, test["p_paired"]))
+        else:
+            tests.add("paired")
+            task_p.append(test["p_paired"])
+    found = [t for t in paired if t is not None]
+    out: dict[str, Any] = {
+        "teacher": None, "best_candidate": teacher, "alpha": alpha,
+        "test": "+".join(sorted(tests)) if len(tests) > 1 else next(iter(tests), None),
+        "p_unlisted": None if any(p is None for p in p_values) or not p_values else max(p_values),
+        "p_paired": max(t["p_paired"] for t in found) if found else None,
+        "n_paired": sum(t["n_paired"] for t in found),
+        "runner_up": found[0]["runner_up"] if len(found) == 1 else None,
+        "paired_score": found[0]["paired_score"] if len(found) == 1 else None,
+    }
+    if not task_p or any(p is None for p in task_p):  # no test: name nobody, show the best candidate
+        return {**out, "status": "unavailable", "p_value": None}
+    p = max(task_p)
     status = "attributed" if p < alpha else "inconclusive"
-    return {"teacher": teacher if status == "attributed" else None, "best_candidate": teacher,
-            "status": status, "p_unlisted": p, "alpha": alpha}
+    return {**out, "teacher": teacher if status == "attributed" else None, "status": status, "p_value": p}
+
+
+def describe_verdict(verdict: dict[str, Any] | None) -> str:
+    """One plain sentence saying what a :func:`verdict` means (for tables and reports)."""
+    if not verdict:
+        return "No verdict in this result (it predates the verdict's tests): read the ranking with care."
+    best, p, alpha, test = verdict.get("best_candidate"), verdict.get("p_value"), verdict.get("alpha"), verdict.get("test")
+    if p is None and test is None:  # a result saved before the paired test
+        p, test = verdict.get("p_unlisted"), "unlisted"
+    status = verdict.get("status")
+    p_text = "n/a" if not isinstance(p, (int, float)) else f"{p:.3g}"
+    if test and test.startswith("paired"):
+        what = (f"prompt by prompt, the outputs resemble {best}'s answers more than every other candidate's "
+                f"({verdict.get('n_paired')} paired prompts; runner-up {verdict.get('runner_up')})")
+        if "unlisted" in test:
+            what += ", and a teacher outside the candidates is implausible"
+        if status == "attributed":
+            return f"{verdict.get('teacher')}: {what}, p = {p_text} < {alpha}."
+        return (f"inconclusive: {best} ranks first, but the paired test does not single it out from the other "
+                f"candidates (p = {p_text}, alpha = {alpha}); no teacher is named.")
+    if status == "attributed":
+        return f"{verdict.get('teacher')}: a teacher outside the candidates is implausible (p = {p_text} < {alpha})."
+    if status == "inconclusive":
+        return (f"inconclusive: the outputs are as consistent with a teacher outside the candidates as with "
+                f"{best} (p = {p_text}, alpha = {alpha}); no teacher is named.")
+    return (f"unavailable: no test could run (no teacher answers to the student's prompts, and the unlisted-teacher "
+            f"test needs 4+ candidate teachers); best candidate {best}, relative to the candidates only.")
 
 
 def _ranking_records(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from . import __version__
 from .errors import Errors, NotFittedError, model_error
 from .features import SequenceNgramVectorizer, make_feature_blocks, ngrams
 from .normalize import Normalizer
+from .paired import PairedReferences, PairedTest
 from .tagging import TaggedDoc, get_tagger
 
 DEFAULT_FEATURES = "combined"
@@ -71,6 +72,10 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         --subsets``); with 4 or 5, for none.
     batch_size : int, default=256
         Texts tagged and scored per batch; bounds memory when ranking streams.
+    paired : bool, default=True
+        When the references carry prompt ids and every teacher answered some prompt, keep
+        each teacher's answer to those prompts, so that a student's outputs on the same
+        prompts can be compared prompt by prompt (see :mod:`attribution.paired`).
     random_state : int, default=0
         Seeds the bootstrap; the classifier itself is deterministic.
 
@@ -84,6 +89,8 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
     n_features_ : int
     signature_ : str
         Reproducibility signature: version, tagger, features, C.
+    paired_ : PairedReferences or None
+        The teachers' answers to the prompts all of them answered (``None`` without ids).
     unlisted_log_proba_ : dict of str to ndarray
         For each teacher, log-probabilities of its reference outputs under a model fitted
         *without* it (the null of :func:`unlisted_p_value`); empty with fewer than
@@ -102,7 +109,8 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
     def __init__(self, *, features: str = DEFAULT_FEATURES, C: float = 1.0,
                  class_weight: str | None = "balanced", max_iter: int = 1000, tagger: str = "spacy",
                  normalize: bool = True, n_bootstrap: int = 200, open_set: bool = True,
-                 open_set_min_teachers: int = 4, batch_size: int = 256, random_state: int = 0) -> None:
+                 open_set_min_teachers: int = 4, batch_size: int = 256, paired: bool = True,
+                 random_state: int = 0) -> None:
         self.features = features
         self.C = C
         self.class_weight = class_weight
@@ -113,6 +121,7 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         self.open_set = open_set
         self.open_set_min_teachers = open_set_min_teachers
         self.batch_size = batch_size
+        self.paired = paired
         self.random_state = random_state
 
     # -- preparation ---------------------------------------------------------------------
@@ -132,8 +141,13 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
             raise NotFittedError(Errors.E204.format(name=type(self).__name__), code="E204")
 
     # -- estimator API -------------------------------------------------------------------
-    def fit(self, texts: Sequence[str], teachers: Sequence[str]) -> TeacherAttributor:
-        """Learn each teacher's style from its reference outputs."""
+    def fit(self, texts: Sequence[str], teachers: Sequence[str],
+            prompt_ids: Sequence[str | None] | None = None) -> TeacherAttributor:
+        """Learn each teacher's style from its reference outputs.
+
+        ``prompt_ids`` (optional, one per text) name the prompt each output answers; the
+        teachers' answers to prompts that all of them answered are kept for paired tests.
+        """
         texts = _check_texts(texts)
         teachers = [str(t) for t in _check_texts(teachers, "teachers")]
         if len(texts) != len(teachers):
@@ -142,9 +156,10 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
             raise model_error("E201", n=len(set(teachers)), teachers=sorted(set(teachers)))
         if not (isinstance(self.C, (int, float)) and self.C > 0):
             raise model_error("E210", name="C", expected="a positive number", got=self.C)
-        return self.fit_docs(self.prepare(texts), teachers)
+        return self.fit_docs(self.prepare(texts), teachers, prompt_ids)
 
-    def fit_docs(self, docs: Sequence[TaggedDoc], teachers: Sequence[str]) -> TeacherAttributor:
+    def fit_docs(self, docs: Sequence[TaggedDoc], teachers: Sequence[str],
+                 prompt_ids: Sequence[str | None] | None = None) -> TeacherAttributor:
         """Fit on already-tagged documents (lets callers tag once for several models)."""
         self.blocks_ = make_feature_blocks(self.features, tagger=self.tagger)
         X = sp.hstack([vec.fit_transform(docs) for _, vec in self.blocks_], format="csr")
@@ -154,6 +169,11 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
             self.classifier_.fit(X, y)
             self.unlisted_log_proba_ = self._fit_unlisted(X, y) if self.open_set else {}
         self.classes_ = self.classifier_.classes_
+        self.paired_ = None
+        if self.paired and prompt_ids is not None:
+            if len(prompt_ids) != len(docs):
+                raise model_error("E203", n_texts=len(docs), n_labels=len(prompt_ids))
+            self.paired_ = PairedReferences.from_references(X, teachers, prompt_ids, self.classes_.tolist())
         self.n_features_ = X.shape[1]
         self.signature_ = self._signature()
         return self
@@ -202,8 +222,11 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(self.predict_proba(texts), axis=1)]
 
     # -- student-level verdict -------------------------------------------------------------
-    def rank(self, texts: Iterable[str]) -> pd.DataFrame:
+    def rank(self, texts: Iterable[str], prompt_ids: Iterable[str | None] | None = None) -> pd.DataFrame:
         """Rank the teachers of one student from all of its outputs, most likely first.
+
+        ``prompt_ids`` (one per text) enable the paired test when the model kept the
+        teachers' answers to the same prompts (see :mod:`attribution.paired`).
 
         Returns
         -------
@@ -211,18 +234,24 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
             Columns ``teacher``, ``probability`` (sums to 1; higher means more likely
             the teacher), ``support`` (share of bootstrap resamples of the outputs that
             put this teacher first) and ``mean_log_proba``. ``frame.attrs`` holds
-            ``n_outputs`` and ``p_unlisted`` (see :func:`unlisted_p_value`; name the top
-            teacher only when it is small, e.g. below 0.05).
+            ``n_outputs``, ``p_unlisted`` (see :func:`unlisted_p_value`) and ``paired`` (the
+            paired test of the top teacher, see :meth:`StudentEvidence.paired_result`, or
+            ``None``); ``attribution.api.verdict`` turns them into a verdict.
 
         See Also
         --------
         StudentEvidence : the streaming accumulator behind this method.
         """
         evidence = StudentEvidence(self)
-        for chunk in _chunks(texts, self.batch_size):
-            evidence.add(chunk)
+        if prompt_ids is None:
+            for chunk in _chunks(texts, self.batch_size):
+                evidence.add(chunk)
+        else:
+            for chunk in _chunks(zip(texts, prompt_ids, strict=True), self.batch_size):
+                evidence.add([text for text, _ in chunk], [pid for _, pid in chunk])
         frame = evidence.ranking()
-        frame.attrs.update({"n_outputs": evidence.n_outputs, "p_unlisted": evidence.p_unlisted()})
+        frame.attrs.update({"n_outputs": evidence.n_outputs, "p_unlisted": evidence.p_unlisted(),
+                            "paired": evidence.paired_result(frame["teacher"].iloc[0])})
         return frame
 
     def get_feature_names_out(self) -> np.ndarray:
@@ -240,6 +269,8 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         arrays = {"coef": self.classifier_.coef_, "intercept": self.classifier_.intercept_}
         meta["unlisted"] = sorted(self.unlisted_log_proba_)
         arrays.update({f"unlisted{i}": self.unlisted_log_proba_[t] for i, t in enumerate(meta["unlisted"])})
+        if self.paired_ is not None:
+            arrays.update(self.paired_.get_state())
         for i, (block, vec) in enumerate(self.blocks_):
             vec_meta, vec_arrays = vec.get_state()
             meta["blocks"].append({"name": block, **vec_meta})
@@ -267,6 +298,7 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
                                     for i, t in enumerate(meta.get("unlisted", []))}
         if not self._open_set_applies(len(self.classes_)):  # saved before the test needed 4
             self.unlisted_log_proba_ = {}
+        self.paired_ = PairedReferences.from_state(arrays, len(self.classes_), self.n_features_)
         return self
 
 
@@ -384,16 +416,19 @@ class StudentEvidence:
         self._boot_count = np.zeros(model.n_bootstrap)
         self.keep_outputs = keep_outputs
         self.outputs: list[np.ndarray] = []
+        self.paired = PairedTest(self.classes) if getattr(model, "paired_", None) is not None else None
 
-    def add(self, texts: Sequence[str]) -> np.ndarray:
-        """Add a batch of outputs; returns their per-output probabilities."""
+    def add(self, texts: Sequence[str], prompt_ids: Sequence[str | None] | None = None) -> np.ndarray:
+        """Add a batch of outputs (and, optionally, the prompt id of each); returns their
+        per-output probabilities."""
         docs = self.model.prepare(texts, cache=False)
         X = self.model._featurize(docs)
         proba = self.model.classifier_.predict_proba(X)
-        self.add_scored(docs, X, proba)
+        self.add_scored(docs, X, proba, prompt_ids)
         return proba
 
-    def add_scored(self, docs: Sequence[TaggedDoc], X: sp.csr_matrix, proba: np.ndarray) -> None:
+    def add_scored(self, docs: Sequence[TaggedDoc], X: sp.csr_matrix, proba: np.ndarray,
+                   prompt_ids: Sequence[str | None] | None = None) -> None:
         """Add outputs that were already featurized and scored.
 
         Outputs with no tokens (e.g. only ``nannan...`` before normalization) carry no
@@ -405,6 +440,10 @@ class StudentEvidence:
         if not has_text.all():
             docs = [doc for doc, keep in zip(docs, has_text) if keep]
             X, proba = X[has_text], proba[has_text]
+            if prompt_ids is not None:
+                prompt_ids = [pid for pid, keep in zip(prompt_ids, has_text) if keep]
+        if self.paired is not None and prompt_ids is not None:
+            self.paired.add(self.model.paired_.scores(X, prompt_ids)[1])
         log_proba = np.log(np.clip(proba, 1e-12, 1.0))
         self.n_outputs += len(docs)
         self.sum_log_proba += log_proba.sum(axis=0)
@@ -460,6 +499,12 @@ class StudentEvidence:
             raise model_error("E209")
         return unlisted_p_value(self.sum_log_proba / self.n_outputs, self.n_outputs,
                                 self.model.unlisted_log_proba_, random_state=self.model.random_state)
+
+    def paired_result(self, teacher: str) -> dict[str, Any] | None:
+        """The paired test of ``teacher`` against every other candidate over the outputs seen so
+        far whose prompt the teachers answered (:meth:`attribution.paired.PairedTest.result`);
+        ``None`` when the model kept no paired answers or too few outputs matched."""
+        return self.paired.result(teacher) if self.paired is not None else None
 
     def share_of_outputs(self, feature: str) -> float:
         """Share of the outputs seen so far that contain ``feature`` (``"block:n-gram"``, as in
@@ -521,11 +566,14 @@ class MultiTaskAttributor:
         self.params = params
 
     def fit(self, texts: Sequence[str], teachers: Sequence[str],
-            tasks: Sequence[str | None] | None = None) -> MultiTaskAttributor:
-        """Fit one attributor per task (texts are tagged once, together)."""
+            tasks: Sequence[str | None] | None = None,
+            prompt_ids: Sequence[str | None] | None = None) -> MultiTaskAttributor:
+        """Fit one attributor per task (texts are tagged once, together); ``prompt_ids`` as in
+        :meth:`TeacherAttributor.fit`."""
         texts = _check_texts(texts)
         tasks = list(tasks) if tasks is not None else [None] * len(texts)
-        if not (len(texts) == len(teachers) == len(tasks)):
+        ids = list(prompt_ids) if prompt_ids is not None else [None] * len(texts)
+        if not (len(texts) == len(teachers) == len(tasks) == len(ids)):
             raise model_error("E203", n_texts=len(texts), n_labels=len(teachers))
         probe = TeacherAttributor(**self.params)
         docs = probe.prepare(texts)
@@ -536,7 +584,7 @@ class MultiTaskAttributor:
             if len(set(task_teachers)) < 2:
                 raise model_error("E201", n=len(set(task_teachers)), teachers=sorted(set(task_teachers)))
             model = TeacherAttributor(**self.params)
-            self.models_[task] = model.fit_docs([docs[i] for i in idx], task_teachers)
+            self.models_[task] = model.fit_docs([docs[i] for i in idx], task_teachers, [ids[i] for i in idx])
         self._set_classes()
         return self
 

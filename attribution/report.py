@@ -94,8 +94,10 @@ GLOSSARY = (
                     "0.3 against four others near 0.2 is a clear lead."),
     ("support", "share of bootstrap resamples of the outputs that keep the teacher first: sampling noise only, "
                 "not model error."),
-    ("p_unlisted", "could a teacher outside the candidates explain the outputs as well? The verdict names a "
-                   "teacher only when this is below alpha in every task; it is the number to act on."),
+    ("p_value", "the p-value behind the verdict, the number to act on: the paired test's (does the top teacher "
+                "beat every other candidate prompt by prompt?) when the teachers answered the student's prompts, "
+                "else the unlisted-teacher test's (could a teacher outside the candidates explain the outputs as "
+                "well?). The verdict names a teacher only when it is below alpha in every task."),
     ("weight", "a template's summed contribution to the top teacher's score over all outputs, relative to the "
                "average teacher (higher means more evidence for it)."),
 )
@@ -288,20 +290,9 @@ def _num(value: Any, digits: int = 3) -> str:
 
 def verdict_sentence(verdict: dict[str, Any] | None) -> str:
     """One plain sentence saying what the verdict means."""
-    if not verdict:
-        return "No verdict in this result (it predates the unlisted-teacher test): read the ranking with care."
-    status = verdict.get("status")
-    p = verdict.get("p_unlisted")
-    alpha = verdict.get("alpha")
-    if status == "attributed":
-        return (f"The student is attributed to {verdict.get('teacher')}: a teacher outside the candidates is "
-                f"implausible (p_unlisted = {_num(p)} < alpha = {alpha}).")
-    if status == "inconclusive":
-        return (f"The outputs are as consistent with a teacher outside the candidates as with the "
-                f"best candidate, {verdict.get('best_candidate')} (p_unlisted = {_num(p)}, alpha = {alpha}). "
-                "No teacher is named.")
-    return ("No unlisted-teacher test (it needs 4 or more candidate teachers): the ranking below is relative "
-            "to the candidates only.")
+    from .api import describe_verdict
+
+    return describe_verdict(verdict)
 
 
 def _signature_rows(signature: Any) -> list[tuple[str, str]]:

@@ -106,7 +106,7 @@ def test_normalization_removes_artifacts_before_scoring(pos_model):
 def test_constructor_stores_params_and_clones(pos_model):
     params = {"features": "pos-paper", "C": 0.5, "class_weight": None, "max_iter": 50, "tagger": "nltk",
               "normalize": False, "n_bootstrap": 10, "open_set": False, "open_set_min_teachers": 5,
-              "batch_size": 8, "random_state": 3}
+              "batch_size": 8, "paired": False, "random_state": 3}
     model = TeacherAttributor(**params)
     assert model.get_params() == params
     assert clone(model).get_params() == params

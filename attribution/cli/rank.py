@@ -51,14 +51,9 @@ def _fit_from_file(reference: Path, *, task: Optional[str], features: str, tagge
 
 
 def _verdict_line(verdict: dict[str, Any]) -> str:
-    if verdict["status"] == "attributed":
-        return (f"verdict: {verdict['teacher']} (an unlisted teacher is implausible: "
-                f"p = {verdict['p_unlisted']:.3f} < {verdict['alpha']})")
-    if verdict["status"] == "inconclusive":
-        return (f"verdict: inconclusive -- the outputs are as consistent with a teacher outside the candidates "
-                f"as with {verdict['best_candidate']} (p = {verdict['p_unlisted']:.3f})")
-    return (f"verdict: none -- no unlisted-teacher test (it needs 4+ candidate teachers); best candidate "
-            f"{verdict['best_candidate']}, relative to the candidates only")
+    from ..api import describe_verdict
+
+    return f"verdict: {describe_verdict(verdict)}"
 
 
 def _ranking_table(result: dict[str, Any]) -> str:
@@ -132,9 +127,16 @@ def rank_cli(
     keep_outputs: bool = typer.Option(False, "--keep-outputs",
                                       help="Keep per-output probabilities in the JSON (for 'attribute-teacher report')."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap behind 'support'."),
+    require_unlisted: bool = typer.Option(
+        False, "--require-unlisted-test",
+        help="Name a teacher only if the unlisted-teacher test also passes (stricter; needs 4+ candidates)."),
     quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Rank the candidate teachers of one student from all its outputs."""
+    """Rank the candidate teachers of one student from all its outputs.
+
+    When the references hold every candidate's answer to the student's prompts (same 'id'), the
+    verdict comes from a paired, prompt-by-prompt test; otherwise from the unlisted-teacher test.
+    """
     from tqdm import tqdm
 
     from ..api import file_digest, rank_student
@@ -167,7 +169,8 @@ def rank_cli(
     with tqdm(desc="ranking", unit="out", disable=quiet, file=None, leave=False) as bar:
         try:
             result = rank_student(model, tally, task=task, top_templates=top_templates,
-                                  keep_outputs=report is not None or keep_outputs, progress=bar.update)
+                                  keep_outputs=report is not None or keep_outputs, progress=bar.update,
+                                  require_unlisted=require_unlisted)
         except ModelError as err:
             if err.code != "E209":
                 raise

@@ -1,0 +1,180 @@
+"""Paired, per-prompt evidence: does the student answer each prompt the way one teacher did?
+
+In a real audit the auditor can ask every candidate teacher the student's own prompts. Then
+each student output has one answer per teacher to be compared with, and the comparison is
+*paired*: whatever a prompt demands of every answer (a list, a long essay, a one-word reply)
+is shared by all of the teachers' answers and cancels out. What is left is each teacher's
+idiosyncratic way of answering that prompt, and a student distilled from a teacher copies
+exactly that.
+
+For one prompt with teachers' feature vectors ``t_1 .. t_k`` (their mean ``c``) and the
+student's vector ``x``, the per-output score of teacher ``i`` is the cosine between
+``t_i - c`` and ``x - c``: how far the student moved from the teachers' consensus in
+teacher ``i``'s direction. :class:`PairedTest` then asks, over all of a student's outputs,
+whether the best-ranked teacher's score beats every other teacher's (one-sided paired
+t-tests, combined as an intersection-union test: the largest p-value).
+
+Measured on real distilled LLMs (``benchmarks/bench_alpacaeval.py``): the score is highest
+for the documented teacher of every one of 9 students, while a classifier on pooled
+references ranks the same students with much smaller margins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from scipy import stats
+
+#: Fewest paired outputs for a test (a t-test needs a variance).
+MIN_PAIRED = 3
+
+
+class PairedReferences:
+    """Every candidate teacher's featurized answer to each prompt that all of them answered.
+
+    Parameters
+    ----------
+    prompt_ids : sequence of str
+        Sorted prompt ids.
+    matrix : sparse matrix of shape (n_prompts * n_teachers, n_features)
+        Row ``p * n_teachers + i`` is teacher ``classes[i]``'s answer to ``prompt_ids[p]``.
+    n_teachers : int
+    """
+
+    def __init__(self, prompt_ids: Sequence[str], matrix: sp.csr_matrix, n_teachers: int) -> None:
+        self.prompt_ids = np.asarray(prompt_ids, dtype=str)
+        self.matrix = sp.csr_matrix(matrix, dtype=np.float64)
+        self.n_teachers = int(n_teachers)
+        if self.matrix.shape[0] != len(self.prompt_ids) * self.n_teachers:
+            raise ValueError(f"paired matrix has {self.matrix.shape[0]} rows for {len(self.prompt_ids)} prompts "
+                             f"and {self.n_teachers} teachers")
+        self._row = {pid: p for p, pid in enumerate(self.prompt_ids.tolist())}
+        self._grams: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+    @classmethod
+    def from_references(cls, X: sp.csr_matrix, teachers: Sequence[str], prompt_ids: Sequence[str | None],
+                        classes: Sequence[str]) -> PairedReferences | None:
+        """Keep the prompts that every teacher in ``classes`` answered (the first answer of each
+        teacher, in input order); ``None`` when there are none."""
+        first: dict[tuple[str, str], int] = {}
+        for row, (teacher, pid) in enumerate(zip(teachers, prompt_ids)):
+            if pid is not None:
+                first.setdefault((str(pid), str(teacher)), row)
+        complete = sorted({pid for pid, _ in first if all((pid, t) in first for t in classes)})
+        if not complete:
+            return None
+        rows = [first[(pid, t)] for pid in complete for t in classes]
+        return cls(complete, sp.csr_matrix(X)[rows], len(classes))
+
+    def _gram(self, p: int) -> np.ndarray:
+        gram = self._grams.get(p)
+        if gram is None:
+            block = self.matrix[p * self.n_teachers:(p + 1) * self.n_teachers]
+            gram = self._grams[p] = (block @ block.T).toarray()
+        return gram
+
+    def scores(self, X: sp.csr_matrix, ids: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-output scores of every teacher for the outputs whose prompt has paired answers.
+
+        Returns
+        -------
+        rows : ndarray of int
+            Which rows of ``X`` had a paired prompt.
+        scores : ndarray of shape (len(rows), n_teachers)
+            Cosine between the student's and each teacher's deviation from the teachers' mean
+            answer (0 where either deviation is zero).
+        """
+        found = [(n, self._row[str(pid)]) for n, pid in enumerate(ids) if pid is not None and str(pid) in self._row]
+        k = self.n_teachers
+        if not found:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, k))
+        rows = np.asarray([n for n, _ in found], dtype=np.int64)
+        X = sp.csr_matrix(X)[rows]
+        # cosines from dot products only: x.t_i, t_i.t_j (the prompt's Gram matrix) and x.x
+        product = X @ self.matrix.T
+        out = np.zeros((len(found), k))
+        for n, (_, p) in enumerate(found):
+            tx = product[n, p * k:(p + 1) * k].toarray().ravel()
+            gram = self._gram(p)
+            tc = gram.mean(axis=1)            # t_i . c
+            cc = gram.mean()                  # c . c
+            cx = tx.mean()                    # c . x
+            xx = X[n].multiply(X[n]).sum()
+            numerator = tx - cx - tc + cc
+            norm_t = np.sqrt(np.maximum(np.diag(gram) - 2 * tc + cc, 0.0))
+            norm_x = np.sqrt(max(xx - 2 * cx + cc, 0.0))
+            denominator = norm_t * norm_x
+            out[n] = np.divide(numerator, denominator, out=np.zeros(k), where=denominator > 1e-12)
+        return rows, out
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {"paired_ids": self.prompt_ids, "paired_data": self.matrix.data,
+                "paired_indices": self.matrix.indices, "paired_indptr": self.matrix.indptr}
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], n_teachers: int, n_features: int) -> PairedReferences | None:
+        if "paired_ids" not in arrays:
+            return None
+        ids = arrays["paired_ids"]
+        matrix = sp.csr_matrix((arrays["paired_data"], arrays["paired_indices"], arrays["paired_indptr"]),
+                               shape=(len(ids) * n_teachers, n_features))
+        matrix.check_format(full_check=True)  # a file's indices must not point outside the features
+        return cls(ids.tolist(), matrix, n_teachers)
+
+
+class PairedTest:
+    """Running sums of per-output paired scores, enough for every pairwise t-test (flat memory)."""
+
+    def __init__(self, classes: Sequence[str]) -> None:
+        self.classes = list(classes)
+        k = len(self.classes)
+        self.n = 0
+        self.sum = np.zeros(k)
+        self.sum_outer = np.zeros((k, k))
+
+    def add(self, scores: np.ndarray) -> None:
+        scores = np.asarray(scores, dtype=float)
+        self.n += len(scores)
+        self.sum += scores.sum(axis=0)
+        self.sum_outer += scores.T @ scores
+
+    def merge(self, other: PairedTest, columns: Sequence[int]) -> None:
+        """Add another test's sums, its columns reordered to this test's classes."""
+        cols = np.asarray(columns)
+        self.n += other.n
+        self.sum += other.sum[cols]
+        self.sum_outer += other.sum_outer[np.ix_(cols, cols)]
+
+    def mean(self) -> np.ndarray:
+        return self.sum / max(self.n, 1)
+
+    def p_value(self, teacher: str, other: str) -> float:
+        """One-sided paired t-test: is ``teacher``'s mean score above ``other``'s?"""
+        a, b = self.classes.index(teacher), self.classes.index(other)
+        n = self.n
+        mean = (self.sum[a] - self.sum[b]) / n
+        sum_sq = self.sum_outer[a, a] + self.sum_outer[b, b] - 2 * self.sum_outer[a, b]
+        variance = max(sum_sq - n * mean ** 2, 0.0) / (n - 1)
+        if variance <= 1e-300:
+            return 0.0 if mean > 0 else 1.0
+        return float(stats.t.sf(mean / np.sqrt(variance / n), df=n - 1))
+
+    def result(self, teacher: str) -> dict[str, Any] | None:
+        """Test ``teacher`` against every other candidate; ``None`` below :data:`MIN_PAIRED` outputs.
+
+        ``p_paired`` is the largest of the one-sided p-values (intersection-union test: it is small
+        only when ``teacher`` beats *each* other candidate), ``runner_up`` the candidate behind it.
+        """
+        if self.n < MIN_PAIRED or teacher not in self.classes:
+            return None
+        others = [c for c in self.classes if c != teacher]
+        p_values = {c: self.p_value(teacher, c) for c in others}
+        runner_up = max(others, key=lambda c: (p_values[c], c))
+        return {"p_paired": p_values[runner_up], "runner_up": runner_up, "n_paired": self.n,
+                "paired_score": {c: float(v) for c, v in zip(self.classes, self.mean())}}

@@ -1,0 +1,131 @@
+"""The paired, per-prompt test behind verdicts when the teachers answered the student's prompts.
+
+Unit tests check the arithmetic against direct computations (dense cosines, scipy's paired
+t-test); the end-to-end tests use real distilled LLMs (../shared/data/alpacaeval) and skip
+without them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy import stats
+
+from attribution.api import describe_verdict, fit_reference, rank_student, verdict
+from attribution.io import read_records
+from attribution.models import load_model, save_model
+from attribution.paired import PairedReferences, PairedTest
+
+ALPACAEVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpacaeval"
+CLASSES = ["a", "b", "c"]
+
+
+def _dense_scores(T: np.ndarray, x: np.ndarray) -> np.ndarray:
+    c = T.mean(axis=0)
+    Tc, xc = T - c, x - c
+    denominator = np.linalg.norm(Tc, axis=1) * np.linalg.norm(xc)
+    return np.divide(Tc @ xc, denominator, out=np.zeros(len(T)), where=denominator > 1e-12)
+
+
+def test_scores_are_cosines_of_deviations_from_the_teachers_mean():
+    rng = np.random.default_rng(0)
+    X = sp.random(12, 40, density=0.3, random_state=1, format="csr")  # 4 prompts x 3 teachers
+    teachers = CLASSES * 4
+    ids = [f"p{i // 3}" for i in range(12)]
+    paired = PairedReferences.from_references(X, teachers, ids, CLASSES)
+    assert paired is not None and len(paired) == 4
+    student = sp.csr_matrix(rng.random((5, 40)) * (rng.random((5, 40)) < 0.3))
+    student_ids = ["p2", "nope", "p0", None, "p3"]
+    rows, scores = paired.scores(student, student_ids)
+    assert rows.tolist() == [0, 2, 4]
+    for n, row in enumerate(rows):
+        p = int(student_ids[row][1])
+        expected = _dense_scores(X[p * 3:(p + 1) * 3].toarray(), student[row].toarray().ravel())
+        np.testing.assert_allclose(scores[n], expected, atol=1e-12)
+
+
+def test_only_prompts_every_teacher_answered_are_kept_first_answer_wins():
+    X = sp.csr_matrix(np.arange(1, 15, dtype=float).reshape(7, 2))
+    teachers = ["a", "b", "c", "a", "b", "a", "a"]
+    ids = ["p", "p", "p", "q", "q", "p", None]
+    paired = PairedReferences.from_references(X, teachers, ids, CLASSES)
+    assert paired.prompt_ids.tolist() == ["p"]  # q lacks c
+    np.testing.assert_array_equal(paired.matrix.toarray(), X[:3].toarray())  # row 5 (a second 'a' on p) ignored
+    assert PairedReferences.from_references(X, teachers, [None] * 7, CLASSES) is None
+
+
+def test_paired_test_matches_scipy_and_is_an_intersection_union_test():
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(50, 3)) + np.array([0.5, 0.2, 0.0])
+    test = PairedTest(CLASSES)
+    test.add(scores[:20])
+    test.add(scores[20:])
+    for other in (1, 2):
+        expected = stats.ttest_rel(scores[:, 0], scores[:, other], alternative="greater").pvalue
+        assert test.p_value("a", CLASSES[other]) == pytest.approx(expected, rel=1e-9)
+    result = test.result("a")
+    assert result["p_paired"] == pytest.approx(max(test.p_value("a", "b"), test.p_value("a", "c")))
+    assert result["runner_up"] == "b" and result["n_paired"] == 50
+    np.testing.assert_allclose(list(result["paired_score"].values()), scores.mean(axis=0))
+    assert test.result("b")["p_paired"] > 0.5  # "b" does not beat "a"
+    small = PairedTest(CLASSES)
+    small.add(scores[:2])
+    assert small.result("a") is None
+
+
+def test_verdict_uses_the_paired_test_when_present_and_unlisted_otherwise():
+    paired = {"p_paired": 0.001, "runner_up": "b", "n_paired": 40, "paired_score": {"a": 0.1, "b": 0.0}}
+    v = verdict("a", [0.5], [paired])
+    assert (v["status"], v["teacher"], v["test"], v["p_value"]) == ("attributed", "a", "paired", 0.001)
+    strict = verdict("a", [0.5], [paired], require_unlisted=True)
+    assert (strict["status"], strict["test"], strict["p_value"]) == ("inconclusive", "paired+unlisted", 0.5)
+    old = verdict("a", [0.01], [None])
+    assert (old["status"], old["test"], old["p_value"]) == ("attributed", "unlisted", 0.01)
+    none = verdict("a", [None], [None])
+    assert none["status"] == "unavailable" and none["teacher"] is None
+    mixed = verdict("a", [0.01, 0.3], [paired, None])  # every task must pass
+    assert (mixed["status"], mixed["test"], mixed["p_value"]) == ("inconclusive", "paired+unlisted", 0.3)
+    assert "paired prompts" in describe_verdict(v) and "inconclusive" in describe_verdict(strict)
+    assert describe_verdict(None).startswith("No verdict")
+
+
+# -- real distilled LLMs ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def alpacaeval_subset():
+    """Setting B on a subset: the teachers' reference outputs and their answers to 60 audit prompts,
+    and two students' outputs on those prompts."""
+    if not (ALPACAEVAL / "students_audit.jsonl").is_file():
+        pytest.skip(f"the AlpacaEval provenance data is not at {ALPACAEVAL}")
+    audit = read_records(ALPACAEVAL / "teachers_audit.jsonl", require_teacher=True)
+    prompts = sorted({r.id for r in audit})[:60]
+    keep = set(prompts)
+    references = read_records(ALPACAEVAL / "teachers_reference.jsonl", require_teacher=True)
+    references = [r for r in references if r.id in set(sorted({r.id for r in references})[:80])]
+    students = [r for r in read_records(ALPACAEVAL / "students_audit.jsonl") if r.id in keep]
+    model = fit_reference(references + [r for r in audit if r.id in keep])
+    return model, students
+
+
+@pytest.mark.slow
+def test_real_students_paired_verdict(alpacaeval_subset, tmp_path):
+    model, students = alpacaeval_subset
+    claude = [r for r in students if r.student == "claude2-alpaca-13b"]
+    result = rank_student(model, claude)
+    v = result["verdict"]
+    assert v["test"] == "paired" and v["n_paired"] == len(claude)
+    assert (v["status"], v["teacher"]) == ("attributed", "claude-2")
+    assert v["paired_score"]["claude-2"] == max(v["paired_score"].values())
+    human = rank_student(model, [r for r in students if r.student == "guanaco-33b"])["verdict"]
+    assert human["status"] != "attributed"  # no candidate taught it
+    # the paired answers survive saving, and the loaded model gives the same JSON
+    path = tmp_path / "m.npz"
+    save_model(model, path)
+    again = rank_student(load_model(path), claude)
+    assert json.dumps(again, sort_keys=True) == json.dumps(result, sort_keys=True)
+    # without prompt ids (or with other prompts) the old unlisted-teacher test decides
+    unpaired = rank_student(model, [r.__class__(output=r.output) for r in claude])["verdict"]
+    assert unpaired["test"] == "unlisted" and unpaired["n_paired"] == 0
