@@ -1,7 +1,9 @@
 """The notebooks in notebooks/ run top to bottom in a fresh kernel on whatever data is present.
 
 01-03 need the authors' released outputs (../shared/data/paper_qa, or $TEACHER_ATTRIBUTION_DATA) and
-skip without them; 04 always runs: without the demo corpus it must say so and stop gracefully.
+skip without them; 05 needs the AlpacaEval benchmark (../shared/data/alpacaeval, or
+$TEACHER_ATTRIBUTION_ALPACAEVAL) and skips without it; 04 always runs: without the demo corpus it
+must say so and stop gracefully.
 The cheap checks (first cell names the data, public API only, small committed outputs) always run.
 """
 
@@ -19,14 +21,17 @@ nbformat = pytest.importorskip("nbformat")
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 PAPER_QA = REPO.parent / "shared" / "data" / "paper_qa"
+ALPACAEVAL = REPO.parent / "shared" / "data" / "alpacaeval"
 DEMO_MANIFEST = REPO / "data" / "demo" / "manifest.json"
-NAMES = ("01_reproduce_paper_qa", "02_how_many_outputs", "03_teacher_fingerprints", "04_offline_demo")
+NAMES = ("01_reproduce_paper_qa", "02_how_many_outputs", "03_teacher_fingerprints", "04_offline_demo",
+         "05_alpacaeval")
 NEEDS_PAPER_QA = {"01_reproduce_paper_qa", "02_how_many_outputs", "03_teacher_fingerprints"}
 #: What each notebook must show when it ran on real data (a check that it did its job, not just ran).
 EXPECTED = {
     "01_reproduce_paper_qa": ("pos-paper", "ngram-paper", "combined", "paper"),
     "02_how_many_outputs": ("pos-paper", "combined"),
     "03_teacher_fingerprints": ("keeps", "loses"),
+    "05_alpacaeval": ("setting A: ranked right", "setting B: ranked right", "which LLM, per output"),
 }
 #: Each notebook should run in about a minute on 2 cores; this bound only catches runaways.
 MAX_SECONDS = 180
@@ -71,6 +76,8 @@ def test_notebook_runs_in_a_fresh_kernel(name):
 
     if name in NEEDS_PAPER_QA and not (PAPER_QA.is_dir() or os.environ.get("TEACHER_ATTRIBUTION_DATA")):
         pytest.skip(f"released paper outputs not found at {PAPER_QA} (and TEACHER_ATTRIBUTION_DATA is unset)")
+    if name == "05_alpacaeval" and not (ALPACAEVAL.is_dir() or os.environ.get("TEACHER_ATTRIBUTION_ALPACAEVAL")):
+        pytest.skip(f"AlpacaEval benchmark not found at {ALPACAEVAL} (and TEACHER_ATTRIBUTION_ALPACAEVAL is unset)")
     book = _read(name)
     start = time.perf_counter()
     NotebookClient(book, timeout=600, kernel_name="python3",
