@@ -238,7 +238,7 @@ def verdict(teacher: str, p_values: Sequence[float | None], paired: Sequence[dic
             tests.add("unlisted")
             task_p.append(p_unlisted)
         elif require_unlisted:
-            tests.add("paired+unlisted")
+            tests.update(("paired", "unlisted"))
             task_p.append(None if p_unlisted is None else max(p_unlisted, test["p_paired"]))
         else:
             tests.add("paired")
@@ -246,7 +246,7 @@ def verdict(teacher: str, p_values: Sequence[float | None], paired: Sequence[dic
     found = [t for t in paired if t is not None]
     out: dict[str, Any] = {
         "teacher": None, "best_candidate": teacher, "alpha": alpha,
-        "test": "+".join(sorted(tests)) if len(tests) > 1 else next(iter(tests), None),
+        "test": "+".join(sorted(tests)) or None,
         "p_unlisted": None if any(p is None for p in p_values) or not p_values else max(p_values),
         "p_paired": max(t["p_paired"] for t in found) if found else None,
         "n_paired": sum(t["n_paired"] for t in found),
@@ -288,8 +288,8 @@ def describe_verdict(verdict: dict[str, Any] | None) -> str:
 
 
 def _ranking_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{"teacher": str(row.teacher), "probability": float(row.probability),
-             "support": float(row.support)} for row in frame.itertuples(index=False)]
+    return [{"teacher": str(row.teacher), "probability": float(row.probability), "support": float(row.support),
+             "ci_low": float(row.ci_low), "ci_high": float(row.ci_high)} for row in frame.itertuples(index=False)]
 
 
 def evaluate(references: Sequence[Record], students: Sequence[Record], *,

@@ -317,20 +317,28 @@ def _chunks(texts: Iterable[str], size: int) -> Iterable[list[str]]:
 
 def rank_teachers(classes: Sequence[str], sum_log_proba: np.ndarray, n_outputs: int,
                   boot_sum: np.ndarray | None = None, boot_count: np.ndarray | None = None) -> pd.DataFrame:
-    """A student's ranking from its summed evidence: softmax of the mean log-probability, and the
-    share of bootstrap replicates (rows of ``boot_sum``) that put each teacher first."""
+    """A student's ranking from its summed evidence: softmax of the mean log-probability; the share
+    of bootstrap replicates (rows of ``boot_sum``) that put each teacher first (``support``); and
+    the 2.5-97.5 percentile interval of the probability over those replicates (``ci_low``,
+    ``ci_high``: how much the probability would move with another sample of the outputs)."""
     mean = np.asarray(sum_log_proba, dtype=float) / n_outputs
-    probability = np.exp(mean - mean.max())
-    probability /= probability.sum()
-    if boot_sum is not None:
-        winners = np.argmax(boot_sum / np.maximum(boot_count, 1)[:, None], axis=1)
-        support = np.bincount(winners, minlength=len(classes)) / len(winners)
-    else:
-        support = np.full(len(classes), np.nan)
+    probability = _softmax(mean)
+    k = len(classes)
+    support, ci_low, ci_high = np.full(k, np.nan), np.full(k, np.nan), np.full(k, np.nan)
+    if boot_sum is not None and len(boot_sum):
+        replicates = boot_sum / np.maximum(boot_count, 1)[:, None]
+        support = np.bincount(np.argmax(replicates, axis=1), minlength=k) / len(replicates)
+        ci_low, ci_high = np.percentile(_softmax(replicates), [2.5, 97.5], axis=0)
     frame = pd.DataFrame({"teacher": list(classes), "probability": probability, "support": support,
-                          "mean_log_proba": mean})
+                          "ci_low": ci_low, "ci_high": ci_high, "mean_log_proba": mean})
     return frame.sort_values(["probability", "teacher"], ascending=[False, True],
                              kind="mergesort").reset_index(drop=True)
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis."""
+    out = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return out / out.sum(axis=-1, keepdims=True)
 
 
 def _margin(mean_log_proba: np.ndarray) -> np.ndarray:

@@ -48,12 +48,15 @@ PLOT_KEYS = ("ranking", "outputs")
 # What a result must look like before any of it is rendered. Keys the renderers do not show are
 # allowed (newer results may carry more); every shown field is type-checked.
 _LABEL = Str(1_000)
-_RANKING = List(Obj({"teacher": _LABEL, "probability": Num(0, 1), "support": Opt(Num(0, 1))},
-                    optional=("support",), extra=Anything()), 1, 10_000)
+_RANKING = List(Obj({"teacher": _LABEL, "probability": Num(0, 1), "support": Opt(Num(0, 1)),
+                     "ci_low": Opt(Num(0, 1)), "ci_high": Opt(Num(0, 1))},
+                    optional=("support", "ci_low", "ci_high"), extra=Anything()), 1, 10_000)
 _VERDICT = Obj({"status": Enum("attributed", "inconclusive", "unavailable"), "teacher": Opt(_LABEL),
                 "best_candidate": Opt(_LABEL), "p_unlisted": Opt(Num(0, 1)), "p_value": Opt(Num(0, 1)),
-                "alpha": Opt(Num(0, 1))},
-               optional=("teacher", "best_candidate", "p_unlisted", "p_value", "alpha"), extra=Anything())
+                "alpha": Opt(Num(0, 1)), "test": Opt(Enum("paired", "unlisted", "paired+unlisted")),
+                "p_paired": Opt(Num(0, 1)), "n_paired": Int(0), "runner_up": Opt(_LABEL)},
+               optional=("teacher", "best_candidate", "p_unlisted", "p_value", "alpha", "test", "p_paired",
+                         "n_paired", "runner_up"), extra=Anything())
 RESULT_SCHEMA = Obj({
     "n_outputs": Int(0),
     "n_empty": Int(0),
@@ -92,6 +95,8 @@ GLOSSARY = (
     ("probability", "how strongly a typical output points at the teacher: the renormalized geometric mean of the "
                     "per-output probabilities. It does not grow with the number of outputs; with 5 candidates, "
                     "0.3 against four others near 0.2 is a clear lead."),
+    ("95% interval", "the 2.5-97.5 percentiles of the probability over bootstrap resamples of the outputs: how much "
+                     "it would move with another sample of the same student's outputs."),
     ("support", "share of bootstrap resamples of the outputs that keep the teacher first: sampling noise only, "
                 "not model error."),
     ("p_value", "the p-value behind the verdict, the number to act on: the paired test's (does the top teacher "
@@ -288,6 +293,12 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{float(value):.{digits}f}" if _is_number(value) else "n/a"
 
 
+def format_interval(row: dict[str, Any]) -> str:
+    """The bootstrap interval of a ranking row's probability, or n/a (older results have none)."""
+    low, high = row.get("ci_low"), row.get("ci_high")
+    return f"{_num(low)}-{_num(high)}" if _is_number(low) and _is_number(high) else "n/a"
+
+
 def verdict_sentence(verdict: dict[str, Any] | None) -> str:
     """One plain sentence saying what the verdict means."""
     from .api import describe_verdict
@@ -386,9 +397,9 @@ def render_html(result: dict[str, Any], plots: dict[str, bytes]) -> str:
              + (f"; {_e(result['skipped'])} invalid record(s) skipped" if result.get("skipped") else "")
              + ".</p>",
              "<h2>Ranking of the candidate teachers</h2>",
-             _html_table(["rank", "teacher", "probability", "support"],
-                         [(i + 1, _e(r["teacher"]), _num(r["probability"]), _num(r.get("support"), 2))
-                          for i, r in enumerate(result["ranking"])], numeric=(0, 2, 3)),
+             _html_table(["rank", "teacher", "probability", "95% interval", "support"],
+                         [(i + 1, _e(r["teacher"]), _num(r["probability"]), format_interval(r), _num(r.get("support"), 2))
+                          for i, r in enumerate(result["ranking"])], numeric=(0, 2, 3, 4)),
              _img(plots["ranking"], "Bar chart: student-level probability of each candidate teacher")]
     task_rows = _task_rows(result)
     if task_rows:
@@ -470,8 +481,8 @@ def render_markdown(result: dict[str, Any], images: dict[str, str]) -> str:
              f"{result['n_outputs']} student outputs ranked"
              + (f"; {result['skipped']} invalid record(s) skipped" if result.get("skipped") else "") + ".", "",
              "## Ranking of the candidate teachers", ""]
-    lines += _md_table(["rank", "teacher", "probability", "support"],
-                       [(i + 1, _md(r["teacher"]), _num(r["probability"]), _num(r.get("support"), 2))
+    lines += _md_table(["rank", "teacher", "probability", "95% interval", "support"],
+                       [(i + 1, _md(r["teacher"]), _num(r["probability"]), format_interval(r), _num(r.get("support"), 2))
                         for i, r in enumerate(result["ranking"])])
     lines += [f"![Student-level probability of each candidate teacher]({images['ranking']})", ""]
     task_rows = _task_rows(result)

@@ -99,7 +99,7 @@ def test_rank_table_and_quiet(cli, student_path, saved_model):
     proc = cli("rank", student_path, "--model", saved_model[1], "--quiet")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["teacher", "probability", "support"]
+    assert lines[0].split() == ["teacher", "probability", "95%", "interval", "support"]
     assert lines[1].split()[0] == "chatty"
     assert any(line.startswith("verdict:") for line in lines)
     assert "(10 outputs;" in proc.stdout

@@ -142,7 +142,8 @@ def test_unfitted_model():
 # -- ranking a student ---------------------------------------------------------------------------
 def test_rank_names_the_teacher_of_the_student(pos_model, student_records):
     frame = pos_model.rank(texts_of(student_records))
-    assert list(frame.columns) == ["teacher", "probability", "support", "mean_log_proba"]
+    assert list(frame.columns) == ["teacher", "probability", "support", "ci_low", "ci_high", "mean_log_proba"]
+    assert (frame["ci_low"] <= frame["probability"] + 1e-9).all() and (frame["probability"] <= frame["ci_high"] + 1e-9).all()
     assert frame["teacher"].iloc[0] == "chatty"
     assert sorted(frame["teacher"]) == TEACHERS
     assert frame["probability"].is_monotonic_decreasing

@@ -57,9 +57,13 @@ def _verdict_line(verdict: dict[str, Any]) -> str:
 
 
 def _ranking_table(result: dict[str, Any]) -> str:
-    lines = [f"{'teacher':<24} {'probability':>11} {'support':>8}"]
-    lines += [f"{r['teacher']:<24} {r['probability']:>11.3f} {r['support']:>8.2f}" for r in result["ranking"]]
-    lines.append(f"({result['n_outputs']} outputs; support = share of bootstrap resamples ranking it first)")
+    from ..report import format_interval
+
+    lines = [f"{'teacher':<24} {'probability':>11} {'95% interval':>14} {'support':>8}"]
+    lines += [f"{r['teacher']:<24} {r['probability']:>11.3f} {format_interval(r):>14} {r['support']:>8.2f}"
+              for r in result["ranking"]]
+    lines.append(f"({result['n_outputs']} outputs; interval and support from bootstrap resamples of the outputs; "
+                 "support = share ranking it first)")
     lines.append(_verdict_line(result["verdict"]))
     for task, sub in sorted(result.get("tasks", {}).items()):
         best = sub["ranking"][0]
