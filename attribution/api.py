@@ -72,7 +72,7 @@ def fit_reference(records: Iterable[Record], *, task: str | None = None, **param
 
 def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task: str | None = None,
                  top_templates: int = 10, keep_outputs: bool = False, alpha: float = ALPHA,
-                 require_unlisted: bool = False,
+                 tests: str = "either",
                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Rank the teacher of one student from all its outputs, streaming in batches.
 
@@ -119,7 +119,7 @@ def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task:
     if empty and len(empty) < len(evidence):  # else E209: nothing at all to rank
         raise model_error("E215", tasks=", ".join(empty))
     return summarize_evidence(evidence, model.classes_, top_templates=top_templates, outputs=kept or None,
-                              keep_outputs=keep_outputs, alpha=alpha, require_unlisted=require_unlisted)
+                              keep_outputs=keep_outputs, alpha=alpha, tests=tests)
 
 
 def _task_key(model: MultiTaskAttributor, record: Record, task: str | None) -> str | None:
@@ -178,7 +178,7 @@ def match_students(references: Sequence[Record], students: Sequence[Record], *,
 def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Sequence[str], *,
                        top_templates: int = 10, outputs: list | None = None,
                        keep_outputs: bool = False, alpha: float = ALPHA,
-                       require_unlisted: bool = False) -> dict[str, Any]:
+                       tests: str = "either") -> dict[str, Any]:
     """Combine per-task evidence into one verdict (over teachers every task knows)."""
     total = np.zeros(len(classes))
     boot_sum = None
@@ -203,7 +203,7 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
     templates.sort(key=lambda row: (-row["weight"], row["feature"]))
     p_values = {key: ev.p_unlisted() for key, ev in evidence.items()}
     paired = {key: ev.paired_result(top) for key, ev in evidence.items()}
-    options = {"alpha": alpha, "require_unlisted": require_unlisted}
+    options = {"alpha": alpha, "tests": tests}
     result: dict[str, Any] = {"n_outputs": n_outputs, "n_empty": n_empty, "ranking": ranking,
                               "evidence": templates[:top_templates],
                               "verdict": verdict(top, list(p_values.values()), list(paired.values()), **options)}
@@ -217,36 +217,53 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
     return result
 
 
+#: How a verdict combines its two tests (see :func:`verdict`).
+VERDICT_TESTS = ("either", "paired", "unlisted", "both")
+
+
+def _task_test(p_unlisted: float | None, paired: dict[str, Any] | None, tests: str) -> tuple[float | None, str]:
+    """One task's p-value and the name of what it tested, under the ``tests`` rule of :func:`verdict`."""
+    p_paired = None if paired is None else paired["p_paired"]
+    if tests == "paired":
+        return p_paired, "paired"
+    if tests == "unlisted":
+        return p_unlisted, "unlisted"
+    if tests == "both":
+        both = None if p_paired is None or p_unlisted is None else max(p_paired, p_unlisted)
+        return both, "paired and unlisted"
+    available = [p for p in (p_paired, p_unlisted) if p is not None]
+    if len(available) == 2:  # Bonferroni: the union of two tests at alpha/2 each
+        return min(1.0, 2 * min(available)), "paired or unlisted"
+    return (available[0] if available else None), ("paired" if p_paired is not None else "unlisted")
+
+
 def verdict(teacher: str, p_values: Sequence[float | None], paired: Sequence[dict[str, Any] | None] | None = None,
-            *, alpha: float = ALPHA, require_unlisted: bool = False) -> dict[str, Any]:
+            *, alpha: float = ALPHA, tests: str = "either") -> dict[str, Any]:
     """Name the best-ranked teacher only when a test rules out the alternatives, in every task.
 
-    Per task, the test is the **paired** one when the model kept the teachers' answers to the
-    student's prompts (:mod:`attribution.paired`: the top teacher must beat every other candidate
-    prompt by prompt; ``p_paired``), otherwise the **unlisted**-teacher test
-    (:func:`~attribution.models.unlisted_p_value`; ``p_unlisted``). With ``require_unlisted`` a
-    paired task must pass both. ``p_value`` is the largest p-value over the tasks (a conservative
-    union); ``status`` is ``"attributed"`` when it is below ``alpha``, ``"inconclusive"`` when it
-    is not, and ``"unavailable"`` when a task has no test (no paired answers and fewer than 4
-    candidate teachers, or ``open_set=False``). ``paired_score`` is the evidence behind a paired
-    test: each teacher's mean per-prompt score (see :class:`~attribution.paired.PairedReferences`).
+    Two tests, per task. The **paired** test (:mod:`attribution.paired`, ``p_paired``) runs when the
+    model kept every candidate's answer to the student's prompts: the top-ranked teacher must beat
+    every other candidate prompt by prompt. It has power on real students but only compares the
+    candidates. The **unlisted**-teacher test (:func:`~attribution.models.unlisted_p_value`,
+    ``p_unlisted``; 4+ candidates) asks whether a teacher outside the candidates could explain the
+    outputs as well; it rarely concludes when candidates are related. ``tests`` chooses the rule:
+    ``"either"`` (default: one test suffices, each at ``alpha / 2``), ``"paired"``, ``"unlisted"``,
+    or ``"both"`` (both must pass: the strict open-set rule).
+
+    ``p_value`` is the largest p-value over the tasks (every task must pass); ``status`` is
+    ``"attributed"`` when it is below ``alpha``, ``"inconclusive"`` when it is not, and
+    ``"unavailable"`` when a task has no test that the rule accepts. ``paired_score`` is the evidence
+    behind a paired test: each teacher's mean per-prompt score.
     """
+    if tests not in VERDICT_TESTS:
+        raise model_error("E210", name="tests", expected=f"one of {', '.join(VERDICT_TESTS)}", got=tests)
     paired = list(paired) if paired is not None else [None] * len(p_values)
-    tests, task_p = set(), []
-    for p_unlisted, test in zip(p_values, paired):
-        if test is None:
-            tests.add("unlisted")
-            task_p.append(p_unlisted)
-        elif require_unlisted:
-            tests.update(("paired", "unlisted"))
-            task_p.append(None if p_unlisted is None else max(p_unlisted, test["p_paired"]))
-        else:
-            tests.add("paired")
-            task_p.append(test["p_paired"])
+    task_tests = [_task_test(p_u, p_p, tests) for p_u, p_p in zip(p_values, paired)]
+    task_p = [p for p, _ in task_tests]
     found = [t for t in paired if t is not None]
     out: dict[str, Any] = {
         "teacher": None, "best_candidate": teacher, "alpha": alpha,
-        "test": "+".join(sorted(tests)) or None,
+        "test": "; ".join(sorted({name for _, name in task_tests})) or None,
         "p_unlisted": None if any(p is None for p in p_values) or not p_values else max(p_values),
         "p_paired": max(t["p_paired"] for t in found) if found else None,
         "n_paired": sum(t["n_paired"] for t in found),
@@ -268,16 +285,24 @@ def describe_verdict(verdict: dict[str, Any] | None) -> str:
     if p is None and test is None:  # a result saved before the paired test
         p, test = verdict.get("p_unlisted"), "unlisted"
     status = verdict.get("status")
-    p_text = "n/a" if not isinstance(p, (int, float)) else f"{p:.3g}"
-    if test and test.startswith("paired"):
-        what = (f"prompt by prompt, the outputs resemble {best}'s answers more than every other candidate's "
-                f"({verdict.get('n_paired')} paired prompts; runner-up {verdict.get('runner_up')})")
-        if "unlisted" in test:
-            what += ", and a teacher outside the candidates is implausible"
+    p_text = _p_text(p)
+    if test and "paired" in test:
+        paired_ok = _below(verdict.get("p_paired"), alpha, test)
+        unlisted_ok = _below(verdict.get("p_unlisted"), alpha, test)
+        reasons = []
+        if paired_ok:
+            reasons.append(f"prompt by prompt, the outputs resemble {best}'s answers more than every other "
+                           f"candidate's ({verdict.get('n_paired')} paired prompts; runner-up "
+                           f"{verdict.get('runner_up')})")
+        if unlisted_ok:
+            reasons.append("a teacher outside the candidates is implausible")
         if status == "attributed":
-            return f"{verdict.get('teacher')}: {what}, p = {p_text} < {alpha}."
-        return (f"inconclusive: {best} ranks first, but the paired test does not single it out from the other "
-                f"candidates (p = {p_text}, alpha = {alpha}); no teacher is named.")
+            caveat = "" if unlisted_ok else (
+                f" Among the candidates only: a teacher outside them that resembles {best} is not ruled out "
+                f"(p_unlisted = {_p_text(verdict.get('p_unlisted'))}); --verdict-test both also requires that.")
+            return f"{verdict.get('teacher')}: {' and '.join(reasons)}; p = {p_text} < {alpha} ({test}).{caveat}"
+        return (f"inconclusive: {best} ranks first, but the {test} test{'s do' if ' ' in test else ' does'} not "
+                f"single it out (p = {p_text}, alpha = {alpha}); no teacher is named.")
     if status == "attributed":
         return f"{verdict.get('teacher')}: a teacher outside the candidates is implausible (p = {p_text} < {alpha})."
     if status == "inconclusive":
@@ -285,6 +310,17 @@ def describe_verdict(verdict: dict[str, Any] | None) -> str:
                 f"{best} (p = {p_text}, alpha = {alpha}); no teacher is named.")
     return (f"unavailable: no test could run (no teacher answers to the student's prompts, and the unlisted-teacher "
             f"test needs 4+ candidate teachers); best candidate {best}, relative to the candidates only.")
+
+
+def _p_text(p: Any) -> str:
+    return f"{p:.3g}" if isinstance(p, (int, float)) and not isinstance(p, bool) else "n/a"
+
+
+def _below(p: Any, alpha: Any, test: str) -> bool:
+    """Whether one test passed on its own, at the level the ``test`` rule gives it."""
+    if not isinstance(p, (int, float)) or not isinstance(alpha, (int, float)):
+        return False
+    return p < (alpha / 2 if " or " in test else alpha)
 
 
 def _ranking_records(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -53,7 +53,7 @@ _RANKING = List(Obj({"teacher": _LABEL, "probability": Num(0, 1), "support": Opt
                     optional=("support", "ci_low", "ci_high"), extra=Anything()), 1, 10_000)
 _VERDICT = Obj({"status": Enum("attributed", "inconclusive", "unavailable"), "teacher": Opt(_LABEL),
                 "best_candidate": Opt(_LABEL), "p_unlisted": Opt(Num(0, 1)), "p_value": Opt(Num(0, 1)),
-                "alpha": Opt(Num(0, 1)), "test": Opt(Enum("paired", "unlisted", "paired+unlisted")),
+                "alpha": Opt(Num(0, 1)), "test": Opt(Str(200)),
                 "p_paired": Opt(Num(0, 1)), "n_paired": Int(0), "runner_up": Opt(_LABEL)},
                optional=("teacher", "best_candidate", "p_unlisted", "p_value", "alpha", "test", "p_paired",
                          "n_paired", "runner_up"), extra=Anything())

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from attribution.api import describe_verdict, fit_reference, rank_student, verdict
+from attribution.errors import ModelError
 from attribution.io import read_records
 from attribution.models import load_model, save_model
 from attribution.paired import PairedReferences, PairedTest
@@ -77,20 +78,29 @@ def test_paired_test_matches_scipy_and_is_an_intersection_union_test():
     assert small.result("a") is None
 
 
-def test_verdict_uses_the_paired_test_when_present_and_unlisted_otherwise():
+def test_verdict_rules_combine_the_paired_and_unlisted_tests():
     paired = {"p_paired": 0.001, "runner_up": "b", "n_paired": 40, "paired_score": {"a": 0.1, "b": 0.0}}
-    v = verdict("a", [0.5], [paired])
-    assert (v["status"], v["teacher"], v["test"], v["p_value"]) == ("attributed", "a", "paired", 0.001)
-    strict = verdict("a", [0.5], [paired], require_unlisted=True)
-    assert (strict["status"], strict["test"], strict["p_value"]) == ("inconclusive", "paired+unlisted", 0.5)
-    old = verdict("a", [0.01], [None])
+    either = verdict("a", [0.5], [paired])  # default: either test, each at alpha / 2 (Bonferroni)
+    assert (either["status"], either["teacher"], either["test"]) == ("attributed", "a", "paired or unlisted")
+    assert either["p_value"] == pytest.approx(0.002)
+    assert verdict("a", [0.5], [{**paired, "p_paired": 0.03}])["status"] == "inconclusive"  # 0.06 >= 0.05
+    assert verdict("a", [0.01], [{**paired, "p_paired": 0.9}])["status"] == "attributed"  # unlisted suffices
+    only = verdict("a", [0.5], [paired], tests="paired")
+    assert (only["status"], only["test"], only["p_value"]) == ("attributed", "paired", 0.001)
+    both = verdict("a", [0.5], [paired], tests="both")
+    assert (both["status"], both["test"], both["p_value"]) == ("inconclusive", "paired and unlisted", 0.5)
+    assert verdict("a", [None], [paired], tests="both")["status"] == "unavailable"  # < 4 candidates
+    assert verdict("a", [0.01], [paired], tests="unlisted")["p_value"] == 0.01
+    old = verdict("a", [0.01], [None])  # no paired answers: the unlisted test alone, at alpha
     assert (old["status"], old["test"], old["p_value"]) == ("attributed", "unlisted", 0.01)
     none = verdict("a", [None], [None])
     assert none["status"] == "unavailable" and none["teacher"] is None
     mixed = verdict("a", [0.01, 0.3], [paired, None])  # every task must pass
-    assert (mixed["status"], mixed["test"], mixed["p_value"]) == ("inconclusive", "paired+unlisted", 0.3)
-    assert "paired prompts" in describe_verdict(v) and "inconclusive" in describe_verdict(strict)
+    assert (mixed["status"], mixed["test"], mixed["p_value"]) == ("inconclusive", "paired or unlisted; unlisted", 0.3)
+    assert "paired prompts" in describe_verdict(either) and "inconclusive" in describe_verdict(both)
     assert describe_verdict(None).startswith("No verdict")
+    with pytest.raises(ModelError):
+        verdict("a", [0.5], [paired], tests="any")
 
 
 # -- real distilled LLMs ---------------------------------------------------------------------
@@ -116,7 +126,7 @@ def test_real_students_paired_verdict(alpacaeval_subset, tmp_path):
     claude = [r for r in students if r.student == "claude2-alpaca-13b"]
     result = rank_student(model, claude)
     v = result["verdict"]
-    assert v["test"] == "paired" and v["n_paired"] == len(claude)
+    assert v["test"] == "paired or unlisted" and v["n_paired"] == len(claude)
     assert (v["status"], v["teacher"]) == ("attributed", "claude-2")
     assert v["paired_score"]["claude-2"] == max(v["paired_score"].values())
     human = rank_student(model, [r for r in students if r.student == "guanaco-33b"])["verdict"]

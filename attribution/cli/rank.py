@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
@@ -48,6 +49,15 @@ def _fit_from_file(reference: Path, *, task: Optional[str], features: str, tagge
     model = fit_reference(records, task=task, features=features, tagger=tagger, normalize=normalize,
                           random_state=seed)
     return model, refs.skipped
+
+
+class VerdictTest(str, Enum):
+    """Choices of --verdict-test (attribution.api.VERDICT_TESTS)."""
+
+    either = "either"
+    paired = "paired"
+    unlisted = "unlisted"
+    both = "both"
 
 
 def _verdict_line(verdict: dict[str, Any]) -> str:
@@ -131,9 +141,10 @@ def rank_cli(
     keep_outputs: bool = typer.Option(False, "--keep-outputs",
                                       help="Keep per-output probabilities in the JSON (for 'attribute-teacher report')."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap behind 'support'."),
-    require_unlisted: bool = typer.Option(
-        False, "--require-unlisted-test",
-        help="Name a teacher only if the unlisted-teacher test also passes (stricter; needs 4+ candidates)."),
+    verdict_test: VerdictTest = typer.Option(
+        VerdictTest.either, "--verdict-test", case_sensitive=False,
+        help="Which test may name a teacher: 'either' the paired or the unlisted-teacher test (each at alpha/2), "
+             "'paired', 'unlisted', or 'both' (strict: also rule out a teacher outside the candidates)."),
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Rank the candidate teachers of one student from all its outputs.
@@ -174,7 +185,7 @@ def rank_cli(
         try:
             result = rank_student(model, tally, task=task, top_templates=top_templates,
                                   keep_outputs=report is not None or keep_outputs, progress=bar.update,
-                                  require_unlisted=require_unlisted)
+                                  tests=verdict_test.value)
         except ModelError as err:
             if err.code != "E209":
                 raise
