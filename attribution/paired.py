@@ -95,22 +95,22 @@ class PairedReferences:
         if not found:
             return np.zeros(0, dtype=np.int64), np.zeros((0, k))
         rows = np.asarray([n for n, _ in found], dtype=np.int64)
+        prompts = np.asarray([p for _, p in found], dtype=np.int64)
         X = sp.csr_matrix(X)[rows]
-        # cosines from dot products only: x.t_i, t_i.t_j (the prompt's Gram matrix) and x.x
-        product = X @ self.matrix.T
-        out = np.zeros((len(found), k))
-        for n, (_, p) in enumerate(found):
-            tx = product[n, p * k:(p + 1) * k].toarray().ravel()
-            gram = self._gram(p)
-            tc = gram.mean(axis=1)            # t_i . c
-            cc = gram.mean()                  # c . c
-            cx = tx.mean()                    # c . x
-            xx = X[n].multiply(X[n]).sum()
-            numerator = tx - cx - tc + cc
-            norm_t = np.sqrt(np.maximum(np.diag(gram) - 2 * tc + cc, 0.0))
-            norm_x = np.sqrt(max(xx - 2 * cx + cc, 0.0))
-            denominator = norm_t * norm_x
-            out[n] = np.divide(numerator, denominator, out=np.zeros(k), where=denominator > 1e-12)
+        # cosines from dot products only: x.t_i (each output against its own prompt's k answers),
+        # t_i.t_j (the prompt's Gram matrix) and x.x -- O(nonzeros), no dense vectors
+        answers = self.matrix[(prompts[:, None] * k + np.arange(k)).ravel()]
+        tx = np.asarray(answers.multiply(X[np.repeat(np.arange(len(rows)), k)]).sum(axis=1)).reshape(-1, k)
+        xx = np.asarray(X.multiply(X).sum(axis=1)).ravel()
+        gram = np.stack([self._gram(p) for p in prompts.tolist()])     # (n, k, k)
+        tc = gram.mean(axis=2)                                          # t_i . c
+        cc = gram.mean(axis=(1, 2))[:, None]                            # c . c
+        cx = tx.mean(axis=1, keepdims=True)                             # c . x
+        numerator = tx - cx - tc + cc
+        norm_t = np.sqrt(np.maximum(np.diagonal(gram, axis1=1, axis2=2) - 2 * tc + cc, 0.0))
+        norm_x = np.sqrt(np.maximum(xx[:, None] - 2 * cx + cc, 0.0))
+        denominator = norm_t * norm_x
+        out = np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 1e-12)
         return rows, out
 
     def get_state(self) -> dict[str, np.ndarray]:
