@@ -23,6 +23,7 @@ from .evaluation import (evidence_mask, expected_calibration_error, score_attrib
                          student_key)
 from .io import Record, RecordReader, read_records
 from .normalize import Normalizer
+from .paired import PairedTest
 from .models import (DEFAULT_FEATURES, MultiTaskAttributor, StudentEvidence, TeacherAttributor, rank_teachers,
                      unlisted_p_value)
 
@@ -83,43 +84,85 @@ def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task:
         normalization, counted but not used); ``ranking`` (best first: ``teacher``, ``probability``, ``support``);
         ``tasks`` (the same per task); ``verdict`` (see :func:`verdict`); ``evidence`` (templates that drove the top teacher, with
         example spans from these outputs); with ``keep_outputs``, ``outputs`` (per-output
-        probabilities, for reports).
+        probabilities, for reports); ``warnings`` when the records name several students (pooled
+        here; :func:`attribution.result.rank_students` ranks each). See also
+        :func:`attribution.result.audit_student`, the same as an object of DataFrames.
     """
-    evidence: dict[str | None, StudentEvidence] = {}
-    pending: dict[str | None, list[Record]] = {}
-    kept: list[dict[str, Any]] = []
+    run = StudentRun(model, task=task, keep_outputs=keep_outputs, progress=progress)
+    for record in records:
+        run.add(record)
+    return run.finish(top_templates=top_templates, alpha=alpha, tests=tests)
 
-    def flush(key: str | None) -> None:
-        batch = pending.pop(key, [])
+
+#: Distinct ``student`` names a :class:`StudentRun` remembers (to name them in its warning).
+MAX_NAMED_STUDENTS = 20
+
+
+class StudentRun:
+    """One student's outputs, streamed: records are batched per task and scored into one
+    :class:`~attribution.models.StudentEvidence` per task (flat memory). :func:`rank_student` is one
+    run; :func:`attribution.result.rank_students` keeps one run per group of a file."""
+
+    def __init__(self, model: MultiTaskAttributor, *, task: str | None = None, keep_outputs: bool = False,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.model, self.task, self.keep_outputs, self.progress = model, task, keep_outputs, progress
+        self.evidence: dict[str | None, StudentEvidence] = {}
+        self.pending: dict[str | None, list[Record]] = {}
+        self.kept: list[dict[str, Any]] = []
+        self.students: set[str] = set()  # distinct 'student' fields (the first MAX_NAMED_STUDENTS + 1)
+
+    def add(self, record: Record) -> None:
+        """Queue one record; a full batch of its task is scored at once."""
+        if self.task is not None and record.task not in (self.task, None):
+            return
+        if record.student is not None and len(self.students) <= MAX_NAMED_STUDENTS:
+            self.students.add(record.student)
+        key = _task_key(self.model, record, self.task)  # fails early on an unknown task
+        self.pending.setdefault(key, []).append(record)
+        if len(self.pending[key]) >= self.model.models_[key].batch_size:
+            self._flush(key)
+
+    def _flush(self, key: str | None) -> None:
+        batch = self.pending.pop(key, [])
         if not batch:
             return
-        sub = model.models_[key]
-        if key not in evidence:
-            evidence[key] = StudentEvidence(sub)
-        proba = evidence[key].add([r.output for r in batch], [r.id for r in batch])
-        if keep_outputs:
+        sub = self.model.models_[key]
+        if key not in self.evidence:
+            self.evidence[key] = StudentEvidence(sub)
+        proba = self.evidence[key].add([r.output for r in batch], [r.id for r in batch])
+        if self.keep_outputs:
             for record, row in zip(batch, proba):
-                kept.append({"id": record.key, "task": record.task,
-                             "probabilities": dict(zip(sub.classes_.tolist(), row.tolist()))})
-        if progress:
-            progress(len(batch))
+                self.kept.append({"id": record.key, "task": record.task,
+                                  "probabilities": dict(zip(sub.classes_.tolist(), row.tolist()))})
+        if self.progress:
+            self.progress(len(batch))
 
-    for record in records:
-        if task is not None and record.task not in (task, None):
-            continue
-        key = _task_key(model, record, task)  # fails early on an unknown task
-        pending.setdefault(key, []).append(record)
-        if len(pending[key]) >= model.models_[key].batch_size:
-            flush(key)
-    for key in list(pending):
-        flush(key)
-    if not evidence:
-        raise model_error("E209")
-    empty = sorted(str(key) for key, ev in evidence.items() if ev.n_outputs == 0)
-    if empty and len(empty) < len(evidence):  # else E209: nothing at all to rank
-        raise model_error("E215", tasks=", ".join(empty))
-    return summarize_evidence(evidence, model.classes_, top_templates=top_templates, outputs=kept or None,
-                              keep_outputs=keep_outputs, alpha=alpha, tests=tests)
+    def finish(self, *, top_templates: int = 10, alpha: float = ALPHA, tests: str = "either") -> dict[str, Any]:
+        """Score what is still queued and summarize (see :func:`rank_student` for the keys); a
+        ``warnings`` list is added when the records name several students (they were pooled)."""
+        for key in list(self.pending):
+            self._flush(key)
+        evidence = self.evidence
+        if not evidence:
+            raise model_error("E209")
+        empty = sorted(str(key) for key, ev in evidence.items() if ev.n_outputs == 0)
+        if empty and len(empty) < len(evidence):  # else E209: nothing at all to rank
+            raise model_error("E215", tasks=", ".join(empty))
+        result = summarize_evidence(evidence, self.model.classes_, top_templates=top_templates,
+                                    outputs=self.kept or None, keep_outputs=self.keep_outputs, alpha=alpha,
+                                    tests=tests)
+        if len(self.students) > 1:
+            result["warnings"] = [pooled_students_warning(self.students)]
+        return result
+
+
+def pooled_students_warning(students: set[str]) -> str:
+    """The warning for a file of several students ranked as one."""
+    names = sorted(students)[:MAX_NAMED_STUDENTS]
+    more = len(students) > MAX_NAMED_STUDENTS
+    count = f"more than {MAX_NAMED_STUDENTS}" if more else str(len(students))
+    return (f"the outputs name {count} students ({', '.join(names)}{', ...' if more else ''}) and were ranked "
+            f"as one student; use --group-by student (API: attribution.result.rank_students) for one ranking each")
 
 
 def _task_key(model: MultiTaskAttributor, record: Record, task: str | None) -> str | None:
@@ -362,14 +405,16 @@ def evaluate(references: Sequence[Record], students: Sequence[Record], *,
         groups = [student_key(r) for r in studs]
         for name in features:
             model = TeacherAttributor(features=name, random_state=random_state, **params)
-            model.fit([r.output for r in refs], [r.teacher for r in refs])
+            model.fit([r.output for r in refs], [r.teacher for r in refs], [r.id for r in refs])
             docs = model.prepare([r.output for r in studs])
             scores = np.log(np.clip(model.predict_proba_docs(docs), 1e-12, 1.0))
             has_text = np.array([len(doc) > 0 for doc in docs])
             use = evidence_mask(groups, has_text)
             row = _row(y_true, scores, model.classes_.tolist(), groups, name, task, subsets, draws, random_state,
                        evidence=use)
-            _add_verdicts(row, scores[use], np.asarray(groups)[use], model)
+            _add_verdicts(row, scores[use], np.asarray(groups)[use], model,
+                          _paired_scores(model, [d for d, u in zip(docs, use) if u],
+                                         [r.id for r, u in zip(studs, use) if u]))
             row["n_empty"] = int((~has_text).sum())
             row["calibration_error"] = expected_calibration_error(np.exp(scores), y_true, model.classes_)
             results.append(row)
@@ -418,19 +463,37 @@ def base_style(scores: np.ndarray, groups: Sequence[str]) -> np.ndarray:
     return np.mean([scores[groups == g].mean(axis=0) for g in sorted(set(groups.tolist()))], axis=0)
 
 
+def _paired_scores(model: TeacherAttributor, docs: Sequence[Any], ids: Sequence[str | None]) -> np.ndarray | None:
+    """Per-output paired scores (NaN rows where the prompt has no teachers' answers), or ``None``."""
+    if model.paired_ is None:
+        return None
+    out = np.full((len(docs), len(model.classes_)), np.nan)
+    rows, scores = model.paired_.scores(model._featurize(docs), ids)
+    out[rows] = scores
+    return out
+
+
 def _add_verdicts(row: dict[str, Any], scores: np.ndarray, groups: Sequence[str], model: TeacherAttributor,
-                  alpha: float = ALPHA) -> None:
-    """Per student: the unlisted-teacher p-value and status; per row: how often a verdict is given
-    (``n_attributed``) and how often it is right (``attributed_accuracy``, null when none is given)."""
+                  paired: np.ndarray | None = None, alpha: float = ALPHA) -> None:
+    """Per student: the verdict's p-values and status (as :func:`rank_student` gives them); per row: how
+    often a verdict is given (``n_attributed``) and how often it is right (``attributed_accuracy``, null
+    when none is given)."""
     groups = np.asarray(groups)
     hits = []
     for group, student in row["students"].items():
-        rows = scores[groups == group]
+        mine = groups == group
+        rows = scores[mine]
         p = unlisted_p_value(rows.mean(axis=0), len(rows), model.unlisted_log_proba_,
                              random_state=model.random_state)
-        status = verdict(student["predicted"], [p], alpha=alpha)["status"]
-        student.update({"p_unlisted": p, "status": status})
-        if status == "attributed":
+        test = None
+        if paired is not None:
+            accumulated = PairedTest(model.classes_.tolist())
+            found = paired[mine]
+            accumulated.add(found[~np.isnan(found).any(axis=1)])
+            test = accumulated.result(student["predicted"])
+        v = verdict(student["predicted"], [p], [test], alpha=alpha)
+        student.update({key: v[key] for key in ("p_unlisted", "p_paired", "p_value", "test", "status")})
+        if v["status"] == "attributed":
             hits.append(student["predicted"] == student["true"])
     row["n_attributed"] = len(hits)
     row["attributed_accuracy"] = float(np.mean(hits)) if hits else None
