@@ -138,7 +138,8 @@ def load_config(path: str | os.PathLike) -> AuditConfig:
             for key, item in entry.items():
                 known = TABLES[table]
                 if key not in known:
-                    raise fail(table, f"unknown key '{key}' in [{table}]; known: {', '.join(sorted(known))}", key, index)
+                    raise fail(table, f"unknown key '{key}' in [{table}]; known: {', '.join(sorted(known))}", key,
+                               index)
                 expected = known[key]
                 if not isinstance(item, expected) or (isinstance(item, bool) and expected in (int, (int, float))):
                     names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
@@ -175,7 +176,8 @@ def load_config(path: str | os.PathLike) -> AuditConfig:
                       teacher=entry.get("teacher"), settings=settings, line=lines.of(table, index))
 
     if "student" not in data:
-        raise fail("audit", "no [student]: give the suspect model's outputs (file = ...) or endpoint = ... and model = ...")
+        raise fail("audit",
+                   "no [student]: give the suspect model's outputs (file = ...) or endpoint = ... and model = ...")
     student = source("student", data["student"], 0)
     teachers_raw = data.get("teachers", [])
     teachers = [source("teachers", entry, i) for i, entry in enumerate(teachers_raw)]

@@ -39,7 +39,7 @@ MAX_RUN_CHARS = 100
 #: Texts longer than this are tagged in pieces cut at whitespace (spaCy refuses texts over
 #: ``nlp.max_length``, and memory grows with the longest text of a batch).
 MAX_PIECE_CHARS = 100_000
-_LONG_RUN_RE = re.compile(r"\S{%d,}" % (MAX_RUN_CHARS + 1))
+_LONG_RUN_RE = re.compile(rf"\S{{{MAX_RUN_CHARS + 1},}}")
 
 
 def bounded_pieces(text: str) -> list[str]:

@@ -121,8 +121,8 @@ def which_llm(model, audit: list) -> None:
     truth = np.array([r.teacher for r in audit])
     predicted = sub.classes_[sub.predict_proba([r.output for r in audit]).argmax(axis=1)]
     per = ", ".join(f"{t} {np.mean(predicted[truth == t] == t):.2f}" for t in sorted(set(truth.tolist())))
-    print(f"\n== which LLM (setting A, the teachers' own audit outputs) ==\nper output: {np.mean(predicted == truth):.3f} "
-          f"({len(audit)} outputs); per teacher: {per}")
+    print(f"\n== which LLM (setting A, the teachers' own audit outputs) ==\n"
+          f"per output: {np.mean(predicted == truth):.3f} ({len(audit)} outputs); per teacher: {per}")
     for teacher in sorted(set(truth.tolist())):
         result = rank_student(model, [r for r in audit if r.teacher == teacher])
         print(f"  {teacher:<19} ranked as a student: top {result['ranking'][0]['teacher']:<19} {verdict_line(result)}")

@@ -74,8 +74,8 @@ def reliability(confidence, correct, name):
         if mask.any():
             gap = abs(confidence[mask].mean() - correct[mask].mean())
             ece += mask.mean() * gap
-            print(f"    [{BINS[b]:.1f}, {min(BINS[b + 1], 1):.1f})   {confidence[mask].mean():9.3f} {correct[mask].mean():9.3f} "
-                  f"{mask.sum():6d}")
+            print(f"    [{BINS[b]:.1f}, {min(BINS[b + 1], 1):.1f})   {confidence[mask].mean():9.3f} "
+                  f"{correct[mask].mean():9.3f} {mask.sum():6d}")
     print(f"    ECE = {ece:.3f} over {len(confidence)} simulated audits")
     return ece
 

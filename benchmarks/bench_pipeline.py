@@ -115,11 +115,12 @@ def main() -> None:
             tag, pipe = measure(data_dir, args.tagger, path, args.repeat)
             tag_rate = tag["tokens"] / tag["seconds"]
             pipe_rate = tag["tokens"] / pipe["seconds"]
-            print(f"students {scale}x ({pipe['n_outputs']} outputs ranked; {tag['texts']} texts, {tag['tokens']} tokens "
-                  f"with the references):")
-            print(f"  tagging alone {tag['seconds']:.2f}s = {tag_rate:,.0f} tokens/s (model load {tag['load_seconds']:.1f}s)")
-            print(f"  fit + rank    {pipe['seconds']:.2f}s (fit {pipe['fit_seconds']:.2f}s) = {pipe_rate:,.0f} tokens/s "
-                  f"= {pipe_rate / tag_rate:.0%} of tagging alone; peak memory {pipe['peak_rss_mb']:.0f} MB")
+            print(f"students {scale}x ({pipe['n_outputs']} outputs ranked; {tag['texts']} texts, "
+                  f"{tag['tokens']} tokens with the references):")
+            print(f"  tagging alone {tag['seconds']:.2f}s = {tag_rate:,.0f} tokens/s "
+                  f"(model load {tag['load_seconds']:.1f}s)")
+            print(f"  fit + rank    {pipe['seconds']:.2f}s (fit {pipe['fit_seconds']:.2f}s) = {pipe_rate:,.0f} "
+                  f"tokens/s = {pipe_rate / tag_rate:.0%} of tagging alone; peak memory {pipe['peak_rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

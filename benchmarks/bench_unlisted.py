@@ -59,8 +59,10 @@ def main() -> None:
             w = rank_student(without, outputs)["verdict"]
             unlisted["inconclusive" if w["status"] != "attributed" else "attributed (wrong)"] += 1
             print(f"{ref_path.stem.split('_')[0]:<14} {group:<18} n={len(outputs):<4} "
-                  f"listed: {v['status']:<12} {v.get('best_candidate') or v['teacher']:<13} p={v['p_value']:.3f} (paired {_p(v['p_paired'])}, unlisted {_p(v['p_unlisted'])})   "
-                  f"unlisted: {w['status']:<12} {w.get('best_candidate') or w['teacher']:<13} p={w['p_value']:.3f} (paired {_p(w['p_paired'])}, unlisted {_p(w['p_unlisted'])})")
+                  f"listed: {v['status']:<12} {v.get('best_candidate') or v['teacher']:<13} p={v['p_value']:.3f} "
+                  f"(paired {_p(v['p_paired'])}, unlisted {_p(v['p_unlisted'])})   "
+                  f"unlisted: {w['status']:<12} {w.get('best_candidate') or w['teacher']:<13} p={w['p_value']:.3f} "
+                  f"(paired {_p(w['p_paired'])}, unlisted {_p(w['p_unlisted'])})")
     print("teacher among the candidates:", listed)
     print("teacher left out of the candidates:", unlisted)
     if args.subsets:

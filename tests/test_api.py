@@ -29,7 +29,8 @@ def model(reference_records):
 def test_three_candidates_give_no_verdict_by_default(reference_records, student_records):
     result = rank_student(fit_reference(reference_records, features="pos-paper"), student_records)
     assert result["verdict"] == {"teacher": None, "best_candidate": "chatty", "status": "unavailable",
-                                 "p_unlisted": None, "alpha": 0.05, "p_value": None, "test": "unlisted", "p_paired": None, "n_paired": 0, "runner_up": None, "paired_score": None}
+                                 "p_unlisted": None, "alpha": 0.05, "p_value": None, "test": "unlisted",
+                                 "p_paired": None, "n_paired": 0, "runner_up": None, "paired_score": None}
     assert all(sub["verdict"]["status"] == "unavailable" for sub in result["tasks"].values())
     assert result["ranking"][0]["teacher"] == "chatty"  # the ranking itself is unchanged
 
@@ -111,11 +112,13 @@ def test_rank_student_is_deterministic(model, student_records):
 
 def test_verdict_statuses():
     assert verdict("a", [None]) == {"teacher": None, "best_candidate": "a", "status": "unavailable",
-                                    "p_unlisted": None, "alpha": 0.05, "p_value": None, "test": "unlisted", "p_paired": None, "n_paired": 0, "runner_up": None, "paired_score": None}
+                                    "p_unlisted": None, "alpha": 0.05, "p_value": None, "test": "unlisted",
+                                    "p_paired": None, "n_paired": 0, "runner_up": None, "paired_score": None}
     assert verdict("a", [])["status"] == "unavailable"
     attributed = verdict("a", [0.01, 0.02])
     assert attributed == {"teacher": "a", "best_candidate": "a", "status": "attributed", "p_unlisted": 0.02,
-                          "alpha": 0.05, "p_value": 0.02, "test": "unlisted", "p_paired": None, "n_paired": 0, "runner_up": None, "paired_score": None}
+                          "alpha": 0.05, "p_value": 0.02, "test": "unlisted", "p_paired": None, "n_paired": 0,
+                          "runner_up": None, "paired_score": None}
     inconclusive = verdict("a", [0.01, 0.3])
     assert inconclusive["status"] == "inconclusive" and inconclusive["teacher"] is None
     assert verdict("a", [0.04], alpha=0.01)["status"] == "inconclusive"

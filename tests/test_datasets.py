@@ -269,7 +269,8 @@ def test_alpacaeval_ids_and_split():
     reference, audit = split_instructions(INSTRUCTIONS, seed=0)
     assert len(reference) == 5 and len(audit) == 6 and not set(reference) & set(audit)
     assert set(reference) | set(audit) == {alpacaeval_id(t) for t in INSTRUCTIONS}
-    assert split_instructions(reversed(INSTRUCTIONS * 2), seed=0) == (reference, audit)  # order and repeats don't matter
+    # order and repeats don't matter
+    assert split_instructions(reversed(INSTRUCTIONS * 2), seed=0) == (reference, audit)
     assert split_instructions(INSTRUCTIONS, seed=1) != (reference, audit)
 
 

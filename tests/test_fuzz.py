@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from attribution.errors import InputError, ModelError
 from attribution.io import KNOWN_FIELDS, RecordReader
+
 from conftest import DATA
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,

@@ -23,6 +23,7 @@ import pytest
 from attribution.cli import main
 from attribution.errors import InputError, ModelError
 from attribution.io import RecordReader, atomic_write, check_outputs, read_records, write_together
+
 from conftest import REPO, write_jsonl
 from test_models import _header_edit, _rewrite, _task_edit
 

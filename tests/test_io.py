@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -289,5 +290,5 @@ def test_write_jsonl_keeps_unicode_readable(tmp_path):
 
 def test_record_is_frozen():
     record = Record(output="x")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         record.output = "y"  # type: ignore[misc]

@@ -14,8 +14,16 @@ import numpy as np
 
 from ..errors import missing_dependency
 from ..io import Record
-from ._common import (BaselineScores, baseline_error, candidate_sets, check_records, max_over_sets,
-                      prepare_texts, progress, versions)
+from ._common import (
+    BaselineScores,
+    baseline_error,
+    candidate_sets,
+    check_records,
+    max_over_sets,
+    prepare_texts,
+    progress,
+    versions,
+)
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 

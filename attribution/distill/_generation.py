@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .models import LoadedModel
@@ -61,8 +61,9 @@ def generate_texts(loaded: LoadedModel, rendered: list[str], decoding: Decoding,
                    seed: int, max_prompt_tokens: int = 0) -> list[tuple[str, str, int]]:
     """Generate one continuation per rendered prompt: ``(text, finish, n_new_tokens)``.
 
-    Prompts are left-padded into one batch; with sampling, the generator is seeded with ``seed`` first; ``max_prompt_tokens`` (0: no limit) keeps the end of
-    over-long prompts. ``finish`` is ``"stop"`` (a stop token) or ``"length"``.
+    Prompts are left-padded into one batch; with sampling, the generator is seeded with ``seed`` first;
+    ``max_prompt_tokens`` (0: no limit) keeps the end of over-long prompts. ``finish`` is ``"stop"`` (a stop
+    token) or ``"length"``.
     """
     import torch
 

@@ -76,7 +76,8 @@ def read_pairs(path: str | os.PathLike, *, teacher: str | None = None) -> tuple[
         labels.add(record.teacher or "unknown")
         pairs.append({"id": record.key, "prompt": record.prompt, "output": record.output})
     if not pairs:
-        raise model_error("E408", detail=f"{reader.source} has no records" + (f" of teacher '{teacher}'" if teacher else ""))
+        of_teacher = f" of teacher '{teacher}'" if teacher else ""
+        raise model_error("E408", detail=f"{reader.source} has no records{of_teacher}")
     if len(labels) > 1:
         raise model_error("E408", detail=f"{reader.source} mixes teachers {sorted(labels)}; pick one with --teacher")
     return pairs, labels.pop()
