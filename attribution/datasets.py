@@ -623,7 +623,7 @@ def _layout_hint() -> str:
             f"{JSONL_LAYOUT.format(task='<task>', split='student')}, or the authors' CSVs")
 
 
-def _missing(task: str, split: str, root: Path, expected: str) -> InputError:
+def _missing(task: str, split: str, root: Path | str, expected: str) -> InputError:
     return input_error("E602", task=task, split=split, path=root, expected=expected)
 
 

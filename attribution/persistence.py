@@ -195,7 +195,8 @@ def _select_present(expected: dict[str, tuple[int, Array, dict[str, int]]],
                     members: dict[str, Any]) -> list[str]:
     """The expected arrays the archive must hold: all required ones, and each optional group of a
     task entirely or not at all."""
-    names, groups = [], {}
+    names: list[str] = []
+    groups: dict[tuple[int, str], list[str]] = {}
     for name, (i, spec, _) in expected.items():
         if not spec.optional:
             names.append(name)
@@ -219,7 +220,7 @@ def _expected_shape(shape: tuple[Any, ...], actual: tuple[int, ...], dims: dict[
         elif isinstance(d, str) and d.startswith("*"):
             if got is not None and got > MAX_NULL_ROWS:
                 raise _Invalid(f"a length of {got}, over the limit of {MAX_NULL_ROWS}")
-            out.append(dims.setdefault(d, got))
+            out.append(dims.setdefault(d, got))  # type: ignore[arg-type]  # None: fewer dimensions than specified
         else:
             out.append(None if d is None else dims[d])
     return tuple(out)
@@ -248,7 +249,7 @@ def save_model(model: MultiTaskAttributor | TeacherAttributor, path: str | os.Pa
         arrays.update({f"t{i}_{k}": v for k, v in sub_arrays.items()})
     arrays["__header__"] = np.frombuffer(json.dumps(header, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     with atomic_write(path, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
+        np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
 
 
 # -- loading --------------------------------------------------------------------------------

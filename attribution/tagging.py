@@ -153,8 +153,8 @@ class Tagger:
             todo = list(missing.items())
             for start in range(0, len(todo), self.batch_size):
                 chunk = todo[start:start + self.batch_size]
-                for (key, _), doc in zip(chunk, self._tag_bounded([t for _, t in chunk])):
-                    self._cache.put(key, doc)
+                for (key, _), tagged in zip(chunk, self._tag_bounded([t for _, t in chunk])):
+                    self._cache.put(key, tagged)
             self.n_tagged += len(missing)
         out = []
         for key, text in zip(keys, texts):
@@ -278,7 +278,7 @@ class NltkTagger(Tagger):
         self._perceptron.tagdict = tagdict
         self._perceptron.classes = classes
         self._perceptron.model.classes = classes
-        self._tokenizer = spacy.blank("en").tokenizer
+        self._tokenizer: Any = spacy.blank("en").tokenizer
 
     def _tag_batch(self, texts: list[str]) -> list[TaggedDoc]:
         out = []

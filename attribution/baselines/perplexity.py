@@ -235,7 +235,9 @@ class PerplexityScorer:
         todo = sorted({k for k in keys if k not in self._memo}, key=lambda k: (k[2] or "", k[3]))
         encoded = [(k, *self._encode(k[2], k[3])) for k in todo]
         encoded.sort(key=lambda e: len(e[1]))
-        batches, current, width = [], [], 0
+        batches: list[list[Any]] = []
+        current: list[Any] = []
+        width = 0
         for item in encoded:
             new_width = max(width, len(item[1]))
             if current and (len(current) >= self.batch_size or new_width * (len(current) + 1)

