@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -52,6 +53,10 @@ def missing_reason() -> str | None:
     return None
 
 
+class ServerUnusable(RuntimeError):
+    """The server starts but cannot generate here (e.g. a llama.cpp build for another CPU): skip, with the reason."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -76,6 +81,7 @@ class LlamaServer:
                    SERVED_NAME, "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
                    "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads), "--verbose", "False"]
         env = dict(os.environ)
+        env.pop("API_KEY", None)  # the server reads its settings from the environment too
         if self.api_key:  # passed by environment, so it never shows in a process listing
             env["API_KEY"] = self.api_key
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
@@ -89,11 +95,33 @@ class LlamaServer:
             try:
                 with urllib.request.urlopen(request, timeout=2) as response:
                     if response.status == 200:
-                        return self
+                        return self._probe()
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"llama.cpp server did not answer within {timeout:.0f}s")
+
+    def _probe(self) -> LlamaServer:
+        """One token of generation: a llama.cpp built with CPU features the machine lacks dies here."""
+        body = json.dumps({"messages": [{"role": "user", "content": "In one sentence, what are the tides and why "
+                                         "do they rise and fall twice a day?"}], "max_tokens": 2}).encode()
+        request = urllib.request.Request(self.base_url + "/chat/completions", data=body, headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {self.api_key or 'x'}"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                response.read()
+                return self
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+            time.sleep(0.5)
+            code = self.process.poll() if self.process else None
+            self.stop(kill=True)
+            if code is not None and code < 0:
+                raise ServerUnusable(
+                    f"the llama.cpp server died with signal {-code} on its first generation (an illegal instruction "
+                    "means llama-cpp-python was built for CPU features this machine lacks or does not enable, such "
+                    "as AMX in a VM); rebuild it with CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON "
+                    "-DGGML_F16C=ON' pip install --no-cache-dir --force-reinstall llama-cpp-python") from None
+            raise RuntimeError(f"llama.cpp server failed its first generation: {err}") from None
 
     def stop(self, *, kill: bool = False) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -110,14 +138,15 @@ class FaultProxy:
     """HTTP proxy on 127.0.0.1 that follows ``script`` for successive requests, then forwards.
 
     Script actions: ``"pass"``, ``"429"`` (with ``Retry-After: retry_after``), ``"500"``, ``"drop"``
-    (read the request, close without an answer), ``"slow"`` (wait ``slow_seconds``, then forward).
+    (read the request, close without an answer), ``"slow"`` (wait ``slow_seconds``, then forward),
+    ``"hang"`` (wait ``hang_seconds``, then close without an answer: the client times out first).
     Only POST requests consume the script. ``seen`` counts the actions taken.
     """
 
     def __init__(self, upstream_port: int, script: list[str] | None = None, *, retry_after: float = 1.0,
-                 slow_seconds: float = 3.0) -> None:
+                 slow_seconds: float = 1.0, hang_seconds: float = 5.0) -> None:
         self.upstream_port, self.script = upstream_port, list(script or [])
-        self.retry_after, self.slow_seconds = retry_after, slow_seconds
+        self.retry_after, self.slow_seconds, self.hang_seconds = retry_after, slow_seconds, hang_seconds
         self.port = free_port()
         self.seen: Counter[str] = Counter()
         self._loop = asyncio.new_event_loop()
@@ -158,7 +187,9 @@ class FaultProxy:
                 body = await reader.readexactly(length) if length else b""
                 action = self.script.pop(0) if head.startswith(b"POST") and self.script else "pass"
                 self.seen[action] += 1
-                if action == "drop":
+                if action == "hang":
+                    await asyncio.sleep(self.hang_seconds)
+                if action in ("drop", "hang"):
                     break
                 if action in ("429", "500"):
                     text = b'{"error": {"message": "injected fault", "type": "server_error"}}'
