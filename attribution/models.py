@@ -207,10 +207,22 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         return (f"teacher-attribution=={__version__}|tagger={tagger}|features={self.features}"
                 f"|C={self.C}|normalize={self.normalize}")
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Probability of each teacher for each output, shape (n_outputs, n_teachers)."""
+    def predict_proba(self, texts: Sequence[str], *, as_frame: bool = False,
+                      ids: Sequence[str] | None = None) -> np.ndarray | pd.DataFrame:
+        """Probability of each teacher for each output, shape (n_outputs, n_teachers), columns in
+        the order of ``classes_``. With ``as_frame=True``, a DataFrame whose columns are the
+        teachers and whose index is ``ids`` (one per text, index name ``id``) when given."""
         self._check_fitted()
-        return self.predict_proba_docs(self.prepare(texts))
+        proba = self.predict_proba_docs(self.prepare(texts))
+        if not as_frame:
+            return proba
+        index = None
+        if ids is not None:
+            ids = list(ids)
+            if len(ids) != len(proba):
+                raise model_error("E210", name="ids", expected=f"one per text ({len(proba)} texts)", got=len(ids))
+            index = pd.Index(ids, name="id")
+        return pd.DataFrame(proba, columns=pd.Index(self.classes_.tolist(), name="teacher"), index=index)
 
     def predict_proba_docs(self, docs: Sequence[TaggedDoc]) -> np.ndarray:
         """:meth:`predict_proba` on already-tagged documents."""
@@ -222,7 +234,8 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(self.predict_proba(texts), axis=1)]
 
     # -- student-level verdict -------------------------------------------------------------
-    def rank(self, texts: Iterable[str], prompt_ids: Iterable[str | None] | None = None) -> pd.DataFrame:
+    def rank(self, texts: Iterable[str], prompt_ids: Iterable[str | None] | None = None, *,
+             tests: str = "either", alpha: float = 0.05) -> pd.DataFrame:
         """Rank the teachers of one student from all of its outputs, most likely first.
 
         ``prompt_ids`` (one per text) enable the paired test when the model kept the
@@ -236,7 +249,9 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
             put this teacher first) and ``mean_log_proba``. ``frame.attrs`` holds
             ``n_outputs``, ``p_unlisted`` (see :func:`unlisted_p_value`) and ``paired`` (the
             paired test of the top teacher, see :meth:`StudentEvidence.paired_result`, or
-            ``None``); ``attribution.api.verdict`` turns them into a verdict.
+            ``None``), and ``verdict`` (:func:`attribution.api.verdict` of these, under ``tests``
+            and ``alpha``). The verdict concerns the top teacher, so its ``verdict`` (status) and
+            ``p_value`` columns are filled on the first row only (None and NaN below).
 
         See Also
         --------
@@ -249,9 +264,17 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         else:
             for chunk in _chunks(zip(texts, prompt_ids, strict=True), self.batch_size):
                 evidence.add([text for text, _ in chunk], [pid for _, pid in chunk])
+        from .api import verdict  # api builds on this module
+
         frame = evidence.ranking()
-        frame.attrs.update({"n_outputs": evidence.n_outputs, "p_unlisted": evidence.p_unlisted(),
-                            "paired": evidence.paired_result(frame["teacher"].iloc[0])})
+        top = frame["teacher"].iloc[0]
+        p_unlisted, paired = evidence.p_unlisted(), evidence.paired_result(top)
+        judged = verdict(top, [p_unlisted], [paired], alpha=alpha, tests=tests)
+        frame["verdict"] = [judged["status"]] + [None] * (len(frame) - 1)
+        frame["p_value"] = [judged["p_value"]] + [None] * (len(frame) - 1)
+        frame["p_value"] = frame["p_value"].astype(float)
+        frame.attrs.update({"n_outputs": evidence.n_outputs, "p_unlisted": p_unlisted, "paired": paired,
+                            "verdict": judged})
         return frame
 
     def get_feature_names_out(self) -> np.ndarray:

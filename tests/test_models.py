@@ -81,6 +81,18 @@ def test_predict_proba_rows_and_columns(pos_model, labelled_records):
     assert predicted.tolist() == [TEACHERS[i] for i in proba.argmax(axis=1)]
 
 
+def test_predict_proba_as_frame_is_labelled(pos_model, labelled_records):
+    texts, ids = texts_of(labelled_records)[:4], [r.id for r in labelled_records[:4]]
+    frame = pos_model.predict_proba(texts, as_frame=True, ids=ids)
+    assert frame.columns.tolist() == pos_model.classes_.tolist() and frame.index.tolist() == ids
+    assert frame.index.name == "id"
+    np.testing.assert_array_equal(frame.to_numpy(), pos_model.predict_proba(texts))
+    assert pos_model.predict_proba(texts, as_frame=True).index.tolist() == [0, 1, 2, 3]
+    with pytest.raises(ModelError) as info:
+        pos_model.predict_proba(texts, as_frame=True, ids=ids[:2])
+    assert info.value.code == "E210"
+
+
 @pytest.mark.parametrize("features, floor", [("pos-paper", 0.8), ("ngram-paper", 0.8), ("combined", 0.9)])
 def test_attributes_held_out_student_outputs(reference_records, labelled_records, features, floor):
     model = TeacherAttributor(features=features, open_set=False).fit(
@@ -142,7 +154,10 @@ def test_unfitted_model():
 # -- ranking a student ---------------------------------------------------------------------------
 def test_rank_names_the_teacher_of_the_student(pos_model, student_records):
     frame = pos_model.rank(texts_of(student_records))
-    assert list(frame.columns) == ["teacher", "probability", "support", "ci_low", "ci_high", "mean_log_proba"]
+    assert list(frame.columns) == ["teacher", "probability", "support", "ci_low", "ci_high", "mean_log_proba",
+                                   "verdict", "p_value"]
+    assert frame["verdict"].iloc[0] == frame.attrs["verdict"]["status"] and frame["verdict"].iloc[1:].isna().all()
+    assert frame.attrs["verdict"]["best_candidate"] == "chatty" and frame["p_value"].iloc[1:].isna().all()
     assert (frame["ci_low"] <= frame["probability"] + 1e-9).all() and (frame["probability"] <= frame["ci_high"] + 1e-9).all()
     assert frame["teacher"].iloc[0] == "chatty"
     assert sorted(frame["teacher"]) == TEACHERS
@@ -182,7 +197,7 @@ def test_student_evidence_and_templates(pos_model, student_records):
     first = evidence.add(texts[:4])
     evidence.add(texts[4:])
     assert evidence.n_outputs == 10 and first.shape == (4, 3) and len(evidence.outputs) == 10
-    pd.testing.assert_frame_equal(evidence.ranking(), pos_model.rank(texts))
+    pd.testing.assert_frame_equal(evidence.ranking(), pos_model.rank(texts).drop(columns=["verdict", "p_value"]))
     table = evidence.templates(top=5)
     assert list(table.columns) == ["teacher", "block", "feature", "weight", "n_outputs", "share_of_outputs",
                                    "examples"]

@@ -21,6 +21,8 @@ from ._app import (
     TEXT_FIELD_OPTION,
     Tally,
     app,
+    to_json,
+    echo,
     emit,
     log,
     nothing_left,
@@ -58,6 +60,38 @@ class VerdictTest(str, Enum):
     paired = "paired"
     unlisted = "unlisted"
     both = "both"
+
+
+class RankFormat(str, Enum):
+    """Choices of rank's --format: csv prints one row per student (attribution.result.SUMMARY_COLUMNS)."""
+
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class GroupBy(str, Enum):
+    """Choices of --group-by (attribution.result.GROUP_FIELDS)."""
+
+    student = "student"
+    teacher = "teacher"
+    task = "task"
+
+
+def _students_table(result: dict[str, Any]) -> str:
+    """rank --group-by as a table: one line per group."""
+    from ..report import format_interval
+
+    lines = [f"{result['group_by']:<28} {'teacher':<24} {'probability':>11} {'95% interval':>14}  verdict"]
+    for entry in result["students"]:
+        best, verdict = entry["ranking"][0], entry["verdict"]
+        p_value = verdict.get("p_value")
+        shown = verdict["status"] + (f" (p = {p_value:.3g})" if isinstance(p_value, (int, float)) else "")
+        lines.append(f"{entry['student']:<28} {best['teacher']:<24} {best['probability']:>11.3f} "
+                     f"{format_interval(best):>14}  {shown}")
+    lines.append(f"({len(result['students'])} groups by '{result['group_by']}'; --format json for each one's "
+                 "ranking, verdict and evidence)")
+    return "\n".join(lines)
 
 
 def _verdict_line(verdict: dict[str, Any]) -> str:
@@ -135,9 +169,18 @@ def rank_cli(
     skip_invalid: bool = SKIP_INVALID_OPTION,
     max_chars: int = MAX_CHARS_OPTION,
     top_templates: int = typer.Option(10, "--top-templates", min=0, help="Templates to report as evidence."),
-    fmt: OutputFormat = FORMAT_OPTION,
-    output: Optional[Path] = typer.Option(None, "--output", "-o", dir_okay=False, help="Also write the JSON here."),
+    fmt: RankFormat = typer.Option(RankFormat.table, "--format", "-f",
+                                   help="table, json, or csv (one row per student: top teacher, interval, verdict)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", dir_okay=False,
+                                          help="Also write the JSON here; a .csv or .parquet file gets the csv rows."),
     report: Optional[Path] = typer.Option(None, "--report", dir_okay=False, help="Write an HTML (.html) or Markdown (.md) report."),
+    group_by: Optional[GroupBy] = typer.Option(
+        None, "--group-by", case_sensitive=False,
+        help="Rank each group of records sharing this field (typically 'student') on its own, in one run."),
+    per_output: Optional[Path] = typer.Option(None, "--per-output", dir_okay=False,
+                                              help="Write each output's probabilities, keyed by id (.csv or .parquet)."),
+    evidence_file: Optional[Path] = typer.Option(None, "--evidence", dir_okay=False,
+                                                 help="Write the template evidence rows (.csv or .parquet)."),
     keep_outputs: bool = typer.Option(False, "--keep-outputs",
                                       help="Keep per-output probabilities in the JSON (for 'attribute-teacher report')."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap behind 'support'."),
@@ -154,11 +197,13 @@ def rank_cli(
     """
     from tqdm import tqdm
 
-    from ..api import file_digest, rank_student
+    from ..api import file_digest
     from ..errors import ModelError, input_error
-    from ..io import RecordReader, check_outputs, write_together
+    from ..io import RecordReader, atomic_write, check_outputs, write_together
     from ..models import load_model
     from ..report import report_files
+    from ..result import (TABLE_SUFFIXES, AuditBatch, audit_student, frame_to_csv, rank_students, require_parquet,
+                          table_suffix, write_table)
 
     if reference is None and model_path is None:
         from ..errors import model_error
@@ -166,7 +211,15 @@ def rank_cli(
         raise model_error("E417")
     if reference is not None and model_path is not None:
         raise typer.BadParameter("give exactly one of --reference or --model")
-    check_outputs([output, *(report_files(report) if report is not None else [])],
+    if group_by is not None and report is not None:
+        raise typer.BadParameter("a report shows one student; with --group-by, write --evidence and --per-output "
+                                 "tables, or rank each student on its own", param_hint="--report")
+    for path, option in ((per_output, "--per-output"), (evidence_file, "--evidence")):
+        if path is not None:
+            table_suffix(path, option)
+    if output is not None and output.suffix.lower() == ".parquet":
+        require_parquet()
+    check_outputs([output, per_output, evidence_file, *(report_files(report) if report is not None else [])],
                   [outputs, reference, model_path])
     if not outputs.is_file():  # before fitting: a typo in the student path should not cost a fit
         raise input_error("E109", source=str(outputs))
@@ -182,10 +235,13 @@ def rank_cli(
     student = RecordReader(outputs, **reader)
     tally = Tally(student)
     with tqdm(desc="ranking", unit="out", disable=quiet, file=None, leave=False) as bar:
+        options = {"task": task, "top_templates": top_templates, "progress": bar.update, "tests": verdict_test.value,
+                   "keep_outputs": report is not None or keep_outputs or per_output is not None}
         try:
-            result = rank_student(model, tally, task=task, top_templates=top_templates,
-                                  keep_outputs=report is not None or keep_outputs, progress=bar.update,
-                                  tests=verdict_test.value)
+            if group_by is None:
+                audit = audit_student(model, tally, **options)
+            else:
+                audit = rank_students(model, tally, group_by=group_by.value, **options)
         except ModelError as err:
             if err.code != "E209":
                 raise
@@ -195,9 +251,11 @@ def rank_cli(
             raise problem or input_error("E118", source=student.source, n=n,
                                          hint=_empty_hint(model_path, model)) from None
     report_skipped(student.skipped, quiet=quiet)
+    for warning in audit.warnings:
+        echo(f"warning: {warning}", err=True)
+    batch = audit if group_by is not None else AuditBatch([audit])
+    result = audit.data if group_by is None else audit.meta  # what the JSON adds about the files
     result["skipped"] = len(skipped) + len(student.skipped)
-    first = next(iter(model.models_.values()))
-    result["signature"] = first.signature_
     result["inputs"] = {"outputs": file_digest(outputs)}
     if reference is not None:
         from ..distill.endpoint import manifest_source  # where the reference was collected, when known
@@ -205,14 +263,31 @@ def rank_cli(
         result["inputs"]["reference"] = {**file_digest(reference), **manifest_source(reference)}
     else:
         result["inputs"]["model"] = file_digest(model_path)
-    with write_together():  # the report and the JSON appear together, or neither does
+    with write_together():  # every output file appears, or none does
         if report is not None:
             from ..report import write_report
 
             write_report(result, report)
-            if not keep_outputs:
-                result.pop("outputs", None)
-        emit(result, fmt, _ranking_table, output)
+        if per_output is not None:
+            write_table(batch.per_output, per_output)
+        if evidence_file is not None:
+            write_table(batch.evidence, evidence_file)
+        if not keep_outputs:
+            for entry in batch:
+                entry.data.pop("outputs", None)
+        table_out = output is not None and output.suffix.lower() in TABLE_SUFFIXES
+        if table_out:
+            write_table(batch.table(), output)
+        json_out = None if table_out else output
+        document = audit.to_dict()
+        if fmt is RankFormat.csv:
+            if json_out is not None:
+                with atomic_write(json_out) as handle:
+                    handle.write(to_json(document) + "\n")
+            echo(frame_to_csv(batch.table()).rstrip("\n"))
+        else:
+            emit(document, OutputFormat(fmt.value), _ranking_table if group_by is None else _students_table,
+                 json_out)
     if report is not None:
         log(f"wrote report {report}", quiet=quiet)
 

@@ -1,0 +1,276 @@
+"""Audit results as objects of DataFrames, one student or many, and their tabular exports.
+
+:func:`audit_student` ranks one student (the dict of :func:`attribution.api.rank_student`, wrapped in
+an :class:`AuditResult`); :func:`rank_students` ranks every group of a file (e.g. every ``student``)
+in one pass, with the model fitted or loaded once, and returns an :class:`AuditBatch`. ``to_dict()``
+gives the JSON that ``attribute-teacher rank`` prints (it adds only ``inputs`` and ``skipped``, which
+describe files); :func:`write_table` writes any of the DataFrames as CSV or Parquet, atomically.
+
+Grouping streams the file once: each record goes to its group's accumulator (batched per task, as
+for one student), so memory grows with the number of groups (a few hundred example outputs each),
+not with the number of records.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .api import ALPHA, StudentRun, rank_student
+from .errors import ModelError, input_error, missing_dependency, model_error
+from .io import Record, atomic_write
+
+#: Record fields ``rank_students`` (and ``rank --group-by``) can group by.
+GROUP_FIELDS = ("student", "teacher", "task")
+#: Columns of :meth:`AuditResult.summary`: one row per student.
+SUMMARY_COLUMNS = ("student", "teacher", "probability", "ci_low", "ci_high", "runner_up", "status", "test",
+                   "verdict_teacher", "p_value", "p_paired", "p_unlisted", "n_outputs", "n_empty")
+RANKING_COLUMNS = ("teacher", "probability", "support", "ci_low", "ci_high")
+EVIDENCE_COLUMNS = ("task", "teacher", "block", "feature", "weight", "n_outputs", "share_of_outputs", "examples")
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+@dataclass
+class AuditResult:
+    """One student's ranking, verdict and evidence.
+
+    ``data`` is the JSON-ready dict (:func:`attribution.api.rank_student`'s, with ``student`` when
+    the result comes from a group, and ``signature``); the properties are views of it as DataFrames.
+    """
+
+    data: dict[str, Any]
+    student: str | None = None
+
+    @property
+    def ranking(self) -> pd.DataFrame:
+        """Teachers, most likely first: ``teacher``, ``probability``, ``support``, ``ci_low``, ``ci_high``."""
+        return pd.DataFrame(self.data["ranking"], columns=list(RANKING_COLUMNS))
+
+    @property
+    def verdict(self) -> pd.DataFrame:
+        """The verdict as one row (index: the student): ``status``, ``teacher``, ``best_candidate``,
+        ``test``, ``p_value``, ``p_paired``, ``n_paired``, ``runner_up``, ``paired_score`` (a dict per
+        teacher), ``p_unlisted``, ``alpha`` (see :func:`attribution.api.verdict`)."""
+        row = dict(self.data["verdict"])
+        return pd.DataFrame([row], index=pd.Index([self.student], name="student"))
+
+    @property
+    def evidence(self) -> pd.DataFrame:
+        """The templates behind the top teacher, strongest first (``examples``: spans from the outputs)."""
+        return pd.DataFrame(self.data.get("evidence", []), columns=list(EVIDENCE_COLUMNS))
+
+    @property
+    def per_output(self) -> pd.DataFrame:
+        """Each output's probabilities: ``id`` (the record's id, else ``line:N``), ``task``, one column per
+        teacher. Only kept with ``keep_outputs=True`` (else ``ModelError`` E217)."""
+        outputs = self.data.get("outputs")
+        if outputs is None:
+            raise model_error("E217")
+        teachers: dict[str, None] = {}
+        for row in outputs:
+            teachers.update(dict.fromkeys(row["probabilities"]))
+        rows = [{"id": row["id"], "task": row["task"], **row["probabilities"]} for row in outputs]
+        return pd.DataFrame(rows, columns=["id", "task", *teachers])
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the run noticed but did not refuse (e.g. several students pooled into one)."""
+        return list(self.data.get("warnings", []))
+
+    def summary(self) -> dict[str, Any]:
+        """One row: the top teacher, its probability and interval, the runner-up (second in the
+        ranking), the verdict and its p-values, the counts (:data:`SUMMARY_COLUMNS`)."""
+        ranking, verdict = self.data["ranking"], self.data["verdict"]
+        top = ranking[0]
+        return {"student": self.student, "teacher": top["teacher"], "probability": top["probability"],
+                "ci_low": top.get("ci_low"), "ci_high": top.get("ci_high"),
+                "runner_up": ranking[1]["teacher"] if len(ranking) > 1 else None,
+                "status": verdict.get("status"), "test": verdict.get("test"),
+                "verdict_teacher": verdict.get("teacher"), "p_value": verdict.get("p_value"),
+                "p_paired": verdict.get("p_paired"), "p_unlisted": verdict.get("p_unlisted"),
+                "n_outputs": self.data["n_outputs"], "n_empty": self.data.get("n_empty", 0)}
+
+    def table(self) -> pd.DataFrame:
+        """:meth:`summary` as a one-row DataFrame."""
+        return summary_table([self])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of ``attribute-teacher rank`` (a copy; floats unrounded)."""
+        return copy.deepcopy(self.data)
+
+
+@dataclass
+class AuditBatch:
+    """One :class:`AuditResult` per group of a file (``group_by``: which field named the groups),
+    in the groups' sorted order."""
+
+    results: list[AuditResult]
+    group_by: str = "student"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[AuditResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, name: str) -> AuditResult:
+        for result in self.results:
+            if result.student == name:
+                return result
+        raise KeyError(name)
+
+    def table(self) -> pd.DataFrame:
+        """One row per student (:data:`SUMMARY_COLUMNS`)."""
+        return summary_table(self.results)
+
+    @property
+    def per_output(self) -> pd.DataFrame:
+        """Every student's :attr:`AuditResult.per_output`, with a ``student`` column first."""
+        return _stack([r.per_output.assign(student=r.student) for r in self.results])
+
+    @property
+    def evidence(self) -> pd.DataFrame:
+        """Every student's :attr:`AuditResult.evidence`, with a ``student`` column first."""
+        return _stack([r.evidence.assign(student=r.student) for r in self.results])
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.meta.get("warnings", []))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"group_by", "students": [{"student", ...one student's JSON}], "signature", ...}``."""
+        return {"group_by": self.group_by, "students": [r.to_dict() for r in self.results],
+                **copy.deepcopy(self.meta)}
+
+
+def summary_table(results: Iterable[AuditResult]) -> pd.DataFrame:
+    """One :meth:`AuditResult.summary` row per result; probabilities and p-values as floats (NaN: none)."""
+    frame = pd.DataFrame([r.summary() for r in results], columns=list(SUMMARY_COLUMNS))
+    for column in ("probability", "ci_low", "ci_high", "p_value", "p_paired", "p_unlisted"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    return frame
+
+
+def _stack(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["student"])
+    return frame[["student", *[c for c in frame.columns if c != "student"]]]
+
+
+def _signature(model: Any) -> str:
+    return next(iter(model.models_.values())).signature_
+
+
+def audit_student(model: Any, records: Iterable[Record], **options: Any) -> AuditResult:
+    """:func:`attribution.api.rank_student` (same options) as an :class:`AuditResult`, with the
+    model's ``signature``; ``student`` is the records' ``student`` field when they name one only."""
+    names: set[str] = set()
+
+    def watch(stream: Iterable[Record]) -> Iterator[Record]:
+        for record in stream:
+            if record.student is not None and len(names) < 2:
+                names.add(record.student)
+            yield record
+
+    data = rank_student(model, watch(records), **options)
+    data["signature"] = _signature(model)
+    return AuditResult(data, student=next(iter(names)) if len(names) == 1 else None)
+
+
+def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "student", task: str | None = None,
+                  top_templates: int = 10, keep_outputs: bool = False, alpha: float = ALPHA,
+                  tests: str = "either", progress: Callable[[int], None] | None = None) -> AuditBatch:
+    """Rank every group of ``records`` (records sharing a ``group_by`` field: ``student``, ``teacher``
+    or ``task``) as one student each, in one streaming pass with one model.
+
+    Each entry is :func:`attribution.api.rank_student`'s dict with ``student`` (the group's name) first.
+    A record without the field is refused (``InputError`` E123, naming its file and line); a group
+    with nothing to rank raises ``ModelError`` E216 naming it; no records at all, E209.
+    """
+    if group_by not in GROUP_FIELDS:
+        raise model_error("E210", name="group_by", expected=f"one of {', '.join(GROUP_FIELDS)}", got=group_by)
+    runs: dict[str, StudentRun] = {}
+    for record in records:
+        name = getattr(record, group_by)
+        if name is None:
+            raise input_error("E123", source=record.source, line=record.line, field=group_by)
+        run = runs.get(name)
+        if run is None:
+            run = runs[name] = StudentRun(model, task=task, keep_outputs=keep_outputs, progress=progress)
+        run.add(record)
+    if not runs:
+        raise model_error("E209")
+    results = []
+    for name in sorted(runs):
+        try:
+            data = runs[name].finish(top_templates=top_templates, alpha=alpha, tests=tests)
+        except ModelError as err:
+            if err.code not in ("E209", "E215"):
+                raise
+            raise model_error("E216", field=group_by, group=name, detail=f"{err.message} [{err.code}]") from None
+        if group_by == "student":
+            data.pop("warnings", None)  # one student per group: nothing was pooled
+        results.append(AuditResult({"student": name, **data}, student=name))
+    return AuditBatch(results, group_by=group_by, meta={"signature": _signature(model)})
+
+
+# -- tables ----------------------------------------------------------------------------------------
+def table_suffix(path: str | os.PathLike, option: str) -> str:
+    """``.csv`` or ``.parquet`` (checked before any work; Parquet also needs pyarrow, E305)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise input_error("E124", suffix=suffix or "(none)", option=option)
+    if suffix == ".parquet":
+        require_parquet()
+    return suffix
+
+
+def require_parquet() -> None:
+    """Parquet is written with pyarrow, an optional dependency (``[report]`` extra)."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise missing_dependency("pyarrow (for Parquet files)", "report") from None
+
+
+def frame_to_csv(frame: pd.DataFrame) -> str:
+    """Stable CSV text: floats rounded to 6 places, lists as JSON, ``\\n`` line ends."""
+    return _for_file(frame, lists_as_json=True).to_csv(index=False, lineterminator="\n")
+
+
+def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write ``frame`` as CSV or Parquet (by suffix), atomically (together with the other files of a
+    :func:`attribution.io.write_together` block)."""
+    suffix = table_suffix(path, "the table")
+    if suffix == ".csv":
+        with atomic_write(path) as handle:
+            handle.write(frame_to_csv(frame))
+        return
+    with atomic_write(path, "wb") as handle:
+        _for_file(frame, lists_as_json=False).to_parquet(handle, index=False)
+
+
+def _for_file(frame: pd.DataFrame, *, lists_as_json: bool) -> pd.DataFrame:
+    out = frame.copy()
+    for column in out.columns:
+        if pd.api.types.is_float_dtype(out[column]):
+            out[column] = out[column].round(6)
+        elif out[column].dtype == object:
+            values = out[column].tolist()
+            if any(isinstance(v, float) for v in values):
+                out[column] = [round(v, 6) if isinstance(v, float) else v for v in values]
+            if lists_as_json and any(isinstance(v, (list, dict)) for v in values):
+                out[column] = [json.dumps(v, ensure_ascii=False, sort_keys=True) if isinstance(v, (list, dict))
+                               else v for v in values]
+    return out
+
+
+__all__ = ["AuditBatch", "AuditResult", "audit_student", "rank_students", "write_table", "frame_to_csv",
+           "GROUP_FIELDS", "SUMMARY_COLUMNS"]

@@ -1,0 +1,253 @@
+"""Batch audits and tabular results (issue 12, sections 1-2): ``rank --group-by``, ``--format csv``,
+``-o x.csv/x.parquet``, ``--per-output``, ``--evidence``; :mod:`attribution.result`.
+
+The CLI runs in-process (``attribution.cli.main``), so spaCy loads once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from attribution.api import fit_reference, rank_student, results_table
+from attribution.cli import main
+from attribution.cli._app import round_floats
+from attribution.errors import InputError, ModelError
+from attribution.io import read_records
+from attribution.result import (SUMMARY_COLUMNS, AuditBatch, AuditResult, audit_student, rank_students,
+                                write_table)
+from conftest import REPO, write_jsonl
+from test_hardening import cli  # in-process: (exit code, stdout, stderr)
+
+ALPACAEVAL = REPO / ".." / "shared" / "data" / "alpacaeval"
+STUDENTS = ["s-chatty", "s-formal", "s-terse"]
+
+
+@pytest.fixture(scope="module")
+def model(reference_records):
+    return fit_reference(reference_records, features="pos-paper")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory, model):
+    path = tmp_path_factory.mktemp("model") / "model.npz"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def students_path(tmp_path_factory, labelled_path):
+    """The labelled fixture outputs as three students (one per teacher), interleaved as in the file."""
+    rows = [json.loads(line) for line in labelled_path.read_text().splitlines()]
+    return write_jsonl(tmp_path_factory.mktemp("students") / "students.jsonl",
+                       [{**row, "student": f"s-{row['teacher']}"} for row in rows])
+
+
+# -- the API ---------------------------------------------------------------------------------------------
+def test_rank_students_gives_each_group_the_single_student_result(model, students_path):
+    records = read_records(students_path)
+    batch = rank_students(model, records, keep_outputs=True)
+    assert isinstance(batch, AuditBatch) and [r.student for r in batch] == STUDENTS
+    for result in batch:
+        alone = rank_student(model, [r for r in records if r.student == result.student], keep_outputs=True)
+        assert result.to_dict() == {"student": result.student, **alone}  # exactly one student's result
+        assert result.ranking["teacher"].iloc[0] == result.student[2:]
+    table = batch.table()
+    assert list(table.columns) == list(SUMMARY_COLUMNS) and table["student"].tolist() == STUDENTS
+    assert (table["teacher"] == ["chatty", "formal", "terse"]).all() and (table["n_outputs"] == 6).all()
+    assert (table["ci_low"] <= table["probability"]).all() and table["runner_up"].notna().all()
+    per_output = batch.per_output
+    assert len(per_output) == 18 and per_output.columns[:3].tolist() == ["student", "id", "task"]
+    assert sorted(per_output.columns[3:]) == ["chatty", "formal", "terse"]
+    assert per_output.set_index("id").loc["formal-s1", "student"] == "s-formal"
+    assert batch.evidence["student"].isin(STUDENTS).all()
+    doc = batch.to_dict()
+    assert doc["group_by"] == "student" and len(doc["students"]) == 3 and "signature" in doc
+    assert batch["s-terse"].student == "s-terse"
+
+
+def test_audit_student_is_rank_student_as_frames(model, student_records):
+    result = audit_student(model, student_records)
+    expected = rank_student(model, student_records)
+    assert result.to_dict() == {**expected, "signature": next(iter(model.models_.values())).signature_}
+    assert result.ranking.columns.tolist() == ["teacher", "probability", "support", "ci_low", "ci_high"]
+    assert result.ranking["teacher"].tolist() == [r["teacher"] for r in expected["ranking"]]
+    assert result.verdict["status"].iloc[0] == expected["verdict"]["status"]
+    assert result.evidence["feature"].tolist() == [r["feature"] for r in expected["evidence"]]
+    assert result.warnings == []
+    with pytest.raises(ModelError) as info:
+        result.per_output  # noqa: B018 - not kept
+    assert info.value.code == "E217"
+    kept = audit_student(model, student_records, keep_outputs=True)
+    assert len(kept.per_output) == kept.to_dict()["n_outputs"] + kept.to_dict()["n_empty"]
+
+
+def test_pooled_students_are_warned_about(model, students_path):
+    result = audit_student(model, read_records(students_path))
+    assert result.student is None and len(result.warnings) == 1
+    assert all(name in result.warnings[0] for name in STUDENTS) and "--group-by student" in result.warnings[0]
+    assert result.table()["student"].isna().all()
+
+
+def test_rank_students_refuses_a_record_without_the_field(model, make_jsonl, students_path):
+    rows = [json.loads(line) for line in students_path.read_text().splitlines()]
+    del rows[3]["student"]
+    path = make_jsonl(rows)
+    with pytest.raises(InputError) as info:
+        rank_students(model, read_records(path))
+    assert info.value.code == "E123" and str(info.value).startswith(f"{path}:4: ")
+    with pytest.raises(ModelError) as info:
+        rank_students(model, read_records(path), group_by="prompt")
+    assert info.value.code == "E210"
+
+
+def test_a_group_with_nothing_to_rank_is_named(model, make_jsonl, students_path):
+    rows = [json.loads(line) for line in students_path.read_text().splitlines()]
+    rows.append({"id": "x", "task": "science", "student": "s-broken", "output": "</s> nannannan"})
+    with pytest.raises(ModelError) as info:
+        rank_students(model, read_records(make_jsonl(rows)))
+    assert info.value.code == "E216" and "student 's-broken'" in str(info.value)
+
+
+def test_write_table_csv_is_stable_and_lists_are_json(tmp_path):
+    frame = pd.DataFrame({"a": [1 / 3, None], "examples": [["x", "y"], []], "s": ["é", None]})
+    write_table(frame, tmp_path / "t.csv")
+    text = (tmp_path / "t.csv").read_text()
+    assert text == 'a,examples,s\n0.333333,"[""x"", ""y""]",é\n,[],\n'
+    with pytest.raises(InputError) as info:
+        write_table(frame, tmp_path / "t.xlsx")
+    assert info.value.code == "E124"
+
+
+def test_results_table_keeps_every_figure(reference_records, labelled_records):
+    from attribution.api import evaluate
+
+    result = evaluate(reference_records, labelled_records, features=["pos-paper"], subsets=(2, 4), draws=2)
+    table = results_table(result)
+    assert table.columns[:4].tolist() == ["task", "features", "n_outputs", "accuracy"]
+    for column in ("calibration_error", "n_empty", "student_accuracy_at_2", "student_accuracy_at_4_std"):
+        assert column in table.columns and table[column].notna().all()
+    assert table["student_accuracy_at_2"].tolist() == [r["student_accuracy_at"]["2"]["mean"]
+                                                       for r in result["results"]]
+    assert "students" not in table.columns and "confusion" not in table.columns
+
+
+# -- the CLI ---------------------------------------------------------------------------------------------
+FAST = ["-q"]
+
+
+def test_cli_group_by_json_one_entry_per_student(capsys, model, model_file, students_path):
+    rc, out, err = cli(capsys, students_path, "-m", model_file, "--group-by", "student", "--format", "json", *FAST)
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert [e["student"] for e in doc["students"]] == STUDENTS and doc["group_by"] == "student"
+    assert doc["skipped"] == 0 and doc["inputs"]["outputs"]["name"] == "students.jsonl" and "signature" in doc
+    api = rank_students(model, read_records(students_path)).to_dict()
+    assert round_floats(api["students"]) == doc["students"]  # the API's to_dict is the CLI's JSON
+    assert "warning" not in err
+
+
+def test_cli_group_by_csv_and_table(capsys, model_file, students_path):
+    rc, out, err = cli(capsys, students_path, "-m", model_file, "--group-by", "student", "--format", "csv", *FAST)
+    assert rc == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["student"] for r in rows] == STUDENTS and list(rows[0]) == list(SUMMARY_COLUMNS)
+    assert [r["teacher"] for r in rows] == ["chatty", "formal", "terse"]
+    rc, out, err = cli(capsys, students_path, "-m", model_file, "--group-by", "student", *FAST)
+    assert rc == 0 and all(name in out for name in STUDENTS) and "3 groups" in out
+
+
+def test_cli_without_group_by_warns_about_several_students(capsys, model_file, students_path):
+    rc, out, err = cli(capsys, students_path, "-m", model_file, "--format", "json", *FAST)
+    assert rc == 0
+    assert "warning: the outputs name 3 students (s-chatty, s-formal, s-terse)" in err
+    assert json.loads(out)["warnings"] == [err.split("warning: ", 1)[1].strip()]
+
+
+def test_cli_writes_all_tables_together(capsys, model_file, students_path, tmp_path):
+    pytest.importorskip("pyarrow")
+    summary, per_output, evidence = tmp_path / "sum.parquet", tmp_path / "out" / "po.csv", tmp_path / "ev.parquet"
+    rc, out, err = cli(capsys, students_path, "-m", model_file, "--group-by", "student", "-o", summary,
+                       "--per-output", per_output, "--evidence", evidence, "--format", "json", *FAST)
+    assert rc == 0, err
+    assert "outputs" not in json.loads(out)["students"][0]  # per-output rows go to their file only
+    table = pd.read_parquet(summary)
+    assert table["student"].tolist() == STUDENTS and table.columns.tolist() == list(SUMMARY_COLUMNS)
+    rows = pd.read_csv(per_output)
+    assert len(rows) == 18 and rows.columns[:3].tolist() == ["student", "id", "task"]
+    assert rows["id"].is_unique
+    ev = pd.read_parquet(evidence)
+    assert set(ev["student"]) == set(STUDENTS) and list(ev["examples"].iloc[0])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["ev.parquet", "out", "po.csv", "sum.parquet"]
+
+
+@pytest.mark.parametrize("case", ["per-output-is-input", "bad-suffix", "report-with-group-by", "evidence-is-output"])
+def test_cli_refuses_bad_table_outputs_before_work(capsys, model_file, students_path, tmp_path, case):
+    before = students_path.read_bytes()
+    args = [students_path, "-m", model_file, "--group-by", "student", *FAST]
+    if case == "per-output-is-input":  # through a link with a table's suffix
+        (tmp_path / "po.csv").symlink_to(students_path)
+        args += ["--per-output", tmp_path / "po.csv"]
+    elif case == "bad-suffix":
+        args += ["--evidence", tmp_path / "ev.xlsx"]
+    elif case == "report-with-group-by":
+        args += ["--report", tmp_path / "r.html"]
+    else:
+        args += ["-o", tmp_path / "x.csv", "--evidence", tmp_path / "x.csv"]
+    rc, out, err = cli(capsys, *args)
+    assert rc == 2 and "Traceback" not in err
+    code = {"per-output-is-input": "[E120]", "bad-suffix": "[E124]", "evidence-is-output": "[E120]"}.get(case)
+    assert code is None or code in err
+    assert students_path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == (["po.csv"] if case == "per-output-is-input" else [])
+
+
+def test_cli_parquet_without_pyarrow_says_what_to_install(capsys, model_file, students_path, tmp_path,
+                                                          monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
+    rc, out, err = cli(capsys, students_path, "-m", model_file, "-o", tmp_path / "x.parquet", *FAST)
+    assert rc != 0 and "[E305]" in err and "pyarrow" in err and "teacher-attribution[report]" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- the released AlpacaEval benchmark (issue 12's check), on a small subset ------------------------------
+@pytest.fixture(scope="module")
+def alpacaeval_subset(tmp_path_factory) -> tuple[Path, Path]:
+    if not (ALPACAEVAL / "students_audit.jsonl").is_file():
+        pytest.skip(f"AlpacaEval benchmark not found at {ALPACAEVAL.resolve()} (needs the ../shared checkout)")
+    out = tmp_path_factory.mktemp("alpacaeval")
+
+    def first(path: Path, key: str, n: int) -> list[dict]:
+        seen: dict[str, int] = {}
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if seen.get(row[key], 0) < n:
+                seen[row[key]] = seen.get(row[key], 0) + 1
+                rows.append(row)
+        return rows
+
+    refs = write_jsonl(out / "teachers.jsonl", first(ALPACAEVAL / "teachers_reference.jsonl", "teacher", 12))
+    students = write_jsonl(out / "students.jsonl", first(ALPACAEVAL / "students_audit.jsonl", "student", 4))
+    model = out / "m.npz"
+    assert main(["fit", str(refs), "-o", str(model), "--features", "pos-paper", "-q"]) == 0
+    return model, students
+
+
+def test_alpacaeval_group_by_student_json_and_csv(capsys, alpacaeval_subset):
+    model, students = alpacaeval_subset
+    rc, out, err = cli(capsys, students, "--model", model, "--group-by", "student", "--format", "json", *FAST)
+    assert rc == 0, err
+    entries = json.loads(out)["students"]
+    assert len(entries) == 11 and all(e["n_outputs"] == 4 for e in entries)
+    assert {"student", "n_outputs", "n_empty", "ranking", "verdict", "evidence"} <= set(entries[0])
+    rc, out, err = cli(capsys, students, "--model", model, "--group-by", "student", "--format", "csv", *FAST)
+    assert rc == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 11 and {r["student"] for r in rows} == {e["student"] for e in entries}
