@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_hardening import cli  # in-process: (exit code, stdout, stderr)
 
 from attribution.api import fit_reference, rank_student, results_table
 from attribution.cli import main
 from attribution.cli._app import round_floats
 from attribution.errors import InputError, ModelError
 from attribution.io import read_records
-from attribution.result import (SUMMARY_COLUMNS, AuditBatch, AuditResult, audit_student, rank_students,
-                                write_table)
+from attribution.result import SUMMARY_COLUMNS, AuditBatch, audit_student, rank_students, write_table
+
 from conftest import REPO, write_jsonl
-from test_hardening import cli  # in-process: (exit code, stdout, stderr)
 
 ALPACAEVAL = REPO / ".." / "shared" / "data" / "alpacaeval"
 STUDENTS = ["s-chatty", "s-formal", "s-terse"]
@@ -251,3 +251,13 @@ def test_alpacaeval_group_by_student_json_and_csv(capsys, alpacaeval_subset):
     assert rc == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))
     assert len(rows) == 11 and {r["student"] for r in rows} == {e["student"] for e in entries}
+
+
+def test_rank_help_reads_naturally(capsys, monkeypatch):
+    """Issue 12, item 5: flags show no '<bool>', repeatable options no '<list[Path]>', and rank says that
+    one of --reference and --model is required."""
+    monkeypatch.setenv("COLUMNS", "200")
+    rc, out, _ = cli(capsys, "rank", "--help")
+    assert rc == 0 and "<bool>" not in out and "One of --reference or --model is required" in out
+    rc, out, _ = cli(capsys, "baseline", "--help")
+    assert rc == 0 and "list[" not in out and "<file> ..." in out and "<bool>" not in out

@@ -33,6 +33,34 @@ app = typer.Typer(
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
+def _natural_metavars() -> None:
+    """Help shows no type for a flag (typer 0.2x writes ``<bool>``) and ``<file> ...`` for a
+    repeatable option (not ``<list[Path]>``). Only the help text changes; parsing does not."""
+    import re
+
+    from typer import core
+
+    option = getattr(core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "natural", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        if self.metavar is None and getattr(self, "is_flag", False):
+            return None
+        text = shown(self, ctx)
+        if isinstance(text, str):
+            text = re.sub(r"<list\[(\w+)\]>(\.\.\.)?", lambda m: "<file> ..." if m[1] == "Path" else f"<{m[1]}> ...",
+                          text)
+        return text
+
+    display_type_rich.natural = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+
+_natural_metavars()
+
+
 class Terminated(BaseException):
     """SIGTERM, raised like KeyboardInterrupt so that temporary files are removed on the way out."""
 

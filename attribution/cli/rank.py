@@ -157,10 +157,12 @@ def _empty_hint(model_path: Optional[Path], model: Any) -> str:
 def rank_cli(
     ctx: typer.Context,
     outputs: Path = typer.Argument(..., help="The student's outputs (.jsonl or .csv).", dir_okay=False),
-    reference: Optional[Path] = typer.Option(None, "--reference", "-r", dir_okay=False,
-                                             help="Teachers' reference outputs to fit on (each with 'teacher')."),
-    model_path: Optional[Path] = typer.Option(None, "--model", "-m", dir_okay=False,
-                                              help="A model saved by 'attribute-teacher fit' (instead of --reference)."),
+    reference: Optional[Path] = typer.Option(
+        None, "--reference", "-r", dir_okay=False,
+        help="Teachers' reference outputs to fit on (each with 'teacher'). One of --reference or --model is required."),
+    model_path: Optional[Path] = typer.Option(
+        None, "--model", "-m", dir_okay=False,
+        help="A model saved by 'attribute-teacher fit' (instead of --reference; one of the two is required)."),
     task: Optional[str] = TASK_OPTION,
     features: str = FEATURES_OPTION,
     tagger: str = TAGGER_OPTION,
