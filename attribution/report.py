@@ -79,9 +79,13 @@ RESULT_SCHEMA = Obj({
 
 
 def report_files(path: str | os.PathLike) -> list[Path]:
-    """Every file :func:`write_report` may write for ``path`` (a Markdown report's PNGs too)."""
+    """Every file :func:`write_report` may write for ``path`` (a Markdown report's PNGs too);
+    ``E605`` for a report type it cannot write (so the CLI refuses it before any work)."""
     target = Path(path)
-    if target.suffix.lower() != ".md":
+    suffix = target.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise InputError(Errors.E605.format(suffix=suffix or "(none)"), source=str(target), code="E605")
+    if suffix != ".md":
         return [target]
     return [target, *(_png_path(target, key) for key in PLOT_KEYS)]
 
@@ -137,8 +141,7 @@ def write_report(result: dict[str, Any], path: str | os.PathLike) -> Path:
     """
     target = Path(path)
     suffix = target.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise InputError(Errors.E605.format(suffix=suffix or "(none)"), source=str(target), code="E605")
+    report_files(target)  # E605 for another suffix
     check_result(result)
     plots = render_plots(result)
     with write_together():  # a Markdown report and its PNGs appear together

@@ -116,6 +116,13 @@ def test_item19_output_location_checked_before_work(capsys, tmp_path, make_jsonl
         assert "[E121]" in err
 
 
+def test_item19_unsupported_report_type_refused_before_work(capsys, tmp_path, make_jsonl):
+    broken_ref = make_jsonl(["{not json"], "ref.jsonl")
+    student = make_jsonl([{"output": "The answer is A."}], "student.jsonl")
+    rc, _, err = cli(capsys, student, "-r", broken_ref, "--report", tmp_path / "r.pdf", *FAST)
+    assert rc == 2 and "[E605]" in err and "E101" not in err
+
+
 def test_item19_report_is_not_left_behind_when_the_json_fails(capsys, files, model_file, tmp_path, monkeypatch):
     import attribution.cli.rank as rank
 
