@@ -46,7 +46,8 @@ class PairedReferences:
 
     def __init__(self, prompt_ids: Sequence[str], matrix: sp.csr_matrix, n_teachers: int) -> None:
         self.prompt_ids = np.asarray(prompt_ids, dtype=str)
-        self.matrix = sp.csr_matrix(matrix, dtype=np.float64)
+        # kept at float32 precision (saved as float32: half the file), computed in float64
+        self.matrix = sp.csr_matrix(matrix, dtype=np.float32).astype(np.float64)
         self.n_teachers = int(n_teachers)
         if self.matrix.shape[0] != len(self.prompt_ids) * self.n_teachers:
             raise ValueError(f"paired matrix has {self.matrix.shape[0]} rows for {len(self.prompt_ids)} prompts "
@@ -114,8 +115,8 @@ class PairedReferences:
         return rows, out
 
     def get_state(self) -> dict[str, np.ndarray]:
-        return {"paired_ids": self.prompt_ids, "paired_data": self.matrix.data,
-                "paired_indices": self.matrix.indices, "paired_indptr": self.matrix.indptr}
+        return {"paired_ids": self.prompt_ids, "paired_data": self.matrix.data.astype(np.float32),
+                "paired_indices": self.matrix.indices.astype(np.int32), "paired_indptr": self.matrix.indptr}
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], n_teachers: int, n_features: int) -> PairedReferences | None:

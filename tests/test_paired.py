@@ -45,7 +45,8 @@ def test_scores_are_cosines_of_deviations_from_the_teachers_mean():
     assert rows.tolist() == [0, 2, 4]
     for n, row in enumerate(rows):
         p = int(student_ids[row][1])
-        expected = _dense_scores(X[p * 3:(p + 1) * 3].toarray(), student[row].toarray().ravel())
+        answers = X[p * 3:(p + 1) * 3].toarray().astype(np.float32).astype(float)  # stored at float32 precision
+        expected = _dense_scores(answers, student[row].toarray().ravel())
         np.testing.assert_allclose(scores[n], expected, atol=1e-12)
 
 
