@@ -51,7 +51,8 @@ def check_references(records: Sequence[Record], *, normalize: bool = True,
             raise model_error("E212", teacher=teacher, where=where, n=n, total=total, minimum=minimum)
 
 
-def fit_reference(records: Iterable[Record], *, task: str | None = None, **params: Any) -> MultiTaskAttributor:
+def fit_reference(records: Iterable[Record], *, task: str | None = None,
+                  progress: Callable[[int], None] | None = None, **params: Any) -> MultiTaskAttributor:
     """Fit one attributor per task on teachers' reference outputs.
 
     Parameters
@@ -60,6 +61,9 @@ def fit_reference(records: Iterable[Record], *, task: str | None = None, **param
         Reference outputs, each with a ``teacher``.
     task : str, optional
         Keep only this task.
+    progress : callable, optional
+        Called with the number of reference outputs tagged so far, batch by batch (tagging is
+        most of the fitting time).
     **params
         Passed to :class:`~attribution.models.TeacherAttributor`.
     """
@@ -68,7 +72,7 @@ def fit_reference(records: Iterable[Record], *, task: str | None = None, **param
         raise model_error("E208", task=task, known="(no records)")
     check_references(records, normalize=params.get("normalize", True))
     return MultiTaskAttributor(**params).fit([r.output for r in records], [r.teacher for r in records],
-                                             [r.task for r in records], [r.id for r in records])
+                                             [r.task for r in records], [r.id for r in records], progress=progress)
 
 
 def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task: str | None = None,

@@ -11,7 +11,7 @@ arrays and one JSON document -- nothing in it can execute code when loaded.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -598,16 +598,23 @@ class MultiTaskAttributor:
 
     def fit(self, texts: Sequence[str], teachers: Sequence[str],
             tasks: Sequence[str | None] | None = None,
-            prompt_ids: Sequence[str | None] | None = None) -> MultiTaskAttributor:
+            prompt_ids: Sequence[str | None] | None = None, *,
+            progress: Callable[[int], None] | None = None) -> MultiTaskAttributor:
         """Fit one attributor per task (texts are tagged once, together); ``prompt_ids`` as in
-        :meth:`TeacherAttributor.fit`."""
+        :meth:`TeacherAttributor.fit`; ``progress`` is called with the number of texts tagged, per batch."""
         texts = _check_texts(texts)
         tasks = list(tasks) if tasks is not None else [None] * len(texts)
         ids = list(prompt_ids) if prompt_ids is not None else [None] * len(texts)
         if not (len(texts) == len(teachers) == len(tasks) == len(ids)):
             raise model_error("E203", n_texts=len(texts), n_labels=len(teachers))
         probe = TeacherAttributor(**self.params)
-        docs = probe.prepare(texts)
+        if progress is None:
+            docs = probe.prepare(texts)
+        else:  # the same tags (a text is tagged once per process), batch by batch
+            docs = []
+            for start in range(0, len(texts), probe.batch_size):
+                docs.extend(probe.prepare(texts[start:start + probe.batch_size]))
+                progress(len(docs) - start)
         self.models_: dict[str | None, TeacherAttributor] = {}
         for task in sorted(set(tasks), key=lambda t: (t is not None, t or "")):
             idx = [i for i, t in enumerate(tasks) if t == task]

@@ -261,3 +261,11 @@ def test_rank_help_reads_naturally(capsys, monkeypatch):
     assert rc == 0 and "<bool>" not in out and "One of --reference or --model is required" in out
     rc, out, _ = cli(capsys, "baseline", "--help")
     assert rc == 0 and "list[" not in out and "<file> ..." in out and "<bool>" not in out
+
+
+def test_fit_reports_tagging_progress_and_fits_the_same_model(reference_records, model):
+    seen = []
+    again = fit_reference(reference_records, features="pos-paper", progress=seen.append)
+    assert sum(seen) == len(reference_records) and all(n > 0 for n in seen)
+    for task, sub in model.models_.items():
+        assert (again.models_[task].classifier_.coef_ == sub.classifier_.coef_).all()

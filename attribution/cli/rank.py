@@ -47,9 +47,13 @@ def _fit_from_file(reference: Path, *, task: Optional[str], features: str, tagge
     problem = nothing_left(refs, tally.tasks, task, untagged_match=False) if not records else None
     if problem is not None:
         raise problem
+    from tqdm import tqdm
+
     log(f"fitting on {len(records)} reference outputs from {reference.name}", quiet=quiet)
-    model = fit_reference(records, task=task, features=features, tagger=tagger, normalize=normalize,
-                          random_state=seed)
+    with tqdm(desc="fitting: tagging references", total=len(records), unit="out", disable=quiet,
+              leave=False) as bar:
+        model = fit_reference(records, task=task, features=features, tagger=tagger, normalize=normalize,
+                              random_state=seed, progress=bar.update)
     return model, refs.skipped
 
 
@@ -145,6 +149,20 @@ def _check_model_options(ctx: typer.Context, model: Any, values: dict[str, Any])
                               fixed=f"{param}={params[param]}")
 
 
+def _count_records(path: Path) -> int | None:
+    """Records in a JSON Lines file (its non-blank lines), for the progress bar; None for CSV (a quoted
+    field may span lines) or when the file cannot be read (the reader then says why)."""
+    from ..io import JSONL_SUFFIXES
+
+    if path.suffix.lower() not in JSONL_SUFFIXES:
+        return None
+    try:
+        with path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    except OSError:
+        return None
+
+
 def _empty_hint(model_path: Optional[Path], model: Any) -> str:
     if not next(iter(model.models_.values())).normalize:
         return ""
@@ -236,7 +254,8 @@ def rank_cli(
                                         normalize=normalize, seed=seed, reader=reader, quiet=quiet)
     student = RecordReader(outputs, **reader)
     tally = Tally(student)
-    with tqdm(desc="ranking", unit="out", disable=quiet, file=None, leave=False) as bar:
+    with tqdm(desc="ranking", unit="out", total=None if quiet else _count_records(outputs),
+              disable=quiet, leave=False) as bar:
         options = {"task": task, "top_templates": top_templates, "progress": bar.update, "tests": verdict_test.value,
                    "keep_outputs": report is not None or keep_outputs or per_output is not None}
         try:
