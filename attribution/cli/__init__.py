@@ -26,6 +26,10 @@ def _importing_handlers() -> dict:
     return {s: signal.signal(s, _exit_at_once) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
+#: Started as the command line (console script or ``python -m attribution``), not imported by a library
+#: user: then the quiet exit stays in place until main() takes over, leaving no gap in between.
+_AS_CLI = (os.path.basename(sys.argv[0]) == "attribute-teacher"
+           or sys.argv[0].endswith(os.path.join("attribution", "__main__.py")))
 _previous_handlers = _importing_handlers()
 try:
     import importlib
@@ -34,7 +38,8 @@ try:
                        run_app)
 finally:  # a library import leaves the caller's handlers as they were
     for _signum, _handler in _previous_handlers.items():
-        signal.signal(_signum, _handler)
+        if not _AS_CLI:
+            signal.signal(_signum, _handler)
 
 #: Command modules, imported for their registration side effect. A module whose optional
 #: dependencies are missing still registers; it fails with a clear message when run.
@@ -76,6 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         install_signal_handlers(previous)
     if argv is None:
+        if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+            # CPython remembers a Ctrl-C that interrupted code an extension ran through PyRun_* (e.g.
+            # pydantic-core while importing) even once it was handled, and would then kill the process
+            # with SIGINT at exit: leave directly, with the code (temporary files are already gone).
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:  # noqa: BLE001 - a closed pipe must not change the exit code
+                    pass
+            os._exit(code)
         sys.exit(code)
     return code
 
