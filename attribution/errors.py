@@ -112,6 +112,13 @@ class Errors:
     E603 = "unknown {what} '{value}'; choose from {choices}"
     E604 = "not a rank result: {detail}; render the JSON written by 'attribute-teacher rank ... -o result.json'"
     E605 = "unsupported report type '{suffix}'; use .html (self-contained) or .md (Markdown with PNGs beside it)"
+    # distributed tagging on Dask: --workers, --scheduler, attribution.parallel (E7xx)
+    E701 = "give exactly one of --workers N and --scheduler ADDRESS (client=, n_workers=, scheduler=); got {given}"
+    E702 = "{name} must be {expected} (got {got!r})"
+    E703 = "tagging failed on the Dask cluster: {detail}"
+    E704 = ("the Dask workers tag with {worker} but this process with {local}: install the same spaCy model and "
+            "version on every worker (other tags would change the results)")
+    E705 = "could not connect to the Dask scheduler at '{address}': {detail}"
 
 
 class AttributionError(Exception):

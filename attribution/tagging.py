@@ -17,6 +17,7 @@ import pickle
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +41,9 @@ MAX_RUN_CHARS = 100
 #: ``nlp.max_length``, and memory grows with the longest text of a batch).
 MAX_PIECE_CHARS = 100_000
 _LONG_RUN_RE = re.compile(rf"\S{{{MAX_RUN_CHARS + 1},}}")
+#: Where texts a tagger has not tagged yet are sent: ``None`` = tagged in this process; inside
+#: :func:`attribution.parallel.dask_tagging`, a backend that tags them on a Dask cluster.
+_BACKEND: ContextVar[Any] = ContextVar("attribution_tagging_backend", default=None)
 
 
 def bounded_pieces(text: str) -> list[str]:
@@ -120,6 +124,8 @@ class Tagger:
 
     name = "tagger"
     version = "0"
+    #: ``(name, batch_size)`` of :func:`get_tagger` that loaded it (how a Dask worker loads the same one).
+    config: tuple[str, int] | None = None
 
     def __init__(self, *, batch_size: int = 256, cache_size: int = 50_000) -> None:
         self.batch_size = batch_size
@@ -139,9 +145,7 @@ class Tagger:
         if isinstance(texts, str):
             raise TypeError(Errors.E202)
         if not cache:
-            docs = []
-            for start in range(0, len(texts), self.batch_size):
-                docs.extend(self._tag_bounded(list(texts[start:start + self.batch_size])))
+            docs = self._tag_all(list(texts))
             self.n_tagged += len(texts)
             return docs
         keys = [_TagCache.key(t) for t in texts]
@@ -150,11 +154,8 @@ class Tagger:
             if self._cache.get(key) is None and key not in missing:
                 missing[key] = text
         if missing:
-            todo = list(missing.items())
-            for start in range(0, len(todo), self.batch_size):
-                chunk = todo[start:start + self.batch_size]
-                for (key, _), tagged in zip(chunk, self._tag_bounded([t for _, t in chunk])):
-                    self._cache.put(key, tagged)
+            for key, tagged in zip(missing, self._tag_all(list(missing.values()))):
+                self._cache.put(key, tagged)
             self.n_tagged += len(missing)
         out = []
         for key, text in zip(keys, texts):
@@ -174,6 +175,17 @@ class Tagger:
                 batch = []
         if batch:
             yield from self.tag(batch, cache=False)
+
+    def _tag_all(self, texts: list[str]) -> list[TaggedDoc]:
+        """Tag ``texts`` in batches of :attr:`batch_size`, in this process or, inside
+        :func:`attribution.parallel.dask_tagging`, on the cluster (the same tags either way)."""
+        backend = _BACKEND.get()
+        if backend is not None and self.config is not None and texts:
+            return backend.tag(self, self.config, texts)
+        docs: list[TaggedDoc] = []
+        for start in range(0, len(texts), self.batch_size):
+            docs.extend(self._tag_bounded(texts[start:start + self.batch_size]))
+        return docs
 
     def _tag_bounded(self, texts: list[str]) -> list[TaggedDoc]:
         """:meth:`_tag_batch` on the :func:`bounded_pieces` of each text, pieces joined again."""
@@ -315,6 +327,7 @@ def _load_tagger(name: str, batch_size: int, n_process: int) -> Tagger:
         tagger = SpacyTagger(name, batch_size=batch_size, n_process=n_process)
     else:
         raise AttributionError(Errors.E302.format(name=name), code="E302")
+    tagger.config = (name, batch_size)  # what a Dask worker passes to get_tagger for the same tagger
     # The tagger and what it imports (spaCy, thinc, torch when installed: ~300k objects)
     # live as long as the process. Without this, every full garbage collection re-scans
     # them: 0.1-0.2 s each, a tenth of the time spent ranking a student.

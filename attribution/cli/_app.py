@@ -117,6 +117,24 @@ SKIP_INVALID_OPTION = typer.Option(False, "--skip-invalid",
 MAX_CHARS_OPTION = typer.Option(100_000, "--max-chars", min=0, help="Reject longer texts (0 = no limit).")
 FORMAT_OPTION = typer.Option(OutputFormat.table, "--format", "-f", help="table or json.")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress or counts on stderr.")
+WORKERS_OPTION = typer.Option(None, "--workers", min=1, help="Tag on a local Dask cluster of N single-threaded "
+                              "worker processes, started and closed here (needs [dask]; the same results).")
+SCHEDULER_OPTION = typer.Option(None, "--scheduler", help="Tag on an existing Dask cluster: its scheduler's "
+                                "address, e.g. tcp://10.0.0.5:8786 (needs [dask]; the same results).")
+
+
+def tag_on_cluster(ctx: typer.Context, workers: int | None, scheduler: str | None, *, quiet: bool) -> None:
+    """With ``--workers`` or ``--scheduler``, tagging goes to Dask until the command ends (the local
+    cluster and the connection are closed on exit, error or Ctrl-C); without them nothing changes."""
+    if workers is None and scheduler is None:
+        return
+    if workers is not None and scheduler is not None:
+        raise typer.BadParameter("give --workers or --scheduler, not both", param_hint="--workers")
+    from ..parallel import dask_tagging
+
+    backend = ctx.with_resource(dask_tagging(n_workers=workers, scheduler=scheduler))
+    where = f"{workers} local worker process(es)" if workers is not None else f"the Dask cluster at {scheduler}"
+    log(f"tagging on {where} ({backend.n_workers} worker thread(s))", quiet=quiet)
 
 
 def round_floats(value: Any, digits: int = 6) -> Any:

@@ -18,11 +18,14 @@ from ._app import (
     TAGGER_OPTION,
     TASK_OPTION,
     TEXT_FIELD_OPTION,
+    SCHEDULER_OPTION,
+    WORKERS_OPTION,
     app,
     emit,
     log,
     read_inputs,
     report_skipped,
+    tag_on_cluster,
 )
 
 
@@ -38,6 +41,7 @@ def _table(result: dict[str, Any]) -> str:
 
 @app.command("evaluate")
 def evaluate_cli(
+    ctx: typer.Context,
     reference: List[Path] = typer.Option(..., "--reference", "-r", dir_okay=False,
                                          help="Teachers' outputs (training); repeat for several files."),
     students: List[Path] = typer.Option(..., "--students", "-s", dir_okay=False,
@@ -70,6 +74,8 @@ def evaluate_cli(
     fmt: OutputFormat = FORMAT_OPTION,
     output: Optional[Path] = typer.Option(None, "--output", "-o", dir_okay=False, help="Also write the JSON here."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random subsets."),
+    workers: Optional[int] = WORKERS_OPTION,
+    scheduler: Optional[str] = SCHEDULER_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Fit on teacher outputs, attribute every student output, and score it (per output and per student)."""
@@ -90,6 +96,7 @@ def evaluate_cli(
     report_skipped(unmatched, quiet=quiet)
     skipped += unmatched
     log(f"{len(refs)} reference and {len(studs)} student outputs", quiet=quiet)
+    tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
     baseline_names = _split(baselines)
     baseline_options: dict[str, Any] = {}
     if baseline_names:

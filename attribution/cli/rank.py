@@ -19,6 +19,8 @@ from ._app import (
     TAGGER_OPTION,
     TASK_OPTION,
     TEXT_FIELD_OPTION,
+    SCHEDULER_OPTION,
+    WORKERS_OPTION,
     Tally,
     app,
     to_json,
@@ -27,6 +29,7 @@ from ._app import (
     log,
     nothing_left,
     report_skipped,
+    tag_on_cluster,
 )
 
 
@@ -208,6 +211,8 @@ def rank_cli(
         VerdictTest.either, "--verdict-test", case_sensitive=False,
         help="Which test may name a teacher: 'either' the paired or the unlisted-teacher test (each at alpha/2), "
              "'paired', 'unlisted', or 'both' (strict: also rule out a teacher outside the candidates)."),
+    workers: Optional[int] = WORKERS_OPTION,
+    scheduler: Optional[str] = SCHEDULER_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Rank the candidate teachers of one student from all its outputs.
@@ -244,6 +249,7 @@ def rank_cli(
     if not outputs.is_file():  # before fitting: a typo in the student path should not cost a fit
         raise input_error("E109", source=str(outputs))
     reader = _reader_options(text_field, skip_invalid, max_chars)
+    tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
     skipped: list = []
     if model_path is not None:
         model = load_model(model_path, tagger=tagger if _given(ctx, "tagger") else None)
@@ -315,6 +321,7 @@ def rank_cli(
 
 @app.command("fit")
 def fit_cli(
+    ctx: typer.Context,
     reference: Path = typer.Argument(..., dir_okay=False, help="Teachers' reference outputs (each with 'teacher')."),
     output: Path = typer.Option(..., "--output", "-o", dir_okay=False, help="Where to save the model (.npz)."),
     task: Optional[str] = TASK_OPTION,
@@ -326,12 +333,15 @@ def fit_cli(
     max_chars: int = MAX_CHARS_OPTION,
     fmt: OutputFormat = FORMAT_OPTION,
     seed: int = typer.Option(0, "--seed", help="Seed stored in the model (bootstrap)."),
+    workers: Optional[int] = WORKERS_OPTION,
+    scheduler: Optional[str] = SCHEDULER_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Fit on teachers' reference outputs and save the model (safe .npz, no pickle)."""
     from ..io import check_outputs
 
     check_outputs([output], [reference])
+    tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
     model, skipped = _fit_from_file(reference, task=task, features=features, tagger=tagger,
                                     normalize=normalize, seed=seed,
                                     reader=_reader_options(text_field, skip_invalid, max_chars), quiet=quiet)

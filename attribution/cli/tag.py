@@ -13,14 +13,18 @@ from ._app import (
     SKIP_INVALID_OPTION,
     TAGGER_OPTION,
     TEXT_FIELD_OPTION,
+    SCHEDULER_OPTION,
+    WORKERS_OPTION,
     app,
     log,
     report_skipped,
+    tag_on_cluster,
 )
 
 
 @app.command("tag")
 def tag_cli(
+    ctx: typer.Context,
     inputs: Path = typer.Argument(..., dir_okay=False, help="Records to tag (.jsonl or .csv)."),
     output: Path = typer.Option(..., "--output", "-o", dir_okay=False, help="Tagged JSON Lines to write."),
     tagger: str = TAGGER_OPTION,
@@ -29,6 +33,8 @@ def tag_cli(
     n_process: int = typer.Option(1, "--n-process", min=1, help="spaCy worker processes."),
     text_field: Optional[str] = TEXT_FIELD_OPTION,
     skip_invalid: bool = SKIP_INVALID_OPTION,
+    workers: Optional[int] = WORKERS_OPTION,
+    scheduler: Optional[str] = SCHEDULER_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Tag each text once, in batches; one output line per record with its words and tags."""
@@ -41,6 +47,7 @@ def tag_cli(
     from ..tagging import get_tagger
 
     check_outputs([output], [inputs])
+    tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
     tag = get_tagger(tagger, batch_size=batch_size, n_process=n_process)
     reader = RecordReader(inputs, text_field=text_field, skip_invalid=skip_invalid)
     normalizer = Normalizer() if normalize else None

@@ -1,0 +1,197 @@
+"""Distributed tagging on Dask: local worker processes or an existing cluster.
+
+Tagging is most of the cost of fitting and ranking (spaCy, ~35-40k tokens/s per core), so it is the
+part sent to a Dask cluster; everything else (normalization, n-gram counting, vocabulary selection,
+the logistic regressions, the bootstrap) stays in the calling process, where it costs a few percent
+of tagging and where its results cannot depend on how the work was split.
+
+Use it like :func:`joblib.parallel_backend`: inside the context, every tagger loaded with
+:func:`attribution.tagging.get_tagger` (which is what :class:`~attribution.models.TeacherAttributor`,
+:func:`~attribution.api.fit_reference` and :func:`~attribution.api.rank_student` use) sends the
+texts it has not tagged yet to the cluster, in order-preserving partitions, and gets back exactly the
+tags it would have computed itself::
+
+    from attribution.parallel import dask_tagging
+    with dask_tagging(n_workers=2):                      # a LocalCluster, started and closed here
+        model = fit_reference(records)
+    with dask_tagging(scheduler="tcp://10.0.0.5:8786"):  # an existing cluster (dask scheduler/worker)
+        result = rank_student(model, read_records("student.jsonl"))
+    with dask_tagging(client=client): ...                # a distributed.Client of your own
+
+Each worker loads the tagger once (the per-process cache of :func:`get_tagger`) and pins BLAS to one
+thread. Dask is imported only here and only when a context is entered: the core install stays light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .errors import AttributionError, Errors, InputError, missing_dependency
+from .tagging import _BACKEND, TaggedDoc, Tagger, get_tagger
+
+#: Most texts in one task sent to a worker (smaller batches are split evenly over the workers).
+DEFAULT_PARTITION_SIZE = 256
+#: Environment of local worker processes: one BLAS/OpenMP thread each (one task at a time per worker).
+SINGLE_THREAD_ENV = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
+
+_pinned = False
+
+
+def _pin_threads() -> None:
+    """On a worker: one BLAS thread (and one torch thread when thinc imported torch), once per process."""
+    global _pinned
+    if _pinned:
+        return
+    import sys
+
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+    _pinned = True
+
+
+def tag_partition(name: str, batch_size: int, texts: list[str]) -> tuple[str, list[TaggedDoc]]:
+    """Worker side: tag ``texts`` with the process's cached tagger, in the tagger's own batches.
+
+    Returns the tagger's signature with the tags, so that the client can refuse workers whose
+    tagger differs from its own (another spaCy model or version would give other tags).
+    """
+    _pin_threads()
+    tagger = get_tagger(name, batch_size=batch_size)
+    docs: list[TaggedDoc] = []
+    for start in range(0, len(texts), tagger.batch_size):
+        docs.extend(tagger._tag_bounded(texts[start:start + tagger.batch_size]))
+    return tagger.signature, docs
+
+
+def partitions(texts: Sequence[str], n_workers: int, partition_size: int) -> list[list[str]]:
+    """Consecutive slices of ``texts`` (order kept): as even as possible over ``n_workers``, each at
+    most ``partition_size`` texts."""
+    if not texts:
+        return []
+    n_parts = max(max(1, n_workers), math.ceil(len(texts) / partition_size))
+    n_parts = min(n_parts, len(texts))
+    size = math.ceil(len(texts) / n_parts)
+    return [list(texts[start:start + size]) for start in range(0, len(texts), size)]
+
+
+class DaskTagging:
+    """The tagging backend behind :func:`dask_tagging`: tags texts on ``client``'s workers."""
+
+    def __init__(self, client: Any, *, partition_size: int = DEFAULT_PARTITION_SIZE) -> None:
+        if not isinstance(partition_size, int) or isinstance(partition_size, bool) or partition_size < 1:
+            raise InputError(Errors.E702.format(name="partition_size", expected="a positive integer",
+                                                      got=partition_size), code="E702")
+        self.client = client
+        self.partition_size = partition_size
+        self.n_partitions = 0  # partitions sent so far (for tests and benchmarks)
+
+    @property
+    def n_workers(self) -> int:
+        """Worker threads the scheduler knows now (workers may join or leave an existing cluster)."""
+        workers = self.client.scheduler_info().get("workers", {})
+        return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+
+    def tag(self, tagger: Tagger, config: tuple[str, int], texts: list[str]) -> list[TaggedDoc]:
+        """Tag ``texts`` on the cluster, results in order; the workers' tagger must be ``tagger``'s."""
+        parts = partitions(texts, self.n_workers, self.partition_size)
+        name, batch_size = config
+        futures = self.client.map(tag_partition, [name] * len(parts), [batch_size] * len(parts), parts,
+                                  pure=False)
+        try:
+            results = self.client.gather(futures)
+        except AttributionError:
+            raise
+        except Exception as err:  # a worker failed for good (Dask already retried lost workers)
+            raise AttributionError(Errors.E703.format(detail=f"{type(err).__name__}: {err}"), code="E703") from err
+        self.n_partitions += len(parts)
+        docs: list[TaggedDoc] = []
+        for signature, part in results:
+            if signature != tagger.signature:
+                raise InputError(Errors.E704.format(worker=signature, local=tagger.signature), code="E704")
+            docs.extend(part)
+        return docs
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise missing_dependency("dask[distributed]", "dask") from None
+    return distributed
+
+
+def local_cluster(n_workers: int, **kwargs: Any) -> Any:
+    """A :class:`distributed.LocalCluster` of ``n_workers`` single-threaded worker processes, BLAS
+    pinned to one thread, dashboard (with bokeh) on a free port, quiet logs (``kwargs`` override these)."""
+    import logging
+
+    distributed = _import_distributed()
+    options = {"n_workers": n_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0",
+               "silence_logs": logging.ERROR, "env": dict(SINGLE_THREAD_ENV)}
+    options.update(kwargs)
+    return distributed.LocalCluster(**options)
+
+
+@contextlib.contextmanager
+def dask_tagging(client: Any = None, *, n_workers: int | None = None, scheduler: str | None = None,
+                 partition_size: int = DEFAULT_PARTITION_SIZE, timeout: float = 30) -> Iterator[DaskTagging]:
+    """Tag on Dask inside the ``with`` block; give exactly one of the three.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+        An existing client (left open).
+    n_workers : int, optional
+        Start a :func:`local_cluster` of this many single-threaded processes, closed on exit.
+    scheduler : str, optional
+        Address of a running scheduler (``tcp://host:8786``); the connection is closed on exit,
+        the cluster is left running.
+    partition_size : int, default=256
+        Most texts per task sent to a worker.
+    timeout : float, default=30
+        Seconds to wait for the scheduler (and for local workers to start).
+
+    Results (tags, models, rankings) are identical to tagging in this process.
+    """
+    given = [name for name, value in (("client", client), ("n_workers", n_workers), ("scheduler", scheduler))
+             if value is not None]
+    if len(given) != 1:
+        raise InputError(Errors.E701.format(given=", ".join(given) or "none"), code="E701")
+    if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1):
+        raise InputError(Errors.E702.format(name="n_workers", expected="a positive integer", got=n_workers),
+                               code="E702")
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            distributed = _import_distributed()
+            if n_workers is not None:
+                cluster = stack.enter_context(local_cluster(n_workers))
+                address = cluster
+            else:
+                address = scheduler
+            try:
+                client = stack.enter_context(distributed.Client(address, timeout=timeout, set_as_default=False))
+            except (OSError, TimeoutError) as err:
+                raise InputError(Errors.E705.format(address=scheduler, detail=err), code="E705") from None
+        backend = DaskTagging(client, partition_size=partition_size)
+        token = _BACKEND.set(backend)
+        try:
+            yield backend
+        finally:
+            _BACKEND.reset(token)
+
+
+def tag_texts(texts: Sequence[str], *, tagger: str = "spacy", batch_size: int = 256, client: Any = None,
+              n_workers: int | None = None, scheduler: str | None = None,
+              partition_size: int = DEFAULT_PARTITION_SIZE) -> list[TaggedDoc]:
+    """Tag ``texts`` on Dask (see :func:`dask_tagging` for the options); the same tags as
+    ``get_tagger(tagger, batch_size=batch_size).tag(texts, cache=False)``."""
+    with dask_tagging(client, n_workers=n_workers, scheduler=scheduler, partition_size=partition_size):
+        return get_tagger(tagger, batch_size=batch_size).tag(list(texts), cache=False)
