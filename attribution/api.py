@@ -108,8 +108,12 @@ class StudentRun:
     run; :func:`attribution.result.rank_students` keeps one run per group of a file."""
 
     def __init__(self, model: MultiTaskAttributor, *, task: str | None = None, keep_outputs: bool = False,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, warn_pooled: bool = True) -> None:
+        from .checks import OutputChecks
+
         self.model, self.task, self.keep_outputs, self.progress = model, task, keep_outputs, progress
+        self.warn_pooled = warn_pooled
+        self.checks = OutputChecks()  # repeated, near-empty and non-English outputs (warnings only)
         self.evidence: dict[str | None, StudentEvidence] = {}
         self.pending: dict[str | None, list[Record]] = {}
         self.kept: list[dict[str, Any]] = []
@@ -122,6 +126,7 @@ class StudentRun:
         if record.student is not None and len(self.students) <= MAX_NAMED_STUDENTS:
             self.students.add(record.student)
         key = _task_key(self.model, record, self.task)  # fails early on an unknown task
+        self.checks.add(record.output)
         self.pending.setdefault(key, []).append(record)
         if len(self.pending[key]) >= self.model.models_[key].batch_size:
             self._flush(key)
@@ -142,8 +147,10 @@ class StudentRun:
             self.progress(len(batch))
 
     def finish(self, *, top_templates: int = 10, alpha: float = ALPHA, tests: str = "either") -> dict[str, Any]:
-        """Score what is still queued and summarize (see :func:`rank_student` for the keys); a
-        ``warnings`` list is added when the records name several students (they were pooled)."""
+        """Score what is still queued and summarize (see :func:`rank_student` for the keys), with
+        ``checks`` (counts of :class:`attribution.checks.OutputChecks`) and, when there is something
+        to say, ``warnings``: several students pooled into one, many repeated, near-empty or
+        non-English outputs."""
         for key in list(self.pending):
             self._flush(key)
         evidence = self.evidence
@@ -155,8 +162,11 @@ class StudentRun:
         result = summarize_evidence(evidence, self.model.classes_, top_templates=top_templates,
                                     outputs=self.kept or None, keep_outputs=self.keep_outputs, alpha=alpha,
                                     tests=tests)
-        if len(self.students) > 1:
-            result["warnings"] = [pooled_students_warning(self.students)]
+        result["checks"] = self.checks.counts()
+        warnings = [pooled_students_warning(self.students)] if self.warn_pooled and len(self.students) > 1 else []
+        warnings += self.checks.warnings()
+        if warnings:
+            result["warnings"] = warnings
         return result
 
 

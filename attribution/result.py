@@ -143,7 +143,9 @@ class AuditBatch:
 
     @property
     def warnings(self) -> list[str]:
-        return list(self.meta.get("warnings", []))
+        """The run's warnings (e.g. about the references), then each group's, named."""
+        return [*self.meta.get("warnings", []),
+                *(f"{self.group_by} '{r.student}': {w}" for r in self.results for w in r.warnings)]
 
     def to_dict(self) -> dict[str, Any]:
         """``{"group_by", "students": [{"student", ...one student's JSON}], "signature", ...}``."""
@@ -203,7 +205,8 @@ def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "stu
             raise input_error("E123", source=record.source, line=record.line, field=group_by)
         run = runs.get(name)
         if run is None:
-            run = runs[name] = StudentRun(model, task=task, keep_outputs=keep_outputs, progress=progress)
+            run = runs[name] = StudentRun(model, task=task, keep_outputs=keep_outputs, progress=progress,
+                                          warn_pooled=group_by != "student")
         run.add(record)
     if not runs:
         raise model_error("E209")
@@ -215,8 +218,6 @@ def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "stu
             if err.code not in ("E209", "E215"):
                 raise
             raise model_error("E216", field=group_by, group=name, detail=f"{err.message} [{err.code}]") from None
-        if group_by == "student":
-            data.pop("warnings", None)  # one student per group: nothing was pooled
         results.append(AuditResult({"student": name, **data}, student=name))
     return AuditBatch(results, group_by=group_by, meta={"signature": _signature(model)})
 

@@ -164,10 +164,13 @@ def test_cli_group_by_csv_and_table(capsys, model_file, students_path):
 
 
 def test_cli_without_group_by_warns_about_several_students(capsys, model_file, students_path):
-    rc, out, err = cli(capsys, students_path, "-m", model_file, "--format", "json", *FAST)
+    rc, out, err = cli(capsys, students_path, "-m", model_file, "--format", "json")
     assert rc == 0
-    assert "warning: the outputs name 3 students (s-chatty, s-formal, s-terse)" in err
-    assert json.loads(out)["warnings"] == [err.split("warning: ", 1)[1].strip()]
+    shown = [line[len("warning: "):] for line in err.splitlines() if line.startswith("warning: ")]
+    assert shown == json.loads(out)["warnings"]
+    assert shown[0].startswith("the outputs name 3 students (s-chatty, s-formal, s-terse)")
+    rc, out, err = cli(capsys, students_path, "-m", model_file, "--format", "json", "-q")
+    assert "warning" not in err and json.loads(out)["warnings"] == shown  # --quiet: the JSON still says it
 
 
 def test_cli_writes_all_tables_together(capsys, model_file, students_path, tmp_path):
@@ -269,3 +272,44 @@ def test_fit_reports_tagging_progress_and_fits_the_same_model(reference_records,
     assert sum(seen) == len(reference_records) and all(n > 0 for n in seen)
     for task, sub in model.models_.items():
         assert (again.models_[task].classifier_.coef_ == sub.classifier_.coef_).all()
+
+
+# -- input checks (issue 12, section 4) --------------------------------------------------------------------
+def test_output_checks_count_repeats_short_and_non_english():
+    from attribution.checks import OutputChecks
+
+    checks = OutputChecks()
+    texts = ["The answer is B because light bends in the water drop."] * 3 + ["ok", "B"]
+    texts += ["Le chat dort sur la table pendant que le chien mange sa soupe chaude, puis les enfants rentrent de "
+              "l'école et racontent leur journée à leurs parents dans la cuisine."]
+    texts += [f"This is output number {i}, and it reads as English prose for the test." for i in range(13)]
+    for text in texts:
+        checks.add(text)
+    assert checks.counts() == {"n_repeated": 2, "n_short": 2, "n_not_english": 1}
+    warnings = checks.warnings()
+    assert len(warnings) == 3 and warnings[0].startswith("2 of 19 outputs repeat")
+    assert "near-empty" in warnings[1] and "English prose" in warnings[2]
+
+
+def test_reference_warnings_small_and_unbalanced(reference_records):
+    from attribution.checks import reference_warnings
+
+    warnings = reference_warnings(reference_records)
+    assert len(warnings) == 2 and all("fewer than 50 outputs" in w for w in warnings)
+    assert "task 'commonsense'" in warnings[0] and "chatty (12), formal (12), terse (12)" in warnings[0]
+    records = [r for r in reference_records if r.task == "science"]
+    records = [r for r in records if r.teacher != "terse"] * 10 + [r for r in records if r.teacher == "terse"][:3]
+    unbalanced = reference_warnings(records)
+    assert unbalanced[-1].startswith("unbalanced references of task 'science': chatty has 120 outputs, terse 3")
+
+
+def test_cli_rank_and_fit_warn_about_small_references(capsys, students_path, reference_path, tmp_path):
+    rc, out, err = cli(capsys, students_path, "-r", reference_path, "--features", "pos-paper", "--group-by",
+                       "student", "--format", "json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert [w[:16] for w in doc["warnings"]] == ["few references o"] * 2 and "warning: few references" in err
+    assert all(entry["checks"] == {"n_repeated": 0, "n_short": 0, "n_not_english": 0} for entry in doc["students"])
+    rc, out, err = cli(capsys, "fit", reference_path, "-o", tmp_path / "m.npz", "--features", "pos-paper",
+                       "--format", "json", "-q")
+    assert rc == 0 and len(json.loads(out)["warnings"]) == 2 and err == ""

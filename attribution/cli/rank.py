@@ -39,8 +39,11 @@ def _reader_options(text_field: Optional[str], skip_invalid: bool, max_chars: in
 
 
 def _fit_from_file(reference: Path, *, task: Optional[str], features: str, tagger: str, normalize: bool,
-                   seed: int, reader: dict[str, Any], quiet: bool) -> tuple[Any, list]:
+                   seed: int, reader: dict[str, Any], quiet: bool) -> tuple[Any, list, list[str]]:
+    """Fit on a reference file; returns the model, the skipped records' errors and warnings about
+    the references (each also logged)."""
     from ..api import fit_reference
+    from ..checks import reference_warnings
     from ..io import RecordReader
 
     refs = RecordReader(reference, require_teacher=True, **reader)
@@ -57,7 +60,10 @@ def _fit_from_file(reference: Path, *, task: Optional[str], features: str, tagge
               leave=False) as bar:
         model = fit_reference(records, task=task, features=features, tagger=tagger, normalize=normalize,
                               random_state=seed, progress=bar.update)
-    return model, refs.skipped
+    warnings = reference_warnings(records)
+    for warning in warnings:
+        log(f"warning: {warning}", quiet=quiet)
+    return model, refs.skipped, warnings
 
 
 class VerdictTest(str, Enum):
@@ -251,13 +257,14 @@ def rank_cli(
     reader = _reader_options(text_field, skip_invalid, max_chars)
     tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
     skipped: list = []
+    warnings: list[str] = []
     if model_path is not None:
         model = load_model(model_path, tagger=tagger if _given(ctx, "tagger") else None)
         _check_model_options(ctx, model, {"features": features, "tagger": tagger, "normalize": normalize,
                                           "seed": seed})
     else:
-        model, skipped = _fit_from_file(reference, task=task, features=features, tagger=tagger,
-                                        normalize=normalize, seed=seed, reader=reader, quiet=quiet)
+        model, skipped, warnings = _fit_from_file(reference, task=task, features=features, tagger=tagger,
+                                                  normalize=normalize, seed=seed, reader=reader, quiet=quiet)
     student = RecordReader(outputs, **reader)
     tally = Tally(student)
     with tqdm(desc="ranking", unit="out", total=None if quiet else _count_records(outputs),
@@ -279,9 +286,11 @@ def rank_cli(
                                          hint=_empty_hint(model_path, model)) from None
     report_skipped(student.skipped, quiet=quiet)
     for warning in audit.warnings:
-        echo(f"warning: {warning}", err=True)
+        log(f"warning: {warning}", quiet=quiet)
     batch = audit if group_by is not None else AuditBatch([audit])
     result = audit.data if group_by is None else audit.meta  # what the JSON adds about the files
+    if warnings:  # about the references
+        result["warnings"] = [*warnings, *result.get("warnings", [])]
     result["skipped"] = len(skipped) + len(student.skipped)
     result["inputs"] = {"outputs": file_digest(outputs)}
     if reference is not None:
@@ -342,12 +351,15 @@ def fit_cli(
 
     check_outputs([output], [reference])
     tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
-    model, skipped = _fit_from_file(reference, task=task, features=features, tagger=tagger,
-                                    normalize=normalize, seed=seed,
-                                    reader=_reader_options(text_field, skip_invalid, max_chars), quiet=quiet)
+    model, skipped, warnings = _fit_from_file(reference, task=task, features=features, tagger=tagger,
+                                              normalize=normalize, seed=seed,
+                                              reader=_reader_options(text_field, skip_invalid, max_chars),
+                                              quiet=quiet)
     model.save(output)
     first = next(iter(model.models_.values()))
     result = {"model": output.name, "tasks": [str(t) for t in model.models_], "teachers": model.classes_,
               "n_features": {str(t): m.n_features_ for t, m in model.models_.items()},
               "signature": first.signature_, "skipped": len(skipped)}
+    if warnings:
+        result["warnings"] = warnings
     emit(result, fmt, lambda r: f"saved {r['model']}: teachers {', '.join(r['teachers'])}; tasks {', '.join(r['tasks'])}")
