@@ -26,6 +26,7 @@ _EXPORTS = {
     "MultiTaskAttributor": "models", "StudentEvidence": "models", "TeacherAttributor": "models",
     "load_model": "models", "save_model": "models",
     "Normalizer": "normalize", "normalize_text": "normalize",
+    "AuditBatch": "result", "AuditResult": "result", "audit_student": "result", "rank_students": "result",
     "TaggedDoc": "tagging", "get_tagger": "tagging",
 }
 
@@ -46,6 +47,8 @@ __all__ = [
     "__version__",
     "Attributor",
     "AttributionError",
+    "AuditBatch",
+    "AuditResult",
     "InputError",
     "ModelError",
     "MultiTaskAttributor",
@@ -59,9 +62,11 @@ __all__ = [
     "TaggedDoc",
     "TeacherAttributor",
     "WordNgramVectorizer",
+    "audit_student",
     "get_tagger",
     "load_model",
     "normalize_text",
+    "rank_students",
     "read_records",
     "save_model",
 ]

@@ -313,3 +313,11 @@ def test_cli_rank_and_fit_warn_about_small_references(capsys, students_path, ref
     rc, out, err = cli(capsys, "fit", reference_path, "-o", tmp_path / "m.npz", "--features", "pos-paper",
                        "--format", "json", "-q")
     assert rc == 0 and len(json.loads(out)["warnings"]) == 2 and err == ""
+
+
+def test_the_package_exports_the_result_api():
+    import attribution
+    import attribution.result as result
+
+    for name in ("AuditBatch", "AuditResult", "audit_student", "rank_students"):
+        assert getattr(attribution, name) is getattr(result, name) and name in attribution.__all__
