@@ -88,8 +88,9 @@ def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task:
         normalization, counted but not used); ``ranking`` (best first: ``teacher``, ``probability``, ``support``);
         ``tasks`` (the same per task); ``verdict`` (see :func:`verdict`); ``evidence`` (templates that drove the top teacher, with
         example spans from these outputs); with ``keep_outputs``, ``outputs`` (per-output
-        probabilities, for reports); ``warnings`` when the records name several students (pooled
-        here; :func:`attribution.result.rank_students` ranks each). See also
+        probabilities, for reports); ``checks`` (repeated, near-empty and non-English outputs, see
+        :mod:`attribution.checks`); ``warnings`` when there is something to say, e.g. the records name
+        several students (pooled here; :func:`attribution.result.rank_students` ranks each). See also
         :func:`attribution.result.audit_student`, the same as an object of DataFrames.
     """
     run = StudentRun(model, task=task, keep_outputs=keep_outputs, progress=progress)
