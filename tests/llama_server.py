@@ -64,9 +64,13 @@ def free_port() -> int:
 
 
 class LlamaServer:
-    """``python -m llama_cpp.server`` on the SmolLM2 GGUF; ``base_url`` ends in ``/v1``."""
+    """``python -m llama_cpp.server`` on the SmolLM2 GGUF; ``base_url`` ends in ``/v1``.
 
-    def __init__(self, *, api_key: str | None = None, port: int | None = None, threads: int = 2,
+    One thread by default: on a machine shared with other work, llama.cpp's threads wait for each
+    other at every barrier, and 2 threads on 2 busy cores ran 3-5 times slower than 1 (measured).
+    """
+
+    def __init__(self, *, api_key: str | None = None, port: int | None = None, threads: int = 1,
                  n_ctx: int = 1024, log_path: Path | None = None) -> None:
         self.api_key, self.port, self.threads, self.n_ctx = api_key, port or free_port(), threads, n_ctx
         self.log_path = log_path
