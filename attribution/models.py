@@ -610,10 +610,11 @@ class MultiTaskAttributor:
         probe = TeacherAttributor(**self.params)
         if progress is None:
             docs = probe.prepare(texts)
-        else:  # the same tags (a text is tagged once per process), batch by batch
-            docs = []
-            for start in range(0, len(texts), probe.batch_size):
-                docs.extend(probe.prepare(texts[start:start + probe.batch_size]))
+        else:  # the same tags (a text is tagged once per process), a few batches at a time (several
+            docs = []  # batches per call keep the workers of attribution.parallel.dask_tagging busy together)
+            step = 4 * probe.batch_size
+            for start in range(0, len(texts), step):
+                docs.extend(probe.prepare(texts[start:start + step]))
                 progress(len(docs) - start)
         self.models_: dict[str | None, TeacherAttributor] = {}
         for task in sorted(set(tasks), key=lambda t: (t is not None, t or "")):
