@@ -98,6 +98,15 @@ def test_fit_and_rank_identical_api(client, tmp_path, name):
     assert results[0] == results[1]
 
 
+def test_workers_with_another_tagger_are_refused(client):
+    class Other:
+        signature = "spacy:en_other==0.0"
+
+    refused = pytest.raises(InputError, match=r"this process with spacy:en_other==0.0.*\[E704\]")
+    with dask_tagging(client) as backend, refused:
+        backend.tag(Other(), ("spacy", 256), ["Hello there."])
+
+
 def test_cli_scheduler_two_workers_same_bytes(client, capsys, tmp_path, reference_path, student_path):
     address = client.scheduler.address
     outs = []

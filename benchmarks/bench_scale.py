@@ -1,0 +1,178 @@
+"""Throughput of tagging, fit and rank with Dask workers (``attribution.parallel``) against one process.
+
+Each configuration runs in a fresh interpreter: ``single`` (one process, as today), ``pinned`` (one
+process, BLAS pinned to one thread: what one Dask worker is), and ``workers=N`` (a local Dask cluster
+of N single-threaded worker processes started by ``dask_tagging(n_workers=N)``). Each reports the
+start-up cost (tagger load; for a cluster also starting the workers and loading the tagger on each),
+then tokens/s of tagging alone, of ``fit_reference`` and of ``rank_student``, the peak memory (RSS) of
+the client and of each worker, and a digest of the saved model and the rank JSON, which must be the
+same in every configuration.
+
+    python benchmarks/bench_scale.py                       # data/demo, workers 1 and 2, students x4
+    python benchmarks/bench_scale.py --data-dir ../shared/data/paper_qa --workers 1,2,3 --repeat 8
+
+The machine's load average is printed before and after: on a shared machine the figures move with
+what else runs, and N workers cannot go faster than the N cores that are actually free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _files(data_dir: Path) -> tuple[list[Path], list[Path]]:
+    refs = sorted(p for p in data_dir.glob("*.jsonl") if p.name == "teachers.jsonl" or "reference" in p.name
+                  or ("teacher" in p.name and not (data_dir / "teachers.jsonl").exists()))
+    studs = sorted(p for p in data_dir.glob("*.jsonl") if "student" in p.name)
+    if not refs or not studs:
+        sys.exit(f"{data_dir}: need teacher (or teachers.jsonl) and *student*.jsonl files")
+    return refs, studs
+
+
+def _records(paths: list[Path], **options):
+    from attribution.io import RecordReader
+
+    for path in paths:
+        yield from RecordReader(path, skip_invalid=True, **options)
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _pin() -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def _warm() -> float:
+    """On a worker: load the tagger (once per process); returns seconds taken."""
+    from attribution.parallel import _pin_threads
+    from attribution.tagging import get_tagger
+
+    start = time.perf_counter()
+    _pin_threads()
+    get_tagger()
+    return time.perf_counter() - start
+
+
+def child(config: str, data_dir: Path, repeat: int) -> dict:
+    """One configuration, in a fresh interpreter."""
+    import contextlib
+
+    from attribution.api import fit_reference, rank_student
+    from attribution.cli._app import to_json
+    from attribution.normalize import Normalizer
+    from attribution.tagging import _TagCache, get_tagger
+
+    refs_paths, stud_paths = _files(data_dir)
+    refs = list(_records(refs_paths, require_teacher=True))
+    students = list(_records(stud_paths)) * repeat
+    normalizer = Normalizer()
+    texts = [normalizer(r.output) for r in refs + students]
+    out: dict = {"config": config}
+    start = time.perf_counter()
+    if config == "pinned":
+        _pin()
+    tagger = get_tagger()
+    out["load_s"] = time.perf_counter() - start
+    context: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if config.startswith("workers="):
+        from attribution.parallel import dask_tagging
+
+        start = time.perf_counter()
+        context = dask_tagging(n_workers=int(config.split("=")[1]))
+        backend = context.__enter__()
+        out["cluster_start_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        backend.client.run(_warm)
+        out["workers_load_s"] = time.perf_counter() - start
+    try:
+        start = time.perf_counter()
+        docs = tagger.tag(texts, cache=False)
+        out["tag_s"] = time.perf_counter() - start
+        out["n_texts"], out["n_tokens"] = len(texts), sum(len(d) for d in docs)
+        out["n_fit_tokens"] = sum(len(d) for d in docs[:len(refs)])
+        out["n_rank_tokens"] = out["n_tokens"] - out["n_fit_tokens"]
+        del docs
+        tagger._cache = _TagCache()
+        start = time.perf_counter()
+        model = fit_reference(refs)
+        out["fit_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        result = rank_student(model, students)
+        out["rank_s"] = time.perf_counter() - start
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save(Path(tmp) / "m.npz")
+            out["model_sha256"] = hashlib.sha256((Path(tmp) / "m.npz").read_bytes()).hexdigest()[:16]
+        out["rank_sha256"] = hashlib.sha256(to_json(result).encode()).hexdigest()[:16]
+        if config.startswith("workers="):
+            peaks = backend.client.run(_peak_mb)
+            out["worker_peak_mb"] = sorted(round(v) for v in peaks.values())
+    finally:
+        if config.startswith("workers="):
+            context.__exit__(None, None, None)
+    out["client_peak_mb"] = round(_peak_mb())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "demo")
+    parser.add_argument("--workers", default="1,2", help="comma-separated numbers of local workers")
+    parser.add_argument("--repeat", type=int, default=4, help="student outputs repeated this many times")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.data_dir, args.repeat)))
+        return
+    configs = ["single", "pinned", *(f"workers={n}" for n in args.workers.split(","))]
+    print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} (1 min) before; data {args.data_dir}, "
+          f"students x{args.repeat}")
+    rows = []
+    for config in configs:
+        proc = subprocess.run([sys.executable, __file__, "--child", config, "--data-dir", str(args.data_dir),
+                               "--repeat", str(args.repeat)], capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            sys.exit(proc.stderr)
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        row = rows[-1]
+        start = f"tagger load {row['load_s']:.1f}s"
+        if "cluster_start_s" in row:
+            start += (f", cluster start {row['cluster_start_s']:.1f}s, "
+                      f"tagger load on workers {row['workers_load_s']:.1f}s")
+        memory = f"client peak {row['client_peak_mb']} MB"
+        if "worker_peak_mb" in row:
+            memory += f", worker peaks {row['worker_peak_mb']} MB"
+        print(f"{config:>10}: tag {row['n_tokens'] / row['tag_s']:>7,.0f} tok/s ({row['tag_s']:.2f}s)  "
+              f"fit {row['n_fit_tokens'] / row['fit_s']:>7,.0f} tok/s ({row['fit_s']:.2f}s)  "
+              f"rank {row['n_rank_tokens'] / row['rank_s']:>7,.0f} tok/s ({row['rank_s']:.2f}s)\n"
+              f"{'':>12}{start}; {memory}; model {row['model_sha256']} rank {row['rank_sha256']}")
+    base = {r["config"]: r for r in rows}
+    for row in rows[2:]:
+        print(f"{row['config']}: tagging {base['single']['tag_s'] / row['tag_s']:.2f}x single, "
+              f"{base['pinned']['tag_s'] / row['tag_s']:.2f}x pinned; fit+rank "
+              f"{(base['single']['fit_s'] + base['single']['rank_s']) / (row['fit_s'] + row['rank_s']):.2f}x single")
+    same = len({(r["model_sha256"], r["rank_sha256"]) for r in rows}) == 1
+    print(f"texts {rows[0]['n_texts']}, tokens {rows[0]['n_tokens']:,}; identical model and rank JSON: {same}; "
+          f"load average {os.getloadavg()[0]:.1f} after")
+    if not same:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
