@@ -98,9 +98,9 @@ def main() -> None:
     parser.add_argument("--stub-prompts", type=int, default=400, help="requests for the stub (client ceiling)")
     parser.add_argument("--prompts", type=Path, default=REPO / "data" / "demo" / "prompts_heldout.jsonl")
     args = parser.parse_args()
-    from llama_server import SERVED_NAME, LlamaServer, missing_reason
-
     from attribution.distill._jsonl import read_prompts
+
+    from llama_server import SERVED_NAME, LlamaServer, missing_reason
 
     reason = missing_reason()
     if reason:
