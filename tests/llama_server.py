@@ -141,9 +141,10 @@ class LlamaServer:
 class FaultProxy:
     """HTTP proxy on 127.0.0.1 that follows ``script`` for successive requests, then forwards.
 
-    Script actions: ``"pass"``, ``"429"`` (with ``Retry-After: retry_after``), ``"500"``, ``"drop"``
-    (read the request, close without an answer), ``"slow"`` (wait ``slow_seconds``, then forward),
-    ``"hang"`` (wait ``hang_seconds``, then close without an answer: the client times out first).
+    Script actions: ``"pass"``; an HTTP status such as ``"500"`` or ``"429"`` (with ``Retry-After:
+    retry_after``); ``"drop"`` (read the request, close without an answer); ``"slow"`` (wait
+    ``slow_seconds``, then forward); ``"hang"`` (wait ``hang_seconds``, then close without an answer:
+    the client times out first).
     Only POST requests consume the script. ``seen`` counts the actions taken.
     """
 
@@ -195,10 +196,10 @@ class FaultProxy:
                     await asyncio.sleep(self.hang_seconds)
                 if action in ("drop", "hang"):
                     break
-                if action in ("429", "500"):
+                if action.isdigit():
                     text = b'{"error": {"message": "injected fault", "type": "server_error"}}'
                     extra = f"Retry-After: {self.retry_after:g}\r\n".encode() if action == "429" else b""
-                    status = b"429 Too Many Requests" if action == "429" else b"500 Internal Server Error"
+                    status = f"{action} Injected".encode()
                     writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n" + extra
                                  + f"Content-Length: {len(text)}\r\n\r\n".encode() + text)
                     await writer.drain()

@@ -284,6 +284,15 @@ def test_wrong_key_stops_at_once_exit_2(cli, server, monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
+def test_every_first_request_refused_as_bad_stops_early(cli, server, keyed, tmp_path):
+    prompts, out = _prompts(tmp_path, 12), tmp_path / "bad.jsonl"
+    with FaultProxy(server.port, ["400"] * 12) as proxy:
+        result = _collect(cli, proxy.base_url, prompts, out, "--concurrency", "1")
+    assert result.returncode == 2 and "HTTP 400 bad request" in result.stderr and "decoding options" in result.stderr
+    assert proxy.seen["400"] == 5 and json.loads(manifest_path(out).read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
 def test_unknown_model_path_stops_with_404(cli, server, keyed, tmp_path):
     result = cli(*["collect", "--endpoint", server.base_url.removesuffix("/v1") + "/nope", "--model", SERVED_NAME,
                   "-p", str(_prompts(tmp_path, 2)), "-o", str(tmp_path / "x.jsonl"), "--api-key-env", KEY_ENV, *TINY])

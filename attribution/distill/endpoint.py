@@ -37,6 +37,9 @@ FATAL_STATUSES = {401: "unauthorized (bad or missing API key)", 403: "forbidden 
                   404: "not found (unknown model name or wrong URL path)"}
 #: HTTP statuses worth retrying; any 5xx is retried too.
 RETRY_STATUSES = {408, 409, 425, 429}
+#: A run whose first requests are all refused as bad requests (400, 422) stops after this many: the
+#: request itself is wrong (e.g. a decoding option the model does not take), not one prompt.
+FIRST_REJECTIONS_STOP = 5
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class Stats:
     written: int = 0
     empty: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    succeeded: int = 0
 
     def count(self, status: str) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
@@ -466,6 +470,12 @@ async def _main(base_url: str, model: str, todo: list[Any], output: Any, stats: 
                     raise
                 if kind == "fail" or attempt == options.max_retries:
                     stats.failed[record.key] = redact(f"{status or type(err).__name__}: {_short(err)}", secret)
+                    if status in (400, 422) and not stats.succeeded and len(stats.failed) >= FIRST_REJECTIONS_STOP:
+                        raise EndpointStopped(redact(Errors.E413.format(
+                            endpoint=endpoint, status=status, meaning="bad request", detail=_short(err),
+                            hint=f"the first {len(stats.failed)} requests were all refused: check the decoding "
+                            "options (some models refuse max_tokens, temperature, top_p, seed or stop) and "
+                            "--completion"), secret), code="E413") from None
                     bar.set_postfix(failed=len(stats.failed), retries=stats.retries, refresh=False)
                     bar.update(1)
                     return
@@ -474,6 +484,7 @@ async def _main(base_url: str, model: str, todo: list[Any], output: Any, stats: 
                 await asyncio.sleep(backoff_delay(attempt, options, retry_after(err), rng))
                 continue
             stats.count("200")
+            stats.succeeded += 1
             stats.prompt_tokens += n_in
             stats.completion_tokens += n_out
             stats.served_models.add(served)
