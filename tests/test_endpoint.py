@@ -332,6 +332,23 @@ def test_client_killed_then_resumed_has_every_prompt_once(cli, server, keyed, tm
 
 
 @pytest.mark.slow
+def test_sigterm_leaves_an_interrupted_manifest_and_resumes(cli, server, keyed, tmp_path):
+    import signal
+
+    prompts, out = _prompts(tmp_path, 8), tmp_path / "term.jsonl"
+    process = _collect_process(server.base_url, prompts, out, "--concurrency", "1", "--max-tokens", "12")
+    _wait_for_rows(out, 1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode in (130, 143) and b"Traceback" not in stderr, stderr
+    assert json.loads(manifest_path(out).read_text())["status"] == "interrupted"
+    result = _collect(cli, server.base_url, prompts, out, "--max-tokens", "12")
+    assert result.returncode == 0, result.stderr
+    ids = [r["id"] for r in _rows(out)]
+    assert sorted(ids) == sorted(f"q{i}" for i in range(8)) and len(ids) == len(set(ids))
+
+
+@pytest.mark.slow
 def test_server_killed_mid_run_then_restarted(cli, server, keyed, tmp_path):
     prompts, out = _prompts(tmp_path, 10), tmp_path / "dead.jsonl"
     process = _collect_process(server.base_url, prompts, out, "--concurrency", "1", "--max-tokens", "12",
