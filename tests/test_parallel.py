@@ -107,7 +107,8 @@ def test_workers_with_another_tagger_are_refused(client):
         backend.tag(Other(), ("spacy", 256), ["Hello there."])
 
 
-def test_cli_scheduler_two_workers_same_bytes(client, capsys, tmp_path, reference_path, student_path):
+def test_cli_scheduler_two_workers_same_bytes(client, capsys, tmp_path, reference_path, student_path,
+                                              labelled_path):
     address = client.scheduler.address
     outs = []
     for extra in ([], ["--scheduler", address]):
@@ -118,7 +119,10 @@ def test_cli_scheduler_two_workers_same_bytes(client, capsys, tmp_path, referenc
                       *FAST, *extra)
         tagged = tmp_path / f"tags{len(extra)}.jsonl"
         _run(capsys, "tag", student_path, "-o", tagged, "--quiet", *extra)
-        outs.append((model.read_bytes(), ranked, tagged.read_bytes()))
+        _forget_tags()
+        evaluated = _run(capsys, "evaluate", "-r", reference_path, "-s", labelled_path, "--features", "pos-paper",
+                         "--format", "json", "--quiet", *extra)
+        outs.append((model.read_bytes(), ranked, tagged.read_bytes(), evaluated))
         _forget_tags()
     assert outs[0] == outs[1]
     assert json.loads(outs[1][1])["ranking"]

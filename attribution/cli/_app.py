@@ -118,9 +118,9 @@ MAX_CHARS_OPTION = typer.Option(100_000, "--max-chars", min=0, help="Reject long
 FORMAT_OPTION = typer.Option(OutputFormat.table, "--format", "-f", help="table or json.")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress or counts on stderr.")
 WORKERS_OPTION = typer.Option(None, "--workers", min=1, help="Tag on a local Dask cluster of N single-threaded "
-                              "worker processes, started and closed here (needs [dask]; the same results).")
+                              "worker processes, started and closed here (needs the dask extra; the same results).")
 SCHEDULER_OPTION = typer.Option(None, "--scheduler", help="Tag on an existing Dask cluster: its scheduler's "
-                                "address, e.g. tcp://10.0.0.5:8786 (needs [dask]; the same results).")
+                                "address, e.g. tcp://10.0.0.5:8786 (needs the dask extra; the same results).")
 
 
 def tag_on_cluster(ctx: typer.Context, workers: int | None, scheduler: str | None, *, quiet: bool) -> None:
