@@ -1,7 +1,8 @@
 """Distributed tagging on Dask (``attribution.parallel``, ``--workers``, ``--scheduler``): the same tags,
 model bytes and rank JSON as one process. One in-process ``LocalCluster`` of 2 single-threaded worker
-processes serves the module; one test starts a 1-worker cluster through ``--workers 1``, and one (slow)
-a real ``dask scheduler`` + ``dask worker`` pair on loopback."""
+processes serves the module (one of its workers is killed mid-run by the last test); one test starts a
+1-worker cluster through ``--workers 1``, and one (slow) a real ``dask scheduler`` + ``dask worker`` pair
+on loopback."""
 
 from __future__ import annotations
 
@@ -204,3 +205,36 @@ def test_real_scheduler_and_worker_subprocesses(capsys, tmp_path, reference_path
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def test_worker_killed_mid_run_same_tags(client):
+    """A worker process killed while it tags: Dask reruns its partitions elsewhere (its nanny restarts
+    it); the tags are gathered by position, so nothing is lost or duplicated. Last of the module-cluster
+    tests: the restarted worker is waited for."""
+    import signal
+    import threading
+
+    texts = [r.output for r in read_records(DEMO / "teachers.jsonl")] * 2
+    local = get_tagger().tag(texts, cache=False)
+    pids = client.run(os.getpid)
+    result: dict = {}
+
+    def run() -> None:
+        with dask_tagging(client, partition_size=16):
+            result["docs"] = get_tagger().tag(texts, cache=False)
+        result["end"] = time.monotonic()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    victim = next(iter(pids.values()))
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    thread.join(timeout=120)
+    assert result["end"] > killed, "the run ended before the kill: nothing was tested"
+    assert result["docs"] == local
+    client.wait_for_workers(2, timeout=60)
+    assert victim not in client.run(os.getpid).values()
