@@ -7,6 +7,7 @@ They never print; pass ``progress`` to get a tqdm bar on stderr.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import os
@@ -24,6 +25,7 @@ from .evaluation import (evidence_mask, expected_calibration_error, score_attrib
 from .io import Record, RecordReader, read_records
 from .normalize import Normalizer
 from .paired import PairedTest
+from .tagging import read_ahead
 from .models import (DEFAULT_FEATURES, MultiTaskAttributor, StudentEvidence, TeacherAttributor, rank_teachers,
                      unlisted_p_value)
 
@@ -117,6 +119,7 @@ class StudentRun:
         self.checks = OutputChecks()  # repeated, near-empty and non-English outputs (warnings only)
         self.evidence: dict[str | None, StudentEvidence] = {}
         self.pending: dict[str | None, list[Record]] = {}
+        self.in_flight: collections.deque = collections.deque()  # (task, batch, tags) sent to Dask workers
         self.kept: list[dict[str, Any]] = []
         self.students: set[str] = set()  # distinct 'student' fields (the first MAX_NAMED_STUDENTS + 1)
 
@@ -139,7 +142,15 @@ class StudentRun:
         sub = self.model.models_[key]
         if key not in self.evidence:
             self.evidence[key] = StudentEvidence(sub)
-        proba = self.evidence[key].add([r.output for r in batch], [r.id for r in batch])
+        # On Dask workers (attribution.parallel), the next batches are tagged while this process scores
+        # earlier ones, in the order they were sent (the same results); otherwise each is scored at once.
+        self.in_flight.append((key, batch, sub.prepare_later([r.output for r in batch])))
+        while len(self.in_flight) > read_ahead():
+            self._score(*self.in_flight.popleft())
+
+    def _score(self, key: str | None, batch: list[Record], tags: Callable[[], Any]) -> None:
+        sub = self.model.models_[key]
+        proba = self.evidence[key].add([r.output for r in batch], [r.id for r in batch], docs=tags())
         if self.keep_outputs:
             for record, row in zip(batch, proba):
                 self.kept.append({"id": record.key, "task": record.task,
@@ -154,6 +165,8 @@ class StudentRun:
         non-English outputs."""
         for key in list(self.pending):
             self._flush(key)
+        while self.in_flight:
+            self._score(*self.in_flight.popleft())
         evidence = self.evidence
         if not evidence:
             raise model_error("E209")

@@ -127,11 +127,19 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
     # -- preparation ---------------------------------------------------------------------
     def prepare(self, texts: Sequence[str], *, cache: bool = True) -> list[TaggedDoc]:
         """Normalize and tag texts; with ``cache`` a text is tagged once per process."""
+        return get_tagger(self.tagger, batch_size=self.batch_size).tag(self._normalized(texts), cache=cache)
+
+    def prepare_later(self, texts: Sequence[str]) -> Callable[[], list[TaggedDoc]]:
+        """Normalize texts and start tagging them (not cached); the function returned gives the tags
+        (see :meth:`attribution.tagging.Tagger.tag_later`: on Dask workers, tagging starts now)."""
+        return get_tagger(self.tagger, batch_size=self.batch_size).tag_later(self._normalized(texts))
+
+    def _normalized(self, texts: Sequence[str]) -> list[str]:
         texts = _check_texts(texts)
         if self.normalize:
             normalizer = Normalizer()
             texts = [normalizer(t) for t in texts]
-        return get_tagger(self.tagger, batch_size=self.batch_size).tag(texts, cache=cache)
+        return texts
 
     def _featurize(self, docs: Sequence[TaggedDoc]) -> sp.csr_matrix:
         return sp.hstack([vec.transform(docs) for _, vec in self.blocks_], format="csr")
@@ -449,10 +457,12 @@ class StudentEvidence:
         self.outputs: list[np.ndarray] = []
         self.paired = PairedTest(self.classes) if getattr(model, "paired_", None) is not None else None
 
-    def add(self, texts: Sequence[str], prompt_ids: Sequence[str | None] | None = None) -> np.ndarray:
+    def add(self, texts: Sequence[str], prompt_ids: Sequence[str | None] | None = None, *,
+            docs: Sequence[TaggedDoc] | None = None) -> np.ndarray:
         """Add a batch of outputs (and, optionally, the prompt id of each); returns their
-        per-output probabilities."""
-        docs = self.model.prepare(texts, cache=False)
+        per-output probabilities. ``docs``: their tags, when the caller tagged them already."""
+        if docs is None:
+            docs = self.model.prepare(texts, cache=False)
         X = self.model._featurize(docs)
         proba = self.model.classifier_.predict_proba(X)
         self.add_scored(docs, X, proba, prompt_ids)

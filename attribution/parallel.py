@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .errors import AttributionError, Errors, InputError, missing_dependency
@@ -99,19 +99,33 @@ class DaskTagging:
         workers = self.client.scheduler_info().get("workers", {})
         return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
 
+    @property
+    def read_ahead(self) -> int:
+        """Batches a streaming caller (``rank``) keeps in flight: two per worker, so that workers tag
+        the next batches while the client scores the previous ones."""
+        return 2 * self.n_workers
+
     def tag(self, tagger: Tagger, config: tuple[str, int], texts: list[str]) -> list[TaggedDoc]:
         """Tag ``texts`` on the cluster, results in order; the workers' tagger must be ``tagger``'s."""
+        return self.submit(tagger, config, texts)()
+
+    def submit(self, tagger: Tagger, config: tuple[str, int],
+               texts: list[str]) -> Callable[[], list[TaggedDoc]]:
+        """Send ``texts`` to the workers now; returns a function that waits for their tags, in order."""
         parts = partitions(texts, self.n_workers, self.partition_size)
         name, batch_size = config
         futures = self.client.map(tag_partition, [name] * len(parts), [batch_size] * len(parts), parts,
                                   pure=False)
+        return lambda: self._gather(tagger, futures)
+
+    def _gather(self, tagger: Tagger, futures: list[Any]) -> list[TaggedDoc]:
         try:
             results = self.client.gather(futures)
         except AttributionError:
             raise
         except Exception as err:  # a worker failed for good (Dask already retried lost workers)
             raise AttributionError(Errors.E703.format(detail=f"{type(err).__name__}: {err}"), code="E703") from err
-        self.n_partitions += len(parts)
+        self.n_partitions += len(futures)
         docs: list[TaggedDoc] = []
         for signature, part in results:
             if signature != tagger.signature:

@@ -16,7 +16,7 @@ import importlib.util
 import pickle
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
@@ -115,6 +115,13 @@ class _TagCache:
             self._items.popitem(last=False)
 
 
+def read_ahead() -> int:
+    """Batches a streaming caller may have in flight: 0 in this process; inside
+    :func:`attribution.parallel.dask_tagging`, enough to keep every worker busy."""
+    backend = _BACKEND.get()
+    return 0 if backend is None else backend.read_ahead
+
+
 class Tagger:
     """Base class: tag texts in batches, each distinct text once.
 
@@ -165,6 +172,17 @@ class Tagger:
             out.append(doc)
         return out
 
+    def tag_later(self, texts: Sequence[str]) -> Callable[[], list[TaggedDoc]]:
+        """Start tagging ``texts`` (not cached) and return a function that returns the tags: inside
+        :func:`attribution.parallel.dask_tagging` the workers start now, so the caller can score earlier
+        batches meanwhile; in this process the tagging happens when the function is called."""
+        texts = list(texts)
+        backend = _BACKEND.get()
+        if backend is None or self.config is None or not texts:
+            return lambda: self.tag(texts, cache=False)
+        self.n_tagged += len(texts)
+        return backend.submit(self, self.config, texts)
+
     def iter_tag(self, texts: Iterable[str]) -> Iterator[TaggedDoc]:
         """Stream: tag an iterable of any length in batches, yielding in order (no caching)."""
         batch: list[str] = []
@@ -181,7 +199,7 @@ class Tagger:
         :func:`attribution.parallel.dask_tagging`, on the cluster (the same tags either way)."""
         backend = _BACKEND.get()
         if backend is not None and self.config is not None and texts:
-            return backend.tag(self, self.config, texts)
+            return backend.submit(self, self.config, texts)()
         docs: list[TaggedDoc] = []
         for start in range(0, len(texts), self.batch_size):
             docs.extend(self._tag_bounded(texts[start:start + self.batch_size]))

@@ -26,7 +26,7 @@ from attribution.cli._app import to_json  # noqa: E402
 from attribution.errors import InputError  # noqa: E402
 from attribution.io import read_records  # noqa: E402
 from attribution.parallel import dask_tagging, partitions, tag_texts  # noqa: E402
-from attribution.tagging import _TagCache, get_tagger  # noqa: E402
+from attribution.tagging import _TagCache, get_tagger, read_ahead  # noqa: E402
 
 DEMO = REPO / "data" / "demo"
 FAST = ["--features", "pos-paper"]
@@ -80,7 +80,7 @@ def test_fit_and_rank_identical_api(client, tmp_path, name):
     ref, student = ((REPO / "tests" / "data" / "reference.jsonl", REPO / "tests" / "data" / "student.jsonl")
                     if name == "fixture" else (DEMO / "teachers.jsonl", DEMO / "student_smollm2-135m.jsonl"))
     refs = read_records(ref, require_teacher=True)
-    outputs = read_records(student)
+    outputs = list(read_records(student)) * (1 if name == "fixture" else 6)  # demo: 3 batches sent ahead
     params = {"features": "pos-paper"} if name == "fixture" else {}
     results = []
     for cluster in (None, client):
@@ -90,6 +90,7 @@ def test_fit_and_rank_identical_api(client, tmp_path, name):
             ranked = rank_student(model, outputs)
         else:
             with dask_tagging(cluster, partition_size=64) as backend:
+                assert read_ahead() == 4  # batches rank keeps in flight: two per worker
                 model = fit_reference(refs, **params)
                 ranked = rank_student(model, outputs)
             assert backend.n_partitions >= 2
