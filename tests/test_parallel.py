@@ -120,7 +120,7 @@ def test_cli_scheduler_two_workers_same_bytes(client, capsys, tmp_path, referenc
         ranked = _run(capsys, "rank", student_path, "--reference", reference_path, "--format", "json", "--quiet",
                       *FAST, *extra)
         tagged = tmp_path / f"tags{len(extra)}.jsonl"
-        _run(capsys, "tag", student_path, "-o", tagged, "--quiet", *extra)
+        _run(capsys, "tag", student_path, "-o", tagged, "--batch-size", "3", "--quiet", *extra)  # 4 batches
         _forget_tags()
         evaluated = _run(capsys, "evaluate", "-r", reference_path, "-s", labelled_path, "--features", "pos-paper",
                          "--format", "json", "--quiet", *extra)

@@ -38,13 +38,14 @@ def tag_cli(
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Tag each text once, in batches; one output line per record with its words and tags."""
+    import collections
     import json
 
     from tqdm import tqdm
 
     from ..io import RecordReader, atomic_write, check_outputs
     from ..normalize import Normalizer
-    from ..tagging import get_tagger
+    from ..tagging import get_tagger, read_ahead
 
     check_outputs([output], [inputs])
     tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
@@ -53,15 +54,26 @@ def tag_cli(
     normalizer = Normalizer() if normalize else None
     count = 0
     with atomic_write(output) as handle, tqdm(desc="tagging", unit="text", disable=quiet, leave=False) as bar:
-        batch = []
+        batch: list = []
+        in_flight: collections.deque = collections.deque()  # on Dask workers: batches sent ahead, in order
 
-        def flush() -> None:
-            texts = [normalizer(r.output) if normalizer else r.output for r in batch]
-            for record, doc in zip(batch, tag.tag(texts)):
+        def write(records: list, docs: list) -> None:
+            for record, doc in zip(records, docs):
                 row = {"id": record.key, "words": list(doc.words), "tags": list(doc.tags)}
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            bar.update(len(batch))
+            bar.update(len(records))
+
+        def flush() -> None:
+            records = list(batch)
             batch.clear()
+            texts = [normalizer(r.output) if normalizer else r.output for r in records]
+            if not read_ahead():  # in this process, with the tag cache (a repeated text is tagged once)
+                write(records, tag.tag(texts))
+                return
+            in_flight.append((records, tag.tag_later(texts)))
+            while len(in_flight) > read_ahead():
+                done, tags = in_flight.popleft()
+                write(done, tags())
 
         for record in reader:
             batch.append(record)
@@ -69,5 +81,8 @@ def tag_cli(
             if len(batch) >= batch_size:
                 flush()
         flush()
+        while in_flight:
+            done, tags = in_flight.popleft()
+            write(done, tags())
     report_skipped(reader.skipped, quiet=quiet)
     log(f"tagged {count} texts with {tag.signature} -> {output}", quiet=quiet)
