@@ -81,6 +81,16 @@ class Errors:
     E410 = "unknown student '{spec}': give a preset ({presets}), a GPT-2 config .json, a model directory or a hub id"
     E411 = "damaged record ({detail}); only a cut-off last line is repaired on resume"
     E412 = "{path} already holds a trained student; pass --overwrite to replace it"
+    # endpoints and audits: collect/generate --endpoint, audit (E413-E419)
+    E413 = "{endpoint} answered HTTP {status} {meaning}: {detail}; {hint}; nothing more was sent"
+    E414 = "invalid endpoint URL '{url}': {detail}"
+    E415 = ("{n} of {total} prompts failed after {retries} retries (first: id '{id}': {reason}); {written} were "
+            "written to {path}; run the same command again to retry only the missing ones")
+    E416 = "audit config: {detail}"
+    E417 = ("no reference outputs given: pass --reference REF.jsonl (teachers' outputs, each with 'teacher') or "
+            "--model MODEL.npz. To build references, query candidate teachers with 'attribute-teacher collect "
+            "--endpoint URL --model NAME -p prompts.jsonl -o teacher.jsonl', or run a whole audit from one config "
+            "with 'attribute-teacher audit audit.toml' (see docs/auditing-api-models.md)")
     # baselines: BERTScore, embeddings, perplexity, similarity (E5xx)
     E501 = ("could not load {kind} model '{model}': {detail}. Give a Hugging Face id (network needed), a local "
             "directory, a .gguf file, or an offline alias: {aliases}")
@@ -96,16 +106,6 @@ class Errors:
     E510 = "{n} reference record(s) have no teacher label (first at {where}); references need 'teacher'"
     E511 = "students need a 'teacher' label to be evaluated ({n} without one, first at {where})"
     # released data and reports: datasets, report (E6xx)
-    # endpoints and audits: collect/generate --endpoint, audit (E413-E419)
-    E413 = "{endpoint} answered HTTP {status} {meaning}: {detail}; {hint}; nothing more was sent"
-    E414 = "invalid endpoint URL '{url}': {detail}"
-    E415 = ("{n} of {total} prompts failed after {retries} retries (first: id '{id}': {reason}); {written} were "
-            "written to {path}; run the same command again to retry only the missing ones")
-    E416 = "audit config: {detail}"
-    E417 = ("no reference outputs given: pass --reference REF.jsonl (teachers' outputs, each with 'teacher') or "
-            "--model MODEL.npz. To build references, query candidate teachers with 'attribute-teacher collect "
-            "--endpoint URL --model NAME -p prompts.jsonl -o teacher.jsonl', or run a whole audit from one config "
-            "with 'attribute-teacher audit audit.toml' (see docs/auditing-api-models.md)")
     E601 = ("could not download {url}: {detail}. Offline? Pass data_dir= (CLI: --data-dir) or set "
             "TEACHER_ATTRIBUTION_DATA to a local copy ({layout})")
     E602 = "no released outputs for task '{task}' ({split}) in {path}: expected {expected}"
