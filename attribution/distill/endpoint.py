@@ -40,6 +40,9 @@ RETRY_STATUSES = {408, 409, 425, 429}
 #: A run whose first requests are all refused as bad requests (400, 422) stops after this many: the
 #: request itself is wrong (e.g. a decoding option the model does not take), not one prompt.
 FIRST_REJECTIONS_STOP = 5
+#: After this many prompts in a row failed every retry (a dead or overloaded endpoint), no new prompt
+#: is started: the run ends as incomplete at once instead of spending the full backoff on every prompt.
+FAILED_IN_A_ROW_STOP = 5
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class Stats:
     empty: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     succeeded: int = 0
+    failed_in_a_row: int = 0
 
     def count(self, status: str) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
@@ -405,9 +409,12 @@ def collect_from_endpoint(base_url: str, model: str, prompts: str | os.PathLike,
                         started=start_date, error=redact(error, secret) if error else None, options=options)
     if stats.failed:
         first_id, reason = next(iter(stats.failed.items()))
-        raise CollectionIncomplete(Errors.E415.format(
-            n=len(stats.failed), total=len(todo), retries=options.max_retries, id=first_id, reason=reason,
-            written=stats.written, path=output), code="E415")
+        message = Errors.E415.format(n=len(stats.failed), total=len(todo), retries=options.max_retries, id=first_id,
+                                     reason=reason, written=stats.written, path=output)
+        not_tried = len(todo) - len(stats.failed) - stats.written - stats.empty
+        if not_tried:
+            message += f"; {not_tried} were not tried: {stats.failed_in_a_row} prompts failed in a row, so the run stopped"
+        raise CollectionIncomplete(message, code="E415")
     return summary
 
 
@@ -470,6 +477,7 @@ async def _main(base_url: str, model: str, todo: list[Any], output: Any, stats: 
                     raise
                 if kind == "fail" or attempt == options.max_retries:
                     stats.failed[record.key] = redact(f"{status or type(err).__name__}: {_short(err)}", secret)
+                    stats.failed_in_a_row += 1
                     if status in (400, 422) and not stats.succeeded and len(stats.failed) >= FIRST_REJECTIONS_STOP:
                         raise EndpointStopped(redact(Errors.E413.format(
                             endpoint=endpoint, status=status, meaning="bad request", detail=_short(err),
@@ -485,6 +493,7 @@ async def _main(base_url: str, model: str, todo: list[Any], output: Any, stats: 
                 continue
             stats.count("200")
             stats.succeeded += 1
+            stats.failed_in_a_row = 0
             stats.prompt_tokens += n_in
             stats.completion_tokens += n_out
             stats.served_models.add(served)
@@ -498,7 +507,7 @@ async def _main(base_url: str, model: str, todo: list[Any], output: Any, stats: 
             return
 
     async def worker() -> None:
-        while True:
+        while stats.failed_in_a_row < max(FAILED_IN_A_ROW_STOP, options.concurrency):
             try:
                 record = queue.get_nowait()
             except asyncio.QueueEmpty:
