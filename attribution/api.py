@@ -495,10 +495,7 @@ def _paired_scores(model: TeacherAttributor, docs: Sequence[Any], ids: Sequence[
     """Per-output paired scores (NaN rows where the prompt has no teachers' answers), or ``None``."""
     if model.paired_ is None:
         return None
-    out = np.full((len(docs), len(model.classes_)), np.nan)
-    rows, scores = model.paired_.scores(model._featurize(docs), ids)
-    out[rows] = scores
-    return out
+    return model.paired_.scores_per_output(model._featurize(docs), ids)
 
 
 def _add_verdicts(row: dict[str, Any], scores: np.ndarray, groups: Sequence[str], model: TeacherAttributor,
@@ -516,8 +513,7 @@ def _add_verdicts(row: dict[str, Any], scores: np.ndarray, groups: Sequence[str]
         test = None
         if paired is not None:
             accumulated = PairedTest(model.classes_.tolist())
-            found = paired[mine]
-            accumulated.add(found[~np.isnan(found).any(axis=1)])
+            accumulated.add(paired[mine])
             test = accumulated.result(student["predicted"])
         v = verdict(student["predicted"], [p], [test], alpha=alpha)
         student.update({key: v[key] for key in ("p_unlisted", "p_paired", "p_value", "test", "status")})

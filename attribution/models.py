@@ -455,7 +455,7 @@ class StudentEvidence:
         self._boot_count = np.zeros(model.n_bootstrap)
         self.keep_outputs = keep_outputs
         self.outputs: list[np.ndarray] = []
-        self.paired = PairedTest(self.classes) if getattr(model, "paired_", None) is not None else None
+        self.paired = PairedTest(self.classes) if model.paired_ is not None else None
 
     def add(self, texts: Sequence[str], prompt_ids: Sequence[str | None] | None = None, *,
             docs: Sequence[TaggedDoc] | None = None) -> np.ndarray:

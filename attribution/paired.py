@@ -114,6 +114,13 @@ class PairedReferences:
         out = np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 1e-12)
         return rows, out
 
+    def scores_per_output(self, X: sp.csr_matrix, ids: Sequence[str | None]) -> np.ndarray:
+        """:meth:`scores` laid out one row per row of ``X``: NaN where the prompt has no paired answers."""
+        out = np.full((X.shape[0], self.n_teachers), np.nan)
+        rows, scores = self.scores(X, ids)
+        out[rows] = scores
+        return out
+
     def get_state(self) -> dict[str, np.ndarray]:
         return {"paired_ids": self.prompt_ids, "paired_data": self.matrix.data.astype(np.float32),
                 "paired_indices": self.matrix.indices.astype(np.int32), "paired_indptr": self.matrix.indptr}
@@ -140,7 +147,9 @@ class PairedTest:
         self.sum_outer = np.zeros((k, k))
 
     def add(self, scores: np.ndarray) -> None:
+        """Add per-output scores; rows with NaN (outputs without paired answers) are left out."""
         scores = np.asarray(scores, dtype=float)
+        scores = scores[~np.isnan(scores).any(axis=1)]
         self.n += len(scores)
         self.sum += scores.sum(axis=0)
         self.sum_outer += scores.T @ scores

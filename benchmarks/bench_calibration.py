@@ -41,10 +41,7 @@ def scored(model, records):
     ids = [r.id for r, k in zip(records, keep) if k]
     X = sub._featurize(docs)
     log_proba = np.log(np.clip(sub.classifier_.predict_proba(X), 1e-12, 1.0))
-    paired = np.full(log_proba.shape, np.nan)
-    if sub.paired_ is not None:
-        rows, scores = sub.paired_.scores(X, ids)
-        paired[rows] = scores
+    paired = sub.paired_.scores_per_output(X, ids) if sub.paired_ is not None else np.full(log_proba.shape, np.nan)
     return sub, log_proba, paired
 
 
@@ -54,13 +51,10 @@ def audit(sub, log_proba, paired, rng, n_boot=200):
     weights = rng.poisson(1.0, size=(len(log_proba), n_boot)).astype(float)
     frame = rank_teachers(classes, log_proba.sum(axis=0), len(log_proba), weights.T @ log_proba, weights.sum(axis=0))
     top = frame.iloc[0]
-    p = None
-    rows = paired[~np.isnan(paired).any(axis=1)]
-    if len(rows):
-        test = PairedTest(classes)
-        test.add(rows)
-        result = test.result(top["teacher"])
-        p = None if result is None else result["p_paired"]
+    test = PairedTest(classes)
+    test.add(paired)  # outputs without paired answers are left out
+    result = test.result(top["teacher"])
+    p = None if result is None else result["p_paired"]
     return top["teacher"], float(top["probability"]), float(top["support"]), p
 
 

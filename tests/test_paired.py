@@ -43,6 +43,8 @@ def test_scores_are_cosines_of_deviations_from_the_teachers_mean():
     student_ids = ["p2", "nope", "p0", None, "p3"]
     rows, scores = paired.scores(student, student_ids)
     assert rows.tolist() == [0, 2, 4]
+    laid_out = paired.scores_per_output(student, student_ids)
+    assert np.isnan(laid_out[[1, 3]]).all() and np.array_equal(laid_out[rows], scores)
     for n, row in enumerate(rows):
         p = int(student_ids[row][1])
         answers = X[p * 3:(p + 1) * 3].toarray().astype(np.float32).astype(float)  # stored at float32 precision
@@ -74,6 +76,9 @@ def test_paired_test_matches_scipy_and_is_an_intersection_union_test():
     assert result["runner_up"] == "b" and result["n_paired"] == 50
     np.testing.assert_allclose(list(result["paired_score"].values()), scores.mean(axis=0))
     assert test.result("b")["p_paired"] > 0.5  # "b" does not beat "a"
+    with_gaps = PairedTest(CLASSES)
+    with_gaps.add(np.vstack([scores, np.full((4, 3), np.nan)]))  # outputs without paired answers
+    assert with_gaps.n == 50 and with_gaps.p_value("a", "b") == pytest.approx(test.p_value("a", "b"), rel=1e-12)
     small = PairedTest(CLASSES)
     small.add(scores[:2])
     assert small.result("a") is None
