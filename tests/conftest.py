@@ -1,4 +1,4 @@
-"""Shared fixtures: repository paths, the fixture corpus, the real spaCy tagger, a CLI runner.
+"""Shared fixtures: repository paths, the fixture corpus, the real spaCy tagger, CLI runners.
 
 Expensive objects (the tagger, fitted models) are session-scoped. Nothing here needs
 ``../shared``; tests that read the released paper outputs use the ``paper_qa`` fixture,
@@ -7,10 +7,17 @@ which skips with a reason when the folder is absent.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import json
+import os
+import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+import traceback
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,13 +114,81 @@ def make_jsonl(tmp_path) -> Callable[..., Path]:
     return make
 
 
-def run_cli(*args: Any, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m attribution ARGS`` in a subprocess; returns the completed process (text mode)."""
-    return subprocess.run([sys.executable, "-m", "attribution", *map(str, args)], cwd=cwd or REPO,
+@dataclasses.dataclass
+class CliResult:
+    """A finished CLI run: the fields of :class:`subprocess.CompletedProcess` that tests read."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _exit_status(code: object, stderr: io.StringIO) -> int:
+    """The status the interpreter gives ``sys.exit(code)``: None is 0, an int itself, anything else
+    is printed to stderr and gives 1."""
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=stderr)
+    return 1
+
+
+@contextlib.contextmanager
+def _process_state(cwd: Path, env: dict[str, str] | None) -> Iterator[None]:
+    """Run in ``cwd`` with ``env`` (the whole environment, as ``subprocess`` takes it) and put back
+    what a command may change for the process: cwd, environment, warning filters, signal handlers."""
+    saved_cwd, saved_env = os.getcwd(), dict(os.environ)
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        os.chdir(cwd)
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        with warnings.catch_warnings():
+            yield
+    finally:
+        os.chdir(saved_cwd)
+        if os.environ != saved_env:
+            os.environ.clear()
+            os.environ.update(saved_env)
+        for signum, handler in saved_signals.items():
+            signal.signal(signum, handler)
+
+
+def run_cli(*args: Any, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: int | None = None) -> CliResult:
+    """Run ``attribute-teacher ARGS`` in this process and return its exit status, stdout and stderr.
+
+    The same entry point as the console script (``attribution.cli.main``), so the exit status is the
+    process's: ``main``'s code, a ``SystemExit`` as the interpreter maps it, 1 with a traceback for an
+    exception that escapes. Running in-process loads spaCy and other models once per session instead of
+    once per call. ``timeout`` is accepted for the subprocess signature and ignored. Use
+    :func:`run_cli_subprocess` for what only a real process shows (signals, start-up, the entry point).
+    """
+    from attribution.cli import main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    with _process_state(cwd or REPO, env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = _exit_status(exc.code, err)
+        except Exception:  # noqa: BLE001 - what the interpreter does with an uncaught exception
+            traceback.print_exc(file=err)
+            code = 1
+    return CliResult(argv, code, out.getvalue(), err.getvalue())
+
+
+def run_cli_subprocess(*args: Any, cwd: Path | None = None, env: dict[str, str] | None = None,
+                       timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m attribution ARGS`` in a subprocess (text mode): for signals, interpreter start-up
+    and the ``-m`` entry point. Everything else goes through the in-process :func:`run_cli`."""
+    return subprocess.run([sys.executable, "-m", "attribution", *map(str, args)], cwd=cwd or REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
-def cli() -> Callable[..., subprocess.CompletedProcess]:
-    """The :func:`run_cli` helper as a fixture."""
+def cli() -> Callable[..., CliResult]:
+    """The in-process :func:`run_cli` helper as a fixture."""
     return run_cli

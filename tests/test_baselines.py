@@ -7,7 +7,6 @@ offline models in ``test_baselines_models.py``.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,8 @@ from attribution.baselines import BASELINES, BaselineError, evaluate_baseline, r
 from attribution.baselines._common import candidate_sets
 from attribution.errors import AttributionError
 from attribution.io import Record, read_records
+
+from conftest import CliResult, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_QA = REPO.parent / "shared" / "data" / "paper_qa"
@@ -124,10 +125,8 @@ def test_names_are_the_contract():
     assert {"bertscore", "embedding", "perplexity", "perplexity-normalized", "cosine", "rouge"} <= set(BASELINES)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "attribution", "baseline", *args], capture_output=True,
-                          text=True, cwd=REPO, env=env, timeout=300)
+def _cli(*args: str) -> CliResult:
+    return run_cli("baseline", *args)
 
 
 def test_cli_unknown_baseline_exits_2(tmp_path):

@@ -5,10 +5,7 @@ Each model loads once per session. Marked slow: loading SmolLM2's GGUF takes ~25
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +16,8 @@ pytest.importorskip("bert_score")
 
 from attribution.baselines import BaselineModelError, run_baseline  # noqa: E402
 from attribution.io import Record  # noqa: E402
+
+from conftest import run_cli  # noqa: E402
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -142,10 +141,8 @@ def test_missing_model_is_a_clear_error(tmp_path):
 def test_cli_missing_model_exits_without_traceback(tmp_path):
     data = tmp_path / "r.jsonl"
     data.write_text('{"teacher": "a", "output": "some text"}\n')
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-m", "attribution", "baseline", "perplexity", "-r", str(data),
-                          "-s", str(data), "-t", f"a={tmp_path / 'missing.gguf'}", "--device", "cpu"],
-                         capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    out = run_cli("baseline", "perplexity", "-r", data, "-s", data, "-t", f"a={tmp_path / 'missing.gguf'}",
+                  "--device", "cpu")
     assert out.returncode in (1, 2) and "E501" in out.stderr and "Traceback" not in out.stderr
 
 

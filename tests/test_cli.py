@@ -1,12 +1,18 @@
-"""The ``attribute-teacher`` CLI through a subprocess (``python -m attribution``): exit codes, stdout, stderr."""
+"""The ``attribute-teacher`` CLI: exit codes, stdout, stderr. In-process through ``attribution.cli.main`` (the
+console script's entry point), plus two real processes for the entry points themselves."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import write_jsonl
+from conftest import run_cli_subprocess, write_jsonl
 
 COMMANDS = ["rank", "fit", "evaluate", "tag"]
 
@@ -64,6 +70,27 @@ def test_help_of_every_registered_command_in_process(command, capsys):
 
     assert main([command, "--help"]) == 0
     assert f"Usage: attribute-teacher {command}" in capsys.readouterr().out
+
+
+def test_module_entry_point_in_a_real_process():
+    """``python -m attribution --help`` (the other CLI tests run the same ``main`` in-process)."""
+    proc = run_cli_subprocess("--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage: attribute-teacher" in proc.stdout and proc.stderr == ""
+
+
+def test_console_script_ranks_in_a_real_process(student_path, reference_path, tmp_path):
+    """The installed ``attribute-teacher`` script: exit status, JSON on stdout, a usage error exits 2."""
+    script = shutil.which("attribute-teacher", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                                        os.environ.get("PATH", "")]))
+    if script is None:
+        pytest.skip("the attribute-teacher console script is not installed")
+    proc = subprocess.run([script, student_path, "-r", reference_path, "--format", "json", *FAST], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert json.loads(proc.stdout)["ranking"][0]["teacher"] == "chatty" and proc.returncode == 0
+    bad = subprocess.run([script, "rank", student_path, "--no-such-option"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "No such option" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_rank_json_document(ranked):

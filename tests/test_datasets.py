@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,8 @@ from attribution.datasets import (
     load_paper_qa,
 )
 from attribution.errors import AttributionError, InputError
+
+from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_QA = REPO.parent / "shared" / "data" / "paper_qa"
@@ -162,18 +162,14 @@ def test_export_writes_the_jsonl_layout_and_reads_back(authors_dir, tmp_path):
 
 
 def test_export_cli(authors_dir, tmp_path):
-    code = ("import sys, attribution.cli.data; from attribution.cli import main; "
-            "sys.exit(main(sys.argv[1:]))")
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-c", code, "data", "paper-qa", "--data-dir", str(authors_dir),
-                           "-o", str(out), "--format", "json"], capture_output=True, text=True, cwd=REPO)
+    proc = run_cli("data", "paper-qa", "--data-dir", authors_dir, "-o", out, "--format", "json")
     assert proc.returncode == 2, proc.stderr  # gemma-2-9b and others are missing from this copy
     assert "E602" in proc.stderr
     for teacher in PAPER_QA_TEACHERS:  # complete the copy
         for split, rows in (("teacher", TEACHER_ROWS), ("student", STUDENT_ROWS)):
             write_authors_csv(authors_dir / csv_name("openbookqa", teacher, split), split, rows)
-    proc = subprocess.run([sys.executable, "-c", code, "data", "paper-qa", "--data-dir", str(authors_dir),
-                           "-o", str(out), "--format", "json"], capture_output=True, text=True, cwd=REPO)
+    proc = run_cli("data", "paper-qa", "--data-dir", authors_dir, "-o", out, "--format", "json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"files": {"openbookqa_student.jsonl": 10, "openbookqa_teacher.jsonl": 10},
                                        "skipped": 0}
@@ -365,17 +361,13 @@ def test_documented_teachers_table():
 
 
 def test_data_alpacaeval_cli(alpacaeval_results, tmp_path):
-    code = ("import sys, attribution.cli.data; from attribution.cli import main; "
-            "sys.exit(main(sys.argv[1:]))")
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-c", code, "data", "alpacaeval", "-o", str(out), "--cache-dir",
-                           str(alpacaeval_results), "--no-download", "--teachers", "teacher-a,teacher-b",
-                           "--students", "alpaca-7b", "--format", "json"], capture_output=True, text=True, cwd=REPO)
+    proc = run_cli("data", "alpacaeval", "-o", out, "--cache-dir", alpacaeval_results, "--no-download",
+                   "--teachers", "teacher-a,teacher-b", "--students", "alpaca-7b", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["files"] == {"teachers_reference.jsonl": 10, "teachers_audit.jsonl": 11,
                                                 "students_audit.jsonl": 6}
-    proc = subprocess.run([sys.executable, "-c", code, "data", "alpacaeval", "-o", str(out), "--cache-dir",
-                           str(tmp_path / "none"), "--no-download"], capture_output=True, text=True, cwd=REPO)
+    proc = run_cli("data", "alpacaeval", "-o", out, "--cache-dir", tmp_path / "none", "--no-download")
     assert proc.returncode == 2 and "E602" in proc.stderr
 
 

@@ -70,13 +70,10 @@ def test_combined_reference_holds_all_teachers():
 @pytest.mark.parametrize("label", sorted(LABELS))
 def test_main_job_ranks_the_true_teacher_first(label):
     """The README's command: each demo student's true teacher comes first."""
-    import subprocess
-    import sys
+    from conftest import run_cli
 
-    pytest.importorskip("attribution.models").TeacherAttributor  # noqa: B018 - the core must exist
-    res = subprocess.run([sys.executable, "-m", "attribution", f"data/demo/student_{label}.jsonl",
-                          "--reference", "data/demo/teachers.jsonl", "--format", "json"],
-                         cwd=DEMO.parents[1], capture_output=True, text=True, timeout=600)
+    res = run_cli(f"data/demo/student_{label}.jsonl", "--reference", "data/demo/teachers.jsonl", "--format", "json",
+                  cwd=DEMO.parents[1])
     assert res.returncode == 0, res.stderr
     ranking = json.loads(res.stdout)["ranking"]
     assert ranking[0]["teacher"] == label

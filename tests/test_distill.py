@@ -28,6 +28,8 @@ from attribution.distill import (  # noqa: E402
 from attribution.errors import InputError, ModelError  # noqa: E402
 from attribution.io import read_records  # noqa: E402
 
+from conftest import CliResult, run_cli  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = [
     ("Does coffee improve memory?", "Most studies suggest that caffeine modestly improves short-term memory."),
@@ -51,9 +53,8 @@ def _write(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "attribution", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+def _cli(*args: str) -> CliResult:
+    return run_cli(*args, cwd=ROOT)
 
 
 @pytest.fixture(scope="session")

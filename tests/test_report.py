@@ -15,7 +15,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,8 @@ from PIL import Image  # noqa: E402  (Pillow comes with matplotlib)
 
 from attribution.errors import InputError  # noqa: E402
 from attribution.report import write_report  # noqa: E402
+
+from conftest import CliResult, run_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_QA = REPO.parent / "shared" / "data" / "paper_qa"
@@ -206,8 +207,8 @@ def test_chromium_decodes_the_embedded_plots(real_result, tmp_path):
         assert len(image.convert("RGB").getcolors(maxcolors=1 << 20) or ()) > 50  # text, bars and dots drawn
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "attribution", *args], capture_output=True, text=True, cwd=REPO)
+def _cli(*args: str) -> CliResult:
+    return run_cli(*args)
 
 
 def test_report_command_renders_a_saved_result(tmp_path):
