@@ -8,7 +8,13 @@ templates. Word n-grams are the same thing over lower-cased words. Both are
 identically and never cross document boundaries.
 
 Inputs are lists of ``TaggedDoc`` (tag once, featurize many times) or of raw strings,
-which are tagged with the vectorizer's ``tagger``.
+which are normalized and tagged with the vectorizer's ``tagger`` exactly as the estimator
+does (:func:`attribution.tagging.prepare_docs`).
+
+A subclass reads another sequence by overriding :meth:`SequenceNgramVectorizer.symbols`
+(and, for n-grams not written with spaces between symbols, :meth:`~SequenceNgramVectorizer.join`
+and :meth:`~SequenceNgramVectorizer.split`); feature sets and vectorizers are registered in
+:mod:`attribution.registry` (see :mod:`attribution.chars` for a whole example).
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from . import registry
 from .errors import Errors, NotFittedError, model_error
-from .tagging import TaggedDoc, get_tagger
+from .tagging import TaggedDoc, prepare_docs
 
 SOURCES = ("tags", "words")
 WEIGHTINGS = ("binary", "count", "tfidf")
@@ -78,6 +85,10 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
         self.lowercase = lowercase
         self.tagger = tagger
 
+    #: Whether an n-gram's evidence is better shown as the words it covers (PoS tags: yes;
+    #: words and characters are readable as they are). See :meth:`find_spans`.
+    explained_by_words = True
+
     # -- validation and input --------------------------------------------------------
     def _validate_params(self) -> None:
         span = self._range()
@@ -85,7 +96,7 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
         span_name, span_expected = (("ngram_range", "n-gram lengths with 1 <= n_min <= n_max")
                                     if hasattr(self, "ngram_range") else ("n", "an int >= 1"))
         checks = [
-            ("source", self._source() in SOURCES, f"one of {SOURCES}"),
+            ("source", "source" not in self.get_params() or self.source in SOURCES, f"one of {SOURCES}"),
             ("weighting", self.weighting in WEIGHTINGS, f"one of {WEIGHTINGS}"),
             (span_name, len(span) == 2 and all(isinstance(v, int) for v in span)
              and 1 <= span[0] <= span[1], span_expected),
@@ -101,7 +112,7 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
             raise ValueError(Errors.E202)
         X = list(X)
         if X and isinstance(X[0], str):
-            return get_tagger(self.tagger).tag(X)
+            return prepare_docs(X, tagger=self.tagger)
         return X
 
     def _source(self) -> str:
@@ -110,10 +121,37 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
     def _range(self) -> tuple[int, int]:
         return tuple(self.ngram_range)
 
-    def _symbols(self, doc: TaggedDoc) -> Sequence[str]:
+    def _symbols(self, doc: TaggedDoc) -> Sequence[str | None]:
+        return self.symbols(doc)
+
+    # -- the public sequence API (what subclasses and evidence use) ------------------------
+    def symbols(self, doc: TaggedDoc) -> Sequence[str | None]:
+        """The sequence whose n-grams are counted; ``None`` marks a boundary no n-gram crosses."""
         if self._source() == "tags":
             return doc.tags
         return [w.lower() for w in doc.words] if getattr(self, "lowercase", True) else doc.words
+
+    def join(self, symbols: Sequence[str]) -> str:
+        """An n-gram's name from its symbols (the inverse of :meth:`split`)."""
+        return " ".join(symbols)
+
+    def split(self, name: str) -> list[str]:
+        """An n-gram's symbols from its name."""
+        return name.split(" ")
+
+    def find_spans(self, doc: TaggedDoc, grams: dict[str, Any]) -> Iterator[tuple[str, str]]:
+        """``(gram, words)`` for each occurrence in ``doc`` of an n-gram in ``grams``, in order:
+        the words a PoS template covers (what a reader is shown as evidence)."""
+        lengths = sorted({len(self.split(g)) for g in grams})
+        symbols = self.symbols(doc)
+        for n in lengths:
+            for start in range(len(symbols) - n + 1):
+                part = symbols[start:start + n]
+                if None in part:
+                    continue
+                gram = self.join(part)  # type: ignore[arg-type]
+                if gram in grams:
+                    yield gram, " ".join(doc.words[start:start + n])
 
     # -- the n-gram core: every occurrence as an integer code ----------------------------
     def _encode(self, docs: Sequence[TaggedDoc], table: dict[str, int], *,
@@ -126,7 +164,7 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
         otherwise they get id 0, and n-grams holding one are dropped (none of them can be in
         the vocabulary). Counting codes with numpy is what keeps featurizing cheap next to tagging.
         """
-        seqs = [self._symbols(doc) for doc in docs]
+        seqs = [self.symbols(doc) for doc in docs]
         lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
         symbols = chain.from_iterable(seqs)
         if grow:
@@ -135,6 +173,8 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
             get = table.get
             ids_iter = (get(s, 0) for s in symbols)
         ids = np.fromiter(ids_iter, dtype=np.int64, count=int(lengths.sum()))
+        if None in table:  # a boundary (see symbols): no n-gram holding it is counted
+            ids[ids == table[None]] = 0
         base = len(table) + 1
         n_min, n_max = self._range()
         ids = ids.astype(self._code_dtype(base), copy=False)
@@ -162,15 +202,14 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
         """int64 when every code fits, else exact Python integers (a huge vocabulary: slower)."""
         return np.int64 if base ** self._range()[1] < 2 ** 63 else object
 
-    @staticmethod
-    def _decode(code: int, symbols: list[str], base: int) -> str:
+    def _decode(self, code: int, symbols: list[str], base: int) -> str:
         """The n-gram behind a code (``symbols[id]`` is the symbol with that id)."""
         parts = []
         code = int(code)
         while code:
             code, digit = divmod(code, base)
             parts.append(symbols[digit])
-        return " ".join(reversed(parts))
+        return self.join(parts[::-1])
 
     # -- estimator API -----------------------------------------------------------------
     def fit(self, X: Sequence[TaggedDoc | str], y: Any = None) -> SequenceNgramVectorizer:
@@ -217,7 +256,7 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
         cached = getattr(self, "_lookup_cache", None)
         if cached is not None and cached[0] is self.vocabulary_:
             return cached[1]
-        grams = [gram.split(" ") for gram in self.get_feature_names_out()]
+        grams = [self.split(gram) for gram in self.get_feature_names_out()]
         table: dict[str, int] = {}
         for gram in grams:
             for symbol in gram:
@@ -279,9 +318,12 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> SequenceNgramVectorizer:
-        """Rebuild a fitted vectorizer from :meth:`get_state` output."""
-        klass = {c.__name__: c for c in (SequenceNgramVectorizer, PosTemplateVectorizer,
-                                         WordNgramVectorizer)}[meta["class"]]
+        """Rebuild a fitted vectorizer from :meth:`get_state` output.
+
+        ``meta["class"]`` picks a class of the ``vectorizers`` registry (classes register under
+        their own name); a name nobody registered is an error, never an import.
+        """
+        klass = registry.vectorizers.get(meta["class"])
         params = dict(meta["params"])
         for key in ("ngram_range",):
             if key in params:
@@ -345,37 +387,43 @@ class WordNgramVectorizer(SequenceNgramVectorizer):
     def _source(self) -> str:
         return "words"
 
+    explained_by_words = False
+
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
 
 
-#: Named feature sets: lists of (block name, vectorizer factory). ``pos-paper`` and
-#: ``ngram-paper`` are the paper's presets; the others were chosen by measurement
-#: (see README, "Choosing the defaults").
-FEATURE_SETS: dict[str, list[tuple[str, Any]]] = {
-    "pos-paper": [("pos", lambda: PosTemplateVectorizer(n=4, top_k=50, weighting="binary"))],
-    "ngram-paper": [("words", lambda: WordNgramVectorizer(ngram_range=(1, 3), top_k=10_000,
-                                                          weighting="count"))],
-    "pos-rich": [("pos", lambda: SequenceNgramVectorizer(source="tags", ngram_range=(1, 4),
-                                                         top_k=2_000, weighting="tfidf"))],
-    "ngram-tfidf": [("words", lambda: WordNgramVectorizer(ngram_range=(1, 3), top_k=20_000,
-                                                          weighting="tfidf"))],
-    "combined": [
-        ("pos", lambda: SequenceNgramVectorizer(source="tags", ngram_range=(1, 4), top_k=2_000,
-                                                weighting="tfidf")),
-        ("words", lambda: WordNgramVectorizer(ngram_range=(1, 3), top_k=5_000, weighting="tfidf")),
-    ],
-}
+# -- the built-in feature sets (registered in attribution.registry) -------------------------------
+#: ``pos-paper`` and ``ngram-paper`` are the paper's presets; the others were chosen by
+#: measurement (docs/results.md). A feature set returns fresh ``[(block, vectorizer), ...]``.
+def pos_paper() -> list[tuple[str, SequenceNgramVectorizer]]:
+    return [("pos", PosTemplateVectorizer(n=4, top_k=50, weighting="binary"))]
+
+
+def ngram_paper() -> list[tuple[str, SequenceNgramVectorizer]]:
+    return [("words", WordNgramVectorizer(ngram_range=(1, 3), top_k=10_000, weighting="count"))]
+
+
+def pos_rich() -> list[tuple[str, SequenceNgramVectorizer]]:
+    return [("pos", SequenceNgramVectorizer(source="tags", ngram_range=(1, 4), top_k=2_000, weighting="tfidf"))]
+
+
+def ngram_tfidf() -> list[tuple[str, SequenceNgramVectorizer]]:
+    return [("words", WordNgramVectorizer(ngram_range=(1, 3), top_k=20_000, weighting="tfidf"))]
+
+
+def combined() -> list[tuple[str, SequenceNgramVectorizer]]:
+    return [*pos_rich(), ("words", WordNgramVectorizer(ngram_range=(1, 3), top_k=5_000, weighting="tfidf"))]
+
+
+#: The feature-set names (the ``feature_sets`` registry: built-ins and installed plugins).
+FEATURE_SETS = registry.feature_sets
 
 
 def make_feature_blocks(name: str, tagger: str = "spacy") -> list[tuple[str, SequenceNgramVectorizer]]:
-    """Fresh, unfitted vectorizers for a named feature set."""
-    if name not in FEATURE_SETS:
-        raise model_error("E205", name=name, choices=", ".join(FEATURE_SETS))
-    blocks = []
-    for block, factory in FEATURE_SETS[name]:
-        vectorizer = factory()
+    """Fresh, unfitted vectorizers for a named feature set (unknown names: E205)."""
+    blocks = list(registry.feature_sets.get(name)())
+    for _, vectorizer in blocks:
         vectorizer.set_params(tagger=tagger)
-        blocks.append((block, vectorizer))
     return blocks

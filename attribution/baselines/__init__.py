@@ -20,14 +20,15 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from .. import registry as _registry
 from ..io import Record
 from ._common import ALIGNMENTS, BaselineError, BaselineModelError, BaselineScores, baseline_error, prepare_texts
 
-#: Valid baseline names. ``rouge`` is ROUGE-L F; ``rouge1``/``rouge2`` are the n-gram variants.
-BASELINES = ("bertscore", "embedding", "perplexity", "perplexity-normalized", "cosine", "rouge",
-             "rouge1", "rouge2")
+#: Valid baseline names (the ``baselines`` registry: built-ins and installed plugins).
+#: ``rouge`` is ROUGE-L F; ``rouge1``/``rouge2`` are the n-gram variants.
+BASELINES = _registry.baselines
 #: Baselines that need a model from the ``[baselines]`` extra (torch).
-MODEL_BASELINES = ("bertscore", "embedding", "perplexity", "perplexity-normalized")
+MODEL_BASELINES = tuple(n for n in BASELINES.names() if BASELINES.entry(n).meta.get("needs_model"))
 
 
 def run_baseline(name: str, references: Sequence[Record], students: Sequence[Record],
@@ -64,38 +65,93 @@ def run_baseline(name: str, references: Sequence[Record], students: Sequence[Rec
         A model could not be loaded, or CUDA was requested without a GPU.
     MissingDependencyError
         The ``[baselines]`` extra is not installed.
+
+    See Also
+    --------
+    attribution.registry.baselines : where a new baseline registers
+        (``run(references, students, **options) -> BaselineScores``).
     """
-    if name not in BASELINES:
-        raise baseline_error("E502", name=name, choices=", ".join(BASELINES))
-    if name in ("bertscore", "embedding"):
-        from . import bertscore
+    return BASELINES.get(name)(references, students, **options)
 
-        keep = {"model", "num_layers", "device", "batch_size", "normalize", "show_progress"}
-        keep |= {"alignment", "shortlist"} if name == "bertscore" else {"C", "random_state"}
-        opts = {k: v for k, v in options.items() if k in keep and v is not None}
-        run = bertscore.run_bertscore if name == "bertscore" else bertscore.run_embedding
-        return run(references, students, **opts)
-    if name.startswith("perplexity"):
-        from . import perplexity
 
-        if "teacher_models" not in options or not options["teacher_models"]:
-            classes = sorted({r.teacher for r in references if r.teacher})
-            raise baseline_error("E503", missing=", ".join(classes), known=", ".join(classes))
-        opts = {k: v for k, v in options.items() if k not in ("model", "num_layers", "shortlist", "alignment")}
-        return perplexity.run_perplexity(references, students, normalized=name.endswith("normalized"), **opts)
+# -- the built-in baselines, as registered in attribution.registry -----------------------------
+def _encoder(name: str, references: Sequence[Record], students: Sequence[Record],
+             options: dict[str, Any]) -> BaselineScores:
+    from . import bertscore
+
+    keep = {"model", "num_layers", "device", "batch_size", "normalize", "show_progress"}
+    keep |= {"alignment", "shortlist"} if name == "bertscore" else {"C", "random_state"}
+    opts = {k: v for k, v in options.items() if k in keep and v is not None}
+    run = bertscore.run_bertscore if name == "bertscore" else bertscore.run_embedding
+    return run(references, students, **opts)
+
+
+def run_bertscore(references: Sequence[Record], students: Sequence[Record], **options: Any) -> BaselineScores:
+    """BERTScore F1 of each student output against the teachers' answers (see :mod:`.bertscore`)."""
+    return _encoder("bertscore", references, students, options)
+
+
+def run_embedding(references: Sequence[Record], students: Sequence[Record], **options: Any) -> BaselineScores:
+    """A classifier on mean encoder embeddings (see :mod:`.bertscore`)."""
+    return _encoder("embedding", references, students, options)
+
+
+def _perplexity(references: Sequence[Record], students: Sequence[Record], options: dict[str, Any], *,
+                normalized: bool) -> BaselineScores:
+    from . import perplexity
+
+    if "teacher_models" not in options or not options["teacher_models"]:
+        classes = sorted({r.teacher for r in references if r.teacher})
+        raise baseline_error("E503", missing=", ".join(classes), known=", ".join(classes))
+    opts = {k: v for k, v in options.items() if k not in ("model", "num_layers", "shortlist", "alignment")}
+    return perplexity.run_perplexity(references, students, normalized=normalized, **opts)
+
+
+def run_perplexity(references: Sequence[Record], students: Sequence[Record], **options: Any) -> BaselineScores:
+    """Minus the perplexity of each student output under each teacher's model (see :mod:`.perplexity`)."""
+    return _perplexity(references, students, options, normalized=False)
+
+
+def run_perplexity_normalized(references: Sequence[Record], students: Sequence[Record],
+                              **options: Any) -> BaselineScores:
+    """The perplexity baseline z-scored per teacher on its own references (see :mod:`.perplexity`)."""
+    return _perplexity(references, students, options, normalized=True)
+
+
+def _similarity_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items()
+            if k in ("alignment", "normalize", "show_progress", "use_stemmer") and v is not None}
+
+
+def run_cosine(references: Sequence[Record], students: Sequence[Record], **options: Any) -> BaselineScores:
+    """Bag-of-words cosine similarity to the teachers' answers (see :mod:`.similarity`)."""
     from . import similarity
 
-    opts = {k: v for k, v in options.items()
-            if k in ("alignment", "normalize", "show_progress", "use_stemmer") and v is not None}
-    if name == "cosine":
-        return similarity.run_cosine(references, students, **opts)
-    if name == "rouge1" or name == "rouge2":
-        rouge_type = name
-    else:
-        rouge_type = options.get("rouge_type") or "rougeL"
-    shortlist = options.get("rouge_shortlist", 20)
-    return similarity.run_rouge(references, students, rouge_type=rouge_type, shortlist=shortlist,
-                                name=name, **opts)
+    return similarity.run_cosine(references, students, **_similarity_options(options))
+
+
+def _rouge(name: str, rouge_type: str, references: Sequence[Record], students: Sequence[Record],
+           options: dict[str, Any]) -> BaselineScores:
+    from . import similarity
+
+    return similarity.run_rouge(references, students, rouge_type=rouge_type,
+                                shortlist=options.get("rouge_shortlist", 20), name=name,
+                                **_similarity_options(options))
+
+
+def run_rouge(references: Sequence[Record], students: Sequence[Record], **options: Any) -> BaselineScores:
+    """ROUGE-L F (or ``rouge_type``) against the teachers' answers (see :mod:`.similarity`)."""
+    return _rouge("rouge", options.get("rouge_type") or "rougeL", references, students, options)
+
+
+def run_rouge1(references: Sequence[Record], students: Sequence[Record], **options: Any) -> BaselineScores:
+    """ROUGE-1 F against the teachers' answers."""
+    return _rouge("rouge1", "rouge1", references, students, options)
+
+
+def run_rouge2(references: Sequence[Record], students: Sequence[Record], **options: Any) -> BaselineScores:
+    """ROUGE-2 F against the teachers' answers."""
+    return _rouge("rouge2", "rouge2", references, students, options)
 
 
 def evaluate_baseline(name: str, references: Sequence[Record], students: Sequence[Record], *,

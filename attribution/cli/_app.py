@@ -20,6 +20,8 @@ from typing import Any
 
 import typer
 
+from .. import registry
+
 app = typer.Typer(
     name="attribute-teacher",
     help="Which teacher LLM was this small model distilled from? Rank candidate teachers "
@@ -105,8 +107,8 @@ class Device(str, enum.Enum):
 
 
 # Options shared by several commands (Typer reads these as metadata; reusing them is safe).
-FEATURES_HELP = "Feature set: pos-paper, ngram-paper, pos-rich, ngram-tfidf, combined."
-TAGGER_HELP = "Tagger: spacy (default), nltk, or an installed spaCy package name."
+FEATURES_HELP = f"Feature set: {registry.feature_sets.help()}."
+TAGGER_HELP = f"Tagger: {registry.taggers.help()}, or an installed spaCy package name."
 TASK_OPTION = typer.Option(None, "--task", help="Keep only records of this task.")
 FEATURES_OPTION = typer.Option("combined", "--features", help=FEATURES_HELP)
 TAGGER_OPTION = typer.Option("spacy", "--tagger", help=TAGGER_HELP)

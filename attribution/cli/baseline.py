@@ -12,10 +12,10 @@ from typing import Any, Optional
 
 import typer
 
+from .. import registry
 from ._app import Device, OutputFormat, app, emit, log, read_inputs
 
-NAME_HELP = ("bertscore, embedding, perplexity, perplexity-normalized, cosine, rouge (ROUGE-L F), "
-             "rouge1 or rouge2.")
+NAME_HELP = f"{registry.baselines.help()}."
 
 
 def _table(result: dict[str, Any]) -> str:

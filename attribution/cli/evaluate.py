@@ -7,6 +7,7 @@ from typing import Any, List, Optional
 
 import typer
 
+from .. import registry
 from ._app import (
     Device,
     FORMAT_OPTION,
@@ -34,7 +35,7 @@ def _split(value: str) -> list[str]:
 
 
 def _table(result: dict[str, Any]) -> str:
-    from ..api import results_table
+    from ..evaluation import results_table
 
     return results_table(result).to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
@@ -47,9 +48,9 @@ def evaluate_cli(
     students: List[Path] = typer.Option(..., "--students", "-s", dir_okay=False,
                                         help="Student outputs, each labelled with its true 'teacher'; repeatable."),
     features: str = typer.Option("pos-paper,ngram-paper,combined", "--features",
-                                 help="Comma-separated feature sets to compare."),
-    baselines: str = typer.Option("", "--baselines", help="Comma-separated baselines (needs the [baselines] extra): "
-                                  "bertscore, embedding, perplexity, perplexity-normalized, cosine, rouge."),
+                                 help=f"Comma-separated feature sets to compare: {', '.join(registry.feature_sets.names())}."),
+    baselines: str = typer.Option("", "--baselines", help="Comma-separated baselines (model-based ones need the "
+                                  f"baselines extra): {', '.join(registry.baselines.names())}."),
     baseline_model: Optional[str] = typer.Option(None, "--baseline-model",
                                                  help="Encoder for bertscore/embedding: hub id, local dir, or "
                                                  "'minilm' (offline default)."),
@@ -79,7 +80,8 @@ def evaluate_cli(
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Fit on teacher outputs, attribute every student output, and score it (per output and per student)."""
-    from ..api import evaluate, match_students
+    from ..evaluation import evaluate
+    from ..references import match_students
     from ..features import FEATURE_SETS
     from ..io import check_outputs
 

@@ -1,0 +1,223 @@
+"""Named components: feature sets, vectorizers, baselines, taggers and input formats.
+
+Each kind of component has one :class:`Registry`, filled by decorators where the component
+is defined and, for installed plugins, by ``importlib.metadata`` entry points (the spaCy and
+``catalogue`` pattern). A third-party package adds a feature set without touching this one::
+
+    # pyproject.toml of the plugin
+    [project.entry-points."attribution.feature_sets"]
+    my-set = "my_package.features:my_set"
+
+Names are what users type (``--features``, ``--tagger``, ``baseline NAME``) and what model files
+store; a model file can only *pick* a registered name, so it never decides which code runs.
+CLI choices and help texts are generated from :meth:`Registry.names` and :meth:`Registry.help`.
+
+Entry points are listed (which reads package metadata only) when names are asked for, and a
+plugin is imported only when its name is first looked up with :meth:`Registry.get`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+#: Entry-point group of each registry, ``attribution.<name>``.
+ENTRY_POINT_PREFIX = "attribution."
+
+
+@dataclass
+class Entry(Generic[T]):
+    """One registered component: its object (or, until first use, where to import it from),
+    a one-line help text and free metadata."""
+
+    name: str
+    obj: T | None = None
+    target: str = ""  # "package.module:attribute" of a component not imported yet
+    help: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> T:
+        """The component, importing it on first use."""
+        if self.obj is None:
+            module, _, attribute = self.target.partition(":")
+            obj: Any = importlib.import_module(module)
+            for part in attribute.split("."):
+                obj = getattr(obj, part)
+            self.obj = obj
+        return self.obj
+
+
+class Registry(Generic[T]):
+    """A name -> component table, filled by :meth:`register`, :meth:`declare` and entry points.
+
+    Parameters
+    ----------
+    kind : str
+        What the components are (``"feature_sets"``); the entry-point group is
+        ``attribution.<kind>``.
+    unknown : callable, optional
+        ``unknown(name, choices)`` returns the exception raised for an unknown name (each
+        registry keeps its stable error code); by default a ``KeyError``.
+
+    Examples
+    --------
+    >>> shapes = Registry("shapes")
+    >>> @shapes.register("square", help="four equal sides")
+    ... def square(side):
+    ...     return side * side
+    >>> shapes.get("square")(3), shapes.names(), shapes.help()
+    (9, ('square',), 'square (four equal sides)')
+    """
+
+    def __init__(self, kind: str, *, unknown: Callable[[str, str], Exception] | None = None) -> None:
+        self.kind = kind
+        self.group = ENTRY_POINT_PREFIX + kind
+        self._unknown = unknown
+        self._entries: dict[str, Entry[T]] = {}
+        self._plugins: dict[str, Any] | None = None
+
+    # -- filling -------------------------------------------------------------------------
+    def register(self, name: str, obj: T | None = None, *, help: str = "", **meta: Any) -> Any:
+        """Register ``obj`` under ``name``; without ``obj``, a decorator that registers what it decorates.
+
+        Registering a name again replaces the earlier entry (a plugin may override a built-in on purpose).
+        """
+        self._check_name(name)
+
+        def add(target: T) -> T:
+            self._entries[name] = Entry(name, obj=target, help=help, meta=dict(meta))
+            return target
+
+        return add if obj is None else add(obj)
+
+    def declare(self, name: str, target: str, *, help: str = "", **meta: Any) -> None:
+        """Register the component at ``"module:attribute"`` without importing it yet (how the
+        built-ins are registered: ``--help`` and name checks then import no scikit-learn or torch)."""
+        self._check_name(name)
+        if ":" not in target:
+            raise ValueError(f"{self.kind}: target must be 'module:attribute' (got {target!r})")
+        self._entries[name] = Entry(name, target=target, help=help, meta=dict(meta))
+
+    def _check_name(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{self.kind}: a name must be a non-empty string (got {name!r})")
+
+    def _entry_points(self) -> dict[str, Any]:
+        """Installed plugins' entry points, listed once per process (reading metadata only)."""
+        if self._plugins is None:
+            self._plugins = {ep.name: ep for ep in importlib.metadata.entry_points(group=self.group)}
+        return self._plugins
+
+    # -- lookup --------------------------------------------------------------------------
+    def entry(self, name: str) -> Entry[T]:
+        """The :class:`Entry` of ``name`` (an installed plugin's is added on first use); unknown
+        names raise the registry's error."""
+        entry = self._entries.get(name) if isinstance(name, str) else None
+        if entry is None and isinstance(name, str):
+            ep = self._entry_points().get(name)
+            if ep is not None:
+                entry = self._entries[name] = Entry(name, target=ep.value)
+        if entry is None:
+            choices = ", ".join(self.names())
+            raise (self._unknown(name, choices) if self._unknown
+                   else KeyError(f"unknown {self.kind} {name!r}; choose from {choices}"))
+        return entry
+
+    def get(self, name: str) -> T:
+        """The component registered as ``name``, imported on first use."""
+        return self.entry(name).load()
+
+    def names(self) -> tuple[str, ...]:
+        """Registered names in registration order, then installed plugins' names (sorted)."""
+        plugins = sorted(n for n in self._entry_points() if n not in self._entries)
+        return (*self._entries, *plugins)
+
+    def help(self) -> str:
+        """``name (help), name, ...``: the names for a CLI help text (imports nothing)."""
+        entries = [self._entries.get(n) for n in self.names()]
+        return ", ".join(f"{e.name} ({e.help})" if e and e.help else (e.name if e else n)
+                         for n, e in zip(self.names(), entries))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in self._entries or name in self._entry_points())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, names={list(self.names())})"
+
+
+def _unknown(code: str, **extra: Any) -> Callable[[str, str], Exception]:
+    """An ``unknown`` callback raising the coded error ``code`` of :mod:`attribution.errors`."""
+
+    def make(name: str, choices: str) -> Exception:
+        from .errors import AttributionError, Errors, ModelError
+
+        message = getattr(Errors, code).format(name=name, choices=choices, **extra)
+        klass = ModelError if code.startswith("E2") else AttributionError
+        return klass(message, code=code)
+
+    return make
+
+
+def _unknown_baseline(name: str, choices: str) -> Exception:
+    from .baselines._common import baseline_error
+
+    return baseline_error("E502", name=name, choices=choices)
+
+
+#: Feature sets: ``name -> factory()`` returning fresh ``[(block, vectorizer), ...]``
+#: (see :func:`attribution.features.make_feature_blocks`).
+feature_sets: Registry[Callable[[], list[tuple[str, Any]]]] = Registry("feature_sets", unknown=_unknown("E205"))
+#: Vectorizer classes a model file may name, under their class name.
+vectorizers: Registry[type] = Registry("vectorizers")
+#: Baselines: ``name -> run(references, students, **options) -> BaselineScores``; metadata
+#: ``needs_model`` (needs the baselines extra: torch).
+baselines: Registry[Callable[..., Any]] = Registry("baselines", unknown=_unknown_baseline)
+#: Taggers: ``name -> load(batch_size=..., n_process=...) -> Tagger``.
+taggers: Registry[Callable[..., Any]] = Registry("taggers", unknown=_unknown("E302"))
+#: Input formats: ``name -> rows(reader) -> iterator of (line, row or InputError)``; metadata ``suffixes``.
+input_formats: Registry[Callable[..., Any]] = Registry("input_formats")
+
+# -- the built-ins: one line each, imported on first use ---------------------------------------
+for _name, _target, _help in [
+    ("pos-paper", "attribution.features:pos_paper", "the paper's PoS 4-grams, top 50, binary"),
+    ("ngram-paper", "attribution.features:ngram_paper", "the paper's word 1-3-grams, top 10,000, counts"),
+    ("pos-rich", "attribution.features:pos_rich", "PoS 1-4-grams, top 2,000, TF-IDF"),
+    ("ngram-tfidf", "attribution.features:ngram_tfidf", "word 1-3-grams, top 20,000, TF-IDF"),
+    ("combined", "attribution.features:combined", "pos-rich plus word 1-3-grams, top 5,000, TF-IDF"),
+    ("char-tfidf", "attribution.chars:char_tfidf", "character 1-5-grams within words, top 20,000, TF-IDF"),
+]:
+    feature_sets.declare(_name, _target, help=_help)
+for _name in ("SequenceNgramVectorizer", "PosTemplateVectorizer", "WordNgramVectorizer"):
+    vectorizers.declare(_name, f"attribution.features:{_name}")
+vectorizers.declare("CharNgramVectorizer", "attribution.chars:CharNgramVectorizer")
+for _name, _help, _needs_model in [
+    ("bertscore", "BERTScore F1 against the teachers' answers", True),
+    ("embedding", "classifier on mean encoder embeddings", True),
+    ("perplexity", "perplexity under each teacher's model", True),
+    ("perplexity-normalized", "perplexity z-scored per teacher", True),
+    ("cosine", "bag-of-words cosine", False),
+    ("rouge", "ROUGE-L F", False),
+    ("rouge1", "ROUGE-1 F", False),
+    ("rouge2", "ROUGE-2 F", False),
+]:
+    baselines.declare(_name, f"attribution.baselines:run_{_name.replace('-', '_')}", help=_help,
+                      needs_model=_needs_model)
+taggers.declare("spacy", "attribution.tagging:SpacyTagger", help="default: en_core_web_sm")
+taggers.declare("nltk", "attribution.tagging:NltkTagger", help="NLTK's averaged perceptron")
+input_formats.declare("jsonl", "attribution.io:RecordReader._jsonl_rows", help="JSON Lines",
+                      suffixes=(".jsonl", ".json", ".ndjson"))
+input_formats.declare("csv", "attribution.io:RecordReader._csv_rows", help="CSV with a header row",
+                      suffixes=(".csv",))
+del _name, _target, _help, _needs_model
+
+__all__ = ["Entry", "Registry", "baselines", "feature_sets", "input_formats", "taggers", "vectorizers"]
