@@ -35,7 +35,7 @@ def _split(value: str) -> list[str]:
 
 
 def _table(result: dict[str, Any]) -> str:
-    from ..evaluation import results_table
+    from ..api import results_table
 
     return results_table(result).to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
@@ -80,8 +80,7 @@ def evaluate_cli(
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Fit on teacher outputs, attribute every student output, and score it (per output and per student)."""
-    from ..evaluation import evaluate
-    from ..references import match_students
+    from ..api import evaluate, match_students
     from ..features import FEATURE_SETS
     from ..io import check_outputs
 
