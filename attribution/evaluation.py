@@ -13,9 +13,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 
+from . import __version__
+from .estimator import DEFAULT_FEATURES, TeacherAttributor
+from .inference import ALPHA, unlisted_p_value, verdict
 from .io import Record
+from .normalize import Normalizer
+from .paired import PairedTest
+from .references import check_references, match_students
+
+#: Labels per output (teachers, students): a list or an array.
+Labels = Sequence[str] | np.ndarray
+#: Which outputs count as evidence: a boolean list or array, or None for all.
+Mask = Sequence[bool] | np.ndarray | None
 
 
 def student_key(record: Record) -> str:
@@ -24,24 +36,24 @@ def student_key(record: Record) -> str:
     return f"{record.student}/{teacher}" if record.student else teacher
 
 
-def evidence_mask(groups: Sequence[str], evidence: Sequence[bool] | None) -> np.ndarray:
+def evidence_mask(groups: Labels, evidence: Mask) -> np.ndarray:
     """``evidence`` as a boolean mask, except that a student with no usable output keeps all of them."""
-    groups = np.asarray(list(groups))
-    use = np.ones(len(groups), dtype=bool) if evidence is None else np.array(evidence, dtype=bool)
-    for group in set(groups.tolist()) - set(groups[use].tolist()):
-        use[groups == group] = True
+    names = np.asarray(list(groups))
+    use = np.ones(len(names), dtype=bool) if evidence is None else np.array(evidence, dtype=bool)
+    for group in set(names.tolist()) - set(names[use].tolist()):
+        use[names == group] = True
     return use
 
 
-def student_verdicts(scores: np.ndarray, groups: Sequence[str]) -> dict[str, int]:
+def student_verdicts(scores: np.ndarray, groups: Labels) -> dict[str, int]:
     """Index of the top-scoring teacher for each group, from the mean of its outputs' scores.
 
     Ties go to the lower column index, i.e. alphabetically first teacher.
     """
-    groups = np.asarray(groups)
+    names = np.asarray(groups)
     verdicts = {}
-    for group in sorted(set(groups.tolist())):
-        mean = np.asarray(scores[groups == group], dtype=float).mean(axis=0)
+    for group in sorted(set(names.tolist())):
+        mean = np.asarray(scores[names == group], dtype=float).mean(axis=0)
         verdicts[group] = int(np.argmax(mean))
     return verdicts
 
@@ -54,9 +66,9 @@ def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
         return float(balanced_accuracy_score(y_true, y_pred))
 
 
-def score_attribution(y_true: Sequence[str], scores: np.ndarray, classes: Sequence[str],
-                      groups: Sequence[str], *, features: str, task: str | None = None,
-                      evidence: Sequence[bool] | None = None) -> dict[str, Any]:
+def score_attribution(y_true: Labels, scores: np.ndarray, classes: Sequence[str],
+                      groups: Labels, *, features: str, task: str | None = None,
+                      evidence: Mask = None) -> dict[str, Any]:
     """Metrics for one feature set (or baseline) on one task.
 
     Parameters
@@ -84,27 +96,27 @@ def score_attribution(y_true: Sequence[str], scores: np.ndarray, classes: Sequen
     """
     scores = np.asarray(scores, dtype=float)
     classes = list(classes)
-    y_true = np.asarray(list(y_true))
+    truth_of = np.asarray(list(y_true))
     if scores.shape != (len(y_true), len(classes)):
         raise ValueError(f"scores has shape {scores.shape}, expected {(len(y_true), len(classes))}")
     y_pred = np.asarray(classes)[np.argmax(scores, axis=1)]
-    labels = sorted(set(classes) | set(y_true.tolist()))
-    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    labels = sorted(set(classes) | set(truth_of.tolist()))
+    matrix = confusion_matrix(truth_of, y_pred, labels=labels)
     confusion = {t: {p: int(matrix[i, j]) for j, p in enumerate(labels) if matrix[i, j]}
                  for i, t in enumerate(labels) if matrix[i].sum()}
-    groups = np.asarray(list(groups))
-    use = evidence_mask(groups, evidence)
-    verdicts = student_verdicts(scores[use], groups[use])
-    truth = {g: t for g, t in zip(groups, y_true.tolist())}
+    names = np.asarray(list(groups))
+    use = evidence_mask(names, evidence)
+    verdicts = student_verdicts(scores[use], names[use])
+    truth = {g: t for g, t in zip(names, truth_of.tolist())}
     students = {g: {"true": truth[g], "predicted": classes[i]} for g, i in verdicts.items()}
     correct = [s["true"] == s["predicted"] for s in students.values()]
     return {
         "features": features,
         "task": task,
-        "n_outputs": int(len(y_true)),
-        "accuracy": float(np.mean(y_pred == y_true)),
-        "balanced_accuracy": _balanced_accuracy(y_true, y_pred),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=sorted(set(y_true.tolist())),
+        "n_outputs": int(len(truth_of)),
+        "accuracy": float(np.mean(y_pred == truth_of)),
+        "balanced_accuracy": _balanced_accuracy(truth_of, y_pred),
+        "macro_f1": float(f1_score(truth_of, y_pred, labels=sorted(set(truth_of.tolist())),
                                    average="macro", zero_division=0)),
         "n_students": len(students),
         "student_accuracy": float(np.mean(correct)) if correct else float("nan"),
@@ -113,30 +125,30 @@ def score_attribution(y_true: Sequence[str], scores: np.ndarray, classes: Sequen
     }
 
 
-def student_accuracy_at(scores: np.ndarray, classes: Sequence[str], y_true: Sequence[str],
-                        groups: Sequence[str], n_outputs: int, *, draws: int = 20,
+def student_accuracy_at(scores: np.ndarray, classes: Sequence[str], y_true: Labels,
+                        groups: Labels, n_outputs: int, *, draws: int = 20,
                         random_state: int = 0) -> dict[str, float]:
     """Share of students attributed correctly when each is judged from ``n_outputs`` random outputs.
 
     Returns the mean and standard deviation over ``draws`` random subsets (seeded).
     """
     rng = np.random.default_rng(random_state)
-    groups = np.asarray(groups)
-    y_true = np.asarray(y_true)
+    names = np.asarray(groups)
+    truth = np.asarray(y_true)
     per_draw = []
     for _ in range(draws):
         hits = []
-        for group in sorted(set(groups.tolist())):
-            idx = np.flatnonzero(groups == group)
+        for group in sorted(set(names.tolist())):
+            idx = np.flatnonzero(names == group)
             pick = rng.choice(idx, size=min(n_outputs, len(idx)), replace=False)
             verdict = classes[int(np.argmax(scores[pick].mean(axis=0)))]
-            hits.append(verdict == y_true[idx[0]])
+            hits.append(verdict == truth[idx[0]])
         per_draw.append(np.mean(hits))
     return {"n_outputs": n_outputs, "draws": draws, "mean": float(np.mean(per_draw)),
             "std": float(np.std(per_draw))}
 
 
-def expected_calibration_error(proba: np.ndarray, y_true: Sequence[str], classes: Sequence[str],
+def expected_calibration_error(proba: np.ndarray, y_true: Labels, classes: Sequence[str],
                                n_bins: int = 10) -> float:
     """Gap between confidence and accuracy of the top prediction, averaged over equal-width bins.
 
@@ -153,3 +165,173 @@ def expected_calibration_error(proba: np.ndarray, y_true: Sequence[str], classes
         if inside.any():
             gap += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
     return float(gap)
+
+
+# -- the paper's protocol: fit on teachers' outputs, attribute labelled student outputs ----------------
+#: Feature sets compared by ``evaluate`` when none are named: the paper's two presets and our default.
+DEFAULT_EVAL_FEATURES = ("pos-paper", "ngram-paper", DEFAULT_FEATURES)
+
+
+def evaluate(references: Sequence[Record], students: Sequence[Record], *,
+             features: Sequence[str] = DEFAULT_EVAL_FEATURES, subsets: Sequence[int] = (10, 25),
+             draws: int = 20, random_state: int = 0, baselines: Sequence[str] = (),
+             baseline_options: dict[str, Any] | None = None, base_correction: bool = False,
+             **params: Any) -> dict[str, Any]:
+    """The paper's protocol: fit on teacher outputs, predict each student output, per task.
+
+    Every student output must carry its true ``teacher``, and that teacher must be among
+    the references of its task (else :class:`~attribution.errors.InputError` naming the
+    file and line). Texts are tagged once and shared by all feature sets.
+
+    With ``base_correction``, each feature set gets a second row, ``NAME+base-correction``, whose
+    scores are shifted by the students' shared style (see :func:`base_style`). It assumes the students
+    share a base model and that each teacher taught about one of them, as in the paper's protocol;
+    it has no unlisted-teacher verdicts.
+
+    Returns
+    -------
+    dict
+        ``{"results": [row, ...]}``, one row per (task, feature set or baseline); see
+        :func:`score_attribution` for the keys, plus ``student_accuracy_at`` (mean and spread over
+        ``draws`` random subsets per size).
+    """
+    students, _ = match_students(references, students)  # every task checked before fitting any model
+    check_references(references, normalize=params.get("normalize", True))
+    ref_tasks = _by_task(references)
+    protocol: dict[str, Any] = {"subsets": subsets, "draws": draws, "random_state": random_state}
+    results: list[dict[str, Any]] = []
+    for task, studs in _by_task(students).items():
+        for name in features:
+            results.extend(_feature_rows(name, task, ref_tasks[task], studs, protocol, base_correction, params))
+        for name in baselines:
+            results.append(_baseline_row(name, task, ref_tasks[task], studs, protocol, baseline_options))
+    return {"results": results, "version": __version__}
+
+
+def _feature_rows(name: str, task: str | None, refs: Sequence[Record], studs: Sequence[Record],
+                  protocol: dict[str, Any], base_correction: bool, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """One feature set on one task: its row (and its base-corrected row)."""
+    y_true = [str(r.teacher) for r in studs]
+    groups = [student_key(r) for r in studs]
+    model = TeacherAttributor(features=name, random_state=protocol["random_state"], **params)
+    model.fit([r.output for r in refs], [str(r.teacher) for r in refs], [r.id for r in refs])
+    docs = model.prepare([r.output for r in studs])
+    scores = np.log(np.clip(model.predict_proba_docs(docs), 1e-12, 1.0))
+    has_text = np.array([len(doc) > 0 for doc in docs])
+    use = evidence_mask(groups, has_text)
+    row = _row(y_true, scores, model.classes_.tolist(), groups, name, task, evidence=use, **protocol)
+    _add_verdicts(row, scores[use], np.asarray(groups)[use], model,
+                  _paired_scores(model, [d for d, u in zip(docs, use) if u], [r.id for r, u in zip(studs, use) if u]))
+    row["n_empty"] = int((~has_text).sum())
+    row["calibration_error"] = expected_calibration_error(np.exp(scores), y_true, model.classes_)
+    if not base_correction:
+        return [row]
+    corrected = scores - base_style(scores[use], np.asarray(groups)[use])
+    extra = _row(y_true, corrected, model.classes_.tolist(), groups, f"{name}+base-correction", task, evidence=use,
+                 **protocol)
+    extra.update({"base_correction": True, "n_empty": row["n_empty"], "n_attributed": None,
+                  "attributed_accuracy": None})
+    return [row, extra]
+
+
+def _baseline_row(name: str, task: str | None, refs: Sequence[Record], studs: Sequence[Record],
+                  protocol: dict[str, Any], options: dict[str, Any] | None) -> dict[str, Any]:
+    """One baseline on one task (``attribution.baselines``; needs the ``baselines`` extra)."""
+    from .baselines import run_baseline
+
+    out = run_baseline(name, list(refs), list(studs), **(options or {}))
+    normalizer = Normalizer()
+    has_text = [bool(normalizer(r.output)) for r in studs]  # same rule as the feature rows
+    groups = [student_key(r) for r in studs]
+    row = _row([str(r.teacher) for r in studs], out.scores, out.classes, groups, name, task,
+               evidence=evidence_mask(groups, has_text), **protocol)
+    row["meta"] = out.meta
+    return row
+
+
+def _row(y_true: Labels, scores: np.ndarray, classes: Sequence[str], groups: Labels, name: str,
+         task: str | None, *, subsets: Sequence[int], draws: int, random_state: int,
+         evidence: Mask = None) -> dict[str, Any]:
+    row = score_attribution(y_true, scores, classes, groups, features=name, task=task, evidence=evidence)
+    use = evidence_mask(groups, evidence)
+    y_used, groups_used = np.asarray(y_true)[use], np.asarray(groups)[use]
+    row["student_accuracy_at"] = {
+        str(n): student_accuracy_at(scores[use], classes, y_used, groups_used, n, draws=draws,
+                                    random_state=random_state)
+        for n in subsets}
+    return row
+
+
+def base_style(scores: np.ndarray, groups: Labels) -> np.ndarray:
+    """The students' shared pull towards some teachers: the mean, over students, of each student's
+    mean log-probability vector.
+
+    Students fine-tuned from one base model (GPT-2 in the paper) share its style, which the teacher
+    classifier reads as a preference for whichever teacher writes most like that base model. With
+    several students of the same base, one per teacher, subtracting this vector leaves what
+    distinguishes the students from each other.
+    """
+    names = np.asarray(groups)
+    return np.mean([scores[names == g].mean(axis=0) for g in sorted(set(names.tolist()))], axis=0)
+
+
+def _paired_scores(model: TeacherAttributor, docs: Sequence[Any], ids: Sequence[str | None]) -> np.ndarray | None:
+    """Per-output paired scores (NaN rows where the prompt has no teachers' answers), or ``None``."""
+    if model.paired_ is None:
+        return None
+    return model.paired_.scores_per_output(model.featurize(docs), ids)
+
+
+def _add_verdicts(row: dict[str, Any], scores: np.ndarray, groups: Labels, model: TeacherAttributor,
+                  paired: np.ndarray | None = None, alpha: float = ALPHA) -> None:
+    """Per student: the verdict's p-values and status (as :func:`rank_student` gives them); per row: how
+    often a verdict is given (``n_attributed``) and how often it is right (``attributed_accuracy``, null
+    when none is given)."""
+    names = np.asarray(groups)
+    hits = []
+    for group, student in row["students"].items():
+        mine = names == group
+        rows = scores[mine]
+        p = unlisted_p_value(rows.mean(axis=0), len(rows), model.unlisted_log_proba_,
+                             random_state=model.random_state)
+        test = None
+        if paired is not None:
+            accumulated = PairedTest(model.classes_.tolist())
+            accumulated.add(paired[mine])
+            test = accumulated.result(student["predicted"])
+        v = verdict(student["predicted"], [p], [test], alpha=alpha)
+        student.update({key: v[key] for key in ("p_unlisted", "p_paired", "p_value", "test", "status")})
+        if v["status"] == "attributed":
+            hits.append(student["predicted"] == student["true"])
+    row["n_attributed"] = len(hits)
+    row["attributed_accuracy"] = float(np.mean(hits)) if hits else None
+
+
+def _by_task(records: Sequence[Record]) -> dict[str | None, list[Record]]:
+    out: dict[str | None, list[Record]] = {}
+    for record in records:
+        out.setdefault(record.task, []).append(record)
+    return out
+
+
+def results_table(result: dict[str, Any]) -> pd.DataFrame:
+    """The ``results`` of :func:`evaluate` as a DataFrame (one row per task and feature set).
+
+    Every figure ``evaluate`` computes is a column: the ones below first, then the others it added
+    (``n_empty``, ``calibration_error``, ``base_correction``, ...) by name; ``student_accuracy_at``
+    becomes ``student_accuracy_at_N`` and ``student_accuracy_at_N_std`` per size N. The per-student
+    verdicts and the confusion counts (``students``, ``confusion``, ``meta``) stay in the dict.
+    """
+    columns = ["task", "features", "n_outputs", "accuracy", "balanced_accuracy", "macro_f1",
+               "n_students", "student_accuracy", "n_attributed", "attributed_accuracy"]
+    nested = ("students", "confusion", "meta", "student_accuracy_at")
+    rows = []
+    for row in result["results"]:
+        flat = {k: v for k, v in row.items() if k not in nested}
+        for n, at in (row.get("student_accuracy_at") or {}).items():
+            flat[f"student_accuracy_at_{n}"] = at.get("mean")
+            flat[f"student_accuracy_at_{n}_std"] = at.get("std")
+        rows.append(flat)
+    for flat in rows:
+        columns += [k for k in flat if k not in columns]
+    return pd.DataFrame(rows, columns=columns)

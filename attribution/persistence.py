@@ -18,7 +18,7 @@ A model file may come from anyone, so loading trusts nothing in it:
 Any failure is a :class:`~attribution.errors.ModelError` with code ``E206`` (``E214`` for a
 tagger the caller did not allow).
 
-To add a parameter to :class:`~attribution.models.TeacherAttributor`, add one line to
+To add a parameter to :class:`~attribution.estimator.TeacherAttributor`, add one line to
 :data:`PARAMS`; to save a new array, one line to :data:`TASK_ARRAYS`.
 """
 
@@ -32,19 +32,18 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy
 
 from . import __version__
 from .errors import Errors, model_error
+from .estimator import TeacherAttributor
 from .features import FEATURE_SETS, SOURCES, WEIGHTINGS
+from .multitask import MultiTaskAttributor
 from .schema import Anything, Bool, Enum, Int, List, Num, Obj, Opt, SchemaError, Str
 from .tagging import SPACY_PACKAGE_RE, TAGGERS
-
-if TYPE_CHECKING:  # models imports this module at its end
-    from .models import MultiTaskAttributor, TeacherAttributor
 
 MODEL_FORMAT = "teacher-attribution-model/1"
 
@@ -234,7 +233,6 @@ def save_model(model: MultiTaskAttributor | TeacherAttributor, path: str | os.Pa
     untrusted source cannot run code or exhaust memory.
     """
     from .io import atomic_write
-    from .models import MultiTaskAttributor, TeacherAttributor
 
     if isinstance(model, TeacherAttributor):
         wrapper = MultiTaskAttributor(**model.get_params())
@@ -420,7 +418,6 @@ def load_model(path: str | os.PathLike, *, tagger: str | None = None) -> MultiTa
         ``E206`` for anything that is not a valid model file; ``E214`` for a tagger package the
         caller did not allow; ``E304`` when that package is not installed.
     """
-    from .models import MultiTaskAttributor, TeacherAttributor
 
     path = Path(path)
     if not path.is_file():

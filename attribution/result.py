@@ -23,8 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from .api import ALPHA, StudentRun, rank_student
+from .api import StudentRun, rank_student
 from .errors import ModelError, input_error, missing_dependency, model_error
+from .inference import ALPHA
 from .io import Record, atomic_write
 
 #: Record fields ``rank_students`` (and ``rank --group-by``) can group by.

@@ -39,7 +39,7 @@ def scored(model, records):
     keep = np.array([len(d) > 0 for d in docs])
     docs = [d for d, k in zip(docs, keep) if k]
     ids = [r.id for r, k in zip(records, keep) if k]
-    X = sub._featurize(docs)
+    X = sub.featurize(docs)
     log_proba = np.log(np.clip(sub.classifier_.predict_proba(X), 1e-12, 1.0))
     paired = sub.paired_.scores_per_output(X, ids) if sub.paired_ is not None else np.full(log_proba.shape, np.nan)
     return sub, log_proba, paired

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from attribution.api import fit_reference, rank_student
+from attribution.estimator import TeacherAttributor
 from attribution.evaluation import student_key
+from attribution.inference import _margin
 from attribution.io import read_records
-from attribution.models import TeacherAttributor, _margin
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "paper_qa"
 

@@ -4,12 +4,12 @@ import doctest
 
 import pytest
 
+import attribution.estimator
 import attribution.features
-import attribution.models
 import attribution.normalize
 
 
-@pytest.mark.parametrize("module", [attribution.normalize, attribution.features, attribution.models],
+@pytest.mark.parametrize("module", [attribution.normalize, attribution.features, attribution.estimator],
                          ids=lambda m: m.__name__)
 def test_examples_in_docstrings_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

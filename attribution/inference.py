@@ -1,0 +1,406 @@
+"""Student-level inference: a student's ranking, its uncertainty and the verdict, from all its outputs.
+
+:class:`StudentEvidence` streams one student's outputs into fixed-size sums (log-probabilities, Poisson
+bootstrap replicates, feature counts, the paired test's scores); :func:`rank_teachers` turns the sums
+into a ranking with bootstrap support and intervals; :func:`unlisted_p_value` tests whether a teacher
+outside the candidates could explain the outputs; :func:`verdict` names a teacher only when a test
+rules out the alternatives, and :func:`summarize_evidence` combines the tasks of one student into the
+document ``attribute-teacher rank`` prints. Which templates drove a ranking is :mod:`attribution.explain`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from . import explain
+from .errors import model_error
+from .paired import PairedTest
+from .tagging import TaggedDoc
+
+if TYPE_CHECKING:  # the estimator builds on this module
+    from .estimator import TeacherAttributor
+
+#: Significance level of the tests behind a verdict.
+ALPHA = 0.05
+
+
+def rank_teachers(classes: Sequence[str], sum_log_proba: np.ndarray, n_outputs: int,
+                  boot_sum: np.ndarray | None = None, boot_count: np.ndarray | None = None) -> pd.DataFrame:
+    """A student's ranking from its summed evidence: softmax of the mean log-probability; the share
+    of bootstrap replicates (rows of ``boot_sum``) that put each teacher first (``support``); and
+    the 2.5-97.5 percentile interval of the probability over those replicates (``ci_low``,
+    ``ci_high``: how much the probability would move with another sample of the outputs)."""
+    mean = np.asarray(sum_log_proba, dtype=float) / n_outputs
+    probability = _softmax(mean)
+    k = len(classes)
+    support, ci_low, ci_high = np.full(k, np.nan), np.full(k, np.nan), np.full(k, np.nan)
+    if boot_sum is not None and boot_count is not None and len(boot_sum):
+        replicates = boot_sum / np.maximum(boot_count, 1)[:, None]
+        support = np.bincount(np.argmax(replicates, axis=1), minlength=k) / len(replicates)
+        ci_low, ci_high = np.percentile(_softmax(replicates), [2.5, 97.5], axis=0)
+    frame = pd.DataFrame({"teacher": list(classes), "probability": probability, "support": support,
+                          "ci_low": ci_low, "ci_high": ci_high, "mean_log_proba": mean})
+    return frame.sort_values(["probability", "teacher"], ascending=[False, True],
+                             kind="mergesort").reset_index(drop=True)
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis."""
+    out = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return out / out.sum(axis=-1, keepdims=True)
+
+
+def _margin(mean_log_proba: np.ndarray) -> np.ndarray:
+    """Lead of the best teacher over the runner-up, in mean log-probability (last axis)."""
+    top2 = np.sort(mean_log_proba, axis=-1)[..., -2:]
+    return top2[..., 1] - top2[..., 0]
+
+
+def unlisted_p_value(mean_log_proba: np.ndarray, n_outputs: int, null: dict[str, np.ndarray], *,
+                     n_draws: int = 200, max_outputs: int = 1000, random_state: int = 0) -> float | None:
+    """How plausible is it that a teacher *outside* the candidates taught this student?
+
+    A student of a listed teacher should single it out: its best teacher leads the
+    runner-up by a clear margin. A student of an unlisted teacher is attributed to
+    whichever candidate resembles its teacher most, usually by a smaller margin. The
+    null distribution is simulated from the references: each teacher in turn is left
+    out, a model is fitted on the others, and groups of ``n_outputs`` of the left-out
+    teacher's outputs are scored like a student.
+
+    Returns
+    -------
+    float or None
+        The share of simulated unlisted-teacher students whose margin is at least the
+        observed one (add-one smoothed). Small values rule out an unlisted teacher; 0.05
+        is the conventional threshold. ``None`` without a null (too few teachers were fitted).
+        Groups larger than ``max_outputs`` are simulated at ``max_outputs`` (the null
+        margin has settled by then), which makes the test slightly conservative.
+    """
+    if not null:
+        return None
+    observed = float(_margin(mean_log_proba))
+    rng = np.random.default_rng(random_state)
+    size = max(1, min(n_outputs, max_outputs))
+    draws = []
+    for teacher in sorted(null):
+        rows = null[teacher]
+        picks = rng.integers(0, len(rows), size=(n_draws, size))
+        draws.append(_margin(rows[picks].mean(axis=1)))
+    margins = np.concatenate(draws)
+    return float((1 + np.sum(margins >= observed)) / (1 + len(margins)))
+
+
+class StudentEvidence:
+    """Accumulate one student's evidence over any number of outputs, in flat memory.
+
+    The verdict multiplies the per-output probabilities (a sum of log-probabilities)
+    and renormalizes their geometric mean, so that a student's ranking does not grow
+    absurdly confident with the number of outputs: outputs of one student are not
+    independent witnesses. How stable the verdict is shows in ``support``, the share
+    of Poisson-bootstrap resamples of the outputs that keep each teacher first.
+
+    It also keeps, per feature, how many outputs used it and the first outputs' tags, so
+    :meth:`templates` (see :mod:`attribution.explain`) can show which templates drove the decision.
+
+    Parameters
+    ----------
+    model : TeacherAttributor
+        A fitted attributor.
+    keep_outputs : bool, default=False
+        Also keep each output's probabilities (memory grows with the outputs).
+    n_examples : int, default=3
+        Example spans kept per template (of two or more symbols).
+    max_example_outputs : int, default=256
+        Examples are taken from the first outputs only, which bounds their cost.
+    """
+
+    def __init__(self, model: TeacherAttributor, *, keep_outputs: bool = False, n_examples: int = 3,
+                 max_example_outputs: int = 256) -> None:
+        model._check_fitted()
+        self.model = model
+        self.classes = model.classes_.tolist()
+        k = len(self.classes)
+        self.n_outputs = 0
+        self.n_empty = 0
+        self.sum_log_proba = np.zeros(k)
+        self.feature_sums = np.zeros(model.n_features_)
+        self.feature_outputs = np.zeros(model.n_features_, dtype=np.int64)
+        self.n_examples = n_examples
+        self.max_example_outputs = max_example_outputs
+        self.example_docs: list[TaggedDoc] = []
+        self._rng = np.random.default_rng(model.random_state)
+        self._boot_sum = np.zeros((model.n_bootstrap, k))
+        self._boot_count = np.zeros(model.n_bootstrap)
+        self.keep_outputs = keep_outputs
+        self.outputs: list[np.ndarray] = []
+        self.paired = PairedTest(self.classes) if model.paired_ is not None else None
+
+    def add(self, texts: Sequence[str], prompt_ids: Sequence[str | None] | None = None, *,
+            docs: Sequence[TaggedDoc] | None = None) -> np.ndarray:
+        """Add a batch of outputs (and, optionally, the prompt id of each); returns their
+        per-output probabilities. ``docs``: their tags, when the caller tagged them already."""
+        if docs is None:
+            docs = self.model.prepare(texts, cache=False)
+        X = self.model.featurize(docs)
+        proba = self.model.classifier_.predict_proba(X)
+        self.add_scored(docs, X, proba, prompt_ids)
+        return proba
+
+    def add_scored(self, docs: Sequence[TaggedDoc], X: sp.csr_matrix, proba: np.ndarray,
+                   prompt_ids: Sequence[str | None] | None = None) -> None:
+        """Add outputs that were already featurized and scored.
+
+        Outputs with no tokens (e.g. only ``nannan...`` before normalization) carry no
+        evidence, only the classifier's intercept: they are counted in ``n_empty`` and
+        otherwise left out, so they do not dilute the verdict.
+        """
+        has_text = np.fromiter((len(doc) > 0 for doc in docs), dtype=bool, count=len(docs))
+        self.n_empty += int((~has_text).sum())
+        if not has_text.all():
+            docs = [doc for doc, keep in zip(docs, has_text) if keep]
+            X, proba = X[has_text], proba[has_text]
+            if prompt_ids is not None:
+                prompt_ids = [pid for pid, keep in zip(prompt_ids, has_text) if keep]
+        if self.paired is not None and prompt_ids is not None and self.model.paired_ is not None:
+            self.paired.add(self.model.paired_.scores(X, prompt_ids)[1])
+        log_proba = np.log(np.clip(proba, 1e-12, 1.0))
+        self.n_outputs += len(docs)
+        self.sum_log_proba += log_proba.sum(axis=0)
+        self.feature_sums += np.asarray(X.sum(axis=0)).ravel()
+        self.feature_outputs += np.asarray((X != 0).sum(axis=0)).ravel()
+        self.add_bootstrap(log_proba)
+        if self.keep_outputs:
+            self.outputs.extend(proba)
+        self.add_examples(docs)
+
+    def add_bootstrap(self, log_proba: np.ndarray) -> None:
+        """Draw each output's Poisson weight in every bootstrap replicate (in the order outputs
+        arrive, so the same outputs in the same order give the same replicates)."""
+        if self.model.n_bootstrap:
+            weights = self._rng.poisson(1.0, size=(len(log_proba), self.model.n_bootstrap)).astype(float)
+            self._boot_sum += weights.T @ log_proba
+            self._boot_count += weights.sum(axis=0)
+
+    def add_examples(self, docs: Sequence[TaggedDoc]) -> None:
+        """Keep the tags of outputs for example spans, up to ``max_example_outputs`` (the first ones:
+        bounded memory and cost)."""
+        room = self.max_example_outputs - len(self.example_docs)
+        if room > 0:
+            self.example_docs.extend(docs[:room])
+
+    def bootstrap(self, classes: Sequence[str] | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The Poisson-bootstrap sums so far: per replicate, the weighted sum of log-probabilities
+        (columns: ``classes``, default all of this model's) and the sum of weights; ``(None, None)``
+        when the model draws no replicates (``n_bootstrap=0``). Sums of several students' or tasks'
+        replicates are replicates of their union (see :func:`summarize_evidence`)."""
+        if not self.model.n_bootstrap:
+            return None, None
+        cols = [self.classes.index(c) for c in classes] if classes is not None else slice(None)
+        return self._boot_sum[:, cols], self._boot_count.copy()
+
+    def ranking(self) -> pd.DataFrame:
+        """Teachers from most to least likely (ties: alphabetical)."""
+        if self.n_outputs == 0:
+            raise model_error("E209")
+        return rank_teachers(self.classes, self.sum_log_proba, self.n_outputs, *self.bootstrap())
+
+    def p_unlisted(self) -> float | None:
+        """:func:`unlisted_p_value` for the outputs seen so far."""
+        if self.n_outputs == 0:
+            raise model_error("E209")
+        return unlisted_p_value(self.sum_log_proba / self.n_outputs, self.n_outputs,
+                                self.model.unlisted_log_proba_, random_state=self.model.random_state)
+
+    def paired_result(self, teacher: str) -> dict[str, Any] | None:
+        """The paired test of ``teacher`` against every other candidate over the outputs seen so
+        far whose prompt the teachers answered (:meth:`attribution.paired.PairedTest.result`);
+        ``None`` when the model kept no paired answers or too few outputs matched."""
+        return self.paired.result(teacher) if self.paired is not None else None
+
+    # -- explanation: see attribution.explain ------------------------------------------------
+    def examples(self, columns: Iterable[int]) -> dict[int, list[str]]:
+        """:func:`attribution.explain.examples` of these outputs."""
+        return explain.examples(self, columns)
+
+    def share_of_outputs(self, feature: str) -> float:
+        """:func:`attribution.explain.share_of_outputs` of these outputs."""
+        return explain.share_of_outputs(self, feature)
+
+    def templates(self, teacher: str | None = None, top: int = 10, min_n: int = 2) -> pd.DataFrame:
+        """:func:`attribution.explain.templates` behind ``teacher`` (default: the top one)."""
+        return explain.templates(self, teacher, top=top, min_n=min_n)
+
+def _by_task(evidence: dict[str | None, StudentEvidence]) -> list[tuple[str | None, StudentEvidence]]:
+    """Tasks in a stable order: the task-less one first, then by name."""
+    return sorted(evidence.items(), key=lambda kv: (kv[0] is not None, kv[0] or ""))
+
+
+def combined_ranking(evidence: dict[str | None, StudentEvidence], classes: Sequence[str]) -> pd.DataFrame:
+    """One ranking over every task's outputs (over ``classes``, the teachers every task knows): summed
+    log-probabilities and summed bootstrap replicates, as if the outputs had been streamed together."""
+    total = np.zeros(len(classes))
+    boot_sum: np.ndarray | None = None
+    boot_count: np.ndarray | None = None
+    n_outputs = 0
+    for _, ev in _by_task(evidence):
+        total += ev.sum_log_proba[[ev.classes.index(c) for c in classes]]
+        n_outputs += ev.n_outputs
+        task_sum, task_count = ev.bootstrap(classes)
+        if task_sum is not None and task_count is not None:
+            boot_sum = task_sum + (0 if boot_sum is None else boot_sum)
+            boot_count = task_count + (0 if boot_count is None else boot_count)
+    return rank_teachers(classes, total, n_outputs, boot_sum, boot_count)
+
+
+def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Sequence[str], *,
+                       top_templates: int = 10, outputs: list | None = None,
+                       keep_outputs: bool = False, alpha: float = ALPHA,
+                       tests: str = "either") -> dict[str, Any]:
+    """Combine per-task evidence into one verdict (over teachers every task knows): the document of
+    :func:`attribution.api.rank_student`."""
+    per_task = {key: _ranking_records(ev.ranking()) for key, ev in _by_task(evidence)}
+    ranking = _ranking_records(combined_ranking(evidence, classes))
+    top = ranking[0]["teacher"]
+    p_values = {key: ev.p_unlisted() for key, ev in evidence.items()}
+    paired = {key: ev.paired_result(top) for key, ev in evidence.items()}
+    options: dict[str, Any] = {"alpha": alpha, "tests": tests}
+    result: dict[str, Any] = {
+        "n_outputs": sum(ev.n_outputs for ev in evidence.values()),
+        "n_empty": sum(ev.n_empty for ev in evidence.values()), "ranking": ranking,
+        "evidence": explain.combined_templates(dict(_by_task(evidence)), top, top=top_templates),
+        "verdict": verdict(top, list(p_values.values()), list(paired.values()), **options)}
+    if len(per_task) > 1 or None not in per_task:
+        result["tasks"] = {str(k): {"n_outputs": evidence[k].n_outputs, "ranking": v,
+                                    "verdict": verdict(v[0]["teacher"], [p_values[k]],
+                                                       [evidence[k].paired_result(v[0]["teacher"])], **options)}
+                           for k, v in per_task.items()}
+    if keep_outputs:
+        result["outputs"] = outputs or []
+    return result
+
+
+#: How a verdict combines its two tests (see :func:`verdict`).
+VERDICT_TESTS = ("either", "paired", "unlisted", "both")
+
+
+def _task_test(p_unlisted: float | None, paired: dict[str, Any] | None, tests: str) -> tuple[float | None, str]:
+    """One task's p-value and the name of what it tested, under the ``tests`` rule of :func:`verdict`."""
+    p_paired = None if paired is None else paired["p_paired"]
+    if tests == "paired":
+        return p_paired, "paired"
+    if tests == "unlisted":
+        return p_unlisted, "unlisted"
+    if tests == "both":
+        both = None if p_paired is None or p_unlisted is None else max(p_paired, p_unlisted)
+        return both, "paired and unlisted"
+    available = [p for p in (p_paired, p_unlisted) if p is not None]
+    if len(available) == 2:  # Bonferroni: the union of two tests at alpha/2 each
+        return min(1.0, 2 * min(available)), "paired or unlisted"
+    return (available[0] if available else None), ("paired" if p_paired is not None else "unlisted")
+
+
+def verdict(teacher: str, p_values: Sequence[float | None], paired: Sequence[dict[str, Any] | None] | None = None,
+            *, alpha: float = ALPHA, tests: str = "either") -> dict[str, Any]:
+    """Name the best-ranked teacher only when a test rules out the alternatives, in every task.
+
+    Two tests, per task. The **paired** test (:mod:`attribution.paired`, ``p_paired``) runs when the
+    model kept every candidate's answer to the student's prompts: the top-ranked teacher must beat
+    every other candidate prompt by prompt. It has power on real students but only compares the
+    candidates. The **unlisted**-teacher test (:func:`unlisted_p_value`,
+    ``p_unlisted``; 4+ candidates) asks whether a teacher outside the candidates could explain the
+    outputs as well; it rarely concludes when candidates are related. ``tests`` chooses the rule:
+    ``"either"`` (default: one test suffices, each at ``alpha / 2``), ``"paired"``, ``"unlisted"``,
+    or ``"both"`` (both must pass: the strict open-set rule).
+
+    ``p_value`` is the largest p-value over the tasks (every task must pass); ``status`` is
+    ``"attributed"`` when it is below ``alpha``, ``"inconclusive"`` when it is not, and
+    ``"unavailable"`` when a task has no test that the rule accepts. ``paired_score`` is the evidence
+    behind a paired test: each teacher's mean per-prompt score.
+    """
+    if tests not in VERDICT_TESTS:
+        raise model_error("E210", name="tests", expected=f"one of {', '.join(VERDICT_TESTS)}", got=tests)
+    paired = list(paired) if paired is not None else [None] * len(p_values)
+    task_tests = [_task_test(p_u, p_p, tests) for p_u, p_p in zip(p_values, paired)]
+    task_p = [p for p, _ in task_tests]
+    found = [t for t in paired if t is not None]
+    out: dict[str, Any] = {
+        "teacher": None, "best_candidate": teacher, "alpha": alpha,
+        "test": "; ".join(sorted({name for _, name in task_tests})) or None,
+        "p_unlisted": _largest(p_values),
+        "p_paired": max(t["p_paired"] for t in found) if found else None,
+        "n_paired": sum(t["n_paired"] for t in found),
+        "runner_up": found[0]["runner_up"] if len(found) == 1 else None,
+        "paired_score": found[0]["paired_score"] if len(found) == 1 else None,
+    }
+    p = _largest(task_p)
+    if p is None:  # a task without a test: name nobody, show the best candidate
+        return {**out, "status": "unavailable", "p_value": None}
+    status = "attributed" if p < alpha else "inconclusive"
+    return {**out, "teacher": teacher if status == "attributed" else None, "status": status, "p_value": p}
+
+
+def _largest(p_values: Sequence[float | None]) -> float | None:
+    """The largest p-value, or None when there is none or one of them is missing."""
+    present = [p for p in p_values if p is not None]
+    return max(present) if present and len(present) == len(p_values) else None
+
+
+def describe_verdict(verdict: dict[str, Any] | None) -> str:
+    """One plain sentence saying what a :func:`verdict` means (for tables and reports)."""
+    if not verdict:
+        return "No verdict in this result (it predates the verdict's tests): read the ranking with care."
+    best, p, alpha = verdict.get("best_candidate"), verdict.get("p_value"), verdict.get("alpha")
+    test = verdict.get("test")
+    if p is None and test is None:  # a result saved before the paired test
+        p, test = verdict.get("p_unlisted"), "unlisted"
+    status = verdict.get("status")
+    p_text = _p_text(p)
+    if test and "paired" in test:
+        paired_ok = _below(verdict.get("p_paired"), alpha, test)
+        unlisted_ok = _below(verdict.get("p_unlisted"), alpha, test)
+        reasons = []
+        if paired_ok:
+            reasons.append(f"prompt by prompt, the outputs resemble {best}'s answers more than every other "
+                           f"candidate's ({verdict.get('n_paired')} paired prompts; runner-up "
+                           f"{verdict.get('runner_up')})")
+        if unlisted_ok:
+            reasons.append("a teacher outside the candidates is implausible")
+        if status == "attributed":
+            caveat = "" if unlisted_ok else (
+                f" Among the candidates only: a teacher outside them that resembles {best} is not ruled out "
+                f"(p_unlisted = {_p_text(verdict.get('p_unlisted'))}); --verdict-test both also requires that.")
+            return f"{verdict.get('teacher')}: {' and '.join(reasons)}; p = {p_text} < {alpha} ({test}).{caveat}"
+        return (f"inconclusive: {best} ranks first, but the {test} test{'s do' if ' ' in test else ' does'} not "
+                f"single it out (p = {p_text}, alpha = {alpha}); no teacher is named.")
+    if status == "attributed":
+        return f"{verdict.get('teacher')}: a teacher outside the candidates is implausible (p = {p_text} < {alpha})."
+    if status == "inconclusive":
+        return (f"inconclusive: the outputs are as consistent with a teacher outside the candidates as with "
+                f"{best} (p = {p_text}, alpha = {alpha}); no teacher is named.")
+    return (f"unavailable: no test could run (no teacher answers to the student's prompts, and the unlisted-teacher "
+            f"test needs 4+ candidate teachers); best candidate {best}, relative to the candidates only.")
+
+
+def _p_text(p: Any) -> str:
+    return f"{p:.3g}" if isinstance(p, (int, float)) and not isinstance(p, bool) else "n/a"
+
+
+def _below(p: Any, alpha: Any, test: str) -> bool:
+    """Whether one test passed on its own, at the level the ``test`` rule gives it."""
+    if not isinstance(p, (int, float)) or not isinstance(alpha, (int, float)):
+        return False
+    return p < (alpha / 2 if " or " in test else alpha)
+
+
+def _ranking_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{"teacher": str(row.teacher), "probability": float(row.probability), "support": float(row.support),
+             "ci_low": float(row.ci_low), "ci_high": float(row.ci_high)} for row in frame.itertuples(index=False)]
+
+
+__all__ = ["ALPHA", "VERDICT_TESTS", "StudentEvidence", "combined_ranking", "describe_verdict", "rank_teachers",
+           "summarize_evidence", "unlisted_p_value", "verdict"]
