@@ -121,6 +121,20 @@ class Errors:
     E705 = "could not connect to the Dask scheduler at '{address}': {detail}"
 
 
+#: Codes whose cause lies outside the command and its input: a package, tagger, model or program (Chromium for
+#: PDF) not installed, a download or connection that failed, prompts, a program or a cluster that kept failing.
+#: The CLI exits 1 for these (installing or retrying fixes them) and 2 for every other code (fix the command or
+#: the input).
+ENVIRONMENT_CODES = frozenset({"E301", "E303", "E305", "E401", "E415", "E601", "E606", "E607", "E703", "E705"})
+
+
+def exit_status(code: str | None) -> int | None:
+    """The CLI's exit status for a catalogue code: 1 for :data:`ENVIRONMENT_CODES`, else 2; None without a code."""
+    if code is None:
+        return None
+    return 1 if code in ENVIRONMENT_CODES else 2
+
+
 class AttributionError(Exception):
     """Root of every error raised on purpose by this package."""
 

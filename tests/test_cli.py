@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli_subprocess, write_jsonl
+from conftest import run_cli, run_cli_subprocess, write_jsonl
 
 COMMANDS = ["rank", "fit", "evaluate", "tag"]
 
@@ -264,3 +264,62 @@ def test_usage_errors_exit_2(cli, saved_model, student_path, reference_path, wor
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert message in proc.stderr
     assert proc.stdout == "" and "Traceback" not in proc.stderr
+
+
+def test_exit_status_follows_the_error_code():
+    """Issue 14, item 4: the status comes from the code, not from the exception class (E302, an unknown
+    tagger, exited 1 as a plain AttributionError; E705, an unreachable scheduler, exited 2 as an InputError)."""
+    from attribution.errors import ENVIRONMENT_CODES, Errors, exit_status
+
+    assert ENVIRONMENT_CODES <= set(vars(Errors))  # every listed code is in the catalogue
+    assert [exit_status(c) for c in ("E103", "E205", "E302", "E304", "E501")] == [2, 2, 2, 2, 2]
+    assert [exit_status(c) for c in ("E301", "E305", "E415", "E601", "E705")] == [1, 1, 1, 1, 1]
+    assert exit_status(None) is None
+
+
+def test_unknown_tagger_and_feature_set_exit_2(cli, student_path, reference_path):
+    for option, value, code in (("--tagger", "no-such-tagger", "E302"), ("--features", "nope", "E205")):
+        proc = cli("rank", student_path, "-r", reference_path, option, value, "-q")
+        assert proc.returncode == 2 and f"[{code}]" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("error, status", [
+    ("AttributionError('x', code='E601')", 1),  # a failed download: retry, the command was right
+    ("InputError('x', code='E705')", 1),  # the class says input, the code says environment
+    ("AttributionError('x', code='E302')", 2),
+    ("AttributionError('x')", 1),  # no code: the class decides, as before
+    ("InputError('x')", 2),
+])
+def test_a_command_error_exits_with_its_codes_status(monkeypatch, tmp_path, error, status):
+    import attribution.report
+    from attribution import errors
+
+    def fail(*args, **kwargs):
+        raise eval(error, vars(errors))
+
+    monkeypatch.setattr(attribution.report, "write_report", fail)
+    saved = tmp_path / "result.json"
+    saved.write_text("{}", encoding="utf-8")
+    proc = run_cli("report", saved, "-o", tmp_path / "r.html")
+    assert proc.returncode == status and proc.stderr.startswith("error: x") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", registered_commands())
+def test_help_renders_every_help_text_literally(command):
+    """Issue 14, item 4: option help is printed as written (Rich markup ate '[baselines]' and
+    '[default: ...]'); compared without whitespace, since help is wrapped to the terminal (also at hyphens)."""
+    import click
+    import typer
+
+    from attribution.cli import app
+
+    group = typer.main.get_command(app)
+    proc = run_cli(command, "--help")
+    shown = "".join(proc.stdout.split())
+    sub = group.commands[command]
+    commands = sub.commands.values() if isinstance(sub, click.Group) else [sub]
+    for cmd in commands:
+        text = shown if cmd is sub else "".join(run_cli(command, cmd.name, "--help").stdout.split())
+        for param in cmd.params:
+            if getattr(param, "help", None):
+                assert "".join(param.help.split()) in text, (cmd.name, param.name)

@@ -261,7 +261,7 @@ def test_rank_help_reads_naturally(capsys, monkeypatch):
     one of --reference and --model is required."""
     monkeypatch.setenv("COLUMNS", "200")
     rc, out, _ = cli(capsys, "rank", "--help")
-    assert rc == 0 and "<bool>" not in out and "One of --reference or --model is required" in out
+    assert rc == 0 and "<bool>" not in out and "One of --reference or --model is required" in " ".join(out.split())
     rc, out, _ = cli(capsys, "baseline", "--help")
     assert rc == 0 and "list[" not in out and "<file> ..." in out and "<bool>" not in out
 

@@ -29,6 +29,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help is plain text: under Rich markup, '[baselines]' in 'the [baselines] extra' vanished as a style tag.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -250,9 +252,10 @@ def emit(result: dict[str, Any], fmt: OutputFormat, render_table: Callable[[dict
 
 
 def run_app(argv: list[str]) -> int:
-    """Run the app and translate exceptions into exit codes: 0 ok, 2 bad input or usage,
-    1 unexpected (traceback only with --debug), 130 interrupted."""
-    from ..errors import AttributionError, InputError
+    """Run the app and translate exceptions into exit codes: 0 ok; for a coded error the code's status
+    (:func:`attribution.errors.exit_status`: 1 when the environment failed, 2 for the command or its input);
+    2 for usage errors and a missing file; 1 unexpected (traceback only with --debug); 130 interrupted."""
+    from ..errors import AttributionError, exit_status
 
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -264,12 +267,13 @@ def run_app(argv: list[str]) -> int:
     except Terminated:
         echo("terminated", err=True)
         return EXIT_TERMINATED
-    except (InputError, FileNotFoundError) as err:
+    except FileNotFoundError as err:
         echo(f"error: {err}", err=True)
         return EXIT_USAGE
     except AttributionError as err:
         echo(f"error: {err}", err=True)
-        return EXIT_USAGE if isinstance(err, ValueError) else EXIT_ERROR
+        status = exit_status(err.code)  # an uncoded error: bad values are usage, anything else unexpected
+        return status if status is not None else EXIT_USAGE if isinstance(err, ValueError) else EXIT_ERROR
     except Exception as err:  # noqa: BLE001 - the one place that catches everything
         import click
 
