@@ -28,7 +28,7 @@ ENDPOINT_KEYS: dict[str, type | tuple[type, ...]] = {
 SOURCE_KEYS: dict[str, type | tuple[type, ...]] = {"name": str, "file": str, "endpoint": str, "model": str,
                                                    "teacher": str, **ENDPOINT_KEYS}
 TABLES: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "audit": {"prompts": str, "student_prompts": str, "output_dir": str, "limit": int, "task": str},
+    "audit": {"prompts": str, "student_prompts": str, "limit": int, "task": str},
     "defaults": ENDPOINT_KEYS,
     "student": SOURCE_KEYS,
     "teachers": SOURCE_KEYS,
@@ -36,6 +36,8 @@ TABLES: dict[str, dict[str, type | tuple[type, ...]]] = {
                     "seed": int, "report": (str, bool)},
 }
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+#: ``[attribution] report``: which report to write into the output folder (``report.html`` / ``report.md``).
+REPORT_FORMATS = ("html", "md")
 
 
 @dataclass
@@ -60,7 +62,6 @@ class AuditConfig:
     path: Path
     prompts: Path | None
     student_prompts: Path | None
-    output_dir: Path
     student: Source
     teachers: list[Source]
     limit: int = 0
@@ -137,6 +138,10 @@ def load_config(path: str | os.PathLike) -> AuditConfig:
         for index, entry in enumerate(entries):
             for key, item in entry.items():
                 known = TABLES[table]
+                if table == "audit" and key == "output_dir":
+                    raise fail(table, "[audit] output_dir is not read from a config: a file the tool reads never "
+                               "decides where files are written; give the folder on the command line "
+                               "(attribute-teacher audit CONFIG --output-dir DIR)", key, index)
                 if key not in known:
                     raise fail(table, f"unknown key '{key}' in [{table}]; known: {', '.join(sorted(known))}", key,
                                index)
@@ -146,8 +151,10 @@ def load_config(path: str | os.PathLike) -> AuditConfig:
                     raise fail(table, f"[{table}] {key} must be {names}, got {item!r}", key, index)
 
     audit = data.get("audit", {})
-    if "output_dir" not in audit:
-        raise fail("audit", "[audit] needs output_dir (the folder for collected outputs and results)")
+    report = data.get("attribution", {}).get("report", "html")
+    if report is True or report not in (False, *REPORT_FORMATS):
+        raise fail("attribution", f"[attribution] report must be false or one of {', '.join(map(repr, REPORT_FORMATS))}"
+                   f" (written as OUTPUT_DIR/report.FORMAT), got {report!r}", "report")
     defaults = data.get("defaults", {})
 
     def source(table: str, entry: dict[str, Any], index: int) -> Source:
@@ -209,7 +216,7 @@ def load_config(path: str | os.PathLike) -> AuditConfig:
                        f"choose from {', '.join(sorted(FEATURE_SETS))}", "features")
     return AuditConfig(path=path, prompts=prompts,
                        student_prompts=rel(audit["student_prompts"]) if "student_prompts" in audit else prompts,
-                       output_dir=rel(audit["output_dir"]), student=student, teachers=teachers,
+                       student=student, teachers=teachers,
                        limit=audit.get("limit", 0), task=audit.get("task"), attribution=attribution)
 
 
@@ -227,8 +234,13 @@ def _collect(source: Source, prompts: Path, output: Path, *, role: str, limit: i
                                  limit=limit, progress=progress)
 
 
-def run_audit(config: AuditConfig, *, progress: bool = False, log: Any = None) -> dict[str, Any]:
-    """Collect what is missing, fit on the teachers, rank the student; write everything to the output folder.
+def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: bool = False,
+              log: Any = None) -> dict[str, Any]:
+    """Collect what is missing, fit on the teachers, rank the student; write everything to ``output_dir``.
+
+    The folder comes from the caller (the command line), never from the config: every path written is
+    ``output_dir`` joined with a fixed name (or a teacher's label reduced to safe characters), and none
+    may be one of the inputs (``E120``, checked before anything is queried).
 
     Returns the rank result (as ``attribute-teacher rank`` gives it), with ``audit``: where each
     source came from (file digest; for endpoints, the manifest's endpoint, model, decoding and counts).
@@ -237,10 +249,13 @@ def run_audit(config: AuditConfig, *, progress: bool = False, log: Any = None) -
     from .api import file_digest, fit_reference, rank_student
     from .cli._app import to_json
     from .distill.endpoint import manifest_source, read_manifest
-    from .io import atomic_write, read_records
+    from .io import atomic_write, check_outputs, read_records
 
     log = log or (lambda message: None)
-    out = config.output_dir
+    out = Path(output_dir)
+    report_format = config.attribution.get("report", "html")
+    report_path = out / f"report.{report_format}" if report_format else None
+    check_outputs(_audit_outputs(config, out, report_path), _audit_inputs(config))
     out.mkdir(parents=True, exist_ok=True)
     provenance: dict[str, Any] = {}
 
@@ -263,7 +278,7 @@ def run_audit(config: AuditConfig, *, progress: bool = False, log: Any = None) -
 
     references = []
     for teacher in config.teachers:
-        path = gather(teacher, "teacher", out / "teachers" / f"{_SAFE_NAME.sub('_', teacher.label)}.jsonl")
+        path = gather(teacher, "teacher", _teacher_path(out, teacher))
         records = read_records(path, require_teacher=teacher.name is None)
         if teacher.name is not None:  # the config's name wins over the file's labels
             from dataclasses import replace
@@ -278,9 +293,8 @@ def run_audit(config: AuditConfig, *, progress: bool = False, log: Any = None) -
     params = {k: options[k] for k in ("features", "tagger", "normalize") if k in options}
     log(f"fitting on {len(references)} reference outputs of {len({r.teacher for r in references})} teachers")
     model = fit_reference(references, task=task, random_state=options.get("seed", 0), **params)
-    report_target = options.get("report", "report.html")
     result = rank_student(model, student, task=task, top_templates=options.get("top_templates", 10),
-                          keep_outputs=bool(report_target))
+                          keep_outputs=report_path is not None)
     result["signature"] = next(iter(model.models_.values())).signature_
     result["inputs"] = {"student": provenance[config.student.label]["file"],
                         **{f"teacher {t.label}": provenance[t.label]["file"] for t in config.teachers}}
@@ -288,11 +302,33 @@ def run_audit(config: AuditConfig, *, progress: bool = False, log: Any = None) -
     copy = out / "audit.toml"
     if copy.resolve() != config.path.resolve():
         shutil.copyfile(config.path, copy)
-    if report_target:
+    if report_path is not None:
         from .report import write_report
 
-        write_report(result, out / (report_target if isinstance(report_target, str) else "report.html"))
+        write_report(result, report_path)
     result.pop("outputs", None)
     with atomic_write(out / "result.json") as handle:
         handle.write(to_json(result) + "\n")
     return result
+
+
+def _teacher_path(out: Path, teacher: Source) -> Path:
+    return out / "teachers" / f"{_SAFE_NAME.sub('_', teacher.label)}.jsonl"
+
+
+def _audit_inputs(config: AuditConfig) -> list[Path | None]:
+    sources = [config.student, *config.teachers]
+    return [config.path, config.prompts, config.student_prompts, *(s.file for s in sources)]
+
+
+def _audit_outputs(config: AuditConfig, out: Path, report_path: Path | None) -> list[Path | None]:
+    """Every file an audit writes into ``out`` (endpoint outputs are appended to, for resuming)."""
+    from .report import report_files
+
+    copy = out / "audit.toml"
+    written: list[Path | None] = [out / "result.json", *(report_files(report_path) if report_path else []),
+                                  None if copy.resolve() == config.path.resolve() else copy]
+    if config.student.endpoint:
+        written.append(out / "student.jsonl")
+    written.extend(_teacher_path(out, t) for t in config.teachers if t.endpoint)
+    return written

@@ -38,7 +38,6 @@ def _config(tmp_path: Path, text: str) -> Path:
 
 FILES_ONLY = """\
 [audit]
-output_dir = "out"
 
 [student]
 name = "suspect"
@@ -58,21 +57,22 @@ file = "terse.jsonl"
 
 [attribution]
 features = "pos-rich"
-report = "report.md"
+report = "md"
 """
 
 
 @pytest.mark.parametrize("text, where, message", [
-    ("[audit]\noutput_dir = 'o'\ntempreature = 1\n", 3, "unknown key 'tempreature' in [audit]"),
-    ("[audit]\noutput_dir = 'o'\n[defaults]\n\nmax_tokens = 'many'\n", 5, "[defaults] max_tokens must be int"),
-    ("[audit]\noutput_dir = 'o'\n[student]\nfile = 'x.jsonl'\n", 4, "file not found"),
-    ("[audit]\noutput_dir = 'o'\n[student]\nendpoint = 'http://127.0.0.1:1/v1'\n", 4, "needs 'model'"),
-    ("[audit]\noutput_dir = 'o'\n[student]\nendpoint = 'localhost:1'\nmodel = 'm'\n", 4, "invalid endpoint URL"),
-    ("[audit]\noutput_dir = 'o'\n[student]\nmodel = 'm'\n", 3, "exactly one of 'file'"),
-    ("[audit]\noutput_dir = = 'o'\n", 2, "invalid TOML"),
-    ("[audti]\noutput_dir = 'o'\n", 1, "unknown table [audti]"),
-    ("[audit]\nprompts = 'p.jsonl'\n", 1, "needs output_dir"),
-    ("[audit]\noutput_dir = 'o'\n[defaults]\nsample = 1\n", 4, "sample must be bool"),
+    ("[audit]\nlimit = 0\ntempreature = 1\n", 3, "unknown key 'tempreature' in [audit]"),
+    ("[audit]\nlimit = 0\n[defaults]\n\nmax_tokens = 'many'\n", 5, "[defaults] max_tokens must be int"),
+    ("[audit]\nlimit = 0\n[student]\nfile = 'x.jsonl'\n", 4, "file not found"),
+    ("[audit]\nlimit = 0\n[student]\nendpoint = 'http://127.0.0.1:1/v1'\n", 4, "needs 'model'"),
+    ("[audit]\nlimit = 0\n[student]\nendpoint = 'localhost:1'\nmodel = 'm'\n", 4, "invalid endpoint URL"),
+    ("[audit]\nlimit = 0\n[student]\nmodel = 'm'\n", 3, "exactly one of 'file'"),
+    ("[audit]\nlimit = = 0\n", 2, "invalid TOML"),
+    ("[audti]\nlimit = 0\n", 1, "unknown table [audti]"),
+    ("[audit]\nprompts = 'p.jsonl'\noutput_dir = '/tmp/x'\n", 3, "output_dir is not read from a config"),
+    ("[attribution]\nreport = '../../x.html'\n", 2, "report must be false or one of"),
+    ("[audit]\nlimit = 0\n[defaults]\nsample = 1\n", 4, "sample must be bool"),
 ])
 def test_config_errors_name_line_and_key(tmp_path, text, where, message):
     path = _config(tmp_path, text)
@@ -84,12 +84,12 @@ def test_config_errors_name_line_and_key(tmp_path, text, where, message):
 
 def test_teacher_entry_line_is_named(tmp_path, split_reference, student_path):
     text = FILES_ONLY.format(student=student_path) + "\n[[teachers]]\nname = 'chatty'\nfile = 'terse.jsonl'\n"
-    with pytest.raises(InputError, match=r"audit.toml:25: .*two teachers are named 'chatty'"):
+    with pytest.raises(InputError, match=r"audit.toml:24: .*two teachers are named 'chatty'"):
         load_config(_config(tmp_path, text))
 
 
 def test_config_error_from_the_cli_exit_2(cli, tmp_path):
-    path = _config(tmp_path, "[audit]\noutput_dir = 'o'\nbogus = 1\n")
+    path = _config(tmp_path, "[audit]\nlimit = 0\nbogus = 1\n")
     proc = cli("audit", path)
     assert proc.returncode == 2 and f"{path}:3: audit config: unknown key 'bogus'" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -104,7 +104,7 @@ def test_examples_check(cli):
 
 def test_files_only_audit_writes_result_report_and_config(cli, tmp_path, split_reference, student_path):
     config = _config(tmp_path, FILES_ONLY.format(student=student_path))
-    proc = cli("audit", config, "--format", "json", "--quiet")
+    proc = cli("audit", config, "--output-dir", tmp_path / "out", "--format", "json", "--quiet")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["ranking"][0]["teacher"] == "chatty"  # the fixture student was distilled from 'chatty'
@@ -127,7 +127,7 @@ def test_audit_queries_the_student_endpoint_and_resumes(cli, tmp_path):
     try:
         text = (REPO / "examples" / "audit-local.toml").read_text()
         text = text.replace("http://127.0.0.1:8000/v1", server.base_url).replace("max_tokens = 64", "max_tokens = 32")
-        text = text.replace('output_dir = "../build/audit-local"', f'output_dir = "{tmp_path / "out"}"\nlimit = 8')
+        text = text.replace('[audit]\n', '[audit]\nlimit = 8\n')
         data = tmp_path / "data" / "demo"
         data.mkdir(parents=True)
         for name in ("smollm2-135m", "gemma-3-270m", "human"):  # 80 of the 200 references each: a faster fit
@@ -137,7 +137,7 @@ def test_audit_queries_the_student_endpoint_and_resumes(cli, tmp_path):
         config = tmp_path / "examples" / "audit.toml"
         config.parent.mkdir()
         config.write_text(text)
-        proc = cli("audit", config, "--format", "json", "--quiet")
+        proc = cli("audit", config, "-o", tmp_path / "out", "--format", "json", "--quiet")
         assert proc.returncode == 0, proc.stderr
         result = json.loads(proc.stdout)
         assert result["n_outputs"] == 8
@@ -145,7 +145,20 @@ def test_audit_queries_the_student_endpoint_and_resumes(cli, tmp_path):
         student = result["audit"]["sources"]["suspect"]
         assert student["model"] == SERVED_NAME and student["endpoint"] == server.base_url
         assert "smollm2-135m at http://127.0.0.1" in result["inputs"]["student"]["source"]
-        again = cli("audit", config, "--format", "json")
+        again = cli("audit", config, "-o", tmp_path / "out", "--format", "json")
         assert again.returncode == 0 and "0 written, 8 already there" in again.stderr
     finally:
         server.stop()
+
+
+def test_audit_needs_an_output_dir_and_never_writes_over_its_inputs(cli, tmp_path, split_reference, student_path):
+    config = _config(tmp_path, FILES_ONLY.format(student=student_path))
+    proc = cli("audit", config, "--quiet")
+    assert proc.returncode == 2 and "--output-dir" in proc.stderr and "Traceback" not in proc.stderr
+    # the output folder is the config's own folder: result.json would be fine, but the copy of the config
+    # is the config itself (skipped), and a report named like an input would be refused
+    (tmp_path / "result.json").symlink_to(tmp_path / "chatty.jsonl")
+    before = (tmp_path / "chatty.jsonl").read_bytes()
+    proc = cli("audit", config, "-o", tmp_path, "--quiet")
+    assert proc.returncode == 2 and "[E120]" in proc.stderr, proc.stderr
+    assert (tmp_path / "chatty.jsonl").read_bytes() == before and not (tmp_path / "report.html").exists()

@@ -84,9 +84,19 @@ def test_train_writes_student_and_info(micro_student, corpus):
     assert info["n_examples"] == 8 and len(info["epoch_losses"]) == 2
     assert info["train_ids"] == [f"q{i:02d}" for i in range(8)]
     assert (micro_student / "config.json").is_file() and (micro_student / "tokenizer.json").is_file()
-    assert not (micro_student.parent / ".micro.tmp").exists()
+    assert not list(micro_student.parent.glob(".micro.*"))  # the work folder was renamed into place
     with pytest.raises(ModelError, match="E412"):
         train_student(corpus["teacher"], "micro-gpt2", micro_student, settings=TrainSettings(epochs=1))
+
+
+def test_train_never_replaces_a_folder_it_did_not_write(corpus, tmp_path):
+    mine = tmp_path / "documents"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    for target in (mine, mine / "notes.txt"):
+        with pytest.raises(ModelError, match="E409"):
+            train_student(corpus["teacher"], "micro-gpt2", target, settings=TrainSettings(epochs=1), overwrite=True)
+    assert (mine / "notes.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["documents"]
 
 
 def test_training_lowers_the_loss(corpus, tmp_path):

@@ -66,7 +66,8 @@ def files(tmp_path, reference_path, student_path, labelled_path):
 # -- item 1: an output may never be an input or another output -------------------------------------------
 @pytest.mark.parametrize("case", ["rank-o-student", "rank-o-model", "fit-o-reference", "tag-o-input",
                                   "report-equals-o", "symlink", "hardlink", "md-png-is-input",
-                                  "evaluate-o-students", "baseline-o-students"])
+                                  "evaluate-o-students", "baseline-o-students", "collect-o-prompts",
+                                  "generate-o-prompts"])
 def test_item01_output_never_overwrites_an_input(capsys, files, model_file, tmp_path, case):
     model = tmp_path / "model.npz"
     model.write_bytes(model_file.read_bytes())
@@ -92,6 +93,10 @@ def test_item01_output_never_overwrites_an_input(capsys, files, model_file, tmp_
         args = ["evaluate", "-r", ref, "-s", student, "-o", student, *FAST]
     elif case == "baseline-o-students":
         args = ["baseline", "cosine", "-r", ref, "-s", student, "-o", student, "-q"]
+    elif case == "collect-o-prompts":  # appended to: the prompts (here the student file) would grow
+        args = ["collect", "-m", "smollm2-135m", "-p", student, "-o", student, "-q"]
+    elif case == "generate-o-prompts":
+        args = ["generate", "--endpoint", "http://127.0.0.1:9/v1", "-m", "x", "-p", student, "-o", student, "-q"]
     else:  # a Markdown report writes r_ranking.png beside it: that may not be an input either
         png = tmp_path / "r_ranking.png"
         png.write_bytes(b"mine")
@@ -119,7 +124,7 @@ def test_item19_output_location_checked_before_work(capsys, tmp_path, make_jsonl
 def test_item19_unsupported_report_type_refused_before_work(capsys, tmp_path, make_jsonl):
     broken_ref = make_jsonl(["{not json"], "ref.jsonl")
     student = make_jsonl([{"output": "The answer is A."}], "student.jsonl")
-    rc, _, err = cli(capsys, student, "-r", broken_ref, "--report", tmp_path / "r.pdf", *FAST)
+    rc, _, err = cli(capsys, student, "-r", broken_ref, "--report", tmp_path / "r.docx", *FAST)
     assert rc == 2 and "[E605]" in err and "E101" not in err
 
 

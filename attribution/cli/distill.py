@@ -94,7 +94,9 @@ def collect_cli(
     retried, rate-limited, resumable; a manifest OUT.manifest.json records where the outputs came from).
     """
     from ..distill import collect_outputs
+    from ..io import check_outputs
 
+    check_outputs([output], [prompts])  # appended to, never the prompts file itself (E120)
     if endpoint is not None:
         run_endpoint(dict(locals(), system_prompt=_unescape(system_prompt), prompt_template=_unescape(prompt_template)),
                      role="teacher", label=teacher)
@@ -192,7 +194,9 @@ def generate_cli(
     With --endpoint --model NAME, query a suspect model served behind an OpenAI-compatible API instead.
     """
     from ..distill import generate_outputs
+    from ..io import check_outputs
 
+    check_outputs([output], [prompts])  # appended to, never the prompts file itself (E120)
     if endpoint is not None:
         run_endpoint(dict(locals(), system_prompt=_unescape(system_prompt), prompt_template=_unescape(prompt_template)),
                      role="student", label=name, true_teacher=teacher)

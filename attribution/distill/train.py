@@ -24,6 +24,7 @@ import json
 import math
 import os
 import random
+import secrets
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -187,16 +188,49 @@ def train_student(teacher_outputs: str | os.PathLike, student: str, output_dir: 
         raise model_error("E210", name="epochs/batch-size/learning-rate", expected="positive",
                           got=(settings.epochs, settings.batch_size, settings.learning_rate))
     out = Path(output_dir)
-    if (out / INFO_FILE).exists() and not overwrite:
-        raise model_error("E412", path=str(out))
+    check_student_dir(out, overwrite=overwrite)
     pairs, label = read_pairs(teacher_outputs, teacher=teacher)
-    if threads:
-        torch.set_num_threads(threads)
     device = pick_device(device)
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
-    work = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(work, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # a fresh name: nobody else's
+    work.mkdir()  # plain mkdir: the student folder gets the user's usual permissions
+    threads_before = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        info = _train(work, pairs, label, student, settings, device=device, name=name, progress=progress)
+    except BaseException:  # a failed or interrupted run leaves nothing behind
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        torch.set_num_threads(threads_before)  # the thread count is the caller's process setting
+    info["teacher_outputs"] = Path(teacher_outputs).name
+    (work / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(work, out)
+    return info
+
+
+def check_student_dir(out: Path, *, overwrite: bool) -> None:
+    """Refuse, before training, to replace anything but an empty folder or (with ``overwrite``) a student
+    written by ``distill``: the folder is replaced whole at the end, and it may be the user's."""
+    if (out / INFO_FILE).exists():
+        if not overwrite:
+            raise model_error("E412", path=str(out))
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise model_error("E409", path=str(out), missing=f"{INFO_FILE}; refusing to replace it: choose a new or "
+                          "empty directory")
+
+
+def _train(work: Path, pairs: list[dict[str, str]], label: str, student: str, settings: TrainSettings, *,
+           device: str, name: str | None, progress: bool) -> dict[str, Any]:
+    """Train into ``work``; returns the ``distill.json`` contents (without the input's name)."""
+    import torch
+
     start = time.perf_counter()
     model, tok, made = _build_student(student, pairs, work, settings.seed)
     context = int(getattr(model.config, "n_positions", 0) or getattr(model.config, "max_position_embeddings", 1024))
@@ -252,12 +286,8 @@ def train_student(teacher_outputs: str | os.PathLike, student: str, output_dir: 
     info = {"student": name or f"{made['preset'] or Path(student).stem or student}-from-{label}", "teacher": label,
             "base": student, **made, "prompt_template": PROMPT_TEMPLATE, "training": asdict(settings),
             "max_length": max_length, "n_examples": len(pairs), "train_ids": sorted(p["id"] for p in pairs),
-            "teacher_outputs": Path(teacher_outputs).name, "epoch_losses": losses,
+            "epoch_losses": losses,
             "final_loss": losses[-1] if losses else None, "device": device,
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "seconds": round(time.perf_counter() - start, 1), "teacher_attribution_version": __version__}
-    (work / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(work, out)
     return info
