@@ -42,7 +42,8 @@ class CharNgramVectorizer(SequenceNgramVectorizer):
     [' ab', 'ab ']
     """
 
-    explained_by_words = False
+    #: Evidence shows the words an n-gram occurs in (`` **A`` in ``**Answer:**``).
+    explained_by_words = True
 
     def __init__(self, *, ngram_range: tuple[int, int] = (1, 5), top_k: int | None = 20_000,
                  weighting: str = "tfidf", lowercase: bool = False, tagger: str = "spacy") -> None:

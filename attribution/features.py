@@ -85,8 +85,8 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
         self.lowercase = lowercase
         self.tagger = tagger
 
-    #: Whether an n-gram's evidence is better shown as the words it covers (PoS tags: yes;
-    #: words and characters are readable as they are). See :meth:`find_spans`.
+    #: Whether an n-gram's evidence is better shown with the words it occurs in (PoS tags, characters:
+    #: yes; word n-grams are readable as they are). See :meth:`find_spans`.
     explained_by_words = True
 
     # -- validation and input --------------------------------------------------------

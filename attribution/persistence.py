@@ -37,12 +37,12 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy
 
-from . import __version__
+from . import __version__, registry
 from .errors import Errors, model_error
 from .estimator import TeacherAttributor
-from .features import FEATURE_SETS, SOURCES, WEIGHTINGS
+from .features import SOURCES, WEIGHTINGS
 from .multitask import MultiTaskAttributor
-from .schema import Anything, Bool, Enum, Int, List, Num, Obj, Opt, SchemaError, Str
+from .schema import Anything, Bool, Enum, Int, List, Num, Obj, OneOf, Opt, SchemaError, Str
 from .tagging import SPACY_PACKAGE_RE, TAGGERS
 
 MODEL_FORMAT = "teacher-attribution-model/1"
@@ -64,12 +64,12 @@ MAX_NULL_ROWS = 10_000_000
 # -- header schema --------------------------------------------------------------------------
 LABEL = Str(MAX_LABEL_CHARS)
 #: A tagger as a model file may name it; anything but "spacy"/"nltk" needs the caller's consent.
-TAGGER = Str(64, pattern=f"{'|'.join(TAGGERS)}|{SPACY_PACKAGE_RE.pattern}")
+TAGGER = OneOf(TAGGERS, pattern=SPACY_PACKAGE_RE.pattern, max_len=64)
 #: Parameters added after the first release: absent from older model files, they take their default.
 ADDED_PARAMS = ("paired",)
 #: Parameters of TeacherAttributor, one line each (a new one also goes into ADDED_PARAMS).
 PARAMS = Obj({
-    "features": Enum(*FEATURE_SETS),
+    "features": OneOf(registry.feature_sets),
     "C": Num(0, 1e9, min_exclusive=True),
     "class_weight": Enum("balanced", None),
     "max_iter": Int(1, 1_000_000),
@@ -93,8 +93,8 @@ VECTORIZER_PARAMS = {
     "tagger": TAGGER,
 }
 BLOCK = Obj({
-    "name": Enum("pos", "words"),
-    "class": Enum("SequenceNgramVectorizer", "PosTemplateVectorizer", "WordNgramVectorizer"),
+    "name": Str(32, pattern=r"[a-z][a-z0-9_-]*"),  # a label shown with the block's evidence ("pos", "words")
+    "class": OneOf(registry.vectorizers),  # a registered class: the file picks one, never imports one
     "params": Anything(),  # checked against the block's class by _check_block
     "vocabulary": List(Str(10_000), 0, MAX_VOCABULARY, unique=True),
 })
@@ -295,11 +295,13 @@ def _check_member(info: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype
 
 
 def _check_block(block: dict[str, Any], tagger: str, where: str) -> None:
-    from .features import PosTemplateVectorizer, SequenceNgramVectorizer, WordNgramVectorizer
-
-    klass = {c.__name__: c for c in (SequenceNgramVectorizer, PosTemplateVectorizer, WordNgramVectorizer)}
-    keys = set(klass[block["class"]]().get_params())
-    Obj({k: VECTORIZER_PARAMS[k] for k in keys}).check(block["params"], f"{where}.params")
+    klass = registry.vectorizers.get(block["class"])
+    # a registered vectorizer with parameters of its own declares their specs as PARAM_SPECS
+    specs = {**VECTORIZER_PARAMS, **getattr(klass, "PARAM_SPECS", {})}
+    keys = set(klass().get_params())
+    if keys - set(specs):
+        raise SchemaError(f"{where}.class: {block['class']} has parameters without a spec: {sorted(keys - set(specs))}")
+    Obj({k: specs[k] for k in keys}).check(block["params"], f"{where}.params")
     params = block["params"]
     if "ngram_range" in params and params["ngram_range"][0] > params["ngram_range"][1]:
         raise SchemaError(f"{where}.params.ngram_range: must be increasing (got {params['ngram_range']})")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 
@@ -112,6 +112,25 @@ class Enum(Spec):
     def ok(self, value: Any) -> bool:
         # type-exact: True must not pass for 1, nor 1.0 for 1
         return any(type(value) is type(v) and value == v for v in self.values)
+
+
+class OneOf(Spec):
+    """A string in ``choices``, read when checked (a registry: plugins installed later count), or
+    matching ``pattern``; at most ``max_len`` characters."""
+
+    def __init__(self, choices: Collection[str], *, pattern: str | None = None, max_len: int = 100) -> None:
+        self.choices = choices
+        self.pattern = re.compile(pattern) if pattern else None
+        self.max_len = max_len
+
+    @property
+    def expected(self) -> str:  # type: ignore[override]
+        names = "one of " + ", ".join(repr(v) for v in self.choices)
+        return names + (f" or a string matching {self.pattern.pattern}" if self.pattern else "")
+
+    def ok(self, value: Any) -> bool:
+        return (isinstance(value, str) and len(value) <= self.max_len
+                and (value in self.choices or (self.pattern is not None and self.pattern.fullmatch(value) is not None)))
 
 
 class Opt(Spec):

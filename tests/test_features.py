@@ -335,7 +335,7 @@ def test_char_tfidf_reads_the_normalized_text(tagger):
     from attribution.chars import CharNgramVectorizer
 
     (block, vec), = make_feature_blocks("char-tfidf")
-    assert block == "chars" and isinstance(vec, CharNgramVectorizer) and not vec.explained_by_words
+    assert block == "chars" and isinstance(vec, CharNgramVectorizer) and vec.explained_by_words
     assert vec.get_params() == {"ngram_range": (1, 5), "top_k": 20_000, "weighting": "tfidf",
                                 "lowercase": False, "tagger": "spacy"}
     # raw strings are normalized like the estimator's input: the </s> and #### never become n-grams
@@ -358,3 +358,46 @@ def test_find_spans_shows_the_words_behind_templates(tagger):
     docs = tagger.tag(["The cat sat."])
     vec = PosTemplateVectorizer(n=2, top_k=None).fit(docs)
     assert list(vec.find_spans(docs[0], {"DT NN": 0, "VBD .": 1})) == [("DT NN", "The cat"), ("VBD .", "sat .")]
+
+
+def test_char_tfidf_model_saves_loads_and_explains(reference_records, tmp_path):
+    from attribution.api import rank_student
+    from attribution.estimator import TeacherAttributor
+    from attribution.persistence import load_model, save_model
+
+    texts, teachers = [r.output for r in reference_records], [r.teacher for r in reference_records]
+    model = TeacherAttributor(features="char-tfidf", n_bootstrap=0).fit(texts, teachers)
+    assert [name for name, _ in model.blocks_] == ["chars"]
+    save_model(model, tmp_path / "char.npz")
+    loaded = load_model(tmp_path / "char.npz")
+    np.testing.assert_allclose(loaded.model_for(None).predict_proba(texts[:5]), model.predict_proba(texts[:5]))
+    result = rank_student(loaded, reference_records[:6])
+    assert result["ranking"][0]["teacher"] in teachers
+    shown = [e for e in result["evidence"] if e["block"] == "chars" and e["examples"]]
+    # the words a character n-gram occurs in
+    assert shown and all(e["feature"] in f" {word} " for e in shown for word in e["examples"])
+
+
+def test_model_file_names_only_registered_vectorizers(reference_records, tmp_path):
+    import zipfile
+
+    from attribution.estimator import TeacherAttributor
+    from attribution.persistence import load_model, save_model
+
+    model = TeacherAttributor(features="pos-paper", n_bootstrap=0).fit(
+        [r.output for r in reference_records], [r.teacher for r in reference_records])
+    save_model(model, tmp_path / "ok.npz")
+    with zipfile.ZipFile(tmp_path / "ok.npz") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    header = np.load(tmp_path / "ok.npz")["__header__"].tobytes().decode()
+    for bad in ("Pipeline", "attribution.features:PosTemplateVectorizer", "CharNgramVectorizer"):
+        tampered = header.replace('"PosTemplateVectorizer"', json.dumps(bad))
+        with zipfile.ZipFile(tmp_path / "bad.npz", "w") as archive:
+            for name, data in members.items():
+                if name != "__header__.npy":
+                    archive.writestr(name, data)
+            with archive.open("__header__.npy", "w") as handle:
+                np.lib.format.write_array(handle, np.frombuffer(tampered.encode(), dtype=np.uint8))
+        with pytest.raises(ModelError) as info:
+            load_model(tmp_path / "bad.npz")
+        assert info.value.code == "E206"
