@@ -245,7 +245,7 @@ def fake_fetch(alpacaeval_results, monkeypatch):
     """Serve downloads from the fake results/ folder; remember the URLs asked for."""
     import shutil
 
-    import attribution.datasets as datasets
+    import attribution.datasets.alpacaeval as datasets  # where fetch is looked up
 
     urls: list[str] = []
 

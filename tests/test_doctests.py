@@ -4,12 +4,14 @@ import doctest
 
 import pytest
 
+import attribution.datasets
 import attribution.estimator
 import attribution.features
 import attribution.normalize
 
 
-@pytest.mark.parametrize("module", [attribution.normalize, attribution.features, attribution.estimator],
+@pytest.mark.parametrize("module", [attribution.normalize, attribution.features, attribution.estimator,
+                                    attribution.datasets],
                          ids=lambda m: m.__name__)
 def test_examples_in_docstrings_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
