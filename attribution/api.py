@@ -53,7 +53,7 @@ def fit_reference(records: Iterable[Record], *, task: str | None = None,
 
 def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task: str | None = None,
                  top_templates: int = 10, keep_outputs: bool = False, alpha: float = ALPHA,
-                 tests: str = "either",
+                 tests: str = "either", informative_evidence: bool = True,
                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Rank the teacher of one student from all its outputs, streaming in batches.
 
@@ -69,11 +69,13 @@ def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task:
         :mod:`attribution.checks`); ``warnings`` when there is something to say, e.g. the records name
         several students (pooled here; :func:`attribution.result.rank_students` ranks each). See also
         :func:`attribution.result.audit_student`, the same as an object of DataFrames.
+        ``informative_evidence=False`` also lists templates made mostly of punctuation as evidence
+        (see :func:`attribution.explain.is_informative`).
     """
     run = StudentRun(model, task=task, keep_outputs=keep_outputs, progress=progress)
     for record in records:
         run.add(record)
-    return run.finish(top_templates=top_templates, alpha=alpha, tests=tests)
+    return run.finish(top_templates=top_templates, alpha=alpha, tests=tests, informative_evidence=informative_evidence)
 
 
 #: Distinct ``student`` names a :class:`StudentRun` remembers (to name them in its warning).
@@ -133,7 +135,8 @@ class StudentRun:
         if self.progress:
             self.progress(len(batch))
 
-    def finish(self, *, top_templates: int = 10, alpha: float = ALPHA, tests: str = "either") -> dict[str, Any]:
+    def finish(self, *, top_templates: int = 10, alpha: float = ALPHA, tests: str = "either",
+               informative_evidence: bool = True) -> dict[str, Any]:
         """Score what is still queued and summarize (see :func:`rank_student` for the keys), with
         ``checks`` (counts of :class:`attribution.checks.OutputChecks`) and, when there is something
         to say, ``warnings``: several students pooled into one, many repeated, near-empty or
@@ -150,7 +153,7 @@ class StudentRun:
             raise model_error("E215", tasks=", ".join(empty))
         result = summarize_evidence(evidence, self.model.classes_, top_templates=top_templates,
                                     outputs=self.kept or None, keep_outputs=self.keep_outputs, alpha=alpha,
-                                    tests=tests)
+                                    tests=tests, informative=informative_evidence)
         result["checks"] = self.checks.counts()
         warnings = [pooled_students_warning(self.students)] if self.warn_pooled and len(self.students) > 1 else []
         warnings += self.checks.warnings()

@@ -41,6 +41,20 @@ def check_texts(texts: Any, name: str = "texts") -> list[str]:
     return texts
 
 
+def reference_share(X: sp.csr_matrix, teachers: np.ndarray, classes: np.ndarray,
+                    has_text: Sequence[bool]) -> np.ndarray:
+    """Share of each teacher's non-empty outputs (rows of ``X``) in which each feature occurs, shape
+    (n_teachers, n_features), float32 (rows follow ``classes``; a teacher without usable outputs: 0)."""
+    used = np.asarray(has_text, dtype=bool)
+    present = (X != 0).astype(np.float64)
+    out = np.zeros((len(classes), X.shape[1]), dtype=np.float32)
+    for k, teacher in enumerate(classes):
+        rows = np.flatnonzero((teachers == teacher) & used)
+        if rows.size:
+            out[k] = np.asarray(present[rows].sum(axis=0)).ravel() / rows.size
+    return out
+
+
 def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     """``items`` in lists of ``size`` (the last one shorter); a bare string is refused (E202)."""
     if isinstance(items, str):
@@ -105,6 +119,10 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         Reproducibility signature: version, tagger, features, C.
     paired_ : PairedReferences or None
         The teachers' answers to the prompts all of them answered (``None`` without ids).
+    reference_share_ : ndarray of shape (n_teachers, n_features), float32, or None
+        Share of each teacher's non-empty reference outputs that contain each feature (rows follow
+        ``classes_``): what a student's ``share_of_outputs`` of a template is compared with. ``None``
+        for a model loaded from a file saved before it was kept.
     unlisted_log_proba_ : dict of str to ndarray
         For each teacher, log-probabilities of its reference outputs under a model fitted
         *without* it (the null of :func:`~attribution.inference.unlisted_p_value`); empty with fewer than
@@ -198,6 +216,7 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
             if len(prompt_ids) != len(docs):
                 raise model_error("E203", n_texts=len(docs), n_labels=len(prompt_ids))
             self.paired_ = PairedReferences.from_references(X, teachers, prompt_ids, self.classes_.tolist())
+        self.reference_share_: np.ndarray | None = reference_share(X, y, self.classes_, [len(doc) > 0 for doc in docs])
         self.n_features_ = X.shape[1]
         self.signature_ = self._signature()
         return self
@@ -316,6 +335,8 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         arrays.update({f"unlisted{i}": self.unlisted_log_proba_[t] for i, t in enumerate(meta["unlisted"])})
         if self.paired_ is not None:
             arrays.update(self.paired_.get_state())
+        if self.reference_share_ is not None:
+            arrays["reference_share"] = self.reference_share_
         for i, (block, vec) in enumerate(self.blocks_):
             vec_meta, vec_arrays = vec.get_state()
             meta["blocks"].append({"name": block, **vec_meta})
@@ -344,7 +365,9 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         if not self._open_set_applies(len(self.classes_)):  # saved before the test needed 4
             self.unlisted_log_proba_ = {}
         self.paired_ = PairedReferences.from_state(arrays, len(self.classes_), self.n_features_)
+        share = arrays.get("reference_share")  # absent from files saved before it was kept
+        self.reference_share_ = None if share is None else np.asarray(share, dtype=np.float32)
         return self
 
 
-__all__ = ["DEFAULT_FEATURES", "TeacherAttributor", "check_texts", "chunks"]
+__all__ = ["DEFAULT_FEATURES", "TeacherAttributor", "check_texts", "chunks", "reference_share"]

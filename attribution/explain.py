@@ -11,7 +11,8 @@ so a new kind of feature explains itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import unicodedata
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,7 +26,35 @@ if TYPE_CHECKING:  # inference builds on this module
     from .inference import StudentEvidence
 
 #: Columns of :func:`templates`.
-TEMPLATE_COLUMNS = ["teacher", "block", "feature", "weight", "n_outputs", "share_of_outputs", "examples"]
+TEMPLATE_COLUMNS = ["teacher", "block", "feature", "weight", "n_outputs", "share_of_outputs", "reference_share",
+                    "examples"]
+#: PoS tags for punctuation, brackets, symbols and layout whose names are not themselves punctuation
+#: (``,``, ``.``, ``:``, quotes, ``$`` and ``#`` are caught by their characters).
+NON_CONTENT_TAGS = frozenset({"-LRB-", "-RRB-", "HYPH", "NFP", "SYM", "PUNCT", "_SP", "SP", "SPACE"})
+#: Fewest content symbols (see :func:`is_content`) of an informative template.
+MIN_CONTENT_SYMBOLS = 2
+
+
+def is_content(symbol: str) -> bool:
+    """Whether one symbol of an n-gram says something about wording or syntax: a word, a number or a
+    part-of-speech tag, as opposed to punctuation, brackets, symbols or whitespace (a character of
+    Unicode category P, S or Z, or a tag in :data:`NON_CONTENT_TAGS`)."""
+    if symbol in NON_CONTENT_TAGS:
+        return False
+    return any(not ch.isspace() and unicodedata.category(ch)[0] not in "PSZ" for ch in symbol)
+
+
+def is_informative(symbols: Sequence[str]) -> bool:
+    """Whether a template is worth showing a reader as evidence: at least :data:`MIN_CONTENT_SYMBOLS`
+    of its symbols carry content (:func:`is_content`).
+
+    Punctuation habits (``NN ,``, ``, which``, ``. The``) are real stylistic signal and still count
+    in the ranking, but a template made of one word or tag next to punctuation is something every
+    teacher writes and a reader cannot check against the teachers' style: shown as top evidence,
+    they crowd out the templates that say how a teacher phrases things. Two content symbols is the
+    smallest unit of phrasing (a tag bigram such as ``DT NN``; ``DT NN ,`` keeps its comma).
+    """
+    return sum(is_content(symbol) for symbol in symbols) >= MIN_CONTENT_SYMBOLS
 
 
 def feature_columns(model: TeacherAttributor) -> list[tuple[str, SequenceNgramVectorizer, str]]:
@@ -83,19 +112,27 @@ def relative_coef(model: TeacherAttributor, teacher: str) -> np.ndarray:
 
 
 def templates(evidence: StudentEvidence, teacher: str | None = None, *, top: int = 10,
-              min_n: int = 2) -> pd.DataFrame:
+              min_n: int = 2, informative: bool = True) -> pd.DataFrame:
     """The templates that pushed this student towards ``teacher`` (default: the top one).
 
     ``weight`` is the feature's summed contribution to the teacher's logit over all
     outputs, relative to the average teacher (higher means more evidence for it).
     Only n-grams of at least ``min_n`` symbols are listed: single tags such as ``NN``
-    contribute too, but say little a reader can check.
+    contribute too, but say little a reader can check; with ``informative`` (default), only
+    templates with two or more content symbols (:func:`is_informative`: not ``NN ,`` or ``, which``).
+    ``share_of_outputs`` is the share of the student's outputs that contain the template and
+    ``reference_share`` the same share in each candidate teacher's references (``{teacher: share}``;
+    ``None`` for a model saved before it was kept): the two, side by side, are what a reader checks.
     """
     if teacher is None:
         teacher = evidence.ranking().iloc[0]["teacher"]
     contribution = evidence.feature_sums * relative_coef(evidence.model, teacher)
     columns = feature_columns(evidence.model)
-    candidates = [int(j) for j in np.flatnonzero(contribution > 0) if len(columns[j][1].split(columns[j][2])) >= min_n]
+    candidates: list[int] = []
+    for j in np.flatnonzero(contribution > 0).tolist():
+        symbols = columns[j][1].split(columns[j][2])
+        if len(symbols) >= min_n and (not informative or is_informative(symbols)):
+            candidates.append(j)
     order = sorted(candidates, key=lambda j: (-contribution[j], f"{columns[j][0]}:{columns[j][2]}"))[:top]
     spans = evidence.examples(order)
     rows = []
@@ -105,20 +142,29 @@ def templates(evidence: StudentEvidence, teacher: str | None = None, *, top: int
         rows.append({"teacher": teacher, "block": block, "feature": feature,
                      "weight": float(contribution[j]), "n_outputs": int(evidence.feature_outputs[j]),
                      "share_of_outputs": float(evidence.feature_outputs[j] / evidence.n_outputs),
-                     "examples": list(shown)})
+                     "reference_share": _reference_share(evidence.model, j), "examples": list(shown)})
     return pd.DataFrame(rows, columns=TEMPLATE_COLUMNS)
 
 
+def _reference_share(model: TeacherAttributor, column: int) -> dict[str, float] | None:
+    """``{teacher: share of its references holding the feature}``, or None for an older model file."""
+    share = model.reference_share_
+    if share is None:
+        return None
+    return {teacher: float(share[k, column]) for k, teacher in enumerate(model.classes_.tolist())}
+
+
 def combined_templates(evidence: dict[str | None, StudentEvidence], teacher: str, *,
-                       top: int = 10) -> list[dict[str, Any]]:
+                       top: int = 10, informative: bool = True) -> list[dict[str, Any]]:
     """The strongest templates behind ``teacher`` over every task of a student (each row with its
-    ``task``), strongest first (ties: by feature)."""
+    ``task``), strongest first (ties: by feature); ``informative`` as in :func:`templates`."""
     rows: list[dict[str, Any]] = []
     for task, ev in evidence.items():
-        rows.extend({**row, "task": task} for row in ev.templates(teacher, top=top).to_dict("records"))
+        found = templates(ev, teacher, top=top, informative=informative)
+        rows.extend({**row, "task": task} for row in found.to_dict("records"))
     rows.sort(key=lambda row: (-row["weight"], row["feature"]))
     return rows[:top]
 
 
-__all__ = ["TEMPLATE_COLUMNS", "combined_templates", "examples", "feature_columns", "relative_coef",
-           "share_of_outputs", "templates"]
+__all__ = ["MIN_CONTENT_SYMBOLS", "NON_CONTENT_TAGS", "TEMPLATE_COLUMNS", "combined_templates", "examples",
+           "feature_columns", "is_content", "is_informative", "relative_coef", "share_of_outputs", "templates"]

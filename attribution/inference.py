@@ -231,9 +231,10 @@ class StudentEvidence:
         """:func:`attribution.explain.share_of_outputs` of these outputs."""
         return explain.share_of_outputs(self, feature)
 
-    def templates(self, teacher: str | None = None, top: int = 10, min_n: int = 2) -> pd.DataFrame:
+    def templates(self, teacher: str | None = None, top: int = 10, min_n: int = 2, *,
+                  informative: bool = True) -> pd.DataFrame:
         """:func:`attribution.explain.templates` behind ``teacher`` (default: the top one)."""
-        return explain.templates(self, teacher, top=top, min_n=min_n)
+        return explain.templates(self, teacher, top=top, min_n=min_n, informative=informative)
 
 def _by_task(evidence: dict[str | None, StudentEvidence]) -> list[tuple[str | None, StudentEvidence]]:
     """Tasks in a stable order: the task-less one first, then by name."""
@@ -260,9 +261,9 @@ def combined_ranking(evidence: dict[str | None, StudentEvidence], classes: Seque
 def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Sequence[str], *,
                        top_templates: int = 10, outputs: list | None = None,
                        keep_outputs: bool = False, alpha: float = ALPHA,
-                       tests: str = "either") -> dict[str, Any]:
+                       tests: str = "either", informative: bool = True) -> dict[str, Any]:
     """Combine per-task evidence into one verdict (over teachers every task knows): the document of
-    :func:`attribution.api.rank_student`."""
+    :func:`attribution.api.rank_student` (``informative``: see :func:`attribution.explain.templates`)."""
     per_task = {key: _ranking_records(ev.ranking()) for key, ev in _by_task(evidence)}
     ranking = _ranking_records(combined_ranking(evidence, classes))
     top = ranking[0]["teacher"]
@@ -272,7 +273,8 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
     result: dict[str, Any] = {
         "n_outputs": sum(ev.n_outputs for ev in evidence.values()),
         "n_empty": sum(ev.n_empty for ev in evidence.values()), "ranking": ranking,
-        "evidence": explain.combined_templates(dict(_by_task(evidence)), top, top=top_templates),
+        "evidence": explain.combined_templates(dict(_by_task(evidence)), top, top=top_templates,
+                                               informative=informative),
         "verdict": verdict(top, list(p_values.values()), list(paired.values()), **options)}
     if len(per_task) > 1 or None not in per_task:
         result["tasks"] = {str(k): {"n_outputs": evidence[k].n_outputs, "ranking": v,

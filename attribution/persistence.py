@@ -149,6 +149,10 @@ def _csr_indptr(nnz: str) -> Any:
     return check
 
 
+def _shares(array: np.ndarray, dims: dict[str, int]) -> str | None:
+    return "shares outside [0, 1]" if array.size and (array.min() < 0 or array.max() > 1) else None
+
+
 #: Arrays of task ``i`` (members ``t{i}_NAME.npy``), one line each.
 TASK_ARRAYS: dict[str, Array] = {
     "coef": Array(("rows", "features")),
@@ -161,6 +165,8 @@ TASK_ARRAYS: dict[str, Array] = {
     "paired_indices": Array(("*nnz",), kind="i", optional=True, group="paired", values=_indices_below("features")),
     "paired_indptr": Array((lambda d: d["*ids"] * d["classes"] + 1,), kind="i", optional=True, group="paired",
                            values=_csr_indptr("*nnz")),
+    # share of each teacher's references holding each feature (absent from files saved before it was kept)
+    "reference_share": Array(("classes", "features"), optional=True, values=_shares),
 }
 
 

@@ -34,7 +34,8 @@ GROUP_FIELDS = ("student", "teacher", "task")
 SUMMARY_COLUMNS = ("student", "teacher", "probability", "ci_low", "ci_high", "runner_up", "status", "test",
                    "verdict_teacher", "p_value", "p_paired", "p_unlisted", "n_outputs", "n_empty")
 RANKING_COLUMNS = ("teacher", "probability", "support", "ci_low", "ci_high")
-EVIDENCE_COLUMNS = ("task", "teacher", "block", "feature", "weight", "n_outputs", "share_of_outputs", "examples")
+EVIDENCE_COLUMNS = ("task", "teacher", "block", "feature", "weight", "n_outputs", "share_of_outputs", "reference_share",
+                    "examples")
 TABLE_SUFFIXES = (".csv", ".parquet")
 
 
@@ -189,7 +190,8 @@ def audit_student(model: Any, records: Iterable[Record], **options: Any) -> Audi
 
 def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "student", task: str | None = None,
                   top_templates: int = 10, keep_outputs: bool = False, alpha: float = ALPHA,
-                  tests: str = "either", progress: Callable[[int], None] | None = None) -> AuditBatch:
+                  tests: str = "either", informative_evidence: bool = True,
+                  progress: Callable[[int], None] | None = None) -> AuditBatch:
     """Rank every group of ``records`` (records sharing a ``group_by`` field: ``student``, ``teacher``
     or ``task``) as one student each, in one streaming pass with one model.
 
@@ -214,7 +216,8 @@ def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "stu
     results = []
     for name in sorted(runs):
         try:
-            data = runs[name].finish(top_templates=top_templates, alpha=alpha, tests=tests)
+            data = runs[name].finish(top_templates=top_templates, alpha=alpha, tests=tests,
+                                     informative_evidence=informative_evidence)
         except ModelError as err:
             if err.code not in ("E209", "E215"):
                 raise

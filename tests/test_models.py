@@ -201,7 +201,7 @@ def test_student_evidence_and_templates(pos_model, student_records):
     pd.testing.assert_frame_equal(evidence.ranking(), pos_model.rank(texts).drop(columns=["verdict", "p_value"]))
     table = evidence.templates(top=5)
     assert list(table.columns) == ["teacher", "block", "feature", "weight", "n_outputs", "share_of_outputs",
-                                   "examples"]
+                                   "reference_share", "examples"]
     assert 0 < len(table) <= 5
     assert (table["teacher"] == "chatty").all() and (table["block"] == "pos").all()
     assert table["weight"].is_monotonic_decreasing and (table["weight"] > 0).all()
