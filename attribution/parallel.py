@@ -6,7 +6,7 @@ the logistic regressions, the bootstrap) stays in the calling process, where it 
 of tagging and where its results cannot depend on how the work was split.
 
 Use it like :func:`joblib.parallel_backend`: inside the context, every tagger loaded with
-:func:`attribution.tagging.get_tagger` (which is what :class:`~attribution.models.TeacherAttributor`,
+:func:`attribution.tagging.get_tagger` (which is what :class:`~attribution.estimator.TeacherAttributor`,
 :func:`~attribution.api.fit_reference` and :func:`~attribution.api.rank_student` use) sends the
 texts it has not tagged yet to the cluster, in order-preserving partitions, and gets back exactly the
 tags it would have computed itself::
@@ -82,6 +82,12 @@ def partitions(texts: Sequence[str], n_workers: int, partition_size: int) -> lis
     return [list(texts[start:start + size]) for start in range(0, len(texts), size)]
 
 
+def worker_threads(client: Any) -> int:
+    """Worker threads ``client``'s scheduler knows now (at least 1)."""
+    workers = client.scheduler_info().get("workers", {})
+    return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+
+
 class DaskTagging:
     """The tagging backend behind :func:`dask_tagging`: tags texts on ``client``'s workers."""
 
@@ -96,8 +102,7 @@ class DaskTagging:
     @property
     def n_workers(self) -> int:
         """Worker threads the scheduler knows now (workers may join or leave an existing cluster)."""
-        workers = self.client.scheduler_info().get("workers", {})
-        return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+        return worker_threads(self.client)
 
     @property
     def read_ahead(self) -> int:
@@ -161,6 +166,32 @@ def local_cluster(n_workers: int, **kwargs: Any) -> Any:
 
 
 @contextlib.contextmanager
+def dask_client(client: Any = None, *, n_workers: int | None = None, scheduler: str | None = None,
+                timeout: float = 30) -> Iterator[Any]:
+    """A :class:`distributed.Client` for exactly one of: an existing ``client`` (left open), a
+    :func:`local_cluster` of ``n_workers`` (closed on exit) or a running ``scheduler``'s address
+    (the connection is closed on exit, the cluster left running)."""
+    given = [name for name, value in (("client", client), ("n_workers", n_workers), ("scheduler", scheduler))
+             if value is not None]
+    if len(given) != 1:
+        raise InputError(Errors.E701.format(given=", ".join(given) or "none"), code="E701")
+    if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1):
+        raise InputError(Errors.E702.format(name="n_workers", expected="a positive integer", got=n_workers),
+                               code="E702")
+    if client is not None:
+        yield client
+        return
+    distributed = _import_distributed()
+    with contextlib.ExitStack() as stack:
+        address = stack.enter_context(local_cluster(n_workers)) if n_workers is not None else scheduler
+        try:
+            client = stack.enter_context(distributed.Client(address, timeout=timeout, set_as_default=False))
+        except (OSError, TimeoutError) as err:
+            raise InputError(Errors.E705.format(address=scheduler, detail=err), code="E705") from None
+        yield client
+
+
+@contextlib.contextmanager
 def dask_tagging(client: Any = None, *, n_workers: int | None = None, scheduler: str | None = None,
                  partition_size: int = DEFAULT_PARTITION_SIZE, timeout: float = 30) -> Iterator[DaskTagging]:
     """Tag on Dask inside the ``with`` block; give exactly one of the three.
@@ -181,26 +212,8 @@ def dask_tagging(client: Any = None, *, n_workers: int | None = None, scheduler:
 
     Results (tags, models, rankings) are identical to tagging in this process.
     """
-    given = [name for name, value in (("client", client), ("n_workers", n_workers), ("scheduler", scheduler))
-             if value is not None]
-    if len(given) != 1:
-        raise InputError(Errors.E701.format(given=", ".join(given) or "none"), code="E701")
-    if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1):
-        raise InputError(Errors.E702.format(name="n_workers", expected="a positive integer", got=n_workers),
-                               code="E702")
-    with contextlib.ExitStack() as stack:
-        if client is None:
-            distributed = _import_distributed()
-            if n_workers is not None:
-                cluster = stack.enter_context(local_cluster(n_workers))
-                address = cluster
-            else:
-                address = scheduler
-            try:
-                client = stack.enter_context(distributed.Client(address, timeout=timeout, set_as_default=False))
-            except (OSError, TimeoutError) as err:
-                raise InputError(Errors.E705.format(address=scheduler, detail=err), code="E705") from None
-        backend = DaskTagging(client, partition_size=partition_size)
+    with dask_client(client, n_workers=n_workers, scheduler=scheduler, timeout=timeout) as connected:
+        backend = DaskTagging(connected, partition_size=partition_size)
         token = _BACKEND.set(backend)
         try:
             yield backend

@@ -11,6 +11,15 @@ same in every configuration.
     python benchmarks/bench_scale.py                       # data/demo, workers 1 and 2, students x4
     python benchmarks/bench_scale.py --data-dir ../shared/data/paper_qa --workers 1,2,3 --repeat 8
 
+``--outputs N`` measures the partitioned ranking instead (:func:`attribution.partitioned_rank.rank_file`:
+workers read byte ranges of the file, tag, featurize and score them, the client adds sums): a JSON Lines
+file of N outputs (the students' real outputs repeated, ids kept) is ranked with a model fitted on the
+references, by each ``--workers`` count, and, with ``--single-up-to M`` (default 20,000) when N <= M, by
+``rank_student`` in one process; it prints wall time, outputs/s, peak memory of the client and of each
+worker, and the digest of the rank JSON (the same in every configuration)::
+
+    python benchmarks/bench_scale.py --outputs 1000000 --workers 2
+
 The machine's load average is printed before and after: on a shared machine the figures move with
 what else runs, and N workers cannot go faster than the N cores that are actually free.
 """
@@ -130,15 +139,107 @@ def child(config: str, data_dir: Path, repeat: int) -> dict:
     return out
 
 
+def _outputs_file(data_dir: Path, n: int, tmp: Path) -> Path:
+    """The students' outputs repeated to ``n`` lines (id, student, output), written once."""
+    path = tmp / f"bench_scale_{data_dir.name}_{n}.jsonl"
+    if not path.exists():
+        rows = [json.dumps({"id": r.id, "student": r.student, "output": r.output}, ensure_ascii=False)
+                for r in _records(_files(data_dir)[1])]
+        with open(path.with_suffix(".tmp"), "w", encoding="utf-8") as handle:
+            for i in range(n):
+                handle.write(rows[i % len(rows)] + "\n")
+        os.replace(path.with_suffix(".tmp"), path)
+    return path
+
+
+def file_child(config: str, model_path: Path, path: Path) -> dict:
+    """Rank one file in one configuration (``single`` or ``workers=N``), in a fresh interpreter."""
+    from attribution.api import rank_student
+    from attribution.cli._app import to_json
+    from attribution.io import RecordReader
+    from attribution.models import load_model
+
+    model = load_model(model_path)
+    out: dict = {"config": config}
+    if config == "single":
+        start = time.perf_counter()
+        result = rank_student(model, RecordReader(path))
+        out["rank_s"] = time.perf_counter() - start
+    else:
+        from attribution.parallel import dask_client
+        from attribution.partitioned_rank import rank_file
+
+        start = time.perf_counter()
+        with dask_client(n_workers=int(config.split("=")[1])) as client:
+            out["cluster_start_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            client.run(_warm)
+            out["workers_load_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            result, _ = rank_file(model, path, client=client)
+            out["rank_s"] = time.perf_counter() - start
+            out["worker_peak_mb"] = sorted(round(v) for v in client.run(_peak_mb).values())
+    out["n_outputs"] = result["n_outputs"] + result["n_empty"]
+    out["rank_sha256"] = hashlib.sha256(to_json(result).encode()).hexdigest()[:16]
+    out["client_peak_mb"] = round(_peak_mb())
+    return out
+
+
+def bench_file(args: argparse.Namespace) -> None:
+    """``--outputs N``: the partitioned ranking of one large file."""
+    from attribution.api import fit_reference
+
+    tmp = Path(args.tmp)
+    path = _outputs_file(args.data_dir, args.outputs, tmp)
+    model_path = tmp / f"bench_scale_{args.data_dir.name}.npz"
+    if not model_path.exists():
+        fit_reference(_records(_files(args.data_dir)[0], require_teacher=True)).save(model_path)
+    configs = (["single"] if args.outputs <= args.single_up_to else []) + [f"workers={n}" for n in
+                                                                            args.workers.split(",")]
+    print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} (1 min) before; {args.outputs:,} outputs "
+          f"({path.stat().st_size / 2**20:,.0f} MiB) of {args.data_dir}")
+    shas = set()
+    for config in configs:
+        proc = subprocess.run([sys.executable, __file__, "--file-child", config, "--model", str(model_path),
+                               "--file", str(path)], capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            sys.exit(proc.stderr)
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        shas.add(row["rank_sha256"])
+        extra = ""
+        if "worker_peak_mb" in row:
+            extra = (f"; cluster start {row['cluster_start_s']:.1f}s, tagger load on workers "
+                     f"{row['workers_load_s']:.1f}s; worker peaks {row['worker_peak_mb']} MB")
+        rate = row["n_outputs"] / row["rank_s"]
+        print(f"{config:>10}: {row['n_outputs']:,} outputs in {row['rank_s']:.1f}s ({rate:,.0f} outputs/s); "
+              f"client peak {row['client_peak_mb']} MB{extra}; rank {row['rank_sha256']}; "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"identical rank JSON: {len(shas) == 1}")
+    if len(shas) != 1:
+        sys.exit(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "demo")
     parser.add_argument("--workers", default="1,2", help="comma-separated numbers of local workers")
     parser.add_argument("--repeat", type=int, default=4, help="student outputs repeated this many times")
+    parser.add_argument("--outputs", type=int, help="rank one file of this many outputs on workers (see above)")
+    parser.add_argument("--single-up-to", type=int, default=20_000, help="with --outputs: also one process up to this")
+    parser.add_argument("--tmp", default=tempfile.gettempdir(), help="with --outputs: where the file and model go")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--file-child", help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.data_dir, args.repeat)))
+        return
+    if args.file_child:
+        print(json.dumps(file_child(args.file_child, args.model, args.file)))
+        return
+    if args.outputs:
+        bench_file(args)
         return
     configs = ["single", "pinned", *(f"workers={n}" for n in args.workers.split(","))]
     print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} (1 min) before; data {args.data_dir}, "

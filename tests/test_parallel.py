@@ -24,8 +24,10 @@ from attribution.api import fit_reference, rank_student  # noqa: E402
 from attribution.cli import main  # noqa: E402
 from attribution.cli._app import to_json  # noqa: E402
 from attribution.errors import InputError  # noqa: E402
-from attribution.io import read_records  # noqa: E402
+from attribution.io import RecordReader, read_records  # noqa: E402
 from attribution.parallel import dask_tagging, partitions, tag_texts  # noqa: E402
+from attribution.partitioned_rank import rank_file  # noqa: E402
+from attribution.partitions import RangeReader, byte_ranges, line_offsets, shift_lines  # noqa: E402
 from attribution.tagging import _TagCache, get_tagger, read_ahead  # noqa: E402
 
 DEMO = REPO / "data" / "demo"
@@ -98,6 +100,88 @@ def test_fit_and_rank_identical_api(client, tmp_path, name):
         model.save(path)
         results.append((path.read_bytes(), to_json(ranked)))
     assert results[0] == results[1]
+
+
+def _lines_file(tmp_path, name: str, lines: list[str]):
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _ranged(path, partition_bytes: int, **options) -> tuple[list, list[str]]:
+    """Records and skipped errors read range by range, as the workers read them."""
+    records, skipped, first_lines, readers = [], [], [], []
+    for span in byte_ranges(path, partition_bytes):
+        readers.append(RangeReader(path, *span, **options))
+        records.extend(readers[-1])
+    first_lines = line_offsets([reader.n_lines for reader in readers])
+    for reader, first in zip(readers, first_lines):
+        skipped += [str(shift_lines(err, first)) for err in reader.skipped]
+    shifts = [first for reader, first in zip(readers, first_lines) for _ in range(reader.n_read)]
+    return [(r.line + shift - 1, r.output, r.id) for r, shift in zip(records, shifts)], skipped
+
+
+def test_byte_ranges_read_like_the_whole_file(tmp_path):
+    """Every partitioning gives the records and the FILE:LINE of skipped lines of one reader; a byte-order
+    mark is taken off the file's first line only."""
+    demo = (DEMO / "student_human.jsonl").read_text(encoding="utf-8").splitlines()[:40]
+    lines = ["\ufeff" + demo[0], *demo[1:10], "", "{broken", '{"output": ""}', "   ", *demo[10:20],
+             "\ufeff" + demo[20], "[1]", *demo[21:]]
+    path = _lines_file(tmp_path, "s.jsonl", lines)
+    whole = RecordReader(path, skip_invalid=True)
+    expected = [(r.line, r.output, r.id) for r in whole], [str(e) for e in whole.skipped]
+    assert len(expected[1]) == 4 and ":12: " in expected[1][0]
+    for size in (1, 50, 700, 3000, 10**9):
+        spans = byte_ranges(path, size)
+        assert spans[0][0] == 0 and spans[-1][1] == path.stat().st_size
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert _ranged(path, size, skip_invalid=True) == expected, size
+    with pytest.raises(InputError, match="E111"):
+        byte_ranges(_lines_file(tmp_path, "s.csv", ["output", "a"]))  # a CSV field may span lines: not split
+
+
+@pytest.fixture(scope="module")
+def demo_models():
+    """The demo references, fitted once as one task (default features) and as two tasks (pos-paper), in
+    batches of 32 outputs (so that a few hundred outputs make several batches for ranges to cut)."""
+    import dataclasses
+
+    refs = read_records(DEMO / "teachers.jsonl", require_teacher=True)
+    split = [dataclasses.replace(r, task="ab"[i % 2]) for i, r in enumerate(refs)]
+    return fit_reference(refs, batch_size=32), fit_reference(split, features="pos-paper", batch_size=32)
+
+
+@pytest.mark.slow
+def test_rank_file_on_workers_same_json(client, tmp_path, demo_models):
+    """Workers read, tag and score byte ranges; the client adds sums: the same JSON as rank_student in one
+    process, for ranges cutting batches anywhere (one line per range upwards), two tasks, --task, skipped lines, and
+    the paired test (a teacher's own answers: the prompts match)."""
+    one, two = demo_models
+    demo = [(DEMO / f"student_{n}.jsonl").read_text(encoding="utf-8").splitlines()
+            for n in ("smollm2-135m", "human")]
+    lines = demo[0][:40] * 2 + demo[1][:50]
+    tasked = [json.dumps({**json.loads(line), "task": "ab"[i % 3 == 0]}) for i, line in enumerate(lines)]
+    bad = list(lines)
+    bad[60:62] = ['{"output": ""}', "{not json"]
+    paired = (DEMO / "teacher_human.jsonl").read_text(encoding="utf-8").splitlines()[:70]
+    cases = [(one, _lines_file(tmp_path, "one.jsonl", lines), {}, (1_000, 20_000, 10**9)),
+             (two, _lines_file(tmp_path, "two.jsonl", tasked), {}, (7_000,)),
+             (two, tmp_path / "two.jsonl", {"task": "a"}, (12_000,)),
+             (one, _lines_file(tmp_path, "bad.jsonl", bad), {"skip_invalid": True}, (5_000,)),
+             (one, _lines_file(tmp_path, "paired.jsonl", paired), {}, (9_000,))]
+    for model, path, options, sizes in cases:
+        reader = RecordReader(path, skip_invalid=options.get("skip_invalid", False))
+        single = to_json(rank_student(model, reader, task=options.get("task")))
+        for size in sizes:
+            result, skipped = rank_file(model, path, client=client, partition_bytes=size, **options)
+            assert to_json(result) == single, (path.name, size)
+            assert [str(e) for e in skipped] == [str(e) for e in reader.skipped]
+    assert "paired" in json.loads(single)["verdict"]["test"]
+    with pytest.raises(InputError) as single_error:
+        rank_student(one, RecordReader(tmp_path / "bad.jsonl"))
+    with pytest.raises(InputError) as worker_error:
+        rank_file(one, tmp_path / "bad.jsonl", client=client, partition_bytes=2000)
+    assert str(worker_error.value) == str(single_error.value) and ":61: " in str(single_error.value)
 
 
 def test_workers_with_another_tagger_are_refused(client):
