@@ -28,6 +28,7 @@ _EXPORTS = {
     "Normalizer": "normalize", "normalize_text": "normalize",
     "AuditBatch": "result", "AuditResult": "result", "audit_student": "result", "rank_students": "result",
     "TaggedDoc": "tagging", "get_tagger": "tagging",
+    "clear_caches": "runtime",
 }
 
 
@@ -63,6 +64,7 @@ __all__ = [
     "TeacherAttributor",
     "WordNgramVectorizer",
     "audit_student",
+    "clear_caches",
     "get_tagger",
     "load_model",
     "normalize_text",

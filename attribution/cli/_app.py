@@ -7,10 +7,12 @@ plain library function that returns a dict, and hand it to :func:`emit`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import io
 import json
 import math
+import os
 import signal
 import threading
 from collections import Counter
@@ -125,6 +127,21 @@ WORKERS_OPTION = typer.Option(None, "--workers", min=1, help="Tag on a local Das
                               "worker processes, started and closed here (needs the dask extra; the same results).")
 SCHEDULER_OPTION = typer.Option(None, "--scheduler", help="Tag on an existing Dask cluster: its scheduler's "
                                 "address, e.g. tcp://10.0.0.5:8786 (needs the dask extra; the same results).")
+
+
+@contextlib.contextmanager
+def environ(**values: str) -> Iterator[None]:
+    """Set environment variables for a command (``ctx.with_resource``), then put back what was there."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def tag_on_cluster(ctx: typer.Context, workers: int | None, scheduler: str | None, *, quiet: bool) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import typer
 
 from .. import registry
-from ._app import Device, OutputFormat, app, emit, log, read_inputs
+from ._app import Device, OutputFormat, app, emit, environ, log, read_inputs
 
 NAME_HELP = f"{registry.baselines.help()}."
 
@@ -60,6 +60,7 @@ def _predictions(name: str, refs: list, studs: list, options: dict[str, Any], pe
 
 @app.command("baseline")
 def baseline_cli(
+    ctx: typer.Context,
     name: str = typer.Argument(..., help=f"Baseline, or several separated by commas: {NAME_HELP}"),
     reference: list[Path] = typer.Option(..., "--reference", "-r", dir_okay=False,
                                          help="Teachers' reference outputs (each with 'teacher'; 'id' aligns "
@@ -114,14 +115,12 @@ def baseline_cli(
     from ..io import check_outputs
 
     check_outputs([output], [*reference, *students])
-    if quiet:
-        import os
+    if quiet:  # until the command ends: also silences transformers' GGUF conversion bar
+        ctx.with_resource(environ(TQDM_DISABLE="1"))
+    if set(names) & set(MODEL_BASELINES):
+        from ..runtime import torch_threads
 
-        os.environ["TQDM_DISABLE"] = "1"  # also silences transformers' GGUF conversion bar
-    if set(names) & set(MODEL_BASELINES) and threads:
-        import torch
-
-        torch.set_num_threads(threads)
+        ctx.with_resource(torch_threads(threads))
     refs, studs, skipped = read_inputs(reference, students, task=task, quiet=quiet, text_field=text_field,
                                        skip_invalid=skip_invalid)
     if not refs or not studs:

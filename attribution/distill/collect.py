@@ -13,11 +13,13 @@ import time
 from typing import Any
 
 from ..errors import input_error, model_error
+from ..runtime import with_torch_threads
 from ._generation import Decoding, generate_to_file, render_prompt
 from ._jsonl import load_finished, read_prompts
 from .models import load_causal_lm
 
 
+@with_torch_threads
 def collect_outputs(model: str, prompts: str | os.PathLike, output: str | os.PathLike, *,
                     teacher: str | None = None, task: str | None = None, decoding: Decoding | None = None,
                     batch_size: int = 8, device: str = "auto", threads: int = 0, chat_template: str = "auto",
@@ -43,7 +45,7 @@ def collect_outputs(model: str, prompts: str | os.PathLike, output: str | os.Pat
     batch_size : int, default=8
     device : {"auto", "cpu", "cuda"}, default="auto"
     threads : int, default=0
-        Torch CPU threads; 0 leaves torch's default.
+        Torch CPU threads during this call (restored after); 0 leaves torch's setting.
     chat_template : str, default="auto"
         See :func:`attribution.distill.models.load_causal_lm`.
     system_prompt : str, optional
@@ -71,10 +73,6 @@ def collect_outputs(model: str, prompts: str | os.PathLike, output: str | os.Pat
         raise model_error("E210", name="prompt_template", expected="a string containing {prompt}", got=prompt_template)
     records = read_prompts(prompts, limit=limit)
     existing = load_finished(output)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     todo_ids = {r.key for r in records} - {str(row["id"]) for row in existing}
     todo = [(i, r) for i, r in enumerate(records) if r.key in todo_ids]
     start = time.perf_counter()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import input_error, model_error
+from ..runtime import with_torch_threads
 from ._generation import Decoding, generate_to_file, render_prompt
 from ._jsonl import load_finished, read_prompts
 from .models import load_causal_lm
@@ -27,6 +28,7 @@ def read_student_info(student_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+@with_torch_threads
 def generate_outputs(student_dir: str | os.PathLike, prompts: str | os.PathLike, output: str | os.PathLike, *,
                      decoding: Decoding | None = None, batch_size: int = 16, device: str = "auto", threads: int = 0,
                      allow_train_prompts: bool = False, limit: int = 0, progress: bool = False) -> dict[str, Any]:
@@ -63,10 +65,6 @@ def generate_outputs(student_dir: str | os.PathLike, prompts: str | os.PathLike,
         if row.get("student") != info["student"] or row.get("decoding") != decoding.to_dict():
             raise input_error("E406", source=str(output), line=number, path=str(output),
                               detail=f"student/decoding differ from {info['student']!r}, {decoding.to_dict()}")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     done = {str(row["id"]) for row in existing}
     todo = [(i, r) for i, r in enumerate(records) if r.key not in done]
     start = time.perf_counter()
