@@ -166,7 +166,7 @@ def load_config(path: str | os.PathLike) -> AuditConfig:
             raise fail(table, f"[{table}] endpoint {entry['endpoint']!r} needs 'model' (the served model name)",
                        "endpoint", index)
         if has_endpoint:
-            from .distill.endpoint import check_url
+            from .distill.manifest import check_url
             from .errors import AttributionError
 
             try:
@@ -248,7 +248,7 @@ def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: b
     from . import __version__
     from .api import file_digest, fit_reference, rank_student
     from .cli._app import to_json
-    from .distill.endpoint import manifest_source, read_manifest
+    from .distill.manifest import manifest_source, read_manifest
     from .io import atomic_write, check_outputs, read_records
 
     log = log or (lambda message: None)

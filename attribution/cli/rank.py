@@ -39,9 +39,9 @@ def _reader_options(text_field: Optional[str], skip_invalid: bool, max_chars: in
 
 
 def _fit_from_file(reference: Path, *, task: Optional[str], features: str, tagger: str, normalize: bool,
-                   seed: int, reader: dict[str, Any], quiet: bool) -> tuple[Any, list, list[str]]:
-    """Fit on a reference file; returns the model, the skipped records' errors and warnings about
-    the references (each also logged)."""
+                   seed: int, reader: dict[str, Any], quiet: bool) -> tuple[Any, list, list[str], list]:
+    """Fit on a reference file; returns the model, the skipped records' errors, warnings about
+    the references (each also logged) and the records fitted on."""
     from ..api import fit_reference
     from ..checks import reference_warnings
     from ..io import RecordReader
@@ -63,7 +63,7 @@ def _fit_from_file(reference: Path, *, task: Optional[str], features: str, tagge
     warnings = reference_warnings(records)
     for warning in warnings:
         log(f"warning: {warning}", quiet=quiet)
-    return model, refs.skipped, warnings
+    return model, refs.skipped, warnings, records
 
 
 class VerdictTest(str, Enum):
@@ -108,7 +108,7 @@ def _students_table(result: dict[str, Any]) -> str:
 
 
 def _verdict_line(verdict: dict[str, Any]) -> str:
-    from ..api import describe_verdict
+    from ..inference import describe_verdict
 
     return f"verdict: {describe_verdict(verdict)}"
 
@@ -202,7 +202,13 @@ def rank_cli(
                                    help="table, json, or csv (one row per student: top teacher, interval, verdict)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", dir_okay=False,
                                           help="Also write the JSON here; a .csv or .parquet file gets the csv rows."),
-    report: Optional[Path] = typer.Option(None, "--report", dir_okay=False, help="Write an HTML (.html) or Markdown (.md) report."),
+    report: Optional[Path] = typer.Option(None, "--report", dir_okay=False,
+                                          help="Write a report: HTML (.html), Markdown (.md) or PDF (.pdf, needs Chromium)."),
+    examples: int = typer.Option(0, "--examples", min=0,
+                                 help="Keep up to N whole student outputs per evidence template (JSON and report)."),
+    chromium: Optional[str] = typer.Option(None, "--chromium",
+                                           help="Chromium binary for a PDF report (default: $ATTRIBUTION_CHROMIUM, "
+                                                "else chromium on PATH)."),
     group_by: Optional[GroupBy] = typer.Option(
         None, "--group-by", case_sensitive=False,
         help="Rank each group of records sharing this field (typically 'student') on its own, in one run."),
@@ -231,7 +237,8 @@ def rank_cli(
     from ..api import file_digest
     from ..errors import ModelError, input_error
     from ..io import RecordReader, atomic_write, check_outputs, write_together
-    from ..models import load_model
+    from ..multitask import as_multitask
+    from ..persistence import load_model
     from ..report import report_files
     from ..result import (TABLE_SUFFIXES, AuditBatch, audit_student, frame_to_csv, rank_students, require_parquet,
                           table_suffix, write_table)
@@ -254,17 +261,27 @@ def rank_cli(
                   [outputs, reference, model_path])
     if not outputs.is_file():  # before fitting: a typo in the student path should not cost a fit
         raise input_error("E109", source=str(outputs))
+    if report is not None and report.suffix.lower() == ".pdf":
+        from ..report.pdf import find_chromium
+
+        chromium = find_chromium(chromium)  # E606 before any work
     reader = _reader_options(text_field, skip_invalid, max_chars)
     tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
     skipped: list = []
     warnings: list[str] = []
+    ref_records = None
     if model_path is not None:
-        model = load_model(model_path, tagger=tagger if _given(ctx, "tagger") else None)
+        model = as_multitask(load_model(model_path, tagger=tagger if _given(ctx, "tagger") else None))
         _check_model_options(ctx, model, {"features": features, "tagger": tagger, "normalize": normalize,
                                           "seed": seed})
     else:
-        model, skipped, warnings = _fit_from_file(reference, task=task, features=features, tagger=tagger,
-                                                  normalize=normalize, seed=seed, reader=reader, quiet=quiet)
+        model, skipped, warnings, ref_records = _fit_from_file(
+            reference, task=task, features=features, tagger=tagger, normalize=normalize, seed=seed, reader=reader,
+            quiet=quiet)
+    from ..report.run import RunRecorder
+
+    recorder = RunRecorder(model, references=ref_records, examples=examples,
+                           group_by=group_by.value if group_by is not None else None)
     student = RecordReader(outputs, **reader)
     tally = Tally(student)
     with tqdm(desc="ranking", unit="out", total=None if quiet else _count_records(outputs),
@@ -273,9 +290,9 @@ def rank_cli(
                    "keep_outputs": report is not None or keep_outputs or per_output is not None}
         try:
             if group_by is None:
-                audit = audit_student(model, tally, **options)
+                audit = audit_student(model, recorder.watch(tally), **options)
             else:
-                audit = rank_students(model, tally, group_by=group_by.value, **options)
+                audit = rank_students(model, recorder.watch(tally), group_by=group_by.value, **options)
         except ModelError as err:
             if err.code != "E209":
                 raise
@@ -294,16 +311,22 @@ def rank_cli(
     result["skipped"] = len(skipped) + len(student.skipped)
     result["inputs"] = {"outputs": file_digest(outputs)}
     if reference is not None:
-        from ..distill.endpoint import manifest_source  # where the reference was collected, when known
+        from ..distill.manifest import manifest_source  # where the reference was collected, when known
 
         result["inputs"]["reference"] = {**file_digest(reference), **manifest_source(reference)}
     else:
         result["inputs"]["model"] = file_digest(model_path)
+    settings = {"task": task, "top_templates": top_templates, "verdict_test": verdict_test.value,
+                "skip_invalid": skip_invalid, "max_chars": max_chars, "text_field": text_field,
+                "group_by": group_by.value if group_by is not None else None, "examples": examples}
+    for warning in recorder.finish(result, batch, skipped_references=skipped, skipped_outputs=student.skipped,
+                                   options=settings):
+        log(f"warning: {warning}", quiet=quiet)
     with write_together():  # every output file appears, or none does
         if report is not None:
             from ..report import write_report
 
-            write_report(result, report)
+            write_report(result, report, examples=examples, chromium=chromium)
         if per_output is not None:
             write_table(batch.per_output, per_output)
         if evidence_file is not None:
@@ -351,14 +374,14 @@ def fit_cli(
 
     check_outputs([output], [reference])
     tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
-    model, skipped, warnings = _fit_from_file(reference, task=task, features=features, tagger=tagger,
-                                              normalize=normalize, seed=seed,
-                                              reader=_reader_options(text_field, skip_invalid, max_chars),
-                                              quiet=quiet)
+    model, skipped, warnings, _ = _fit_from_file(reference, task=task, features=features, tagger=tagger,
+                                                 normalize=normalize, seed=seed,
+                                                 reader=_reader_options(text_field, skip_invalid, max_chars),
+                                                 quiet=quiet)
     model.save(output)
     first = next(iter(model.models_.values()))
     result = {"model": output.name, "tasks": [str(t) for t in model.models_], "teachers": model.classes_,
-              "n_features": {str(t): m.n_features_ for t, m in model.models_.items()},
+              "n_features": {str(t): m.n_features_in_ for t, m in model.models_.items()},
               "signature": first.signature_, "skipped": len(skipped)}
     if warnings:
         result["warnings"] = warnings

@@ -112,7 +112,7 @@ def _template_name(loaded: Any) -> str | None:
 
 
 def _check_same_settings(output: Any, existing: list[dict[str, Any]], settings: dict[str, Any],
-                         label: str) -> None:
+                         label: str | None) -> None:
     """A resumed run must use the model, template and decoding of the records already written."""
     for number, row in enumerate(existing, start=1):
         for key, value in (*settings.items(), ("teacher", label)):

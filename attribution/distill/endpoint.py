@@ -14,29 +14,26 @@ never written anywhere.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import email.utils
-import json
 import os
 import random
-import re
 import signal
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import AttributionError, Errors, missing_dependency, model_error
 from ._jsonl import AppendWriter, load_finished, read_prompts
+from .manifest import (
+    check_url,
+    manifest_path,
+    public_url,
+    redact,
+    utc_now,
+    write_manifest,
+)
+from .retry import FATAL_STATUSES, RateLimiter, backoff_delay, classify_error, retry_after
 
-#: HTTP statuses that stop the run at once: the key or the model name is wrong, retrying cannot help.
-FATAL_STATUSES = {401: "unauthorized (bad or missing API key)", 403: "forbidden (the key may not use this model)",
-                  404: "not found (unknown model name or wrong URL path)"}
-#: HTTP statuses worth retrying; any 5xx is retried too.
-RETRY_STATUSES = {408, 409, 425, 429}
 #: A run whose first requests are all refused as bad requests (400, 422) stops after this many: the
 #: request itself is wrong (e.g. a decoding option the model does not take), not one prompt.
 FIRST_REJECTIONS_STOP = 5
@@ -114,142 +111,6 @@ class CollectionIncomplete(AttributionError):
     """Some prompts failed after every retry; rerunning the same command retries only those."""
 
 
-def public_url(url: str) -> str:
-    """``url`` without user info, query or fragment: what may be written to files and messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
-    netloc = host + (f":{port}" if port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
-def check_url(url: str) -> str:
-    """Validate an endpoint URL (``http(s)://host[:port][/path]``); return it unchanged."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as err:
-        raise model_error("E414", url=public_url(url), detail=str(err)) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise model_error("E414", url=public_url(url) if "://" in url else url,
-                          detail="expected http(s)://host[:port][/path], e.g. http://127.0.0.1:8000/v1")
-    return url
-
-
-def manifest_path(output: str | os.PathLike) -> Path:
-    """``out.jsonl`` -> ``out.manifest.json``."""
-    out = Path(output)
-    return out.with_name(out.stem + ".manifest.json") if out.suffix else out.with_name(out.name + ".manifest.json")
-
-
-def read_manifest(output: str | os.PathLike) -> dict[str, Any] | None:
-    """The manifest beside an output file, or None when there is none (or it is unreadable)."""
-    path = manifest_path(output)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def manifest_source(output: str | os.PathLike) -> dict[str, str]:
-    """``{"source": "MODEL at ENDPOINT (api, decoding)"}`` from the manifest beside ``output``, else ``{}``.
-
-    Shown next to the file's name and digest in results and reports, so a reader sees where a
-    reference came from. Dates and counts are left out: the same file gives the same text.
-    """
-    manifest = read_manifest(output)
-    if not manifest or not manifest.get("model"):
-        return {}
-    decoding = ", ".join(f"{k} {v}" for k, v in sorted((manifest.get("decoding") or {}).items()))
-    return {"source": f"{manifest['model']} at {manifest.get('endpoint')} ({manifest.get('api')}; {decoding})"}
-
-
-def redact(text: str, secret: str | None) -> str:
-    """Remove the API key (and anything shaped like a provider key) from a message."""
-    if secret:
-        text = text.replace(secret, "***")
-    return re.sub(r"\b(sk|key|api)[-_][A-Za-z0-9_\-*.]{6,}", r"\1-***", text)
-
-
-def retry_after(err: BaseException) -> float | None:
-    """Seconds from a ``Retry-After`` / ``retry-after-ms`` header of an HTTP error, if any."""
-    response = getattr(err, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    with contextlib.suppress(TypeError, ValueError):
-        if headers.get("retry-after-ms") is not None:
-            return max(0.0, float(headers["retry-after-ms"]) / 1000)
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    with contextlib.suppress(TypeError, ValueError):
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-    return None
-
-
-def backoff_delay(attempt: int, options: EndpointOptions, hinted: float | None = None,
-                  rng: random.Random | None = None) -> float:
-    """Wait before retry ``attempt`` (0-based): the server's hint if any, else exponential with jitter.
-
-    Without a hint: a uniform draw in [d/2, d] with d = min(backoff_max, backoff_base * 2**attempt),
-    so concurrent workers do not retry in lockstep. A hint gets a little jitter on top (up to 10%).
-    """
-    rng = rng or random
-    if hinted is not None:
-        return min(hinted, options.backoff_max * 10) * (1 + 0.1 * rng.random())
-    ceiling = min(options.backoff_max, options.backoff_base * 2 ** attempt)
-    return ceiling / 2 + rng.random() * ceiling / 2
-
-
-class RateLimiter:
-    """Client-side limits: requests per minute (evenly spaced) and tokens per minute (60 s window).
-
-    A request reserves an estimate (prompt characters / 4 + max_tokens) that is corrected to the
-    reported usage once it returns.
-    """
-
-    def __init__(self, rpm: float = 0.0, tpm: float = 0.0, clock: Any = time.monotonic) -> None:
-        self.rpm, self.tpm, self.clock = rpm, tpm, clock
-        self._next_start = 0.0
-        self._window: collections.deque[list[float]] = collections.deque()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self, tokens: float) -> list[float]:
-        entry = [0.0, float(tokens)]
-        if not self.rpm and not self.tpm:
-            return entry
-        async with self._lock:
-            while True:
-                now = self.clock()
-                while self._window and self._window[0][0] <= now - 60:
-                    self._window.popleft()
-                wait = self._next_start - now if self.rpm else 0.0
-                if self.tpm and self._window and sum(e[1] for e in self._window) + tokens > self.tpm:
-                    wait = max(wait, self._window[0][0] + 60 - now)
-                if wait <= 0:
-                    break
-                await asyncio.sleep(min(wait, 1.0))  # re-checked each second
-            entry[0] = now
-            if self.rpm:
-                self._next_start = max(now, self._next_start) + 60.0 / self.rpm
-            if self.tpm:
-                self._window.append(entry)
-        return entry
-
-    @staticmethod
-    def settle(entry: list[float], tokens: float) -> None:
-        entry[1] = float(tokens)
-
-
 def _openai() -> Any:
     try:
         import openai
@@ -288,27 +149,6 @@ async def _request(client: Any, model: str, prompt: str, decoding: ApiDecoding, 
     usage = getattr(response, "usage", None)
     return (text.strip(), str(choice.finish_reason or ""), int(getattr(usage, "prompt_tokens", 0) or 0),
             int(getattr(usage, "completion_tokens", 0) or 0), str(getattr(response, "model", "") or model))
-
-
-def _classify(err: BaseException) -> tuple[str, int | None]:
-    """``("fatal"|"retry"|"fail", status)`` for an exception raised by a request."""
-    import openai
-
-    if isinstance(err, openai.APIStatusError):
-        status = err.status_code
-        if status in FATAL_STATUSES:
-            return "fatal", status
-        if status in RETRY_STATUSES or status >= 500:
-            return "retry", status
-        return "fail", status
-    if isinstance(err, (openai.APIConnectionError, openai.APIResponseValidationError, asyncio.TimeoutError,
-                        ConnectionError)):
-        return "retry", None
-    return "fail", None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def collect_from_endpoint(base_url: str, model: str, prompts: str | os.PathLike, output: str | os.PathLike, *,
@@ -378,7 +218,7 @@ def collect_from_endpoint(base_url: str, model: str, prompts: str | os.PathLike,
     todo = [r for r in records if r.key not in done]
     if todo:
         _openai()  # a missing client is an install problem, not a failed run
-    start_date, start = _now(), time.perf_counter()
+    start_date, start = utc_now(), time.perf_counter()
     stats = Stats()
     secret = os.environ.get(options.api_key_env)
     status, error = "complete", None
@@ -405,7 +245,7 @@ def collect_from_endpoint(base_url: str, model: str, prompts: str | os.PathLike,
                    "requests": stats.requests, "retries": stats.retries, "prompt_tokens": stats.prompt_tokens,
                    "completion_tokens": stats.completion_tokens,
                    "seconds": round(time.perf_counter() - start, 3), "status": status}
-        _write_manifest(output, prompts, base_url, settings, stats, summary, role=role, label=label,
+        write_manifest(output, prompts, base_url, settings, stats, summary, role=role, label=label,
                         started=start_date, error=redact(error, secret) if error else None, options=options)
     if stats.failed:
         first_id, reason = next(iter(stats.failed.items()))
@@ -437,7 +277,8 @@ async def _main(base_url: str, model: str, todo: list[Any], output: Any, stats: 
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
-        loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
+        if main_task is not None:
+            loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
     client = _client(base_url, options)
     limiter = RateLimiter(options.rpm, options.tpm)
     queue: asyncio.Queue = asyncio.Queue()
@@ -468,7 +309,7 @@ async def _main(base_url: str, model: str, todo: list[Any], output: Any, stats: 
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # noqa: BLE001 - classified below; nothing unexpected is swallowed
-                kind, status = _classify(err)
+                kind, status = classify_error(err)
                 stats.count(str(status) if status else type(err).__name__)
                 if kind == "fatal":
                     raise EndpointStopped(_fatal_message(status, err, endpoint, model, options, secret),
@@ -551,40 +392,3 @@ def _fatal_message(status: int | None, err: BaseException, endpoint: str, model:
                                      detail=_short(err), hint=hint), secret)
 
 
-def _write_manifest(output: Any, prompts: Any, base_url: str, settings: dict[str, Any], stats: Stats,
-                    summary: dict[str, Any], *, role: str, label: str, started: str, error: str | None,
-                    options: EndpointOptions) -> None:
-    """Rewrite ``OUT.manifest.json``: this run appended to the earlier runs, totals over all of them."""
-    from .. import __version__
-    from ..api import file_digest
-    from ..io import atomic_write
-
-    previous = read_manifest(output) or {}
-    runs = [r for r in previous.get("runs", []) if isinstance(r, dict)]
-    opts = asdict(options)
-    opts.pop("api_key_env")
-    runs.append({"started": started, "finished": _now(), "status": summary["status"], "error": error,
-                 "endpoint": public_url(base_url), "served_models": sorted(stats.served_models),
-                 "written": stats.written, "empty": stats.empty, "failed": len(stats.failed),
-                 "skipped": summary["n_existing"], "requests": stats.requests, "retries": stats.retries,
-                 "http_statuses": dict(sorted(stats.statuses.items())),
-                 "usage": {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens},
-                 "client": opts})
-    served = sorted({m for r in runs for m in r.get("served_models", [])})
-    rows = len(load_finished(output)) if Path(output).exists() else 0
-    manifest = {
-        "tool": "teacher-attribution", "version": __version__, "role": role, "label": label,
-        "endpoint": public_url(base_url), "model": settings["model"], "served_models": served,
-        "api": settings["api"], "decoding": settings["decoding"], "system_prompt": settings["system_prompt"],
-        "prompt_template": settings["prompt_template"], "prompts": {**file_digest(prompts),
-                                                                    "n_prompts": summary["n_prompts"]},
-        "output": {"name": Path(output).name, "n_records": rows},
-        "status": summary["status"] if summary["status"] != "complete" or rows + stats.empty >= summary["n_prompts"]
-        else "incomplete",
-        "created": previous.get("created", started), "updated": _now(),
-        "usage": {k: sum(r.get("usage", {}).get(k, 0) for r in runs) for k in ("prompt_tokens", "completion_tokens")},
-        "requests": sum(r.get("requests", 0) for r in runs), "retries": sum(r.get("retries", 0) for r in runs),
-        "runs": runs,
-    }
-    with atomic_write(manifest_path(output)) as handle:
-        handle.write(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
