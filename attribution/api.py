@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelError, input_error, model_error
+from .estimator import TeacherAttributor
 from .evaluation import DEFAULT_EVAL_FEATURES, base_style, evaluate, results_table
 from .inference import ALPHA, VERDICT_TESTS, StudentEvidence, describe_verdict, summarize_evidence, verdict
 from .io import Record, RecordReader, read_records
-from .multitask import MultiTaskAttributor
+from .multitask import MultiTaskAttributor, as_multitask
 from .references import MIN_REFERENCES_PER_TEACHER, check_references, match_students
 from .tagging import read_ahead
 
@@ -51,7 +52,7 @@ def fit_reference(records: Iterable[Record], *, task: str | None = None,
                                              [r.task for r in records], [r.id for r in records], progress=progress)
 
 
-def rank_student(model: MultiTaskAttributor, records: Iterable[Record], *, task: str | None = None,
+def rank_student(model: MultiTaskAttributor | TeacherAttributor, records: Iterable[Record], *, task: str | None = None,
                  top_templates: int = 10, keep_outputs: bool = False, alpha: float = ALPHA,
                  tests: str = "either", informative_evidence: bool = True,
                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -87,11 +88,13 @@ class StudentRun:
     :class:`~attribution.inference.StudentEvidence` per task (flat memory). :func:`rank_student` is one
     run; :func:`attribution.result.rank_students` keeps one run per group of a file."""
 
-    def __init__(self, model: MultiTaskAttributor, *, task: str | None = None, keep_outputs: bool = False,
-                 progress: Callable[[int], None] | None = None, warn_pooled: bool = True) -> None:
+    def __init__(self, model: MultiTaskAttributor | TeacherAttributor, *, task: str | None = None,
+                 keep_outputs: bool = False, progress: Callable[[int], None] | None = None,
+                 warn_pooled: bool = True) -> None:
         from .checks import OutputChecks
 
-        self.model, self.task, self.keep_outputs, self.progress = model, task, keep_outputs, progress
+        self.model = as_multitask(model)  # a TeacherAttributor serves every task
+        self.task, self.keep_outputs, self.progress = task, keep_outputs, progress
         self.warn_pooled = warn_pooled
         self.checks = OutputChecks()  # repeated, near-empty and non-English outputs (warnings only)
         self.evidence: dict[str | None, StudentEvidence] = {}

@@ -9,6 +9,7 @@ unlisted-teacher test: one model per left-out teacher.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -19,15 +20,47 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from . import __version__
+from . import __version__, registry
 from .errors import Errors, NotFittedError, model_error
 from .features import SequenceNgramVectorizer, make_feature_blocks
 from .inference import StudentEvidence, verdict
 from .normalize import Normalizer
 from .paired import PairedReferences
+from .schema import Bool, Enum, Int, Num, OneOf, Opt, SchemaError, Spec, Str
 from .tagging import TaggedDoc, get_tagger
 
 DEFAULT_FEATURES = "combined"
+
+#: What each parameter of :class:`TeacherAttributor` must be, one line each; ``fit`` checks them before
+#: any work and names the parameter, what it must be and what it got (E210). The model-file schema
+#: (:data:`attribution.persistence.PARAMS`) reads the same table, so whatever fits also saves and loads.
+#: The feature set and the tagger are names looked up in their registries, which keep their own codes
+#: (E205; E302 when the tagger loads: a spaCy package or pipeline directory may also be named).
+PARAMETER_CONSTRAINTS: dict[str, Spec] = {
+    "features": OneOf(registry.feature_sets),
+    "C": Num(0, 1e9, min_exclusive=True),
+    "class_weight": Enum("balanced", None),
+    "max_iter": Int(1, 1_000_000),
+    "tagger": Str(4096),
+    "normalize": Bool(),
+    "n_bootstrap": Int(0, 100_000),
+    "open_set": Bool(),
+    "open_set_min_teachers": Int(2, 1_000),
+    "batch_size": Int(1, 1 << 16),
+    "paired": Bool(),
+    "random_state": Opt(Int(0, 2**64 - 1)),
+}
+
+
+def check_params(params: dict[str, Any]) -> None:
+    """Check estimator parameters against :data:`PARAMETER_CONSTRAINTS` (E205 for an unknown feature
+    set, else E210 naming the first parameter out of bounds)."""
+    registry.feature_sets.entry(params["features"])  # unknown: E205, listing the feature sets
+    for name, spec in PARAMETER_CONSTRAINTS.items():
+        try:
+            spec.check(params[name], name)
+        except SchemaError:
+            raise model_error("E210", name=name, expected=spec.expected, got=params[name]) from None
 
 
 def check_texts(texts: Any, name: str = "texts") -> list[str]:
@@ -69,7 +102,31 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-class TeacherAttributor(ClassifierMixin, BaseEstimator):
+class AttributorParams(BaseEstimator):
+    """The parameters of :class:`TeacherAttributor` and :class:`~attribution.multitask.MultiTaskAttributor`
+    (documented on the former): one ``__init__`` that only stores them, as scikit-learn's
+    ``get_params`` and ``clone`` expect, shared so that the two cannot drift apart."""
+
+    def __init__(self, *, features: str = DEFAULT_FEATURES, C: float = 1.0,
+                 class_weight: str | None = "balanced", max_iter: int = 1000, tagger: str = "spacy",
+                 normalize: bool = True, n_bootstrap: int = 200, open_set: bool = True,
+                 open_set_min_teachers: int = 4, batch_size: int = 256, paired: bool = True,
+                 random_state: int = 0) -> None:
+        self.features = features
+        self.C = C
+        self.class_weight = class_weight
+        self.max_iter = max_iter
+        self.tagger = tagger
+        self.normalize = normalize
+        self.n_bootstrap = n_bootstrap
+        self.open_set = open_set
+        self.open_set_min_teachers = open_set_min_teachers
+        self.batch_size = batch_size
+        self.paired = paired
+        self.random_state = random_state
+
+
+class TeacherAttributor(ClassifierMixin, AttributorParams):
     """Attribute outputs, and whole students, to one of several candidate teachers.
 
     Parameters
@@ -114,7 +171,8 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
     blocks_ : list of (str, SequenceNgramVectorizer)
         Fitted feature blocks.
     classifier_ : LogisticRegression
-    n_features_ : int
+    n_features_in_ : int
+        Number of feature columns (``n_features_`` is a deprecated alias).
     signature_ : str
         Reproducibility signature: version, tagger, features, C.
     paired_ : PairedReferences or None
@@ -138,24 +196,6 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
     't1'
     """
 
-    def __init__(self, *, features: str = DEFAULT_FEATURES, C: float = 1.0,
-                 class_weight: str | None = "balanced", max_iter: int = 1000, tagger: str = "spacy",
-                 normalize: bool = True, n_bootstrap: int = 200, open_set: bool = True,
-                 open_set_min_teachers: int = 4, batch_size: int = 256, paired: bool = True,
-                 random_state: int = 0) -> None:
-        self.features = features
-        self.C = C
-        self.class_weight = class_weight
-        self.max_iter = max_iter
-        self.tagger = tagger
-        self.normalize = normalize
-        self.n_bootstrap = n_bootstrap
-        self.open_set = open_set
-        self.open_set_min_teachers = open_set_min_teachers
-        self.batch_size = batch_size
-        self.paired = paired
-        self.random_state = random_state
-
     # -- preparation ---------------------------------------------------------------------
     def prepare(self, texts: Sequence[str], *, cache: bool = True) -> list[TaggedDoc]:
         """Normalize and tag texts; with ``cache`` a text is tagged once per process."""
@@ -178,6 +218,12 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         return sp.hstack([vec.transform(docs) for _, vec in self.blocks_], format="csr")
 
+    @property
+    def n_features_(self) -> int:
+        """Deprecated alias of ``n_features_in_`` (scikit-learn's name)."""
+        warnings.warn("n_features_ is deprecated; use n_features_in_", DeprecationWarning, stacklevel=2)
+        return self.n_features_in_
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "classifier_"):
             raise NotFittedError(Errors.E204.format(name=type(self).__name__), code="E204")
@@ -189,22 +235,32 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
 
         ``prompt_ids`` (optional, one per text) name the prompt each output answers; the
         teachers' answers to prompts that all of them answered are kept for paired tests.
+        Parameters are checked first (:data:`PARAMETER_CONSTRAINTS`).
         """
+        check_params(self.get_params())
         texts = check_texts(texts)
         teachers = [str(t) for t in check_texts(teachers, "teachers")]
         if len(texts) != len(teachers):
             raise model_error("E203", n_texts=len(texts), n_labels=len(teachers))
         if len(set(teachers)) < 2:
             raise model_error("E201", n=len(set(teachers)), teachers=sorted(set(teachers)))
-        if not (isinstance(self.C, (int, float)) and self.C > 0):
-            raise model_error("E210", name="C", expected="a positive number", got=self.C)
         return self.fit_docs(self.prepare(texts), teachers, prompt_ids)
 
     def fit_docs(self, docs: Sequence[TaggedDoc], teachers: Sequence[str],
                  prompt_ids: Sequence[str | None] | None = None) -> TeacherAttributor:
         """Fit on already-tagged documents (lets callers tag once for several models)."""
-        self.blocks_ = make_feature_blocks(self.features, tagger=self.tagger)
-        X = sp.hstack([vec.fit_transform(docs) for _, vec in self.blocks_], format="csr")
+        check_params(self.get_params())
+        blocks = make_feature_blocks(self.features, tagger=self.tagger)
+        X = sp.hstack([vec.fit_transform(docs) for _, vec in blocks], format="csr")
+        return self.fit_features(blocks, X, teachers, prompt_ids, [len(doc) > 0 for doc in docs])
+
+    def fit_features(self, blocks: list[tuple[str, SequenceNgramVectorizer]], X: sp.csr_matrix,
+                     teachers: Sequence[str], prompt_ids: Sequence[str | None] | None = None,
+                     has_text: Sequence[bool] | None = None) -> TeacherAttributor:
+        """Fit on feature blocks fitted elsewhere and their matrix of the references (one row per output;
+        ``has_text``: which outputs have tokens), e.g. by Dask workers (:mod:`attribution.partitioned_fit`)."""
+        check_params(self.get_params())
+        self.blocks_ = blocks
         self.classifier_ = self._new_classifier()
         y = np.asarray(teachers)
         with threadpool_limits(1):  # small problem: BLAS threads only add contention (6x slower)
@@ -213,11 +269,12 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         self.classes_ = self.classifier_.classes_
         self.paired_ = None
         if self.paired and prompt_ids is not None:
-            if len(prompt_ids) != len(docs):
-                raise model_error("E203", n_texts=len(docs), n_labels=len(prompt_ids))
+            if len(prompt_ids) != X.shape[0]:
+                raise model_error("E203", n_texts=X.shape[0], n_labels=len(prompt_ids))
             self.paired_ = PairedReferences.from_references(X, teachers, prompt_ids, self.classes_.tolist())
-        self.reference_share_: np.ndarray | None = reference_share(X, y, self.classes_, [len(doc) > 0 for doc in docs])
-        self.n_features_ = X.shape[1]
+        used = [True] * X.shape[0] if has_text is None else has_text
+        self.reference_share_: np.ndarray | None = reference_share(X, y, self.classes_, used)
+        self.n_features_in_ = X.shape[1]
         self.signature_ = self._signature()
         return self
 
@@ -358,16 +415,17 @@ class TeacherAttributor(ClassifierMixin, BaseEstimator):
         classifier.n_features_in_ = classifier.coef_.shape[1]
         self.classifier_ = classifier
         self.classes_ = classifier.classes_
-        self.n_features_ = classifier.n_features_in_
+        self.n_features_in_ = classifier.n_features_in_
         self.signature_ = meta["signature"]
         self.unlisted_log_proba_ = {t: np.asarray(arrays[f"unlisted{i}"], dtype=float)
                                     for i, t in enumerate(meta.get("unlisted", []))}
         if not self._open_set_applies(len(self.classes_)):  # saved before the test needed 4
             self.unlisted_log_proba_ = {}
-        self.paired_ = PairedReferences.from_state(arrays, len(self.classes_), self.n_features_)
+        self.paired_ = PairedReferences.from_state(arrays, len(self.classes_), self.n_features_in_)
         share = arrays.get("reference_share")  # absent from files saved before it was kept
         self.reference_share_ = None if share is None else np.asarray(share, dtype=np.float32)
         return self
 
 
-__all__ = ["DEFAULT_FEATURES", "TeacherAttributor", "check_texts", "chunks", "reference_share"]
+__all__ = ["DEFAULT_FEATURES", "PARAMETER_CONSTRAINTS", "AttributorParams", "TeacherAttributor", "check_params",
+           "check_texts", "chunks", "reference_share"]

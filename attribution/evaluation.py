@@ -8,19 +8,21 @@ perplexities); a student's verdict is the teacher with the highest mean score.
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 
-from . import __version__
 from .estimator import DEFAULT_FEATURES, TeacherAttributor
+from .evaluation_result import Evaluation, EvaluationRow
+from .evaluation_result import results_table as results_table  # re-exported: the table of evaluate
 from .inference import ALPHA, unlisted_p_value, verdict
 from .io import Record
-from .normalize import Normalizer
+from .normalize import empty_outputs
 from .paired import PairedTest
 from .references import check_references, match_students
 
@@ -31,9 +33,11 @@ Mask = Sequence[bool] | np.ndarray | None
 
 
 def student_key(record: Record) -> str:
-    """Which student an output belongs to: ``student/teacher`` (or just ``teacher``)."""
-    teacher = record.teacher or "?"
-    return f"{record.student}/{teacher}" if record.student else teacher
+    """Which student an output belongs to: ``student/teacher``, the ``teacher`` alone for an unnamed
+    student, the ``student`` alone when unlabelled (``?`` when neither is given)."""
+    if not record.teacher:
+        return record.student or "?"
+    return f"{record.student}/{record.teacher}" if record.student else record.teacher
 
 
 def evidence_mask(groups: Labels, evidence: Mask) -> np.ndarray:
@@ -176,40 +180,69 @@ def evaluate(references: Sequence[Record], students: Sequence[Record], *,
              features: Sequence[str] = DEFAULT_EVAL_FEATURES, subsets: Sequence[int] = (10, 25),
              draws: int = 20, random_state: int = 0, baselines: Sequence[str] = (),
              baseline_options: dict[str, Any] | None = None, base_correction: bool = False,
-             **params: Any) -> dict[str, Any]:
+             per_task: bool = True, **params: Any) -> Evaluation:
     """The paper's protocol: fit on teacher outputs, predict each student output, per task.
 
-    Every student output must carry its true ``teacher``, and that teacher must be among
-    the references of its task (else :class:`~attribution.errors.InputError` naming the
-    file and line). Texts are tagged once and shared by all feature sets.
+    Feature sets and baselines go through the same path and give rows of the same type
+    (:class:`~attribution.evaluation_result.EvaluationRow`), tasks in the order they first appear
+    among the students. Every student output must carry its true ``teacher``, and that teacher must
+    be among the references of its task (else :class:`~attribution.errors.InputError` naming the file
+    and line). Outputs with no text after normalization are scored per output but are no evidence for
+    their student's verdict (:func:`attribution.normalize.is_empty`). Texts are tagged once and shared
+    by all feature sets.
 
     With ``base_correction``, each feature set gets a second row, ``NAME+base-correction``, whose
     scores are shifted by the students' shared style (see :func:`base_style`). It assumes the students
     share a base model and that each teacher taught about one of them, as in the paper's protocol;
-    it has no unlisted-teacher verdicts.
+    it has no unlisted-teacher verdicts. ``per_task=False`` pools all tasks (rows with task None).
+    ``baseline_options`` go to :func:`attribution.baselines.run_baseline`; ``params`` to
+    :class:`~attribution.estimator.TeacherAttributor`.
 
     Returns
     -------
-    dict
-        ``{"results": [row, ...]}``, one row per (task, feature set or baseline); see
-        :func:`score_attribution` for the keys, plus ``student_accuracy_at`` (mean and spread over
-        ``draws`` random subsets per size).
+    Evaluation
+        ``rows``: one per (task, feature set or baseline), see
+        :class:`~attribution.evaluation_result.EvaluationRow`; ``to_dict()``, ``to_frame()``.
     """
+    if not per_task:
+        references = [dataclasses.replace(r, task=None) for r in references]
+        students = [dataclasses.replace(r, task=None) for r in students]
     students, _ = match_students(references, students)  # every task checked before fitting any model
-    check_references(references, normalize=params.get("normalize", True))
+    if features:  # a classifier needs a few references per teacher; a baseline compares with any
+        check_references(references, normalize=params.get("normalize", True))
     ref_tasks = _by_task(references)
     protocol: dict[str, Any] = {"subsets": subsets, "draws": draws, "random_state": random_state}
-    results: list[dict[str, Any]] = []
+    rows: list[EvaluationRow] = []
     for task, studs in _by_task(students).items():
         for name in features:
-            results.extend(_feature_rows(name, task, ref_tasks[task], studs, protocol, base_correction, params))
+            rows.extend(_feature_rows(name, task, ref_tasks[task], studs, protocol, base_correction, params))
         for name in baselines:
-            results.append(_baseline_row(name, task, ref_tasks[task], studs, protocol, baseline_options))
-    return {"results": results, "version": __version__}
+            rows.append(_baseline_row(name, task, ref_tasks[task], studs, protocol, baseline_options or {}))
+    return Evaluation(rows)
+
+
+def select_students(students: Sequence[Record], *, drop_empty: bool = False, normalize: bool = True,
+                    limit: int = 0, random_state: int = 0) -> tuple[list[Record], int]:
+    """The student outputs to score, and how many were dropped as empty.
+
+    With ``drop_empty``, outputs with no text after normalization (:func:`attribution.normalize.is_empty`)
+    are left out (they tie for every teacher, and ties go to the alphabetically first); with ``limit``,
+    a seeded random sample of that many is kept, in file order.
+    """
+    students = list(students)
+    n_empty = 0
+    if drop_empty:
+        empty = empty_outputs([s.output for s in students], normalize=normalize)
+        n_empty = sum(empty)
+        students = [s for s, e in zip(students, empty) if not e]
+    if limit and len(students) > limit:
+        keep = sorted(random.Random(random_state).sample(range(len(students)), limit))
+        students = [students[i] for i in keep]
+    return students, n_empty
 
 
 def _feature_rows(name: str, task: str | None, refs: Sequence[Record], studs: Sequence[Record],
-                  protocol: dict[str, Any], base_correction: bool, params: dict[str, Any]) -> list[dict[str, Any]]:
+                  protocol: dict[str, Any], base_correction: bool, params: dict[str, Any]) -> list[EvaluationRow]:
     """One feature set on one task: its row (and its base-corrected row)."""
     y_true = [str(r.teacher) for r in studs]
     groups = [student_key(r) for r in studs]
@@ -217,49 +250,45 @@ def _feature_rows(name: str, task: str | None, refs: Sequence[Record], studs: Se
     model.fit([r.output for r in refs], [str(r.teacher) for r in refs], [r.id for r in refs])
     docs = model.prepare([r.output for r in studs])
     scores = np.log(np.clip(model.predict_proba_docs(docs), 1e-12, 1.0))
-    has_text = np.array([len(doc) > 0 for doc in docs])
+    has_text = np.array([not doc.is_empty for doc in docs])
     use = evidence_mask(groups, has_text)
-    row = _row(y_true, scores, model.classes_.tolist(), groups, name, task, evidence=use, **protocol)
+    row = _row(y_true, scores, model.classes_.tolist(), groups, name, task, has_text, **protocol)
     _add_verdicts(row, scores[use], np.asarray(groups)[use], model,
                   _paired_scores(model, [d for d, u in zip(docs, use) if u], [r.id for r, u in zip(studs, use) if u]))
-    row["n_empty"] = int((~has_text).sum())
-    row["calibration_error"] = expected_calibration_error(np.exp(scores), y_true, model.classes_)
+    row.calibration_error = expected_calibration_error(np.exp(scores), y_true, model.classes_)
     if not base_correction:
         return [row]
     corrected = scores - base_style(scores[use], np.asarray(groups)[use])
-    extra = _row(y_true, corrected, model.classes_.tolist(), groups, f"{name}+base-correction", task, evidence=use,
+    extra = _row(y_true, corrected, model.classes_.tolist(), groups, f"{name}+base-correction", task, has_text,
                  **protocol)
-    extra.update({"base_correction": True, "n_empty": row["n_empty"], "n_attributed": None,
-                  "attributed_accuracy": None})
+    extra.base_correction = True
     return [row, extra]
 
 
 def _baseline_row(name: str, task: str | None, refs: Sequence[Record], studs: Sequence[Record],
-                  protocol: dict[str, Any], options: dict[str, Any] | None) -> dict[str, Any]:
-    """One baseline on one task (``attribution.baselines``; needs the ``baselines`` extra)."""
+                  protocol: dict[str, Any], options: dict[str, Any]) -> EvaluationRow:
+    """One baseline on one task (``attribution.baselines``; model-based ones need the ``baselines`` extra)."""
     from .baselines import run_baseline
 
-    out = run_baseline(name, list(refs), list(studs), **(options or {}))
-    normalizer = Normalizer()
-    has_text = [bool(normalizer(r.output)) for r in studs]  # same rule as the feature rows
-    groups = [student_key(r) for r in studs]
-    row = _row([str(r.teacher) for r in studs], out.scores, out.classes, groups, name, task,
-               evidence=evidence_mask(groups, has_text), **protocol)
-    row["meta"] = out.meta
+    out = run_baseline(name, list(refs), list(studs), **options)
+    empty = empty_outputs([r.output for r in studs], normalize=options.get("normalize", True))
+    row = _row([str(r.teacher) for r in studs], out.scores, out.classes, [student_key(r) for r in studs], name, task,
+               [not e for e in empty], **protocol)
+    row.meta = out.meta
     return row
 
 
 def _row(y_true: Labels, scores: np.ndarray, classes: Sequence[str], groups: Labels, name: str,
-         task: str | None, *, subsets: Sequence[int], draws: int, random_state: int,
-         evidence: Mask = None) -> dict[str, Any]:
-    row = score_attribution(y_true, scores, classes, groups, features=name, task=task, evidence=evidence)
-    use = evidence_mask(groups, evidence)
+         task: str | None, has_text: Sequence[bool] | np.ndarray, *, subsets: Sequence[int], draws: int,
+         random_state: int) -> EvaluationRow:
+    """The metrics every row has, whatever scored the outputs (``has_text``: which are evidence)."""
+    use = evidence_mask(groups, has_text)
+    metrics = score_attribution(y_true, scores, classes, groups, features=name, task=task, evidence=use)
     y_used, groups_used = np.asarray(y_true)[use], np.asarray(groups)[use]
-    row["student_accuracy_at"] = {
-        str(n): student_accuracy_at(scores[use], classes, y_used, groups_used, n, draws=draws,
-                                    random_state=random_state)
-        for n in subsets}
-    return row
+    at = {str(n): student_accuracy_at(scores[use], classes, y_used, groups_used, n, draws=draws,
+                                      random_state=random_state)
+          for n in subsets}
+    return EvaluationRow(**metrics, student_accuracy_at=at, n_empty=int(len(has_text) - np.count_nonzero(has_text)))
 
 
 def base_style(scores: np.ndarray, groups: Labels) -> np.ndarray:
@@ -282,14 +311,14 @@ def _paired_scores(model: TeacherAttributor, docs: Sequence[Any], ids: Sequence[
     return model.paired_.scores_per_output(model.featurize(docs), ids)
 
 
-def _add_verdicts(row: dict[str, Any], scores: np.ndarray, groups: Labels, model: TeacherAttributor,
+def _add_verdicts(row: EvaluationRow, scores: np.ndarray, groups: Labels, model: TeacherAttributor,
                   paired: np.ndarray | None = None, alpha: float = ALPHA) -> None:
     """Per student: the verdict's p-values and status (as :func:`rank_student` gives them); per row: how
     often a verdict is given (``n_attributed``) and how often it is right (``attributed_accuracy``, null
     when none is given)."""
     names = np.asarray(groups)
     hits = []
-    for group, student in row["students"].items():
+    for group, student in row.students.items():
         mine = names == group
         rows = scores[mine]
         p = unlisted_p_value(rows.mean(axis=0), len(rows), model.unlisted_log_proba_,
@@ -303,8 +332,8 @@ def _add_verdicts(row: dict[str, Any], scores: np.ndarray, groups: Labels, model
         student.update({key: v[key] for key in ("p_unlisted", "p_paired", "p_value", "test", "status")})
         if v["status"] == "attributed":
             hits.append(student["predicted"] == student["true"])
-    row["n_attributed"] = len(hits)
-    row["attributed_accuracy"] = float(np.mean(hits)) if hits else None
+    row.n_attributed = len(hits)
+    row.attributed_accuracy = float(np.mean(hits)) if hits else None
 
 
 def _by_task(records: Sequence[Record]) -> dict[str | None, list[Record]]:
@@ -312,26 +341,3 @@ def _by_task(records: Sequence[Record]) -> dict[str | None, list[Record]]:
     for record in records:
         out.setdefault(record.task, []).append(record)
     return out
-
-
-def results_table(result: dict[str, Any]) -> pd.DataFrame:
-    """The ``results`` of :func:`evaluate` as a DataFrame (one row per task and feature set).
-
-    Every figure ``evaluate`` computes is a column: the ones below first, then the others it added
-    (``n_empty``, ``calibration_error``, ``base_correction``, ...) by name; ``student_accuracy_at``
-    becomes ``student_accuracy_at_N`` and ``student_accuracy_at_N_std`` per size N. The per-student
-    verdicts and the confusion counts (``students``, ``confusion``, ``meta``) stay in the dict.
-    """
-    columns = ["task", "features", "n_outputs", "accuracy", "balanced_accuracy", "macro_f1",
-               "n_students", "student_accuracy", "n_attributed", "attributed_accuracy"]
-    nested = ("students", "confusion", "meta", "student_accuracy_at")
-    rows = []
-    for row in result["results"]:
-        flat = {k: v for k, v in row.items() if k not in nested}
-        for n, at in (row.get("student_accuracy_at") or {}).items():
-            flat[f"student_accuracy_at_{n}"] = at.get("mean")
-            flat[f"student_accuracy_at_{n}_std"] = at.get("std")
-        rows.append(flat)
-    for flat in rows:
-        columns += [k for k in flat if k not in columns]
-    return pd.DataFrame(rows, columns=columns)

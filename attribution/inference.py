@@ -128,8 +128,8 @@ class StudentEvidence:
         self.n_outputs = 0
         self.n_empty = 0
         self.sum_log_proba = np.zeros(k)
-        self.feature_sums = np.zeros(model.n_features_)
-        self.feature_outputs = np.zeros(model.n_features_, dtype=np.int64)
+        self.feature_sums = np.zeros(model.n_features_in_)
+        self.feature_outputs = np.zeros(model.n_features_in_, dtype=np.int64)
         self.n_examples = n_examples
         self.max_example_outputs = max_example_outputs
         self.example_docs: list[TaggedDoc] = []
@@ -159,7 +159,7 @@ class StudentEvidence:
         evidence, only the classifier's intercept: they are counted in ``n_empty`` and
         otherwise left out, so they do not dilute the verdict.
         """
-        has_text = np.fromiter((len(doc) > 0 for doc in docs), dtype=bool, count=len(docs))
+        has_text = np.fromiter((not doc.is_empty for doc in docs), dtype=bool, count=len(docs))
         self.n_empty += int((~has_text).sum())
         if not has_text.all():
             docs = [doc for doc, keep in zip(docs, has_text) if keep]

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from .errors import Errors, NotFittedError, model_error
-from .estimator import TeacherAttributor, check_texts
+from .estimator import AttributorParams, TeacherAttributor, check_params, check_texts
 
 
-class MultiTaskAttributor:
+class MultiTaskAttributor(AttributorParams):
     """One :class:`TeacherAttributor` per task, with a combined verdict across tasks.
 
-    Records without a task share the task ``None``. Parameters are passed to each
-    per-task attributor.
+    Records without a task share the task ``None``. The parameters are
+    :class:`~attribution.estimator.TeacherAttributor`'s (same names, defaults and constraints) and are
+    passed to each per-task attributor; as for any scikit-learn estimator, ``get_params``,
+    ``set_params`` and ``sklearn.base.clone`` work.
 
     Attributes
     ----------
@@ -27,8 +28,15 @@ class MultiTaskAttributor:
         Teachers known to every task (the combined ranking is over these).
     """
 
-    def __init__(self, **params: Any) -> None:
-        self.params = params
+    @classmethod
+    def from_fitted(cls, models: dict[str | None, TeacherAttributor]) -> MultiTaskAttributor:
+        """Wrap fitted per-task attributors (e.g. one :class:`TeacherAttributor` as task ``None``,
+        which then serves every task); the parameters are the first model's."""
+        first = next(iter(models.values()))
+        self = cls(**first.get_params())
+        self.models_ = dict(models)
+        self._set_classes()
+        return self
 
     def fit(self, texts: Sequence[str], teachers: Sequence[str],
             tasks: Sequence[str | None] | None = None,
@@ -36,12 +44,13 @@ class MultiTaskAttributor:
             progress: Callable[[int], None] | None = None) -> MultiTaskAttributor:
         """Fit one attributor per task (texts are tagged once, together); ``prompt_ids`` as in
         :meth:`TeacherAttributor.fit`; ``progress`` is called with the number of texts tagged, per batch."""
+        check_params(self.get_params())
         texts = check_texts(texts)
         tasks = list(tasks) if tasks is not None else [None] * len(texts)
         ids = list(prompt_ids) if prompt_ids is not None else [None] * len(texts)
         if not (len(texts) == len(teachers) == len(tasks) == len(ids)):
             raise model_error("E203", n_texts=len(texts), n_labels=len(teachers))
-        probe = TeacherAttributor(**self.params)
+        probe = TeacherAttributor(**self.get_params())
         if progress is None:
             docs = probe.prepare(texts)
         else:  # the same tags (a text is tagged once per process), a few batches at a time (several
@@ -56,7 +65,7 @@ class MultiTaskAttributor:
             task_teachers = [str(teachers[i]) for i in idx]
             if len(set(task_teachers)) < 2:
                 raise model_error("E201", n=len(set(task_teachers)), teachers=sorted(set(task_teachers)))
-            model = TeacherAttributor(**self.params)
+            model = TeacherAttributor(**self.get_params())
             self.models_[task] = model.fit_docs([docs[i] for i in idx], task_teachers, [ids[i] for i in idx])
         self._set_classes()
         return self
@@ -91,4 +100,13 @@ class MultiTaskAttributor:
         save_model(self, path)
 
 
-__all__ = ["MultiTaskAttributor"]
+def as_multitask(model: MultiTaskAttributor | TeacherAttributor) -> MultiTaskAttributor:
+    """``model`` as a :class:`MultiTaskAttributor` (a fitted :class:`TeacherAttributor` serves every task):
+    what the record-level workflows (:func:`attribution.api.rank_student`) take."""
+    if isinstance(model, TeacherAttributor):
+        model._check_fitted()
+        return MultiTaskAttributor.from_fitted({None: model})
+    return model
+
+
+__all__ = ["MultiTaskAttributor", "as_multitask"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 #: Special tokens of common tokenizers (GPT-2, Llama, Mistral, Gemma, ChatML, Llama-3).
@@ -113,3 +114,20 @@ class Normalizer:
 def normalize_text(text: str, **rules: bool) -> str:
     """Normalize one text with the default rules (see :class:`Normalizer`)."""
     return Normalizer(**rules)(text)  # type: ignore[arg-type]  # rules are the boolean fields, never stats
+
+
+def is_empty(text: str) -> bool:
+    """Whether an output carries no evidence: nothing but whitespace left in the text as scored.
+
+    The one rule behind "an output empty after normalization is not evidence", wherever outputs are
+    counted (references per teacher, student verdicts, evaluation, baselines): apply it to the
+    normalized text when normalizing (see :func:`empty_outputs`). A tagged document of such a text has
+    no tokens (:attr:`attribution.tagging.TaggedDoc.is_empty`), and a text with any other character has.
+    """
+    return not text.strip()
+
+
+def empty_outputs(texts: Iterable[str], *, normalize: bool = True) -> list[bool]:
+    """:func:`is_empty` of each text, after the default normalization when ``normalize``."""
+    normalizer = Normalizer() if normalize else None
+    return [is_empty(normalizer(t) if normalizer else t) for t in texts]

@@ -19,7 +19,7 @@ Any failure is a :class:`~attribution.errors.ModelError` with code ``E206`` (``E
 tagger the caller did not allow).
 
 To add a parameter to :class:`~attribution.estimator.TeacherAttributor`, add one line to
-:data:`PARAMS`; to save a new array, one line to :data:`TASK_ARRAYS`.
+:data:`~attribution.estimator.PARAMETER_CONSTRAINTS`; to save a new array, one line to :data:`TASK_ARRAYS`.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from numpy.lib import format as npy
 
 from . import __version__, registry
 from .errors import Errors, model_error
-from .estimator import TeacherAttributor
+from .estimator import PARAMETER_CONSTRAINTS, TeacherAttributor
 from .features import SOURCES, WEIGHTINGS
 from .multitask import MultiTaskAttributor
-from .schema import Anything, Bool, Enum, Int, List, Num, Obj, OneOf, Opt, SchemaError, Str
+from .schema import Anything, Bool, Enum, Int, List, Obj, OneOf, Opt, SchemaError, Str
 from .tagging import SPACY_PACKAGE_RE, TAGGERS
 
 MODEL_FORMAT = "teacher-attribution-model/1"
@@ -67,21 +67,9 @@ LABEL = Str(MAX_LABEL_CHARS)
 TAGGER = OneOf(TAGGERS, pattern=SPACY_PACKAGE_RE.pattern, max_len=64)
 #: Parameters added after the first release: absent from older model files, they take their default.
 ADDED_PARAMS = ("paired",)
-#: Parameters of TeacherAttributor, one line each (a new one also goes into ADDED_PARAMS).
-PARAMS = Obj({
-    "features": OneOf(registry.feature_sets),
-    "C": Num(0, 1e9, min_exclusive=True),
-    "class_weight": Enum("balanced", None),
-    "max_iter": Int(1, 1_000_000),
-    "tagger": TAGGER,
-    "normalize": Bool(),
-    "n_bootstrap": Int(0, 100_000),
-    "open_set": Bool(),
-    "open_set_min_teachers": Int(2, MAX_TEACHERS),
-    "batch_size": Int(1, 1 << 16),
-    "paired": Bool(),
-    "random_state": Opt(Int(0, 2**64 - 1)),
-}, optional=ADDED_PARAMS)
+#: Parameters of TeacherAttributor: its constraint table (a new parameter is one line there, and goes
+#: into ADDED_PARAMS), with the stricter tagger a file may name.
+PARAMS = Obj({**PARAMETER_CONSTRAINTS, "tagger": TAGGER}, optional=ADDED_PARAMS)
 #: Parameters of the feature vectorizers; each class must have exactly its own (see _check_block).
 VECTORIZER_PARAMS = {
     "source": Enum(*SOURCES),
@@ -106,11 +94,15 @@ TASK = Obj({
     "blocks": List(BLOCK, 1, 8),
     "unlisted": List(LABEL, 0, MAX_TEACHERS, unique=True),
 })
+#: Which class was saved: load_model returns the same. Absent (files of a MultiTaskAttributor, and every
+#: file saved before the key existed): a MultiTaskAttributor.
+ESTIMATORS = ("MultiTaskAttributor", "TeacherAttributor")
 HEADER = Obj({
     "format": Enum(MODEL_FORMAT),
     "version": Str(100, pattern=r"[0-9A-Za-z.+_-]+"),  # shown in the E207 warning: no control characters
+    "estimator": Enum(*ESTIMATORS),
     "tasks": List(TASK, 1, MAX_TASKS),
-})
+}, optional=("estimator",))
 
 @dataclass(frozen=True)
 class Array:
@@ -240,12 +232,10 @@ def save_model(model: MultiTaskAttributor | TeacherAttributor, path: str | os.Pa
     """
     from .io import atomic_write
 
-    if isinstance(model, TeacherAttributor):
-        wrapper = MultiTaskAttributor(**model.get_params())
-        wrapper.models_ = {None: model}
-        wrapper._set_classes()
-        model = wrapper
     header: dict[str, Any] = {"format": MODEL_FORMAT, "version": __version__, "tasks": []}
+    if isinstance(model, TeacherAttributor):  # saved as the one task None, and loaded back as itself
+        header["estimator"] = "TeacherAttributor"
+        model = MultiTaskAttributor.from_fitted({None: model})
     arrays: dict[str, np.ndarray] = {}
     for i, (task, sub) in enumerate(model.models_.items()):
         meta, sub_arrays = sub.get_state()
@@ -321,6 +311,8 @@ def check_header(header: Any) -> None:
     tasks = [meta["task"] for meta in header["tasks"]]
     if len(set(tasks)) != len(tasks):
         raise SchemaError("header.tasks: task names must be distinct")
+    if header.get("estimator") == "TeacherAttributor" and tasks != [None]:
+        raise SchemaError("header.tasks: a TeacherAttributor is saved as one task, null")
     for i, meta in enumerate(header["tasks"]):
         where = f"header.tasks[{i}]"
         if not set(meta["unlisted"]) <= set(meta["classes"]):
@@ -410,8 +402,12 @@ def _read_arrays(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return header, arrays
 
 
-def load_model(path: str | os.PathLike, *, tagger: str | None = None) -> MultiTaskAttributor:
+def load_model(path: str | os.PathLike, *, tagger: str | None = None) -> MultiTaskAttributor | TeacherAttributor:
     """Load a model saved by :func:`save_model`, checking everything first (see the module doc).
+
+    Returns the class that was saved: a :class:`~attribution.estimator.TeacherAttributor`, or a
+    :class:`~attribution.multitask.MultiTaskAttributor` (also for files saved before the header named
+    the class); :func:`attribution.multitask.as_multitask` turns either into the latter.
 
     Parameters
     ----------
@@ -441,16 +437,16 @@ def load_model(path: str | os.PathLike, *, tagger: str | None = None) -> MultiTa
     if header["version"] != __version__:
         warnings.warn(Errors.E207.format(path=path, saved=header["version"], current=__version__), stacklevel=2)
     try:  # the header and shapes were checked; this only guards against what they cannot see
-        model = MultiTaskAttributor(**header["tasks"][0]["params"])
-        model.models_ = {}
+        models = {}
         for i, meta in enumerate(header["tasks"]):
             sub_arrays = {k.split("_", 1)[1]: v for k, v in arrays.items() if k.startswith(f"t{i}_")}
-            model.models_[meta["task"]] = TeacherAttributor.from_state(meta, sub_arrays)
-        model._set_classes()
+            models[meta["task"]] = TeacherAttributor.from_state(meta, sub_arrays)
+        if header.get("estimator") == "TeacherAttributor":
+            return models[None]
+        return MultiTaskAttributor.from_fitted(models)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise model_error("E206", path=path, detail=f"{type(exc).__name__}: {exc}") from exc
-    return model
 
 
-__all__ = ["HEADER", "MODEL_FORMAT", "PARAMS", "TASK_ARRAYS", "check_header", "expected_arrays", "load_model",
-           "save_model"]
+__all__ = ["ESTIMATORS", "HEADER", "MODEL_FORMAT", "PARAMS", "TASK_ARRAYS", "check_header", "expected_arrays",
+           "load_model", "save_model"]

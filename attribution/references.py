@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from .errors import InputError, input_error, model_error
 from .io import Record
-from .normalize import Normalizer
+from .normalize import empty_outputs
 
 #: Fewest usable reference outputs (non-empty after normalization) per teacher and task: a teacher
 #: without them would be fitted on nothing and would still count towards the unlisted-teacher test.
@@ -22,12 +22,11 @@ MIN_REFERENCES_PER_TEACHER = 3
 def check_references(records: Sequence[Record], *, normalize: bool = True,
                      minimum: int = MIN_REFERENCES_PER_TEACHER) -> None:
     """Refuse (``E212``) a teacher with fewer than ``minimum`` usable reference outputs in a task."""
-    normalizer = Normalizer() if normalize else None
     usable: dict[tuple[str | None, str], list[int]] = {}
-    for record in records:
+    for record, empty in zip(records, empty_outputs([r.output for r in records], normalize=normalize)):
         counts = usable.setdefault((record.task, str(record.teacher)), [0, 0])
         counts[1] += 1
-        counts[0] += bool(normalizer(record.output) if normalizer else record.output.strip())
+        counts[0] += not empty
     for (task, teacher), (n, total) in sorted(usable.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
         if n < minimum:
             where = f" (task '{task}')" if task is not None else ""

@@ -27,6 +27,7 @@ from .api import StudentRun, rank_student
 from .errors import ModelError, input_error, missing_dependency, model_error
 from .inference import ALPHA
 from .io import Record, atomic_write
+from .multitask import as_multitask
 
 #: Record fields ``rank_students`` (and ``rank --group-by``) can group by.
 GROUP_FIELDS = ("student", "teacher", "task")
@@ -169,7 +170,7 @@ def _stack(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _signature(model: Any) -> str:
-    return next(iter(model.models_.values())).signature_
+    return next(iter(as_multitask(model).models_.values())).signature_
 
 
 def audit_student(model: Any, records: Iterable[Record], **options: Any) -> AuditResult:

@@ -98,6 +98,12 @@ class TaggedDoc:
     text: str = field(default="", compare=False, repr=False)
     offsets: Sequence[int] = field(default=(), compare=False, repr=False)
 
+    @property
+    def is_empty(self) -> bool:
+        """No token: the text was empty (after normalization), so the document is no evidence
+        (the rule of :func:`attribution.normalize.is_empty`)."""
+        return not self.words
+
     @classmethod
     def located(cls, text: str, words: Sequence[str], tags: Sequence[str]) -> TaggedDoc:
         """The document of ``text`` with each token's offset found in order (tokens are

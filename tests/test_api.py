@@ -152,7 +152,7 @@ def test_evaluate_rows_per_task_and_feature_set(evaluation):
 def test_evaluate_is_deterministic(reference_records, labelled_records, evaluation):
     again = evaluate(reference_records, labelled_records, features=["pos-paper", "combined"], subsets=(2, 4),
                      draws=5, **OPEN_SET_3)
-    assert json.dumps(again, sort_keys=True) == json.dumps(evaluation, sort_keys=True)
+    assert json.dumps(again.to_dict(), sort_keys=True) == json.dumps(evaluation.to_dict(), sort_keys=True)
 
 
 def test_evaluate_unknown_teacher_label_names_file_and_line(reference_records, make_jsonl, labelled_path):

@@ -165,3 +165,17 @@ def test_cosine_on_released_outputs_pairs_every_student_with_every_teacher():
     [row] = evaluate_baseline("cosine", refs, studs)
     assert row["n_outputs"] == 60 and 0.0 <= row["accuracy"] <= 1.0
     assert row["meta"]["n_pairs_id"] + row["meta"]["n_pairs_best_match"] == 60 * 5
+
+
+def test_cli_baseline_is_the_api(reference_path, labelled_path):
+    """``baseline NAME`` on labelled students prints the API's evaluation of the selected students."""
+    from attribution.evaluation import evaluate, select_students
+
+    out = _cli("cosine", "-r", str(reference_path), "-s", str(labelled_path), "--limit", "10", "--seed", "3",
+               "--format", "json", "--quiet")
+    assert out.returncode == 0, out.stderr
+    printed = json.loads(out.stdout)
+    students, _ = select_students(read_records(labelled_path), limit=10, random_state=3)
+    expected = evaluate(read_records(reference_path), students, features=(), baselines=["cosine"], random_state=3)
+    assert printed["results"] == json.loads(json.dumps(expected.to_dict()["results"]))
+    assert printed["signature"]["n_students"] == 10 and printed["skipped"] == 0

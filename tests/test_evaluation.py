@@ -20,7 +20,7 @@ def test_student_key():
     assert student_key(Record(output="x", teacher="alpha", student="gpt2")) == "gpt2/alpha"
     assert student_key(Record(output="x", teacher="alpha")) == "alpha"
     assert student_key(Record(output="x")) == "?"
-    assert student_key(Record(output="x", student="gpt2")) == "gpt2/?"
+    assert student_key(Record(output="x", student="gpt2")) == "gpt2"  # unlabelled: the student's name
 
 
 def test_perfect_scores():
@@ -107,3 +107,90 @@ def test_expected_calibration_error_reads_confidence_against_accuracy():
     assert expected_calibration_error(sure_and_wrong, ["b"] * 10, classes) == pytest.approx(0.95)
     half = np.array([[0.6, 0.4]] * 10)
     assert expected_calibration_error(half, ["a"] * 6 + ["b"] * 4, classes) == pytest.approx(0.0)
+
+
+# -- one evaluation path (issue 14, item 3) --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def both(reference_records, labelled_records):
+    from attribution.evaluation import evaluate
+
+    return evaluate(reference_records, labelled_records, features=["pos-paper"], baselines=["cosine"],
+                    subsets=(2,), draws=3)
+
+
+def test_feature_sets_and_baselines_give_the_same_rows(both, reference_records, labelled_records):
+    from attribution.baselines import evaluate_baseline
+    from attribution.evaluation_result import Evaluation, EvaluationRow
+
+    assert isinstance(both, Evaluation) and all(isinstance(row, EvaluationRow) for row in both.rows)
+    document = both.to_dict()
+    assert document["results"] == [row.to_dict() for row in both.rows] == both["results"]
+    assert len({tuple(sorted(row)) for row in document["results"]}) == 1  # the same keys for both kinds
+    tasks = list(dict.fromkeys(r.task for r in labelled_records))
+    assert [(r.task, r.features) for r in both.rows] == [(t, f) for t in tasks for f in ("pos-paper", "cosine")]
+    feature, baseline = both.rows[:2]
+    assert feature.meta is None and feature.n_attributed is not None and feature.calibration_error is not None
+    assert baseline.meta["alignment"] == "auto" and baseline.n_attributed is None and baseline.calibration_error is None
+    # evaluate_baseline is the same path: the same rows, in the same task order
+    rows = evaluate_baseline("cosine", reference_records, labelled_records, subsets=(2,), draws=3)
+    assert [r.to_dict() for r in rows] == [r.to_dict() for r in both.rows if r.features == "cosine"]
+
+
+def test_to_frame_is_the_results_table(both):
+    from attribution.evaluation import results_table
+
+    frame = both.to_frame()
+    assert frame.equals(results_table(both.to_dict())) and len(frame) == len(both.rows)
+    assert {"student_accuracy_at_2", "n_empty"} <= set(frame.columns) and "meta" not in frame.columns
+    assert both.rows[0].to_frame().iloc[0]["features"] == "pos-paper"
+
+
+def test_the_empty_rule_is_one_rule(tagger):
+    from attribution.normalize import Normalizer, empty_outputs, is_empty
+
+    texts = ["", "   \n\t ", "\u00a0", "####", "</s> <|endoftext|>", "nannannan", "nan", "x", " . ", "\u200b"]
+    normalizer = Normalizer()
+    # a text is empty by the rule exactly when its tagged document has no token
+    for text in texts:
+        assert is_empty(normalizer(text)) == tagger.tag([normalizer(text)])[0].is_empty, text
+    assert empty_outputs(["####", "ok"]) == [True, False]
+    assert empty_outputs(["####", "ok"], normalize=False) == [False, False]
+
+
+def test_baseline_rows_honour_normalize(reference_records):
+    from attribution.evaluation import evaluate
+
+    students = [Record(output="#### </s>", teacher="formal", task="science", id="e1"),
+                *[Record(output=r.output, teacher=r.teacher, task=r.task, id=f"s{i}")
+                  for i, r in enumerate(reference_records) if r.task == "science"][:6]]
+    on = evaluate(reference_records, students, features=(), baselines=["cosine"], subsets=(), draws=1)
+    off = evaluate(reference_records, students, features=(), baselines=["cosine"], subsets=(), draws=1,
+                   baseline_options={"normalize": False})
+    assert on.rows[0].n_empty == 1 and off.rows[0].n_empty == 0
+
+
+def test_select_students_drops_empty_and_samples():
+    from attribution.evaluation import select_students
+
+    records = [Record(output=text, id=str(i)) for i, text in enumerate(["a", "####", "b", "c", "</s>", "d"])]
+    kept, n_empty = select_students(records, drop_empty=True)
+    assert [r.output for r in kept] == ["a", "b", "c", "d"] and n_empty == 2
+    assert select_students(records, drop_empty=True, normalize=False)[1] == 0
+    sample, _ = select_students(records, limit=3, random_state=1)
+    assert len(sample) == 3 and [r.id for r in sample] == sorted(r.id for r in sample)  # file order
+    assert select_students(records, limit=3, random_state=1)[0] == sample  # seeded
+
+
+def test_predict_baseline_groups_by_student_key_and_skips_empty_outputs(reference_records):
+    from attribution.baselines import predict_baseline
+
+    science = [r for r in reference_records if r.task == "science"]
+    students = [Record(output=science[0].output, student="s1", task="science", id="a"),
+                Record(output="####", student="s1", task="science", id="b"),
+                Record(output=science[1].output, task="science", id="c")]
+    result = predict_baseline("cosine", reference_records, students)
+    assert set(result.students) == {"science/s1", "science/?"}
+    s1 = result.students["science/s1"]
+    assert s1["n_outputs"] == 1 and s1["n_empty"] == 1 and s1["verdict"] == science[0].teacher
+    assert len(result.outputs) == 3 and result.to_dict()["name"] == "cosine"
+    assert list(result.to_frame()["student"]) == ["science/?", "science/s1"]

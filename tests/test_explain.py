@@ -28,7 +28,7 @@ def evidence(model, student_records):
 
 def test_reference_share_counts_each_teachers_outputs_holding_a_feature(model, reference_records):
     share = model.reference_share_
-    assert share.shape == (3, model.n_features_) and share.dtype == np.float32
+    assert share.shape == (3, model.n_features_in_) and share.dtype == np.float32
     assert share.min() >= 0 and share.max() <= 1
     docs = model.prepare(texts_of(reference_records))
     present = (model.featurize(docs) != 0).toarray()
@@ -50,11 +50,11 @@ def test_templates_show_reference_share_of_every_teacher(model, evidence):
 
 def test_reference_share_is_saved_and_older_files_load_without_it(model, evidence, student_records, tmp_path):
     save_model(model, tmp_path / "m.npz")
-    loaded = load_model(tmp_path / "m.npz").model_for(None)
+    loaded = load_model(tmp_path / "m.npz")
     np.testing.assert_array_equal(loaded.reference_share_, model.reference_share_)
     assert loaded.reference_share_.dtype == np.float32
     older = _rewrite(tmp_path / "m.npz", tmp_path / "old.npz", lambda a: a.pop("t0_reference_share"))
-    old = load_model(older).model_for(None)
+    old = load_model(older)
     assert old.reference_share_ is None
     ev = StudentEvidence(old)
     ev.add(texts_of(student_records))

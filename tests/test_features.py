@@ -370,7 +370,7 @@ def test_char_tfidf_model_saves_loads_and_explains(reference_records, tmp_path):
     assert [name for name, _ in model.blocks_] == ["chars"]
     save_model(model, tmp_path / "char.npz")
     loaded = load_model(tmp_path / "char.npz")
-    np.testing.assert_allclose(loaded.model_for(None).predict_proba(texts[:5]), model.predict_proba(texts[:5]))
+    np.testing.assert_allclose(loaded.predict_proba(texts[:5]), model.predict_proba(texts[:5]))
     result = rank_student(loaded, reference_records[:6])
     assert result["ranking"][0]["teacher"] in teachers
     shown = [e for e in result["evidence"] if e["block"] == "chars" and e["examples"]]

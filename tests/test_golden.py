@@ -143,7 +143,7 @@ def test_demo_rank(demo):
 
 def test_demo_evaluate(demo):
     students = [r for name in DEMO_STUDENTS for r in demo["students"][name]]
-    check_golden("demo_evaluate.json", canonical(evaluate(demo["references"], students, random_state=0)))
+    check_golden("demo_evaluate.json", canonical(evaluate(demo["references"], students, random_state=0).to_dict()))
 
 
 def test_demo_rank_cli_prints_the_api_document(demo, tmp_path):
@@ -178,7 +178,7 @@ def test_paper_rank_by_teacher(paper):
 
 def test_paper_evaluate(paper):
     result = evaluate(paper["references"], paper["students"], random_state=0)
-    check_golden("paper_openbookqa_evaluate.json", canonical(result))
+    check_golden("paper_openbookqa_evaluate.json", canonical(result.to_dict()))
 
 
 def test_paper_subset_is_what_the_goldens_describe():

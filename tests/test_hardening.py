@@ -316,7 +316,7 @@ def test_item03_integer_index_arrays_are_bound_checked(reference_records, tmp_pa
                                                         prompt_ids=[r.prompt for r in reference_records])
     good = tmp_path / "paired.npz"
     save_model(model, good)
-    assert _load(good).models_[None].paired_ is not None
+    assert _load(good).paired_ is not None  # load_model returns the TeacherAttributor saved
 
     def bad_index(arrays):
         arrays["t0_paired_indices"] = arrays["t0_paired_indices"].copy()

@@ -34,30 +34,6 @@ def _table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _predictions(name: str, refs: list, studs: list, options: dict[str, Any], per_task: bool) -> dict[str, Any]:
-    """Per-output scores and per-student verdicts (mean score) for unlabelled students."""
-    import numpy as np
-
-    from ..baselines import run_baseline, split_by_task
-
-    tasks = split_by_task(refs, studs) if per_task else {None: (refs, studs)}
-    outputs, students, metas = [], {}, {}
-    for task, (task_refs, task_studs) in tasks.items():
-        result = run_baseline(name, task_refs, task_studs, **options)
-        metas[str(task)] = result.meta
-        groups: dict[str, list[int]] = {}
-        for i, record in enumerate(task_studs):
-            outputs.append({"id": record.key, "task": task, "predicted": result.classes[int(np.argmax(result.scores[i]))],
-                            "scores": dict(zip(result.classes, result.scores[i].tolist()))})
-            key = f"{task}/{record.student or '?'}" if task else (record.student or "?")
-            groups.setdefault(key, []).append(i)
-        for key, idx in groups.items():
-            mean = result.scores[idx].mean(axis=0)
-            students[key] = {"verdict": result.classes[int(np.argmax(mean))], "n_outputs": len(idx),
-                             "mean_scores": dict(zip(result.classes, mean.tolist()))}
-    return {"name": name, "outputs": outputs, "students": students, "meta": metas}
-
-
 @app.command("baseline")
 def baseline_cli(
     ctx: typer.Context,
@@ -101,9 +77,7 @@ def baseline_cli(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or counts on stderr."),
 ) -> None:
     """Attribute student outputs with a baseline (BERTScore, embeddings, teacher perplexity, cosine, ROUGE)."""
-    import random
-
-    from ..baselines import BASELINES, MODEL_BASELINES, evaluate_baseline
+    from ..baselines import BASELINES, MODEL_BASELINES, predict_baseline
     from ..baselines._common import versions
     from ..baselines.perplexity import parse_teacher_models
 
@@ -128,17 +102,12 @@ def baseline_cli(
 
         what = "references" if not refs else "students"
         raise baseline_error("E509", name=what + (f" of task '{task}'" if task else ""))
-    n_empty = 0
-    if drop_empty:
-        from ..baselines._common import prepare_texts
+    from ..evaluation import evaluate, select_students
 
-        texts = prepare_texts(studs, normalize)
-        n_empty = sum(1 for t in texts if not t)
-        studs = [s for s, t in zip(studs, texts) if t]
+    studs, n_empty = select_students(studs, drop_empty=drop_empty, normalize=normalize, limit=limit,
+                                     random_state=seed)
+    if drop_empty:
         log(f"left out {n_empty} student output(s) empty after normalization", quiet=quiet)
-    if limit and len(studs) > limit:
-        keep = sorted(random.Random(seed).sample(range(len(studs)), limit))
-        studs = [studs[i] for i in keep]
     log(f"{len(refs)} reference and {len(studs)} student outputs; baseline {name}", quiet=quiet)
     options: dict[str, Any] = {"device": device.value, "batch_size": batch_size, "alignment": alignment,
                                "normalize": normalize, "show_progress": not quiet, "random_state": seed,
@@ -147,14 +116,14 @@ def baseline_cli(
         options.update(teacher_models=parse_teacher_models(teacher_model), prompt_format=prompt_format,
                        n_calibration=n_calibration)
     labelled = bool(studs) and all(s.teacher for s in studs)
-    if labelled:  # one process for all names: models load once, perplexities are computed once
-        result: dict[str, Any] = {"results": [row for n in names
-                                              for row in evaluate_baseline(n, refs, studs, per_task=per_task,
-                                                                           **options)]}
+    if labelled:  # the evaluate path: the same rows as feature sets; models load once for all names
+        result = evaluate(refs, studs, features=(), baselines=names, baseline_options=options, per_task=per_task,
+                          random_state=seed).to_dict()
     elif len(names) == 1:
-        result = _predictions(name, refs, studs, options, per_task)
+        result = predict_baseline(name, refs, studs, per_task=per_task, **options).to_dict()
     else:
-        result = {"predictions": {n: _predictions(n, refs, studs, options, per_task) for n in names}}
+        result = {"predictions": {n: predict_baseline(n, refs, studs, per_task=per_task, **options).to_dict()
+                                  for n in names}}
     result["signature"] = {"baseline": name, "n_references": len(refs), "n_students": len(studs),
                            "limit": limit, "seed": seed,
                            "dropped_empty": n_empty, "versions": versions()}

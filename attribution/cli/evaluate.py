@@ -16,6 +16,9 @@ from ._app import (
     OutputFormat,
     QUIET_OPTION,
     SKIP_INVALID_OPTION,
+    OUTPUT_JSON_OPTION,
+    PROMPT_FORMAT_OPTION,
+    TEACHER_MODEL_OPTION,
     TAGGER_OPTION,
     TASK_OPTION,
     TEXT_FIELD_OPTION,
@@ -35,7 +38,7 @@ def _split(value: str) -> list[str]:
 
 
 def _table(result: dict[str, Any]) -> str:
-    from ..api import results_table
+    from ..evaluation import results_table
 
     return results_table(result).to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
@@ -54,12 +57,8 @@ def evaluate_cli(
     baseline_model: Optional[str] = typer.Option(None, "--baseline-model",
                                                  help="Encoder for bertscore/embedding: hub id, local dir, or "
                                                  "'minilm' (offline default)."),
-    teacher_model: List[str] = typer.Option([], "--teacher-model", "-t",
-                                            help="NAME=MODEL for the perplexity baselines, once per teacher "
-                                            "(hub id, dir, .gguf file, or alias smollm2 / gemma3-270m)."),
-    prompt_format: List[str] = typer.Option(["plain"], "--prompt-format",
-                                            help="Perplexity framing: plain, chat, or a template with {prompt}; "
-                                            "NAME=FORMAT for one teacher (repeatable)."),
+    teacher_model: List[str] = TEACHER_MODEL_OPTION,
+    prompt_format: List[str] = PROMPT_FORMAT_OPTION,
     device: Device = typer.Option(Device.auto, "--device", help="Baselines: auto (CUDA if available), cpu, cuda."),
     task: Optional[str] = TASK_OPTION,
     tagger: str = TAGGER_OPTION,
@@ -73,14 +72,15 @@ def evaluate_cli(
     skip_invalid: bool = SKIP_INVALID_OPTION,
     max_chars: int = MAX_CHARS_OPTION,
     fmt: OutputFormat = FORMAT_OPTION,
-    output: Optional[Path] = typer.Option(None, "--output", "-o", dir_okay=False, help="Also write the JSON here."),
+    output: Optional[Path] = OUTPUT_JSON_OPTION,
     seed: int = typer.Option(0, "--seed", help="Seed of the random subsets."),
     workers: Optional[int] = WORKERS_OPTION,
     scheduler: Optional[str] = SCHEDULER_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Fit on teacher outputs, attribute every student output, and score it (per output and per student)."""
-    from ..api import evaluate, match_students
+    from ..evaluation import evaluate
+    from ..references import match_students
     from ..features import FEATURE_SETS
     from ..io import check_outputs
 
@@ -111,5 +111,4 @@ def evaluate_cli(
     result = evaluate(refs, studs, features=names, baselines=baseline_names, subsets=sizes, draws=draws,
                       random_state=seed, tagger=tagger, normalize=normalize, baseline_options=baseline_options,
                       base_correction=base_correction)
-    result["skipped"] = len(skipped)
-    emit(result, fmt, _table, output)
+    emit({**result.to_dict(), "skipped": len(skipped)}, fmt, _table, output)
