@@ -7,7 +7,8 @@ measurement in a fresh subprocess, so caches and allocations don't leak between 
     python benchmarks/bench_pipeline.py                      # ../shared/data/paper_qa, else data/demo
     python benchmarks/bench_pipeline.py --data-dir DIR --tagger nltk
 
-DIR holds ``*teacher*.jsonl`` reference files and ``*student*.jsonl`` files.
+DIR holds ``*teacher*.jsonl`` reference files (only ``teachers.jsonl`` when there is one) and
+``*student*.jsonl`` files.
 """
 
 from __future__ import annotations
@@ -22,22 +23,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _inputs import records, reference_and_student_files  # noqa: E402
+
 DEFAULT_DIRS = (ROOT.parent / "shared" / "data" / "paper_qa", ROOT / "data" / "demo")
-
-
-def _files(data_dir: Path) -> tuple[list[Path], list[Path]]:
-    refs = sorted(p for p in data_dir.glob("*.jsonl") if "teacher" in p.name or "reference" in p.name)
-    studs = sorted(p for p in data_dir.glob("*.jsonl") if "student" in p.name)
-    if not refs or not studs:
-        sys.exit(f"{data_dir}: need *teacher*.jsonl and *student*.jsonl files")
-    return refs, studs
-
-
-def _records(paths: list[Path], **options):
-    from attribution.io import RecordReader
-
-    for path in paths:
-        yield from RecordReader(path, skip_invalid=True, **options)
 
 
 def child(mode: str, data_dir: Path, tagger: str, student_file: Path | None) -> dict:
@@ -46,14 +35,14 @@ def child(mode: str, data_dir: Path, tagger: str, student_file: Path | None) -> 
     from attribution.normalize import Normalizer
     from attribution.tagging import get_tagger
 
-    refs, studs = _files(data_dir)
+    refs, studs = reference_and_student_files(data_dir)
     start = time.perf_counter()
     tag = get_tagger(tagger)
     load_s = time.perf_counter() - start
     if mode == "tag":
         normalizer = Normalizer()
         students = [student_file] if student_file else studs
-        texts = [normalizer(r.output) for r in _records(refs + students)]
+        texts = [normalizer(r.output) for r in records(refs + students)]
         start = time.perf_counter()
         docs = tag.tag(texts, cache=False)
         seconds = time.perf_counter() - start
@@ -61,10 +50,10 @@ def child(mode: str, data_dir: Path, tagger: str, student_file: Path | None) -> 
         out = {"texts": len(texts), "tokens": n_tokens, "seconds": seconds}
     else:
         start = time.perf_counter()
-        model = fit_reference(_records(refs, require_teacher=True), tagger=tagger)
+        model = fit_reference(records(refs, require_teacher=True), tagger=tagger)
         fit_s = time.perf_counter() - start
         students = [student_file] if student_file else studs
-        result = rank_student(model, _records(students))
+        result = rank_student(model, records(students))
         seconds = time.perf_counter() - start
         out = {"seconds": seconds, "fit_seconds": fit_s, "n_outputs": result["n_outputs"],
                "top": result["ranking"][0]["teacher"]}
@@ -104,7 +93,7 @@ def main() -> None:
     data_dir = args.data_dir or next((d for d in DEFAULT_DIRS if d.is_dir()), None)
     if data_dir is None:
         sys.exit("no data: pass --data-dir")
-    refs, studs = _files(data_dir)
+    refs, studs = reference_and_student_files(data_dir)
     print(f"data: {data_dir} ({', '.join(p.name for p in refs + studs)}); tagger: {args.tagger}; "
           f"fastest of {args.repeat} alternating runs")
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,31 @@
+"""Input files of a benchmark folder, shared by the benchmark scripts (not part of the package)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def reference_and_student_files(data_dir: Path) -> tuple[list[Path], list[Path]]:
+    """The reference files and the student files of ``data_dir``, sorted.
+
+    The demo folder holds both ``teachers.jsonl`` and the per-teacher ``teacher_*.jsonl`` it was built
+    from: when ``teachers.jsonl`` is there, only it is read, so no reference is counted twice.
+    """
+    combined = (data_dir / "teachers.jsonl").exists()
+    refs = sorted(p for p in data_dir.glob("*.jsonl") if p.name == "teachers.jsonl" or "reference" in p.name
+                  or ("teacher" in p.name and not combined))
+    studs = sorted(p for p in data_dir.glob("*.jsonl") if "student" in p.name)
+    if not refs or not studs:
+        sys.exit(f"{data_dir}: need teacher (or teachers.jsonl) and *student*.jsonl files")
+    return refs, studs
+
+
+def records(paths: list[Path], **options: Any) -> Iterator[Any]:
+    """Every valid record of ``paths`` in order (invalid ones skipped, as the CLI's --skip-invalid)."""
+    from attribution.io import RecordReader
+
+    for path in paths:
+        yield from RecordReader(path, skip_invalid=True, **options)
