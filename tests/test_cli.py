@@ -323,3 +323,26 @@ def test_help_renders_every_help_text_literally(command):
         for param in cmd.params:
             if getattr(param, "help", None):
                 assert "".join(param.help.split()) in text, (cmd.name, param.name)
+
+
+def test_a_short_flag_means_one_long_option_everywhere():
+    """Issue 14, item 4: '-s' was --students in evaluate/baseline and --student in distill/generate,
+    '-t' --teacher-model and --teacher-outputs; now cli._app.SHORT_FLAGS is the one table."""
+    import typer
+
+    from attribution.cli import _register_commands, app
+    from attribution.cli._app import SHORT_FLAGS
+
+    _register_commands()
+    seen = []
+
+    def walk(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{path} {name}".strip())
+        for param in getattr(command, "params", []):
+            for flag in [o for o in [*param.opts, *param.secondary_opts] if len(o) == 2]:
+                assert SHORT_FLAGS.get(flag) in param.opts + param.secondary_opts, (path, flag, param.opts)
+                seen.append(flag)
+
+    walk(typer.main.get_command(app), "")
+    assert {"-r", "-s", "-t", "-m", "-o", "-f", "-q"} <= set(seen)

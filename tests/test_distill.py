@@ -183,16 +183,16 @@ def test_resume_with_other_settings_is_refused(micro_student, corpus, tmp_path):
 
 def test_cli_distill_generate_roundtrip(corpus, tmp_path):
     student = tmp_path / "cli-student"
-    done = _cli("distill", "-t", str(corpus["teacher"]), "-s", "micro-gpt2", "-o", str(student), "--epochs", "1",
-                "--threads", "1", "--quiet", "--format", "json")
+    done = _cli("distill", "--teacher-outputs", str(corpus["teacher"]), "--student", "micro-gpt2", "-o", str(student),
+                "--epochs", "1", "--threads", "1", "--quiet", "--format", "json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["teacher"] == "toy-teacher"
     out = tmp_path / "gen.jsonl"
-    gen = _cli("generate", "-s", str(student), "-p", str(corpus["heldout"]), "-o", str(out), "--max-new-tokens", "5",
-               "--sample", "--seed", "3", "--threads", "1", "--quiet", "--format", "json")
+    gen = _cli("generate", "--student", str(student), "-p", str(corpus["heldout"]), "-o", str(out),
+               "--max-new-tokens", "5", "--sample", "--seed", "3", "--threads", "1", "--quiet", "--format", "json")
     assert gen.returncode == 0, gen.stderr
     assert json.loads(gen.stdout)["student"] == "micro-gpt2-from-toy-teacher"
-    bad = _cli("generate", "-s", str(student), "-p", str(corpus["train"]), "-o", str(tmp_path / "bad.jsonl"))
+    bad = _cli("generate", "--student", str(student), "-p", str(corpus["train"]), "-o", str(tmp_path / "bad.jsonl"))
     assert bad.returncode == 2 and f"{corpus['train']}:1:" in bad.stderr and "E407" in bad.stderr
 
 

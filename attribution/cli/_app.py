@@ -127,6 +127,19 @@ WORKERS_OPTION = typer.Option(None, "--workers", min=1, help="Tag on a local Das
                               "worker processes, started and closed here (needs the dask extra; the same results).")
 SCHEDULER_OPTION = typer.Option(None, "--scheduler", help="Tag on an existing Dask cluster: its scheduler's "
                                 "address, e.g. tcp://10.0.0.5:8786 (needs the dask extra; the same results).")
+OUTPUT_JSON_OPTION = typer.Option(None, "--output", "-o", dir_okay=False, help="Also write the JSON here.")
+DEVICE_OPTION = typer.Option(Device.auto, "--device", help="auto (CUDA if available), cpu or cuda.")
+THREADS_OPTION = typer.Option(0, "--threads", min=0, help="torch CPU threads while the command runs (0: torch's "
+                              "default).")
+TEACHER_MODEL_OPTION = typer.Option([], "--teacher-model", "-t", help="NAME=MODEL for the perplexity baselines, "
+                                    "once per teacher: hub id, dir, .gguf file, or alias smollm2 / gemma3-270m.")
+PROMPT_FORMAT_OPTION = typer.Option(["plain"], "--prompt-format", help="Perplexity framing: plain, chat, or a "
+                                    "template with {prompt}; NAME=FORMAT for one teacher (repeatable). Match how "
+                                    "each teacher was queried.")
+
+#: Each short flag abbreviates one long option, in every command that has it (tests/test_cli.py checks).
+SHORT_FLAGS = {"-r": "--reference", "-s": "--students", "-t": "--teacher-model", "-m": "--model",
+               "-p": "--prompts", "-o": "--output", "-f": "--format", "-q": "--quiet", "-h": "--help"}
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from ._app import FORMAT_OPTION, QUIET_OPTION, OutputFormat, app, emit, log
 @app.command("audit")
 def audit_cli(
     config: Path = typer.Argument(..., dir_okay=False, help="Audit config (TOML); see examples/audit.toml."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", file_okay=False,
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "--output", "-o", file_okay=False,
                                               help="Folder for collected outputs, result.json and the report "
                                               "(required unless --check)."),
     check: bool = typer.Option(False, "--check", help="Only read and check the config; query nothing."),

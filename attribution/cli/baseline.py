@@ -13,7 +13,9 @@ from typing import Any, Optional
 import typer
 
 from .. import registry
-from ._app import Device, OutputFormat, app, emit, environ, log, read_inputs
+from ._app import (DEVICE_OPTION, FORMAT_OPTION, OUTPUT_JSON_OPTION, PROMPT_FORMAT_OPTION, QUIET_OPTION,
+                   SKIP_INVALID_OPTION, TASK_OPTION, TEACHER_MODEL_OPTION, TEXT_FIELD_OPTION, THREADS_OPTION, Device,
+                   OutputFormat, app, emit, environ, log, read_inputs)
 
 NAME_HELP = f"{registry.baselines.help()}."
 
@@ -48,33 +50,28 @@ def baseline_cli(
                                         "local dir, or 'minilm' (offline default)."),
     num_layers: Optional[int] = typer.Option(None, "--num-layers", min=0,
                                              help="Encoder layer (default: bert-score's choice; 6 for minilm)."),
-    teacher_model: list[str] = typer.Option([], "--teacher-model", "-t",
-                                            help="NAME=MODEL for perplexity, once per teacher: hub id, dir, "
-                                            ".gguf file, or alias smollm2 / gemma3-270m."),
-    device: Device = typer.Option(Device.auto, "--device", help="auto (CUDA if available), cpu or cuda."),
+    teacher_model: list[str] = TEACHER_MODEL_OPTION,
+    device: Device = DEVICE_OPTION,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per model batch."),
     alignment: str = typer.Option("auto", "--alignment",
                                   help="auto (same id for all teachers, else best match), id, or best."),
-    prompt_format: list[str] = typer.Option(["plain"], "--prompt-format",
-                                            help="perplexity framing: plain, chat, or a template with {prompt}; "
-                                            "NAME=FORMAT for one teacher (repeatable). Match how each teacher "
-                                            "was queried."),
+    prompt_format: list[str] = PROMPT_FORMAT_OPTION,
     n_calibration: int = typer.Option(100, "--n-calibration", min=2,
                                       help="perplexity-normalized: own references per teacher for the z-score."),
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Remove generation artifacts first."),
     per_task: bool = typer.Option(True, "--per-task/--pooled", help="Score each task separately."),
-    task: Optional[str] = typer.Option(None, "--task", help="Keep only this task."),
+    task: Optional[str] = TASK_OPTION,
     drop_empty: bool = typer.Option(False, "--drop-empty",
                                     help="Leave out students that are empty after normalization (they tie for "
                                     "every teacher, and ties go to the alphabetically first)."),
     limit: int = typer.Option(0, "--limit", min=0, help="Score a seeded random sample of this many students (0 = all)."),
-    threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0 = torch's default)."),
-    text_field: Optional[str] = typer.Option(None, "--text-field", help="Field holding the text."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records instead of stopping."),
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", dir_okay=False, help="Also write the JSON here."),
+    threads: int = THREADS_OPTION,
+    text_field: Optional[str] = TEXT_FIELD_OPTION,
+    skip_invalid: bool = SKIP_INVALID_OPTION,
+    fmt: OutputFormat = FORMAT_OPTION,
+    output: Optional[Path] = OUTPUT_JSON_OPTION,
     seed: int = typer.Option(0, "--seed", help="Seed for --limit and the calibration sample."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or counts on stderr."),
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Attribute student outputs with a baseline (BERTScore, embeddings, teacher perplexity, cosine, ROUGE)."""
     from ..baselines import BASELINES, MODEL_BASELINES, predict_baseline

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from ._app import Device, OutputFormat, app, emit, log
+from ._app import DEVICE_OPTION, FORMAT_OPTION, QUIET_OPTION, THREADS_OPTION, Device, OutputFormat, app, emit, log
 from ._endpoint import (API_KEY_ENV_OPTION, COMPLETION_OPTION, CONCURRENCY_OPTION, ENDPOINT_OPTION, MAX_RETRIES_OPTION,
                         RPM_OPTION, STOP_OPTION, TIMEOUT_OPTION, TPM_OPTION, run_endpoint)
 
@@ -46,8 +46,6 @@ TEMPERATURE_OPTION = typer.Option(0.7, help="Sampling temperature (with --sample
 TOP_P_OPTION = typer.Option(0.95, help="Nucleus sampling mass (with --sample).")
 REPETITION_PENALTY_OPTION = typer.Option(1.0, help="HF repetition penalty (1.0: off).")
 SEED_OPTION = typer.Option(0, help="Base seed; batch k (prompts k*B..) uses seed + k*B.")
-DEVICE_OPTION = typer.Option(Device.auto, help="auto = CUDA when available.")
-THREADS_OPTION = typer.Option(0, min=0, help="Torch CPU threads (0: torch default).")
 
 
 @app.command("collect")
@@ -76,8 +74,8 @@ def collect_cli(
                                                   "for a base model (with --chat-template none); \\n means newline."),
     max_prompt_tokens: int = typer.Option(0, min=0, help="Keep only the last N prompt tokens (0: no limit)."),
     limit: int = typer.Option(0, min=0, help="Only the first N prompts (0: all)."),
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Summary as a table or JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    fmt: OutputFormat = FORMAT_OPTION,
+    quiet: bool = QUIET_OPTION,
     endpoint: Optional[str] = ENDPOINT_OPTION,
     completion: bool = COMPLETION_OPTION,
     stop: Optional[list[str]] = STOP_OPTION,
@@ -114,9 +112,9 @@ def collect_cli(
 
 @app.command("distill")
 def distill_cli(
-    teacher_outputs: Path = typer.Option(..., "--teacher-outputs", "-t", exists=True, dir_okay=False,
+    teacher_outputs: Path = typer.Option(..., "--teacher-outputs", exists=True, dir_okay=False,
                                          help="JSONL/CSV of one teacher's outputs with 'prompt' and 'output'."),
-    student: str = typer.Option("tiny-gpt2", "--student", "-s", help="Preset (micro-gpt2, tiny-gpt2, small-gpt2; "
+    student: str = typer.Option("tiny-gpt2", "--student", help="Preset (micro-gpt2, tiny-gpt2, small-gpt2; "
                                 "trained from scratch), GPT-2 config .json, model directory or hub id (e.g. gpt2)."),
     output_dir: Path = typer.Option(..., "--output", "-o", file_okay=False, help="Directory for the trained student."),
     teacher: Optional[str] = typer.Option(None, help="Use only this teacher's records (for files mixing teachers)."),
@@ -131,8 +129,8 @@ def distill_cli(
     device: Device = DEVICE_OPTION,
     threads: int = THREADS_OPTION,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing student directory."),
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Summary as a table or JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    fmt: OutputFormat = FORMAT_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Fine-tune a student on prompt -> teacher output (sequence-level distillation, loss on output tokens)."""
     from ..distill import TrainSettings, train_student
@@ -150,7 +148,7 @@ def distill_cli(
 
 @app.command("generate")
 def generate_cli(
-    student: Optional[Path] = typer.Option(None, "--student", "-s", exists=True, file_okay=False,
+    student: Optional[Path] = typer.Option(None, "--student", exists=True, file_okay=False,
                                            help="Directory written by 'attribute-teacher distill' (or use --endpoint)."),
     prompts: Path = typer.Option(..., "--prompts", "-p", exists=True, dir_okay=False,
                                  help="Held-out prompts (JSONL/CSV with 'prompt', 'id', 'task')."),
@@ -168,8 +166,8 @@ def generate_cli(
     allow_train_prompts: bool = typer.Option(False, "--allow-train-prompts",
                                              help="Permit prompts the student was trained on."),
     limit: int = typer.Option(0, min=0, help="Only the first N prompts (0: all)."),
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="Summary as a table or JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    fmt: OutputFormat = FORMAT_OPTION,
+    quiet: bool = QUIET_OPTION,
     endpoint: Optional[str] = ENDPOINT_OPTION,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="With --endpoint: the served model name."),
     name: Optional[str] = typer.Option(None, "--name", help="With --endpoint: the student label [default: --model]."),
