@@ -111,7 +111,11 @@ class Errors:
     E602 = "no released outputs for task '{task}' ({split}) in {path}: expected {expected}"
     E603 = "unknown {what} '{value}'; choose from {choices}"
     E604 = "not a rank result: {detail}; render the JSON written by 'attribute-teacher rank ... -o result.json'"
-    E605 = "unsupported report type '{suffix}'; use .html (self-contained) or .md (Markdown with PNGs beside it)"
+    E605 = ("unsupported report type '{suffix}'; use .html (self-contained), .md (Markdown with PNGs beside it) "
+            "or .pdf (printed by headless Chromium)")
+    E606 = ("a PDF report needs headless Chromium: {detail}. Install it (Debian: apt-get install chromium), or "
+            "name the binary with --chromium PATH or the ATTRIBUTION_CHROMIUM environment variable; or write .html")
+    E607 = "Chromium could not print the PDF report: {detail}"
     # distributed tagging on Dask: --workers, --scheduler, attribution.parallel (E7xx)
     E701 = "give exactly one of --workers N and --scheduler ADDRESS (client=, n_workers=, scheduler=); got {given}"
     E702 = "{name} must be {expected} (got {got!r})"

@@ -147,7 +147,8 @@ def test_demo_evaluate(demo):
 
 
 def test_demo_rank_cli_prints_the_api_document(demo, tmp_path):
-    """``rank --model M --format json`` prints the API's document plus ``inputs`` and ``skipped``."""
+    """``rank --model M --format json`` prints the API's document plus ``inputs``, ``skipped`` and ``run`` (the
+    reference counts, settings and skipped records the report shows)."""
     from typer.testing import CliRunner
 
     import attribution.cli.rank  # noqa: F401  registers the command
@@ -161,6 +162,7 @@ def test_demo_rank_cli_prints_the_api_document(demo, tmp_path):
     printed = json.loads(run.stdout)
     assert printed.pop("skipped") == 0
     assert printed.pop("inputs")["outputs"]["name"] == student.name
+    assert printed.pop("run")["settings"]["random_state"] == 0
     assert canonical(printed) == canonical(audit_student(demo["model"], read_records(student)).to_dict())
     if not UPDATE:
         assert canonical(printed) == (GOLDEN / "demo_rank.json").read_text(encoding="utf-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -15,10 +16,17 @@ def report_cli(
     result_path: Path = typer.Argument(..., dir_okay=False,
                                        help="A ranking saved by 'attribute-teacher rank ... -o result.json'."),
     output: Path = typer.Option(..., "--output", "-o", dir_okay=False,
-                                help="report.html (self-contained) or report.md (PNG plots written beside it)."),
+                                help="report.html (self-contained), report.md (PNG plots written beside it) or "
+                                     "report.pdf (printed by headless Chromium)."),
+    examples: int = typer.Option(0, "--examples", min=0,
+                                 help="Show up to N whole outputs per evidence template (kept by 'rank --examples')."),
+    chromium: Optional[str] = typer.Option(None, "--chromium",
+                                           help="Chromium binary for a PDF report (default: $ATTRIBUTION_CHROMIUM, "
+                                                "else chromium on PATH)."),
     quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Render a saved ranking as an HTML or Markdown report (ranking, evidence plots, templates, versions)."""
+    """Render a saved ranking as an HTML, Markdown or PDF report (verdict, ranking, evidence, methodology,
+    limitations, counts, settings)."""
     from ..errors import input_error
     from ..io import check_outputs
     from ..report import report_files, write_report
@@ -26,6 +34,10 @@ def report_cli(
     if not result_path.is_file():
         raise input_error("E109", source=str(result_path))
     check_outputs(report_files(output), [result_path])
+    if output.suffix.lower() == ".pdf":
+        from ..report.pdf import find_chromium
+
+        chromium = find_chromium(chromium)  # E606 before reading anything
     try:
         result = json.loads(result_path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
@@ -38,7 +50,7 @@ def report_cli(
     except ValueError as err:  # an integer of more than 4,300 digits
         raise input_error("E101", source=str(result_path), detail=str(err)) from None
     try:
-        write_report(result, output)
+        write_report(result, output, examples=examples, chromium=chromium)
     except Exception as err:
         if getattr(err, "code", None) == "E604" and getattr(err, "source", None) is None:
             err.source = str(result_path)  # name the file the problem is in

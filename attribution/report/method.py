@@ -1,0 +1,160 @@
+"""The report's methodology and limitations, written from the result's own settings.
+
+The methodology says what was compared (features, tagger, references), by what (the classifier and
+its bootstrap) and how the verdict was decided (which test, at which alpha), in plain words. The
+limitations show the verdict's error rates measured on this project's benchmarks
+(:mod:`attribution.report.error_rates`), then what they mean for this result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .document import Block, Code, Para, Strong, num, table
+from .error_rates import CONTROLS_NAMED_AT_10, ERROR_RATES, right_at_size
+from .validate import is_number
+
+#: What each block of a feature set counts, by block name.
+_BLOCKS = {"pos": "part-of-speech tag n-grams", "words": "word n-grams", "chars": "character n-grams"}
+
+
+_WEIGHTING = {"tfidf": "TF-IDF weighted", "binary": "present or absent", "count": "counted"}
+
+
+def _signature(result: dict[str, Any]) -> dict[str, str]:
+    parts = str(result.get("signature") or "").split("|")
+    return dict(p.split("=", 1) for p in parts if "=" in p and "==" not in p)
+
+
+def _settings(result: dict[str, Any]) -> dict[str, Any]:
+    return dict((result.get("run") or {}).get("settings") or {})
+
+
+def describe_features(name: str) -> str:
+    """A named feature set in words, from its vectorizers' parameters (or its name when unknown)."""
+    from ..features import FEATURE_SETS, make_feature_blocks
+
+    if name not in FEATURE_SETS:
+        return f"the feature set '{name}'"
+    parts = []
+    for block, vectorizer in make_feature_blocks(name):
+        params = vectorizer.get_params()
+        low, high = params.get("ngram_range", (params.get("n"), params.get("n")))
+        what = _BLOCKS.get(block, f"{block} n-grams")
+        size = f"lengths {low}-{high}" if low != high else f"length {low}"
+        weighting = _WEIGHTING.get(params.get("weighting"), f"{params.get('weighting')} weighted")
+        parts.append(f"{what} of {size} (the {params.get('top_k'):,} most frequent in the references, {weighting})")
+    return f"'{name}': " + " and ".join(parts)
+
+
+def methodology_blocks(result: dict[str, Any]) -> list[Block]:
+    """What was compared, the classifier, and the verdict's test(s) with alpha, from the result."""
+    sig, settings = _signature(result), _settings(result)
+    teachers = [r["teacher"] for r in result["ranking"]]
+    features = settings.get("features", sig.get("features"))
+    compared = (f"The student's {result['n_outputs']} outputs were compared with the reference outputs of "
+                f"{len(teachers)} candidate teachers ({', '.join(teachers)}); the counts are under Counts. Each "
+                "text is described by " + (describe_features(str(features)) if features else "its features")
+                + (f", tagged by {sig['tagger']}" if sig.get("tagger") else "")
+                + (". Texts were normalized first (artifacts such as </s>, <|endoftext|> and runs of 'nan' "
+                   "removed)." if str(settings.get("normalize", sig.get("normalize"))) == "True" else "."))
+    c_value = settings.get("C", sig.get("C", "n/a"))
+    weights = settings.get("class_weight")
+    boot = f"{settings['n_bootstrap']} " if "n_bootstrap" in settings else ""
+    seed = f" (seed {settings['random_state']})" if "random_state" in settings else ""
+    classifier = (f"A logistic-regression classifier (C = {c_value}"
+                  + (f", {weights} class weights" if weights else "") + ") fitted on the references gives each "
+                  "student output a probability per teacher. The student-level probability is their renormalized "
+                  f"geometric mean; its 95% interval and the support come from {boot}Poisson bootstrap resamples "
+                  f"of the outputs{seed}.")
+    return [Para((Strong("What was compared."), " " + compared)), Para((Strong("Classifier."), " " + classifier)),
+            Para((Strong("Verdict."), " " + _verdict_method(result, settings)))]
+
+
+def _verdict_method(result: dict[str, Any], settings: dict[str, Any]) -> str:
+    verdict = result.get("verdict") or {}
+    test, alpha = _test(verdict), verdict.get("alpha", "n/a")
+    rule = settings.get("verdict_test") or {"paired or unlisted": "either", "paired and unlisted": "both"}.get(test)
+    parts = []
+    if "paired" in test:
+        parts.append(f"The paired test ran on {verdict.get('n_paired', 'n/a')} outputs whose prompts every candidate "
+                     "answered in the references (matched by id): per output, each teacher's answer to the same "
+                     "prompt is compared with the student's output after removing what all the teachers' answers "
+                     "share; one-sided paired t-tests ask whether the top-ranked teacher scores higher than every "
+                     "other candidate, and p_paired is the largest of them (an intersection-union test).")
+    if "unlisted" in test:
+        parts.append("The unlisted-teacher test asks whether a teacher outside the candidates could explain the "
+                     "outputs as well: at fit time each teacher was left out in turn and its references scored by "
+                     "a model of the others; p_unlisted is the share of such simulated students, as large as this "
+                     "one, whose margin reaches this student's.")
+    if not test:
+        parts.append("No test could run: the references hold no candidate's answers to the student's prompts, and "
+                     "the unlisted-teacher test needs 4 or more candidates. Only the ranking is reported.")
+    rules = {"either": "either test may name the top teacher, each at alpha/2 (Bonferroni: p_value is twice the "
+                       "smaller p-value, capped at 1); when only one could run, it decides alone at alpha",
+             "both": "both tests must pass (p_value is the larger p-value): the strict open-set rule",
+             "paired": "only the paired test may name a teacher", "unlisted": "only the unlisted-teacher test may "
+                                                                               "name a teacher"}
+    if rule in rules:
+        parts.append(f"Rule --verdict-test {rule}: {rules[rule]}.")
+    parts.append(f"alpha = {alpha}; with several tasks, every task must pass. A teacher is named only when "
+                 "p_value < alpha.")
+    return " ".join(parts)
+
+
+def _test(verdict: dict[str, Any]) -> str:
+    """The verdict's ``test`` (a result saved before the paired test had only the unlisted one)."""
+    if verdict.get("status") == "unavailable":
+        return ""
+    return str(verdict.get("test") or ("unlisted" if is_number(verdict.get("p_unlisted")) else ""))
+
+
+def limitation_blocks(result: dict[str, Any]) -> list[Block]:
+    """The measured error rates (one table, with their commands) and what they mean here."""
+    rows = [(r.data, r.case, r.n, "n/a" if r.right is None else r.right, r.wrong, r.none) for r in ERROR_RATES]
+    commands: dict[str, list[str]] = {}
+    for r in ERROR_RATES:
+        commands.setdefault(r.command, []).append(r.data.split(" (")[0])
+    sources: list[Any] = ["Commands: "]
+    for i, (command, data) in enumerate(commands.items()):
+        sources += ["; " if i else "", Code(command), f" ({data[0]})"]
+    blocks: list[Block] = [
+        Para("Measured on this project's benchmarks with the default rule (--verdict-test either) unless a row "
+             "says otherwise (docs/verdict.md, docs/results.md).", "note"),
+        table(["data", "case", "students", "right teacher named", "wrong teacher named", "none named"], rows,
+              numeric=(2, 3, 4, 5)),
+        Para(tuple(sources) + (".",), "note")]
+    blocks += [Para(text) for text in _what_it_means(result)]
+    return blocks
+
+
+def _what_it_means(result: dict[str, Any]) -> list[str]:
+    verdict = result.get("verdict") or {}
+    left_out = next(r for r in ERROR_RATES if r.case == "true teacher left out of the candidates")
+    out = []
+    test, alpha, p_unlisted = _test(verdict), verdict.get("alpha"), verdict.get("p_unlisted")
+    unlisted_passed = isinstance(p_unlisted, float) and isinstance(alpha, float) and p_unlisted < (
+        alpha / 2 if " or " in test else alpha)
+    if verdict.get("status") == "attributed" and "paired" in test and not unlisted_passed:
+        out.append(f"This verdict compares the candidates with each other. With the true teacher left out of the "
+                   f"candidates, {left_out.wrong_text} AlpacaEval students were attributed to its closest "
+                   f"candidate: if {verdict.get('teacher')}'s likeness may have taught this student, this verdict "
+                   "does not rule it out (--verdict-test both requires that too).")
+    n_outputs = int(result["n_outputs"])
+    size = right_at_size(n_outputs)
+    if size is not None:
+        share = f"{100 * size[1]:.0f}%"
+        fewer = f" (this student has only {n_outputs})" if n_outputs < size[0] else ""
+        out.append(f"At {size[0]} outputs{fewer}, simulated audits of documented students named the right teacher in "
+                   f"{share} and a wrong one in none (python benchmarks/bench_calibration.py); "
+                   f"{CONTROLS_NAMED_AT_10[0]} of {CONTROLS_NAMED_AT_10[1]} ten-output audits of the human-data "
+                   "controls named a teacher. An inconclusive verdict is common with few outputs and is not "
+                   "evidence against the top teacher.")
+    out.append("The probability is not the chance that the top teacher is right (read as one, its calibration "
+               "error is 0.43); the support is sampling noise only, not model error. The rates come from one "
+               "real-model dev set (9 documented students, 2 controls) and the paper's GPT-2 students: validate "
+               f"on your own candidates. Top probability here: {num(result['ranking'][0]['probability'])}.")
+    return out
+
+
+__all__ = ["describe_features", "limitation_blocks", "methodology_blocks"]

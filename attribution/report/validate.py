@@ -1,0 +1,100 @@
+"""What a result must look like before any of it is rendered (``E604`` names every problem).
+
+Keys the renderers do not show are allowed (newer results may carry more); every shown field is
+type-checked, so a crafted JSON file cannot reach the renderers with a value they do not expect.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..errors import Errors, InputError
+from ..schema import Anything, Enum, Int, List, Map, Num, Obj, Opt, SchemaError, Str
+
+_LABEL = Str(1_000)
+_RANKING = List(Obj({"teacher": _LABEL, "probability": Num(0, 1), "support": Opt(Num(0, 1)),
+                     "ci_low": Opt(Num(0, 1)), "ci_high": Opt(Num(0, 1))},
+                    optional=("support", "ci_low", "ci_high"), extra=Anything()), 1, 10_000)
+_VERDICT = Obj({"status": Enum("attributed", "inconclusive", "unavailable"), "teacher": Opt(_LABEL),
+                "best_candidate": Opt(_LABEL), "p_unlisted": Opt(Num(0, 1)), "p_value": Opt(Num(0, 1)),
+                "alpha": Opt(Num(0, 1)), "test": Opt(Str(200)),
+                "p_paired": Opt(Num(0, 1)), "n_paired": Int(0), "runner_up": Opt(_LABEL)},
+               optional=("teacher", "best_candidate", "p_unlisted", "p_value", "alpha", "test", "p_paired",
+                         "n_paired", "runner_up"), extra=Anything())
+_EVIDENCE = Obj({"teacher": _LABEL, "block": Str(100), "feature": Str(10_000), "weight": Num(),
+                 "n_outputs": Int(0), "share_of_outputs": Num(0, 1), "task": Opt(_LABEL),
+                 "examples": List(Str(10_000), 0, 100),
+                 "reference_share": Opt(Map(Num(0, 1), key=_LABEL, max_len=10_000)),
+                 "example_outputs": List(Obj({"id": Str(10_000), "output": Str(1_000_000)}, extra=Anything()),
+                                         0, 100)},
+                optional=("teacher", "task", "share_of_outputs", "examples", "n_outputs", "weight",
+                          "reference_share", "example_outputs"), extra=Anything())
+#: ``run``: what the CLI records about the run (:func:`attribution.report.run.run_facts`).
+_RUN = Obj({"references": Opt(Obj({"source": Str(100), "tasks": Map(Map(Int(0), key=_LABEL), max_len=10_000)},
+                                  extra=Anything())),
+            "settings": Map(Anything(), key=Str(100), max_len=200),
+            "skipped_records": List(Str(10_000), 0, 1_000), "n_skipped_references": Int(0),
+            "n_skipped_outputs": Int(0)},
+           optional=("references", "settings", "skipped_records", "n_skipped_references", "n_skipped_outputs"),
+           extra=Anything())
+RESULT_SCHEMA = Obj({
+    "n_outputs": Int(0),
+    "n_empty": Int(0),
+    "skipped": Int(0),
+    "ranking": _RANKING,
+    "verdict": _VERDICT,
+    "tasks": Map(Obj({"n_outputs": Int(0), "ranking": _RANKING, "verdict": _VERDICT}, optional=("verdict",),
+                     extra=Anything()), max_len=10_000),
+    "evidence": List(_EVIDENCE, 0, 10_000),
+    "outputs": List(Obj({"id": Str(10_000), "task": Opt(_LABEL), "probabilities": Map(Num(0, 1))},
+                        optional=("id", "task"), extra=Anything())),
+    "signature": Str(10_000),
+    "inputs": Map(Obj({"name": Str(10_000), "sha256": Str(64, pattern="[0-9a-f]{64}")}, extra=Anything())),
+    "checks": Map(Anything(), key=Str(100), max_len=100),
+    "warnings": List(Str(100_000), 0, 1_000),
+    "run": _RUN,
+}, optional=("n_empty", "skipped", "verdict", "tasks", "evidence", "outputs", "signature", "inputs", "checks",
+             "warnings", "run"), extra=Anything())
+
+
+def is_number(value: Any) -> bool:
+    """A finite-or-infinite real number, not a bool and not NaN."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not (
+        isinstance(value, float) and math.isnan(value))
+
+
+def check_result(result: Any) -> None:
+    """Raise one :class:`InputError` (``E604``) naming every way ``result`` is not a ranking result."""
+    problems = []
+    if not isinstance(result, dict):
+        problems.append(f"expected a JSON object, got {type(result).__name__}")
+    else:
+        if not isinstance(result.get("n_outputs"), int) or isinstance(result.get("n_outputs"), bool):
+            problems.append("'n_outputs' must be an integer")
+        ranking = result.get("ranking")
+        if not isinstance(ranking, list) or not ranking:
+            problems.append("'ranking' must be a non-empty list")
+        else:
+            for i, row in enumerate(ranking):
+                if not (isinstance(row, dict) and isinstance(row.get("teacher"), str)
+                        and is_number(row.get("probability"))):
+                    problems.append(f"ranking[{i}] needs 'teacher' (string) and 'probability' (number)")
+        for key, kind in (("evidence", list), ("outputs", list), ("tasks", dict), ("inputs", dict),
+                          ("verdict", dict)):
+            if result.get(key) is not None and not isinstance(result[key], kind):
+                problems.append(f"'{key}' must be a {'list' if kind is list else 'JSON object'}")
+        for i, row in enumerate(result.get("outputs") or []):
+            if not (isinstance(row, dict) and isinstance(row.get("probabilities"), dict)):
+                problems.append(f"outputs[{i}] needs 'probabilities' (object)")
+                break
+    if not problems:
+        try:
+            RESULT_SCHEMA.check(result, "result")
+        except SchemaError as err:
+            problems.append(str(err))
+    if problems:
+        raise InputError(Errors.E604.format(detail="; ".join(problems)), code="E604")
+
+
+__all__ = ["RESULT_SCHEMA", "check_result", "is_number"]
