@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,7 +172,8 @@ def score_range(model: Any, path: str, span: tuple[int, int], plan: Plan, task: 
         (first if n_output < MAX_REMEMBERED else rest).add(record.output)
         n_output += 1
         sub = model.models_[key]
-        batch, index[key] = divmod(index[key], sub.batch_size)[0], index[key] + 1
+        batch = index[key] // sub.batch_size  # the batch one process would score this output in
+        index[key] += 1
         group = groups.setdefault((key, batch), [])
         group.append(record)
         start = batch * sub.batch_size
@@ -189,7 +191,7 @@ def score_range(model: Any, path: str, span: tuple[int, int], plan: Plan, task: 
     signature = _tagger(model).signature
     checks = {name: getattr(first, name) + getattr(rest, name) for name in ("n", "n_short", "n_not_english")}
     checks["n_first"] = first.n
-    return RangeScore(signature, parts, fragments, outputs, checks, first._seen)
+    return RangeScore(signature, parts, fragments, outputs, checks, first._seen)  # digests: no public accessor
 
 
 def _tagger(model: Any) -> Any:
@@ -266,7 +268,8 @@ def rank_file(model: Any, path: str | os.PathLike, *, client: Any = None, n_work
               scheduler: str | None = None, task: str | None = None, top_templates: int = 10,
               alpha: float | None = None, tests: str = "either", text_field: str | None = None,
               skip_invalid: bool = False, max_chars: int = DEFAULT_MAX_CHARS,
-              partition_bytes: int | None = None) -> tuple[dict[str, Any], list[InputError]]:
+              partition_bytes: int | None = None,
+              stats: dict[str, float] | None = None) -> tuple[dict[str, Any], list[InputError]]:
     """Rank the teacher of the student whose outputs fill the JSON Lines file ``path``, on Dask.
 
     The same result dict as ``rank_student(model, RecordReader(path, ...), task=task, ...)`` in one
@@ -274,7 +277,9 @@ def rank_file(model: Any, path: str | os.PathLike, *, client: Any = None, n_work
     each naming its file and line. Give one of ``client``, ``n_workers`` or ``scheduler`` (see
     :func:`attribution.parallel.dask_tagging`); ``partition_bytes`` sets the size of the byte ranges
     each worker reads (by default a quarter of the file per worker thread, at most
-    :data:`~attribution.partitions.DEFAULT_PARTITION_BYTES`).
+    :data:`~attribution.partitions.DEFAULT_PARTITION_BYTES`). A ``stats`` dict gets the number of ranges
+    and the seconds of each step: ``scan_s``, ``score_s`` (the second pass, reduce included) and
+    ``reduce_s`` (the client's share: adding batches, bootstrap draws, the batches it scores itself).
     """
     from .api import StudentRun
     from .inference import ALPHA
@@ -288,10 +293,12 @@ def rank_file(model: Any, path: str | os.PathLike, *, client: Any = None, n_work
             partition_bytes = max(MIN_PARTITION_BYTES, min(DEFAULT_PARTITION_BYTES,
                                                            size // (4 * worker_threads(dask)) + 1))
         spans = byte_ranges(path, partition_bytes)
+        clock = {"n_ranges": float(len(spans)), "reduce_s": 0.0, "start": time.perf_counter()}
         shared = dask.scatter(model, broadcast=True)
         scans = dask.gather(dask.map(scan_range, [shared] * len(spans), [source] * len(spans), spans,
                                      [task] * len(spans), [reader_options] * len(spans), pure=False))
         plans, skipped, students = _plan(scans)
+        clock["scan_s"] = time.perf_counter() - clock["start"]
         run = StudentRun(model, task=task)
         run.students = students
         reduction = Reduction(model, plans[-1].totals if plans else {})
@@ -300,7 +307,12 @@ def rank_file(model: Any, path: str | os.PathLike, *, client: Any = None, n_work
         for score in _scores(dask, shared, source, spans, plans, task, reader_options, n_examples):
             if score.signature and score.signature != expected:
                 raise InputError(Errors.E704.format(worker=score.signature, local=expected), code="E704")
+            start = time.perf_counter()
             reduction.add(score)
+            clock["reduce_s"] += time.perf_counter() - start
+        clock["score_s"] = time.perf_counter() - clock.pop("start") - clock["scan_s"]
+    if stats is not None:
+        stats.update(clock)
     run.evidence = {key: ev for key, ev in reduction.evidence.items() if reduction.totals[key]}
     run.checks = reduction.checks
     return run.finish(top_templates=top_templates, alpha=ALPHA if alpha is None else alpha, tests=tests), skipped

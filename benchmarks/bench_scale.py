@@ -38,22 +38,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _files(data_dir: Path) -> tuple[list[Path], list[Path]]:
-    refs = sorted(p for p in data_dir.glob("*.jsonl") if p.name == "teachers.jsonl" or "reference" in p.name
-                  or ("teacher" in p.name and not (data_dir / "teachers.jsonl").exists()))
-    studs = sorted(p for p in data_dir.glob("*.jsonl") if "student" in p.name)
-    if not refs or not studs:
-        sys.exit(f"{data_dir}: need teacher (or teachers.jsonl) and *student*.jsonl files")
-    return refs, studs
-
-
-def _records(paths: list[Path], **options):
-    from attribution.io import RecordReader
-
-    for path in paths:
-        yield from RecordReader(path, skip_invalid=True, **options)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _inputs import records, reference_and_student_files  # noqa: E402
 
 
 def _peak_mb() -> float:
@@ -88,9 +74,9 @@ def child(config: str, data_dir: Path, repeat: int) -> dict:
     from attribution.normalize import Normalizer
     from attribution.tagging import _TagCache, get_tagger
 
-    refs_paths, stud_paths = _files(data_dir)
-    refs = list(_records(refs_paths, require_teacher=True))
-    students = list(_records(stud_paths)) * repeat
+    refs_paths, stud_paths = reference_and_student_files(data_dir)
+    refs = list(records(refs_paths, require_teacher=True))
+    students = list(records(stud_paths)) * repeat
     normalizer = Normalizer()
     texts = [normalizer(r.output) for r in refs + students]
     out: dict = {"config": config}
@@ -144,7 +130,7 @@ def _outputs_file(data_dir: Path, n: int, tmp: Path) -> Path:
     path = tmp / f"bench_scale_{data_dir.name}_{n}.jsonl"
     if not path.exists():
         rows = [json.dumps({"id": r.id, "student": r.student, "output": r.output}, ensure_ascii=False)
-                for r in _records(_files(data_dir)[1])]
+                for r in records(reference_and_student_files(data_dir)[1])]
         with open(path.with_suffix(".tmp"), "w", encoding="utf-8") as handle:
             for i in range(n):
                 handle.write(rows[i % len(rows)] + "\n")
@@ -176,8 +162,10 @@ def file_child(config: str, model_path: Path, path: Path) -> dict:
             client.run(_warm)
             out["workers_load_s"] = time.perf_counter() - start
             start = time.perf_counter()
-            result, _ = rank_file(model, path, client=client)
+            stats: dict = {}
+            result, _ = rank_file(model, path, client=client, stats=stats)
             out["rank_s"] = time.perf_counter() - start
+            out.update(stats)
             out["worker_peak_mb"] = sorted(round(v) for v in client.run(_peak_mb).values())
     out["n_outputs"] = result["n_outputs"] + result["n_empty"]
     out["rank_sha256"] = hashlib.sha256(to_json(result).encode()).hexdigest()[:16]
@@ -193,7 +181,7 @@ def bench_file(args: argparse.Namespace) -> None:
     path = _outputs_file(args.data_dir, args.outputs, tmp)
     model_path = tmp / f"bench_scale_{args.data_dir.name}.npz"
     if not model_path.exists():
-        fit_reference(_records(_files(args.data_dir)[0], require_teacher=True)).save(model_path)
+        fit_reference(records(reference_and_student_files(args.data_dir)[0], require_teacher=True)).save(model_path)
     configs = (["single"] if args.outputs <= args.single_up_to else []) + [f"workers={n}" for n in
                                                                             args.workers.split(",")]
     print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} (1 min) before; {args.outputs:,} outputs "
@@ -209,7 +197,9 @@ def bench_file(args: argparse.Namespace) -> None:
         extra = ""
         if "worker_peak_mb" in row:
             extra = (f"; cluster start {row['cluster_start_s']:.1f}s, tagger load on workers "
-                     f"{row['workers_load_s']:.1f}s; worker peaks {row['worker_peak_mb']} MB")
+                     f"{row['workers_load_s']:.1f}s; worker peaks {row['worker_peak_mb']} MB\n{'':>12}"
+                     f"{row['n_ranges']:.0f} ranges: scan {row['scan_s']:.1f}s, score {row['score_s']:.1f}s "
+                     f"(of which the client's reduce {row['reduce_s']:.1f}s)")
         rate = row["n_outputs"] / row["rank_s"]
         print(f"{config:>10}: {row['n_outputs']:,} outputs in {row['rank_s']:.1f}s ({rate:,.0f} outputs/s); "
               f"client peak {row['client_peak_mb']} MB{extra}; rank {row['rank_sha256']}; "

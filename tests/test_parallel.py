@@ -26,6 +26,7 @@ from attribution.cli._app import to_json  # noqa: E402
 from attribution.errors import InputError  # noqa: E402
 from attribution.io import RecordReader, read_records  # noqa: E402
 from attribution.parallel import dask_tagging, partitions, tag_texts  # noqa: E402
+from attribution.partitioned_fit import fit_file  # noqa: E402
 from attribution.partitioned_rank import rank_file  # noqa: E402
 from attribution.partitions import RangeReader, byte_ranges, line_offsets, shift_lines  # noqa: E402
 from attribution.tagging import _TagCache, get_tagger, read_ahead  # noqa: E402
@@ -182,6 +183,33 @@ def test_rank_file_on_workers_same_json(client, tmp_path, demo_models):
     with pytest.raises(InputError) as worker_error:
         rank_file(one, tmp_path / "bad.jsonl", client=client, partition_bytes=2000)
     assert str(worker_error.value) == str(single_error.value) and ":61: " in str(single_error.value)
+
+
+@pytest.mark.slow
+def test_fit_file_on_workers_same_bytes(client, tmp_path):
+    """Workers read, tag, count n-grams and featurize byte ranges of the references; the client picks the
+    vocabulary from the summed counts and fits: the same model file as fit_reference in one process
+    (two tasks, TF-IDF blocks, --task, skipped lines, the first error)."""
+    lines = (DEMO / "teachers.jsonl").read_text(encoding="utf-8").splitlines()[::2]  # 100 per teacher
+    tasked = [json.dumps({**json.loads(line), "task": "ab"[i % 2]}) for i, line in enumerate(lines)]
+    tasked[7:9] = ['{"output": "no teacher"}', "{not json"]
+    path = _lines_file(tmp_path, "refs.jsonl", tasked)
+    cases = [({"features": "combined", "skip_invalid": True}, (60_000,)),
+             ({"features": "pos-paper", "skip_invalid": True, "task": "a"}, (1_000, 10**9))]
+    for options, sizes in cases:
+        params = {k: v for k, v in options.items() if k != "skip_invalid"}
+        reader = RecordReader(path, require_teacher=True, skip_invalid=True)
+        fit_reference(reader, **params).save(tmp_path / "single.npz")
+        for size in sizes:
+            model, skipped = fit_file(path, client=client, partition_bytes=size, skip_invalid=True, **params)
+            model.save(tmp_path / "workers.npz")
+            assert (tmp_path / "workers.npz").read_bytes() == (tmp_path / "single.npz").read_bytes(), (options, size)
+            assert [str(e) for e in skipped] == [str(e) for e in reader.skipped] and len(skipped) == 2
+    with pytest.raises(InputError) as single_error:
+        fit_reference(RecordReader(path, require_teacher=True), features="pos-paper")
+    with pytest.raises(InputError) as worker_error:
+        fit_file(path, client=client, partition_bytes=3_000, features="pos-paper")
+    assert str(worker_error.value) == str(single_error.value) and ":8: " in str(single_error.value)
 
 
 def test_workers_with_another_tagger_are_refused(client):

@@ -1,0 +1,226 @@
+"""Fit on a reference JSON Lines file that Dask workers read, tag, count and featurize themselves.
+
+The same model file, byte for byte, as :func:`attribution.api.fit_reference` on the whole file in one
+process. The client reads a few bytes at each range boundary (:mod:`attribution.partitions`) and never the
+texts; it holds the labels of the references (the regressions need them), n-gram counts and the matrix:
+
+1. **Read** (workers): each byte range is read and validated (the first error of the file is raised with its
+   ``FILE:LINE``, the skipped lines are kept), normalized and tagged; the tags stay in the worker's memory.
+   Each range returns its labels, which outputs are empty, and, per task and feature block, how often
+   each n-gram occurs and in how many outputs (a count vectorizer with no ``top_k`` over the range).
+2. **Vocabulary** (client): the counts are added up (integers: in any order) and each block keeps its
+   ``top_k`` n-grams, most frequent first, ties alphabetical, with the same inverse document
+   frequencies: :meth:`SequenceNgramVectorizer.fit_transform` 's rule on the same totals.
+3. **Featurize** (workers): each range's tags become rows of the matrix with the fitted blocks (rows do not
+   depend on one another), and the client stacks them in file order and fits the regressions
+   (:meth:`TeacherAttributor.fit_features <attribution.estimator.TeacherAttributor.fit_features>`), which
+   are small (see ``docs/cluster.md``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import clone
+
+from .errors import AttributionError, InputError, model_error
+from .io import DEFAULT_MAX_CHARS, Record
+from .partitions import RangeReader, byte_ranges, line_offsets, shift_lines
+from .tagging import TaggedDoc
+
+#: Default bytes per reference range (references are fewer and longer-lived than student outputs).
+FIT_PARTITION_BYTES = 4 * 2**20
+
+
+@dataclass
+class NgramCounts:
+    """One block's n-grams over some outputs: occurrences and outputs holding each (``names`` aligned)."""
+
+    names: list[str]
+    totals: np.ndarray
+    outputs: np.ndarray
+
+
+@dataclass
+class ReferenceRange:
+    """A range's references as a worker read them; ``docs`` stay on the worker (see :func:`range_summary`)."""
+
+    n_lines: int
+    labels: list[tuple[Any, str, str | None]]  # (task, teacher, id) of each reference, in order
+    empty: list[bool]  # empty after normalization (the rule of check_references)
+    has_text: list[bool]  # has tokens (the rule of TeacherAttributor.fit_docs)
+    docs: list[TaggedDoc]
+    skipped: list[InputError]
+    error: AttributionError | None
+
+
+def read_range(path: str, span: tuple[int, int], task: str | None, params: dict[str, Any],
+               reader_options: dict[str, Any]) -> ReferenceRange:
+    """Worker side: read, validate, normalize and tag one range (lines numbered from 1 in the range)."""
+    from .estimator import TeacherAttributor
+    from .normalize import empty_outputs
+    from .parallel import _pin_threads
+
+    _pin_threads()
+    reader = RangeReader(path, *span, require_teacher=True, **reader_options)
+    records: list[Record] = []
+    error = None
+    try:
+        records = [r for r in reader if task is None or r.task == task]
+    except AttributionError as err:
+        error = err
+    texts = [r.output for r in records]
+    docs = TeacherAttributor(**params).prepare(texts) if error is None else []
+    return ReferenceRange(reader.n_lines, [(r.task, str(r.teacher), r.id) for r in records],
+                          empty_outputs(texts, normalize=params.get("normalize", True)),
+                          [len(doc) > 0 for doc in docs], docs, reader.skipped, error)
+
+
+def range_counts(part: ReferenceRange, params: dict[str, Any]) -> dict[Any, list[NgramCounts]]:
+    """Worker side: per task, each feature block's n-gram counts over the range's references."""
+    blocks = _blocks(params)
+    out: dict[Any, list[NgramCounts]] = {}
+    for key, rows in _rows_by_task(part).items():
+        docs = [part.docs[i] for i in rows]
+        out[key] = []
+        for _, vec in blocks:
+            counter = clone(vec).set_params(top_k=None, weighting="count")
+            matrix = counter.fit_transform(docs)
+            out[key].append(NgramCounts(list(counter.get_feature_names_out()),
+                                        np.asarray(matrix.sum(axis=0)).ravel().astype(np.int64),
+                                        np.asarray((matrix != 0).sum(axis=0)).ravel().astype(np.int64)))
+    return out
+
+
+def range_matrix(part: ReferenceRange, blocks: dict[Any, list[tuple[str, Any]]]) -> dict[Any, sp.csr_matrix]:
+    """Worker side: per task, the range's rows of the feature matrix, with the fitted blocks."""
+    return {key: sp.hstack([vec.transform([part.docs[i] for i in rows]) for _, vec in blocks[key]], format="csr")
+            for key, rows in _rows_by_task(part).items()}
+
+
+def _blocks(params: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Fresh feature blocks of the estimator that ``params`` make."""
+    from .estimator import TeacherAttributor
+    from .features import make_feature_blocks
+
+    estimator = TeacherAttributor(**params)
+    return make_feature_blocks(estimator.features, tagger=estimator.tagger)
+
+
+def _rows_by_task(part: ReferenceRange) -> dict[Any, list[int]]:
+    rows: dict[Any, list[int]] = {}
+    for i, (key, _, _) in enumerate(part.labels):
+        rows.setdefault(key, []).append(i)
+    return rows
+
+
+def fit_vocabulary(vec: Any, counts: Sequence[NgramCounts], n_docs: int) -> Any:
+    """Set ``vec``'s vocabulary (and IDF) from counts over all its training outputs, by the rule of
+    :meth:`SequenceNgramVectorizer.fit_transform`: the ``top_k`` most frequent, ties alphabetical."""
+    totals: dict[str, list[int]] = {}
+    for part in counts:
+        for name, total, outputs in zip(part.names, part.totals.tolist(), part.outputs.tolist()):
+            sums = totals.setdefault(name, [0, 0])
+            sums[0] += total
+            sums[1] += outputs
+    order = sorted(totals, key=lambda name: (-totals[name][0], name))
+    kept = order[:vec.top_k] if vec.top_k is not None else order
+    vec.vocabulary_ = {name: col for col, name in enumerate(kept)}
+    if vec.weighting == "tfidf":
+        df = np.asarray([totals[name][1] for name in kept], dtype=np.int64).astype(float)
+        vec.idf_ = np.log((1 + n_docs) / (1 + df)) + 1.0
+    else:
+        vec.idf_ = None
+    return vec
+
+
+def fit_file(path: str | os.PathLike, *, client: Any = None, n_workers: int | None = None,
+             scheduler: str | None = None, task: str | None = None, text_field: str | None = None,
+             skip_invalid: bool = False, max_chars: int = DEFAULT_MAX_CHARS,
+             partition_bytes: int = FIT_PARTITION_BYTES, **params: Any) -> tuple[Any, list[InputError]]:
+    """Fit on the teachers' references in the JSON Lines file ``path`` on Dask workers.
+
+    The same model (saved bytes) as ``fit_reference(RecordReader(path, require_teacher=True, ...), task=task,
+    **params)`` in one process, and the reader's skipped lines. Give one of ``client``, ``n_workers`` or
+    ``scheduler`` (see :func:`attribution.parallel.dask_tagging`).
+    """
+    from .parallel import dask_client
+
+    reader_options = {"text_field": text_field, "skip_invalid": skip_invalid, "max_chars": max_chars}
+    spans = byte_ranges(path, partition_bytes)
+    with dask_client(client, n_workers=n_workers, scheduler=scheduler) as dask:
+        ranges = dask.map(read_range, [str(path)] * len(spans), spans, [task] * len(spans),
+                          [params] * len(spans), [reader_options] * len(spans), pure=False)
+        summaries = dask.gather(dask.map(_summary, ranges, pure=False))
+        skipped = _check(summaries, task)
+        counts = dask.gather(dask.map(range_counts, ranges, [params] * len(ranges), pure=False))
+        blocks = _vocabularies(counts, [part.labels for part in summaries], params)
+        shared = dask.scatter(blocks, broadcast=True)
+        matrices = dask.gather(dask.map(range_matrix, ranges, [shared] * len(ranges), pure=False))
+    return _fit_tasks(summaries, blocks, matrices, params), skipped
+
+
+def _summary(part: ReferenceRange) -> ReferenceRange:
+    """A range's result without its tags (what the client needs from the first pass)."""
+    return ReferenceRange(part.n_lines, part.labels, part.empty, part.has_text, [], part.skipped, part.error)
+
+
+def _check(summaries: list[ReferenceRange], task: str | None) -> list[InputError]:
+    """The skipped lines (at their lines in the file); raises the file's first error, or what
+    ``fit_reference`` refuses before fitting (no references: E208; too few per teacher: E212)."""
+    from .references import check_references
+
+    skipped: list[InputError] = []
+    for part, first_line in zip(summaries, line_offsets([s.n_lines for s in summaries])):
+        skipped.extend(shift_lines(err, first_line) for err in part.skipped)
+        if part.error is not None:
+            raise shift_lines(part.error, first_line) if isinstance(part.error, InputError) else part.error
+    if not any(part.labels for part in summaries):
+        raise model_error("E208", task=task, known="(no records)")
+    # check_references counts outputs that are not empty after normalization: the workers found which are
+    stand_ins = [Record(output="" if empty else "x", task=key, teacher=teacher)
+                 for part in summaries for (key, teacher, _), empty in zip(part.labels, part.empty)]
+    check_references(stand_ins, normalize=False)
+    return skipped
+
+
+def _vocabularies(counts: list[dict[Any, list[NgramCounts]]], labels: list[list[tuple[Any, str, str | None]]],
+                  params: dict[str, Any]) -> dict[Any, list[tuple[str, Any]]]:
+    """Per task, the feature blocks fitted on the counts of every range."""
+    n_docs: dict[Any, int] = {}
+    for part in labels:
+        for key, _, _ in part:
+            n_docs[key] = n_docs.get(key, 0) + 1
+    fitted = {}
+    for key in sorted(n_docs, key=lambda t: (t is not None, t or "")):
+        blocks = _blocks(params)
+        for b, (_, vec) in enumerate(blocks):
+            fit_vocabulary(vec, [part[key][b] for part in counts if key in part], n_docs[key])
+        fitted[key] = blocks
+    return fitted
+
+
+def _fit_tasks(summaries: list[ReferenceRange], blocks: dict[Any, list[tuple[str, Any]]],
+               matrices: list[dict[Any, sp.csr_matrix]], params: dict[str, Any]) -> Any:
+    """One attributor per task on the stacked rows, in task order (as :meth:`MultiTaskAttributor.fit`)."""
+    from .estimator import TeacherAttributor
+    from .multitask import MultiTaskAttributor
+
+    model = MultiTaskAttributor(**params)
+    model.models_ = {}
+    for key in blocks:
+        rows = [(teacher, pid, text) for part in summaries
+                for (k, teacher, pid), text in zip(part.labels, part.has_text) if k == key]
+        teachers = [teacher for teacher, _, _ in rows]
+        if len(set(teachers)) < 2:
+            raise model_error("E201", n=len(set(teachers)), teachers=sorted(set(teachers)))
+        X = sp.vstack([m[key] for m in matrices if key in m], format="csr")
+        model.models_[key] = TeacherAttributor(**params).fit_features(
+            blocks[key], X, teachers, [pid for _, pid, _ in rows], [text for _, _, text in rows])
+    model._set_classes()
+    return model
