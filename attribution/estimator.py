@@ -24,7 +24,7 @@ from . import __version__, registry
 from .errors import Errors, NotFittedError, model_error
 from .features import SequenceNgramVectorizer, make_feature_blocks
 from .inference import StudentEvidence, verdict
-from .normalize import Normalizer
+from .normalize import normalize_texts
 from .paired import PairedReferences
 from .schema import Bool, Enum, Int, Num, OneOf, Opt, SchemaError, Spec, Str
 from .tagging import TaggedDoc, get_tagger
@@ -207,11 +207,7 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         return get_tagger(self.tagger, batch_size=self.batch_size).tag_later(self._normalized(texts))
 
     def _normalized(self, texts: Sequence[str]) -> list[str]:
-        texts = check_texts(texts)
-        if self.normalize:
-            normalizer = Normalizer()
-            texts = [normalizer(t) for t in texts]
-        return texts
+        return normalize_texts(check_texts(texts), normalize=self.normalize)
 
     def featurize(self, docs: Sequence[TaggedDoc]) -> sp.csr_matrix:
         """The feature matrix of tagged documents (columns: :meth:`get_feature_names_out`)."""

@@ -116,6 +116,15 @@ def normalize_text(text: str, **rules: bool) -> str:
     return Normalizer(**rules)(text)  # type: ignore[arg-type]  # rules are the boolean fields, never stats
 
 
+def normalize_texts(texts: Iterable[str], *, normalize: bool = True) -> list[str]:
+    """``texts`` after the default normalization (unchanged without ``normalize``): how every text is
+    prepared before it is tagged or scored (the estimator, vectorizers given raw strings, the empty rule)."""
+    if not normalize:
+        return list(texts)
+    normalizer = Normalizer()
+    return [normalizer(t) for t in texts]
+
+
 def is_empty(text: str) -> bool:
     """Whether an output carries no evidence: nothing but whitespace left in the text as scored.
 
@@ -129,5 +138,4 @@ def is_empty(text: str) -> bool:
 
 def empty_outputs(texts: Iterable[str], *, normalize: bool = True) -> list[bool]:
     """:func:`is_empty` of each text, after the default normalization when ``normalize``."""
-    normalizer = Normalizer() if normalize else None
-    return [is_empty(normalizer(t) if normalizer else t) for t in texts]
+    return [is_empty(t) for t in normalize_texts(texts, normalize=normalize)]

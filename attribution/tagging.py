@@ -25,6 +25,7 @@ from typing import Any
 
 from . import registry
 from .errors import AttributionError, Errors
+from .normalize import normalize_texts
 from .runtime import register_cache
 
 #: spaCy packages tried in order when ``tagger="spacy"``.
@@ -390,9 +391,4 @@ def prepare_docs(texts: Sequence[str], *, tagger: str = "spacy", normalize: bool
     way raw strings become documents, for the estimator and for vectorizers given raw strings."""
     if isinstance(texts, str):
         raise TypeError(Errors.E202)
-    if normalize:
-        from .normalize import Normalizer
-
-        normalizer = Normalizer()
-        texts = [normalizer(t) for t in texts]
-    return get_tagger(tagger, batch_size=batch_size).tag(texts, cache=cache)
+    return get_tagger(tagger, batch_size=batch_size).tag(normalize_texts(texts, normalize=normalize), cache=cache)
