@@ -359,3 +359,22 @@ def test_rank_warns_about_another_task_and_prompt_style(tmp_path, reference_path
     saved = json.loads(proc.stdout)
     assert saved["run"]["prompts"] == {"tasks_not_in_references": [], "prompt_similarity": 1.0}
     assert not any("prompts" in w or "task(s)" in w for w in saved.get("warnings", []))
+
+
+def test_report_on_one_student_of_a_grouped_result(tmp_path):
+    """`report` renders one student of a `rank --group-by` document (with the run's shared keys)."""
+    one = result()
+    shared = {key: one.pop(key) for key in ("signature", "inputs", "run", "skipped")}
+    grouped = {"group_by": "student", "students": [{**one, "student": "alpaca-7b"},
+                                                   {**copy.deepcopy(one), "student": "vicuna", "n_outputs": 77}],
+               **shared}
+    saved = tmp_path / "grouped.json"
+    saved.write_text(json.dumps(grouped), encoding="utf-8")
+    proc = run_cli("report", saved, "-o", tmp_path / "r.html")
+    assert proc.returncode == 2 and "[E604]" in proc.stderr and "pick one with --student NAME (alpaca-7b, vicuna)" \
+        in proc.stderr and not (tmp_path / "r.html").exists()
+    proc = run_cli("report", saved, "-o", tmp_path / "r.html", "--student", "vicuna")
+    assert proc.returncode == 0, proc.stderr
+    text = text_of((tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert "77 student outputs ranked" in text and "alpha 300 beta 150 gamma 90" in text  # the entry + shared run
+    assert "random_state (seed of the bootstrap) 7" in text

@@ -23,6 +23,8 @@ def report_cli(
     chromium: Optional[str] = typer.Option(None, "--chromium",
                                            help="Chromium binary for a PDF report (default: $ATTRIBUTION_CHROMIUM, "
                                                 "else chromium on PATH)."),
+    student: Optional[str] = typer.Option(None, "--student",
+                                          help="With a 'rank --group-by' result: the student (group) to report on."),
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Render a saved ranking as an HTML, Markdown or PDF report (verdict, ranking, evidence, methodology,
@@ -30,6 +32,7 @@ def report_cli(
     from ..errors import input_error
     from ..io import check_outputs
     from ..report import report_files, write_report
+    from ..report.validate import one_student
 
     if not result_path.is_file():
         raise input_error("E109", source=str(result_path))
@@ -50,6 +53,7 @@ def report_cli(
     except ValueError as err:  # an integer of more than 4,300 digits
         raise input_error("E101", source=str(result_path), detail=str(err)) from None
     try:
+        result = one_student(result, student)
         write_report(result, output, examples=examples, chromium=chromium)
     except Exception as err:
         if getattr(err, "code", None) == "E604" and getattr(err, "source", None) is None:

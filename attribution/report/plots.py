@@ -60,17 +60,21 @@ def _ranking_plot(result: dict[str, Any]) -> bytes:
     ax = fig.add_subplot()
     y = list(range(len(teachers)))[::-1]
     colors = ["#0072B2"] + ["#9DB9CF"] * (len(teachers) - 1)
-    ax.barh(y, probability, color=colors)
+    intervals = [(row.get("ci_low"), row.get("ci_high")) for row in result["ranking"]]
+    with_ci = all(is_number(low) and is_number(high) for low, high in intervals)
+    # the 95% bootstrap interval as error bars, when every row has one
+    xerr = [[max(0.0, p - float(low)) for p, (low, _) in zip(probability, intervals)],
+            [max(0.0, float(high) - p) for p, (_, high) in zip(probability, intervals)]] if with_ci else None
+    ax.barh(y, probability, color=colors, xerr=xerr, error_kw={"ecolor": "#333333", "capsize": 3, "elinewidth": 1})
     ax.axvline(1 / len(teachers), color="#666666", linestyle=":", linewidth=1, label="uniform")
-    for yi, row in zip(y, result["ranking"]):
+    for yi, p, row in zip(y, probability, result["ranking"]):
         support = row.get("support")
-        note = f"{float(row['probability']):.3f}"
-        if is_number(support):
-            note += f"  (support {float(support):.2f})"
-        ax.text(float(row["probability"]) + 0.005, yi, note, va="center", fontsize=8)
+        note = f"{p:.3f}" + (f"  (support {float(support):.2f})" if is_number(support) else "")
+        right = max(p, float(row["ci_high"])) if with_ci else p
+        ax.text(right + 0.008, yi, note, va="center", fontsize=8)
     ax.set_yticks(y, teachers)
     ax.set_xlim(0, min(1.0, max(probability) * 1.45 + 0.05))
-    ax.set_xlabel("probability (student level)")
+    ax.set_xlabel("probability (student level)" + ("; bars: 95% interval" if with_ci else ""))
     ax.set_title(f"Ranking from {result['n_outputs']} outputs", fontsize=10)
     ax.legend(loc="lower right", fontsize=8, frameon=False)
     return _png(fig)

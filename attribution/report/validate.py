@@ -97,4 +97,32 @@ def check_result(result: Any) -> None:
         raise InputError(Errors.E604.format(detail="; ".join(problems)), code="E604")
 
 
-__all__ = ["RESULT_SCHEMA", "check_result", "is_number"]
+def one_student(result: Any, student: str | None = None) -> Any:
+    """The one-student result to render: ``result`` itself, or, from a ``rank --group-by`` document
+    (``{"group_by", "students": [...], "signature", "inputs", "run", ...}``), the entry named ``student``
+    with the run's shared keys (warnings of both). ``E604`` names the students when none or an unknown
+    one is given."""
+    grouped = isinstance(result, dict) and isinstance(result.get("students"), list)
+    if not grouped:
+        if student is not None:
+            raise InputError(Errors.E604.format(detail="--student picks one student of a 'rank --group-by' "
+                                                       "result, and this is one student's"), code="E604")
+        return result
+    entries = [e for e in result["students"] if isinstance(e, dict)]
+    names = [str(e.get("student")) for e in entries]
+    if student is None or student not in names:
+        shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+        given = "" if student is None else f"no student '{student}' in it; "
+        raise InputError(Errors.E604.format(
+            detail=f"a 'rank --group-by {result.get('group_by')}' result of {len(names)} students: {given}pick one "
+                   f"with --student NAME ({shown})"), code="E604")
+    entry = entries[names.index(student)]
+    shared = {k: v for k, v in result.items() if k not in ("students", "group_by")}
+    merged = {**shared, **entry}
+    warnings = [*(shared.get("warnings") or []), *(entry.get("warnings") or [])]
+    if warnings:
+        merged["warnings"] = warnings
+    return merged
+
+
+__all__ = ["RESULT_SCHEMA", "check_result", "is_number", "one_student"]
