@@ -401,3 +401,39 @@ def test_model_file_names_only_registered_vectorizers(reference_records, tmp_pat
         with pytest.raises(ModelError) as info:
             load_model(tmp_path / "bad.npz")
         assert info.value.code == "E206"
+
+
+class _LongWords(WordNgramVectorizer):
+    """A plugin's vectorizer: word unigrams of at least ``min_len`` characters (a parameter the schema lacks)."""
+
+    def __init__(self, *, min_len: int = 4, ngram_range=(1, 1), top_k=None, weighting="count", lowercase=True,
+                 tagger="spacy"):
+        self.min_len = min_len
+        super().__init__(ngram_range=ngram_range, top_k=top_k, weighting=weighting, lowercase=lowercase,
+                         tagger=tagger)
+
+    def symbols(self, doc):
+        return [w if len(w) >= self.min_len else None for w in super().symbols(doc)]
+
+
+def test_a_plugin_vectorizer_saves_with_its_parameter_specs(reference_records, tmp_path):
+    from attribution import registry
+    from attribution.estimator import TeacherAttributor
+    from attribution.persistence import load_model, save_model
+    from attribution.schema import Int
+
+    registry.vectorizers.register("_LongWords", _LongWords)
+    registry.feature_sets.register("test-long-words", lambda: [("words", _LongWords())])
+    texts, teachers = [r.output for r in reference_records], [r.teacher for r in reference_records]
+    try:
+        model = TeacherAttributor(features="test-long-words", n_bootstrap=0).fit(texts, teachers)
+        assert all(len(g) >= 4 for g in model.blocks_[0][1].get_feature_names_out())
+        save_model(model, tmp_path / "plugin.npz")
+        with pytest.raises(ModelError) as info:  # 'min_len' has no spec: refused
+            load_model(tmp_path / "plugin.npz")
+        assert info.value.code == "E206" and "min_len" in str(info.value)
+        _LongWords.PARAM_SPECS = {"min_len": Int(1, 100)}
+        loaded = load_model(tmp_path / "plugin.npz")
+        np.testing.assert_allclose(loaded.predict_proba(texts[:3]), model.predict_proba(texts[:3]))
+    finally:
+        del registry.vectorizers._entries["_LongWords"], registry.feature_sets._entries["test-long-words"]
