@@ -378,3 +378,4 @@ def test_report_on_one_student_of_a_grouped_result(tmp_path):
     text = text_of((tmp_path / "r.html").read_text(encoding="utf-8"))
     assert "77 student outputs ranked" in text and "alpha 300 beta 150 gamma 90" in text  # the entry + shared run
     assert "random_state (seed of the bootstrap) 7" in text
+    assert "invalid, skipped (in the whole file of 2 student groups) 2" in text

@@ -162,9 +162,10 @@ def _counts(doc: Document, result: dict[str, Any]) -> None:
         doc.add(Para("Not in this result: the model file does not record them (fit from the references, or with "
                      "4 or more candidates, to count them).", "note"))
     checks = result.get("checks") or {}
+    scope = f" (in {run['scope']})" if isinstance(run.get("scope"), str) else ""
     rows = [("used as evidence", result["n_outputs"]),
             ("empty after normalization (not used)", result.get("n_empty", "n/a")),
-            ("invalid, skipped", run.get("n_skipped_outputs", result.get("skipped", "n/a")))]
+            (f"invalid, skipped{scope}", run.get("n_skipped_outputs", result.get("skipped", "n/a")))]
     rows += [(label, checks[key]) for key, label in (("n_repeated", "repeating an earlier output"),
                                                      ("n_short", "near-empty (fewer than 3 words)"),
                                                      ("n_not_english", "not read as English"))

@@ -119,6 +119,8 @@ def one_student(result: Any, student: str | None = None) -> Any:
     entry = entries[names.index(student)]
     shared = {k: v for k, v in result.items() if k not in ("students", "group_by")}
     merged = {**shared, **entry}
+    if isinstance(merged.get("run"), dict):  # skipped records and reference counts are the whole file's
+        merged["run"] = {**merged["run"], "scope": f"the whole file of {len(names)} {result.get('group_by')} groups"}
     warnings = [*(shared.get("warnings") or []), *(entry.get("warnings") or [])]
     if warnings:
         merged["warnings"] = warnings
