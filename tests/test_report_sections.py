@@ -379,3 +379,15 @@ def test_report_on_one_student_of_a_grouped_result(tmp_path):
     assert "77 student outputs ranked" in text and "alpha 300 beta 150 gamma 90" in text  # the entry + shared run
     assert "random_state (seed of the bootstrap) 7" in text
     assert "invalid, skipped (in the whole file of 2 student groups) 2" in text
+
+
+@needs_chromium
+def test_rank_report_pdf(ranked, student_path, reference_path, tmp_path):
+    root, _ = ranked
+    proc = run_cli(student_path, "--model", root / "m.npz", "--report", tmp_path / "r.pdf", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF")
+    proc = run_cli(student_path, "-r", reference_path, "--report", tmp_path / "s.pdf", "--chromium",
+                   tmp_path / "missing")
+    assert proc.returncode == 1 and "[E606]" in proc.stderr and "fitting" not in proc.stderr  # before any work
+    assert not (tmp_path / "s.pdf").exists()
