@@ -91,9 +91,11 @@ def test_content_symbols():
 def test_uninformative_templates_are_left_out_by_default(evidence):
     every = evidence.templates(top=10_000, informative=False)
     shown = evidence.templates(top=10_000)
-    kept = [is_informative(f.split()) for f in every["feature"]]
-    assert not all(kept), "the fixture student should use some punctuation templates"
-    assert shown["feature"].tolist() == every["feature"][kept].tolist()
+    teacher = every["teacher"].iloc[0]
+    kept = [is_informative(f.split()) and share[teacher] > max(v for t, v in share.items() if t != teacher)
+            for f, share in zip(every["feature"], every["reference_share"])]
+    assert not all(kept), "the fixture student should use some punctuation or shared templates"
+    assert 0 < len(shown) and shown["feature"].tolist() == every["feature"][kept].tolist()
     assert evidence.templates(top=5, informative=False)["feature"].tolist() == every["feature"][:5].tolist()
 
 
@@ -111,3 +113,28 @@ def test_rank_json_evidence_has_reference_share_and_keeps_the_old_list_on_reques
     for row in shown["evidence"]:
         assert sorted(row["reference_share"]) == task_teachers[row["task"]]
         assert 0 <= row["share_of_outputs"] <= 1
+
+
+def test_shown_evidence_is_written_most_often_by_the_named_teacher(model, evidence):
+    """A template weighted towards a teacher that another candidate writes more often contradicts the
+    side-by-side table; it still counts in the ranking but is not shown."""
+    every = evidence.templates(top=10_000, informative=False)
+    teacher = every["teacher"].iloc[0]
+    contradicting = [f for f, share in zip(every["feature"], every["reference_share"])
+                     if share[teacher] <= max(v for t, v in share.items() if t != teacher)]
+    assert contradicting, "the fixture should have weighted templates another teacher writes more often"
+    shown = evidence.templates(top=10_000)
+    assert not set(contradicting) & set(shown["feature"])
+    for share in shown["reference_share"]:
+        assert share[teacher] > max(v for t, v in share.items() if t != teacher)
+    old = TeacherAttributor(**OPEN_SET_3)  # without reference shares, only the content rule applies
+    old.__dict__.update(model.__dict__, reference_share_=None)
+    ev = StudentEvidence(old)
+    ev.add_scored(*_scored(old, evidence))
+    assert len(ev.templates(top=10_000)) >= len(shown)
+
+
+def _scored(model, evidence):
+    docs = evidence.example_docs
+    X = model.featurize(docs)
+    return docs, X, model.classifier_.predict_proba(X)
