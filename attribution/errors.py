@@ -71,7 +71,7 @@ class Errors:
     # distillation: collect, distill, generate (E4xx)
     E401 = "offline model '{model}' needs its package; install with: pip install {package}"
     E402 = "could not use model '{model}': {detail}"
-    E403 = "device '{device}' was requested but CUDA is not available; use --device cpu or auto"
+    E403 = "device '{device}' was requested but CUDA is not available; use --device cpu or auto"  # baselines too
     E404 = "unknown chat template '{value}'; choose from {choices}"
     E405 = "duplicate id '{id}' (first on line {first}); ids must be unique"
     E406 = "the file holds outputs made with other settings ({detail}); pass the same settings to resume, or write a new file"
@@ -99,7 +99,7 @@ class Errors:
             "references ({known})")
     E504 = "'{spec}' is not NAME=MODEL (e.g. smollm2=HuggingFaceTB/SmolLM2-135M-Instruct)"
     E505 = "baseline '{name}' needs at least {n} teachers in the references, got {got}"
-    E506 = "device '{device}' was requested but CUDA is not available; use --device auto or cpu"
+    E506 = E403  # retired (issue 14): the same error as E403, which is raised instead; never reuse the number
     E507 = "option '{name}' must be {expected} (got {got!r})"
     E508 = "{name} must be a list of records, got {got}"
     E509 = "no {name} to score"
@@ -207,3 +207,9 @@ def model_error(code: str, **values: Any) -> ModelError:
 def missing_dependency(package: str, extra: str) -> MissingDependencyError:
     """Tell the user which extra brings an optional package."""
     return MissingDependencyError(Errors.E305.format(package=package, extra=extra), code="E305")
+
+
+def short_error(err: BaseException) -> str:
+    """First line of an exception's message (at most 300 characters), for messages that must stay one line."""
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__

@@ -172,31 +172,15 @@ def max_over_sets(pair_scores: np.ndarray, sets: list[list[np.ndarray]]) -> np.n
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` means CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    """``"auto"`` means CUDA when available, else CPU; ``"cuda"`` without a GPU is an error (E403)."""
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise baseline_error("E507", name="device", expected="'auto', 'cpu' or 'cuda'", got=device)
-    import torch
+    from ..causal_lm import resolve_device as resolve
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise baseline_model_error("E506", device=device)
-    return str(device)
-
-
-def resolve_dtype(device: str, dtype: str | None = None) -> Any:
-    """fp32 on CPU; bf16 on GPUs that support it (else fp16); an explicit name wins."""
-    import torch
-
-    if dtype:
-        names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                 "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-        if dtype not in names:
-            raise baseline_error("E507", name="dtype", expected="float32, bfloat16 or float16", got=dtype)
-        return names[dtype]
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    try:
+        return resolve(device)
+    except ModelError as err:
+        raise BaselineModelError(err.message, code=err.code) from None
 
 
 def versions() -> dict[str, str]:
@@ -236,9 +220,3 @@ def quiet_transformers(show_progress: bool) -> Iterator[None]:
         yield
     finally:
         switch(shown)
-
-
-def short_error(err: BaseException) -> str:
-    """First line of an exception's message, for error messages that must stay one line."""
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__

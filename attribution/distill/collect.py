@@ -12,11 +12,11 @@ import os
 import time
 from typing import Any
 
+from ..causal_lm import LoadedModel, load_causal_lm, resolve_model
 from ..errors import input_error, model_error
 from ..runtime import with_torch_threads
 from ._generation import Decoding, generate_to_file, render_prompt
 from ._jsonl import load_finished, read_prompts
-from .models import load_causal_lm
 
 
 @with_torch_threads
@@ -47,7 +47,7 @@ def collect_outputs(model: str, prompts: str | os.PathLike, output: str | os.Pat
     threads : int, default=0
         Torch CPU threads during this call (restored after); 0 leaves torch's setting.
     chat_template : str, default="auto"
-        See :func:`attribution.distill.models.load_causal_lm`.
+        See :func:`attribution.causal_lm.load_causal_lm`.
     system_prompt : str, optional
         A system turn placed before each prompt (chat models only).
     prompt_template : str, optional
@@ -66,8 +66,6 @@ def collect_outputs(model: str, prompts: str | os.PathLike, output: str | os.Pat
         ``output``, ``model``, ``teacher``, ``n_prompts``, ``n_existing``, ``n_written``, ``n_empty``
         (outputs that were empty and not written), ``seconds``, ``decoding``.
     """
-    from tqdm import tqdm
-
     decoding = decoding or Decoding()
     if prompt_template is not None and "{prompt}" not in prompt_template:
         raise model_error("E210", name="prompt_template", expected="a string containing {prompt}", got=prompt_template)
@@ -78,30 +76,49 @@ def collect_outputs(model: str, prompts: str | os.PathLike, output: str | os.Pat
     start = time.perf_counter()
     written = empty = 0
     label = teacher
-    settings: dict[str, Any] | None = None
     if todo:
-        loaded = loaded or load_causal_lm(model, device=device, chat_template=chat_template)
+        loaded = loaded or load_teacher(model, device=device, chat_template=chat_template)
         label = teacher or loaded.spec.name
         settings = {"model": loaded.spec.spec, "chat_template": _template_name(loaded),
                     "decoding": decoding.to_dict(), "system_prompt": system_prompt,
                     "prompt_template": prompt_template,
                     "max_prompt_tokens": max_prompt_tokens}
         _check_same_settings(output, existing, settings, label)
-        bar = tqdm(total=len(records), initial=len(records) - len(todo), disable=not progress,
-                   desc=f"collect {label}", unit="prompt", dynamic_ncols=True)
-        written, empty = generate_to_file(
-            loaded, todo, output, batch_size=batch_size, decoding=decoding,
-            render=lambda text: render_prompt(loaded, text, system_prompt=system_prompt, template=prompt_template),
-            make_row=lambda record, text, finish, n_new, seed: {
-                "id": record.key, "task": record.task or task, "prompt": record.output, "output": text,
-                "teacher": label, "finish": finish, "n_new_tokens": n_new, "seed": seed, **settings},
-            max_prompt_tokens=max_prompt_tokens, progress=bar)
-        bar.close()
+        written, empty = _generate(loaded, todo, output, settings, label=label, task=task, decoding=decoding,
+                                   batch_size=batch_size, n_prompts=len(records), progress=progress)
     elif existing:
         label = teacher or str(existing[0].get("teacher", ""))
     return {"output": str(output), "model": model, "teacher": label, "n_prompts": len(records),
             "n_existing": len(existing), "n_written": written, "n_empty": empty,
             "seconds": round(time.perf_counter() - start, 3), "decoding": decoding.to_dict()}
+
+
+def load_teacher(model: str, *, device: str = "auto", chat_template: str = "auto") -> LoadedModel:
+    """A teacher for collection; GGUF weights stay float32 (as transformers dequantizes them) on every device,
+    other weights get :func:`~attribution.causal_lm.load_causal_lm`'s default dtype."""
+    spec = resolve_model(model)
+    return load_causal_lm(spec, device=device, chat_template=chat_template,
+                          dtype="float32" if spec.gguf_file else None)
+
+
+def _generate(loaded: LoadedModel, todo: list[tuple[int, Any]], output: str | os.PathLike,
+              settings: dict[str, Any], *, label: str | None, task: str | None, decoding: Decoding,
+              batch_size: int, n_prompts: int, progress: bool) -> tuple[int, int]:
+    """Append the teacher's outputs for ``todo``, each row stamped with ``settings``; returns (written, empty)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=n_prompts, initial=n_prompts - len(todo), disable=not progress,
+               desc=f"collect {label}", unit="prompt", dynamic_ncols=True)
+    written, empty = generate_to_file(
+        loaded, todo, output, batch_size=batch_size, decoding=decoding,
+        render=lambda text: render_prompt(loaded, text, system_prompt=settings["system_prompt"],
+                                          template=settings["prompt_template"]),
+        make_row=lambda record, text, finish, n_new, seed: {
+            "id": record.key, "task": record.task or task, "prompt": record.output, "output": text,
+            "teacher": label, "finish": finish, "n_new_tokens": n_new, "seed": seed, **settings},
+        max_prompt_tokens=settings["max_prompt_tokens"], progress=bar)
+    bar.close()
+    return written, empty
 
 
 def _template_name(loaded: Any) -> str | None:

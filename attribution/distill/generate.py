@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..causal_lm import load_causal_lm
 from ..errors import input_error, model_error
 from ..runtime import with_torch_threads
 from ._generation import Decoding, generate_to_file, render_prompt
 from ._jsonl import load_finished, read_prompts
-from .models import load_causal_lm
 from .train import INFO_FILE
 
 
@@ -70,23 +70,32 @@ def generate_outputs(student_dir: str | os.PathLike, prompts: str | os.PathLike,
     start = time.perf_counter()
     written = empty = 0
     if todo:
-        from tqdm import tqdm
-
-        loaded = load_causal_lm(str(student_dir), device=device, chat_template="none")
-        context = int(getattr(loaded.model.config, "n_positions", 0)
-                      or getattr(loaded.model.config, "max_position_embeddings", 0) or 0)
-        max_prompt = max(1, context - decoding.max_new_tokens) if context else 0
-        bar = tqdm(total=len(records), initial=len(records) - len(todo), disable=not progress,
-                   desc=f"generate {info['student']}", unit="prompt", dynamic_ncols=True)
-        written, empty = generate_to_file(
-            loaded, todo, output, batch_size=batch_size, decoding=decoding,
-            render=lambda text: render_prompt(loaded, text, template=info["prompt_template"]),
-            make_row=lambda record, text, finish, n_new, seed: {
-                "id": record.key, "task": record.task, "prompt": record.output, "output": text,
-                "student": info["student"], "teacher": info["teacher"], "finish": finish,
-                "n_new_tokens": n_new, "seed": seed, "decoding": decoding.to_dict()},
-            max_prompt_tokens=max_prompt, add_special_tokens=False, progress=bar)
-        bar.close()
+        written, empty = _generate(student_dir, info, todo, output, decoding=decoding, batch_size=batch_size,
+                                   device=device, n_prompts=len(records), progress=progress)
     return {"output": str(output), "student": info["student"], "teacher": info["teacher"],
             "n_prompts": len(records), "n_existing": len(existing), "n_written": written, "n_empty": empty,
             "seconds": round(time.perf_counter() - start, 3), "decoding": decoding.to_dict()}
+
+
+def _generate(student_dir: str | os.PathLike, info: dict[str, Any], todo: list[tuple[int, Any]],
+              output: str | os.PathLike, *, decoding: Decoding, batch_size: int, device: str, n_prompts: int,
+              progress: bool) -> tuple[int, int]:
+    """Load the student and append its outputs for ``todo``; returns (written, empty)."""
+    from tqdm import tqdm
+
+    loaded = load_causal_lm(str(student_dir), device=device, chat_template="none")
+    context = int(getattr(loaded.model.config, "n_positions", 0)
+                  or getattr(loaded.model.config, "max_position_embeddings", 0) or 0)
+    max_prompt = max(1, context - decoding.max_new_tokens) if context else 0
+    bar = tqdm(total=n_prompts, initial=n_prompts - len(todo), disable=not progress,
+               desc=f"generate {info['student']}", unit="prompt", dynamic_ncols=True)
+    written, empty = generate_to_file(
+        loaded, todo, output, batch_size=batch_size, decoding=decoding,
+        render=lambda text: render_prompt(loaded, text, template=info["prompt_template"]),
+        make_row=lambda record, text, finish, n_new, seed: {
+            "id": record.key, "task": record.task, "prompt": record.output, "output": text,
+            "student": info["student"], "teacher": info["teacher"], "finish": finish,
+            "n_new_tokens": n_new, "seed": seed, "decoding": decoding.to_dict()},
+        max_prompt_tokens=max_prompt, add_special_tokens=False, progress=bar)
+    bar.close()
+    return written, empty

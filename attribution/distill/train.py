@@ -31,9 +31,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..causal_lm import require_torch, resolve_device, resolve_model
 from ..errors import input_error, model_error
 from ..io import RecordReader
-from .models import pick_device, require_torch, resolve_model
 
 #: Student presets trained from scratch: GPT-2 shapes plus the BPE vocabulary size.
 PRESETS: dict[str, dict[str, int]] = {
@@ -190,7 +190,7 @@ def train_student(teacher_outputs: str | os.PathLike, student: str, output_dir: 
     out = Path(output_dir)
     check_student_dir(out, overwrite=overwrite)
     pairs, label = read_pairs(teacher_outputs, teacher=teacher)
-    device = pick_device(device)
+    device = resolve_device(device)
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
