@@ -105,66 +105,99 @@ def load_config(path: str | os.PathLike) -> AuditConfig:
     Raises :class:`~attribution.errors.InputError` (``FILE:LINE: audit config: ... [E416]``) naming
     the table and key of the first problem.
     """
+    path = Path(path)
+    if not path.is_file():
+        raise input_error("E109", source=str(path))
+    text = path.read_text(encoding="utf-8")
+    data = _parse_toml(path, text)
+    config = _ConfigChecker(path, text)
+    config.check_tables(data)
+    config.check_report(data.get("attribution", {}).get("report", "html"))
+    defaults = data.get("defaults", {})
+    if "student" not in data:
+        raise config.fail("audit", "no [student]: give the suspect model's outputs (file = ...) or endpoint = ... "
+                          "and model = ...")
+    student = config.source("student", data["student"], 0, defaults)
+    teachers = config.teachers(data.get("teachers", []), defaults)
+    audit = data.get("audit", {})
+    prompts = config.prompts(audit, student, teachers)
+    attribution = dict(data.get("attribution", {}))
+    config.check_features(attribution)
+    return AuditConfig(path=path, prompts=prompts,
+                       student_prompts=config.rel(audit["student_prompts"]) if "student_prompts" in audit else prompts,
+                       student=student, teachers=teachers,
+                       limit=audit.get("limit", 0), task=audit.get("task"), attribution=attribution)
+
+
+def _parse_toml(path: Path, text: str) -> dict[str, Any]:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
 
-    path = Path(path)
-    if not path.is_file():
-        raise input_error("E109", source=str(path))
-    text = path.read_text(encoding="utf-8")
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         where = re.search(r"line (\d+)", str(err))
         raise _error(path, int(where.group(1)) if where else None, f"invalid TOML: {err}") from None
-    lines = _Lines(text)
 
-    def rel(value: str) -> Path:  # relative to the config's folder
-        return Path(os.path.normpath(path.parent / value))
 
-    def fail(table: str, detail: str, key: str | None = None, index: int = 0) -> Exception:
-        return _error(path, lines.of(table, index, key), detail)
+class _ConfigChecker:
+    """The checks of :func:`load_config`, each error naming the config's file, line, table and key."""
 
-    for table, value in data.items():
-        if table not in TABLES:
-            raise fail(table, f"unknown table [{table}]; known: {', '.join(f'[{t}]' for t in TABLES)}")
-        entries = value if table == "teachers" else [value]
-        if table == "teachers" and not isinstance(value, list):
-            raise fail(table, "teachers must be an array of tables: write each as [[teachers]]")
-        if table != "teachers" and not isinstance(value, dict):
-            raise fail(table, f"'{table}' must be a table: write it as [{table}]")
-        for index, entry in enumerate(entries):
-            for key, item in entry.items():
-                known = TABLES[table]
-                if table == "audit" and key == "output_dir":
-                    raise fail(table, "[audit] output_dir is not read from a config: a file the tool reads never "
-                               "decides where files are written; give the folder on the command line "
-                               "(attribute-teacher audit CONFIG --output-dir DIR)", key, index)
-                if key not in known:
-                    raise fail(table, f"unknown key '{key}' in [{table}]; known: {', '.join(sorted(known))}", key,
-                               index)
-                expected = known[key]
-                if not isinstance(item, expected) or (isinstance(item, bool) and expected in (int, (int, float))):
-                    names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
-                    raise fail(table, f"[{table}] {key} must be {names}, got {item!r}", key, index)
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = _Lines(text)
 
-    audit = data.get("audit", {})
-    report = data.get("attribution", {}).get("report", "html")
-    if report is True or report not in (False, *REPORT_FORMATS):
-        raise fail("attribution", f"[attribution] report must be false or one of {', '.join(map(repr, REPORT_FORMATS))}"
-                   f" (written as OUTPUT_DIR/report.FORMAT), got {report!r}", "report")
-    defaults = data.get("defaults", {})
+    def rel(self, value: str) -> Path:
+        """A path in the config, relative to the config's folder."""
+        return Path(os.path.normpath(self.path.parent / value))
 
-    def source(table: str, entry: dict[str, Any], index: int) -> Source:
+    def fail(self, table: str, detail: str, key: str | None = None, index: int = 0) -> Exception:
+        return _error(self.path, self.lines.of(table, index, key), detail)
+
+    def check_tables(self, data: dict[str, Any]) -> None:
+        """Known tables and keys only, each value of its key's type."""
+        for table, value in data.items():
+            if table not in TABLES:
+                raise self.fail(table, f"unknown table [{table}]; known: {', '.join(f'[{t}]' for t in TABLES)}")
+            entries = value if table == "teachers" else [value]
+            if table == "teachers" and not isinstance(value, list):
+                raise self.fail(table, "teachers must be an array of tables: write each as [[teachers]]")
+            if table != "teachers" and not isinstance(value, dict):
+                raise self.fail(table, f"'{table}' must be a table: write it as [{table}]")
+            for index, entry in enumerate(entries):
+                for key, item in entry.items():
+                    self._check_key(table, index, key, item)
+
+    def _check_key(self, table: str, index: int, key: str, item: Any) -> None:
+        known = TABLES[table]
+        if table == "audit" and key == "output_dir":
+            raise self.fail(table, "[audit] output_dir is not read from a config: a file the tool reads never "
+                            "decides where files are written; give the folder on the command line "
+                            "(attribute-teacher audit CONFIG --output-dir DIR)", key, index)
+        if key not in known:
+            raise self.fail(table, f"unknown key '{key}' in [{table}]; known: {', '.join(sorted(known))}", key, index)
+        expected = known[key]
+        if not isinstance(item, expected) or (isinstance(item, bool) and expected in (int, (int, float))):
+            names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+            raise self.fail(table, f"[{table}] {key} must be {names}, got {item!r}", key, index)
+
+    def check_report(self, report: Any) -> None:
+        if report is True or report not in (False, *REPORT_FORMATS):
+            raise self.fail("attribution", f"[attribution] report must be false or one of "
+                            f"{', '.join(map(repr, REPORT_FORMATS))} (written as OUTPUT_DIR/report.FORMAT), "
+                            f"got {report!r}", "report")
+
+    def source(self, table: str, entry: dict[str, Any], index: int, defaults: dict[str, Any]) -> Source:
+        """A [student] or [[teachers]] entry: exactly one of a file that exists or an endpoint with a model."""
         has_file, has_endpoint = "file" in entry, "endpoint" in entry
         if has_file == has_endpoint:
-            raise fail(table, f"each [{table}] entry needs exactly one of 'file' (outputs already collected) or "
-                       "'endpoint' (a model to query)", "file" if has_file else None, index)
+            raise self.fail(table, f"each [{table}] entry needs exactly one of 'file' (outputs already collected) "
+                            "or 'endpoint' (a model to query)", "file" if has_file else None, index)
         if has_endpoint and "model" not in entry:
-            raise fail(table, f"[{table}] endpoint {entry['endpoint']!r} needs 'model' (the served model name)",
-                       "endpoint", index)
+            raise self.fail(table, f"[{table}] endpoint {entry['endpoint']!r} needs 'model' (the served model name)",
+                            "endpoint", index)
         if has_endpoint:
             from .distill.manifest import check_url
             from .errors import AttributionError
@@ -172,57 +205,62 @@ def load_config(path: str | os.PathLike) -> AuditConfig:
             try:
                 check_url(entry["endpoint"])
             except AttributionError as err:
-                raise fail(table, str(err), "endpoint", index) from None
+                raise self.fail(table, str(err), "endpoint", index) from None
         if table == "teachers" and has_endpoint and "name" not in entry:
             entry = {**entry, "name": entry["model"]}
-        file = rel(entry["file"]) if has_file else None
+        file = self.rel(entry["file"]) if has_file else None
         if file is not None and not file.is_file():
-            raise fail(table, f"[{table}] file not found: {file}", "file", index)
+            raise self.fail(table, f"[{table}] file not found: {file}", "file", index)
         settings = {**defaults, **{k: v for k, v in entry.items() if k in ENDPOINT_KEYS}}
         return Source(name=entry.get("name"), file=file, endpoint=entry.get("endpoint"), model=entry.get("model"),
-                      teacher=entry.get("teacher"), settings=settings, line=lines.of(table, index))
+                      teacher=entry.get("teacher"), settings=settings, line=self.lines.of(table, index))
 
-    if "student" not in data:
-        raise fail("audit",
-                   "no [student]: give the suspect model's outputs (file = ...) or endpoint = ... and model = ...")
-    student = source("student", data["student"], 0)
-    teachers_raw = data.get("teachers", [])
-    teachers = [source("teachers", entry, i) for i, entry in enumerate(teachers_raw)]
-    if len(teachers) < 2 and not (teachers and teachers[0].file and not teachers[0].name):
-        raise fail("teachers" if teachers_raw else "audit",
-                   f"need at least two [[teachers]] (candidate teachers), got {len(teachers_raw)} (one unnamed "
-                   "file entry may hold several, labelled by each record's 'teacher')")
-    seen: dict[str, int] = {}
-    for i, teacher in enumerate(teachers):
-        if teacher.name and teacher.name in seen:
-            raise fail("teachers", f"two teachers are named '{teacher.name}'", "name", i)
-        if teacher.name:
-            seen[teacher.name] = i
-    prompts = rel(audit["prompts"]) if "prompts" in audit else None
-    if prompts is None and any(t.endpoint for t in teachers):
-        raise fail("audit", "[audit] needs prompts (a JSONL/CSV with 'prompt') to query the teachers' endpoints")
-    if prompts is None and student.endpoint and "student_prompts" not in audit:
-        raise fail("audit", "[audit] needs student_prompts or prompts (a JSONL/CSV with 'prompt') to query the "
-                   "student's endpoint")
-    for key in ("prompts", "student_prompts"):
-        if key in audit and not rel(audit[key]).is_file():
-            raise fail("audit", f"[audit] {key}: file not found: {rel(audit[key])}", key)
-    attribution = dict(data.get("attribution", {}))
-    if "features" in attribution:
-        from .features import FEATURE_SETS
+    def teachers(self, entries: list[dict[str, Any]], defaults: dict[str, Any]) -> list[Source]:
+        """At least two candidate teachers (or one unnamed file of several), with distinct names."""
+        teachers = [self.source("teachers", entry, i, defaults) for i, entry in enumerate(entries)]
+        if len(teachers) < 2 and not (teachers and teachers[0].file and not teachers[0].name):
+            raise self.fail("teachers" if entries else "audit",
+                            f"need at least two [[teachers]] (candidate teachers), got {len(entries)} (one unnamed "
+                            "file entry may hold several, labelled by each record's 'teacher')")
+        seen: set[str] = set()
+        for i, teacher in enumerate(teachers):
+            if teacher.name and teacher.name in seen:
+                raise self.fail("teachers", f"two teachers are named '{teacher.name}'", "name", i)
+            if teacher.name:
+                seen.add(teacher.name)
+        return teachers
 
-        if attribution["features"] not in FEATURE_SETS:
-            raise fail("attribution", f"[attribution] features: unknown feature set '{attribution['features']}'; "
-                       f"choose from {', '.join(sorted(FEATURE_SETS))}", "features")
-    return AuditConfig(path=path, prompts=prompts,
-                       student_prompts=rel(audit["student_prompts"]) if "student_prompts" in audit else prompts,
-                       student=student, teachers=teachers,
-                       limit=audit.get("limit", 0), task=audit.get("task"), attribution=attribution)
+    def prompts(self, audit: dict[str, Any], student: Source, teachers: list[Source]) -> Path | None:
+        """The prompts file, required when an endpoint is to be queried; every prompts file named must exist."""
+        prompts = self.rel(audit["prompts"]) if "prompts" in audit else None
+        if prompts is None and any(t.endpoint for t in teachers):
+            raise self.fail("audit", "[audit] needs prompts (a JSONL/CSV with 'prompt') to query the teachers' "
+                            "endpoints")
+        if prompts is None and student.endpoint and "student_prompts" not in audit:
+            raise self.fail("audit", "[audit] needs student_prompts or prompts (a JSONL/CSV with 'prompt') to query "
+                            "the student's endpoint")
+        for key in ("prompts", "student_prompts"):
+            if key in audit and not self.rel(audit[key]).is_file():
+                raise self.fail("audit", f"[audit] {key}: file not found: {self.rel(audit[key])}", key)
+        return prompts
+
+    def check_features(self, attribution: dict[str, Any]) -> None:
+        if "features" in attribution:
+            from .features import FEATURE_SETS
+
+            if attribution["features"] not in FEATURE_SETS:
+                raise self.fail("attribution", f"[attribution] features: unknown feature set "
+                                f"'{attribution['features']}'; choose from {', '.join(sorted(FEATURE_SETS))}",
+                                "features")
 
 
-def _collect(source: Source, prompts: Path, output: Path, *, role: str, limit: int, progress: bool) -> dict[str, Any]:
+def _collect(source: Source, prompts: Path | None, output: Path, *, config_path: Path, role: str, limit: int,
+             progress: bool) -> dict[str, Any]:
     from .distill.endpoint import ApiDecoding, EndpointOptions, collect_from_endpoint
 
+    if source.endpoint is None or source.model is None or prompts is None:  # load_config requires all three
+        raise _error(config_path, source.line, f"{role} {source.label}: querying an endpoint needs "
+                     "'endpoint', 'model' and [audit] prompts")
     s = source.settings
     decoding = ApiDecoding(**{k: s[k] for k in ("max_tokens", "sample", "temperature", "top_p", "seed") if k in s},
                            stop=tuple(s.get("stop", ())))
@@ -246,10 +284,8 @@ def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: b
     source came from (file digest; for endpoints, the manifest's endpoint, model, decoding and counts).
     """
     from . import __version__
-    from .api import file_digest, fit_reference, rank_student
-    from .cli._app import to_json
-    from .distill.manifest import manifest_source, read_manifest
-    from .io import atomic_write, check_outputs, read_records
+    from .api import fit_reference, rank_student
+    from .io import check_outputs, read_records
 
     log = log or (lambda message: None)
     out = Path(output_dir)
@@ -258,35 +294,9 @@ def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: b
     check_outputs(_audit_outputs(config, out, report_path), _audit_inputs(config))
     out.mkdir(parents=True, exist_ok=True)
     provenance: dict[str, Any] = {}
-
-    def gather(source: Source, role: str, path: Path) -> Path:
-        if source.file is not None:
-            provenance[source.label] = {"role": role, "file": file_digest(source.file)}
-            return source.file
-        prompts = config.student_prompts if role == "student" else config.prompts
-        log(f"{role} {source.label}: querying {source.model} at the endpoint")
-        summary = _collect(source, prompts, path, role=role, limit=config.limit, progress=progress)
-        log(f"{role} {source.label}: {summary['n_written']} written, {summary['n_existing']} already there, "
-            f"{summary['n_empty']} empty")
-        manifest = read_manifest(path) or {}
-        provenance[source.label] = {"role": role, "file": {**file_digest(path), **manifest_source(path)},
-                                    "endpoint": manifest.get("endpoint"),
-                                    "model": manifest.get("model"), "served_models": manifest.get("served_models"),
-                                    "api": manifest.get("api"), "decoding": manifest.get("decoding"),
-                                    "usage": manifest.get("usage"), "requests": manifest.get("requests")}
-        return path
-
-    references = []
-    for teacher in config.teachers:
-        path = gather(teacher, "teacher", _teacher_path(out, teacher))
-        records = read_records(path, require_teacher=teacher.name is None)
-        if teacher.name is not None:  # the config's name wins over the file's labels
-            from dataclasses import replace
-
-            records = [replace(r, teacher=teacher.name) for r in records]
-        references.extend(records)
-    student_path = gather(config.student, "student", out / "student.jsonl")
-    student = read_records(student_path)
+    references = _read_references(config, out, provenance, progress=progress, log=log)
+    student = read_records(_gather(config.student, "student", out / "student.jsonl", config, provenance,
+                                   progress=progress, log=log))
 
     options = config.attribution
     task = options.get("task", config.task)
@@ -299,6 +309,58 @@ def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: b
     result["inputs"] = {"student": provenance[config.student.label]["file"],
                         **{f"teacher {t.label}": provenance[t.label]["file"] for t in config.teachers}}
     result["audit"] = {"config": config.path.name, "version": __version__, "sources": provenance}
+    _write_results(result, config, out, report_path)
+    return result
+
+
+def _gather(source: Source, role: str, path: Path, config: AuditConfig, provenance: dict[str, Any], *,
+            progress: bool, log: Any) -> Path:
+    """The file of ``source``'s outputs (collected into ``path`` when it is an endpoint); records where it came
+    from in ``provenance``."""
+    from .api import file_digest
+    from .distill.manifest import manifest_source, read_manifest
+
+    if source.file is not None:
+        provenance[source.label] = {"role": role, "file": file_digest(source.file)}
+        return source.file
+    prompts = config.student_prompts if role == "student" else config.prompts
+    log(f"{role} {source.label}: querying {source.model} at the endpoint")
+    summary = _collect(source, prompts, path, config_path=config.path, role=role, limit=config.limit,
+                       progress=progress)
+    log(f"{role} {source.label}: {summary['n_written']} written, {summary['n_existing']} already there, "
+        f"{summary['n_empty']} empty")
+    manifest = read_manifest(path) or {}
+    provenance[source.label] = {"role": role, "file": {**file_digest(path), **manifest_source(path)},
+                                "endpoint": manifest.get("endpoint"),
+                                "model": manifest.get("model"), "served_models": manifest.get("served_models"),
+                                "api": manifest.get("api"), "decoding": manifest.get("decoding"),
+                                "usage": manifest.get("usage"), "requests": manifest.get("requests")}
+    return path
+
+
+def _read_references(config: AuditConfig, out: Path, provenance: dict[str, Any], *, progress: bool,
+                     log: Any) -> list[Any]:
+    """Every teacher's outputs, labelled by the config's name when it gives one (it wins over the file's)."""
+    from dataclasses import replace
+
+    from .io import read_records
+
+    references = []
+    for teacher in config.teachers:
+        path = _gather(teacher, "teacher", _teacher_path(out, teacher), config, provenance, progress=progress,
+                       log=log)
+        records = read_records(path, require_teacher=teacher.name is None)
+        if teacher.name is not None:
+            records = [replace(r, teacher=teacher.name) for r in records]
+        references.extend(records)
+    return references
+
+
+def _write_results(result: dict[str, Any], config: AuditConfig, out: Path, report_path: Path | None) -> None:
+    """A copy of the config, the report (when asked for) and ``result.json`` (without the kept outputs)."""
+    from .cli._app import to_json
+    from .io import atomic_write
+
     copy = out / "audit.toml"
     if copy.resolve() != config.path.resolve():
         shutil.copyfile(config.path, copy)
@@ -309,7 +371,6 @@ def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: b
     result.pop("outputs", None)
     with atomic_write(out / "result.json") as handle:
         handle.write(to_json(result) + "\n")
-    return result
 
 
 def _teacher_path(out: Path, teacher: Source) -> Path:
