@@ -198,33 +198,7 @@ def build_alpacaeval(out_dir: str | os.PathLike, *, teachers: Sequence[str] = AL
         sources[model] = hashlib.sha256(path.read_bytes()).hexdigest()
     reference, audit = split_instructions(row["instruction"] for model_rows in rows.values() for row in model_rows)
     halves = {**{i: "reference" for i in reference}, **{i: "audit" for i in audit}}
-    files: dict[str, list[dict[str, Any]]] = {split: [] for split in ALPACAEVAL_SPLITS}
-    empty: dict[str, int] = {}
-    for model, model_rows in rows.items():
-        is_teacher = model not in labels
-        by_id: dict[str, dict[str, Any]] = {}
-        for row in model_rows:
-            key = alpacaeval_id(row["instruction"])
-            output = row.get("output") or ""
-            if not output.strip():
-                empty[model] = empty.get(model, 0) + 1
-                continue
-            if key in by_id:
-                continue
-            record = {"id": key, "task": ALPACAEVAL_TASK, "prompt": row["instruction"], "output": output}
-            if is_teacher:
-                record["teacher"] = model
-            else:
-                record["student"] = model
-                if labels[model] is not None:
-                    record["teacher"] = labels[model]
-            by_id[key] = record
-        for key in sorted(by_id):
-            half = halves[key]
-            if is_teacher:
-                files[f"teachers_{half}"].append(by_id[key])
-            elif half == "audit":
-                files["students_audit"].append(by_id[key])
+    files, empty = _split_files(rows, labels, halves)
     out = Path(out_dir)
     counts = {f"{split}.jsonl": write_jsonl(out / f"{split}.jsonl", files[split]) for split in ALPACAEVAL_SPLITS}
     manifest = {"source": base_url, "seed": seed, "task": ALPACAEVAL_TASK, "instructions": len(halves),
@@ -236,6 +210,54 @@ def build_alpacaeval(out_dir: str | os.PathLike, *, teachers: Sequence[str] = AL
         handle.write("\n")
     return {"files": counts, "instructions": len(halves), "reference": len(reference), "audit": len(audit),
             "empty": empty}
+
+
+def _split_files(rows: dict[str, list[dict[str, Any]]], labels: Mapping[str, str | None], halves: dict[str, str]
+                 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+    """The records of each output file (teachers' of both halves, students' of the audit half, each sorted by
+    id) and the number of empty outputs left out per model."""
+    files: dict[str, list[dict[str, Any]]] = {split: [] for split in ALPACAEVAL_SPLITS}
+    empty: dict[str, int] = {}
+    for model, model_rows in rows.items():
+        is_teacher = model not in labels
+        by_id, n_empty = _model_records(model, model_rows, is_teacher=is_teacher, teacher=labels.get(model))
+        if n_empty:
+            empty[model] = n_empty
+        for key in sorted(by_id):
+            half = halves[key]
+            if is_teacher:
+                files[f"teachers_{half}"].append(by_id[key])
+            elif half == "audit":
+                files["students_audit"].append(by_id[key])
+    return files, empty
+
+
+def _model_records(model: str, rows: list[dict[str, Any]], *, is_teacher: bool, teacher: str | None
+                   ) -> tuple[dict[str, dict[str, Any]], int]:
+    """One model's records by id (its first answer to each instruction) and how many outputs were empty.
+
+    A teacher's record names it in ``teacher``; a student's names it in ``student`` and its ``teacher``
+    when documented.
+    """
+    by_id: dict[str, dict[str, Any]] = {}
+    n_empty = 0
+    for row in rows:
+        key = alpacaeval_id(row["instruction"])
+        output = row.get("output") or ""
+        if not output.strip():
+            n_empty += 1
+            continue
+        if key in by_id:
+            continue
+        record = {"id": key, "task": ALPACAEVAL_TASK, "prompt": row["instruction"], "output": output}
+        if is_teacher:
+            record["teacher"] = model
+        else:
+            record["student"] = model
+            if teacher is not None:
+                record["teacher"] = teacher
+        by_id[key] = record
+    return by_id, n_empty
 
 
 @lru_cache(maxsize=1)

@@ -193,9 +193,7 @@ def train_student(teacher_outputs: str | os.PathLike, student: str, output_dir: 
     device = resolve_device(device)
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # a fresh name: nobody else's
-    work.mkdir()  # plain mkdir: the student folder gets the user's usual permissions
+    work = _work_dir(out)
     threads_before = torch.get_num_threads()
     try:
         if threads:
@@ -212,6 +210,29 @@ def train_student(teacher_outputs: str | os.PathLike, student: str, output_dir: 
         shutil.rmtree(out)
     os.replace(work, out)
     return info
+
+
+def _work_dir(out: Path) -> Path:
+    """A new folder beside ``out`` to train into; renamed to ``out`` once the student is complete."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # a fresh name: nobody else's
+    work.mkdir()  # plain mkdir: the student folder gets the user's usual permissions
+    return work
+
+
+def _batch_tensors(batch: list[tuple[list[int], int]], pad: int) -> tuple[Any, Any, Any]:
+    """Right-padded input ids, labels (-100 on the prompt and padding: only the output is learned) and mask."""
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (ids, start_out) in enumerate(batch):
+        input_ids[row, :len(ids)] = torch.tensor(ids)
+        labels[row, start_out:len(ids)] = torch.tensor(ids[start_out:])
+        mask[row, :len(ids)] = 1
+    return input_ids, labels, mask
 
 
 def check_student_dir(out: Path, *, overwrite: bool) -> None:
@@ -254,15 +275,7 @@ def _train(work: Path, pairs: list[dict[str, str]], label: str, student: str, se
         rng.shuffle(order)
         total = count = 0.0
         for b in range(0, len(order), settings.batch_size):
-            batch = [examples[i] for i in order[b:b + settings.batch_size]]
-            width = max(len(ids) for ids, _ in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (ids, start_out) in enumerate(batch):
-                input_ids[row, :len(ids)] = torch.tensor(ids)
-                labels[row, start_out:len(ids)] = torch.tensor(ids[start_out:])
-                mask[row, :len(ids)] = 1
+            input_ids, labels, mask = _batch_tensors([examples[i] for i in order[b:b + settings.batch_size]], pad)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
                 loss = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                              labels=labels.to(device)).loss
