@@ -24,14 +24,7 @@ from typing import Any
 
 from ..errors import AttributionError, Errors, missing_dependency, model_error
 from ._jsonl import AppendWriter, load_finished, read_prompts
-from .manifest import (
-    check_url,
-    manifest_path,
-    public_url,
-    redact,
-    utc_now,
-    write_manifest,
-)
+from .manifest import check_url, manifest_path, public_url, redact, utc_now, write_manifest
 from .retry import FATAL_STATUSES, RateLimiter, backoff_delay, classify_error, retry_after
 
 #: A run whose first requests are all refused as bad requests (400, 422) stops after this many: the
@@ -194,15 +187,8 @@ def collect_from_endpoint(base_url: str, model: str, prompts: str | os.PathLike,
     """
     decoding = decoding or ApiDecoding()
     options = options or EndpointOptions()
-    check_url(base_url)
-    if role not in ("teacher", "student"):
-        raise model_error("E210", name="role", expected="'teacher' or 'student'", got=role)
-    if prompt_template is not None and "{prompt}" not in prompt_template:
-        raise model_error("E210", name="prompt_template", expected="a string containing {prompt}", got=prompt_template)
-    if options.completion and system_prompt:
-        raise model_error("E210", name="system", expected="unset with --completion (no chat turns)", got=system_prompt)
-    if options.concurrency < 1:
-        raise model_error("E210", name="concurrency", expected="at least 1", got=options.concurrency)
+    _check_arguments(base_url, role=role, prompt_template=prompt_template, system_prompt=system_prompt,
+                     options=options)
     label = label or model
     records = read_prompts(prompts, limit=limit)
     existing = load_finished(output)
@@ -218,15 +204,27 @@ def collect_from_endpoint(base_url: str, model: str, prompts: str | os.PathLike,
     todo = [r for r in records if r.key not in done]
     if todo:
         _openai()  # a missing client is an install problem, not a failed run
-    start_date, start = utc_now(), time.perf_counter()
+    job = _Job(model=model, endpoint=public_url(base_url), decoding=decoding, options=options, label=label,
+               role=role, true_teacher=true_teacher, task=task, system_prompt=system_prompt,
+               prompt_template=prompt_template, settings=settings, secret=os.environ.get(options.api_key_env))
     stats = Stats()
-    secret = os.environ.get(options.api_key_env)
+    summary = {"output": str(output), "manifest": str(manifest_path(output)), "endpoint": job.endpoint,
+               "model": model, "label": label, "n_prompts": len(records), "n_existing": len(existing)}
+    summary = _recorded_run(base_url, job, todo, output, stats, prompts=prompts, summary=summary, progress=progress)
+    if stats.failed:
+        raise _incomplete(stats, len(todo), options, output)
+    return summary
+
+
+def _recorded_run(base_url: str, job: _Job, todo: list[Any], output: str | os.PathLike, stats: Stats, *,
+                  prompts: str | os.PathLike, summary: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """Run the workers on ``todo``; whatever happens, write the manifest (status ``complete``, ``incomplete``,
+    ``failed`` or ``interrupted``) and return the summary completed with the run's counts."""
+    start_date, start = utc_now(), time.perf_counter()
     status, error = "complete", None
     try:
         if todo:
-            _run(base_url, model, todo, output, stats, decoding=decoding, options=options, label=label, role=role,
-                 true_teacher=true_teacher, task=task, system_prompt=system_prompt, prompt_template=prompt_template,
-                 settings=settings, n_total=len(records), progress=progress, secret=secret)
+            _run(base_url, job, todo, output, stats, n_total=summary["n_prompts"], progress=progress)
         if stats.failed:
             status = "incomplete"
     except EndpointStopped as err:
@@ -239,136 +237,192 @@ def collect_from_endpoint(base_url: str, model: str, prompts: str | os.PathLike,
         status, error = "failed", f"{type(err).__name__}: {_short(err)}"
         raise
     finally:
-        summary = {"output": str(output), "manifest": str(manifest_path(output)), "endpoint": public_url(base_url),
-                   "model": model, "label": label, "n_prompts": len(records), "n_existing": len(existing),
-                   "n_written": stats.written, "n_empty": stats.empty, "n_failed": len(stats.failed),
+        summary = {**summary, "n_written": stats.written, "n_empty": stats.empty, "n_failed": len(stats.failed),
                    "requests": stats.requests, "retries": stats.retries, "prompt_tokens": stats.prompt_tokens,
                    "completion_tokens": stats.completion_tokens,
                    "seconds": round(time.perf_counter() - start, 3), "status": status}
-        write_manifest(output, prompts, base_url, settings, stats, summary, role=role, label=label,
-                        started=start_date, error=redact(error, secret) if error else None, options=options)
-    if stats.failed:
-        first_id, reason = next(iter(stats.failed.items()))
-        message = Errors.E415.format(n=len(stats.failed), total=len(todo), retries=options.max_retries, id=first_id,
-                                     reason=reason, written=stats.written, path=output)
-        not_tried = len(todo) - len(stats.failed) - stats.written - stats.empty
-        if not_tried:
-            message += f"; {not_tried} were not tried: {stats.failed_in_a_row} prompts failed in a row, so the run stopped"
-        raise CollectionIncomplete(message, code="E415")
+        write_manifest(output, prompts, base_url, job.settings, stats, summary, role=job.role, label=job.label,
+                       started=start_date, error=redact(error, job.secret) if error else None, options=job.options)
     return summary
 
 
-def _run(base_url: str, model: str, todo: list[Any], output: Any, stats: Stats, *, n_total: int,
-         progress: bool, **kwargs: Any) -> None:
+def _check_arguments(base_url: str, *, role: str, prompt_template: str | None, system_prompt: str | None,
+                     options: EndpointOptions) -> None:
+    """Refuse, before anything is read or sent, a URL or option combination that cannot work."""
+    check_url(base_url)
+    if role not in ("teacher", "student"):
+        raise model_error("E210", name="role", expected="'teacher' or 'student'", got=role)
+    if prompt_template is not None and "{prompt}" not in prompt_template:
+        raise model_error("E210", name="prompt_template", expected="a string containing {prompt}", got=prompt_template)
+    if options.completion and system_prompt:
+        raise model_error("E210", name="system", expected="unset with --completion (no chat turns)", got=system_prompt)
+    if options.concurrency < 1:
+        raise model_error("E210", name="concurrency", expected="at least 1", got=options.concurrency)
+
+
+def _incomplete(stats: Stats, n_todo: int, options: EndpointOptions, output: Any) -> CollectionIncomplete:
+    """E415: how many prompts failed (and why the first did), and how many were never tried."""
+    first_id, reason = next(iter(stats.failed.items()))
+    message = Errors.E415.format(n=len(stats.failed), total=n_todo, retries=options.max_retries, id=first_id,
+                                 reason=reason, written=stats.written, path=output)
+    not_tried = n_todo - len(stats.failed) - stats.written - stats.empty
+    if not_tried:
+        message += f"; {not_tried} were not tried: {stats.failed_in_a_row} prompts failed in a row, so the run stopped"
+    return CollectionIncomplete(message, code="E415")
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one run asks of the endpoint and how its rows are labelled (shared by its workers)."""
+
+    model: str
+    endpoint: str  # without credentials
+    decoding: ApiDecoding
+    options: EndpointOptions
+    label: str
+    role: str
+    true_teacher: str | None
+    task: str | None
+    system_prompt: str | None
+    prompt_template: str | None
+    settings: dict[str, Any]
+    secret: str | None = field(default=None, repr=False)  # the API key, only to redact it from messages
+
+
+def _run(base_url: str, job: _Job, todo: list[Any], output: Any, stats: Stats, *, n_total: int,
+         progress: bool) -> None:
     from tqdm import tqdm
 
     bar = tqdm(total=n_total, initial=n_total - len(todo), disable=not progress, unit="prompt",
-               desc=f"{kwargs['role']} {kwargs['label']}", dynamic_ncols=True)
+               desc=f"{job.role} {job.label}", dynamic_ncols=True)
     try:
-        asyncio.run(_main(base_url, model, todo, output, stats, bar=bar, **kwargs))
+        asyncio.run(_main(base_url, job, todo, output, stats, bar=bar))
     finally:
         bar.close()
 
 
-async def _main(base_url: str, model: str, todo: list[Any], output: Any, stats: Stats, *, bar: Any,
-                decoding: ApiDecoding, options: EndpointOptions, label: str, role: str, true_teacher: str | None,
-                task: str | None, system_prompt: str | None, prompt_template: str | None,
-                settings: dict[str, Any], secret: str | None) -> None:
+async def _main(base_url: str, job: _Job, todo: list[Any], output: Any, stats: Stats, *, bar: Any) -> None:
+    """``job.options.concurrency`` workers share one queue of prompts; SIGTERM cancels the run like Ctrl-C."""
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
         if main_task is not None:
             loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
-    client = _client(base_url, options)
-    limiter = RateLimiter(options.rpm, options.tpm)
+    client = _client(base_url, job.options)
     queue: asyncio.Queue = asyncio.Queue()
     for record in todo:
         queue.put_nowait(record)
-    endpoint = public_url(base_url)
-    rng = random.Random()
-
-    def row_for(record: Any, text: str, finish: str, n_new: int) -> dict[str, Any]:
-        row = {"id": record.key, "task": record.task or task, "prompt": record.output, "output": text,
-               "finish": finish, "n_new_tokens": n_new, "endpoint": endpoint, **settings}
-        if role == "teacher":
-            row["teacher"] = label
-        else:
-            row["student"] = label
-            row["teacher"] = true_teacher
-        return {k: v for k, v in row.items() if v is not None}
-
-    async def one(record: Any) -> None:
-        prompt = _framed(record.output, prompt_template)
-        estimate = len(prompt) / 4 + decoding.max_tokens
-        for attempt in range(options.max_retries + 1):
-            entry = await limiter.acquire(estimate)
-            stats.requests += 1
-            try:
-                text, finish, n_in, n_out, served = await _request(client, model, prompt, decoding, options,
-                                                                   system_prompt)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # noqa: BLE001 - classified below; nothing unexpected is swallowed
-                kind, status = classify_error(err)
-                stats.count(str(status) if status else type(err).__name__)
-                if kind == "fatal":
-                    raise EndpointStopped(_fatal_message(status, err, endpoint, model, options, secret),
-                                          code="E413") from None
-                if kind == "fail" and not isinstance(err, _known_errors()):
-                    raise
-                if kind == "fail" or attempt == options.max_retries:
-                    stats.failed[record.key] = redact(f"{status or type(err).__name__}: {_short(err)}", secret)
-                    stats.failed_in_a_row += 1
-                    if status in (400, 422) and not stats.succeeded and len(stats.failed) >= FIRST_REJECTIONS_STOP:
-                        raise EndpointStopped(redact(Errors.E413.format(
-                            endpoint=endpoint, status=status, meaning="bad request", detail=_short(err),
-                            hint=f"the first {len(stats.failed)} requests were all refused: check the decoding "
-                            "options (some models refuse max_tokens, temperature, top_p, seed or stop) and "
-                            "--completion"), secret), code="E413") from None
-                    bar.set_postfix(failed=len(stats.failed), retries=stats.retries, refresh=False)
-                    bar.update(1)
-                    return
-                stats.retries += 1
-                bar.set_postfix(failed=len(stats.failed), retries=stats.retries, refresh=False)
-                await asyncio.sleep(backoff_delay(attempt, options, retry_after(err), rng))
-                continue
-            stats.count("200")
-            stats.succeeded += 1
-            stats.failed_in_a_row = 0
-            stats.prompt_tokens += n_in
-            stats.completion_tokens += n_out
-            stats.served_models.add(served)
-            RateLimiter.settle(entry, n_in + n_out if n_in + n_out else estimate)
-            if text:
-                writer.write(row_for(record, text, finish, n_out))
-                stats.written += 1
-            else:
-                stats.empty += 1
-            bar.update(1)
-            return
-
-    async def worker() -> None:
-        while stats.failed_in_a_row < max(FAILED_IN_A_ROW_STOP, options.concurrency):
-            try:
-                record = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            await one(record)
-
     with AppendWriter(output) as writer:
+        collector = _Collector(job, client, stats, writer, bar)
         try:
-            workers = [asyncio.create_task(worker()) for _ in range(min(options.concurrency, len(todo)))]
+            workers = [asyncio.create_task(collector.work(queue))
+                       for _ in range(min(job.options.concurrency, len(todo)))]
             try:
                 await asyncio.gather(*workers)
             finally:
-                for job in workers:
-                    job.cancel()
+                for worker in workers:
+                    worker.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
         finally:
             with contextlib.suppress(Exception):
                 await client.close()
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGTERM)
+
+
+class _Collector:
+    """The workers of one run: each takes the next prompt, queries the endpoint (retrying what may be retried,
+    within the rate limits) and appends the answer; every count goes to ``stats``."""
+
+    def __init__(self, job: _Job, client: Any, stats: Stats, writer: Any, bar: Any) -> None:
+        self.job, self.client, self.stats, self.writer, self.bar = job, client, stats, writer, bar
+        self.limiter = RateLimiter(job.options.rpm, job.options.tpm)
+        self.rng = random.Random()
+
+    async def work(self, queue: asyncio.Queue) -> None:
+        """Take prompts until none is left or too many failed in a row (a dead endpoint)."""
+        while self.stats.failed_in_a_row < max(FAILED_IN_A_ROW_STOP, self.job.options.concurrency):
+            try:
+                record = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            await self.one(record)
+
+    async def one(self, record: Any) -> None:
+        """Query one prompt until it is answered or given up."""
+        job = self.job
+        prompt = _framed(record.output, job.prompt_template)
+        estimate = len(prompt) / 4 + job.decoding.max_tokens
+        for attempt in range(job.options.max_retries + 1):
+            entry = await self.limiter.acquire(estimate)
+            self.stats.requests += 1
+            try:
+                answer = await _request(self.client, job.model, prompt, job.decoding, job.options, job.system_prompt)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001 - classified in _failed; nothing unexpected is swallowed
+                if self._failed(record, err, last=attempt == job.options.max_retries):
+                    return
+                await asyncio.sleep(backoff_delay(attempt, job.options, retry_after(err), self.rng))
+                continue
+            self._answered(record, answer, entry, estimate)
+            return
+
+    def _failed(self, record: Any, err: Exception, *, last: bool) -> bool:
+        """Count a failed request: True when the prompt is given up, False to retry it; raises to stop the run
+        (401/403/404, an unexpected error, or a run whose first requests were all refused)."""
+        job, stats = self.job, self.stats
+        kind, status = classify_error(err)
+        stats.count(str(status) if status else type(err).__name__)
+        if kind == "fatal":
+            raise EndpointStopped(_fatal_message(status, err, job.endpoint, job.model, job.options, job.secret),
+                                  code="E413") from None
+        if kind == "fail" and not isinstance(err, _known_errors()):
+            raise err
+        if kind == "fail" or last:
+            stats.failed[record.key] = redact(f"{status or type(err).__name__}: {_short(err)}", job.secret)
+            stats.failed_in_a_row += 1
+            if status in (400, 422) and not stats.succeeded and len(stats.failed) >= FIRST_REJECTIONS_STOP:
+                raise EndpointStopped(redact(Errors.E413.format(
+                    endpoint=job.endpoint, status=status, meaning="bad request", detail=_short(err),
+                    hint=f"the first {len(stats.failed)} requests were all refused: check the decoding "
+                    "options (some models refuse max_tokens, temperature, top_p, seed or stop) and "
+                    "--completion"), job.secret), code="E413") from None
+            self.bar.set_postfix(failed=len(stats.failed), retries=stats.retries, refresh=False)
+            self.bar.update(1)
+            return True
+        stats.retries += 1
+        self.bar.set_postfix(failed=len(stats.failed), retries=stats.retries, refresh=False)
+        return False
+
+    def _answered(self, record: Any, answer: tuple[str, str, int, int, str], entry: Any, estimate: float) -> None:
+        """Count the answer, settle its token estimate, and append its row (an empty answer is only counted)."""
+        text, finish, n_in, n_out, served = answer
+        stats = self.stats
+        stats.count("200")
+        stats.succeeded += 1
+        stats.failed_in_a_row = 0
+        stats.prompt_tokens += n_in
+        stats.completion_tokens += n_out
+        stats.served_models.add(served)
+        RateLimiter.settle(entry, n_in + n_out if n_in + n_out else estimate)
+        if text:
+            self.writer.write(self._row(record, text, finish, n_out))
+            stats.written += 1
+        else:
+            stats.empty += 1
+        self.bar.update(1)
+
+    def _row(self, record: Any, text: str, finish: str, n_new: int) -> dict[str, Any]:
+        job = self.job
+        row = {"id": record.key, "task": record.task or job.task, "prompt": record.output, "output": text,
+               "finish": finish, "n_new_tokens": n_new, "endpoint": job.endpoint, **job.settings}
+        if job.role == "teacher":
+            row["teacher"] = job.label
+        else:
+            row["student"] = job.label
+            row["teacher"] = job.true_teacher
+        return {k: v for k, v in row.items() if v is not None}
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
