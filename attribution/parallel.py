@@ -20,6 +20,10 @@ tags it would have computed itself::
 
 Each worker loads the tagger once (the per-process cache of :func:`get_tagger`) and pins BLAS to one
 thread. Dask is imported only here and only when a context is entered: the core install stays light.
+
+Here the calling process still reads every record. For files too large for that, the workers read
+byte ranges themselves and return sums (the same results): :func:`attribution.partitioned_fit.fit_file`
+and :func:`attribution.partitioned_rank.rank_file`, on a client from :func:`dask_client`.
 """
 
 from __future__ import annotations
