@@ -79,6 +79,7 @@ def test_module_entry_point_in_a_real_process():
     assert "Usage: attribute-teacher" in proc.stdout and proc.stderr == ""
 
 
+@pytest.mark.slow
 def test_console_script_ranks_in_a_real_process(student_path, reference_path, tmp_path):
     """The installed ``attribute-teacher`` script: exit status, JSON on stdout, a usage error exits 2."""
     script = shutil.which("attribute-teacher", path=os.pathsep.join([str(Path(sys.executable).parent),

@@ -66,7 +66,6 @@ def test_combined_reference_holds_all_teachers():
     assert len(refs) == n
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("label", sorted(LABELS))
 def test_main_job_ranks_the_true_teacher_first(label):
     """The README's command: each demo student's true teacher comes first."""

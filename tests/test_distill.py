@@ -149,6 +149,7 @@ def test_collect_resumes_after_interruption(micro_student, corpus, tmp_path):
     assert again["n_written"] == 0 and part.read_text(encoding="utf-8") == expected
 
 
+@pytest.mark.slow
 def test_collect_resume_after_sigkill(micro_student, corpus, tmp_path):
     """Kill a real CLI run as soon as it has written something, then resume it."""
     import os

@@ -413,7 +413,6 @@ def test_item06_long_runs_reach_the_tokenizer_in_bounded_pieces(tagger, monkeypa
     assert doc.words[-3:] == ("The", "end", ".") and len(doc) == 2_003
 
 
-@pytest.mark.slow
 def test_item06_sixteen_thousand_parentheses_tag_in_seconds(tagger):
     start = time.perf_counter()
     doc = tagger.tag([")" * 16_000], cache=False)[0]

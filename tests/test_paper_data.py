@@ -96,7 +96,6 @@ def test_cli_reports_the_empty_released_output(cli, paper_qa, tmp_path):
     assert proc.stdout == "" and not out.exists()
 
 
-@pytest.mark.slow
 def test_cli_evaluate_on_released_data_with_skip_invalid(cli, paper_qa):
     proc = cli("evaluate", "-r", paper_qa / "commonsenseqa_teacher.jsonl",
                "-s", paper_qa / "commonsenseqa_student.jsonl", "--features", "pos-paper", "-f", "json",

@@ -242,6 +242,7 @@ def test_cli_scheduler_two_workers_same_bytes(client, capsys, tmp_path, referenc
     assert json.loads(outs[1][1])["ranking"]
 
 
+@pytest.mark.slow
 def test_cli_one_local_worker_same_bytes(capsys, tmp_path, reference_path):
     """--workers 1: a LocalCluster started and closed by the command."""
     paths = [tmp_path / "single.npz", tmp_path / "one.npz"]
@@ -275,6 +276,7 @@ def test_api_errors_are_coded():
             pass
 
 
+@pytest.mark.slow
 def test_core_imports_no_dask():
     code = ("import sys; import attribution, attribution.parallel, attribution.cli, attribution.api; "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')]")
@@ -320,6 +322,7 @@ def test_real_scheduler_and_worker_subprocesses(capsys, tmp_path, reference_path
                 proc.wait()
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_run_same_tags(client):
     """A worker process killed while it tags: Dask reruns its partitions elsewhere (its nanny restarts
     it); the tags are gathered by position, so nothing is lost or duplicated. Last of the module-cluster

@@ -228,7 +228,6 @@ def test_report_command_renders_a_saved_result(tmp_path):
     assert not (tmp_path / "x.html").exists()
 
 
-@pytest.mark.slow
 @needs_paper_qa
 def test_rank_command_writes_a_report(paper_files, tmp_path):
     reference, student = paper_files

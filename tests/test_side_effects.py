@@ -66,24 +66,29 @@ def test_baseline_command_restores_the_environment(capsys, reference_path, label
     assert os.environ.get("TQDM_DISABLE") == before
 
 
-def test_clear_caches_drops_loaded_taggers():
+def test_clear_caches_calls_every_registered_clear(monkeypatch):
     import attribution
 
-    first = tagging.get_tagger("spacy", batch_size=64)
-    assert tagging.get_tagger("spacy", batch_size=64) is first
+    calls: list[int] = []
+    monkeypatch.setattr(runtime, "_CLEARERS", [lambda: calls.append(1), lambda: calls.append(2)])
     attribution.clear_caches()
-    assert tagging._load_tagger.cache_info().currsize == 0
-    assert tagging.get_tagger("spacy", batch_size=64) is not first
+    assert calls == [1, 2]
 
 
-def test_clear_caches_drops_encoders_and_models():
+def test_every_process_wide_cache_is_registered(monkeypatch):
+    """Checked by registration, not by clearing: clearing would drop the session's tagger and models,
+    which other tests expect to stay loaded (``get_tagger`` returns the same object all session)."""
     pytest.importorskip("torch")
+    from collections import OrderedDict
+
     from attribution.baselines import bertscore, perplexity
 
-    bertscore._SCORERS["fake"] = object()  # type: ignore[assignment]
-    perplexity._SCORERS["fake"] = object()  # type: ignore[assignment]
-    runtime.clear_caches()
-    assert not bertscore._SCORERS and not perplexity._SCORERS
+    assert tagging._load_tagger.cache_clear in runtime._CLEARERS
+    assert bertscore._SCORERS.clear in runtime._CLEARERS
+    assert perplexity._clear_scorers in runtime._CLEARERS
+    monkeypatch.setattr(perplexity, "_SCORERS", OrderedDict(fake=object()))  # the loaded models stay
+    perplexity._clear_scorers()
+    assert not perplexity._SCORERS
 
 
 def test_bertscore_keeps_only_the_texts_of_its_last_run():
