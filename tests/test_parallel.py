@@ -25,7 +25,7 @@ from attribution.cli import main  # noqa: E402
 from attribution.cli._app import to_json  # noqa: E402
 from attribution.errors import InputError  # noqa: E402
 from attribution.io import RecordReader, read_records  # noqa: E402
-from attribution.parallel import dask_tagging, partitions, tag_texts  # noqa: E402
+from attribution.parallel import dask_client, dask_tagging, partitions, tag_texts  # noqa: E402
 from attribution.partitioned_fit import fit_file  # noqa: E402
 from attribution.partitioned_rank import rank_file  # noqa: E402
 from attribution.partitions import RangeReader, byte_ranges, line_offsets, shift_lines  # noqa: E402
@@ -210,6 +210,22 @@ def test_fit_file_on_workers_same_bytes(client, tmp_path):
     with pytest.raises(InputError) as worker_error:
         fit_file(path, client=client, partition_bytes=3_000, features="pos-paper")
     assert str(worker_error.value) == str(single_error.value) and ":8: " in str(single_error.value)
+
+
+@pytest.mark.slow
+def test_partitioned_paper_data_three_workers(paper_qa, tmp_path):
+    """fit_file and rank_file on the released OpenBookQA outputs with a cluster of 3 workers of their own
+    (ranges cutting the batches): the model bytes and rank JSON of one process."""
+    references, students = paper_qa / "openbookqa_teacher.jsonl", paper_qa / "openbookqa_student.jsonl"
+    single = fit_reference(RecordReader(references, require_teacher=True), features="pos-paper")
+    single.save(tmp_path / "single.npz")
+    ranked = to_json(rank_student(single, RecordReader(students)))
+    with dask_client(n_workers=3) as cluster:
+        model, _ = fit_file(references, client=cluster, partition_bytes=50_000, features="pos-paper")
+        model.save(tmp_path / "workers.npz")
+        result, _ = rank_file(model, students, client=cluster, partition_bytes=20_000)
+    assert (tmp_path / "workers.npz").read_bytes() == (tmp_path / "single.npz").read_bytes()
+    assert to_json(result) == ranked
 
 
 def test_workers_with_another_tagger_are_refused(client):
