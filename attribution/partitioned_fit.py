@@ -20,7 +20,8 @@ texts; it holds the labels of the references (the regressions need them), n-gram
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ import scipy.sparse as sp
 from sklearn.base import clone
 
 from .errors import AttributionError, InputError, model_error
-from .io import DEFAULT_MAX_CHARS, Record
+from .io import DEFAULT_MAX_CHARS, Record, RecordReader
 from .partitions import RangeReader, byte_ranges, line_offsets, shift_lines
 from .tagging import TaggedDoc
 
@@ -51,12 +52,35 @@ class ReferenceRange:
     """A range's references as a worker read them; ``docs`` stay on the worker (see :func:`range_summary`)."""
 
     n_lines: int
-    labels: list[tuple[Any, str, str | None]]  # (task, teacher, id) of each reference, in order
+    n_rows: int  # records seen, valid or not
+    tasks: dict[Any, int]  # valid records per task, before the task filter
+    labels: list[tuple[Any, str, str | None]]  # (task, teacher, id) of each reference kept, in order
     empty: list[bool]  # empty after normalization (the rule of check_references)
     has_text: list[bool]  # has tokens (the rule of TeacherAttributor.fit_docs)
     docs: list[TaggedDoc]
     skipped: list[InputError]
     error: AttributionError | None
+
+
+@dataclass
+class ReadFacts:
+    """What the workers' first pass found in the whole file (for callers that explain an empty input
+    as :class:`~attribution.io.RecordReader` users do: it has the reader's ``source``, ``n_read``,
+    ``n_rows`` and :meth:`no_records_error`)."""
+
+    source: str
+    n_rows: int
+    n_read: int
+    tasks: Counter  # valid records per task, before the task filter
+    labels: list[tuple[Any, str]]  # (task, teacher) of the references kept, in file order
+    skipped: list[InputError]
+
+    def no_records_error(self) -> InputError:
+        return RecordReader.no_records_error(self)  # type: ignore[arg-type]  # it reads n_rows and source
+
+    def records(self) -> list[Record]:
+        """The references kept as records holding only ``task`` and ``teacher`` (no text)."""
+        return [Record(output="", task=key, teacher=teacher) for key, teacher in self.labels]
 
 
 def read_range(path: str, span: tuple[int, int], task: str | None, params: dict[str, Any],
@@ -69,14 +93,18 @@ def read_range(path: str, span: tuple[int, int], task: str | None, params: dict[
     _pin_threads()
     reader = RangeReader(path, *span, require_teacher=True, **reader_options)
     records: list[Record] = []
+    tasks: dict[Any, int] = {}
     error = None
     try:
-        records = [r for r in reader if task is None or r.task == task]
+        for record in reader:
+            tasks[record.task] = tasks.get(record.task, 0) + 1
+            if task is None or record.task == task:
+                records.append(record)
     except AttributionError as err:
         error = err
     texts = [r.output for r in records]
     docs = TeacherAttributor(**params).prepare(texts) if error is None else []
-    return ReferenceRange(reader.n_lines, [(r.task, str(r.teacher), r.id) for r in records],
+    return ReferenceRange(reader.n_lines, reader.n_rows, tasks, [(r.task, str(r.teacher), r.id) for r in records],
                           empty_outputs(texts, normalize=params.get("normalize", True)),
                           [len(doc) > 0 for doc in docs], docs, reader.skipped, error)
 
@@ -142,12 +170,14 @@ def fit_vocabulary(vec: Any, counts: Sequence[NgramCounts], n_docs: int) -> Any:
 def fit_file(path: str | os.PathLike, *, client: Any = None, n_workers: int | None = None,
              scheduler: str | None = None, task: str | None = None, text_field: str | None = None,
              skip_invalid: bool = False, max_chars: int = DEFAULT_MAX_CHARS,
-             partition_bytes: int = FIT_PARTITION_BYTES, **params: Any) -> tuple[Any, list[InputError]]:
+             partition_bytes: int = FIT_PARTITION_BYTES, on_read: Callable[[ReadFacts], None] | None = None,
+             **params: Any) -> tuple[Any, list[InputError]]:
     """Fit on the teachers' references in the JSON Lines file ``path`` on Dask workers.
 
     The same model (saved bytes) as ``fit_reference(RecordReader(path, require_teacher=True, ...), task=task,
     **params)`` in one process, and the reader's skipped lines. Give one of ``client``, ``n_workers`` or
-    ``scheduler`` (see :func:`attribution.parallel.dask_tagging`).
+    ``scheduler`` (see :func:`attribution.parallel.dask_tagging`). ``on_read`` is called with the
+    :class:`ReadFacts` of the file once the workers have read it, before anything is refused or fitted.
     """
     from .parallel import dask_client
 
@@ -157,7 +187,7 @@ def fit_file(path: str | os.PathLike, *, client: Any = None, n_workers: int | No
         ranges = dask.map(read_range, [str(path)] * len(spans), spans, [task] * len(spans),
                           [params] * len(spans), [reader_options] * len(spans), pure=False)
         summaries = dask.gather(dask.map(_summary, ranges, pure=False))
-        skipped = _check(summaries, task)
+        skipped = _check(summaries, str(path), task, on_read)
         counts = dask.gather(dask.map(range_counts, ranges, [params] * len(ranges), pure=False))
         blocks = _vocabularies(counts, [part.labels for part in summaries], params)
         shared = dask.scatter(blocks, broadcast=True)
@@ -167,10 +197,12 @@ def fit_file(path: str | os.PathLike, *, client: Any = None, n_workers: int | No
 
 def _summary(part: ReferenceRange) -> ReferenceRange:
     """A range's result without its tags (what the client needs from the first pass)."""
-    return ReferenceRange(part.n_lines, part.labels, part.empty, part.has_text, [], part.skipped, part.error)
+    return ReferenceRange(part.n_lines, part.n_rows, part.tasks, part.labels, part.empty, part.has_text, [],
+                          part.skipped, part.error)
 
 
-def _check(summaries: list[ReferenceRange], task: str | None) -> list[InputError]:
+def _check(summaries: list[ReferenceRange], source: str, task: str | None,
+           on_read: Callable[[ReadFacts], None] | None) -> list[InputError]:
     """The skipped lines (at their lines in the file); raises the file's first error, or what
     ``fit_reference`` refuses before fitting (no references: E208; too few per teacher: E212)."""
     from .references import check_references
@@ -180,6 +212,12 @@ def _check(summaries: list[ReferenceRange], task: str | None) -> list[InputError
         skipped.extend(shift_lines(err, first_line) for err in part.skipped)
         if part.error is not None:
             raise shift_lines(part.error, first_line) if isinstance(part.error, InputError) else part.error
+    if on_read is not None:
+        tasks: Counter = Counter()
+        for part in summaries:
+            tasks.update(part.tasks)
+        on_read(ReadFacts(source, sum(p.n_rows for p in summaries), sum(tasks.values()), tasks,
+                          [(key, teacher) for p in summaries for key, teacher, _ in p.labels], skipped))
     if not any(part.labels for part in summaries):
         raise model_error("E208", task=task, known="(no records)")
     # check_references counts outputs that are not empty after normalization: the workers found which are

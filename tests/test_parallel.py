@@ -259,6 +259,25 @@ def test_cli_scheduler_two_workers_same_bytes(client, capsys, tmp_path, referenc
 
 
 @pytest.mark.slow
+def test_cli_fit_on_workers_reads_the_file_there(client, capsys, tmp_path):
+    """fit --scheduler on JSON Lines: the workers read the file (fit_file); the same model bytes, JSON and
+    skipped lines, and the same message when the task has no reference."""
+    lines = (DEMO / "teachers.jsonl").read_text(encoding="utf-8").splitlines()[::3]
+    tasked = [json.dumps({**json.loads(line), "task": "ab"[i % 2]}) for i, line in enumerate(lines)]
+    tasked[4] = '{"output": "no teacher"}'
+    path = _lines_file(tmp_path, "refs.jsonl", tasked)
+    outs = []
+    for extra in ([], ["--scheduler", client.scheduler.address]):
+        model = tmp_path / str(len(extra)) / "model.npz"
+        out = _run(capsys, "fit", path, "-o", model, "--task", "b", "--skip-invalid", "-f", "json", *FAST, *extra)
+        code = main([str(a) for a in ("fit", path, "-o", tmp_path / "none.npz", "--task", "c", "--skip-invalid",
+                                      "-q", *extra)])
+        _, err = capsys.readouterr()
+        outs.append((out, model.read_bytes(), code, err.splitlines()[-1]))
+    assert outs[0] == outs[1]
+    assert json.loads(outs[0][0])["skipped"] == 1 and outs[0][2] == 2 and "E117" in outs[0][3]
+
+
 def test_cli_one_local_worker_same_bytes(capsys, tmp_path, reference_path):
     """--workers 1: a LocalCluster started and closed by the command."""
     paths = [tmp_path / "single.npz", tmp_path / "one.npz"]

@@ -157,11 +157,12 @@ def environ(**values: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def tag_on_cluster(ctx: typer.Context, workers: int | None, scheduler: str | None, *, quiet: bool) -> None:
+def tag_on_cluster(ctx: typer.Context, workers: int | None, scheduler: str | None, *, quiet: bool) -> Any:
     """With ``--workers`` or ``--scheduler``, tagging goes to Dask until the command ends (the local
-    cluster and the connection are closed on exit, error or Ctrl-C); without them nothing changes."""
+    cluster and the connection are closed on exit, error or Ctrl-C); without them nothing changes.
+    Returns the Dask client (``None`` without them)."""
     if workers is None and scheduler is None:
-        return
+        return None
     if workers is not None and scheduler is not None:
         raise typer.BadParameter("give --workers or --scheduler, not both", param_hint="--workers")
     from ..parallel import dask_tagging
@@ -169,6 +170,7 @@ def tag_on_cluster(ctx: typer.Context, workers: int | None, scheduler: str | Non
     backend = ctx.with_resource(dask_tagging(n_workers=workers, scheduler=scheduler))
     where = f"{workers} local worker process(es)" if workers is not None else f"the Dask cluster at {scheduler}"
     log(f"tagging on {where} ({backend.n_workers} worker thread(s))", quiet=quiet)
+    return backend.client
 
 
 def round_floats(value: Any, digits: int = 6) -> Any:

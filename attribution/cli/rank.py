@@ -66,6 +66,35 @@ def _fit_from_file(reference: Path, *, task: Optional[str], features: str, tagge
     return model, refs.skipped, warnings, records
 
 
+def _fit_on_workers(client: Any) -> Any:
+    """:func:`_fit_from_file`, with the Dask workers reading the JSON Lines file in byte ranges
+    (:func:`attribution.partitioned_fit.fit_file`: the same model, the same errors and messages)."""
+
+    def fit(reference: Path, *, task: Optional[str], features: str, tagger: str, normalize: bool, seed: int,
+            reader: dict[str, Any], quiet: bool) -> tuple[Any, list, list[str], list]:
+        from ..checks import reference_warnings
+        from ..partitioned_fit import fit_file
+
+        def read(facts: Any) -> None:
+            report_skipped(facts.skipped, quiet=quiet)
+            problem = nothing_left(facts, facts.tasks, task, untagged_match=False) if not facts.labels else None
+            if problem is not None:
+                raise problem
+            log(f"fitting on {len(facts.labels)} reference outputs from {reference.name} (read by the workers)",
+                quiet=quiet)
+            kept.extend(facts.records())
+
+        kept: list = []
+        model, skipped = fit_file(reference, client=client, task=task, on_read=read, features=features,
+                                  tagger=tagger, normalize=normalize, random_state=seed, **reader)
+        warnings = reference_warnings(kept)
+        for warning in warnings:
+            log(f"warning: {warning}", quiet=quiet)
+        return model, skipped, warnings, kept
+
+    return fit
+
+
 class VerdictTest(str, Enum):
     """Choices of --verdict-test (attribution.api.VERDICT_TESTS)."""
 
@@ -372,12 +401,14 @@ def fit_cli(
     """Fit on teachers' reference outputs and save the model (safe .npz, no pickle)."""
     from ..io import check_outputs
 
+    from ..partitions import splittable
+
     check_outputs([output], [reference])
-    tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
-    model, skipped, warnings, _ = _fit_from_file(reference, task=task, features=features, tagger=tagger,
-                                                 normalize=normalize, seed=seed,
-                                                 reader=_reader_options(text_field, skip_invalid, max_chars),
-                                                 quiet=quiet)
+    client = tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
+    fit = _fit_from_file if client is None or not splittable(reference) else _fit_on_workers(client)
+    model, skipped, warnings, _ = fit(reference, task=task, features=features, tagger=tagger, normalize=normalize,
+                                      seed=seed, reader=_reader_options(text_field, skip_invalid, max_chars),
+                                      quiet=quiet)
     model.save(output)
     first = next(iter(model.models_.values()))
     result = {"model": output.name, "tasks": [str(t) for t in model.models_], "teachers": model.classes_,
