@@ -347,3 +347,22 @@ def test_a_short_flag_means_one_long_option_everywhere():
 
     walk(typer.main.get_command(app), "")
     assert {"-r", "-s", "-t", "-m", "-o", "-f", "-q"} <= set(seen)
+
+
+@pytest.mark.parametrize("raised, status, shown", [
+    ("KeyboardInterrupt()", 130, "interrupted"),  # as main() ends a real process: 130, no traceback
+    ("SystemExit(3)", 3, ""),  # as the interpreter maps SystemExit
+    ("SystemExit('bye')", 1, "bye"),
+    ("SystemExit(None)", 0, ""),
+])
+def test_run_cli_gives_the_status_a_process_would(monkeypatch, tmp_path, raised, status, shown):
+    import attribution.report
+
+    def stop(*args, **kwargs):
+        raise eval(raised)
+
+    monkeypatch.setattr(attribution.report, "write_report", stop)
+    saved = tmp_path / "result.json"
+    saved.write_text("{}", encoding="utf-8")
+    proc = run_cli("report", saved, "-o", tmp_path / "r.html")
+    assert proc.returncode == status and shown in proc.stderr and "Traceback" not in proc.stderr
