@@ -74,7 +74,8 @@ class Errors:
     E403 = "device '{device}' was requested but CUDA is not available; use --device cpu or auto"  # baselines too
     E404 = "unknown chat template '{value}'; choose from {choices}"
     E405 = "duplicate id '{id}' (first on line {first}); ids must be unique"
-    E406 = "the file holds outputs made with other settings ({detail}); pass the same settings to resume, or write a new file"
+    E406 = ("the file holds outputs made with other settings ({detail}); pass the same settings to resume, or write a "
+            "new file")
     E407 = "prompt id '{id}' was used to train this student; generate on held-out prompts or pass --allow-train-prompts"
     E408 = "no training examples: {detail}"
     E409 = "'{path}' is not a student written by 'attribute-teacher distill' (missing {missing})"

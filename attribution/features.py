@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -110,16 +110,17 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
     def _docs(self, X: Sequence[TaggedDoc | str]) -> list[TaggedDoc]:
         if isinstance(X, str):
             raise ValueError(Errors.E202)
-        X = list(X)
-        if X and isinstance(X[0], str):
-            return prepare_docs(X, tagger=self.tagger)
-        return X
+        items = list(X)
+        if items and isinstance(items[0], str):
+            return prepare_docs(cast("list[str]", items), tagger=self.tagger)
+        return cast("list[TaggedDoc]", items)
 
     def _source(self) -> str:
         return self.source
 
     def _range(self) -> tuple[int, int]:
-        return tuple(self.ngram_range)
+        low, high = self.ngram_range
+        return int(low), int(high)
 
     def _symbols(self, doc: TaggedDoc) -> Sequence[str | None]:
         return self.symbols(doc)
@@ -154,7 +155,7 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
                     yield gram, " ".join(doc.words[start:start + n])
 
     # -- the n-gram core: every occurrence as an integer code ----------------------------
-    def _encode(self, docs: Sequence[TaggedDoc], table: dict[str, int], *,
+    def _encode(self, docs: Sequence[TaggedDoc], table: dict[Any, int], *,
                 grow: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Row and code of every n-gram occurrence in ``docs``, shortest n first.
 
@@ -238,7 +239,7 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
         if self.weighting == "tfidf":
             pairs = np.unique(rows * len(uniq) + inverse)
             df = np.bincount(pairs % len(uniq), minlength=len(uniq))[kept].astype(float)
-            self.idf_ = np.log((1 + len(docs)) / (1 + df)) + 1.0
+            self.idf_: np.ndarray | None = np.log((1 + len(docs)) / (1 + df)) + 1.0
         else:
             self.idf_ = None
         column = np.full(len(uniq), -1, dtype=np.int64)
@@ -262,13 +263,13 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
             for symbol in gram:
                 table.setdefault(symbol, len(table) + 1)
         base = len(table) + 1
-        codes = []
+        gram_codes: list[int] = []
         for gram in grams:
             code = 0
             for symbol in gram:
                 code = code * base + table[symbol]
-            codes.append(code)
-        codes = np.asarray(codes, dtype=self._code_dtype(base))
+            gram_codes.append(code)
+        codes: np.ndarray = np.asarray(gram_codes, dtype=self._code_dtype(base))
         order = np.argsort(codes, kind="stable")
         lookup = (table, codes[order], order.astype(np.int64))
         self._lookup_cache = (self.vocabulary_, lookup)
@@ -305,7 +306,7 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
         """The kept n-grams in column order."""
         if not hasattr(self, "vocabulary_"):
             raise NotFittedError(Errors.E204.format(name=type(self).__name__), code="E204")
-        names = sorted(self.vocabulary_, key=self.vocabulary_.get)
+        names = sorted(self.vocabulary_, key=self.vocabulary_.__getitem__)
         return np.asarray(names, dtype=object)
 
     # -- persistence (plain JSON + arrays, no pickle) ----------------------------------

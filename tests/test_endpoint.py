@@ -210,7 +210,8 @@ def test_completion_mode_then_fit_and_rank(cli, server, keyed, tmp_path):
                       "12", "--prompt-template", "Question: {prompt}\\nAnswer: In short,", "--concurrency", "4")
     assert result.returncode == 0, result.stderr
     rows = _rows(plain)
-    assert rows and rows[0]["api"] == "completion" and rows[0]["prompt_template"] == "Question: {prompt}\nAnswer: In short,"
+    assert rows and rows[0]["api"] == "completion"
+    assert rows[0]["prompt_template"] == "Question: {prompt}\nAnswer: In short,"
     assert json.loads(manifest_path(plain).read_text())["api"] == "completion"
 
     student_prompts = _prompts(tmp_path, 6, prefix="s", offset=8)

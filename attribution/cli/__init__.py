@@ -34,8 +34,7 @@ _previous_handlers = _importing_handlers()
 try:
     import importlib
 
-    from ._app import (EXIT_INTERRUPTED, EXIT_TERMINATED, RUN_HANDLERS, Terminated, app, install_signal_handlers,
-                       run_app)
+    from ._app import EXIT_INTERRUPTED, EXIT_TERMINATED, RUN_HANDLERS, Terminated, app, install_signal_handlers, run_app
 finally:  # a library import leaves the caller's handlers as they were
     for _signum, _handler in _previous_handlers.items():
         if not _AS_CLI:

@@ -18,7 +18,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import typer
 
@@ -48,7 +48,7 @@ def _natural_metavars() -> None:
 
     option = getattr(core, "TyperOption", None)
     shown = getattr(option, "display_type_rich", None)
-    if shown is None or getattr(shown, "natural", False):
+    if option is None or shown is None or getattr(shown, "natural", False):
         return
 
     def display_type_rich(self: Any, ctx: Any) -> str | None:
@@ -83,7 +83,7 @@ def install_signal_handlers(handlers: dict[int, Any]) -> dict[int, Any]:
 
 
 #: While a command runs: Ctrl-C raises KeyboardInterrupt, SIGTERM raises Terminated (exit 130 / 143).
-RUN_HANDLERS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _raise_terminated}
+RUN_HANDLERS: dict[int, Any] = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _raise_terminated}
 
 
 def _print_version(value: bool) -> None:
@@ -317,7 +317,7 @@ def run_app(argv: list[str]) -> int:
             return EXIT_INTERRUPTED
         if isinstance(err, usage_errors):
             shown = io.StringIO()
-            err.show(file=shown)  # the message may quote a hostile option value
+            cast(Any, err).show(file=shown)  # the message may quote a hostile option value
             echo(shown.getvalue().rstrip("\n"), err=True)
             return EXIT_USAGE
         if isinstance(err, (click.exceptions.Exit, typer.Exit)):

@@ -21,10 +21,13 @@ STOP_OPTION = typer.Option(None, "--stop", help="With --endpoint: a stop string 
 API_KEY_ENV_OPTION = typer.Option("OPENAI_API_KEY", "--api-key-env", help="With --endpoint: the environment "
                                   "variable holding the API key (the key is never written anywhere).")
 CONCURRENCY_OPTION = typer.Option(4, "--concurrency", min=1, help="With --endpoint: requests in flight at once.")
-RPM_OPTION = typer.Option(0.0, "--rpm", min=0.0, help="With --endpoint: at most this many requests per minute (0: no limit).")
-TPM_OPTION = typer.Option(0.0, "--tpm", min=0.0, help="With --endpoint: at most this many tokens per minute (0: no limit).")
+RPM_OPTION = typer.Option(0.0, "--rpm", min=0.0,
+                          help="With --endpoint: at most this many requests per minute (0: no limit).")
+TPM_OPTION = typer.Option(0.0, "--tpm", min=0.0,
+                          help="With --endpoint: at most this many tokens per minute (0: no limit).")
 MAX_RETRIES_OPTION = typer.Option(6, "--max-retries", min=0, help="With --endpoint: retries per prompt on 429, 5xx, "
-                                  "timeouts and dropped connections (exponential backoff with jitter, Retry-After honoured).")
+                                  "timeouts and dropped connections (exponential backoff with jitter, Retry-After "
+                                  "honoured).")
 TIMEOUT_OPTION = typer.Option(120.0, "--timeout", min=0.1, help="With --endpoint: seconds per request.")
 
 
@@ -50,7 +53,8 @@ def endpoint_settings(params: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _table(result: dict[str, Any]) -> str:
-    return "\n".join(f"{key:>17}  {value}" for key, value in sorted(result.items()) if not isinstance(value, (dict, list)))
+    return "\n".join(f"{key:>17}  {value}" for key, value in sorted(result.items())
+                     if not isinstance(value, (dict, list)))
 
 
 def run_endpoint(params: dict[str, Any], **labels: Any) -> None:

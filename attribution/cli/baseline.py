@@ -13,9 +13,25 @@ from typing import Any, Optional
 import typer
 
 from .. import registry
-from ._app import (DEVICE_OPTION, FORMAT_OPTION, OUTPUT_JSON_OPTION, PROMPT_FORMAT_OPTION, QUIET_OPTION,
-                   SKIP_INVALID_OPTION, TASK_OPTION, TEACHER_MODEL_OPTION, TEXT_FIELD_OPTION, THREADS_OPTION, Device,
-                   OutputFormat, app, emit, environ, log, read_inputs)
+from ._app import (
+    DEVICE_OPTION,
+    FORMAT_OPTION,
+    OUTPUT_JSON_OPTION,
+    PROMPT_FORMAT_OPTION,
+    QUIET_OPTION,
+    SKIP_INVALID_OPTION,
+    TASK_OPTION,
+    TEACHER_MODEL_OPTION,
+    TEXT_FIELD_OPTION,
+    THREADS_OPTION,
+    Device,
+    OutputFormat,
+    app,
+    emit,
+    environ,
+    log,
+    read_inputs,
+)
 
 NAME_HELP = f"{registry.baselines.help()}."
 
@@ -32,7 +48,8 @@ def _table(result: dict[str, Any]) -> str:
     lines = [f"{'baseline':<22} {'student':<28} {'verdict':<24} {'n':>5}"]
     for baseline, sub in parts:
         for student, row in sorted(sub["students"].items()):
-            lines.append(f"{baseline or sub.get('name', ''):<22} {student:<28} {row['verdict']:<24} {row['n_outputs']:>5}")
+            name = baseline or sub.get("name", "")
+            lines.append(f"{name:<22} {student:<28} {row['verdict']:<24} {row['n_outputs']:>5}")
     return "\n".join(lines)
 
 
@@ -64,7 +81,8 @@ def baseline_cli(
     drop_empty: bool = typer.Option(False, "--drop-empty",
                                     help="Leave out students that are empty after normalization (they tie for "
                                     "every teacher, and ties go to the alphabetically first)."),
-    limit: int = typer.Option(0, "--limit", min=0, help="Score a seeded random sample of this many students (0 = all)."),
+    limit: int = typer.Option(0, "--limit", min=0,
+                              help="Score a seeded random sample of this many students (0 = all)."),
     threads: int = THREADS_OPTION,
     text_field: Optional[str] = TEXT_FIELD_OPTION,
     skip_invalid: bool = SKIP_INVALID_OPTION,

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from ._app import FORMAT_OPTION, OutputFormat, QUIET_OPTION, app, emit, log
+from ._app import FORMAT_OPTION, QUIET_OPTION, OutputFormat, app, emit, log
 
 data_app = typer.Typer(help="Released data sets: fetch (or read a local copy) and export as JSON Lines.",
                        no_args_is_help=True)
@@ -57,7 +57,8 @@ def alpacaeval_cli(
     seed: int = typer.Option(0, "--seed", help="Seed of the reference/audit split of the instructions."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", file_okay=False, help="Where <model>/"
                                              "model_outputs.json live or are downloaded to (a copy of AlpacaEval's "
-                                             "results/ works offline); default ~/.cache/teacher-attribution/alpaca_eval."),
+                                             "results/ works offline); default "
+                                             "~/.cache/teacher-attribution/alpaca_eval."),
     download: bool = typer.Option(True, "--download/--no-download", help="Fetch missing files from GitHub."),
     fmt: OutputFormat = FORMAT_OPTION,
 ) -> None:

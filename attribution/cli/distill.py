@@ -12,12 +12,23 @@ from typing import Any, Optional
 import typer
 
 from ._app import DEVICE_OPTION, FORMAT_OPTION, QUIET_OPTION, THREADS_OPTION, Device, OutputFormat, app, emit, log
-from ._endpoint import (API_KEY_ENV_OPTION, COMPLETION_OPTION, CONCURRENCY_OPTION, ENDPOINT_OPTION, MAX_RETRIES_OPTION,
-                        RPM_OPTION, STOP_OPTION, TIMEOUT_OPTION, TPM_OPTION, run_endpoint)
+from ._endpoint import (
+    API_KEY_ENV_OPTION,
+    COMPLETION_OPTION,
+    CONCURRENCY_OPTION,
+    ENDPOINT_OPTION,
+    MAX_RETRIES_OPTION,
+    RPM_OPTION,
+    STOP_OPTION,
+    TIMEOUT_OPTION,
+    TPM_OPTION,
+    run_endpoint,
+)
 
 
 def _table(result: dict[str, Any]) -> str:
-    return "\n".join(f"{key:>16}  {value}" for key, value in sorted(result.items()) if not isinstance(value, (dict, list)))
+    return "\n".join(f"{key:>16}  {value}" for key, value in sorted(result.items())
+                     if not isinstance(value, (dict, list)))
 
 
 def _decoding(max_new_tokens: int, sample: bool, temperature: float, top_p: float, repetition_penalty: float,
@@ -118,7 +129,8 @@ def distill_cli(
                                 "trained from scratch), GPT-2 config .json, model directory or hub id (e.g. gpt2)."),
     output_dir: Path = typer.Option(..., "--output", "-o", file_okay=False, help="Directory for the trained student."),
     teacher: Optional[str] = typer.Option(None, help="Use only this teacher's records (for files mixing teachers)."),
-    name: Optional[str] = typer.Option(None, help="Student label in generated records [default: STUDENT-from-TEACHER]."),
+    name: Optional[str] = typer.Option(None,
+                                       help="Student label in generated records [default: STUDENT-from-TEACHER]."),
     epochs: int = typer.Option(10, min=1, help="Passes over the training pairs."),
     batch_size: int = typer.Option(8, min=1, help="Pairs per optimisation step."),
     learning_rate: float = typer.Option(1e-3, min=0.0, help="AdamW peak learning rate (use ~5e-5 for pretrained)."),
@@ -149,7 +161,8 @@ def distill_cli(
 @app.command("generate")
 def generate_cli(
     student: Optional[Path] = typer.Option(None, "--student", exists=True, file_okay=False,
-                                           help="Directory written by 'attribute-teacher distill' (or use --endpoint)."),
+                                           help="Directory written by 'attribute-teacher distill' "
+                                           "(or use --endpoint)."),
     prompts: Path = typer.Option(..., "--prompts", "-p", exists=True, dir_okay=False,
                                  help="Held-out prompts (JSONL/CSV with 'prompt', 'id', 'task')."),
     output: Path = typer.Option(..., "--output", "-o", dir_okay=False,

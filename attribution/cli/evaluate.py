@@ -9,21 +9,21 @@ import typer
 
 from .. import registry
 from ._app import (
-    Device,
     FORMAT_OPTION,
     MAX_CHARS_OPTION,
     NORMALIZE_OPTION,
-    OutputFormat,
-    QUIET_OPTION,
-    SKIP_INVALID_OPTION,
     OUTPUT_JSON_OPTION,
     PROMPT_FORMAT_OPTION,
-    TEACHER_MODEL_OPTION,
+    QUIET_OPTION,
+    SCHEDULER_OPTION,
+    SKIP_INVALID_OPTION,
     TAGGER_OPTION,
     TASK_OPTION,
+    TEACHER_MODEL_OPTION,
     TEXT_FIELD_OPTION,
-    SCHEDULER_OPTION,
     WORKERS_OPTION,
+    Device,
+    OutputFormat,
     app,
     emit,
     log,
@@ -51,7 +51,8 @@ def evaluate_cli(
     students: List[Path] = typer.Option(..., "--students", "-s", dir_okay=False,
                                         help="Student outputs, each labelled with its true 'teacher'; repeatable."),
     features: str = typer.Option("pos-paper,ngram-paper,combined", "--features",
-                                 help=f"Comma-separated feature sets to compare: {', '.join(registry.feature_sets.names())}."),
+                                 help="Comma-separated feature sets to compare: "
+                                 f"{', '.join(registry.feature_sets.names())}."),
     baselines: str = typer.Option("", "--baselines", help="Comma-separated baselines (model-based ones need the "
                                   f"baselines extra): {', '.join(registry.baselines.names())}."),
     baseline_model: Optional[str] = typer.Option(None, "--baseline-model",
@@ -80,9 +81,9 @@ def evaluate_cli(
 ) -> None:
     """Fit on teacher outputs, attribute every student output, and score it (per output and per student)."""
     from ..evaluation import evaluate
-    from ..references import match_students
     from ..features import FEATURE_SETS
     from ..io import check_outputs
+    from ..references import match_students
 
     names = _split(features)
     unknown = [n for n in names if n not in FEATURE_SETS]

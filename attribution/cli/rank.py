@@ -13,25 +13,24 @@ from ._app import (
     FORMAT_OPTION,
     MAX_CHARS_OPTION,
     NORMALIZE_OPTION,
-    OutputFormat,
     QUIET_OPTION,
+    SCHEDULER_OPTION,
     SKIP_INVALID_OPTION,
     TAGGER_OPTION,
     TASK_OPTION,
     TEXT_FIELD_OPTION,
-    SCHEDULER_OPTION,
     WORKERS_OPTION,
+    OutputFormat,
     Tally,
     app,
-    to_json,
     echo,
     emit,
     log,
     nothing_left,
     report_skipped,
     tag_on_cluster,
+    to_json,
 )
-
 
 
 def _reader_options(text_field: Optional[str], skip_invalid: bool, max_chars: int) -> dict[str, Any]:
@@ -232,7 +231,8 @@ def rank_cli(
     output: Optional[Path] = typer.Option(None, "--output", "-o", dir_okay=False,
                                           help="Also write the JSON here; a .csv or .parquet file gets the csv rows."),
     report: Optional[Path] = typer.Option(None, "--report", dir_okay=False,
-                                          help="Write a report: HTML (.html), Markdown (.md) or PDF (.pdf, needs Chromium)."),
+                                          help="Write a report: HTML (.html), Markdown (.md) or PDF (.pdf, needs "
+                                          "Chromium)."),
     examples: int = typer.Option(0, "--examples", min=0,
                                  help="Keep up to N whole student outputs per evidence template (JSON and report)."),
     chromium: Optional[str] = typer.Option(None, "--chromium",
@@ -242,11 +242,13 @@ def rank_cli(
         None, "--group-by", case_sensitive=False,
         help="Rank each group of records sharing this field (typically 'student') on its own, in one run."),
     per_output: Optional[Path] = typer.Option(None, "--per-output", dir_okay=False,
-                                              help="Write each output's probabilities, keyed by id (.csv or .parquet)."),
+                                              help="Write each output's probabilities, keyed by id (.csv or "
+                                              ".parquet)."),
     evidence_file: Optional[Path] = typer.Option(None, "--evidence", dir_okay=False,
                                                  help="Write the template evidence rows (.csv or .parquet)."),
     keep_outputs: bool = typer.Option(False, "--keep-outputs",
-                                      help="Keep per-output probabilities in the JSON (for 'attribute-teacher report')."),
+                                      help="Keep per-output probabilities in the JSON (for 'attribute-teacher "
+                                      "report')."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap behind 'support'."),
     verdict_test: VerdictTest = typer.Option(
         VerdictTest.either, "--verdict-test", case_sensitive=False,
@@ -261,20 +263,59 @@ def rank_cli(
     When the references hold every candidate's answer to the student's prompts (same 'id'), the
     verdict comes from a paired, prompt-by-prompt test; otherwise from the unlisted-teacher test.
     """
-    from tqdm import tqdm
+    _check_before_work(outputs, reference, model_path, output=output, report=report, group_by=group_by,
+                       per_output=per_output, evidence_file=evidence_file)
+    if report is not None and report.suffix.lower() == ".pdf":
+        from ..report.pdf import find_chromium
 
-    from ..api import file_digest
-    from ..errors import ModelError, input_error
-    from ..io import RecordReader, atomic_write, check_outputs, write_together
-    from ..multitask import as_multitask
-    from ..persistence import load_model
+        chromium = find_chromium(chromium)  # E606 before any work
+    reader = _reader_options(text_field, skip_invalid, max_chars)
+    tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
+    model, skipped, warnings, ref_records = _model_for_ranking(
+        ctx, reference, model_path, task=task, features=features, tagger=tagger, normalize=normalize, seed=seed,
+        reader=reader, quiet=quiet)
+    from ..io import RecordReader
+    from ..report.run import RunRecorder
+
+    group = group_by.value if group_by is not None else None
+    recorder = RunRecorder(model, references=ref_records, examples=examples, group_by=group)
+    student = RecordReader(outputs, **reader)
+    options = {"task": task, "top_templates": top_templates, "tests": verdict_test.value,
+               "keep_outputs": report is not None or keep_outputs or per_output is not None}
+    audit = _rank_file(model, student, recorder, outputs, group=group, options=options, model_path=model_path,
+                       quiet=quiet)
+    for warning in audit.warnings:
+        log(f"warning: {warning}", quiet=quiet)
+    result = audit.data if group_by is None else audit.meta  # what the JSON adds about the files
+    if warnings:  # about the references
+        result["warnings"] = [*warnings, *result.get("warnings", [])]
+    _add_inputs(result, outputs, reference, model_path, n_skipped=len(skipped) + len(student.skipped))
+    settings = {"task": task, "top_templates": top_templates, "verdict_test": verdict_test.value,
+                "skip_invalid": skip_invalid, "max_chars": max_chars, "text_field": text_field,
+                "group_by": group, "examples": examples}
+    from ..result import AuditBatch
+
+    batch = audit if group_by is not None else AuditBatch([audit])
+    for warning in recorder.finish(result, batch, skipped_references=skipped, skipped_outputs=student.skipped,
+                                   options=settings):
+        log(f"warning: {warning}", quiet=quiet)
+    _write_results(audit, batch, fmt=fmt, output=output, report=report, per_output=per_output,
+                   evidence_file=evidence_file, keep_outputs=keep_outputs, examples=examples, chromium=chromium,
+                   grouped=group_by is not None)
+    if report is not None:
+        log(f"wrote report {report}", quiet=quiet)
+
+
+def _check_before_work(outputs: Path, reference: Optional[Path], model_path: Optional[Path], *,
+                       output: Optional[Path], report: Optional[Path], group_by: Optional[GroupBy],
+                       per_output: Optional[Path], evidence_file: Optional[Path]) -> None:
+    """Every check that needs no model: options that go together, output paths, the student file."""
+    from ..errors import input_error, model_error
+    from ..io import check_outputs
     from ..report import report_files
-    from ..result import (TABLE_SUFFIXES, AuditBatch, audit_student, frame_to_csv, rank_students, require_parquet,
-                          table_suffix, write_table)
+    from ..result import require_parquet, table_suffix
 
     if reference is None and model_path is None:
-        from ..errors import model_error
-
         raise model_error("E417")
     if reference is not None and model_path is not None:
         raise typer.BadParameter("give exactly one of --reference or --model")
@@ -290,72 +331,86 @@ def rank_cli(
                   [outputs, reference, model_path])
     if not outputs.is_file():  # before fitting: a typo in the student path should not cost a fit
         raise input_error("E109", source=str(outputs))
-    if report is not None and report.suffix.lower() == ".pdf":
-        from ..report.pdf import find_chromium
 
-        chromium = find_chromium(chromium)  # E606 before any work
-    reader = _reader_options(text_field, skip_invalid, max_chars)
-    tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
-    skipped: list = []
-    warnings: list[str] = []
-    ref_records = None
-    if model_path is not None:
-        model = as_multitask(load_model(model_path, tagger=tagger if _given(ctx, "tagger") else None))
-        _check_model_options(ctx, model, {"features": features, "tagger": tagger, "normalize": normalize,
-                                          "seed": seed})
-    else:
-        model, skipped, warnings, ref_records = _fit_from_file(
-            reference, task=task, features=features, tagger=tagger, normalize=normalize, seed=seed, reader=reader,
-            quiet=quiet)
-    from ..report.run import RunRecorder
 
-    recorder = RunRecorder(model, references=ref_records, examples=examples,
-                           group_by=group_by.value if group_by is not None else None)
-    student = RecordReader(outputs, **reader)
+def _model_for_ranking(ctx: typer.Context, reference: Optional[Path], model_path: Optional[Path], *,
+                       task: Optional[str], features: str, tagger: str, normalize: bool, seed: int,
+                       reader: dict[str, Any], quiet: bool) -> tuple[Any, list, list[str], Optional[list]]:
+    """The saved model (checked against the options given) or one fitted on the reference file; with the
+    references' skipped records, warnings and records (None for a saved model)."""
+    if model_path is None:
+        assert reference is not None  # _check_before_work
+        return _fit_from_file(reference, task=task, features=features, tagger=tagger, normalize=normalize,
+                              seed=seed, reader=reader, quiet=quiet)
+    from ..multitask import as_multitask
+    from ..persistence import load_model
+
+    model = as_multitask(load_model(model_path, tagger=tagger if _given(ctx, "tagger") else None))
+    _check_model_options(ctx, model, {"features": features, "tagger": tagger, "normalize": normalize,
+                                      "seed": seed})
+    return model, [], [], None
+
+
+def _rank_file(model: Any, student: Any, recorder: Any, outputs: Path, *, group: Optional[str],
+               options: dict[str, Any], model_path: Optional[Path], quiet: bool) -> Any:
+    """Stream the student file through the model (one student, or one per group), with a progress bar;
+    a file with nothing left to rank gets the reason (E118 or the reader's) instead of E209."""
+    from tqdm import tqdm
+
+    from ..errors import ModelError, input_error
+    from ..result import audit_student, rank_students
+
     tally = Tally(student)
     with tqdm(desc="ranking", unit="out", total=None if quiet else _count_records(outputs),
               disable=quiet, leave=False) as bar:
-        options = {"task": task, "top_templates": top_templates, "progress": bar.update, "tests": verdict_test.value,
-                   "keep_outputs": report is not None or keep_outputs or per_output is not None}
         try:
-            if group_by is None:
-                audit = audit_student(model, recorder.watch(tally), **options)
+            audit: Any
+            if group is None:
+                audit = audit_student(model, recorder.watch(tally), progress=bar.update, **options)
             else:
-                audit = rank_students(model, recorder.watch(tally), group_by=group_by.value, **options)
+                audit = rank_students(model, recorder.watch(tally), group_by=group, progress=bar.update, **options)
         except ModelError as err:
             if err.code != "E209":
                 raise
             report_skipped(student.skipped, quiet=quiet)
+            task = options["task"]
             problem = nothing_left(student, tally.tasks, task)
             n = sum(tally.tasks.values()) if task is None else tally.tasks[task] + tally.tasks[None]
             raise problem or input_error("E118", source=student.source, n=n,
                                          hint=_empty_hint(model_path, model)) from None
     report_skipped(student.skipped, quiet=quiet)
-    for warning in audit.warnings:
-        log(f"warning: {warning}", quiet=quiet)
-    batch = audit if group_by is not None else AuditBatch([audit])
-    result = audit.data if group_by is None else audit.meta  # what the JSON adds about the files
-    if warnings:  # about the references
-        result["warnings"] = [*warnings, *result.get("warnings", [])]
-    result["skipped"] = len(skipped) + len(student.skipped)
+    return audit
+
+
+def _add_inputs(result: dict[str, Any], outputs: Path, reference: Optional[Path], model_path: Optional[Path], *,
+                n_skipped: int) -> None:
+    """What the JSON says about the files read: records skipped, each file's name and digest, and where
+    the reference was collected, when a manifest says so."""
+    from ..api import file_digest
+
+    result["skipped"] = n_skipped
     result["inputs"] = {"outputs": file_digest(outputs)}
     if reference is not None:
-        from ..distill.manifest import manifest_source  # where the reference was collected, when known
+        from ..distill.manifest import manifest_source
 
         result["inputs"]["reference"] = {**file_digest(reference), **manifest_source(reference)}
     else:
+        assert model_path is not None
         result["inputs"]["model"] = file_digest(model_path)
-    settings = {"task": task, "top_templates": top_templates, "verdict_test": verdict_test.value,
-                "skip_invalid": skip_invalid, "max_chars": max_chars, "text_field": text_field,
-                "group_by": group_by.value if group_by is not None else None, "examples": examples}
-    for warning in recorder.finish(result, batch, skipped_references=skipped, skipped_outputs=student.skipped,
-                                   options=settings):
-        log(f"warning: {warning}", quiet=quiet)
-    with write_together():  # every output file appears, or none does
+
+
+def _write_results(audit: Any, batch: Any, *, fmt: RankFormat, output: Optional[Path], report: Optional[Path],
+                   per_output: Optional[Path], evidence_file: Optional[Path], keep_outputs: bool, examples: int,
+                   chromium: Optional[str], grouped: bool) -> None:
+    """Every output file, written together (all appear or none does), and the document on stdout."""
+    from ..io import atomic_write, write_together
+    from ..result import TABLE_SUFFIXES, frame_to_csv, write_table
+
+    with write_together():
         if report is not None:
             from ..report import write_report
 
-            write_report(result, report, examples=examples, chromium=chromium)
+            write_report(audit.data if not grouped else audit.meta, report, examples=examples, chromium=chromium)
         if per_output is not None:
             write_table(batch.per_output, per_output)
         if evidence_file is not None:
@@ -364,7 +419,7 @@ def rank_cli(
             for entry in batch:
                 entry.data.pop("outputs", None)
         table_out = output is not None and output.suffix.lower() in TABLE_SUFFIXES
-        if table_out:
+        if output is not None and table_out:
             write_table(batch.table(), output)
         json_out = None if table_out else output
         document = audit.to_dict()
@@ -374,10 +429,7 @@ def rank_cli(
                     handle.write(to_json(document) + "\n")
             echo(frame_to_csv(batch.table()).rstrip("\n"))
         else:
-            emit(document, OutputFormat(fmt.value), _ranking_table if group_by is None else _students_table,
-                 json_out)
-    if report is not None:
-        log(f"wrote report {report}", quiet=quiet)
+            emit(document, OutputFormat(fmt.value), _ranking_table if not grouped else _students_table, json_out)
 
 
 @app.command("fit")
@@ -400,7 +452,6 @@ def fit_cli(
 ) -> None:
     """Fit on teachers' reference outputs and save the model (safe .npz, no pickle)."""
     from ..io import check_outputs
-
     from ..partitions import splittable
 
     check_outputs([output], [reference])
@@ -416,4 +467,5 @@ def fit_cli(
               "signature": first.signature_, "skipped": len(skipped)}
     if warnings:
         result["warnings"] = warnings
-    emit(result, fmt, lambda r: f"saved {r['model']}: teachers {', '.join(r['teachers'])}; tasks {', '.join(r['tasks'])}")
+    emit(result, fmt,
+         lambda r: f"saved {r['model']}: teachers {', '.join(r['teachers'])}; tasks {', '.join(r['tasks'])}")

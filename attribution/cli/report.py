@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import InputError
 from ._app import QUIET_OPTION, app, log
 
 
@@ -55,8 +56,8 @@ def report_cli(
     try:
         result = one_student(result, student)
         write_report(result, output, examples=examples, chromium=chromium)
-    except Exception as err:
-        if getattr(err, "code", None) == "E604" and getattr(err, "source", None) is None:
+    except InputError as err:
+        if err.code == "E604" and err.source is None:
             err.source = str(result_path)  # name the file the problem is in
         raise
     if "outputs" not in result:

@@ -10,10 +10,10 @@ import typer
 from ._app import (
     NORMALIZE_OPTION,
     QUIET_OPTION,
+    SCHEDULER_OPTION,
     SKIP_INVALID_OPTION,
     TAGGER_OPTION,
     TEXT_FIELD_OPTION,
-    SCHEDULER_OPTION,
     WORKERS_OPTION,
     app,
     log,

@@ -438,7 +438,8 @@ def _short(err: BaseException) -> str:
 
 def _fatal_message(status: int | None, err: BaseException, endpoint: str, model: str, options: EndpointOptions,
                    secret: str | None) -> str:
-    hint = {401: f"check the key in ${options.api_key_env}" + ("" if secret else f" (${options.api_key_env} is not set)"),
+    unset = "" if secret else f" (${options.api_key_env} is not set)"
+    hint = {401: f"check the key in ${options.api_key_env}{unset}",
             403: f"check that the key in ${options.api_key_env} may use model '{model}'",
             404: f"check the model name '{model}' (list the served ones at {endpoint}/models) and the URL path "
                  "(most servers want it to end in /v1)"}.get(status or 0, "")
