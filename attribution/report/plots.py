@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from typing import Any
 
 from ..errors import missing_dependency
@@ -45,7 +46,9 @@ def _figure(width: float, height: float) -> Any:
 
 def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})  # no version stamp: same bytes
+    with warnings.catch_warnings():  # a label in a script the font lacks is drawn as boxes: not worth a warning
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+        fig.savefig(buffer, format="png", metadata={"Software": None})  # no version stamp: same bytes
     return buffer.getvalue()
 
 
