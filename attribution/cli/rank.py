@@ -263,6 +263,7 @@ def rank_cli(
     When the references hold every candidate's answer to the student's prompts (same 'id'), the
     verdict comes from a paired, prompt-by-prompt test; otherwise from the unlisted-teacher test.
     """
+    # over 60 lines only by its signature (typer: one parameter per option) and docstring; the body is 41 lines
     _check_before_work(outputs, reference, model_path, output=output, report=report, group_by=group_by,
                        per_output=per_output, evidence_file=evidence_file)
     if report is not None and report.suffix.lower() == ".pdf":
