@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -361,9 +360,10 @@ def _write_results(result: dict[str, Any], config: AuditConfig, out: Path, repor
     from .cli._app import to_json
     from .io import atomic_write
 
-    copy = out / "audit.toml"
-    if copy.resolve() != config.path.resolve():
-        shutil.copyfile(config.path, copy)
+    copy = _config_copy(config, out)
+    if copy is not None:
+        with atomic_write(copy, "wb") as handle:
+            handle.write(config.path.read_bytes())
     if report_path is not None:
         from .report import write_report
 
@@ -371,6 +371,12 @@ def _write_results(result: dict[str, Any], config: AuditConfig, out: Path, repor
     result.pop("outputs", None)
     with atomic_write(out / "result.json") as handle:
         handle.write(to_json(result) + "\n")
+
+
+def _config_copy(config: AuditConfig, out: Path) -> Path | None:
+    """Where the audit keeps a copy of its config: ``out/audit.toml``, or None when that is the config."""
+    copy = out / "audit.toml"
+    return None if copy.resolve() == config.path.resolve() else copy
 
 
 def _teacher_path(out: Path, teacher: Source) -> Path:
@@ -386,9 +392,8 @@ def _audit_outputs(config: AuditConfig, out: Path, report_path: Path | None) -> 
     """Every file an audit writes into ``out`` (endpoint outputs are appended to, for resuming)."""
     from .report import report_files
 
-    copy = out / "audit.toml"
     written: list[Path | None] = [out / "result.json", *(report_files(report_path) if report_path else []),
-                                  None if copy.resolve() == config.path.resolve() else copy]
+                                  _config_copy(config, out)]
     if config.student.endpoint:
         written.append(out / "student.jsonl")
     written.extend(_teacher_path(out, t) for t in config.teachers if t.endpoint)

@@ -53,9 +53,6 @@ class CharNgramVectorizer(SequenceNgramVectorizer):
         self.lowercase = lowercase
         self.tagger = tagger
 
-    def _source(self) -> str:
-        return "chars"
-
     def symbols(self, doc: TaggedDoc) -> list[str | None]:
         """`` w o r d `` for each word, with a boundary (``None``) between words. A document
         built by hand without ``text`` reads its tokens joined by spaces."""

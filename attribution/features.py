@@ -122,9 +122,6 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
         low, high = self.ngram_range
         return int(low), int(high)
 
-    def _symbols(self, doc: TaggedDoc) -> Sequence[str | None]:
-        return self.symbols(doc)
-
     # -- the public sequence API (what subclasses and evidence use) ------------------------
     def symbols(self, doc: TaggedDoc) -> Sequence[str | None]:
         """The sequence whose n-grams are counted; ``None`` marks a boundary no n-gram crosses."""

@@ -123,6 +123,8 @@ SKIP_INVALID_OPTION = typer.Option(False, "--skip-invalid",
 MAX_CHARS_OPTION = typer.Option(100_000, "--max-chars", min=0, help="Reject longer texts (0 = no limit).")
 FORMAT_OPTION = typer.Option(OutputFormat.table, "--format", "-f", help="table or json.")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress or counts on stderr.")
+CHROMIUM_OPTION = typer.Option(None, "--chromium", help="Chromium binary for a PDF report (default: "
+                               "$ATTRIBUTION_CHROMIUM, else chromium on PATH).")
 WORKERS_OPTION = typer.Option(None, "--workers", min=1, help="Tag on a local Dask cluster of N single-threaded "
                               "worker processes, started and closed here (needs the dask extra; the same results).")
 SCHEDULER_OPTION = typer.Option(None, "--scheduler", help="Tag on an existing Dask cluster: its scheduler's "

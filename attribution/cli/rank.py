@@ -9,6 +9,7 @@ from typing import Any, Optional
 import typer
 
 from ._app import (
+    CHROMIUM_OPTION,
     FEATURES_OPTION,
     FORMAT_OPTION,
     MAX_CHARS_OPTION,
@@ -235,9 +236,7 @@ def rank_cli(
                                           "Chromium)."),
     examples: int = typer.Option(0, "--examples", min=0,
                                  help="Keep up to N whole student outputs per evidence template (JSON and report)."),
-    chromium: Optional[str] = typer.Option(None, "--chromium",
-                                           help="Chromium binary for a PDF report (default: $ATTRIBUTION_CHROMIUM, "
-                                                "else chromium on PATH)."),
+    chromium: Optional[str] = CHROMIUM_OPTION,
     group_by: Optional[GroupBy] = typer.Option(
         None, "--group-by", case_sensitive=False,
         help="Rank each group of records sharing this field (typically 'student') on its own, in one run."),
@@ -283,7 +282,7 @@ def rank_cli(
     student = RecordReader(outputs, **reader)
     options = {"task": task, "top_templates": top_templates, "tests": verdict_test.value,
                "keep_outputs": report is not None or keep_outputs or per_output is not None}
-    audit = _rank_file(model, student, recorder, outputs, group=group, options=options, model_path=model_path,
+    audit = _rank_records(model, student, recorder, outputs, group=group, options=options, model_path=model_path,
                        quiet=quiet)
     for warning in audit.warnings:
         log(f"warning: {warning}", quiet=quiet)
@@ -352,7 +351,7 @@ def _model_for_ranking(ctx: typer.Context, reference: Optional[Path], model_path
     return model, [], [], None
 
 
-def _rank_file(model: Any, student: Any, recorder: Any, outputs: Path, *, group: Optional[str],
+def _rank_records(model: Any, student: Any, recorder: Any, outputs: Path, *, group: Optional[str],
                options: dict[str, Any], model_path: Optional[Path], quiet: bool) -> Any:
     """Stream the student file through the model (one student, or one per group), with a progress bar;
     a file with nothing left to rank gets the reason (E118 or the reader's) instead of E209."""

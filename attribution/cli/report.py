@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import InputError
-from ._app import QUIET_OPTION, app, log
+from ._app import CHROMIUM_OPTION, QUIET_OPTION, app, log
 
 
 @app.command("report")
@@ -21,9 +21,7 @@ def report_cli(
                                      "report.pdf (printed by headless Chromium)."),
     examples: int = typer.Option(0, "--examples", min=0,
                                  help="Show up to N whole outputs per evidence template (kept by 'rank --examples')."),
-    chromium: Optional[str] = typer.Option(None, "--chromium",
-                                           help="Chromium binary for a PDF report (default: $ATTRIBUTION_CHROMIUM, "
-                                                "else chromium on PATH)."),
+    chromium: Optional[str] = CHROMIUM_OPTION,
     student: Optional[str] = typer.Option(None, "--student",
                                           help="With a 'rank --group-by' result: the student (group) to report on."),
     quiet: bool = QUIET_OPTION,
