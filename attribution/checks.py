@@ -113,11 +113,17 @@ def reads_as_english(text: str) -> bool:
     return sum(w in FUNCTION_WORDS for w in words) / len(words) >= ENGLISH_MIN_SHARE
 
 
-def reference_warnings(records: Iterable[Any]) -> list[str]:
-    """Warnings about references too small or too unbalanced to be trusted, per task."""
+def count_references(records: Iterable[Any]) -> dict[Any, Counter]:
+    """Reference outputs per task (``None`` for records without one) and teacher."""
     counts: dict[Any, Counter] = {}
     for record in records:
         counts.setdefault(record.task, Counter())[str(record.teacher)] += 1
+    return counts
+
+
+def reference_warnings(records: Iterable[Any]) -> list[str]:
+    """Warnings about references too small or too unbalanced to be trusted, per task."""
+    counts = count_references(records)
     out = []
     for task, teachers in sorted(counts.items(), key=lambda kv: (kv[0] is not None, str(kv[0]))):
         where = f" of task '{task}'" if task is not None else ""

@@ -23,9 +23,11 @@ MAX_KEPT_OUTPUTS = 256
 
 def reference_counts(records: Iterable[Any]) -> dict[str, dict[str, int]]:
     """Reference outputs per task and teacher (``str(task)`` keys, as the result's ``tasks``)."""
+    from ..checks import count_references
+
     counts: dict[str, Counter] = {}
-    for record in records:
-        counts.setdefault(str(record.task), Counter())[str(record.teacher)] += 1
+    for task, teachers in count_references(records).items():  # task None and "None" share a key, as in the JSON
+        counts[str(task)] = counts.get(str(task), Counter()) + teachers
     return {task: dict(sorted(c.items())) for task, c in sorted(counts.items())}
 
 
