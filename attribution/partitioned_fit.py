@@ -190,7 +190,7 @@ def fit_file(path: str | os.PathLike, *, client: Any = None, n_workers: int | No
         skipped = _check(summaries, str(path), task, on_read)
         counts = dask.gather(dask.map(range_counts, ranges, [params] * len(ranges), pure=False))
         blocks = _vocabularies(counts, [part.labels for part in summaries], params)
-        shared = dask.scatter(blocks, broadcast=True)
+        shared = dask.scatter(blocks, broadcast=True, hash=False)  # a key of its own (see partitioned_rank)
         matrices = dask.gather(dask.map(range_matrix, ranges, [shared] * len(ranges), pure=False))
     return _fit_tasks(summaries, blocks, matrices, params), skipped
 

@@ -28,6 +28,7 @@ import copy
 import os
 import time
 from collections.abc import Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,7 +92,7 @@ class RangeScore:
     fragments: list[Fragment]
     feature_outputs: dict[Any, np.ndarray]
     checks: dict[str, int]
-    seen: set[bytes] = field(default_factory=set)
+    seen: AbstractSet[bytes] = field(default_factory=set)
 
 
 @dataclass
@@ -191,7 +192,7 @@ def score_range(model: Any, path: str, span: tuple[int, int], plan: Plan, task: 
     signature = _tagger(model).signature
     checks = {name: getattr(first, name) + getattr(rest, name) for name in ("n", "n_short", "n_not_english")}
     checks["n_first"] = first.n
-    return RangeScore(signature, parts, fragments, outputs, checks, first._seen)  # digests: no public accessor
+    return RangeScore(signature, parts, fragments, outputs, checks, first.digests)
 
 
 def _tagger(model: Any) -> Any:
@@ -242,7 +243,7 @@ class Reduction:
         for name in ("n", "n_short", "n_not_english"):
             setattr(self.checks, name, getattr(self.checks, name) + score.checks[name])
         self.n_first += score.checks["n_first"]
-        self.seen |= score.seen
+        self.seen.update(score.seen)
         self.checks.n_repeated = self.n_first - len(self.seen)  # a repeat is a first-MAX_REMEMBERED digest seen before
         for key in self.totals:
             self._advance(key)
@@ -294,7 +295,9 @@ def rank_file(model: Any, path: str | os.PathLike, *, client: Any = None, n_work
                                                            size // (4 * worker_threads(dask)) + 1))
         spans = byte_ranges(path, partition_bytes)
         clock = {"n_ranges": float(len(spans)), "reduce_s": 0.0, "start": time.perf_counter()}
-        shared = dask.scatter(model, broadcast=True)
+        # a key of its own: with content-hashed keys, a run that follows another on the same model could ask for
+        # the key while the scheduler releases the earlier run's copy ("lost dependencies")
+        shared = dask.scatter(model, broadcast=True, hash=False)
         scans = dask.gather(dask.map(scan_range, [shared] * len(spans), [source] * len(spans), spans,
                                      [task] * len(spans), [reader_options] * len(spans), pure=False))
         plans, skipped, students = _plan(scans)
