@@ -21,6 +21,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 #: Fewest reference outputs per teacher and task before a warning: the learning curves in the README
@@ -82,6 +83,12 @@ class OutputChecks:
                 self._seen.add(digest)
         if len(words) >= LANGUAGE_MIN_WORDS and not reads_as_english(text):
             self.n_not_english += 1
+
+    @property
+    def digests(self) -> AbstractSet[bytes]:
+        """Digests of the distinct outputs among the first :data:`MAX_REMEMBERED` (read-only): what
+        :mod:`attribution.partitioned_rank` unites across ranges to count repeats over a whole file."""
+        return self._seen
 
     def counts(self) -> dict[str, int]:
         """``n_repeated``, ``n_short``, ``n_not_english`` (for the result's ``checks``)."""
