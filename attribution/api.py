@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,12 @@ from .evaluation import DEFAULT_EVAL_FEATURES, base_style, evaluate, results_tab
 from .inference import ALPHA, VERDICT_TESTS, StudentEvidence, describe_verdict, summarize_evidence, verdict
 from .io import Record, RecordReader, read_records
 from .multitask import MultiTaskAttributor, as_multitask
-from .references import MIN_REFERENCES_PER_TEACHER, check_references, match_students
+from .references import MIN_REFERENCES_PER_TEACHER, check_references, match_students, reference_families
 from .tagging import read_ahead
 
 
 def fit_reference(records: Iterable[Record], *, task: str | None = None,
+                  families: Mapping[str, str] | None = None,
                   progress: Callable[[int], None] | None = None, **params: Any) -> MultiTaskAttributor:
     """Fit one attributor per task on teachers' reference outputs.
 
@@ -38,6 +39,9 @@ def fit_reference(records: Iterable[Record], *, task: str | None = None,
         Reference outputs, each with a ``teacher``.
     task : str, optional
         Keep only this task.
+    families : mapping of str to str, optional
+        Teacher -> model family (e.g. :func:`attribution.families.read_families` of a ``candidates.tsv``),
+        for records without a ``family`` field; a record's own ``family`` must agree with it (E141).
     progress : callable, optional
         Called with the number of reference outputs tagged so far, batch by batch (tagging is
         most of the fitting time).
@@ -48,15 +52,18 @@ def fit_reference(records: Iterable[Record], *, task: str | None = None,
     if not records:
         raise model_error("E208", task=task, known="(no records)")
     check_references(records, normalize=params.get("normalize", True))
+    family_of = reference_families(records, families)
     return MultiTaskAttributor(**params).fit([r.output for r in records], [str(r.teacher) for r in records],
-                                             [r.task for r in records], [r.id for r in records], progress=progress)
+                                             [r.task for r in records], [r.id for r in records],
+                                             families=family_of or None, progress=progress)
 
 
 def rank_student(model: MultiTaskAttributor | TeacherAttributor, records: Iterable[Record], *, task: str | None = None,
                  top_templates: int = 10, keep_outputs: bool = False, alpha: float = ALPHA,
-                 tests: str = "either", informative_evidence: bool = True,
+                 tests: str = "either", informative_evidence: bool = True, exclude: Iterable[str] = (),
                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Rank the teacher of one student from all its outputs, streaming in batches.
+    """Rank the teacher of one student from all its outputs, streaming in batches (``exclude``: teachers or
+    families left out of the ranking and its tests, without refitting).
 
     Returns
     -------
@@ -73,7 +80,7 @@ def rank_student(model: MultiTaskAttributor | TeacherAttributor, records: Iterab
         ``informative_evidence=False`` also lists templates made mostly of punctuation as evidence
         (see :func:`attribution.explain.is_informative`).
     """
-    run = StudentRun(model, task=task, keep_outputs=keep_outputs, progress=progress)
+    run = StudentRun(model, task=task, keep_outputs=keep_outputs, progress=progress, exclude=exclude)
     for record in records:
         run.add(record)
     return run.finish(top_templates=top_templates, alpha=alpha, tests=tests, informative_evidence=informative_evidence)
@@ -90,12 +97,15 @@ class StudentRun:
 
     def __init__(self, model: MultiTaskAttributor | TeacherAttributor, *, task: str | None = None,
                  keep_outputs: bool = False, progress: Callable[[int], None] | None = None,
-                 warn_pooled: bool = True) -> None:
+                 warn_pooled: bool = True, exclude: Iterable[str] = ()) -> None:
         from .checks import OutputChecks
 
         self.model = as_multitask(model)  # a TeacherAttributor serves every task
         self.task, self.keep_outputs, self.progress = task, keep_outputs, progress
         self.warn_pooled = warn_pooled
+        self.exclude = list(exclude)
+        for sub in self.model.models_.values():  # unknown names fail now, before any output is read
+            sub.hierarchy(self.exclude)
         self.checks = OutputChecks()  # repeated, near-empty and non-English outputs (warnings only)
         self.evidence: dict[str | None, StudentEvidence] = {}
         self.pending: dict[str | None, list[Record]] = {}
@@ -121,7 +131,7 @@ class StudentRun:
             return
         sub = self.model.models_[key]
         if key not in self.evidence:
-            self.evidence[key] = StudentEvidence(sub)
+            self.evidence[key] = StudentEvidence(sub, exclude=self.exclude)
         # On Dask workers (attribution.parallel), the next batches are tagged while this process scores
         # earlier ones, in the order they were sent (the same results); otherwise each is scored at once.
         self.in_flight.append((key, batch, sub.prepare_later([r.output for r in batch])))

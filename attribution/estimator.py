@@ -10,7 +10,7 @@ unlisted-teacher test: one model per left-out teacher.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,8 +22,9 @@ from threadpoolctl import threadpool_limits
 
 from . import __version__, registry
 from .errors import Errors, NotFittedError, model_error
+from .families import Hierarchy
 from .features import SequenceNgramVectorizer, make_feature_blocks
-from .inference import StudentEvidence, verdict
+from .inference import StudentEvidence, judge
 from .normalize import normalize_texts
 from .paired import PairedReferences
 from .schema import Bool, Enum, Int, Num, OneOf, Opt, SchemaError, Spec, Str
@@ -226,12 +227,15 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
 
     # -- estimator API -------------------------------------------------------------------
     def fit(self, texts: Sequence[str], teachers: Sequence[str],
-            prompt_ids: Sequence[str | None] | None = None) -> TeacherAttributor:
+            prompt_ids: Sequence[str | None] | None = None, *,
+            families: Mapping[str, str] | None = None) -> TeacherAttributor:
         """Learn each teacher's style from its reference outputs.
 
         ``prompt_ids`` (optional, one per text) name the prompt each output answers; the
         teachers' answers to prompts that all of them answered are kept for paired tests.
-        Parameters are checked first (:data:`PARAMETER_CONSTRAINTS`).
+        ``families`` (optional) maps teachers to model families (:mod:`attribution.families`): the
+        ranking and the verdict then work family first. Parameters are checked first
+        (:data:`PARAMETER_CONSTRAINTS`).
         """
         check_params(self.get_params())
         texts = check_texts(texts)
@@ -240,25 +244,28 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
             raise model_error("E203", n_texts=len(texts), n_labels=len(teachers))
         if len(set(teachers)) < 2:
             raise model_error("E201", n=len(set(teachers)), teachers=sorted(set(teachers)))
-        return self.fit_docs(self.prepare(texts), teachers, prompt_ids)
+        return self.fit_docs(self.prepare(texts), teachers, prompt_ids, families=families)
 
     def fit_docs(self, docs: Sequence[TaggedDoc], teachers: Sequence[str],
-                 prompt_ids: Sequence[str | None] | None = None) -> TeacherAttributor:
+                 prompt_ids: Sequence[str | None] | None = None, *,
+                 families: Mapping[str, str] | None = None) -> TeacherAttributor:
         """Fit on already-tagged documents (lets callers tag once for several models)."""
         check_params(self.get_params())
         blocks = make_feature_blocks(self.features, tagger=self.tagger)
         X = sp.hstack([vec.fit_transform(docs) for _, vec in blocks], format="csr")
-        return self.fit_features(blocks, X, teachers, prompt_ids, [len(doc) > 0 for doc in docs])
+        return self.fit_features(blocks, X, teachers, prompt_ids, [len(doc) > 0 for doc in docs], families=families)
 
     def fit_features(self, blocks: list[tuple[str, SequenceNgramVectorizer]], X: sp.csr_matrix,
                      teachers: Sequence[str], prompt_ids: Sequence[str | None] | None = None,
-                     has_text: Sequence[bool] | None = None) -> TeacherAttributor:
+                     has_text: Sequence[bool] | None = None, *,
+                     families: Mapping[str, str] | None = None) -> TeacherAttributor:
         """Fit on feature blocks fitted elsewhere and their matrix of the references (one row per output;
         ``has_text``: which outputs have tokens), e.g. by Dask workers (:mod:`attribution.partitioned_fit`)."""
         check_params(self.get_params())
         self.blocks_ = blocks
         self.classifier_ = self._new_classifier()
         y = np.asarray(teachers)
+        self.families_ = {str(t): str((families or {}).get(str(t), str(t))) for t in sorted(set(y.tolist()))}
         with threadpool_limits(1):  # small problem: BLAS threads only add contention (6x slower)
             self.classifier_.fit(X, y)
             self.unlisted_log_proba_ = self._fit_unlisted(X, y) if self.open_set else {}
@@ -275,16 +282,29 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         return self
 
     def _fit_unlisted(self, X: sp.csr_matrix, y: np.ndarray) -> dict[str, np.ndarray]:
-        """Leave each teacher out, refit, and score its outputs: what an unlisted teacher looks like."""
-        teachers = sorted(set(y.tolist()))
-        if not self._open_set_applies(len(teachers)):
+        """Leave each family (without families: each teacher) out, refit, and score its outputs: what a
+        student of an unlisted family looks like. Arrays are per-output family log-probabilities over the
+        other families (sorted), see :meth:`attribution.families.Hierarchy.family_log_proba`."""
+        family_of = self.families_
+        families = sorted(set(family_of.values()))
+        if not self._open_set_applies(len(families)):
             return {}
+        labels = np.asarray([family_of[t] for t in y.tolist()])
         null = {}
-        for teacher in teachers:
-            held_out = y == teacher
+        for family in families:
+            held_out = labels == family
             model = self._new_classifier().fit(X[~held_out], y[~held_out])
-            null[teacher] = np.log(np.clip(model.predict_proba(X[held_out]), 1e-12, 1.0))
+            log_proba = np.log(np.clip(model.predict_proba(X[held_out]), 1e-12, 1.0))
+            if all(family_of[t] == t for t in model.classes_.tolist()):
+                null[family] = log_proba  # teachers are families: the per-teacher log-probabilities
+            else:
+                null[family] = Hierarchy(model.classes_.tolist(), family_of).family_log_proba(log_proba)
         return null
+
+    def hierarchy(self, exclude: Iterable[str] = ()) -> Hierarchy:
+        """The model's teachers grouped into families, less the excluded teachers or families."""
+        self._check_fitted()
+        return Hierarchy(self.classes_.tolist(), getattr(self, "families_", None), exclude)
 
     def _open_set_applies(self, n_teachers: int) -> bool:
         """Whether the unlisted-teacher test runs with this many candidates (a null model
@@ -331,11 +351,12 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
 
     # -- student-level verdict -------------------------------------------------------------
     def rank(self, texts: Iterable[str], prompt_ids: Iterable[str | None] | None = None, *,
-             tests: str = "either", alpha: float = 0.05) -> pd.DataFrame:
+             tests: str = "either", alpha: float = 0.05, exclude: Iterable[str] = ()) -> pd.DataFrame:
         """Rank the teachers of one student from all of its outputs, most likely first.
 
         ``prompt_ids`` (one per text) enable the paired test when the model kept the
-        teachers' answers to the same prompts (see :mod:`attribution.paired`).
+        teachers' answers to the same prompts (see :mod:`attribution.paired`). ``exclude`` names
+        teachers or families to leave out of this ranking, without refitting.
 
         Returns
         -------
@@ -353,7 +374,7 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         --------
         StudentEvidence : the streaming accumulator behind this method.
         """
-        evidence = StudentEvidence(self)
+        evidence = StudentEvidence(self, exclude=exclude)
         if prompt_ids is None:
             for chunk in chunks(texts, self.batch_size):
                 evidence.add(chunk)
@@ -361,9 +382,11 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
             for chunk in chunks(zip(texts, prompt_ids, strict=True), self.batch_size):
                 evidence.add([text for text, _ in chunk], [pid for _, pid in chunk])
         frame = evidence.ranking()
-        top = frame["teacher"].iloc[0]
-        p_unlisted, paired = evidence.p_unlisted(), evidence.paired_result(top)
-        judged = verdict(top, [p_unlisted], [paired], alpha=alpha, tests=tests)
+        h = evidence.hierarchy
+        family = str(evidence.family_ranking()["family"].iloc[0])
+        p_unlisted, paired = evidence.p_unlisted(), evidence.paired_result(family)
+        judged = judge({None: evidence}, frame.to_dict("records"), family, h.grouped, len(h.members[family]),
+                       alpha=alpha, tests=tests)
         frame["verdict"] = [judged["status"]] + [None] * (len(frame) - 1)
         frame["p_value"] = [judged["p_value"]] + [None] * (len(frame) - 1)
         frame["p_value"] = frame["p_value"].astype(float)
@@ -384,6 +407,9 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         meta: dict[str, Any] = {"params": self.get_params(), "classes": self.classes_.tolist(),
                                 "signature": self.signature_, "blocks": []}
         arrays = {"coef": self.classifier_.coef_, "intercept": self.classifier_.intercept_}
+        family_of = getattr(self, "families_", {})
+        if any(family_of.get(c, c) != c for c in meta["classes"]):
+            meta["families"] = [family_of.get(c, c) for c in meta["classes"]]
         meta["unlisted"] = sorted(self.unlisted_log_proba_)
         arrays.update({f"unlisted{i}": self.unlisted_log_proba_[t] for i, t in enumerate(meta["unlisted"])})
         if self.paired_ is not None:
@@ -413,9 +439,10 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         self.classes_ = classifier.classes_
         self.n_features_in_ = classifier.n_features_in_
         self.signature_ = meta["signature"]
+        self.families_ = dict(zip(meta["classes"], meta.get("families", meta["classes"])))
         self.unlisted_log_proba_ = {t: np.asarray(arrays[f"unlisted{i}"], dtype=float)
                                     for i, t in enumerate(meta.get("unlisted", []))}
-        if not self._open_set_applies(len(self.classes_)):  # saved before the test needed 4
+        if not self._open_set_applies(len(set(self.families_.values()))):  # saved before the test needed 4
             self.unlisted_log_proba_ = {}
         self.paired_ = PairedReferences.from_state(arrays, len(self.classes_), self.n_features_in_)
         share = arrays.get("reference_share")  # absent from files saved before it was kept

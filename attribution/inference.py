@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from . import explain
 from .errors import model_error
+from .families import Hierarchy
 from .paired import PairedTest
 from .tagging import TaggedDoc
 
@@ -47,6 +48,49 @@ def rank_teachers(classes: Sequence[str], sum_log_proba: np.ndarray, n_outputs: 
                           "ci_low": ci_low, "ci_high": ci_high, "mean_log_proba": mean})
     return frame.sort_values(["probability", "teacher"], ascending=[False, True],
                              kind="mergesort").reset_index(drop=True)
+
+
+def rank_hierarchy(hierarchy: Hierarchy, sum_log_proba: np.ndarray, family_total: np.ndarray,
+                   boot_family: np.ndarray | None, boot_count: np.ndarray | None, n_outputs: int,
+                   boot_sum: np.ndarray | None = None) -> pd.DataFrame:
+    """:func:`rank_teachers` with families (:mod:`attribution.families`): a teacher's probability is its
+    family's (softmax of the families' mean log-probability) times its share within the family (softmax
+    of the mean log-probability over the family's teachers in play), so a family's teachers sum to the
+    family; ``support`` and the interval come from the same product in each bootstrap replicate. Rows
+    are grouped by family, families in the order of their probability, versions by theirs: the first
+    row is the best version of the best family (a version of a large family can have a smaller
+    probability than a family of one)."""
+    h = hierarchy
+    column = {f: i for i, f in enumerate(h.families)}
+
+    def product(family_sums: np.ndarray, teacher_sums: np.ndarray, count: Any) -> np.ndarray:
+        family_p = _softmax(family_sums / count)
+        out = np.zeros(family_sums.shape[:-1] + (len(h.active),))
+        position = {int(c): j for j, c in enumerate(h.active)}
+        for family, cols in h.members.items():
+            share = _softmax(teacher_sums[..., cols] / count)
+            for m, c in enumerate(cols.tolist()):
+                out[..., position[c]] = family_p[..., column[family]] * share[..., m]
+        return out
+
+    probability = product(np.asarray(family_total, dtype=float), np.asarray(sum_log_proba, dtype=float), n_outputs)
+    k = len(h.active)
+    support, ci_low, ci_high = np.full(k, np.nan), np.full(k, np.nan), np.full(k, np.nan)
+    if boot_family is not None and boot_sum is not None and boot_count is not None and len(boot_family):
+        replicates = product(boot_family, boot_sum, np.maximum(boot_count, 1)[:, None])
+        support = np.bincount(np.argmax(replicates, axis=1), minlength=k) / len(replicates)
+        ci_low, ci_high = np.percentile(replicates, [2.5, 97.5], axis=0)
+    teachers = h.active_classes()
+    family_p = _softmax(np.asarray(family_total, dtype=float) / n_outputs)
+    family_rank = {f: r for r, f in enumerate(sorted(h.families, key=lambda f: (-family_p[column[f]], f)))}
+    frame = pd.DataFrame({"teacher": teachers, "family": [h.family_of[t] for t in teachers],
+                          "probability": probability, "support": support, "ci_low": ci_low, "ci_high": ci_high,
+                          "mean_log_proba": np.asarray(sum_log_proba, dtype=float)[h.active] / n_outputs,
+                          "_family_rank": [family_rank[h.family_of[t]] for t in teachers]})
+    # family first (the order of the family ranking), then the versions within it
+    frame = frame.sort_values(["_family_rank", "probability", "teacher"], ascending=[True, False, True],
+                              kind="mergesort")
+    return frame.drop(columns="_family_rank").reset_index(drop=True)
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
@@ -120,10 +164,12 @@ class StudentEvidence:
     """
 
     def __init__(self, model: TeacherAttributor, *, keep_outputs: bool = False, n_examples: int = 3,
-                 max_example_outputs: int = 256) -> None:
+                 max_example_outputs: int = 256, exclude: Iterable[str] = ()) -> None:
         model._check_fitted()
         self.model = model
         self.classes = model.classes_.tolist()
+        #: families and the candidates in play (``exclude``): see :mod:`attribution.families`
+        self.hierarchy = model.hierarchy(exclude)
         k = len(self.classes)
         self.n_outputs = 0
         self.n_empty = 0
@@ -138,7 +184,16 @@ class StudentEvidence:
         self._boot_count = np.zeros(model.n_bootstrap)
         self.keep_outputs = keep_outputs
         self.outputs: list[np.ndarray] = []
-        self.paired = PairedTest(self.classes) if model.paired_ is not None else None
+        h = self.hierarchy
+        self.sum_family_log_proba = np.zeros(len(h.families))
+        self._boot_family = np.zeros((model.n_bootstrap, len(h.families)))
+        # the paired test between families (without families or exclusions: between teachers, as always),
+        # and between the versions of each family of several (centred on the family's mean answer)
+        self._paired_weights = None if h.trivial else h.family_weights
+        self.paired = PairedTest(h.families) if model.paired_ is not None else None
+        self.sibling_paired = {f: PairedTest([self.classes[i] for i in cols]) for f, cols in h.members.items()
+                               if len(cols) > 1} if model.paired_ is not None else {}
+        self._sibling_weights = {f: np.eye(k)[h.members[f]] for f in self.sibling_paired}
 
     def add(self, texts: Sequence[str], prompt_ids: Sequence[str | None] | None = None, *,
             docs: Sequence[TaggedDoc] | None = None) -> np.ndarray:
@@ -167,7 +222,10 @@ class StudentEvidence:
             if prompt_ids is not None:
                 prompt_ids = [pid for pid, keep in zip(prompt_ids, has_text) if keep]
         if self.paired is not None and prompt_ids is not None and self.model.paired_ is not None:
-            self.paired.add(self.model.paired_.scores(X, prompt_ids)[1])
+            dots = self.model.paired_.dot_products(X, prompt_ids)[1]
+            self.paired.add(self.model.paired_.cosines(dots, self._paired_weights))
+            for family, test in self.sibling_paired.items():
+                test.add(self.model.paired_.cosines(dots, self._sibling_weights[family]))
         log_proba = np.log(np.clip(proba, 1e-12, 1.0))
         self.n_outputs += len(docs)
         self.sum_log_proba += log_proba.sum(axis=0)
@@ -179,12 +237,17 @@ class StudentEvidence:
         self.add_examples(docs)
 
     def add_bootstrap(self, log_proba: np.ndarray) -> None:
-        """Draw each output's Poisson weight in every bootstrap replicate (in the order outputs
-        arrive, so the same outputs in the same order give the same replicates)."""
+        """Add what needs each output's log-probabilities: the families' sums, and each output's Poisson
+        weight in every bootstrap replicate (drawn in the order outputs arrive, so the same outputs in the
+        same order give the same replicates)."""
+        family = log_proba if self.hierarchy.trivial else self.hierarchy.family_log_proba(log_proba)
+        self.sum_family_log_proba += family.sum(axis=0)
         if self.model.n_bootstrap:
             weights = self._rng.poisson(1.0, size=(len(log_proba), self.model.n_bootstrap)).astype(float)
             self._boot_sum += weights.T @ log_proba
             self._boot_count += weights.sum(axis=0)
+            if not self.hierarchy.trivial:
+                self._boot_family += weights.T @ family
 
     def add_examples(self, docs: Sequence[TaggedDoc]) -> None:
         """Keep the tags of outputs for example spans, up to ``max_example_outputs`` (the first ones:
@@ -203,24 +266,66 @@ class StudentEvidence:
         cols = [self.classes.index(c) for c in classes] if classes is not None else slice(None)
         return self._boot_sum[:, cols], self._boot_count.copy()
 
+    def family_sums(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The families' summed log-probabilities and bootstrap replicates (columns:
+        ``hierarchy.families``); without families or exclusions, the teachers'."""
+        if self.hierarchy.trivial:
+            return self.sum_log_proba, *self.bootstrap()
+        count = self._boot_count.copy() if self.model.n_bootstrap else None
+        return self.sum_family_log_proba, (self._boot_family if self.model.n_bootstrap else None), count
+
     def ranking(self) -> pd.DataFrame:
-        """Teachers from most to least likely (ties: alphabetical)."""
+        """Teachers from most to least likely (ties: alphabetical); with families, a teacher's probability
+        is its family's times its share within the family (see :mod:`attribution.families`)."""
         if self.n_outputs == 0:
             raise model_error("E209")
-        return rank_teachers(self.classes, self.sum_log_proba, self.n_outputs, *self.bootstrap())
+        if self.hierarchy.trivial:
+            return rank_teachers(self.classes, self.sum_log_proba, self.n_outputs, *self.bootstrap())
+        return rank_hierarchy(self.hierarchy, self.sum_log_proba, *self.family_sums(), self.n_outputs,
+                              self.bootstrap()[0])
+
+    def family_ranking(self) -> pd.DataFrame:
+        """Families from most to least likely (column ``family``; without families, the teachers)."""
+        if self.n_outputs == 0:
+            raise model_error("E209")
+        total, boot_sum, boot_count = self.family_sums()
+        frame = rank_teachers(self.hierarchy.families, total, self.n_outputs, boot_sum, boot_count)
+        return frame.rename(columns={"teacher": "family"})
 
     def p_unlisted(self) -> float | None:
-        """:func:`unlisted_p_value` for the outputs seen so far."""
+        """:func:`unlisted_p_value` for the outputs seen so far (between families: is a family outside the
+        candidates as plausible as the top one?)."""
         if self.n_outputs == 0:
             raise model_error("E209")
-        return unlisted_p_value(self.sum_log_proba / self.n_outputs, self.n_outputs,
-                                self.model.unlisted_log_proba_, random_state=self.model.random_state)
+        total = self.family_sums()[0]
+        return unlisted_p_value(total / self.n_outputs, self.n_outputs, self._null(),
+                                random_state=self.model.random_state)
 
-    def paired_result(self, teacher: str) -> dict[str, Any] | None:
-        """The paired test of ``teacher`` against every other candidate over the outputs seen so
-        far whose prompt the teachers answered (:meth:`attribution.paired.PairedTest.result`);
+    def _null(self) -> dict[str, np.ndarray]:
+        """The model's unlisted-family null, restricted to the families in play."""
+        null = self.model.unlisted_log_proba_
+        h = self.hierarchy
+        if not h.excluded:
+            return null
+        kept = {}
+        for family, rows in null.items():
+            if family in h.families:
+                columns = [f for f in h.all_families if f != family]
+                keep = [i for i, f in enumerate(columns) if f in h.families]
+                kept[family] = rows[:, keep]
+        return kept if len(kept) >= 2 else {}
+
+    def paired_result(self, family: str) -> dict[str, Any] | None:
+        """The paired test of ``family`` (without families: a teacher) against every other one over the
+        outputs seen so far whose prompt the teachers answered (:meth:`attribution.paired.PairedTest.result`);
         ``None`` when the model kept no paired answers or too few outputs matched."""
-        return self.paired.result(teacher) if self.paired is not None else None
+        return self.paired.result(family) if self.paired is not None else None
+
+    def sibling_result(self, family: str, teacher: str) -> dict[str, Any] | None:
+        """The paired test of ``teacher`` against the other versions of its ``family`` in play (centred on
+        the family's mean answer); ``None`` for a family of one or without paired answers."""
+        test = self.sibling_paired.get(family)
+        return test.result(teacher) if test is not None else None
 
     # -- explanation: see attribution.explain ------------------------------------------------
     def examples(self, columns: Iterable[int]) -> dict[int, list[str]]:
@@ -241,21 +346,63 @@ def _by_task(evidence: dict[str | None, StudentEvidence]) -> list[tuple[str | No
     return sorted(evidence.items(), key=lambda kv: (kv[0] is not None, kv[0] or ""))
 
 
+def combined_hierarchy(evidence: dict[str | None, StudentEvidence], classes: Sequence[str]) -> Hierarchy:
+    """The families of the teachers every task knows (``classes``), less what the runs excluded."""
+    first = _by_task(evidence)[0][1]
+    family_of = getattr(first.model, "families_", None) or {}
+    known = set(classes) | {family_of.get(c, c) for c in classes}
+    return Hierarchy(classes, family_of, [n for n in first.hierarchy.excluded if n in known])
+
+
+def _summed(evidence: dict[str | None, StudentEvidence], h: Hierarchy) -> dict[str, Any]:
+    """Every task's sums added up, columns in ``h``'s order (teachers: ``h.classes``; families: ``h.families``)."""
+    sums: dict[str, Any] = {"teacher": np.zeros(len(h.classes)), "family": np.zeros(len(h.families)),
+                            "n": 0, "boot": None, "boot_family": None, "count": None}
+    for _, ev in _by_task(evidence):
+        teacher_cols = [ev.classes.index(c) for c in h.classes]
+        family_cols = [ev.hierarchy.families.index(f) for f in h.families]
+        total, boot_family, count = ev.family_sums()
+        sums["teacher"] += ev.sum_log_proba[teacher_cols]
+        sums["family"] += total[family_cols]
+        sums["n"] += ev.n_outputs
+        boot, _ = ev.bootstrap(h.classes)
+        if boot is not None and boot_family is not None and count is not None:
+            for key, value in (("boot", boot), ("boot_family", boot_family[:, family_cols]), ("count", count)):
+                sums[key] = value + (0 if sums[key] is None else sums[key])
+    return sums
+
+
 def combined_ranking(evidence: dict[str | None, StudentEvidence], classes: Sequence[str]) -> pd.DataFrame:
     """One ranking over every task's outputs (over ``classes``, the teachers every task knows): summed
     log-probabilities and summed bootstrap replicates, as if the outputs had been streamed together."""
-    total = np.zeros(len(classes))
-    boot_sum: np.ndarray | None = None
-    boot_count: np.ndarray | None = None
-    n_outputs = 0
-    for _, ev in _by_task(evidence):
-        total += ev.sum_log_proba[[ev.classes.index(c) for c in classes]]
-        n_outputs += ev.n_outputs
-        task_sum, task_count = ev.bootstrap(classes)
-        if task_sum is not None and task_count is not None:
-            boot_sum = task_sum + (0 if boot_sum is None else boot_sum)
-            boot_count = task_count + (0 if boot_count is None else boot_count)
-    return rank_teachers(classes, total, n_outputs, boot_sum, boot_count)
+    h = combined_hierarchy(evidence, classes)
+    sums = _summed(evidence, h)
+    if h.trivial:
+        return rank_teachers(classes, sums["teacher"], sums["n"], sums["boot"], sums["count"])
+    return rank_hierarchy(h, sums["teacher"], sums["family"], sums["boot_family"], sums["count"], sums["n"],
+                          sums["boot"])
+
+
+def combined_family_ranking(evidence: dict[str | None, StudentEvidence], classes: Sequence[str]) -> pd.DataFrame:
+    """:func:`combined_ranking` of the families (column ``family``, with ``members`` in play)."""
+    h = combined_hierarchy(evidence, classes)
+    sums = _summed(evidence, h)
+    frame = rank_teachers(h.families, sums["family"], sums["n"], sums["boot_family"] if not h.trivial
+                          else sums["boot"], sums["count"]).rename(columns={"teacher": "family"})
+    frame["members"] = [[h.classes[i] for i in h.members[f]] for f in frame["family"]]
+    return frame
+
+
+def judge(evidence: dict[str | None, StudentEvidence], ranking: list[dict[str, Any]], family: str,
+           grouped: bool, family_size: int, **options: Any) -> dict[str, Any]:
+    """:func:`hierarchical_verdict` of ``family`` (the top one) and of its best teacher in ``ranking``, over
+    the tasks of ``evidence``."""
+    teacher = next(row["teacher"] for row in ranking if row.get("family", row["teacher"]) == family)
+    evs = [ev for _, ev in _by_task(evidence)]
+    return hierarchical_verdict(family, teacher, [ev.p_unlisted() for ev in evs],
+                                [ev.paired_result(family) for ev in evs],
+                                [ev.sibling_result(family, teacher) for ev in evs],
+                                grouped=grouped, family_size=family_size, **options)
 
 
 def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Sequence[str], *,
@@ -263,24 +410,35 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
                        keep_outputs: bool = False, alpha: float = ALPHA,
                        tests: str = "either", informative: bool = True) -> dict[str, Any]:
     """Combine per-task evidence into one verdict (over teachers every task knows): the document of
-    :func:`attribution.api.rank_student` (``informative``: see :func:`attribution.explain.templates`)."""
-    per_task = {key: _ranking_records(ev.ranking()) for key, ev in _by_task(evidence)}
+    :func:`attribution.api.rank_student` (``informative``: see :func:`attribution.explain.templates`).
+    With families (or ``exclude``), ``family_ranking`` lists the families in play."""
+    if any(ev.n_outputs == 0 for ev in evidence.values()):
+        raise model_error("E209")
+    h = combined_hierarchy(evidence, classes)
     ranking = _ranking_records(combined_ranking(evidence, classes))
-    top = ranking[0]["teacher"]
-    p_values = {key: ev.p_unlisted() for key, ev in evidence.items()}
-    paired = {key: ev.paired_result(top) for key, ev in evidence.items()}
+    families = combined_family_ranking(evidence, classes)
+    top_family = str(families["family"].iloc[0])
     options: dict[str, Any] = {"alpha": alpha, "tests": tests}
+    judged = judge(evidence, ranking, top_family, h.grouped, len(h.members[top_family]), **options)
+    explained = judged["teacher"] or judged["best_candidate"]
     result: dict[str, Any] = {
         "n_outputs": sum(ev.n_outputs for ev in evidence.values()),
         "n_empty": sum(ev.n_empty for ev in evidence.values()), "ranking": ranking,
-        "evidence": explain.combined_templates(dict(_by_task(evidence)), top, top=top_templates,
+        "evidence": explain.combined_templates(dict(_by_task(evidence)), explained, top=top_templates,
                                                informative=informative),
-        "verdict": verdict(top, list(p_values.values()), list(paired.values()), **options)}
+        "verdict": judged}
+    if not h.trivial:
+        result["family_ranking"] = _ranking_records(families)
+    per_task = {key: ev for key, ev in _by_task(evidence)}
     if len(per_task) > 1 or None not in per_task:
-        result["tasks"] = {str(k): {"n_outputs": evidence[k].n_outputs, "ranking": v,
-                                    "verdict": verdict(v[0]["teacher"], [p_values[k]],
-                                                       [evidence[k].paired_result(v[0]["teacher"])], **options)}
-                           for k, v in per_task.items()}
+        result["tasks"] = {}
+        for key, ev in per_task.items():
+            task_ranking = _ranking_records(ev.ranking())
+            task_family = str(ev.family_ranking()["family"].iloc[0])
+            result["tasks"][str(key)] = {
+                "n_outputs": ev.n_outputs, "ranking": task_ranking,
+                "verdict": judge({key: ev}, task_ranking, task_family, ev.hierarchy.grouped,
+                                  len(ev.hierarchy.members[task_family]), **options)}
     if keep_outputs:
         result["outputs"] = outputs or []
     return result
@@ -346,6 +504,40 @@ def verdict(teacher: str, p_values: Sequence[float | None], paired: Sequence[dic
     return {**out, "teacher": teacher if status == "attributed" else None, "status": status, "p_value": p}
 
 
+def hierarchical_verdict(family: str, teacher: str, p_values: Sequence[float | None],
+                         paired: Sequence[dict[str, Any] | None], siblings: Sequence[dict[str, Any] | None], *,
+                         grouped: bool, family_size: int, alpha: float = ALPHA,
+                         tests: str = "either") -> dict[str, Any]:
+    """Name the family first, then the version (:mod:`attribution.families`).
+
+    The family is named by :func:`verdict` between families: the unlisted-family test and the paired test
+    of ``family`` against every other family, under the ``tests`` rule. The version is named only when
+    the family is, and then, in a family of several versions, only when the paired test of ``teacher``
+    against each sibling (centred on the family's mean answer) passes at ``alpha`` in every task
+    (``teacher_test``). ``level`` says how far the verdict went: ``"teacher"``, ``"family"`` or None.
+    Without families (``grouped=False``) every teacher is a family and this is :func:`verdict` itself,
+    with ``level`` ``"teacher"`` when it names one.
+    """
+    out = verdict(family, p_values, paired, alpha=alpha, tests=tests)
+    named_family = family if out["status"] == "attributed" else None
+    teacher_test: dict[str, Any] | None = None
+    named_teacher = named_family if not grouped or family_size == 1 else None
+    if grouped and family_size == 1 and named_family:
+        named_teacher = teacher
+    if grouped and family_size > 1:
+        found = [t for t in siblings if t is not None]
+        if found and len(found) == len(siblings):
+            teacher_test = {"p_paired": max(t["p_paired"] for t in found),
+                            "n_paired": sum(t["n_paired"] for t in found),
+                            "runner_up": found[0]["runner_up"] if len(found) == 1 else None,
+                            "paired_score": found[0]["paired_score"] if len(found) == 1 else None}
+            if named_family and teacher_test["p_paired"] < alpha:
+                named_teacher = teacher
+    level = "teacher" if named_teacher else ("family" if named_family else None)
+    return {**out, "teacher": named_teacher, "family": named_family, "level": level,
+            "best_candidate": teacher, "best_family": family, "teacher_test": teacher_test}
+
+
 def _largest(p_values: Sequence[float | None]) -> float | None:
     """The largest p-value, or None when there is none or one of them is missing."""
     present = [p for p in p_values if p is not None]
@@ -362,6 +554,17 @@ def describe_verdict(verdict: dict[str, Any] | None) -> str:
         p, test = verdict.get("p_unlisted"), "unlisted"
     status = verdict.get("status")
     p_text = _p_text(p)
+    level, family = verdict.get("level"), verdict.get("best_family")
+    if family is not None and family != best and status == "attributed":  # a verdict between families
+        sentence = describe_verdict({**verdict, "best_family": None, "best_candidate": family, "teacher": family})
+        sentence = sentence.replace(f"{family}: ", f"family {family}: ", 1)
+        test_of_version = verdict.get("teacher_test") or {}
+        if level == "teacher":
+            return (f"{verdict.get('teacher')} ({sentence[0].lower()}{sentence[1:]}) Within the family, its answers "
+                    f"beat every sibling's prompt by prompt (p = {_p_text(test_of_version.get('p_paired'))}).")
+        return (f"{sentence} The version is not singled out: {best} ranks first in the family, but its paired "
+                f"test against {test_of_version.get('runner_up') or 'its siblings'} gives p = "
+                f"{_p_text(test_of_version.get('p_paired'))}.")
     if test and "paired" in test:
         paired_ok = _below(verdict.get("p_paired"), alpha, test)
         unlisted_ok = _below(verdict.get("p_unlisted"), alpha, test)
@@ -400,9 +603,17 @@ def _below(p: Any, alpha: Any, test: str) -> bool:
 
 
 def _ranking_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{"teacher": str(row.teacher), "probability": float(row.probability), "support": float(row.support),
-             "ci_low": float(row.ci_low), "ci_high": float(row.ci_high)} for row in frame.itertuples(index=False)]
+    """Rows of a ranking (teachers, or families with their ``members``) as JSON-able dicts."""
+    out = []
+    for row in frame.to_dict("records"):
+        record: dict[str, Any] = {key: str(row[key]) for key in ("teacher", "family") if key in row}
+        record.update({key: float(row[key]) for key in ("probability", "support", "ci_low", "ci_high")})
+        if "members" in row:
+            record["members"] = list(row["members"])
+        out.append(record)
+    return out
 
 
-__all__ = ["ALPHA", "VERDICT_TESTS", "StudentEvidence", "combined_ranking", "describe_verdict", "rank_teachers",
-           "summarize_evidence", "unlisted_p_value", "verdict"]
+__all__ = ["ALPHA", "VERDICT_TESTS", "StudentEvidence", "combined_family_ranking", "combined_ranking",
+           "describe_verdict", "hierarchical_verdict", "judge", "rank_hierarchy", "rank_teachers", "summarize_evidence",
+           "unlisted_p_value", "verdict"]

@@ -30,7 +30,7 @@ from . import registry
 from .errors import InputError, input_error
 
 #: Fields the toolkit understands; anything else in a record is kept in ``extra``.
-KNOWN_FIELDS = ("id", "task", "teacher", "student", "prompt", "output", "text")
+KNOWN_FIELDS = ("id", "task", "teacher", "family", "student", "prompt", "output", "text")
 #: Default text fields, tried in order.
 TEXT_FIELDS = ("output", "text")
 #: Texts longer than this are rejected unless the caller raises the limit (0 = no limit).
@@ -41,7 +41,7 @@ JSONL_SUFFIXES: tuple[str, ...] = registry.input_formats.entry("jsonl").meta["su
 CSV_SUFFIXES: tuple[str, ...] = registry.input_formats.entry("csv").meta["suffixes"]
 #: Largest CSV field the reader accepts (the csv module's own default, 131,072, is below --max-chars).
 CSV_FIELD_LIMIT = 2**31 - 1
-_RECORD_STRINGS = ("output", "text", "id", "task", "teacher", "student", "prompt")
+_RECORD_STRINGS = ("output", "text", "id", "task", "teacher", "family", "student", "prompt")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,8 @@ class Record:
     prompt: str | None = None
     source: str | None = None
     line: int | None = None
+    #: The teacher's model family (e.g. ``gpt-4`` for ``gpt4_0314``); reference records only, optional.
+    family: str | None = None
 
     @property
     def key(self) -> str:
@@ -231,7 +233,7 @@ class RecordReader:
         for key in (name, *_RECORD_STRINGS):
             _check_unicode(row.get(key), key, src, line)
         values: dict[str, str | None] = {}
-        for key in ("id", "task", "teacher", "student", "prompt"):
+        for key in ("id", "task", "teacher", "family", "student", "prompt"):
             value = row.get(key)
             if value is None or value == "":
                 values[key] = None

@@ -7,7 +7,7 @@ task; texts are tagged once for all of them. A model fitted without tasks serves
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .errors import Errors, NotFittedError, model_error
 from .estimator import AttributorParams, TeacherAttributor, check_params, check_texts
@@ -41,9 +41,10 @@ class MultiTaskAttributor(AttributorParams):
     def fit(self, texts: Sequence[str], teachers: Sequence[str],
             tasks: Sequence[str | None] | None = None,
             prompt_ids: Sequence[str | None] | None = None, *,
+            families: Mapping[str, str] | None = None,
             progress: Callable[[int], None] | None = None) -> MultiTaskAttributor:
-        """Fit one attributor per task (texts are tagged once, together); ``prompt_ids`` as in
-        :meth:`TeacherAttributor.fit`; ``progress`` is called with the number of texts tagged, per batch."""
+        """Fit one attributor per task (texts are tagged once, together); ``prompt_ids`` and ``families``
+        as in :meth:`TeacherAttributor.fit`; ``progress`` is called with the number of texts tagged, per batch."""
         check_params(self.get_params())
         texts = check_texts(texts)
         tasks = list(tasks) if tasks is not None else [None] * len(texts)
@@ -66,7 +67,8 @@ class MultiTaskAttributor(AttributorParams):
             if len(set(task_teachers)) < 2:
                 raise model_error("E201", n=len(set(task_teachers)), teachers=sorted(set(task_teachers)))
             model = TeacherAttributor(**self.get_params())
-            self.models_[task] = model.fit_docs([docs[i] for i in idx], task_teachers, [ids[i] for i in idx])
+            self.models_[task] = model.fit_docs([docs[i] for i in idx], task_teachers, [ids[i] for i in idx],
+                                                families=families)
         self._set_classes()
         return self
 

@@ -80,8 +80,14 @@ class PairedReferences:
             gram = self._grams[p] = (block @ block.T).toarray()
         return gram
 
-    def scores(self, X: sp.csr_matrix, ids: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, X: sp.csr_matrix, ids: Sequence[str | None],
+               weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per-output scores of every teacher for the outputs whose prompt has paired answers.
+
+        ``weights`` (shape ``(m, n_teachers)``) compares the student with ``m`` weighted means of the
+        teachers' answers instead: a family's answer as the mean of its versions'
+        (:attr:`attribution.families.Hierarchy.family_weights`), or a subset of the teachers (rows of
+        the identity); the centre is then the mean of those ``m`` answers.
 
         Returns
         -------
@@ -91,10 +97,16 @@ class PairedReferences:
             Cosine between the student's and each teacher's deviation from the teachers' mean
             answer (0 where either deviation is zero).
         """
+        rows, dots = self.dot_products(X, ids)
+        return rows, self.cosines(dots, weights)
+
+    def dot_products(self, X: sp.csr_matrix, ids: Sequence[str | None]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """The dot products behind :meth:`scores` (rows of ``X`` with a paired prompt; x.t_i, x.x and each
+        prompt's Gram matrix), so that several weightings (:meth:`cosines`) share one pass."""
         found = [(n, self._row[str(pid)]) for n, pid in enumerate(ids) if pid is not None and str(pid) in self._row]
         k = self.n_teachers
         if not found:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, k))
+            return np.zeros(0, dtype=np.int64), (np.zeros((0, k)), np.zeros(0), np.zeros((0, k, k)))
         rows = np.asarray([n for n, _ in found], dtype=np.int64)
         prompts = np.asarray([p for _, p in found], dtype=np.int64)
         X = sp.csr_matrix(X)[rows]
@@ -104,6 +116,16 @@ class PairedReferences:
         tx = np.asarray(answers.multiply(X[np.repeat(np.arange(len(rows)), k)]).sum(axis=1)).reshape(-1, k)
         xx = np.asarray(X.multiply(X).sum(axis=1)).ravel()
         gram = np.stack([self._gram(p) for p in prompts.tolist()])     # (n, k, k)
+        return rows, (tx, xx, gram)
+
+    @staticmethod
+    def cosines(dots: tuple[np.ndarray, ...], weights: np.ndarray | None = None) -> np.ndarray:
+        """Per-output scores from :meth:`dot_products`, against the teachers' answers or, with ``weights``
+        (``(m, n_teachers)``), against ``m`` weighted means of them (see :meth:`scores`)."""
+        tx, xx, gram = dots
+        if weights is not None:  # weighted means of the answers: every dot product is linear in them
+            tx = tx @ weights.T
+            gram = np.einsum("ik,nkl,jl->nij", weights, gram, weights)
         tc = gram.mean(axis=2)                                          # t_i . c
         cc = gram.mean(axis=(1, 2))[:, None]                            # c . c
         cx = tx.mean(axis=1, keepdims=True)                             # c . x
@@ -111,13 +133,13 @@ class PairedReferences:
         norm_t = np.sqrt(np.maximum(np.diagonal(gram, axis1=1, axis2=2) - 2 * tc + cc, 0.0))
         norm_x = np.sqrt(np.maximum(xx[:, None] - 2 * cx + cc, 0.0))
         denominator = norm_t * norm_x
-        out = np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 1e-12)
-        return rows, out
+        return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 1e-12)
 
-    def scores_per_output(self, X: sp.csr_matrix, ids: Sequence[str | None]) -> np.ndarray:
+    def scores_per_output(self, X: sp.csr_matrix, ids: Sequence[str | None],
+                          weights: np.ndarray | None = None) -> np.ndarray:
         """:meth:`scores` laid out one row per row of ``X``: NaN where the prompt has no paired answers."""
-        out = np.full((X.shape[0], self.n_teachers), np.nan)
-        rows, scores = self.scores(X, ids)
+        out = np.full((X.shape[0], self.n_teachers if weights is None else len(weights)), np.nan)
+        rows, scores = self.scores(X, ids, weights)
         out[rows] = scores
         return out
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,7 @@ class ReferenceRange:
     docs: list[TaggedDoc]
     skipped: list[InputError]
     error: AttributionError | None
+    families: list[tuple[str, str, int]] = field(default_factory=list)  # (teacher, family, line) given by records
 
 
 @dataclass
@@ -106,7 +107,8 @@ def read_range(path: str, span: tuple[int, int], task: str | None, params: dict[
     docs = TeacherAttributor(**params).prepare(texts) if error is None else []
     return ReferenceRange(reader.n_lines, reader.n_rows, tasks, [(r.task, str(r.teacher), r.id) for r in records],
                           empty_outputs(texts, normalize=params.get("normalize", True)),
-                          [len(doc) > 0 for doc in docs], docs, reader.skipped, error)
+                          [len(doc) > 0 for doc in docs], docs, reader.skipped, error,
+                          [(str(r.teacher), r.family, r.line or 0) for r in records if r.family is not None])
 
 
 def range_counts(part: ReferenceRange, params: dict[str, Any]) -> dict[Any, list[NgramCounts]]:
@@ -171,7 +173,7 @@ def fit_file(path: str | os.PathLike, *, client: Any = None, n_workers: int | No
              scheduler: str | None = None, task: str | None = None, text_field: str | None = None,
              skip_invalid: bool = False, max_chars: int = DEFAULT_MAX_CHARS,
              partition_bytes: int = FIT_PARTITION_BYTES, on_read: Callable[[ReadFacts], None] | None = None,
-             **params: Any) -> tuple[Any, list[InputError]]:
+             families: Mapping[str, str] | None = None, **params: Any) -> tuple[Any, list[InputError]]:
     """Fit on the teachers' references in the JSON Lines file ``path`` on Dask workers.
 
     The same model (saved bytes) as ``fit_reference(RecordReader(path, require_teacher=True, ...), task=task,
@@ -192,13 +194,24 @@ def fit_file(path: str | os.PathLike, *, client: Any = None, n_workers: int | No
         blocks = _vocabularies(counts, [part.labels for part in summaries], params)
         shared = dask.scatter(blocks, broadcast=True, hash=False)  # a key of its own (see partitioned_rank)
         matrices = dask.gather(dask.map(range_matrix, ranges, [shared] * len(ranges), pure=False))
-    return _fit_tasks(summaries, blocks, matrices, params), skipped
+        family_of = _families(summaries, str(path), families)
+    return _fit_tasks(summaries, blocks, matrices, params, family_of), skipped
+
+
+def _families(summaries: list[ReferenceRange], source: str, families: Mapping[str, str] | None) -> dict[str, str]:
+    """Teacher -> family from the records' ``family`` fields (at their lines in the file) and ``families``."""
+    from .references import reference_families
+
+    given = [Record(output="", teacher=teacher, family=family, source=source, line=line + first_line)
+             for part, first_line in zip(summaries, line_offsets([s.n_lines for s in summaries]))
+             for teacher, family, line in part.families]
+    return reference_families(given, families)
 
 
 def _summary(part: ReferenceRange) -> ReferenceRange:
     """A range's result without its tags (what the client needs from the first pass)."""
     return ReferenceRange(part.n_lines, part.n_rows, part.tasks, part.labels, part.empty, part.has_text, [],
-                          part.skipped, part.error)
+                          part.skipped, part.error, part.families)
 
 
 def _check(summaries: list[ReferenceRange], source: str, task: str | None,
@@ -244,7 +257,7 @@ def _vocabularies(counts: list[dict[Any, list[NgramCounts]]], labels: list[list[
 
 
 def _fit_tasks(summaries: list[ReferenceRange], blocks: dict[Any, list[tuple[str, Any]]],
-               matrices: list[dict[Any, sp.csr_matrix]], params: dict[str, Any]) -> Any:
+               matrices: list[dict[Any, sp.csr_matrix]], params: dict[str, Any], families: dict[str, str]) -> Any:
     """One attributor per task on the stacked rows, in task order (as :meth:`MultiTaskAttributor.fit`)."""
     from .estimator import TeacherAttributor
     from .multitask import MultiTaskAttributor
@@ -259,6 +272,7 @@ def _fit_tasks(summaries: list[ReferenceRange], blocks: dict[Any, list[tuple[str
             raise model_error("E201", n=len(set(teachers)), teachers=sorted(set(teachers)))
         X = sp.vstack([m[key] for m in matrices if key in m], format="csr")
         model.models_[key] = TeacherAttributor(**params).fit_features(
-            blocks[key], X, teachers, [pid for _, pid, _ in rows], [text for _, _, text in rows])
+            blocks[key], X, teachers, [pid for _, pid, _ in rows], [text for _, _, text in rows],
+            families=families or None)
     model._set_classes()
     return model

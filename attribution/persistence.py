@@ -93,7 +93,9 @@ TASK = Obj({
     "signature": Str(10_000),
     "blocks": List(BLOCK, 1, 8),
     "unlisted": List(LABEL, 0, MAX_TEACHERS, unique=True),
-})
+    # each class's model family (attribution.families), in class order; absent: every teacher its own family
+    "families": List(LABEL, 2, MAX_TEACHERS),
+}, optional=("families",))
 #: Which class was saved: load_model returns the same. Absent (files of a MultiTaskAttributor, and every
 #: file saved before the key existed): a MultiTaskAttributor.
 ESTIMATORS = ("MultiTaskAttributor", "TeacherAttributor")
@@ -179,7 +181,8 @@ def expected_arrays(header: dict[str, Any]) -> dict[str, tuple[int, Array, dict[
     out: dict[str, tuple[int, Array, dict[str, int]]] = {}
     for i, meta in enumerate(header["tasks"]):
         n_classes = len(meta["classes"])
-        dims = {"classes": n_classes, "others": n_classes - 1, "rows": n_classes if n_classes > 2 else 1,
+        n_groups = len(set(meta.get("families", meta["classes"])))  # the unlisted null leaves out families
+        dims = {"classes": n_classes, "others": n_groups - 1, "rows": n_classes if n_classes > 2 else 1,
                 "features": sum(len(b["vocabulary"]) for b in meta["blocks"])}
         for name, spec in TASK_ARRAYS.items():
             for k, extra in _repetitions(meta, spec.over):
@@ -315,8 +318,11 @@ def check_header(header: Any) -> None:
         raise SchemaError("header.tasks: a TeacherAttributor is saved as one task, null")
     for i, meta in enumerate(header["tasks"]):
         where = f"header.tasks[{i}]"
-        if not set(meta["unlisted"]) <= set(meta["classes"]):
-            raise SchemaError(f"{where}.unlisted: must name teachers of the task")
+        families = meta.get("families", meta["classes"])
+        if len(families) != len(meta["classes"]):
+            raise SchemaError(f"{where}.families: must name one family per class")
+        if not set(meta["unlisted"]) <= set(families):
+            raise SchemaError(f"{where}.unlisted: must name teachers (or families) of the task")
         for b, block in enumerate(meta["blocks"]):
             _check_block(block, meta["params"]["tagger"], f"{where}.blocks[{b}]")
 

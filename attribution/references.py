@@ -8,7 +8,7 @@ checks that each labelled student output names a teacher and a task the referenc
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .errors import InputError, input_error, model_error
 from .io import Record
@@ -75,3 +75,20 @@ def _unmatched(record: Record, known: dict[str | None, set[str]]) -> InputError 
     return None
 
 __all__ = ["MIN_REFERENCES_PER_TEACHER", "check_references", "match_students"]
+
+
+def reference_families(records: Iterable[Record], families: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Teacher -> family from the records' ``family`` fields and a ``families`` table (both optional);
+    a teacher given two families stops with E141 at the record that disagrees."""
+    family_of = dict(families or {})
+    given: dict[str, str] = {}
+    for record in records:
+        if record.family is None or record.teacher is None:
+            continue
+        first = given.setdefault(record.teacher, family_of.get(record.teacher, record.family))
+        if first != record.family:
+            raise input_error("E141", source=record.source, line=record.line, teacher=record.teacher,
+                              first=first, second=record.family)
+    family_of.update(given)
+    return family_of
+

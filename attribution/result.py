@@ -33,8 +33,10 @@ from .multitask import as_multitask
 GROUP_FIELDS = ("student", "teacher", "task")
 #: Columns of :meth:`AuditResult.summary`: one row per student.
 SUMMARY_COLUMNS = ("student", "teacher", "probability", "ci_low", "ci_high", "runner_up", "status", "test",
-                   "verdict_teacher", "p_value", "p_paired", "p_unlisted", "n_outputs", "n_empty")
+                   "verdict_teacher", "p_value", "p_paired", "p_unlisted", "n_outputs", "n_empty", "family",
+                   "verdict_level", "verdict_family")
 RANKING_COLUMNS = ("teacher", "probability", "support", "ci_low", "ci_high")
+FAMILY_RANKING_COLUMNS = ("family", "probability", "support", "ci_low", "ci_high", "members")
 EVIDENCE_COLUMNS = ("task", "teacher", "block", "feature", "weight", "n_outputs", "share_of_outputs", "reference_share",
                     "examples")
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -53,8 +55,19 @@ class AuditResult:
 
     @property
     def ranking(self) -> pd.DataFrame:
-        """Teachers, most likely first: ``teacher``, ``probability``, ``support``, ``ci_low``, ``ci_high``."""
-        return pd.DataFrame(self.data["ranking"], columns=list(RANKING_COLUMNS))
+        """Teachers, most likely first: ``teacher``, ``probability``, ``support``, ``ci_low``, ``ci_high`` (and
+        ``family`` with a model fitted with families)."""
+        ranking = self.data["ranking"]
+        extra = ["family"] if ranking and "family" in ranking[0] else []
+        return pd.DataFrame(ranking, columns=[*RANKING_COLUMNS, *extra])
+
+    @property
+    def family_ranking(self) -> pd.DataFrame:
+        """Families, most likely first (``members``: their teachers in play); without families (and without
+        ``exclude``), each teacher is its own family."""
+        rows = self.data.get("family_ranking") or [{**row, "family": row["teacher"], "members": [row["teacher"]]}
+                                                    for row in self.data["ranking"]]
+        return pd.DataFrame(rows, columns=list(FAMILY_RANKING_COLUMNS))
 
     @property
     def verdict(self) -> pd.DataFrame:
@@ -98,7 +111,9 @@ class AuditResult:
                 "status": verdict.get("status"), "test": verdict.get("test"),
                 "verdict_teacher": verdict.get("teacher"), "p_value": verdict.get("p_value"),
                 "p_paired": verdict.get("p_paired"), "p_unlisted": verdict.get("p_unlisted"),
-                "n_outputs": self.data["n_outputs"], "n_empty": self.data.get("n_empty", 0)}
+                "n_outputs": self.data["n_outputs"], "n_empty": self.data.get("n_empty", 0),
+                "family": top.get("family", top["teacher"]), "verdict_level": verdict.get("level"),
+                "verdict_family": verdict.get("family")}
 
     def table(self) -> pd.DataFrame:
         """:meth:`summary` as a one-row DataFrame."""
@@ -191,7 +206,7 @@ def audit_student(model: Any, records: Iterable[Record], **options: Any) -> Audi
 
 def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "student", task: str | None = None,
                   top_templates: int = 10, keep_outputs: bool = False, alpha: float = ALPHA,
-                  tests: str = "either", informative_evidence: bool = True,
+                  tests: str = "either", informative_evidence: bool = True, exclude: Iterable[str] = (),
                   progress: Callable[[int], None] | None = None) -> AuditBatch:
     """Rank every group of ``records`` (records sharing a ``group_by`` field: ``student``, ``teacher``
     or ``task``) as one student each, in one streaming pass with one model.
@@ -210,7 +225,7 @@ def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "stu
         run = runs.get(name)
         if run is None:
             run = runs[name] = StudentRun(model, task=task, keep_outputs=keep_outputs, progress=progress,
-                                          warn_pooled=group_by != "student")
+                                          warn_pooled=group_by != "student", exclude=exclude)
         run.add(record)
     if not runs:
         raise model_error("E209")

@@ -30,7 +30,8 @@ def test_three_candidates_give_no_verdict_by_default(reference_records, student_
     result = rank_student(fit_reference(reference_records, features="pos-paper"), student_records)
     assert result["verdict"] == {"teacher": None, "best_candidate": "chatty", "status": "unavailable",
                                  "p_unlisted": None, "alpha": 0.05, "p_value": None, "test": "unlisted",
-                                 "p_paired": None, "n_paired": 0, "runner_up": None, "paired_score": None}
+                                 "p_paired": None, "n_paired": 0, "runner_up": None, "paired_score": None,
+                                 "family": None, "best_family": "chatty", "level": None, "teacher_test": None}
     assert all(sub["verdict"]["status"] == "unavailable" for sub in result["tasks"].values())
     assert result["ranking"][0]["teacher"] == "chatty"  # the ranking itself is unchanged
 

@@ -125,6 +125,9 @@ FORMAT_OPTION = typer.Option(OutputFormat.table, "--format", "-f", help="table o
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress or counts on stderr.")
 CHROMIUM_OPTION = typer.Option(None, "--chromium", help="Chromium binary for a PDF report (default: "
                                "$ATTRIBUTION_CHROMIUM, else chromium on PATH).")
+FAMILIES_OPTION = typer.Option(None, "--families", dir_okay=False,
+                               help="Tab-separated teacher -> family table (columns 'teacher' and 'family', e.g. the "
+                               "bank's candidates.tsv), for references without a 'family' field.")
 WORKERS_OPTION = typer.Option(None, "--workers", min=1, help="Tag on a local Dask cluster of N single-threaded "
                               "worker processes, started and closed here (needs the dask extra; the same results).")
 SCHEDULER_OPTION = typer.Option(None, "--scheduler", help="Tag on an existing Dask cluster: its scheduler's "

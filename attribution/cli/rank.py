@@ -10,6 +10,7 @@ import typer
 
 from ._app import (
     CHROMIUM_OPTION,
+    FAMILIES_OPTION,
     FEATURES_OPTION,
     FORMAT_OPTION,
     MAX_CHARS_OPTION,
@@ -39,7 +40,8 @@ def _reader_options(text_field: Optional[str], skip_invalid: bool, max_chars: in
 
 
 def _fit_from_file(reference: Path, *, task: Optional[str], features: str, tagger: str, normalize: bool,
-                   seed: int, reader: dict[str, Any], quiet: bool) -> tuple[Any, list, list[str], list]:
+                   seed: int, reader: dict[str, Any], quiet: bool,
+                   families: Optional[dict[str, str]] = None) -> tuple[Any, list, list[str], list]:
     """Fit on a reference file; returns the model, the skipped records' errors, warnings about
     the references (each also logged) and the records fitted on."""
     from ..api import fit_reference
@@ -59,7 +61,7 @@ def _fit_from_file(reference: Path, *, task: Optional[str], features: str, tagge
     with tqdm(desc="fitting: tagging references", total=len(records), unit="out", disable=quiet,
               leave=False) as bar:
         model = fit_reference(records, task=task, features=features, tagger=tagger, normalize=normalize,
-                              random_state=seed, progress=bar.update)
+                              random_state=seed, families=families, progress=bar.update)
     warnings = reference_warnings(records)
     for warning in warnings:
         log(f"warning: {warning}", quiet=quiet)
@@ -71,7 +73,8 @@ def _fit_on_workers(client: Any) -> Any:
     (:func:`attribution.partitioned_fit.fit_file`: the same model, the same errors and messages)."""
 
     def fit(reference: Path, *, task: Optional[str], features: str, tagger: str, normalize: bool, seed: int,
-            reader: dict[str, Any], quiet: bool) -> tuple[Any, list, list[str], list]:
+            reader: dict[str, Any], quiet: bool,
+            families: Optional[dict[str, str]] = None) -> tuple[Any, list, list[str], list]:
         from ..checks import reference_warnings
         from ..partitioned_fit import fit_file
 
@@ -86,7 +89,7 @@ def _fit_on_workers(client: Any) -> Any:
 
         kept: list = []
         model, skipped = fit_file(reference, client=client, task=task, on_read=read, features=features,
-                                  tagger=tagger, normalize=normalize, random_state=seed, **reader)
+                                  tagger=tagger, normalize=normalize, random_state=seed, families=families, **reader)
         warnings = reference_warnings(kept)
         for warning in warnings:
             log(f"warning: {warning}", quiet=quiet)
@@ -253,6 +256,9 @@ def rank_cli(
         VerdictTest.either, "--verdict-test", case_sensitive=False,
         help="Which test may name a teacher: 'either' the paired or the unlisted-teacher test (each at alpha/2), "
              "'paired', 'unlisted', or 'both' (strict: also rule out a teacher outside the candidates)."),
+    exclude: str = typer.Option("", "--exclude", help="Comma-separated teachers or families to leave out of the "
+                                "ranking and its tests, without refitting (probabilities renormalized)."),
+    families: Optional[Path] = FAMILIES_OPTION,
     workers: Optional[int] = WORKERS_OPTION,
     scheduler: Optional[str] = SCHEDULER_OPTION,
     quiet: bool = QUIET_OPTION,
@@ -271,9 +277,13 @@ def rank_cli(
         chromium = find_chromium(chromium)  # E606 before any work
     reader = _reader_options(text_field, skip_invalid, max_chars)
     tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
+    from ..families import read_families
+
+    if families is not None and model_path is not None:
+        raise typer.BadParameter("families are fitted into the model: give them to 'fit'", param_hint="--families")
     model, skipped, warnings, ref_records = _model_for_ranking(
         ctx, reference, model_path, task=task, features=features, tagger=tagger, normalize=normalize, seed=seed,
-        reader=reader, quiet=quiet)
+        reader=reader, quiet=quiet, families=read_families(families) if families is not None else None)
     from ..io import RecordReader
     from ..report.run import RunRecorder
 
@@ -281,6 +291,7 @@ def rank_cli(
     recorder = RunRecorder(model, references=ref_records, examples=examples, group_by=group)
     student = RecordReader(outputs, **reader)
     options = {"task": task, "top_templates": top_templates, "tests": verdict_test.value,
+               "exclude": [n.strip() for n in exclude.split(",") if n.strip()],
                "keep_outputs": report is not None or keep_outputs or per_output is not None}
     audit = _rank_records(model, student, recorder, outputs, group=group, options=options, model_path=model_path,
                        quiet=quiet)
@@ -291,6 +302,7 @@ def rank_cli(
         result["warnings"] = [*warnings, *result.get("warnings", [])]
     _add_inputs(result, outputs, reference, model_path, n_skipped=len(skipped) + len(student.skipped))
     settings = {"task": task, "top_templates": top_templates, "verdict_test": verdict_test.value,
+                "exclude": options["exclude"],
                 "skip_invalid": skip_invalid, "max_chars": max_chars, "text_field": text_field,
                 "group_by": group, "examples": examples}
     from ..result import AuditBatch
@@ -335,13 +347,14 @@ def _check_before_work(outputs: Path, reference: Optional[Path], model_path: Opt
 
 def _model_for_ranking(ctx: typer.Context, reference: Optional[Path], model_path: Optional[Path], *,
                        task: Optional[str], features: str, tagger: str, normalize: bool, seed: int,
-                       reader: dict[str, Any], quiet: bool) -> tuple[Any, list, list[str], Optional[list]]:
+                       reader: dict[str, Any], quiet: bool,
+                       families: Optional[dict[str, str]] = None) -> tuple[Any, list, list[str], Optional[list]]:
     """The saved model (checked against the options given) or one fitted on the reference file; with the
     references' skipped records, warnings and records (None for a saved model)."""
     if model_path is None:
         assert reference is not None  # _check_before_work
         return _fit_from_file(reference, task=task, features=features, tagger=tagger, normalize=normalize,
-                              seed=seed, reader=reader, quiet=quiet)
+                              seed=seed, reader=reader, quiet=quiet, families=families)
     from ..multitask import as_multitask
     from ..persistence import load_model
 
@@ -446,23 +459,27 @@ def fit_cli(
     max_chars: int = MAX_CHARS_OPTION,
     fmt: OutputFormat = FORMAT_OPTION,
     seed: int = typer.Option(0, "--seed", help="Seed stored in the model (bootstrap)."),
+    families: Optional[Path] = FAMILIES_OPTION,
     workers: Optional[int] = WORKERS_OPTION,
     scheduler: Optional[str] = SCHEDULER_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Fit on teachers' reference outputs and save the model (safe .npz, no pickle)."""
+    from ..families import read_families
     from ..io import check_outputs
     from ..partitions import splittable
 
-    check_outputs([output], [reference])
+    check_outputs([output], [reference, families])
+    family_of = read_families(families) if families is not None else None
     client = tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
     fit = _fit_from_file if client is None or not splittable(reference) else _fit_on_workers(client)
     model, skipped, warnings, _ = fit(reference, task=task, features=features, tagger=tagger, normalize=normalize,
                                       seed=seed, reader=_reader_options(text_field, skip_invalid, max_chars),
-                                      quiet=quiet)
+                                      quiet=quiet, families=family_of)
     model.save(output)
     first = next(iter(model.models_.values()))
     result = {"model": output.name, "tasks": [str(t) for t in model.models_], "teachers": model.classes_,
+              "families": {t: first.families_.get(t, t) for t in model.classes_},
               "n_features": {str(t): m.n_features_in_ for t, m in model.models_.items()},
               "signature": first.signature_, "skipped": len(skipped)}
     if warnings:
