@@ -34,7 +34,7 @@ from attribution.api import evaluate, fit_reference
 from attribution.io import Record, read_records
 from attribution.result import audit_student, rank_students
 
-from conftest import PAPER_QA, REPO
+from conftest import PAPER_QA, REPO, shared_data
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -185,8 +185,7 @@ def test_paper_evaluate(paper):
 
 def test_paper_subset_is_what_the_goldens_describe():
     """The subset is deterministic (first records per teacher): a change in the released files shows here."""
-    if not (PAPER_QA / "openbookqa_teacher.jsonl").is_file():
-        pytest.skip("released paper outputs not found (needs the ../shared checkout)")
+    shared_data(PAPER_QA / "openbookqa_teacher.jsonl")
     refs = _first_per_teacher(read_records(PAPER_QA / "openbookqa_teacher.jsonl", require_teacher=True),
                               PAPER_REFERENCES_PER_TEACHER)
     assert len(refs) == 5 * PAPER_REFERENCES_PER_TEACHER
