@@ -120,7 +120,7 @@ def test_bad_requests_raise_coded_errors(refs, call, code):
     assert str(info.value).endswith(f"[{code}]")
 
 
-def test_names_are_the_contract():
+def test_every_documented_baseline_name_is_registered():
     assert {"bertscore", "embedding", "perplexity", "perplexity-normalized", "cosine", "rouge"} <= set(BASELINES)
 
 

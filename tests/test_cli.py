@@ -166,7 +166,7 @@ def test_fit_then_rank_with_the_model(cli, saved_model, ranked, student_path):
         assert with_model[key] == with_reference[key], key
 
 
-def test_evaluate_json(cli, reference_path, labelled_path):
+def test_evaluate_json_has_a_row_per_task_and_feature_set(cli, reference_path, labelled_path):
     proc = cli("evaluate", "-r", reference_path, "-s", labelled_path, "--features", "pos-paper,combined",
                "--subsets", "2", "--draws", "3", "--format", "json")
     result = parse(proc)
@@ -204,7 +204,7 @@ BAD_STUDENT = {
 
 
 @pytest.mark.parametrize("case", list(BAD_STUDENT))
-def test_bad_student_file(cli, work, saved_model, case):
+def test_bad_student_record_exits_2_naming_file_and_line_with_no_output(cli, work, saved_model, case):
     raw, code = BAD_STUDENT[case]
     path = write_jsonl(work / f"bad-{case}.jsonl", [GOOD, GOOD, raw, GOOD])
     out = work / f"out-{case}.json"

@@ -171,7 +171,7 @@ def test_export_writes_the_jsonl_layout_and_reads_back(authors_dir, tmp_path):
     assert [r.to_dict() for r in again] == [r.to_dict() for r in original]
 
 
-def test_export_cli(authors_dir, tmp_path):
+def test_data_paper_qa_refuses_an_incomplete_copy_and_exports_a_complete_one(authors_dir, tmp_path):
     out = tmp_path / "out"
     proc = run_cli("data", "paper-qa", "--data-dir", authors_dir, "-o", out, "--format", "json")
     assert proc.returncode == 2, proc.stderr  # gemma-2-9b and others are missing from this copy
