@@ -118,7 +118,10 @@ def _first_per_teacher(records: list[Record], n: int) -> list[Record]:
 
 @pytest.fixture(scope="module")
 def demo() -> dict[str, Any]:
-    references = read_records(DEMO / "teachers.jsonl", require_teacher=True)
+    """The demo's teachers on the training prompts only (the pinned results predate their answers to the
+    students' prompts, which data/demo/teachers.jsonl also holds; tests/test_demo.py covers those)."""
+    references = [r for name in DEMO_STUDENTS
+                  for r in read_records(DEMO / f"teacher_{name}.jsonl", require_teacher=True)]
     students = {name: read_records(DEMO / f"student_{name}.jsonl") for name in DEMO_STUDENTS}
     return {"references": references, "students": students, "model": fit_reference(references, **FIT_OPTIONS)}
 
