@@ -151,7 +151,8 @@ class AuditBatch:
 
     @property
     def per_output(self) -> pd.DataFrame:
-        """Every student's :attr:`AuditResult.per_output`, with a ``student`` column first."""
+        """Every student's :attr:`AuditResult.per_output`, with a ``student`` column first. Only kept with
+        ``rank_students(..., keep_outputs=True)`` (else ``ModelError`` E217)."""
         return _stack([r.per_output.assign(student=r.student) for r in self.results])
 
     @property

@@ -26,8 +26,31 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 #: Small hand-written corpus (see tests/data/README.md): three teachers, two tasks, students.
 DATA = REPO / "tests" / "data"
-#: The released paper outputs (QA tasks), shared between checkouts; optional.
-PAPER_QA = Path(__file__).parents[1] / ".." / "shared" / "data" / "paper_qa"
+#: Data shared between checkouts in ``../shared/data`` (not in the repository): the released paper outputs (QA
+#: tasks) and the AlpacaEval provenance benchmark. A test that reads it skips without it, except under CI.
+SHARED_DATA = REPO.parent / "shared" / "data"
+PAPER_QA = SHARED_DATA / "paper_qa"
+ALPACAEVAL = SHARED_DATA / "alpacaeval"
+def in_ci() -> bool:
+    """CI sets ``CI``: there a missing ``../shared`` fails the tests that read it instead of skipping them."""
+    return bool(os.environ.get("CI"))
+
+
+def shared_data(path: Path) -> Path:
+    """``path`` (a file or folder under :data:`SHARED_DATA`) for a test that reads it: the test is skipped
+    when it is absent, or fails under CI, which must run every test."""
+    if not path.exists():
+        message = f"{path.resolve()} not found (needs the ../shared checkout)"
+        if in_ci():
+            pytest.fail(f"{message}; CI must run the tests that read it, not skip them", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+def needs_shared(path: Path) -> pytest.MarkDecorator:
+    """Mark a test that reads ``path``: skipped when it is absent, except under CI (the test then runs and fails)."""
+    return pytest.mark.skipif(not path.exists() and not in_ci(),
+                              reason=f"{path.resolve()} not found (needs the ../shared checkout)")
 
 
 @pytest.fixture(scope="session")
@@ -100,9 +123,8 @@ def smollm2_lm():
 
 @pytest.fixture(scope="session")
 def paper_qa() -> Path:
-    """The released paper outputs; skips the test when ``../shared/data/paper_qa`` is absent."""
-    if not (PAPER_QA / "openbookqa_teacher.jsonl").is_file():
-        pytest.skip(f"released paper outputs not found at {PAPER_QA.resolve()} (needs the ../shared checkout)")
+    """The released paper outputs (``../shared/data/paper_qa``; see :func:`shared_data`)."""
+    shared_data(PAPER_QA / "openbookqa_teacher.jsonl")
     return PAPER_QA
 
 

@@ -95,7 +95,7 @@ def test_config_error_from_the_cli_exit_2(cli, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_examples_check(cli):
+def test_bundled_example_configs_pass_check(cli):
     for name in ("audit.toml", "audit-local.toml"):
         proc = cli("audit", REPO / "examples" / name, "--check")
         assert proc.returncode == 0, proc.stderr

@@ -19,11 +19,10 @@ from attribution.baselines._common import candidate_sets
 from attribution.errors import AttributionError
 from attribution.io import Record, read_records
 
-from conftest import CliResult, run_cli
+from conftest import PAPER_QA, CliResult, needs_shared, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
-PAPER_QA = REPO.parent / "shared" / "data" / "paper_qa"
-needs_paper_qa = pytest.mark.skipif(not PAPER_QA.is_dir(), reason=f"released paper outputs not found at {PAPER_QA}")
+needs_paper_qa = needs_shared(PAPER_QA)
 
 SENT = "the cat sat on the warm mat near the kitchen door"
 OTHER = "stock markets fell sharply after the central bank raised interest rates"
@@ -121,7 +120,7 @@ def test_bad_requests_raise_coded_errors(refs, call, code):
     assert str(info.value).endswith(f"[{code}]")
 
 
-def test_names_are_the_contract():
+def test_every_documented_baseline_name_is_registered():
     assert {"bertscore", "embedding", "perplexity", "perplexity-normalized", "cosine", "rouge"} <= set(BASELINES)
 
 

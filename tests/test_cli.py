@@ -40,11 +40,9 @@ def work(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ranked(cli, work, student_path, reference_path):
-    """``rank --format json -o out.json``; the JSON must also land in the file."""
-    out = work / "ranked.json"
-    proc = cli("rank", student_path, "--reference", reference_path, "--format", "json", "-o", out, *FAST)
-    return proc, out
+def ranked(cli, student_path, reference_path):
+    """``rank --format json -o -``: the JSON document on stdout ('-' is stdout, as without -o)."""
+    return cli("rank", student_path, "--reference", reference_path, "--format", "json", "-o", "-", *FAST)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +93,7 @@ def test_console_script_ranks_in_a_real_process(student_path, reference_path, tm
 
 
 def test_rank_json_document(ranked):
-    proc, out = ranked
+    proc = ranked
     result = parse(proc)
     assert result["n_outputs"] == 10 and result["skipped"] == 0
     ranking = result["ranking"]
@@ -110,17 +108,37 @@ def test_rank_json_document(ranked):
     assert result["inputs"]["outputs"]["name"] == "student.jsonl"
     assert result["inputs"]["reference"]["name"] == "reference.jsonl"
     assert "/" not in json.dumps(result["inputs"]).replace('"name": "', "")  # no absolute paths
-    assert out.read_text(encoding="utf-8") == proc.stdout  # -o holds the same document
     assert list(json.loads(proc.stdout)) == sorted(result)  # sorted keys
     assert "fitting on 72 reference outputs" in proc.stderr
 
 
 def test_bare_form_means_rank_and_repeats_the_bytes(cli, ranked, student_path, reference_path):
     """A second run (in the bare ``attribute-teacher OUTPUTS --reference REF`` form) prints identical bytes."""
-    proc, _ = ranked
+    proc = ranked
     bare = cli(student_path, "--reference", reference_path, "--format", "json", *FAST)
     assert bare.returncode == 0, bare.stderr
     assert bare.stdout == proc.stdout
+
+
+@pytest.mark.parametrize("command", ["rank", "evaluate", "baseline"])
+def test_output_file_gets_the_document_and_stdout_stays_quiet(cli, work, student_path, labelled_path,
+                                                               reference_path, command):
+    """``-o FILE`` writes the JSON there instead of stdout (a note on stderr says where; none with --quiet);
+    ``-o -`` prints the same document on stdout."""
+    args = {"rank": ["rank", student_path, "-r", reference_path, *FAST],
+            "evaluate": ["evaluate", "-r", reference_path, "-s", labelled_path, "--subsets", "2", "--draws", "2",
+                         *FAST],
+            "baseline": ["baseline", "cosine", "-r", reference_path, "-s", student_path]}[command]
+    out = work / f"{command}-document.json"
+    to_file = cli(*args, "-o", out)
+    assert to_file.returncode == 0, to_file.stderr
+    assert to_file.stdout == ""
+    assert f"wrote {out}" in to_file.stderr.splitlines()
+    to_stdout = cli(*args, "--format", "json", "-o", "-")
+    assert json.loads(out.read_text(encoding="utf-8")) == parse(to_stdout)
+    assert not (work / "-").exists()
+    quiet = cli(*args, "-o", work / f"{command}-quiet.json", "--quiet")
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
 
 
 def test_rank_table_and_quiet(cli, student_path, saved_model):
@@ -142,23 +160,21 @@ def test_fit_then_rank_with_the_model(cli, saved_model, ranked, student_path):
     assert fitted["n_features"] == {"commonsense": 50, "science": 50} and fitted["skipped"] == 0
     assert path.is_file()
     with_model = parse(cli("rank", student_path, "--model", path, "--format", "json"))
-    with_reference = json.loads(ranked[0].stdout)
+    with_reference = json.loads(ranked.stdout)
     assert with_model["inputs"]["model"]["name"] == "model.npz"
     for key in ("ranking", "tasks", "verdict", "evidence", "n_outputs", "signature"):
         assert with_model[key] == with_reference[key], key
 
 
-def test_evaluate_json(cli, work, reference_path, labelled_path):
-    out = work / "eval.json"
+def test_evaluate_json_has_a_row_per_task_and_feature_set(cli, reference_path, labelled_path):
     proc = cli("evaluate", "-r", reference_path, "-s", labelled_path, "--features", "pos-paper,combined",
-               "--subsets", "2", "--draws", "3", "--format", "json", "-o", out)
+               "--subsets", "2", "--draws", "3", "--format", "json")
     result = parse(proc)
     assert [(r["task"], r["features"]) for r in result["results"]] == [
         ("science", "pos-paper"), ("science", "combined"), ("commonsense", "pos-paper"),
         ("commonsense", "combined")]
     assert all(r["n_outputs"] == 9 and r["accuracy"] >= 0.8 for r in result["results"])
     assert result["skipped"] == 0
-    assert out.read_text(encoding="utf-8") == proc.stdout
     assert "72 reference and 18 student outputs" in proc.stderr
 
 
@@ -188,7 +204,7 @@ BAD_STUDENT = {
 
 
 @pytest.mark.parametrize("case", list(BAD_STUDENT))
-def test_bad_student_file(cli, work, saved_model, case):
+def test_bad_student_record_exits_2_naming_file_and_line_with_no_output(cli, work, saved_model, case):
     raw, code = BAD_STUDENT[case]
     path = write_jsonl(work / f"bad-{case}.jsonl", [GOOD, GOOD, raw, GOOD])
     out = work / f"out-{case}.json"

@@ -23,11 +23,21 @@ from attribution.datasets import (
 )
 from attribution.errors import AttributionError, InputError
 
-from conftest import run_cli
+from conftest import ALPACAEVAL, PAPER_QA, needs_shared, run_cli, shared_data
 
 REPO = Path(__file__).resolve().parents[1]
-PAPER_QA = REPO.parent / "shared" / "data" / "paper_qa"
-needs_paper_qa = pytest.mark.skipif(not PAPER_QA.is_dir(), reason=f"released paper outputs not found at {PAPER_QA}")
+needs_paper_qa = needs_shared(PAPER_QA)
+
+
+def test_missing_shared_data_fails_under_ci_and_skips_elsewhere(monkeypatch, tmp_path):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the tests that read it"):
+        shared_data(tmp_path / "absent")
+    assert shared_data(tmp_path) == tmp_path
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="needs the ../shared checkout"):
+        shared_data(tmp_path / "absent")
+
 
 QUESTION = "Question: Where would you keep a book?\nChoices:\nA: shelf\nB: oven\n"
 # Rows as the authors wrote them: a multi-line prompt, doubled quotes, the student's "#### " marker.
@@ -161,7 +171,7 @@ def test_export_writes_the_jsonl_layout_and_reads_back(authors_dir, tmp_path):
     assert [r.to_dict() for r in again] == [r.to_dict() for r in original]
 
 
-def test_export_cli(authors_dir, tmp_path):
+def test_data_paper_qa_refuses_an_incomplete_copy_and_exports_a_complete_one(authors_dir, tmp_path):
     out = tmp_path / "out"
     proc = run_cli("data", "paper-qa", "--data-dir", authors_dir, "-o", out, "--format", "json")
     assert proc.returncode == 2, proc.stderr  # gemma-2-9b and others are missing from this copy
@@ -213,8 +223,7 @@ from attribution.datasets import (  # noqa: E402
     split_instructions,
 )
 
-ALPACAEVAL = REPO.parent / "shared" / "data" / "alpacaeval"
-needs_alpacaeval = pytest.mark.skipif(not ALPACAEVAL.is_dir(), reason=f"AlpacaEval benchmark not found at {ALPACAEVAL}")
+needs_alpacaeval = needs_shared(ALPACAEVAL)
 INSTRUCTIONS = [f"Instruction number {i}: explain topic {i}." for i in range(11)]
 
 

@@ -23,7 +23,7 @@ def test_student_key():
     assert student_key(Record(output="x", student="gpt2")) == "gpt2"  # unlabelled: the student's name
 
 
-def test_perfect_scores():
+def test_perfect_predictions_score_one_on_every_metric():
     y = ["alpha", "alpha", "beta", "gamma"]
     result = score_attribution(y, onehot(y), CLASSES, y, features="pos-paper", task="qa")
     assert result["accuracy"] == result["balanced_accuracy"] == result["macro_f1"] == 1.0

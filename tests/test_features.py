@@ -280,7 +280,7 @@ def test_state_round_trip(vec, reference_docs):
     np.testing.assert_array_equal(again.transform(reference_docs).toarray(), vec.transform(reference_docs).toarray())
 
 
-def test_feature_sets(reference_docs):
+def test_feature_sets_give_fresh_unfitted_blocks_and_refuse_unknown_names(reference_docs):
     assert {"pos-paper", "ngram-paper", "pos-rich", "ngram-tfidf", "combined"} <= set(FEATURE_SETS)
     blocks = make_feature_blocks("combined", tagger="nltk")
     assert [name for name, _ in blocks] == ["pos", "words"]

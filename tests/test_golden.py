@@ -34,7 +34,7 @@ from attribution.api import evaluate, fit_reference
 from attribution.io import Record, read_records
 from attribution.result import audit_student, rank_students
 
-from conftest import PAPER_QA, REPO
+from conftest import PAPER_QA, REPO, shared_data
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -118,7 +118,10 @@ def _first_per_teacher(records: list[Record], n: int) -> list[Record]:
 
 @pytest.fixture(scope="module")
 def demo() -> dict[str, Any]:
-    references = read_records(DEMO / "teachers.jsonl", require_teacher=True)
+    """The demo's teachers on the training prompts only (the pinned results predate their answers to the
+    students' prompts, which data/demo/teachers.jsonl also holds; tests/test_demo.py covers those)."""
+    references = [r for name in DEMO_STUDENTS
+                  for r in read_records(DEMO / f"teacher_{name}.jsonl", require_teacher=True)]
     students = {name: read_records(DEMO / f"student_{name}.jsonl") for name in DEMO_STUDENTS}
     return {"references": references, "students": students, "model": fit_reference(references, **FIT_OPTIONS)}
 
@@ -185,8 +188,7 @@ def test_paper_evaluate(paper):
 
 def test_paper_subset_is_what_the_goldens_describe():
     """The subset is deterministic (first records per teacher): a change in the released files shows here."""
-    if not (PAPER_QA / "openbookqa_teacher.jsonl").is_file():
-        pytest.skip("released paper outputs not found (needs the ../shared checkout)")
+    shared_data(PAPER_QA / "openbookqa_teacher.jsonl")
     refs = _first_per_teacher(read_records(PAPER_QA / "openbookqa_teacher.jsonl", require_teacher=True),
                               PAPER_REFERENCES_PER_TEACHER)
     assert len(refs) == 5 * PAPER_REFERENCES_PER_TEACHER

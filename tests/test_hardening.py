@@ -131,12 +131,10 @@ def test_item19_unsupported_report_type_refused_before_work(capsys, tmp_path, ma
 def test_item19_report_is_not_left_behind_when_the_json_fails(capsys, files, model_file, tmp_path, monkeypatch):
     import attribution.cli.rank as rank
 
-    def failing_emit(result, fmt, render, output=None):
-        with atomic_write(output) as handle:
-            handle.write("{")
-            raise OSError("disk full")
+    def failing_json(result):  # called while r.json is open for writing, after the report is written
+        raise OSError("disk full")
 
-    monkeypatch.setattr(rank, "emit", failing_emit)
+    monkeypatch.setattr(rank, "to_json", failing_json)
     rc, _, err = cli(capsys, files["student"], "-m", model_file, "--report", tmp_path / "r.html",
                      "-o", tmp_path / "r.json", "-q")
     assert rc == 1 and "disk full" in err

@@ -125,7 +125,7 @@ def test_constructor_stores_params_and_clones(pos_model):
     assert not hasattr(clone(pos_model), "classifier_")
 
 
-def test_fit_errors(reference_records):
+def test_fit_refuses_bad_texts_and_labels_with_coded_errors(reference_records):
     texts, teachers = texts_of(reference_records), [r.teacher for r in reference_records]
     with pytest.raises(ValueError, match="single string"):
         TeacherAttributor().fit("one text", ["alpha"])
@@ -184,7 +184,7 @@ def test_rank_is_reproducible(pos_model, student_records):
     assert a.attrs == b.attrs
 
 
-def test_rank_errors(pos_model):
+def test_rank_refuses_no_outputs_and_a_bare_string(pos_model):
     with pytest.raises(ModelError) as info:
         pos_model.rank([])
     assert info.value.code == "E209"

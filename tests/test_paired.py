@@ -8,7 +8,6 @@ without them.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +20,8 @@ from attribution.io import read_records
 from attribution.models import load_model, save_model
 from attribution.paired import PairedReferences, PairedTest
 
-ALPACAEVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpacaeval"
+from conftest import ALPACAEVAL, shared_data
+
 CLASSES = ["a", "b", "c"]
 
 
@@ -114,8 +114,7 @@ def test_verdict_rules_combine_the_paired_and_unlisted_tests():
 def alpacaeval_subset():
     """Setting B on a subset: the teachers' reference outputs and their answers to 60 audit prompts,
     and two students' outputs on those prompts."""
-    if not (ALPACAEVAL / "students_audit.jsonl").is_file():
-        pytest.skip(f"the AlpacaEval provenance data is not at {ALPACAEVAL}")
+    shared_data(ALPACAEVAL / "students_audit.jsonl")
     audit = read_records(ALPACAEVAL / "teachers_audit.jsonl", require_teacher=True)
     prompts = sorted({r.id for r in audit})[:60]
     keep = set(prompts)

@@ -190,7 +190,7 @@ def test_fit_file_on_workers_same_bytes(client, tmp_path):
     """Workers read, tag, count n-grams and featurize byte ranges of the references; the client picks the
     vocabulary from the summed counts and fits: the same model file as fit_reference in one process
     (two tasks, TF-IDF blocks, --task, skipped lines, the first error)."""
-    lines = (DEMO / "teachers.jsonl").read_text(encoding="utf-8").splitlines()[::2]  # 100 per teacher
+    lines = (DEMO / "teachers.jsonl").read_text(encoding="utf-8").splitlines()[::2]  # 150 per teacher
     tasked = [json.dumps({**json.loads(line), "task": "ab"[i % 2]}) for i, line in enumerate(lines)]
     tasked[7:9] = ['{"output": "no teacher"}', "{not json"]
     path = _lines_file(tmp_path, "refs.jsonl", tasked)

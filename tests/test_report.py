@@ -25,11 +25,10 @@ from PIL import Image  # noqa: E402  (Pillow comes with matplotlib)
 from attribution.errors import InputError  # noqa: E402
 from attribution.report import write_report  # noqa: E402
 
-from conftest import CliResult, run_cli  # noqa: E402
+from conftest import PAPER_QA, CliResult, needs_shared, run_cli, shared_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-PAPER_QA = REPO.parent / "shared" / "data" / "paper_qa"
-needs_paper_qa = pytest.mark.skipif(not PAPER_QA.is_dir(), reason=f"released paper outputs not found at {PAPER_QA}")
+needs_paper_qa = needs_shared(PAPER_QA)
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"),
                              shutil.which("google-chrome")) if p), None)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed "
@@ -61,8 +60,7 @@ def small_result() -> dict:
 @pytest.fixture(scope="session")
 def paper_files(tmp_path_factory) -> tuple[Path, Path]:
     """OpenBookQA references, and the outputs of one student (distilled from Mistral-7B)."""
-    if not PAPER_QA.is_dir():
-        pytest.skip(f"released paper outputs not found at {PAPER_QA}")
+    shared_data(PAPER_QA)
     root = tmp_path_factory.mktemp("paper")
     lines = [line for line in (PAPER_QA / "openbookqa_student.jsonl").read_text(encoding="utf-8").splitlines()
              if json.loads(line)["teacher"] == "mistral-7b"]

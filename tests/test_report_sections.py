@@ -317,7 +317,7 @@ def _records(rows):
             for i, r in enumerate(rows)]
 
 
-def test_prompt_checks_unit():
+def test_prompt_checks_warn_on_other_tasks_and_unlike_prompts_only():
     refs = PromptProfile.of(_records([{"task": "qa", "prompt": f"Question: why is item {i} blue? Answer choices: "
                                                                  "A B C D"} for i in range(30)]))
     same = PromptChecks(["qa"], refs)

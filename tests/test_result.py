@@ -23,9 +23,8 @@ from attribution.errors import InputError, ModelError
 from attribution.io import read_records
 from attribution.result import SUMMARY_COLUMNS, AuditBatch, audit_student, rank_students, write_table
 
-from conftest import REPO, write_jsonl
+from conftest import ALPACAEVAL, shared_data, write_jsonl
 
-ALPACAEVAL = REPO / ".." / "shared" / "data" / "alpacaeval"
 STUDENTS = ["s-chatty", "s-formal", "s-terse"]
 
 
@@ -179,7 +178,7 @@ def test_cli_writes_all_tables_together(capsys, model_file, students_path, tmp_p
     rc, out, err = cli(capsys, students_path, "-m", model_file, "--group-by", "student", "-o", summary,
                        "--per-output", per_output, "--evidence", evidence, "--format", "json", *FAST)
     assert rc == 0, err
-    assert "outputs" not in json.loads(out)["students"][0]  # per-output rows go to their file only
+    assert out == "" and err == ""  # the summary went to -o, so stdout stays quiet (and -q silences the note)
     table = pd.read_parquet(summary)
     assert table["student"].tolist() == STUDENTS and table.columns.tolist() == list(SUMMARY_COLUMNS)
     rows = pd.read_csv(per_output)
@@ -188,6 +187,9 @@ def test_cli_writes_all_tables_together(capsys, model_file, students_path, tmp_p
     ev = pd.read_parquet(evidence)
     assert set(ev["student"]) == set(STUDENTS) and list(ev["examples"].iloc[0])
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["ev.parquet", "out", "po.csv", "sum.parquet"]
+    rc, out, err = cli(capsys, students_path, "-m", model_file, "--group-by", "student", "-o", "-",
+                       "--per-output", tmp_path / "again.csv", "--format", "json", *FAST)
+    assert rc == 0 and "outputs" not in json.loads(out)["students"][0]  # per-output rows go to their file only
 
 
 @pytest.mark.parametrize("case", ["per-output-is-input", "bad-suffix", "report-with-group-by", "evidence-is-output"])
@@ -222,8 +224,7 @@ def test_cli_parquet_without_pyarrow_says_what_to_install(capsys, model_file, st
 # -- the released AlpacaEval benchmark (issue 12's check), on a small subset ------------------------------
 @pytest.fixture(scope="module")
 def alpacaeval_subset(tmp_path_factory) -> tuple[Path, Path]:
-    if not (ALPACAEVAL / "students_audit.jsonl").is_file():
-        pytest.skip(f"AlpacaEval benchmark not found at {ALPACAEVAL.resolve()} (needs the ../shared checkout)")
+    shared_data(ALPACAEVAL / "students_audit.jsonl")
     out = tmp_path_factory.mktemp("alpacaeval")
 
     def first(path: Path, key: str, n: int) -> list[dict]:

@@ -132,7 +132,8 @@ WORKERS_OPTION = typer.Option(None, "--workers", min=1, help="Tag on a local Das
                               "worker processes, started and closed here (needs the dask extra; the same results).")
 SCHEDULER_OPTION = typer.Option(None, "--scheduler", help="Tag on an existing Dask cluster: its scheduler's "
                                 "address, e.g. tcp://10.0.0.5:8786 (needs the dask extra; the same results).")
-OUTPUT_JSON_OPTION = typer.Option(None, "--output", "-o", dir_okay=False, help="Also write the JSON here.")
+OUTPUT_JSON_OPTION = typer.Option(None, "--output", "-o", dir_okay=False, allow_dash=True,
+                                  help="Write the JSON here instead of printing it ('-': stdout).")
 DEVICE_OPTION = typer.Option(Device.auto, "--device", help="auto (CUDA if available), cpu or cuda.")
 THREADS_OPTION = typer.Option(0, "--threads", min=0, help="torch CPU threads while the command runs (0: torch's "
                               "default).")
@@ -273,17 +274,23 @@ def read_inputs(reference: list[Path], students: list[Path], *, task: str | None
     return refs, studs, skipped
 
 
+def output_file(path: Path | None) -> Path | None:
+    """The file ``-o`` names, or None for stdout (no ``-o``, or ``-o -``)."""
+    return None if path is None or str(path) == "-" else path
+
+
 def emit(result: dict[str, Any], fmt: OutputFormat, render_table: Callable[[dict[str, Any]], str],
-         output: Path | None = None) -> None:
-    """Print ``result`` as JSON or as a table on stdout; optionally also write the JSON atomically."""
+         output: Path | None = None, *, quiet: bool = False) -> None:
+    """Print ``result`` on stdout as JSON or as a table; or, given ``output`` (see :func:`output_file`),
+    write the JSON there atomically instead, with a note on stderr, so stdout stays quiet."""
     from ..io import atomic_write
 
-    text = to_json(result)
     if output is not None:
         with atomic_write(output) as handle:
-            handle.write(text + "\n")
-    if fmt is OutputFormat.json:
-        typer.echo(text)
+            handle.write(to_json(result) + "\n")
+        log(f"wrote {output}", quiet=quiet)
+    elif fmt is OutputFormat.json:
+        typer.echo(to_json(result))
     else:
         echo(render_table(result))
 

@@ -30,6 +30,7 @@ from ._app import (
     emit,
     environ,
     log,
+    output_file,
     read_inputs,
 )
 
@@ -102,6 +103,7 @@ def baseline_cli(
         BASELINES.entry(each)  # an unknown name is E502, listing the registered ones
     from ..io import check_outputs
 
+    output = output_file(output)
     check_outputs([output], [*reference, *students])
     if quiet:  # until the command ends: also silences transformers' GGUF conversion bar
         ctx.with_resource(environ(TQDM_DISABLE="1"))
@@ -142,4 +144,4 @@ def baseline_cli(
                            "limit": limit, "seed": seed,
                            "dropped_empty": n_empty, "versions": versions()}
     result["skipped"] = len(skipped)
-    emit(result, fmt, _table, output)
+    emit(result, fmt, _table, output, quiet=quiet)

@@ -27,6 +27,7 @@ from ._app import (
     app,
     emit,
     log,
+    output_file,
     read_inputs,
     report_skipped,
     tag_on_cluster,
@@ -92,6 +93,7 @@ def evaluate_cli(
         raise typer.BadParameter(f"unknown feature set(s) {unknown}; choose from {sorted(FEATURE_SETS)}",
                                  param_hint="--features")
     sizes = [int(v) for v in _split(subsets)]
+    output = output_file(output)
     check_outputs([output], [*reference, *students])
     refs, studs, skipped = read_inputs(reference, students, task=task, quiet=quiet, text_field=text_field,
                                        skip_invalid=skip_invalid, max_chars=max_chars)
@@ -113,4 +115,4 @@ def evaluate_cli(
     result = evaluate(refs, studs, features=names, baselines=baseline_names, subsets=sizes, draws=draws,
                       random_state=seed, tagger=tagger, normalize=normalize, baseline_options=baseline_options,
                       base_correction=base_correction)
-    emit({**result.to_dict(), "skipped": len(skipped)}, fmt, _table, output)
+    emit({**result.to_dict(), "skipped": len(skipped)}, fmt, _table, output, quiet=quiet)

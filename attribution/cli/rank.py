@@ -29,6 +29,7 @@ from ._app import (
     emit,
     log,
     nothing_left,
+    output_file,
     report_skipped,
     tag_on_cluster,
     to_json,
@@ -232,8 +233,9 @@ def rank_cli(
     top_templates: int = typer.Option(10, "--top-templates", min=0, help="Templates to report as evidence."),
     fmt: RankFormat = typer.Option(RankFormat.table, "--format", "-f",
                                    help="table, json, or csv (one row per student: top teacher, interval, verdict)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", dir_okay=False,
-                                          help="Also write the JSON here; a .csv or .parquet file gets the csv rows."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", dir_okay=False, allow_dash=True,
+                                          help="Write the JSON here instead of printing it ('-': stdout); a .csv or "
+                                          ".parquet file gets the csv rows."),
     report: Optional[Path] = typer.Option(None, "--report", dir_okay=False,
                                           help="Write a report: HTML (.html), Markdown (.md) or PDF (.pdf, needs "
                                           "Chromium)."),
@@ -268,7 +270,8 @@ def rank_cli(
     When the references hold every candidate's answer to the student's prompts (same 'id'), the
     verdict comes from a paired, prompt-by-prompt test; otherwise from the unlisted-teacher test.
     """
-    # over 60 lines only by its signature (typer: one parameter per option) and docstring; the body is 41 lines
+    # over 60 lines only by its signature (typer: one parameter per option) and docstring; the body is 43 lines
+    output = output_file(output)
     _check_before_work(outputs, reference, model_path, output=output, report=report, group_by=group_by,
                        per_output=per_output, evidence_file=evidence_file)
     if report is not None and report.suffix.lower() == ".pdf":
@@ -314,6 +317,8 @@ def rank_cli(
     _write_results(audit, batch, fmt=fmt, output=output, report=report, per_output=per_output,
                    evidence_file=evidence_file, keep_outputs=keep_outputs, examples=examples, chromium=chromium,
                    grouped=group_by is not None)
+    if output is not None:
+        log(f"wrote {output}", quiet=quiet)
     if report is not None:
         log(f"wrote report {report}", quiet=quiet)
 
@@ -415,7 +420,8 @@ def _add_inputs(result: dict[str, Any], outputs: Path, reference: Optional[Path]
 def _write_results(audit: Any, batch: Any, *, fmt: RankFormat, output: Optional[Path], report: Optional[Path],
                    per_output: Optional[Path], evidence_file: Optional[Path], keep_outputs: bool, examples: int,
                    chromium: Optional[str], grouped: bool) -> None:
-    """Every output file, written together (all appear or none does), and the document on stdout."""
+    """Every output file, written together (all appear or none does); the document on stdout unless
+    ``output`` holds it."""
     from ..io import atomic_write, write_together
     from ..result import TABLE_SUFFIXES, frame_to_csv, write_table
 
@@ -431,18 +437,15 @@ def _write_results(audit: Any, batch: Any, *, fmt: RankFormat, output: Optional[
         if not keep_outputs:
             for entry in batch:
                 entry.data.pop("outputs", None)
-        table_out = output is not None and output.suffix.lower() in TABLE_SUFFIXES
-        if output is not None and table_out:
+        if output is not None and output.suffix.lower() in TABLE_SUFFIXES:
             write_table(batch.table(), output)
-        json_out = None if table_out else output
-        document = audit.to_dict()
-        if fmt is RankFormat.csv:
-            if json_out is not None:
-                with atomic_write(json_out) as handle:
-                    handle.write(to_json(document) + "\n")
+        elif output is not None:
+            with atomic_write(output) as handle:
+                handle.write(to_json(audit.to_dict()) + "\n")
+        elif fmt is RankFormat.csv:
             echo(frame_to_csv(batch.table()).rstrip("\n"))
         else:
-            emit(document, OutputFormat(fmt.value), _ranking_table if not grouped else _students_table, json_out)
+            emit(audit.to_dict(), OutputFormat(fmt.value), _ranking_table if not grouped else _students_table)
 
 
 @app.command("fit")
