@@ -192,7 +192,7 @@ def build_alpacaeval(out_dir: str | os.PathLike, *, teachers: Sequence[str] = AL
         ``files`` (``{file name: number of records}``), ``instructions``, ``reference``,
         ``audit`` (half sizes), ``empty`` (``{model: outputs left out}``).
     """
-    # over 60 lines only by its numpydoc docstring; the body is 31 lines
+    # over 60 lines only by its numpydoc docstring; the body is 28 lines
     labels = dict(students) if isinstance(students, Mapping) else {s: documented_teacher(s) for s in students}
     if not teachers:
         raise input_error("E603", field="teachers", what="teachers", value="(none)", choices="AlpacaEval models")
@@ -214,29 +214,33 @@ def build_alpacaeval(out_dir: str | os.PathLike, *, teachers: Sequence[str] = AL
     reference, audit = split_instructions(texts.values(), seed=seed)
     halves = {**{i: "reference" for i in reference}, **{i: "audit" for i in audit}}
     files, empty = _split_files(rows, labels, halves, families or {})
-    out = Path(out_dir)
-    with write_together():
-        counts = {f"{split}.jsonl": write_jsonl(out / f"{split}.jsonl", files[split]) for split in ALPACAEVAL_SPLITS}
-        counts[ALPACAEVAL_PROMPTS] = write_jsonl(out / ALPACAEVAL_PROMPTS, (
-            {"id": key, "task": ALPACAEVAL_TASK, "prompt": texts[key]} for key in audit))
-        manifest = {"source": base_url, "seed": seed, "task": ALPACAEVAL_TASK, "instructions": len(halves),
-                    "reference": len(reference), "audit": len(audit), "teachers": list(teachers),
-                    "students": {s: labels[s] for s in labels}, "model_outputs_sha256": sources,
-                    "files": counts, "empty": empty}
-        if families is not None:
-            manifest["families"] = {t: families[t] for t in teachers}
-        with atomic_write(out / "manifest.json") as handle:
-            json.dump(manifest, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+    files[ALPACAEVAL_PROMPTS] = [{"id": key, "task": ALPACAEVAL_TASK, "prompt": texts[key]} for key in audit]
+    manifest = {"source": base_url, "seed": seed, "task": ALPACAEVAL_TASK, "instructions": len(halves),
+                "reference": len(reference), "audit": len(audit), "teachers": list(teachers),
+                "students": {s: labels[s] for s in labels}, "model_outputs_sha256": sources, "empty": empty}
+    if families is not None:
+        manifest["families"] = {t: families[t] for t in teachers}
+    counts = _write_layout(Path(out_dir), files, manifest)
     return {"files": counts, "instructions": len(halves), "reference": len(reference), "audit": len(audit),
             "empty": empty}
 
 
+def _write_layout(out: Path, files: dict[str, list[dict[str, Any]]], manifest: dict[str, Any]) -> dict[str, int]:
+    """Write each file's records and ``manifest.json`` (with ``files``: the counts) into ``out``, all together or
+    none; returns the counts."""
+    with write_together():
+        counts = {name: write_jsonl(out / name, records) for name, records in files.items()}
+        with atomic_write(out / "manifest.json") as handle:
+            json.dump({**manifest, "files": counts}, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+    return counts
+
+
 def _split_files(rows: dict[str, list[dict[str, Any]]], labels: Mapping[str, str | None], halves: dict[str, str],
                  families: Mapping[str, str]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
-    """The records of each output file (teachers' of both halves, students' of the audit half, each sorted by
-    id) and the number of empty outputs left out per model."""
-    files: dict[str, list[dict[str, Any]]] = {split: [] for split in ALPACAEVAL_SPLITS}
+    """The records of each output file by its name (teachers' of both halves, students' of the audit half, each
+    sorted by id) and the number of empty outputs left out per model."""
+    files: dict[str, list[dict[str, Any]]] = {f"{split}.jsonl": [] for split in ALPACAEVAL_SPLITS}
     empty: dict[str, int] = {}
     for model, model_rows in rows.items():
         is_teacher = model not in labels
@@ -246,9 +250,9 @@ def _split_files(rows: dict[str, list[dict[str, Any]]], labels: Mapping[str, str
         for key in sorted(by_id):
             half = halves[key]
             if is_teacher:
-                files[f"teachers_{half}"].append(by_id[key])
+                files[f"teachers_{half}.jsonl"].append(by_id[key])
             elif half == "audit":
-                files["students_audit"].append(by_id[key])
+                files["students_audit.jsonl"].append(by_id[key])
     return files, empty
 
 
