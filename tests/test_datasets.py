@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -215,6 +216,7 @@ from attribution.datasets import (  # noqa: E402
     ALPACAEVAL_STUDENTS,
     ALPACAEVAL_TEACHERS,
     alpacaeval_id,
+    bank_candidates,
     build_alpacaeval,
     documented_teacher,
     documented_teachers,
@@ -292,7 +294,10 @@ def test_build_alpacaeval_from_published_outputs(fake_fetch, tmp_path):
     held = load_alpacaeval("teachers_audit", out)
     students = load_alpacaeval("students_audit", out)
     assert result["files"] == {"teachers_reference.jsonl": len(refs), "teachers_audit.jsonl": len(held),
-                               "students_audit.jsonl": len(students)}
+                               "students_audit.jsonl": len(students), "prompts_audit.jsonl": 6}
+    prompts = [json.loads(line) for line in (out / "prompts_audit.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert prompts == [{"id": alpacaeval_id(t), "prompt": t, "task": "alpaca_eval"}
+                       for t in sorted(INSTRUCTIONS, key=alpacaeval_id) if alpacaeval_id(t) in audit]
     assert len(refs) + len(held) == 2 * 11 - 1 and len(students) == 2 * 6
     assert {r.id for r in refs} == set(reference) and {r.id for r in held} == set(audit) == {r.id for r in students}
     first = refs[0]
@@ -375,7 +380,15 @@ def test_data_alpacaeval_cli(alpacaeval_results, tmp_path):
                    "--teachers", "teacher-a,teacher-b", "--students", "alpaca-7b", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["files"] == {"teachers_reference.jsonl": 10, "teachers_audit.jsonl": 11,
-                                                "students_audit.jsonl": 6}
+                                                "students_audit.jsonl": 6, "prompts_audit.jsonl": 6}
+    assert "family" not in (out / "teachers_audit.jsonl").read_text(encoding="utf-8")
+    proc = run_cli("data", "alpacaeval", "-o", tmp_path / "seeded", "--cache-dir", alpacaeval_results,
+                   "--no-download", "--teachers", "teacher-a", "--students", "alpaca-7b", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "seeded" / "manifest.json").read_text(encoding="utf-8"))["seed"] == 1
+    # --seed is the split's seed, not only recorded
+    assert [json.loads(line)["id"] for line in (tmp_path / "seeded" / "prompts_audit.jsonl").open()] == \
+        split_instructions(INSTRUCTIONS, seed=1)[1]
     proc = run_cli("data", "alpacaeval", "-o", out, "--cache-dir", tmp_path / "none", "--no-download")
     assert proc.returncode == 2 and "E602" in proc.stderr
 
@@ -397,3 +410,111 @@ def test_shared_alpacaeval_copy(tmp_path):
     for split in ALPACAEVAL_SPLITS:
         rebuilt = load_alpacaeval(split, tmp_path / "rebuilt")
         assert sorted(r.to_dict().items() for r in rebuilt) == sorted(r.to_dict().items() for r in splits[split])
+
+
+# -- the 26-candidate bank ------------------------------------------------------------------------
+
+ALPACAEVAL_BANK = REPO.parent / "shared" / "data" / "alpacaeval_bank"
+#: Three candidates of three families (text_davinci_001 left three instructions unanswered) and two students
+#: (one documented, one trained on human data): enough to check the split, ids, labels and families.
+BANK_SAMPLE = ("text_davinci_001", "claude-2.1", "Qwen1.5-72B-Chat")
+STUDENT_SAMPLE = ("alpaca-7b", "guanaco-7b")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+@pytest.fixture(scope="module")
+def shared_bank() -> dict[str, list[dict]]:
+    """The shared bank's teacher records (and the shared benchmark's students), read once. Skips without
+    ``../shared``; fails instead under CI (``$CI`` set), where ``../shared`` is part of the checkout."""
+    files = {"teachers_reference": ALPACAEVAL_BANK / "teachers_reference.jsonl",
+             "teachers_audit": ALPACAEVAL_BANK / "teachers_audit.jsonl",
+             "students_audit": ALPACAEVAL / "students_audit.jsonl"}
+    missing = [path for path in [*files.values(), ALPACAEVAL_BANK / "candidates.tsv"] if not path.is_file()]
+    if missing:
+        message = f"AlpacaEval bank not found: {missing[0]} (needs the ../shared checkout)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return {name: read_jsonl(path) for name, path in files.items()}
+
+
+def test_bank_candidates_table():
+    bank = bank_candidates()
+    assert [set(c) for c in bank] == [{"teacher", "family", "provider"}] * 26
+    assert len({c["teacher"] for c in bank}) == 26 and len({c["family"] for c in bank}) == 14
+    assert set(ALPACAEVAL_TEACHERS) < {c["teacher"] for c in bank}  # the five candidates are bank candidates
+    family = {c["teacher"]: c["family"] for c in bank}
+    # the documented students' answers at family level (../shared/data/alpacaeval_bank/README.md)
+    assert [family[t] for t in ("text_davinci_003", "gpt-3.5-turbo-0301", "gpt4_0314", "claude-2")] == [
+        "davinci", "gpt-3.5-turbo", "gpt-4", "claude-2"]
+    bank[0]["family"] = "changed"  # a copy: the package table is not modified
+    assert bank_candidates()[0]["family"] != "changed"
+
+
+def test_data_alpacaeval_bank_rebuilds_the_shared_bank(shared_bank, tmp_path):
+    # a local clone of AlpacaEval's results/ for a few models, rebuilt from the shared records themselves
+    results = tmp_path / "results"
+    teachers = [r for split in ("teachers_reference", "teachers_audit") for r in shared_bank[split]]
+    instructions = {r["prompt"] for r in teachers}
+    for model in BANK_SAMPLE:
+        answers = {r["prompt"]: r["output"] for r in teachers if r["teacher"] == model}
+        unanswered = instructions - set(answers)  # AlpacaEval publishes these as empty outputs
+        write_model_outputs(results, model, {**{text: "" for text in sorted(unanswered)}, **answers})
+    students = [r for r in shared_bank["students_audit"] if r["student"] in STUDENT_SAMPLE]
+    for model in STUDENT_SAMPLE:
+        write_model_outputs(results, model, {r["prompt"]: r["output"] for r in students if r["student"] == model})
+    out = tmp_path / "bank"
+    proc = run_cli("data", "alpacaeval-bank", "-o", out, "--cache-dir", results, "--no-download",
+                   "--teachers", ",".join(reversed(BANK_SAMPLE)), "--students", ",".join(STUDENT_SAMPLE),
+                   "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+
+    def key(record: dict) -> tuple:
+        return record.get("student") or "", record["teacher"], record["id"]
+
+    expected = {split: sorted((r for r in records if r.get("student") in STUDENT_SAMPLE or
+                               r.get("teacher") in BANK_SAMPLE and "student" not in r), key=key)
+                for split, records in shared_bank.items()}
+    for split, records in expected.items():  # same ids, same halves, same labels and families, same texts
+        assert sorted(read_jsonl(out / f"{split}.jsonl"), key=key) == records, split
+        assert result["files"][f"{split}.jsonl"] == len(records)
+    assert len({r["family"] for r in expected["teachers_reference"]}) == len(BANK_SAMPLE)
+    assert result["empty"] == {"text_davinci_001": len(instructions) - sum(
+        r["teacher"] == "text_davinci_001" for r in teachers)} != {"text_davinci_001": 0}
+    assert [r["id"] for r in read_jsonl(out / "prompts_audit.jsonl")] == sorted(
+        {r["id"] for r in shared_bank["teachers_audit"]})
+    shared_table = (ALPACAEVAL_BANK / "candidates.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    assert (out / "candidates.tsv").read_text(encoding="utf-8") == "".join(
+        line for line in shared_table if line.split("\t")[0] in ("teacher", *BANK_SAMPLE))
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["teachers"] == list(BANK_SAMPLE) and manifest["families"] == {
+        c["teacher"]: c["family"] for c in bank_candidates() if c["teacher"] in BANK_SAMPLE}
+
+
+def test_bank_candidates_match_the_shared_bank(shared_bank):
+    with (ALPACAEVAL_BANK / "candidates.tsv").open(encoding="utf-8") as handle:
+        assert bank_candidates() == list(csv.DictReader(handle, delimiter="\t"))
+    labels = {(r["teacher"], r["family"]) for r in shared_bank["teachers_reference"]}
+    assert labels == {(c["teacher"], c["family"]) for c in bank_candidates()}
+
+
+def test_data_alpacaeval_bank_refuses_bad_input(alpacaeval_results, tmp_path):
+    out = tmp_path / "bank"
+    proc = run_cli("data", "alpacaeval-bank", "-o", out, "--cache-dir", alpacaeval_results, "--no-download",
+                   "--teachers", "claude-2,gpt-5")
+    assert proc.returncode == 2 and "unknown bank candidate 'gpt-5'" in proc.stderr and "E603" in proc.stderr
+    # one candidate's outputs are there, the other's are not: nothing is written
+    write_model_outputs(alpacaeval_results, "claude-2", {text: "An answer." for text in INSTRUCTIONS})
+    proc = run_cli("data", "alpacaeval-bank", "-o", out, "--cache-dir", alpacaeval_results, "--no-download",
+                   "--teachers", "claude-2,cohere", "--students", "alpaca-7b")
+    assert proc.returncode == 2 and "E602" in proc.stderr and "cohere/model_outputs.json" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+    with pytest.raises(InputError, match=r"teacher \(it has no family\) 'teacher-b'.*E603"):
+        build_alpacaeval(out, teachers=["teacher-a", "teacher-b"], students=[], families={"teacher-a": "a"},
+                         cache_dir=alpacaeval_results, download=False)
+    assert not out.exists()

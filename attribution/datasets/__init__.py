@@ -30,12 +30,15 @@ fine-tuning data came from, all answering AlpacaEval's 805 instructions:
 :func:`load_alpacaeval` reads the layout ``teachers_reference.jsonl``, ``teachers_audit.jsonl``
 and ``students_audit.jsonl`` from a directory (``data_dir=`` or ``TEACHER_ATTRIBUTION_ALPACAEVAL``),
 :func:`build_alpacaeval` builds that layout from AlpacaEval's published per-model outputs for
-any models, and :func:`documented_teachers` lists the documented teachers of well-known
-distilled models, with their sources.
+any models, :func:`build_alpacaeval_bank` builds it for the 26-candidate bank
+(:func:`bank_candidates`, each with its family), and :func:`documented_teachers` lists the
+documented teachers of well-known distilled models, with their sources.
 
->>> from attribution.datasets import alpacaeval_id, documented_teacher
+>>> from attribution.datasets import alpacaeval_id, bank_candidates, documented_teacher
 >>> alpacaeval_id("How did US states get their names?")
 'f2bf20386693'
+>>> len(bank_candidates()), bank_candidates()[6]
+(26, {'teacher': 'gpt4_0314', 'family': 'gpt-4', 'provider': 'openai'})
 >>> documented_teacher("alpaca-7b"), documented_teacher("guanaco-33b"), documented_teacher("my-model")
 ('text_davinci_003', 'none', None)
 """
@@ -44,14 +47,18 @@ from __future__ import annotations
 
 from .alpacaeval import (
     ALPACAEVAL_ENV,
+    ALPACAEVAL_PROMPTS,
     ALPACAEVAL_SPLITS,
     ALPACAEVAL_STUDENTS,
     ALPACAEVAL_TASK,
     ALPACAEVAL_TEACHERS,
     ALPACAEVAL_URL,
+    BANK_CANDIDATES_FILE,
     alpacaeval_cache_dir,
     alpacaeval_id,
+    bank_candidates,
     build_alpacaeval,
+    build_alpacaeval_bank,
     documented_teacher,
     documented_teachers,
     fetch_alpacaeval_outputs,
@@ -76,9 +83,10 @@ from .paper_qa import (
     resolve_data_dir,
 )
 
-__all__ = ["ALPACAEVAL_ENV", "ALPACAEVAL_SPLITS", "ALPACAEVAL_STUDENTS", "ALPACAEVAL_TASK", "ALPACAEVAL_TEACHERS",
-           "ALPACAEVAL_URL", "DATA_ENV", "PAPER_QA_TASKS", "PAPER_QA_TEACHERS", "PAPER_QA_URL", "SPLITS",
-           "AuthorsCsvReader", "PaperQAReader", "alpacaeval_cache_dir", "alpacaeval_id", "build_alpacaeval",
+__all__ = ["ALPACAEVAL_ENV", "ALPACAEVAL_PROMPTS", "ALPACAEVAL_SPLITS", "ALPACAEVAL_STUDENTS", "ALPACAEVAL_TASK",
+           "ALPACAEVAL_TEACHERS", "ALPACAEVAL_URL", "BANK_CANDIDATES_FILE", "DATA_ENV", "PAPER_QA_TASKS",
+           "PAPER_QA_TEACHERS", "PAPER_QA_URL", "SPLITS", "AuthorsCsvReader", "PaperQAReader",
+           "alpacaeval_cache_dir", "alpacaeval_id", "bank_candidates", "build_alpacaeval", "build_alpacaeval_bank",
            "csv_name", "default_cache_dir", "documented_teacher", "documented_teachers", "download_paper_qa",
            "export_paper_qa", "fetch", "fetch_alpacaeval_outputs", "load_alpacaeval", "load_paper_qa",
            "read_alpacaeval_outputs", "resolve_data_dir", "split_instructions"]

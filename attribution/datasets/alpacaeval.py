@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AttributionError, InputError, input_error
-from ..io import Record, atomic_write, read_records, write_jsonl
+from ..io import Record, atomic_write, read_records, write_jsonl, write_together
 from .paper_qa import _check_choice, _missing, default_cache_dir, fetch
 
 #: Where AlpacaEval publishes each model's outputs: ``{ALPACAEVAL_URL}/<model>/model_outputs.json``.
@@ -38,6 +38,10 @@ ALPACAEVAL_STUDENTS = ("alpaca-7b", "vicuna-13b", "wizardlm-13b", "airoboros-33b
                        "guanaco-33b", "guanaco-7b")
 #: Seed of the instruction split (the shared copy was built with it).
 ALPACAEVAL_SEED = 0
+#: The audit half's prompts, one record each (``id``, ``task``, ``prompt``): what a suspect model answers.
+ALPACAEVAL_PROMPTS = "prompts_audit.jsonl"
+#: The candidate bank's table of candidates (``teacher``, ``family``, ``provider``, tab-separated).
+BANK_CANDIDATES_FILE = "candidates.tsv"
 
 
 def alpacaeval_id(instruction: str) -> str:
@@ -150,18 +154,21 @@ def read_alpacaeval_outputs(path: str | os.PathLike) -> list[dict[str, Any]]:
 def build_alpacaeval(out_dir: str | os.PathLike, *, teachers: Sequence[str] = ALPACAEVAL_TEACHERS,
                      students: Sequence[str] | Mapping[str, str | None] = ALPACAEVAL_STUDENTS,
                      seed: int = ALPACAEVAL_SEED, cache_dir: str | os.PathLike | None = None,
-                     base_url: str = ALPACAEVAL_URL, download: bool = True) -> dict[str, Any]:
+                     base_url: str = ALPACAEVAL_URL, download: bool = True,
+                     families: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Build the benchmark layout from AlpacaEval's published per-model outputs.
 
     Each model's ``model_outputs.json`` is read from the cache (downloaded when missing).
     The instructions (all models' together) are split by :func:`split_instructions`;
     teachers' outputs go to ``teachers_reference.jsonl`` and ``teachers_audit.jsonl``
     (``teacher`` = the model), students' audit-half outputs to ``students_audit.jsonl``
-    (``student`` = the model, ``teacher`` = its documented teacher). Every record has
-    ``id`` (:func:`alpacaeval_id`), ``task="alpaca_eval"`` and ``prompt`` (the instruction).
-    Empty outputs are left out (counted in ``empty``), as is a repeated instruction of one
-    model. A ``manifest.json`` records the models, seed, sources and counts. Everything is
-    read before anything is written, and each file is written atomically.
+    (``student`` = the model, ``teacher`` = its documented teacher), and the audit half's
+    instructions, one record each, to ``prompts_audit.jsonl`` (the prompts a suspect model
+    answers). Every record has ``id`` (:func:`alpacaeval_id`), ``task="alpaca_eval"`` and
+    ``prompt`` (the instruction). Empty outputs are left out (counted in ``empty``), as is a
+    repeated instruction of one model. A ``manifest.json`` records the models, seed, sources
+    and counts. Everything is read before anything is written, and the files appear together
+    (an error leaves none of them).
 
     Parameters
     ----------
@@ -176,6 +183,8 @@ def build_alpacaeval(out_dir: str | os.PathLike, *, teachers: Sequence[str] = AL
         Seed of the split (0 reproduces the shared copy).
     cache_dir, base_url, download
         See :func:`fetch_alpacaeval_outputs`.
+    families : mapping of str to str, optional
+        Each teacher's family, written as ``family`` into its records (every teacher needs one).
 
     Returns
     -------
@@ -183,10 +192,14 @@ def build_alpacaeval(out_dir: str | os.PathLike, *, teachers: Sequence[str] = AL
         ``files`` (``{file name: number of records}``), ``instructions``, ``reference``,
         ``audit`` (half sizes), ``empty`` (``{model: outputs left out}``).
     """
-    # over 60 lines only by its numpydoc docstring; the body is 27 lines
+    # over 60 lines only by its numpydoc docstring; the body is 28 lines
     labels = dict(students) if isinstance(students, Mapping) else {s: documented_teacher(s) for s in students}
     if not teachers:
         raise input_error("E603", field="teachers", what="teachers", value="(none)", choices="AlpacaEval models")
+    unfamiliar = [t for t in teachers if families is not None and t not in families]
+    if unfamiliar:
+        raise input_error("E603", field="families", what="teacher (it has no family)", value=unfamiliar[0],
+                          choices="teachers the families name")
     overlap = sorted(set(teachers) & set(labels))
     if overlap:
         raise input_error("E603", field="students", what="student (it is also a teacher)", value=overlap[0],
@@ -197,49 +210,64 @@ def build_alpacaeval(out_dir: str | os.PathLike, *, teachers: Sequence[str] = AL
         path = fetch_alpacaeval_outputs(model, cache_dir=cache_dir, base_url=base_url, download=download)
         rows[model] = read_alpacaeval_outputs(path)
         sources[model] = hashlib.sha256(path.read_bytes()).hexdigest()
-    reference, audit = split_instructions(row["instruction"] for model_rows in rows.values() for row in model_rows)
+    texts = {alpacaeval_id(row["instruction"]): row["instruction"] for model in rows.values() for row in model}
+    reference, audit = split_instructions(texts.values(), seed=seed)
     halves = {**{i: "reference" for i in reference}, **{i: "audit" for i in audit}}
-    files, empty = _split_files(rows, labels, halves)
-    out = Path(out_dir)
-    counts = {f"{split}.jsonl": write_jsonl(out / f"{split}.jsonl", files[split]) for split in ALPACAEVAL_SPLITS}
+    files, empty = _split_files(rows, labels, halves, families or {})
+    files[ALPACAEVAL_PROMPTS] = [{"id": key, "task": ALPACAEVAL_TASK, "prompt": texts[key]} for key in audit]
     manifest = {"source": base_url, "seed": seed, "task": ALPACAEVAL_TASK, "instructions": len(halves),
                 "reference": len(reference), "audit": len(audit), "teachers": list(teachers),
-                "students": {s: labels[s] for s in labels}, "model_outputs_sha256": sources,
-                "files": counts, "empty": empty}
-    with atomic_write(out / "manifest.json") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
-        handle.write("\n")
+                "students": {s: labels[s] for s in labels}, "model_outputs_sha256": sources, "empty": empty}
+    if families is not None:
+        manifest["families"] = {t: families[t] for t in teachers}
+    counts = _write_layout(Path(out_dir), files, manifest)
     return {"files": counts, "instructions": len(halves), "reference": len(reference), "audit": len(audit),
             "empty": empty}
 
 
-def _split_files(rows: dict[str, list[dict[str, Any]]], labels: Mapping[str, str | None], halves: dict[str, str]
-                 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
-    """The records of each output file (teachers' of both halves, students' of the audit half, each sorted by
-    id) and the number of empty outputs left out per model."""
-    files: dict[str, list[dict[str, Any]]] = {split: [] for split in ALPACAEVAL_SPLITS}
+def _write_layout(out: Path, files: dict[str, list[dict[str, Any]]], manifest: dict[str, Any]) -> dict[str, int]:
+    """Write each file's records and ``manifest.json`` (with ``files``: the counts) into ``out``, all together or
+    none; returns the counts."""
+    with write_together():
+        counts = {name: write_jsonl(out / name, records) for name, records in files.items()}
+        with atomic_write(out / "manifest.json") as handle:
+            json.dump({**manifest, "files": counts}, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+    return counts
+
+
+def _split_files(rows: dict[str, list[dict[str, Any]]], labels: Mapping[str, str | None], halves: dict[str, str],
+                 families: Mapping[str, str]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+    """The records of each output file by its name (teachers' of both halves, students' of the audit half, each
+    sorted by id) and the number of empty outputs left out per model."""
+    files: dict[str, list[dict[str, Any]]] = {f"{split}.jsonl": [] for split in ALPACAEVAL_SPLITS}
     empty: dict[str, int] = {}
     for model, model_rows in rows.items():
         is_teacher = model not in labels
-        by_id, n_empty = _model_records(model, model_rows, is_teacher=is_teacher, teacher=labels.get(model))
+        by_id, n_empty = _model_records(model_rows, _labels(model, labels, families))
         if n_empty:
             empty[model] = n_empty
         for key in sorted(by_id):
             half = halves[key]
             if is_teacher:
-                files[f"teachers_{half}"].append(by_id[key])
+                files[f"teachers_{half}.jsonl"].append(by_id[key])
             elif half == "audit":
-                files["students_audit"].append(by_id[key])
+                files["students_audit.jsonl"].append(by_id[key])
     return files, empty
 
 
-def _model_records(model: str, rows: list[dict[str, Any]], *, is_teacher: bool, teacher: str | None
-                   ) -> tuple[dict[str, dict[str, Any]], int]:
-    """One model's records by id (its first answer to each instruction) and how many outputs were empty.
+def _labels(model: str, students: Mapping[str, str | None], families: Mapping[str, str]) -> dict[str, str]:
+    """The fields that say whose output a record is: a teacher's name (and its ``family`` when known), or a
+    student's name and its ``teacher`` when documented."""
+    if model not in students:
+        return {"teacher": model, **({"family": families[model]} if model in families else {})}
+    teacher = students[model]
+    return {"student": model, **({"teacher": teacher} if teacher is not None else {})}
 
-    A teacher's record names it in ``teacher``; a student's names it in ``student`` and its ``teacher``
-    when documented.
-    """
+
+def _model_records(rows: list[dict[str, Any]], labels: dict[str, str]) -> tuple[dict[str, dict[str, Any]], int]:
+    """One model's records by id (its first answer to each instruction, with ``labels``) and how many outputs
+    were empty."""
     by_id: dict[str, dict[str, Any]] = {}
     n_empty = 0
     for row in rows:
@@ -248,22 +276,16 @@ def _model_records(model: str, rows: list[dict[str, Any]], *, is_teacher: bool, 
         if not output.strip():
             n_empty += 1
             continue
-        if key in by_id:
-            continue
-        record = {"id": key, "task": ALPACAEVAL_TASK, "prompt": row["instruction"], "output": output}
-        if is_teacher:
-            record["teacher"] = model
-        else:
-            record["student"] = model
-            if teacher is not None:
-                record["teacher"] = teacher
-        by_id[key] = record
+        if key not in by_id:
+            by_id[key] = {"id": key, "task": ALPACAEVAL_TASK, "prompt": row["instruction"], "output": output,
+                          **labels}
     return by_id, n_empty
 
 
-@lru_cache(maxsize=1)
-def _documented_table() -> str:
-    return resources.files("attribution").joinpath("data/documented_teachers.json").read_text(encoding="utf-8")
+@lru_cache(maxsize=2)
+def _package_table(name: str) -> str:
+    """The text of a JSON table under ``attribution/data/`` (package data)."""
+    return resources.files("attribution").joinpath(f"data/{name}").read_text(encoding="utf-8")
 
 
 def documented_teachers() -> list[dict[str, Any]]:
@@ -274,7 +296,7 @@ def documented_teachers() -> list[dict[str, Any]]:
     the fine-tuning data was) and ``sources`` (model card / paper URLs). The teacher is the
     *dominant documented* source; some data sets mix sources.
     """
-    return json.loads(_documented_table())["models"]
+    return json.loads(_package_table("documented_teachers.json"))["models"]
 
 
 def documented_teacher(model: str) -> str | None:
@@ -284,3 +306,45 @@ def documented_teacher(model: str) -> str | None:
         if model in (row["model"], row["alpaca_eval"]):
             return row["teacher"]
     return None
+
+
+def bank_candidates() -> list[dict[str, str]]:
+    """The AlpacaEval candidate bank (package data): 26 LLMs with full published AlpacaEval outputs.
+
+    One dict per candidate, in the bank's order: ``teacher`` (its AlpacaEval folder, the label its
+    records carry), ``family`` (the model line: ``gpt-4``, ``claude-3``, ...) and ``provider``.
+    """
+    return json.loads(_package_table("alpacaeval_bank.json"))["candidates"]
+
+
+def build_alpacaeval_bank(out_dir: str | os.PathLike, *, teachers: Sequence[str] | None = None,
+                          students: Sequence[str] | Mapping[str, str | None] = ALPACAEVAL_STUDENTS,
+                          seed: int = ALPACAEVAL_SEED, cache_dir: str | os.PathLike | None = None,
+                          base_url: str = ALPACAEVAL_URL, download: bool = True) -> dict[str, Any]:
+    """Build the candidate bank: :func:`build_alpacaeval` on the :func:`bank_candidates`, with families.
+
+    The layout of :func:`build_alpacaeval` (same split, ids and records), each teacher record
+    also carrying its ``family``, and ``candidates.tsv`` (``teacher``, ``family``, ``provider``:
+    a ``--families`` table). ``teachers`` keeps some of the bank's candidates (default all 26);
+    the other parameters are :func:`build_alpacaeval`'s. All files appear together or none.
+
+    Raises
+    ------
+    InputError
+        ``E603`` for a name that is not a bank candidate; as :func:`build_alpacaeval` otherwise.
+    """
+    bank = bank_candidates()
+    known = [c["teacher"] for c in bank]
+    for name in teachers or ():
+        if name not in known:
+            raise input_error("E603", field="teachers", what="bank candidate", value=name, choices=", ".join(known))
+    chosen = [c for c in bank if teachers is None or c["teacher"] in teachers]
+    table = "".join(f"{c['teacher']}\t{c['family']}\t{c['provider']}\n" for c in chosen)
+    with write_together():
+        result = build_alpacaeval(out_dir, teachers=[c["teacher"] for c in chosen], students=students, seed=seed,
+                                  cache_dir=cache_dir, base_url=base_url, download=download,
+                                  families={c["teacher"]: c["family"] for c in chosen})
+        with atomic_write(Path(out_dir) / BANK_CANDIDATES_FILE) as handle:
+            handle.write("teacher\tfamily\tprovider\n" + table)
+    result["files"][BANK_CANDIDATES_FILE] = len(chosen)
+    return result
