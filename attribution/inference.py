@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from scipy.special import logsumexp
 
 from . import explain
 from .errors import model_error
 from .families import Hierarchy
-from .paired import PairedTest
+from .paired import MidpointTest, PairedTest
 from .tagging import TaggedDoc
 
 if TYPE_CHECKING:  # the estimator builds on this module
@@ -194,6 +195,22 @@ class StudentEvidence:
         self.sibling_paired = {f: PairedTest([self.classes[i] for i in cols]) for f, cols in h.members.items()
                                if len(cols) > 1} if model.paired_ is not None else {}
         self._sibling_weights = {f: np.eye(k)[h.members[f]] for f in self.sibling_paired}
+        # with families, a second paired statistic in the classifier's log-probability space must agree
+        # (attribution.paired.MidpointTest): between families, and between the versions of each family
+        self.midpoint: MidpointTest | None = None
+        self.sibling_midpoint: dict[str, MidpointTest] = {}
+        if model.paired_ is not None and h.grouped:
+            answers = model.paired_.answer_log_proba(model.classifier_)           # (prompts, k, k)
+            flat = answers.reshape(-1, k)
+            family = h.family_log_proba(flat).reshape(answers.shape[0], k, -1)   # (prompts, k answers, families)
+            self._family_answers = np.stack([family[:, h.members[f]].mean(axis=1) for f in h.families], axis=1)
+            self.midpoint = MidpointTest(h.families)
+            self._version_answers = {}
+            for f in self.sibling_paired:
+                cols = h.members[f]
+                sub = answers[:, cols][:, :, cols]
+                self._version_answers[f] = sub - logsumexp(sub, axis=2, keepdims=True)
+                self.sibling_midpoint[f] = MidpointTest([self.classes[i] for i in cols])
 
     def add(self, texts: Sequence[str], prompt_ids: Sequence[str | None] | None = None, *,
             docs: Sequence[TaggedDoc] | None = None) -> np.ndarray:
@@ -226,6 +243,8 @@ class StudentEvidence:
             self.paired.add(self.model.paired_.cosines(dots, self._paired_weights))
             for family, test in self.sibling_paired.items():
                 test.add(self.model.paired_.cosines(dots, self._sibling_weights[family]))
+            if self.midpoint is not None:
+                self._add_midpoint(proba, prompt_ids)
         log_proba = np.log(np.clip(proba, 1e-12, 1.0))
         self.n_outputs += len(docs)
         self.sum_log_proba += log_proba.sum(axis=0)
@@ -235,6 +254,22 @@ class StudentEvidence:
         if self.keep_outputs:
             self.outputs.extend(proba)
         self.add_examples(docs)
+
+    def _add_midpoint(self, proba: np.ndarray, prompt_ids: Sequence[str | None]) -> None:
+        """Feed :class:`~attribution.paired.MidpointTest` the outputs whose prompt has paired answers."""
+        assert self.midpoint is not None and self.model.paired_ is not None
+        rows, prompts = self.model.paired_.locate(prompt_ids)
+        log_proba = np.log(np.clip(proba[rows], 1e-12, 1.0))
+        self.midpoint.add(self.hierarchy.family_log_proba(log_proba), self._family_answers[prompts])
+        for family, test in self.sibling_midpoint.items():
+            cols = self.hierarchy.members[family]
+            versions = log_proba[:, cols] - logsumexp(log_proba[:, cols], axis=1, keepdims=True)
+            test.add(versions, self._version_answers[family][prompts])
+
+    def paired_tests(self) -> list[Any]:
+        """Every paired test's accumulator, in a fixed order (what a Dask worker's batch returns)."""
+        return [t for t in (self.paired, *self.sibling_paired.values(), self.midpoint,
+                            *self.sibling_midpoint.values()) if t is not None]
 
     def add_bootstrap(self, log_proba: np.ndarray) -> None:
         """Add what needs each output's log-probabilities: the families' sums, and each output's Poisson
@@ -319,13 +354,18 @@ class StudentEvidence:
         """The paired test of ``family`` (without families: a teacher) against every other one over the
         outputs seen so far whose prompt the teachers answered (:meth:`attribution.paired.PairedTest.result`);
         ``None`` when the model kept no paired answers or too few outputs matched."""
-        return self.paired.result(family) if self.paired is not None else None
+        if self.paired is None:
+            return None
+        return _both(self.paired.result(family), self.midpoint.result(family) if self.midpoint else None)
 
     def sibling_result(self, family: str, teacher: str) -> dict[str, Any] | None:
-        """The paired test of ``teacher`` against the other versions of its ``family`` in play (centred on
+        """The paired tests of ``teacher`` against the other versions of its ``family`` in play (centred on
         the family's mean answer); ``None`` for a family of one or without paired answers."""
         test = self.sibling_paired.get(family)
-        return test.result(teacher) if test is not None else None
+        if test is None:
+            return None
+        midpoint = self.sibling_midpoint.get(family)
+        return _both(test.result(teacher), midpoint.result(teacher) if midpoint is not None else None)
 
     # -- explanation: see attribution.explain ------------------------------------------------
     def examples(self, columns: Iterable[int]) -> dict[int, list[str]]:
@@ -340,6 +380,18 @@ class StudentEvidence:
                   informative: bool = True) -> pd.DataFrame:
         """:func:`attribution.explain.templates` behind ``teacher`` (default: the top one)."""
         return explain.templates(self, teacher, top=top, min_n=min_n, informative=informative)
+
+def _both(cosine: dict[str, Any] | None, midpoint: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One paired result from the feature-space test and, with families, the log-probability midpoint test
+    (:class:`~attribution.paired.MidpointTest`): both must reject (intersection-union, the larger p-value;
+    ``runner_up`` is the rival behind it). Without the second, the first as it is."""
+    if cosine is None or midpoint is None:
+        return cosine
+    worse = midpoint if midpoint["p_paired"] > cosine["p_paired"] else cosine
+    return {**cosine, "p_paired": worse["p_paired"], "runner_up": worse["runner_up"],
+            "p_paired_cosine": cosine["p_paired"], "p_paired_midpoint": midpoint["p_paired"],
+            "runner_up_midpoint": midpoint["runner_up"]}
+
 
 def _by_task(evidence: dict[str | None, StudentEvidence]) -> list[tuple[str | None, StudentEvidence]]:
     """Tasks in a stable order: the task-less one first, then by name."""
@@ -522,6 +574,7 @@ def hierarchical_verdict(family: str, teacher: str, p_values: Sequence[float | N
     named_family = family if out["status"] == "attributed" else None
     teacher_test: dict[str, Any] | None = None
     named_teacher = named_family if not grouped or family_size == 1 else None
+    found: list[dict[str, Any]] = []
     if grouped and family_size == 1 and named_family:
         named_teacher = teacher
     if grouped and family_size > 1:
@@ -534,6 +587,11 @@ def hierarchical_verdict(family: str, teacher: str, p_values: Sequence[float | N
             if named_family and teacher_test["p_paired"] < alpha:
                 named_teacher = teacher
     level = "teacher" if named_teacher else ("family" if named_family else None)
+    found_family = [t for t in paired if t is not None]
+    if len(found_family) == 1 and "p_paired_midpoint" in found_family[0]:  # the two paired statistics, shown
+        out.update({key: found_family[0][key] for key in ("p_paired_cosine", "p_paired_midpoint")})
+    if teacher_test is not None and len(found) == 1 and "p_paired_midpoint" in found[0]:
+        teacher_test.update({key: found[0][key] for key in ("p_paired_cosine", "p_paired_midpoint")})
     return {**out, "teacher": named_teacher, "family": named_family, "level": level,
             "best_candidate": teacher, "best_family": family, "teacher_test": teacher_test}
 

@@ -135,6 +135,22 @@ class PairedReferences:
         denominator = norm_t * norm_x
         return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 1e-12)
 
+    def locate(self, ids: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        """Which outputs (positions in ``ids``) have paired answers, and the row of their prompt."""
+        found = [(n, self._row[str(pid)]) for n, pid in enumerate(ids) if pid is not None and str(pid) in self._row]
+        return (np.asarray([n for n, _ in found], dtype=np.int64), np.asarray([p for _, p in found], dtype=np.int64))
+
+    def answer_log_proba(self, classifier: Any) -> np.ndarray:
+        """Log-probabilities of every kept answer under ``classifier``, shape (n_prompts, n_teachers,
+        n_teachers): ``[p, i]`` is teacher ``i``'s answer to prompt ``p`` (computed once per classifier)."""
+        cached = getattr(self, "_answer_log_proba", None)
+        if cached is not None and cached[0] is classifier:
+            return cached[1]
+        proba = classifier.predict_proba(self.matrix)
+        out = np.log(np.clip(proba, 1e-12, 1.0)).reshape(len(self.prompt_ids), self.n_teachers, -1)
+        self._answer_log_proba = (classifier, out)
+        return out
+
     def scores_per_output(self, X: sp.csr_matrix, ids: Sequence[str | None],
                           weights: np.ndarray | None = None) -> np.ndarray:
         """:meth:`scores` laid out one row per row of ``X``: NaN where the prompt has no paired answers."""
@@ -186,6 +202,16 @@ class PairedTest:
     def mean(self) -> np.ndarray:
         return self.sum / max(self.n, 1)
 
+    def state(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """The running sums (what a Dask worker returns for one batch, see :meth:`merge_state`)."""
+        return self.n, self.sum, self.sum_outer
+
+    def merge_state(self, state: tuple[int, np.ndarray, np.ndarray]) -> None:
+        n, total, outer = state
+        self.n += n
+        self.sum += total
+        self.sum_outer += outer
+
     def p_value(self, teacher: str, other: str) -> float:
         """One-sided paired t-test: is ``teacher``'s mean score above ``other``'s?"""
         a, b = self.classes.index(teacher), self.classes.index(other)
@@ -210,3 +236,67 @@ class PairedTest:
         runner_up = max(others, key=lambda c: (p_values[c], c))
         return {"p_paired": p_values[runner_up], "runner_up": runner_up, "n_paired": self.n,
                 "paired_score": {c: float(v) for c, v in zip(self.classes, self.mean())}}
+
+
+class MidpointTest:
+    """Running sums of a second paired statistic, in the classifier's score space: for two candidates ``i``
+    and ``j`` and one student output ``x`` on prompt ``p``,
+
+        d_ij(x) = s_i(x) - s_j(x) - (s_i(a_ip) - s_j(a_ip) + s_i(a_jp) - s_j(a_jp)) / 2,
+
+    where ``s`` are per-output log-probabilities (of families, or of the versions of one family) and
+    ``a_ip`` is candidate ``i``'s answer to ``p``: how far the student's log-odds of ``i`` against ``j``
+    lie on ``i``'s side of the midpoint between ``i``'s and ``j``'s own answers to the same prompt.
+    Whatever a prompt does to every answer's log-odds (a list, a refusal, a one-line reply) cancels.
+    Unlike the feature-space cosine of :class:`PairedTest`, it weighs only what the classifier learned to
+    tell the candidates apart, and it compares candidates two at a time (the others do not enter); the
+    verdict asks both statistics to agree. Flat memory: sums of ``d`` and ``d**2`` per ordered pair.
+    """
+
+    def __init__(self, classes: Sequence[str]) -> None:
+        self.classes = list(classes)
+        k = len(self.classes)
+        self.n = 0
+        self.sum = np.zeros((k, k))
+        self.sum_sq = np.zeros((k, k))
+
+    def add(self, scores: np.ndarray, answers: np.ndarray) -> None:
+        """``scores``: (n, k) per-output log-probabilities; ``answers``: (n, k, k), row ``i`` the scores of
+        candidate ``i``'s answer to the same prompt."""
+        if not len(scores):
+            return
+        diag = np.diagonal(answers, axis1=1, axis2=2)                     # s_i(a_i)
+        midpoint = (diag[:, :, None] - answers + np.swapaxes(answers, 1, 2) - diag[:, None, :]) / 2
+        d = scores[:, :, None] - scores[:, None, :] - midpoint
+        self.n += len(scores)
+        self.sum += d.sum(axis=0)
+        self.sum_sq += (d ** 2).sum(axis=0)
+
+    def state(self) -> tuple[int, np.ndarray, np.ndarray]:
+        return self.n, self.sum, self.sum_sq
+
+    def merge_state(self, state: tuple[int, np.ndarray, np.ndarray]) -> None:
+        n, total, total_sq = state
+        self.n += n
+        self.sum += total
+        self.sum_sq += total_sq
+
+    def p_value(self, teacher: str, other: str) -> float:
+        """One-sided t-test: does ``d_teacher,other`` exceed 0 on average?"""
+        a, b = self.classes.index(teacher), self.classes.index(other)
+        n = self.n
+        mean = self.sum[a, b] / n
+        variance = max(self.sum_sq[a, b] - n * mean ** 2, 0.0) / (n - 1)
+        if variance <= 1e-300:
+            return 0.0 if mean > 0 else 1.0
+        return float(stats.t.sf(mean / np.sqrt(variance / n), df=n - 1))
+
+    def result(self, teacher: str) -> dict[str, Any] | None:
+        """``teacher`` against every other candidate (intersection-union: the largest p-value); ``None``
+        below :data:`MIN_PAIRED` outputs."""
+        if self.n < MIN_PAIRED or teacher not in self.classes:
+            return None
+        others = [c for c in self.classes if c != teacher]
+        p_values = {c: self.p_value(teacher, c) for c in others}
+        runner_up = max(others, key=lambda c: (p_values[c], c))
+        return {"p_paired": p_values[runner_up], "runner_up": runner_up, "n_paired": self.n}

@@ -67,7 +67,7 @@ class BatchPart:
     n_empty: int
     sum_log_proba: np.ndarray
     feature_sums: np.ndarray
-    paired: tuple[int, np.ndarray, np.ndarray] | None
+    paired: list[tuple[int, np.ndarray, np.ndarray]]  # StudentEvidence.paired_tests() states, in order
     proba: np.ndarray  # (n_outputs, n_teachers): what the client's bootstrap weighs
     examples: list[TaggedDoc]
     feature_outputs: np.ndarray | None = None  # only for batches scored by the client
@@ -147,10 +147,8 @@ def batch_part(model: Any, key: Any, batch: int, docs: Sequence[TaggedDoc], ids:
     quiet.n_bootstrap = 0
     evidence = StudentEvidence(quiet, keep_outputs=True)
     evidence.add([], list(ids), docs=list(docs))
-    paired = evidence.paired
     return BatchPart(key, batch, evidence.n_outputs, evidence.n_empty, evidence.sum_log_proba,
-                     evidence.feature_sums,
-                     None if paired is None else (paired.n, paired.sum, paired.sum_outer),
+                     evidence.feature_sums, [test.state() for test in evidence.paired_tests()],
                      np.asarray(evidence.outputs, dtype=float).reshape(-1, len(evidence.classes)),
                      evidence.example_docs[:n_examples], evidence.feature_outputs)
 
@@ -209,11 +207,8 @@ def add_part(evidence: Any, part: BatchPart) -> None:
     evidence.feature_sums += part.feature_sums
     if part.feature_outputs is not None:
         evidence.feature_outputs += part.feature_outputs
-    if evidence.paired is not None and part.paired is not None:
-        n, total, outer = part.paired
-        evidence.paired.n += n
-        evidence.paired.sum += total
-        evidence.paired.sum_outer += outer
+    for test, state in zip(evidence.paired_tests(), part.paired):
+        test.merge_state(state)
     evidence.add_bootstrap(np.log(np.clip(part.proba, 1e-12, 1.0)))
     evidence.add_examples(part.examples)
 
