@@ -124,6 +124,7 @@ class Errors:
     E704 = ("the Dask workers tag with {worker} but this process with {local}: install the same spaCy model and "
             "version on every worker (other tags would change the results)")
     E705 = "could not connect to the Dask scheduler at '{address}': {detail}"
+    E706 = "'{address}' answered, but not as a Dask scheduler ({detail}); check the address and port"
 
 
 #: Codes whose cause lies outside the command and its input: a package, tagger, model or program (Chromium for
