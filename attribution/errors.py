@@ -92,6 +92,9 @@ class Errors:
             "--model MODEL.npz. To build references, query candidate teachers with 'attribute-teacher collect "
             "--endpoint URL --model NAME -p prompts.jsonl -o teacher.jsonl', or run a whole audit from one config "
             "with 'attribute-teacher audit audit.toml' (see docs/auditing-api-models.md)")
+    E419 = ("{name} must name the environment variable holding the API key (e.g. OPENAI_API_KEY), but the value "
+            "given {why}, so it is not shown here; put the key in a variable (export OPENAI_API_KEY=...) and give "
+            "its name")
     # baselines: BERTScore, embeddings, perplexity, similarity (E5xx)
     E501 = ("could not load {kind} model '{model}': {detail}. Give a Hugging Face id (network needed), a local "
             "directory, a .gguf file, or an offline alias: {aliases}")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import AttributionError, Errors, missing_dependency, model_error
+from . import settings as _settings
 from ._jsonl import AppendWriter, load_finished, read_prompts
 from .manifest import check_url, manifest_path, public_url, redact, utc_now, write_manifest
 from .retry import FATAL_STATUSES, RateLimiter, backoff_delay, classify_error, retry_after
@@ -50,6 +51,14 @@ class ApiDecoding:
     seed: int | None = 0
     stop: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        """Each setting within its range (:data:`attribution.distill.settings.SETTINGS`; ``E210``)."""
+        for name in ("max_tokens", "sample", "temperature", "top_p", "stop"):
+            _settings.check(name, getattr(self, name))
+        if self.seed is not None:
+            _settings.check("seed", self.seed)
+        _settings.check_sampling(self.sample, self.temperature, self.top_p)
+
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature if self.sample else 0.0}
         if self.sample:
@@ -74,6 +83,11 @@ class EndpointOptions:
     timeout: float = 120.0
     backoff_base: float = 1.0
     backoff_max: float = 60.0
+
+    def __post_init__(self) -> None:
+        """Each setting within its range (``E210``); a key given as ``api_key_env`` is refused unrepeated (``E419``)."""
+        for name in ("completion", "api_key_env", "concurrency", "rpm", "tpm", "max_retries", "timeout"):
+            _settings.check(name, getattr(self, name))
 
 
 @dataclass
@@ -189,7 +203,7 @@ def collect_from_endpoint(base_url: str, model: str, prompts: str | os.PathLike,
     decoding = decoding or ApiDecoding()
     options = options or EndpointOptions()
     _check_arguments(base_url, role=role, prompt_template=prompt_template, system_prompt=system_prompt,
-                     options=options)
+                     completion=options.completion, limit=limit)
     label = label or model
     records = read_prompts(prompts, limit=limit)
     existing = load_finished(output)
@@ -248,17 +262,18 @@ def _recorded_run(base_url: str, job: _Job, todo: list[Any], output: str | os.Pa
 
 
 def _check_arguments(base_url: str, *, role: str, prompt_template: str | None, system_prompt: str | None,
-                     options: EndpointOptions) -> None:
-    """Refuse, before anything is read or sent, a URL or option combination that cannot work."""
+                     completion: bool, limit: int) -> None:
+    """Refuse, before anything is read or sent, a URL or argument combination that cannot work."""
     check_url(base_url)
     if role not in ("teacher", "student"):
         raise model_error("E210", name="role", expected="'teacher' or 'student'", got=role)
-    if prompt_template is not None and "{prompt}" not in prompt_template:
-        raise model_error("E210", name="prompt_template", expected="a string containing {prompt}", got=prompt_template)
-    if options.completion and system_prompt:
+    if prompt_template is not None:
+        _settings.check("prompt_template", prompt_template)
+    if completion and system_prompt:
         raise model_error("E210", name="system", expected="unset with --completion (no chat turns)", got=system_prompt)
-    if options.concurrency < 1:
-        raise model_error("E210", name="concurrency", expected="at least 1", got=options.concurrency)
+    if system_prompt is not None:
+        _settings.check("system", system_prompt, label="system_prompt")
+    _settings.check("limit", limit)
 
 
 def _incomplete(stats: Stats, n_todo: int, options: EndpointOptions, output: Any) -> CollectionIncomplete:
