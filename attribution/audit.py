@@ -333,7 +333,7 @@ def endpoint_settings(settings: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _collect(source: Source, prompts: Path | None, output: Path, *, config_path: Path, role: str, limit: int,
-             progress: bool) -> dict[str, Any]:
+             progress: bool, log: Any) -> dict[str, Any]:
     from .distill.endpoint import collect_from_endpoint
 
     if source.endpoint is None or source.model is None or prompts is None:  # load_config requires all three
@@ -344,7 +344,7 @@ def _collect(source: Source, prompts: Path | None, output: Path, *, config_path:
                                  true_teacher=source.teacher, decoding=decoding, options=options,
                                  system_prompt=source.settings.get("system"),
                                  prompt_template=source.settings.get("prompt_template"), limit=limit,
-                                 progress=progress)
+                                 progress=progress, log=log)
 
 
 def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: bool = False,
@@ -401,7 +401,7 @@ def _gather(source: Source, role: str, path: Path, config: AuditConfig, provenan
     prompts = config.student_prompts if role == "student" else config.prompts
     log(f"{role} {source.label}: querying {source.model} at the endpoint")
     summary = _collect(source, prompts, path, config_path=config.path, role=role, limit=config.limit,
-                       progress=progress)
+                       progress=progress, log=log)
     log(f"{role} {source.label}: {summary['n_written']} written, {summary['n_existing']} already there, "
         f"{summary['n_empty']} empty")
     manifest = read_manifest(path) or {}

@@ -31,10 +31,10 @@ TPM_OPTION = typer.Option(0.0, "--tpm", callback=option_callback("tpm"),
                           help="With --endpoint: at most this many tokens per minute (0: no limit).")
 MAX_RETRIES_OPTION = typer.Option(6, "--max-retries", callback=option_callback("max_retries"),
                                   help="With --endpoint: retries per prompt (0 to 100) on 429, 5xx, timeouts and "
-                                  "dropped connections (exponential backoff with jitter, Retry-After "
-                                  "honoured).")
+                                  "dropped connections (exponential backoff with jitter, Retry-After honoured up "
+                                  "to 60 s).")
 TIMEOUT_OPTION = typer.Option(120.0, "--timeout", callback=option_callback("timeout"),
-                              help="With --endpoint: seconds per request.")
+                              help="With --endpoint: seconds one request may take in all, answer included.")
 
 
 def endpoint_settings(params: dict[str, Any]) -> tuple[Any, Any]:
@@ -76,7 +76,8 @@ def run_endpoint(params: dict[str, Any], **labels: Any) -> None:
     result = collect_from_endpoint(params["endpoint"], params["model"], params["prompts"], params["output"],
                                    task=params["task"], decoding=decoding, options=options,
                                    system_prompt=params["system_prompt"], prompt_template=params["prompt_template"],
-                                   limit=params["limit"], progress=not quiet, **labels)
+                                   limit=params["limit"], progress=not quiet,
+                                   log=lambda message: log(message, quiet=quiet), **labels)
     log(f"{result['n_written']} written, {result['n_existing']} skipped (already there), {result['n_failed']} failed, "
         f"{result['n_empty']} empty; {result['requests']} requests, {result['retries']} retries "
         f"({result['seconds']:.1f}s); manifest {result['manifest']}", quiet=quiet)
