@@ -16,18 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import input_error
+from .distill.settings import SETTINGS, Setting, problem
+from .errors import AttributionError, input_error
 
+#: What a key may hold: a type, or a :class:`~attribution.distill.settings.Setting` (kind and range), the one
+#: the command line checks its options against.
+Expected = type | tuple[type, ...] | Setting
 #: Endpoint settings: allowed in ``[defaults]`` and in each endpoint entry (which overrides them).
-ENDPOINT_KEYS: dict[str, type | tuple[type, ...]] = {
-    "max_tokens": int, "sample": bool, "temperature": (int, float), "top_p": (int, float), "seed": int,
-    "stop": list, "system": str, "prompt_template": str, "completion": bool, "api_key_env": str,
-    "concurrency": int, "rpm": (int, float), "tpm": (int, float), "max_retries": int, "timeout": (int, float),
-}
-SOURCE_KEYS: dict[str, type | tuple[type, ...]] = {"name": str, "file": str, "endpoint": str, "model": str,
-                                                   "teacher": str, **ENDPOINT_KEYS}
-TABLES: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "audit": {"prompts": str, "student_prompts": str, "limit": int, "task": str},
+ENDPOINT_KEYS: dict[str, Expected] = {name: setting for name, setting in SETTINGS.items() if name != "limit"}
+SOURCE_KEYS: dict[str, Expected] = {"name": str, "file": str, "endpoint": str, "model": str, "teacher": str,
+                                    **ENDPOINT_KEYS}
+TABLES: dict[str, dict[str, Expected]] = {
+    "audit": {"prompts": str, "student_prompts": str, "limit": SETTINGS["limit"], "task": str},
     "defaults": ENDPOINT_KEYS,
     "student": SOURCE_KEYS,
     "teachers": SOURCE_KEYS,
@@ -37,6 +37,8 @@ TABLES: dict[str, dict[str, type | tuple[type, ...]]] = {
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 #: ``[attribution] report``: which report to write into the output folder (``report.html`` / ``report.md``).
 REPORT_FORMATS = ("html", "md")
+#: Deepest nesting of arrays and inline tables read from a config (a real one nests two or three levels).
+MAX_NESTING = 32
 
 
 @dataclass
@@ -107,7 +109,7 @@ def load_config(path: str | os.PathLike) -> AuditConfig:
     path = Path(path)
     if not path.is_file():
         raise input_error("E109", source=str(path))
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     data = _parse_toml(path, text)
     config = _ConfigChecker(path, text)
     config.check_tables(data)
@@ -128,17 +130,72 @@ def load_config(path: str | os.PathLike) -> AuditConfig:
                        limit=audit.get("limit", 0), task=audit.get("task"), attribution=attribution)
 
 
+def _read_text(path: Path) -> str:
+    """The config's text; bytes that are not UTF-8 (as TOML requires) are E416 at their line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise _error(path, line, f"the file is not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}); "
+                     "TOML files are UTF-8") from None
+
+
 def _parse_toml(path: Path, text: str) -> dict[str, Any]:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
 
+    deep = _too_deep(text)
+    if deep is not None:
+        raise _error(path, deep, f"arrays or inline tables nested deeper than {MAX_NESTING} levels")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         where = re.search(r"line (\d+)", str(err))
         raise _error(path, int(where.group(1)) if where else None, f"invalid TOML: {err}") from None
+    except RecursionError:  # nesting _too_deep did not see (it skips what it takes for strings)
+        raise _error(path, None, "the TOML is nested too deeply to read") from None
+
+
+def _too_deep(text: str) -> int | None:
+    """The line where arrays and inline tables nest deeper than :data:`MAX_NESTING`, or None.
+
+    A light scan, not a parser: brackets inside quoted strings and comments do not count, and neither do the
+    ``[table]`` / ``[[table]]`` headers that open a line. Enough to refuse hostile nesting (which the TOML
+    parser would meet with a RecursionError) with a line number, without refusing any real config.
+    """
+    depth, quote = 0, ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        i, stripped = 0, line.lstrip()
+        if depth == 0 and not quote and stripped.startswith("["):
+            continue  # a table header
+        while i < len(line):
+            char = line[i]
+            if quote:
+                if line.startswith(quote, i):
+                    quote, i = "", i + len(quote)
+                    continue
+                i += 2 if char == "\\" and quote in ('"', '"""') else 1
+                continue
+            if char == "#":
+                break
+            if line.startswith(('"""', "'''"), i):
+                quote, i = line[i:i + 3], i + 3
+                continue
+            if char in "\"'":
+                quote = char
+            elif char in "[{":
+                depth += 1
+                if depth > MAX_NESTING:
+                    return number
+            elif char in "]}":
+                depth = max(depth - 1, 0)
+            i += 1
+        if quote in ('"', "'"):
+            quote = ""  # a one-line string ends with its line
+    return None
 
 
 class _ConfigChecker:
@@ -178,7 +235,12 @@ class _ConfigChecker:
         if key not in known:
             raise self.fail(table, f"unknown key '{key}' in [{table}]; known: {', '.join(sorted(known))}", key, index)
         expected = known[key]
-        if not isinstance(item, expected) or (isinstance(item, bool) and expected in (int, (int, float))):
+        if isinstance(expected, Setting):  # checked as the command line checks its option
+            wrong = problem(key, item)
+            if wrong is not None:
+                shown = "" if key == "api_key_env" else f", got {item!r}"  # a pasted key is never repeated
+                raise self.fail(table, f"[{table}] {key} must be {wrong}{shown}", key, index)
+        elif not isinstance(item, expected) or (isinstance(item, bool) and expected in (int, (int, float))):
             names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
             raise self.fail(table, f"[{table}] {key} must be {names}, got {item!r}", key, index)
 
@@ -199,7 +261,6 @@ class _ConfigChecker:
                             "endpoint", index)
         if has_endpoint:
             from .distill.manifest import check_url
-            from .errors import AttributionError
 
             try:
                 check_url(entry["endpoint"])
@@ -211,6 +272,11 @@ class _ConfigChecker:
         if file is not None and not file.is_file():
             raise self.fail(table, f"[{table}] file not found: {file}", "file", index)
         settings = {**defaults, **{k: v for k, v in entry.items() if k in ENDPOINT_KEYS}}
+        if has_endpoint:
+            try:
+                endpoint_settings(settings)  # what holds between keys (sampling needs a temperature above 0)
+            except AttributionError as err:
+                raise self.fail(table, f"[{table}] {err.message}", "endpoint", index) from None
         return Source(name=entry.get("name"), file=file, endpoint=entry.get("endpoint"), model=entry.get("model"),
                       teacher=entry.get("teacher"), settings=settings, line=self.lines.of(table, index))
 
@@ -253,22 +319,32 @@ class _ConfigChecker:
                                 "features")
 
 
-def _collect(source: Source, prompts: Path | None, output: Path, *, config_path: Path, role: str, limit: int,
-             progress: bool) -> dict[str, Any]:
-    from .distill.endpoint import ApiDecoding, EndpointOptions, collect_from_endpoint
+def endpoint_settings(settings: dict[str, Any]) -> tuple[Any, Any]:
+    """(ApiDecoding, EndpointOptions) of a source's endpoint settings: the same checks as the command line's
+    (``E210``; ``E419`` for a key given as ``api_key_env``)."""
+    from .distill.endpoint import ApiDecoding, EndpointOptions
 
-    if source.endpoint is None or source.model is None or prompts is None:  # load_config requires all three
-        raise _error(config_path, source.line, f"{role} {source.label}: querying an endpoint needs "
-                     "'endpoint', 'model' and [audit] prompts")
-    s = source.settings
+    s = settings
     decoding = ApiDecoding(**{k: s[k] for k in ("max_tokens", "sample", "temperature", "top_p", "seed") if k in s},
                            stop=tuple(s.get("stop", ())))
     options = EndpointOptions(**{k: s[k] for k in ("completion", "api_key_env", "concurrency", "rpm", "tpm",
                                                    "max_retries", "timeout") if k in s})
+    return decoding, options
+
+
+def _collect(source: Source, prompts: Path | None, output: Path, *, config_path: Path, role: str, limit: int,
+             progress: bool, log: Any) -> dict[str, Any]:
+    from .distill.endpoint import collect_from_endpoint
+
+    if source.endpoint is None or source.model is None or prompts is None:  # load_config requires all three
+        raise _error(config_path, source.line, f"{role} {source.label}: querying an endpoint needs "
+                     "'endpoint', 'model' and [audit] prompts")
+    decoding, options = endpoint_settings(source.settings)
     return collect_from_endpoint(source.endpoint, source.model, prompts, output, label=source.label, role=role,
                                  true_teacher=source.teacher, decoding=decoding, options=options,
-                                 system_prompt=s.get("system"), prompt_template=s.get("prompt_template"),
-                                 limit=limit, progress=progress)
+                                 system_prompt=source.settings.get("system"),
+                                 prompt_template=source.settings.get("prompt_template"), limit=limit,
+                                 progress=progress, log=log)
 
 
 def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: bool = False,
@@ -325,7 +401,7 @@ def _gather(source: Source, role: str, path: Path, config: AuditConfig, provenan
     prompts = config.student_prompts if role == "student" else config.prompts
     log(f"{role} {source.label}: querying {source.model} at the endpoint")
     summary = _collect(source, prompts, path, config_path=config.path, role=role, limit=config.limit,
-                       progress=progress)
+                       progress=progress, log=log)
     log(f"{role} {source.label}: {summary['n_written']} written, {summary['n_existing']} already there, "
         f"{summary['n_empty']} empty")
     manifest = read_manifest(path) or {}

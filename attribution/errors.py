@@ -86,7 +86,7 @@ class Errors:
     E410 = "unknown student '{spec}': give a preset ({presets}), a GPT-2 config .json, a model directory or a hub id"
     E411 = "damaged record ({detail}); only a cut-off last line is repaired on resume"
     E412 = "{path} already holds a trained student; pass --overwrite to replace it"
-    # endpoints and audits: collect/generate --endpoint, audit (E413-E419)
+    # endpoints and audits: collect/generate --endpoint, audit (E413-E422)
     E413 = "{endpoint} answered HTTP {status} {meaning}: {detail}; {hint}; nothing more was sent"
     E414 = "invalid endpoint URL '{url}': {detail}"
     E415 = ("{n} of {total} prompts failed after {retries} retries (first: id '{id}': {reason}); {written} were "
@@ -96,6 +96,16 @@ class Errors:
             "--model MODEL.npz. To build references, query candidate teachers with 'attribute-teacher collect "
             "--endpoint URL --model NAME -p prompts.jsonl -o teacher.jsonl', or run a whole audit from one config "
             "with 'attribute-teacher audit audit.toml' (see docs/auditing-api-models.md)")
+    E418 = ("{endpoint} redirected a request (HTTP {status}) to {target}, another origin (scheme, host or port); it "
+            "was not followed and nothing more was sent. If you trust that server, give it as --endpoint")
+    E419 = ("{name} must name the environment variable holding the API key (e.g. OPENAI_API_KEY), but the value "
+            "given {why}, so it is not shown here; put the key in a variable (export OPENAI_API_KEY=...) and give "
+            "its name")
+    E420 = "malformed answer from {endpoint}: {detail}"
+    E421 = ("answer from {endpoint} is larger than {limit} bytes (the cap for max_tokens {max_tokens}): not read "
+            "further, nothing written")
+    E422 = ("{path} is being written by another run (it holds the lock on the file); wait for that run to end, or "
+            "write another file")
     # baselines: BERTScore, embeddings, perplexity, similarity (E5xx)
     E501 = ("could not load {kind} model '{model}': {detail}. Give a Hugging Face id (network needed), a local "
             "directory, a .gguf file, or an offline alias: {aliases}")
@@ -128,13 +138,16 @@ class Errors:
     E704 = ("the Dask workers tag with {worker} but this process with {local}: install the same spaCy model and "
             "version on every worker (other tags would change the results)")
     E705 = "could not connect to the Dask scheduler at '{address}': {detail}"
+    E706 = "'{address}' answered, but not as a Dask scheduler ({detail}); check the address and port"
 
 
 #: Codes whose cause lies outside the command and its input: a package, tagger, model or program (Chromium for
-#: PDF) not installed, a download or connection that failed, prompts, a program or a cluster that kept failing.
+#: PDF) not installed, a download or connection that failed, prompts, a program or a cluster that kept failing, an
+#: output file another run is writing.
 #: The CLI exits 1 for these (installing or retrying fixes them) and 2 for every other code (fix the command or
 #: the input).
-ENVIRONMENT_CODES = frozenset({"E301", "E303", "E305", "E401", "E415", "E601", "E606", "E607", "E703", "E705"})
+ENVIRONMENT_CODES = frozenset({"E301", "E303", "E305", "E401", "E415", "E422", "E601", "E606", "E607", "E703",
+                               "E705"})
 
 
 def exit_status(code: str | None) -> int | None:

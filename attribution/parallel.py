@@ -33,7 +33,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .errors import AttributionError, Errors, InputError, missing_dependency
+from .errors import AttributionError, Errors, InputError, missing_dependency, short_error
 from .tagging import _BACKEND, TaggedDoc, Tagger, get_tagger
 
 #: Most texts in one task sent to a worker (smaller batches are split evenly over the workers).
@@ -186,6 +186,8 @@ def dask_client(client: Any = None, *, n_workers: int | None = None, scheduler: 
         yield client
         return
     distributed = _import_distributed()
+    if scheduler is not None:
+        check_scheduler(scheduler, timeout=timeout)
     with contextlib.ExitStack() as stack:
         address = stack.enter_context(local_cluster(n_workers)) if n_workers is not None else scheduler
         try:
@@ -193,6 +195,66 @@ def dask_client(client: Any = None, *, n_workers: int | None = None, scheduler: 
         except (OSError, TimeoutError) as err:
             raise InputError(Errors.E705.format(address=scheduler, detail=err), code="E705") from None
         yield client
+
+
+def check_scheduler(address: str, *, timeout: float = 30) -> None:
+    """Make sure ``address`` is a Dask scheduler before a :class:`distributed.Client` is made for it.
+
+    Within ``timeout`` seconds in all, whatever the peer does: connect with Dask's own protocol and ask for
+    the peer's identity. A malformed address or an unknown scheme is ``E702``, a peer that cannot be
+    reached or never answers ``E705``, a peer that answers something else (a web server, say, whose
+    answer Dask would read as a frame of exabytes: ``MemoryError``) ``E706``. No Client exists before this
+    passes, so none is left half-made (whose ``__del__`` printed a traceback at exit).
+    """
+    import asyncio
+    import threading
+
+    from distributed.comm import connect
+    from distributed.comm.addressing import parse_address
+
+    try:
+        scheme, _ = parse_address(address) if isinstance(address, str) and address else ("", "")
+    except ValueError:
+        scheme = ""
+    if scheme not in ("tcp", "tls", "ws", "wss", "ucx", "inproc"):
+        raise InputError(Errors.E702.format(name="scheduler", expected="a Dask scheduler address such as "
+                                            "tcp://10.0.0.5:8786 (schemes tcp, tls, ws, wss, ucx)",
+                                            got=address), code="E702")
+    if scheme == "inproc":  # this process's own scheduler: nothing to probe over a network
+        return
+
+    async def identity() -> Any:
+        comm = await connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    outcome: dict[str, Any] = {}
+
+    def probe() -> None:  # in a thread of its own: the caller may be inside an event loop (a notebook)
+        try:
+            outcome["identity"] = asyncio.run(asyncio.wait_for(identity(), timeout))
+        except BaseException as err:  # noqa: BLE001 - sorted out below, in the calling thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=probe, name="attribution-scheduler-check", daemon=True)
+    thread.start()
+    thread.join(timeout + 5)
+    err = outcome.get("error")
+    if isinstance(err, ValueError):  # no port, a bad host: not an address
+        raise InputError(Errors.E702.format(name="scheduler", expected=f"a Dask scheduler address such as "
+                                            f"tcp://10.0.0.5:8786 ({short_error(err)})", got=address),
+                         code="E702") from None
+    if thread.is_alive() or isinstance(err, (OSError, TimeoutError, asyncio.TimeoutError)):
+        detail = str(err or "").strip() or f"no answer within {timeout:g} s"
+        raise InputError(Errors.E705.format(address=address, detail=detail), code="E705") from None
+    found = outcome.get("identity")
+    if err is not None or not isinstance(found, dict) or found.get("type") != "Scheduler":
+        detail = f"{type(err).__name__}: {short_error(err)}" if err is not None else (
+            f"its identity is {type(found).__name__} {str(found)[:80]!r}")
+        raise InputError(Errors.E706.format(address=address, detail=detail), code="E706") from None
 
 
 @contextlib.contextmanager

@@ -63,7 +63,7 @@ report = "md"
 
 @pytest.mark.parametrize("text, where, message", [
     ("[audit]\nlimit = 0\ntempreature = 1\n", 3, "unknown key 'tempreature' in [audit]"),
-    ("[audit]\nlimit = 0\n[defaults]\n\nmax_tokens = 'many'\n", 5, "[defaults] max_tokens must be int"),
+    ("[audit]\nlimit = 0\n[defaults]\n\nmax_tokens = 'many'\n", 5, "[defaults] max_tokens must be an integer"),
     ("[audit]\nlimit = 0\n[student]\nfile = 'x.jsonl'\n", 4, "file not found"),
     ("[audit]\nlimit = 0\n[student]\nendpoint = 'http://127.0.0.1:1/v1'\n", 4, "needs 'model'"),
     ("[audit]\nlimit = 0\n[student]\nendpoint = 'localhost:1'\nmodel = 'm'\n", 4, "invalid endpoint URL"),
@@ -72,7 +72,7 @@ report = "md"
     ("[audti]\nlimit = 0\n", 1, "unknown table [audti]"),
     ("[audit]\nprompts = 'p.jsonl'\noutput_dir = '/tmp/x'\n", 3, "output_dir is not read from a config"),
     ("[attribution]\nreport = '../../x.html'\n", 2, "report must be false or one of"),
-    ("[audit]\nlimit = 0\n[defaults]\nsample = 1\n", 4, "sample must be bool"),
+    ("[audit]\nlimit = 0\n[defaults]\nsample = 1\n", 4, "sample must be true or false"),
 ])
 def test_config_errors_name_line_and_key(tmp_path, text, where, message):
     path = _config(tmp_path, text)
@@ -80,6 +80,67 @@ def test_config_errors_name_line_and_key(tmp_path, text, where, message):
         load_config(path)
     assert str(caught.value).startswith(f"{path}:{where}: audit config: ")
     assert message in str(caught.value) and "[E416]" in str(caught.value)
+
+
+@pytest.mark.parametrize("content, line, message", [
+    (b"[audit]\nlimit = 0\n# caf\xe9\n", 3, "not UTF-8 text (byte 0xe9"),
+    (b"\xff\xfe[audit]\n", 1, "not UTF-8 text (byte 0xff"),
+    (b"[audit]\nlimit = 0\n[defaults]\nstop = " + b"[" * 5000 + b"]" * 5000 + b"\n", 4, "nested deeper than 32"),
+    (b"[defaults]\nstop = [\n" + b"  [" * 40 + b"\n", 3, "nested deeper than 32"),
+    (b"[defaults]\nsystem = '" + b"[" * 100 + b"'\nstop = [[[1]]]\n", 3, "stop must be a list of at most 4 strings"),
+])
+def test_a_config_that_is_not_utf8_or_nests_too_deep_is_e416_at_its_line(cli, tmp_path, content, line, message):
+    path = tmp_path / "audit.toml"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}:{line}: audit config: ") and message in str(caught.value)
+    proc = cli("audit", path, "--check")
+    assert proc.returncode == 2 and f"{path}:{line}: audit config:" in proc.stderr and "[E416]" in proc.stderr
+    assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr
+
+
+#: Values the command line refuses: an audit config refuses each the same way, by the same table.
+REFUSED = [("max_retries", "-1", "--max-retries"), ("limit", "-1", "--limit"), ("timeout", "-1", "--timeout"),
+           ("temperature", "-5", "--temperature"), ("max_tokens", "0", "--max-tokens"), ("rpm", "-1", "--rpm"),
+           ("concurrency", "0", "--concurrency"), ("top_p", "1.5", "--top-p"), ("timeout", "nan", "--timeout")]
+
+
+@pytest.mark.parametrize("key, value, option", REFUSED)
+def test_endpoint_settings_are_refused_like_the_command_line_refuses_them(cli, tmp_path, key, value, option):
+    from attribution.distill.settings import SETTINGS
+
+    expected = SETTINGS[key].expected
+    table = "audit" if key == "limit" else "defaults"
+    path = _config(tmp_path, f"[{table}]\n\n{key} = {value}\n")
+    with pytest.raises(InputError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}:3: audit config: [{table}] {key} must be {expected}")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    proc = cli("collect", "--endpoint", "http://127.0.0.1:9/v1", "--model", "m", "-p", prompts,
+               "-o", tmp_path / "o.jsonl", option, value)
+    assert proc.returncode == 2 and f"must be {expected}" in proc.stderr and option in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_key_given_as_api_key_env_is_refused_without_repeating_it(tmp_path):
+    key = "sk-proj-A1b2C3d4E5f6G7h8I9j0K1l2M3n4"
+    path = _config(tmp_path, f"[defaults]\napi_key_env = '{key}'\n")
+    with pytest.raises(InputError) as caught:
+        load_config(path)
+    assert f"{path}:2: audit config: [defaults] api_key_env must be the name of an environment variable" in str(
+        caught.value)
+    assert key not in str(caught.value) and "starts like an API key" in str(caught.value)
+
+
+def test_sampling_without_a_temperature_is_refused_in_a_config(tmp_path, student_path):
+    path = _config(tmp_path, "[audit]\nprompts = 'p.jsonl'\n[defaults]\nsample = true\ntemperature = 0\n"
+                   "[student]\nendpoint = 'http://127.0.0.1:9/v1'\nmodel = 'm'\n")
+    (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n')
+    with pytest.raises(InputError, match=r"audit.toml:7: audit config: \[student\] parameter 'temperature' must be "
+                       r"above 0 with sampling"):
+        load_config(path)
 
 
 def test_teacher_entry_line_is_named(tmp_path, split_reference, student_path):

@@ -1,7 +1,8 @@
-"""Property-based tests (hypothesis) over what reads untrusted files: the record reader, the model
-loader and the report renderers. The property is the same everywhere: bad input is a coded error
-(``InputError`` / ``ModelError``) or a clean result, never another exception, and what is written for
-a reader (Markdown, HTML) stays inert. About 20 seconds in all.
+"""Property-based tests (hypothesis) over what reads untrusted input: the record reader, the model
+loader, the report renderers, API answers and audit configs. The property is the same everywhere:
+bad input is a coded error (``InputError`` / ``ModelError`` / ``AnswerRefused``) or a clean result,
+never another exception, and what is written for a reader (Markdown, HTML) stays inert. About 20
+seconds in all.
 """
 
 from __future__ import annotations
@@ -223,3 +224,79 @@ def test_plots_render_any_label(labels):
               "outputs": [{"task": labels[0], "probabilities": {t: 1 / len(labels) for t in labels}}]}
     plots = render_plots(result)
     assert all(png.startswith(b"\x89PNG") for png in plots.values())
+
+
+# -- answers from an API endpoint (collect/generate --endpoint) ------------------------------------------------------
+#: Answer bodies shaped like a chat or completion, with any value in any field, and raw bytes.
+ANSWER_FIELDS = st.fixed_dictionaries({}, optional={
+    "model": JSON_VALUES, "usage": JSON_VALUES | st.fixed_dictionaries(
+        {}, optional={"prompt_tokens": JSON_VALUES, "completion_tokens": JSON_VALUES}),
+    "choices": JSON_VALUES | st.lists(st.fixed_dictionaries({}, optional={
+        "text": JSON_VALUES, "finish_reason": JSON_VALUES,
+        "message": JSON_VALUES | st.fixed_dictionaries({}, optional={"content": JSON_VALUES})}), max_size=2)})
+ANSWERS = st.one_of(
+    ANSWER_FIELDS.map(lambda a: json.dumps(a).encode()),
+    ANSWER_FIELDS.map(lambda a: json.dumps(a, ensure_ascii=False).encode("utf-8", "surrogatepass")),
+    st.binary(max_size=60),
+    st.sampled_from([b'{"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": NaN}}',
+                     b'{"choices": ' + b"[" * 5000 + b"]" * 5000 + b"}", b"<html>502</html>", b"null", b"[]"]),
+)
+
+
+@FUZZ
+@given(ANSWERS, st.booleans())
+def test_an_answer_is_read_or_refused_with_e420(body, completion):
+    from attribution.distill.endpoint import AnswerRefused, parse_answer
+
+    try:
+        text, finish, n_in, n_out, served = parse_answer(body, completion=completion, model="asked")
+    except AnswerRefused as err:
+        assert err.code == "E420"
+        str(err).encode("utf-8")  # the reason is printable and storable
+        return
+    for value in (text, finish, served):
+        assert isinstance(value, str)
+        value.encode("utf-8")  # valid Unicode: the row can be written
+    assert served and all(isinstance(n, int) and 0 <= n <= 10**9 for n in (n_in, n_out))
+
+
+# -- audit configs ---------------------------------------------------------------------------------------------------
+TOML_VALUES = st.one_of(st.integers(-10, 10**6), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+                        HOSTILE, st.lists(HOSTILE, max_size=6), st.lists(st.integers(), max_size=2))
+TOML_KEYS = st.sampled_from(["max_tokens", "sample", "temperature", "top_p", "seed", "stop", "system",
+                             "prompt_template", "completion", "api_key_env", "concurrency", "rpm", "tpm",
+                             "max_retries", "timeout", "limit", "prompts", "endpoint", "model", "file", "name"])
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value != value or abs(value) == float("inf"):
+            return "nan" if value != value else "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+CONFIG_LINES = st.one_of(
+    st.sampled_from(["[audit]", "[defaults]", "[student]", "[[teachers]]", "[attribution]", "[bogus]"]),
+    st.tuples(TOML_KEYS, TOML_VALUES).map(lambda kv: f"{kv[0]} = {_toml(kv[1])}"),
+    HOSTILE, st.just("stop = " + "[" * 400 + "]" * 400))
+
+
+@FUZZ
+@given(st.lists(CONFIG_LINES, max_size=8), st.binary(max_size=4))
+def test_an_audit_config_is_read_or_refused_with_file_and_code(lines, tail):
+    from attribution.audit import load_config
+
+    path = SCRATCH / "audit.toml"
+    path.write_bytes("\n".join(lines).encode("utf-8", "surrogatepass") + b"\n" + tail)
+    try:
+        load_config(path)
+    except InputError as err:
+        assert err.code in {"E109", "E416"} and err.source == str(path)
+        str(err).encode("utf-8")

@@ -315,6 +315,71 @@ def test_api_errors_are_coded():
             pass
 
 
+class _Peer:
+    """A TCP listener on 127.0.0.1 that is not a Dask scheduler: a web server answering 400, or a silent one."""
+
+    def __init__(self, answer: bytes | None) -> None:
+        import threading
+
+        self.answer, self.sock, self.held = answer, socket.socket(), []
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.address = f"tcp://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.answer is None:
+                self.held.append(conn)  # accepted, never a byte in reply
+            else:
+                conn.recv(1024)
+                conn.sendall(self.answer)
+                conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_a_peer_that_is_not_a_scheduler_is_a_coded_error(tmp_path, reference_path):
+    """A web server at the address: E706, exit 2, no 'unexpected MemoryError', and no Client left half-made (its
+    __del__ printed a traceback at exit): a real process, so that the interpreter's exit is seen too."""
+    peer = _Peer(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "attribution", "tag", str(reference_path), "-o",
+                               str(tmp_path / "t.jsonl"), "--scheduler", peer.address, "--quiet"],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+    finally:
+        peer.close()
+    assert proc.returncode == 2 and "[E706]" in proc.stderr and peer.address in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr and "__del__" not in proc.stderr
+    assert not (tmp_path / "t.jsonl").exists()
+
+
+@pytest.mark.parametrize("address", ["http://127.0.0.1:8786", "127.0.0.1", "tcp://"])
+def test_a_scheduler_address_that_is_not_one_is_a_usage_error(capsys, tmp_path, reference_path, address):
+    code = main(["tag", str(reference_path), "-o", str(tmp_path / "t.jsonl"), "--scheduler", address, "--quiet"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "[E702]" in err and "tcp://10.0.0.5:8786" in err and "Traceback" not in err
+
+
+def test_a_peer_that_never_speaks_fails_within_the_timeout():
+    peer = _Peer(None)
+    start = time.monotonic()
+    try:
+        with pytest.raises(InputError, match=r"no answer within 1 s \[E705\]"):
+            with dask_tagging(scheduler=peer.address, timeout=1):
+                pass
+    finally:
+        peer.close()
+    assert time.monotonic() - start < 20  # bounded by the timeout (it hung for minutes before)
+
+
 @pytest.mark.slow
 def test_core_imports_no_dask():
     code = ("import sys; import attribution, attribution.parallel, attribution.cli, attribution.api; "

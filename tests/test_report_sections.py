@@ -22,7 +22,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from test_report import _chromium, needs_chromium  # noqa: E402  (the same headless Chromium)
+from test_report import CHROMIUM, _chromium, needs_chromium  # noqa: E402  (the same headless Chromium)
 
 from attribution.checks import PROMPT_MIN_SIMILARITY, PromptChecks, PromptProfile  # noqa: E402
 from attribution.errors import InputError, exit_status  # noqa: E402
@@ -225,6 +225,77 @@ def test_pdf_report_is_printed_by_chromium(tmp_path):
                    "Limitations: the verdict's measured error rates", "Reference outputs per teacher",
                    "alpha refs", DATE):
         assert phrase in text, phrase
+
+
+#: report.pdf's flags before issue 20: Chromium reached clients2.google.com, update.googleapis.com and
+#: accounts.google.com, and resolved www.google.com, while printing.
+FLAGS_BEFORE_ISSUE_20 = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         "--no-pdf-header-footer", "--hide-scrollbars")
+#: Events of Chromium's network log that reach outside the process: a DNS query, a TCP connection, a datagram sent.
+NETWORK_EVENTS = ("HOST_RESOLVER_SYSTEM_TASK", "HOST_RESOLVER_DNS_TASK", "HOST_RESOLVER_MANAGER_JOB", "DNS_TRANSACTION",
+                  "TCP_CONNECT_ATTEMPT", "UDP_BYTES_SENT", "SSL_HANDSHAKE")
+
+
+def _print_logged(tmp_path: Path, name: str, html_text: str) -> tuple[list[str], list[str]]:
+    """Print ``html_text`` to PDF through report.pdf, with Chromium writing its network log (a wrapper adds only
+    --log-net-log): (URLs Chromium requested, events that reached the network)."""
+    from attribution.report.pdf import html_to_pdf
+
+    log, wrapper = tmp_path / f"{name}.netlog.json", tmp_path / f"{name}-chromium"
+    wrapper.write_text(f'#!/bin/sh\nexec "{CHROMIUM}" "$@" "--log-net-log={log}"\n', encoding="utf-8")
+    wrapper.chmod(0o755)
+    html_to_pdf(html_text, tmp_path / f"{name}.pdf", chromium=wrapper)
+    data = json.loads(log.read_text(encoding="utf-8"))
+    names = {number: event for event, number in data["constants"]["logEventTypes"].items()}
+    requested, reached = [], []
+    for event in data["events"]:
+        kind, params = names.get(event["type"], ""), event.get("params") or {}
+        if kind == "URL_REQUEST_START_JOB" and "url" in params:
+            requested.append(params["url"])
+        if kind.startswith(NETWORK_EVENTS):
+            reached.append(f"{kind} {params}")
+    return requested, reached
+
+
+@needs_chromium
+def test_pdf_printing_makes_no_network_traffic(tmp_path, monkeypatch):
+    """Chromium's own network log, for a page that asks for a loopback and a public image: every request ends
+    inside Chromium (no DNS query, no connection), and the listener on loopback is never reached. The same check
+    on the flags used before catches the page's connection (the public names stay blocked there too)."""
+    import socket
+    import threading
+
+    from attribution.report import pdf
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port, accepted = listener.getsockname()[1], []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn.recv(200))
+            conn.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    page = (f'<html><body><p>report</p><img src="http://127.0.0.1:{port}/probe.png">'
+            '<img src="https://www.example.com/beacon.png"></body></html>')
+    try:
+        requested, reached = _print_logged(tmp_path, "now", page)
+        assert any(f"127.0.0.1:{port}/probe.png" in url for url in requested)  # the log sees what was asked
+        assert reached == [] and accepted == []
+        monkeypatch.setattr(pdf, "_FLAGS", (*FLAGS_BEFORE_ISSUE_20,
+                                            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"))
+        _, reached_before = _print_logged(tmp_path, "before", page)
+    finally:
+        listener.close()
+    assert any(f"127.0.0.1:{port}" in event for event in reached_before if event.startswith("TCP_CONNECT_ATTEMPT"))
+    assert any(b"/probe.png" in request for request in accepted)
 
 
 def test_pdf_without_chromium_is_a_coded_error(tmp_path):

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from ..distill.settings import option_callback
 from ._app import emit, log
 
 ENDPOINT_OPTION = typer.Option(
@@ -17,36 +18,37 @@ ENDPOINT_OPTION = typer.Option(
     "https://api.openai.com/v1, http://127.0.0.1:8000/v1) instead of loading it; --model is then the served name.")
 COMPLETION_OPTION = typer.Option(False, "--completion", help="With --endpoint: the plain completions API (base "
                                  "models) instead of chat completions.")
-STOP_OPTION = typer.Option(None, "--stop", help="With --endpoint: a stop string (repeatable, up to 4).")
-API_KEY_ENV_OPTION = typer.Option("OPENAI_API_KEY", "--api-key-env", help="With --endpoint: the environment "
-                                  "variable holding the API key (the key is never written anywhere).")
-CONCURRENCY_OPTION = typer.Option(4, "--concurrency", min=1, help="With --endpoint: requests in flight at once.")
-RPM_OPTION = typer.Option(0.0, "--rpm", min=0.0,
+STOP_OPTION = typer.Option(None, "--stop", callback=option_callback("stop"),
+                           help="With --endpoint: a stop string (repeatable, up to 4).")
+API_KEY_ENV_OPTION = typer.Option("OPENAI_API_KEY", "--api-key-env", callback=option_callback("api_key_env"),
+                                  help="With --endpoint: the environment variable holding the API key (its name, "
+                                  "not the key: the key is never written anywhere).")
+CONCURRENCY_OPTION = typer.Option(4, "--concurrency", callback=option_callback("concurrency"),
+                                  help="With --endpoint: requests in flight at once (1 to 1024).")
+RPM_OPTION = typer.Option(0.0, "--rpm", callback=option_callback("rpm"),
                           help="With --endpoint: at most this many requests per minute (0: no limit).")
-TPM_OPTION = typer.Option(0.0, "--tpm", min=0.0,
+TPM_OPTION = typer.Option(0.0, "--tpm", callback=option_callback("tpm"),
                           help="With --endpoint: at most this many tokens per minute (0: no limit).")
-MAX_RETRIES_OPTION = typer.Option(6, "--max-retries", min=0, help="With --endpoint: retries per prompt on 429, 5xx, "
-                                  "timeouts and dropped connections (exponential backoff with jitter, Retry-After "
-                                  "honoured).")
-TIMEOUT_OPTION = typer.Option(120.0, "--timeout", min=0.1, help="With --endpoint: seconds per request.")
+MAX_RETRIES_OPTION = typer.Option(6, "--max-retries", callback=option_callback("max_retries"),
+                                  help="With --endpoint: retries per prompt (0 to 100) on 429, 5xx, timeouts and "
+                                  "dropped connections (exponential backoff with jitter, Retry-After honoured up "
+                                  "to 60 s).")
+TIMEOUT_OPTION = typer.Option(120.0, "--timeout", callback=option_callback("timeout"),
+                              help="With --endpoint: seconds one request may take in all, answer included.")
 
 
 def endpoint_settings(params: dict[str, Any]) -> tuple[Any, Any]:
-    """(ApiDecoding, EndpointOptions) from the command's options, checked like local decoding."""
+    """(ApiDecoding, EndpointOptions) from the command's options, each checked against
+    :data:`attribution.distill.settings.SETTINGS` (as an audit config's are)."""
     from ..distill.endpoint import ApiDecoding, EndpointOptions
     from ..errors import model_error
 
     if params["repetition_penalty"] != 1.0:
         raise model_error("E210", name="repetition-penalty", expected="1.0 with --endpoint (the OpenAI API has "
                           "no such setting)", got=params["repetition_penalty"])
-    if params["sample"] and not (params["temperature"] > 0 and 0 < params["top_p"] <= 1):
-        raise model_error("E210", name="temperature/top-p", expected="temperature > 0 and 0 < top-p <= 1",
-                          got=(params["temperature"], params["top_p"]))
-    stop = tuple(params["stop"] or ())
-    if len(stop) > 4:
-        raise model_error("E210", name="stop", expected="at most 4 stop strings", got=len(stop))
     decoding = ApiDecoding(max_tokens=params["max_new_tokens"], sample=params["sample"],
-                           temperature=params["temperature"], top_p=params["top_p"], seed=params["seed"], stop=stop)
+                           temperature=params["temperature"], top_p=params["top_p"], seed=params["seed"],
+                           stop=tuple(params["stop"] or ()))
     options = EndpointOptions(completion=params["completion"], **{key: params[key] for key in (
         "api_key_env", "concurrency", "rpm", "tpm", "max_retries", "timeout")})
     return decoding, options
@@ -74,7 +76,8 @@ def run_endpoint(params: dict[str, Any], **labels: Any) -> None:
     result = collect_from_endpoint(params["endpoint"], params["model"], params["prompts"], params["output"],
                                    task=params["task"], decoding=decoding, options=options,
                                    system_prompt=params["system_prompt"], prompt_template=params["prompt_template"],
-                                   limit=params["limit"], progress=not quiet, **labels)
+                                   limit=params["limit"], progress=not quiet,
+                                   log=lambda message: log(message, quiet=quiet), **labels)
     log(f"{result['n_written']} written, {result['n_existing']} skipped (already there), {result['n_failed']} failed, "
         f"{result['n_empty']} empty; {result['requests']} requests, {result['retries']} retries "
         f"({result['seconds']:.1f}s); manifest {result['manifest']}", quiet=quiet)

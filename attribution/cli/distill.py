@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import typer
 
+from ..distill.settings import option_callback
 from ._app import DEVICE_OPTION, FORMAT_OPTION, QUIET_OPTION, THREADS_OPTION, Device, OutputFormat, app, emit, log
 from ._endpoint import (
     API_KEY_ENV_OPTION,
@@ -34,13 +35,9 @@ def _table(result: dict[str, Any]) -> str:
 def _decoding(max_new_tokens: int, sample: bool, temperature: float, top_p: float, repetition_penalty: float,
               seed: int) -> Any:
     from ..distill import Decoding
-    from ..errors import model_error
+    from ..distill.settings import check_sampling
 
-    if max_new_tokens < 1:
-        raise model_error("E210", name="max-new-tokens", expected="at least 1", got=max_new_tokens)
-    if sample and not (temperature > 0 and 0 < top_p <= 1):
-        raise model_error("E210", name="temperature/top-p", expected="temperature > 0 and 0 < top-p <= 1",
-                          got=(temperature, top_p))
+    check_sampling(sample, temperature, top_p)  # each option's range is checked by its callback
     return Decoding(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, top_p=top_p,
                     repetition_penalty=repetition_penalty, seed=seed)
 
@@ -50,13 +47,18 @@ def _unescape(text: str | None) -> str | None:
     return None if text is None else text.replace("\\n", "\n").replace("\\t", "\t")
 
 
-# Decoding options shared by collect and generate.
-MAX_NEW_TOKENS_OPTION = typer.Option(80, "--max-new-tokens", "--max-tokens", min=1, help="New tokens per output.")
+# Decoding options shared by collect and generate, checked like an audit config's (attribution.distill.settings).
+MAX_NEW_TOKENS_OPTION = typer.Option(80, "--max-new-tokens", "--max-tokens", callback=option_callback("max_tokens"),
+                                     help="New tokens per output.")
 SAMPLE_OPTION = typer.Option(False, "--sample/--greedy", help="Seeded sampling instead of greedy decoding.")
-TEMPERATURE_OPTION = typer.Option(0.7, help="Sampling temperature (with --sample).")
-TOP_P_OPTION = typer.Option(0.95, help="Nucleus sampling mass (with --sample).")
+TEMPERATURE_OPTION = typer.Option(0.7, callback=option_callback("temperature"),
+                                  help="Sampling temperature (with --sample; >= 0).")
+TOP_P_OPTION = typer.Option(0.95, callback=option_callback("top_p"), help="Nucleus sampling mass (with --sample; "
+                            "0 < top-p <= 1).")
 REPETITION_PENALTY_OPTION = typer.Option(1.0, help="HF repetition penalty (1.0: off).")
-SEED_OPTION = typer.Option(0, help="Base seed; batch k (prompts k*B..) uses seed + k*B.")
+SEED_OPTION = typer.Option(0, callback=option_callback("seed"), help="Base seed; batch k (prompts k*B..) uses "
+                           "seed + k*B.")
+LIMIT_OPTION = typer.Option(0, callback=option_callback("limit"), help="Only the first N prompts (0: all).")
 
 
 @app.command("collect")
@@ -84,7 +86,7 @@ def collect_cli(
     prompt_template: Optional[str] = typer.Option(None, help="Wrap each prompt first, e.g. '{prompt}\\n\\nAnswer:' "
                                                   "for a base model (with --chat-template none); \\n means newline."),
     max_prompt_tokens: int = typer.Option(0, min=0, help="Keep only the last N prompt tokens (0: no limit)."),
-    limit: int = typer.Option(0, min=0, help="Only the first N prompts (0: all)."),
+    limit: int = LIMIT_OPTION,
     fmt: OutputFormat = FORMAT_OPTION,
     quiet: bool = QUIET_OPTION,
     endpoint: Optional[str] = ENDPOINT_OPTION,
@@ -178,7 +180,7 @@ def generate_cli(
     threads: int = THREADS_OPTION,
     allow_train_prompts: bool = typer.Option(False, "--allow-train-prompts",
                                              help="Permit prompts the student was trained on."),
-    limit: int = typer.Option(0, min=0, help="Only the first N prompts (0: all)."),
+    limit: int = LIMIT_OPTION,
     fmt: OutputFormat = FORMAT_OPTION,
     quiet: bool = QUIET_OPTION,
     endpoint: Optional[str] = ENDPOINT_OPTION,

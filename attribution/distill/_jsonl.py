@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import input_error
+from ..errors import input_error, model_error
 from ..io import Record, RecordReader
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks here
+    fcntl = None  # type: ignore[assignment]
 
 
 def read_prompts(path: str | os.PathLike, *, limit: int = 0) -> list[Record]:
@@ -85,3 +92,32 @@ class AppendWriter:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+@contextlib.contextmanager
+def exclusive_output(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on the output file ``path`` while a run appends to it.
+
+    A second run on the same file (another process, or another thread of this one) is refused at once with
+    ``E422`` instead of querying every prompt again and appending each record twice. The lock is the file's
+    own (``flock``), released when the run ends however it ends, a killed process included. A file created
+    here and still empty at the end is removed again.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    existed = target.exists()
+    fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise model_error("E422", path=str(target)) from None
+        try:
+            yield
+        finally:
+            if not existed and os.fstat(fd).st_size == 0 and target.exists() and os.path.samestat(
+                    os.fstat(fd), os.stat(target)):
+                target.unlink()
+    finally:
+        os.close(fd)

@@ -16,7 +16,7 @@ from ..causal_lm import LoadedModel, load_causal_lm, resolve_model
 from ..errors import input_error, model_error
 from ..runtime import with_torch_threads
 from ._generation import Decoding, generate_to_file, render_prompt
-from ._jsonl import load_finished, read_prompts
+from ._jsonl import exclusive_output, load_finished, read_prompts
 
 
 @with_torch_threads
@@ -71,24 +71,25 @@ def collect_outputs(model: str, prompts: str | os.PathLike, output: str | os.Pat
     if prompt_template is not None and "{prompt}" not in prompt_template:
         raise model_error("E210", name="prompt_template", expected="a string containing {prompt}", got=prompt_template)
     records = read_prompts(prompts, limit=limit)
-    existing = load_finished(output)
-    todo_ids = {r.key for r in records} - {str(row["id"]) for row in existing}
-    todo = [(i, r) for i, r in enumerate(records) if r.key in todo_ids]
-    start = time.perf_counter()
-    written = empty = 0
-    label = teacher
-    if todo:
-        loaded = loaded or load_teacher(model, device=device, chat_template=chat_template)
-        label = teacher or loaded.spec.name
-        settings = {"model": loaded.spec.spec, "chat_template": _template_name(loaded),
-                    "decoding": decoding.to_dict(), "system_prompt": system_prompt,
-                    "prompt_template": prompt_template,
-                    "max_prompt_tokens": max_prompt_tokens}
-        _check_same_settings(output, existing, settings, label)
-        written, empty = _generate(loaded, todo, output, settings, label=label, task=task, decoding=decoding,
-                                   batch_size=batch_size, n_prompts=len(records), progress=progress)
-    elif existing:
-        label = teacher or str(existing[0].get("teacher", ""))
+    with exclusive_output(output):  # one writer at a time (E422): a second run would write each record again
+        existing = load_finished(output)
+        todo_ids = {r.key for r in records} - {str(row["id"]) for row in existing}
+        todo = [(i, r) for i, r in enumerate(records) if r.key in todo_ids]
+        start = time.perf_counter()
+        written = empty = 0
+        label = teacher
+        if todo:
+            loaded = loaded or load_teacher(model, device=device, chat_template=chat_template)
+            label = teacher or loaded.spec.name
+            settings = {"model": loaded.spec.spec, "chat_template": _template_name(loaded),
+                        "decoding": decoding.to_dict(), "system_prompt": system_prompt,
+                        "prompt_template": prompt_template,
+                        "max_prompt_tokens": max_prompt_tokens}
+            _check_same_settings(output, existing, settings, label)
+            written, empty = _generate(loaded, todo, output, settings, label=label, task=task, decoding=decoding,
+                                       batch_size=batch_size, n_prompts=len(records), progress=progress)
+        elif existing:
+            label = teacher or str(existing[0].get("teacher", ""))
     return {"output": str(output), "model": model, "teacher": label, "n_prompts": len(records),
             "n_existing": len(existing), "n_written": written, "n_empty": empty,
             "seconds": round(time.perf_counter() - start, 3), "decoding": decoding.to_dict()}

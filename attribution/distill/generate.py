@@ -16,7 +16,7 @@ from ..causal_lm import load_causal_lm
 from ..errors import input_error, model_error
 from ..runtime import with_torch_threads
 from ._generation import Decoding, generate_to_file, render_prompt
-from ._jsonl import load_finished, read_prompts
+from ._jsonl import exclusive_output, load_finished, read_prompts
 from .train import INFO_FILE
 
 
@@ -60,18 +60,19 @@ def generate_outputs(student_dir: str | os.PathLike, prompts: str | os.PathLike,
         for record in records:
             if record.key in trained:
                 raise input_error("E407", source=str(prompts), line=record.line, id=record.key)
-    existing = load_finished(output)
-    for number, row in enumerate(existing, start=1):
-        if row.get("student") != info["student"] or row.get("decoding") != decoding.to_dict():
-            raise input_error("E406", source=str(output), line=number, path=str(output),
-                              detail=f"student/decoding differ from {info['student']!r}, {decoding.to_dict()}")
-    done = {str(row["id"]) for row in existing}
-    todo = [(i, r) for i, r in enumerate(records) if r.key not in done]
-    start = time.perf_counter()
-    written = empty = 0
-    if todo:
-        written, empty = _generate(student_dir, info, todo, output, decoding=decoding, batch_size=batch_size,
-                                   device=device, n_prompts=len(records), progress=progress)
+    with exclusive_output(output):  # one writer at a time (E422): a second run would write each record again
+        existing = load_finished(output)
+        for number, row in enumerate(existing, start=1):
+            if row.get("student") != info["student"] or row.get("decoding") != decoding.to_dict():
+                raise input_error("E406", source=str(output), line=number, path=str(output),
+                                  detail=f"student/decoding differ from {info['student']!r}, {decoding.to_dict()}")
+        done = {str(row["id"]) for row in existing}
+        todo = [(i, r) for i, r in enumerate(records) if r.key not in done]
+        start = time.perf_counter()
+        written = empty = 0
+        if todo:
+            written, empty = _generate(student_dir, info, todo, output, decoding=decoding, batch_size=batch_size,
+                                       device=device, n_prompts=len(records), progress=progress)
     return {"output": str(output), "student": info["student"], "teacher": info["teacher"],
             "n_prompts": len(records), "n_existing": len(existing), "n_written": written, "n_empty": empty,
             "seconds": round(time.perf_counter() - start, 3), "decoding": decoding.to_dict()}

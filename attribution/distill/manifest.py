@@ -76,11 +76,24 @@ def manifest_source(output: str | os.PathLike) -> dict[str, str]:
     return {"source": f"{manifest['model']} at {manifest.get('endpoint')} ({manifest.get('api')}; {decoding})"}
 
 
-def redact(text: str, secret: str | None) -> str:
-    """Remove the API key (and anything shaped like a provider key) from a message."""
+def redact(text: str, secret: str | None, *, shaped: bool = True) -> str:
+    """Remove the API key (and, unless ``shaped`` is false, anything shaped like a provider key) from a message."""
     if secret:
         text = text.replace(secret, "***")
-    return re.sub(r"\b(sk|key|api)[-_][A-Za-z0-9_\-*.]{6,}", r"\1-***", text)
+    return re.sub(r"\b(sk|key|api)[-_][A-Za-z0-9_\-*.]{6,}", r"\1-***", text) if shaped else text
+
+
+def scrub(value: Any, secret: str | None) -> Any:
+    """``value`` (strings in nested dicts and lists) with every occurrence of ``secret`` replaced by ``***``."""
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, "***")
+    if isinstance(value, dict):
+        return {scrub(k, secret): scrub(v, secret) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v, secret) for v in value]
+    return value
 
 
 def utc_now() -> str:
@@ -89,8 +102,11 @@ def utc_now() -> str:
 
 def write_manifest(output: Any, prompts: Any, base_url: str, settings: dict[str, Any], stats: Stats,
                     summary: dict[str, Any], *, role: str, label: str, started: str, error: str | None,
-                    options: EndpointOptions) -> None:
-    """Rewrite ``OUT.manifest.json``: this run appended to the earlier runs, totals over all of them."""
+                    options: EndpointOptions, secret: str | None = None) -> None:
+    """Rewrite ``OUT.manifest.json``: this run appended to the earlier runs, totals over all of them.
+
+    Every string in it is scrubbed of ``secret`` (the API key), whatever put it there (a server echoing
+    the key as its model name, an error message)."""
     from .. import __version__
     from ..api import file_digest
     from ..io import atomic_write
@@ -123,4 +139,4 @@ def write_manifest(output: Any, prompts: Any, base_url: str, settings: dict[str,
         "runs": runs,
     }
     with atomic_write(manifest_path(output)) as handle:
-        handle.write(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        handle.write(json.dumps(scrub(manifest, secret), indent=2, sort_keys=True, ensure_ascii=False) + "\n")

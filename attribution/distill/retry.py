@@ -27,6 +27,9 @@ FATAL_STATUSES = {401: "unauthorized (bad or missing API key)", 403: "forbidden 
 
 #: HTTP statuses worth retrying; any 5xx is retried too.
 RETRY_STATUSES = {408, 409, 425, 429}
+#: The longest wait a ``Retry-After`` header can ask before one retry (seconds): a server asking for more is
+#: retried after this long (and said so on stderr), not after hours.
+RETRY_AFTER_MAX_S = 60.0
 
 
 def retry_after(err: BaseException) -> float | None:
@@ -56,11 +59,12 @@ def backoff_delay(attempt: int, options: EndpointOptions, hinted: float | None =
     """Wait before retry ``attempt`` (0-based): the server's hint if any, else exponential with jitter.
 
     Without a hint: a uniform draw in [d/2, d] with d = min(backoff_max, backoff_base * 2**attempt),
-    so concurrent workers do not retry in lockstep. A hint gets a little jitter on top (up to 10%).
+    so concurrent workers do not retry in lockstep. A hint, capped at :data:`RETRY_AFTER_MAX_S`, gets a
+    little jitter on top (up to 10%).
     """
     draw: Any = rng or random  # the module's shared generator unless the caller brings one
     if hinted is not None:
-        return min(hinted, options.backoff_max * 10) * (1 + 0.1 * draw.random())
+        return min(hinted, RETRY_AFTER_MAX_S) * (1 + 0.1 * draw.random())
     ceiling = min(options.backoff_max, options.backoff_base * 2 ** attempt)
     return ceiling / 2 + draw.random() * ceiling / 2
 

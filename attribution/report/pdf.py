@@ -3,8 +3,15 @@
 Chromium is found by ``chromium=`` (CLI ``--chromium``), else the ``ATTRIBUTION_CHROMIUM``
 environment variable, else ``chromium``, ``chromium-browser`` or ``google-chrome`` on ``PATH``;
 without one, ``E606`` says how to install it. Chromium prints into a private temporary folder (its
-profile too, so no user profile is touched and nothing is fetched from the network); the PDF is then
-moved into place atomically, like every other output.
+profile too, so no user profile is touched); the PDF is then moved into place atomically, like every
+other output.
+
+Printing makes no network traffic: the flags in :data:`_FLAGS` switch off Chromium's background
+services (component and model updates, network time, sync, metrics, safe browsing lists, translation,
+cast discovery, DNS prefetch), and ``--host-resolver-rules="MAP * ~NOTFOUND"`` makes every host name
+and address unresolvable inside Chromium, so the requests no flag can switch off (an account check
+Chromium starts for every profile) and any URL a page might hold end before a DNS query or a socket.
+``tests/test_report.py`` reads Chromium's own network log to check it.
 """
 
 from __future__ import annotations
@@ -24,9 +31,20 @@ CHROMIUM_ENV = "ATTRIBUTION_CHROMIUM"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 #: Seconds Chromium may take to print one report.
 TIMEOUT_S = 120
-#: Flags for a headless, offline, throw-away browser (no sandbox: it runs as root in containers and CI).
+#: Chromium features that reach the network on their own (the list of GoogleChrome/chrome-launcher, plus network
+#: time): off.
+_NETWORK_FEATURES = ("Translate", "OptimizationHints", "OptimizationGuideModelDownloading", "OptimizationHintsFetching",
+                     "OptimizationTargetPrediction", "MediaRouter", "DialMediaRouteProvider",
+                     "CertificateTransparencyComponentUpdater", "AutofillServerCommunication",
+                     "NetworkTimeServiceQuerying", "InterestFeedContentSuggestions", "PrivacySandboxSettings4")
+#: Flags for a headless, offline, throw-away browser (no sandbox: it runs as root in containers and CI): no
+#: background service, no proxy (not even one found by auto-detection), and no host name or address resolves.
 _FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+          "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
+          "--disable-sync", "--disable-domain-reliability", "--disable-client-side-phishing-detection",
+          "--disable-default-apps", "--disable-extensions", "--disable-component-extensions-with-background-pages",
+          "--metrics-recording-only", "--dns-prefetch-disable", "--no-proxy-server",
+          f"--disable-features={','.join(_NETWORK_FEATURES)}", "--host-resolver-rules=MAP * ~NOTFOUND",
           "--no-pdf-header-footer", "--hide-scrollbars")
 
 
