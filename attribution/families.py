@@ -87,13 +87,12 @@ class Hierarchy:
         return [self.classes[i] for i in self.active]
 
     def family_log_proba(self, log_proba: np.ndarray) -> np.ndarray:
-        """Per-output log-probability of each family in play: the log of the mean of its versions'
-        probabilities, renormalized over the teachers in play. ``log_proba``: (n, n_classes)."""
+        """Per-output log-probability of each family in play: the mean of its versions' probabilities,
+        renormalized over the families in play. ``log_proba``: (n, n_classes)."""
         log_proba = np.asarray(log_proba, dtype=float)
-        norm = logsumexp(log_proba[:, self.active], axis=1)
         out = np.stack([logsumexp(log_proba[:, self.members[f]], axis=1) - np.log(len(self.members[f]))
                         for f in self.families], axis=1)
-        return out - norm[:, None]
+        return out - logsumexp(out, axis=1, keepdims=True)
 
     def family_columns(self, families: Sequence[str]) -> list[int]:
         """Positions in :attr:`families` of the given families in play (others skipped)."""
