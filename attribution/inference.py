@@ -79,7 +79,15 @@ def rank_hierarchy(hierarchy: Hierarchy, sum_log_proba: np.ndarray, family_total
     support, ci_low, ci_high = np.full(k, np.nan), np.full(k, np.nan), np.full(k, np.nan)
     if boot_family is not None and boot_sum is not None and boot_count is not None and len(boot_family):
         replicates = product(boot_family, boot_sum, np.maximum(boot_count, 1)[:, None])
-        support = np.bincount(np.argmax(replicates, axis=1), minlength=k) / len(replicates)
+        # support: the share of replicates whose best family's best version is this one (the first row)
+        in_top = np.zeros_like(replicates, dtype=bool)
+        top_family = np.argmax(boot_family, axis=1)
+        position = {int(c): j for j, c in enumerate(h.active)}
+        for f, family in enumerate(h.families):
+            cols = [position[int(c)] for c in h.members[family]]
+            in_top[np.ix_(top_family == f, cols)] = True
+        best = np.argmax(np.where(in_top, replicates, -np.inf), axis=1)
+        support = np.bincount(best, minlength=k) / len(replicates)
         ci_low, ci_high = np.percentile(replicates, [2.5, 97.5], axis=0)
     teachers = h.active_classes()
     family_p = _softmax(np.asarray(family_total, dtype=float) / n_outputs)
@@ -613,6 +621,10 @@ def describe_verdict(verdict: dict[str, Any] | None) -> str:
     status = verdict.get("status")
     p_text = _p_text(p)
     level, family = verdict.get("level"), verdict.get("best_family")
+    if family is not None and family != best and status == "inconclusive":
+        return (f"inconclusive: family {family} ranks first (its best version {best}), but the {test} "
+                f"test{'s do' if test and ' ' in test else ' does'} not single it out (p = {p_text}, alpha = "
+                f"{alpha}); no family is named.")
     if family is not None and family != best and status == "attributed":  # a verdict between families
         sentence = describe_verdict({**verdict, "best_family": None, "best_candidate": family, "teacher": family})
         sentence = sentence.replace(f"{family}: ", f"family {family}: ", 1)

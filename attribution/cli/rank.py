@@ -149,7 +149,12 @@ def _verdict_line(verdict: dict[str, Any]) -> str:
 def _ranking_table(result: dict[str, Any]) -> str:
     from ..report import format_interval
 
-    lines = [f"{'teacher':<24} {'probability':>11} {'95% interval':>14} {'support':>8}"]
+    lines = []
+    if result.get("family_ranking"):  # families first: the auditor's first question
+        lines.append(f"{'family':<24} {'probability':>11} {'95% interval':>14} {'support':>8}  versions in play")
+        lines += [f"{r['family']:<24} {r['probability']:>11.3f} {format_interval(r):>14} {r['support']:>8.2f}  "
+                  f"{', '.join(r['members'])}" for r in result["family_ranking"]]
+    lines.append(f"{'teacher':<24} {'probability':>11} {'95% interval':>14} {'support':>8}")
     lines += [f"{r['teacher']:<24} {r['probability']:>11.3f} {format_interval(r):>14} {r['support']:>8.2f}"
               for r in result["ranking"]]
     lines.append(f"({result['n_outputs']} outputs; interval and support from bootstrap resamples of the outputs; "
