@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import io
 import json
 import math
@@ -285,6 +286,10 @@ def emit(result: dict[str, Any], fmt: OutputFormat, render_table: Callable[[dict
         echo(render_table(result))
 
 
+def _shortened(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 3:]}"
+
+
 def run_app(argv: list[str]) -> int:
     """Run the app and translate exceptions into exit codes: 0 ok; for a coded error the code's status
     (:func:`attribution.errors.exit_status`: 1 when the environment failed, 2 for the command or its input);
@@ -324,6 +329,15 @@ def run_app(argv: list[str]) -> int:
             return EXIT_USAGE
         if isinstance(err, (click.exceptions.Exit, typer.Exit)):
             return err.exit_code
+        from ..errors import input_error
+        from ..outputs import NO_SPACE_ERRNOS, write_error
+
+        if isinstance(err, OSError) and err.errno in (*NO_SPACE_ERRNOS, errno.ENAMETOOLONG):
+            # stdout redirected to a full disk; a name too long where the file system first said so
+            coded = (write_error(err, err.filename or "(standard output)") if err.errno != errno.ENAMETOOLONG
+                     else input_error("E126", path=_shortened(str(err.filename))))
+            echo(f"error: {coded}", err=True)
+            return exit_status(coded.code) or EXIT_ERROR
         if debug:
             raise
         echo(f"error: unexpected {type(err).__name__}: {err} (rerun with --debug for a traceback)", err=True)

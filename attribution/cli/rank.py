@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -329,7 +330,7 @@ def _check_before_work(outputs: Path, reference: Optional[Path], model_path: Opt
         require_parquet()
     check_outputs([output, per_output, evidence_file, *(report_files(report) if report is not None else [])],
                   [outputs, reference, model_path])
-    if not outputs.is_file():  # before fitting: a typo in the student path should not cost a fit
+    if not os.path.isfile(outputs):  # before fitting: a typo in the student path should not cost a fit
         raise input_error("E109", source=str(outputs))
 
 

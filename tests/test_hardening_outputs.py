@@ -1,0 +1,260 @@
+"""Hostile outputs (issue 20, items 1, 2, 6, 7, 10, 15, 18, 20): what the tool writes and prints.
+
+Device nodes, FIFOs and descriptors as outputs; CSV formula injection; labels that spoof a terminal
+or become links in Markdown; a student with nothing to rank in a batch; per-student cost of
+``--group-by``; temporary files of killed runs; a full disk and over-long names. Each test fails on
+the code before the fix. No test can touch the real ``/dev/null``: they write through symbolic links
+in ``tmp_path`` and check that the link and its target are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from test_hardening import FAST, assert_refused, cli, files, model_file  # noqa: F401 - fixtures
+
+from attribution.errors import InputError
+from attribution.outputs import atomic_write, check_outputs, remove_stale_temps, write_together
+
+from conftest import REPO
+
+DEVICE = "/dev/null"
+
+
+def _link_to(tmp_path: Path, target: str, name: str) -> Path:
+    link = tmp_path / name
+    link.symlink_to(target)
+    return link
+
+
+def _device_unchanged(link: Path, target: str = DEVICE) -> bool:
+    return link.is_symlink() and os.readlink(link) == target and stat.S_ISCHR(os.stat(target).st_mode)
+
+
+# -- item 1: a device, FIFO or descriptor named as an output is written through, never replaced ------------
+@pytest.mark.parametrize("option", ["-o", "--per-output", "--evidence", "--report"])
+def test_item01_rank_outputs_write_through_a_link_to_dev_null(capsys, student_path, model_file, tmp_path,  # noqa: F811
+                                                              option):
+    suffix = {"-o": ".json", "--per-output": ".csv", "--evidence": ".csv", "--report": ".html"}[option]
+    link = _link_to(tmp_path, DEVICE, "out" + suffix)
+    rc, _, err = cli(capsys, student_path, "-m", model_file, option, link, "-q")
+    assert rc == 0, err
+    assert _device_unchanged(link)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [link.name]  # no temporary file, no PNG, nothing else
+
+
+def test_item01_fit_and_tag_write_through_a_link_to_dev_null(capsys, files, tmp_path):  # noqa: F811
+    model, tags = _link_to(tmp_path, DEVICE, "model.npz"), _link_to(tmp_path, DEVICE, "tags.jsonl")
+    assert cli(capsys, "fit", files["ref"], "-o", model, *FAST)[0] == 0
+    assert cli(capsys, "tag", files["student"], "-o", tags, "-q")[0] == 0
+    assert _device_unchanged(model) and _device_unchanged(tags)
+
+
+def test_item01_two_outputs_may_both_be_dev_null(capsys, student_path, model_file, tmp_path):  # noqa: F811
+    link = _link_to(tmp_path, DEVICE, "null.csv")
+    rc, _, err = cli(capsys, student_path, "-m", model_file, "-o", link, "--per-output", link, "-q")
+    assert rc == 0, err
+    assert _device_unchanged(link)
+
+
+def test_item01_a_fifo_gets_the_bytes_and_stays_a_fifo(capsys, student_path, model_file, tmp_path):  # noqa: F811
+    fifo = tmp_path / "result.json"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    rc, out, err = cli(capsys, student_path, "-m", model_file, "-o", fifo, "-f", "json", "-q")
+    reader.join(timeout=60)
+    assert rc == 0, err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert json.loads(received[0]) == json.loads(out)
+
+
+def test_item01_a_named_descriptor_is_written_to_not_replaced(tmp_path):
+    """``/dev/stdout`` links to ``/proc/self/fd/1``: a link to ``/dev/fd/N`` of a pipe stands in for it."""
+    read_end, write_end = os.pipe()
+    try:
+        link = _link_to(tmp_path, f"/dev/fd/{write_end}", "stdout.json")
+        check_outputs([link])
+        with write_together():
+            with atomic_write(link) as handle:
+                handle.write("first\n")
+            with atomic_write(tmp_path / "beside.json") as handle:
+                handle.write("{}")
+        os.close(write_end)
+        write_end = -1
+        with os.fdopen(read_end, "rb") as pipe:
+            read_end = -1
+            assert pipe.read() == b"first\n"
+        assert link.is_symlink() and (tmp_path / "beside.json").read_text() == "{}"
+    finally:
+        for fd in (read_end, write_end):
+            if fd >= 0:
+                os.close(fd)
+
+
+def test_item01_nothing_reaches_a_device_when_the_run_fails(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(RuntimeError), write_together():
+        with atomic_write(fifo) as handle:
+            handle.write("half")
+        raise RuntimeError("later failure")
+    # a writer would block until a reader came; none was opened, and the FIFO is still one
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_item01_a_socket_is_refused(tmp_path):
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(tmp_path / "s.json"))
+        with pytest.raises(InputError) as info:
+            check_outputs([tmp_path / "s.json"])
+        assert info.value.code == "E121" and "socket" in str(info.value)
+    finally:
+        server.close()
+    assert stat.S_ISSOCK(os.lstat(tmp_path / "s.json").st_mode)
+
+
+def test_item01_an_existing_regular_file_still_may_not_be_an_input(capsys, files, model_file, tmp_path):  # noqa: F811
+    link = _link_to(tmp_path, str(files["student"]), "out.json")
+    before = files["student"].read_bytes()
+    assert_refused(cli(capsys, files["student"], "-m", model_file, "-o", link), "E120")
+    assert files["student"].read_bytes() == before and link.is_symlink()
+
+
+# -- item 18: temporary files of a killed run -----------------------------------------------------------------
+_HOLD = """
+import sys, time
+from attribution.outputs import atomic_write
+with atomic_write(sys.argv[1]) as handle:
+    handle.write("partial")
+    handle.flush()
+    print("ready", flush=True)
+    time.sleep(120)
+"""
+
+
+def _writer(target: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(target)], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def _temps(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_item18_a_sigkilled_runs_temporary_file_is_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "tags.jsonl"
+    live = _writer(target)  # a run still writing to the same output
+    try:
+        killed = _writer(target)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=30)
+        alive = [name for name in _temps(tmp_path) if f".{live.pid}." in name]
+        assert len(alive) == 1 and any(f".{killed.pid}." in name for name in _temps(tmp_path))
+        mine = tmp_path / f".tags.jsonl.{killed.pid}.0123456x.tmp"  # not a name the tool makes
+        mine.write_text("the user's")
+        with atomic_write(target) as handle:
+            handle.write("done")
+        assert target.read_text() == "done"
+        assert _temps(tmp_path) == sorted([*alive, mine.name])
+    finally:
+        live.kill()
+        live.wait(timeout=30)
+
+
+def test_item18_a_locked_temporary_file_is_never_removed(tmp_path):
+    """A dead process id is not enough: a process of another PID namespace (a container sharing the folder)
+    still holds the file locked."""
+    import fcntl
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    tmp = tmp_path / f".out.json.{int(gone.stdout)}.0123abcd.tmp"
+    tmp.write_text("another container's")
+    with open(tmp, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert remove_stale_temps(tmp_path / "out.json") == []
+    assert tmp.exists()
+    assert remove_stale_temps(tmp_path / "out.json") == [tmp]  # once unlocked, and the process is gone
+    assert not tmp.exists()
+
+
+def test_item18_an_interrupted_commit_leaves_no_temporary_file(tmp_path, monkeypatch):
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith("second.json"):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt), write_together():
+        for name in ("first.json", "second.json", "third.json"):
+            with atomic_write(tmp_path / name) as handle:
+                handle.write(name)
+    assert _temps(tmp_path) == []
+
+
+# -- item 20: a full disk and over-long names are coded errors ------------------------------------------------
+def test_item20_disk_full_is_e125_and_leaves_nothing(capsys, student_path, model_file, tmp_path):  # noqa: F811
+    full = _link_to(tmp_path, "/dev/full", "out.json")
+    rc, _, err = cli(capsys, student_path, "-m", model_file, "-o", full, "--per-output", tmp_path / "p.csv", "-q")
+    assert rc == 1 and "[E125]" in err and "unexpected" not in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]  # the other output does not appear alone
+    assert full.is_symlink() and stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+def test_item20_file_size_limit_on_a_regular_file_is_e125(tmp_path):
+    """EFBIG (the process's file size limit, like a quota) on a regular file: E125, no temporary file left."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with pytest.raises(InputError) as info, atomic_write(tmp_path / "big.json") as handle:
+            handle.write("x" * 100_000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert info.value.code == "E125"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_item20_disk_full_on_stdout_is_e125(tmp_path):
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "attribution", "--version"], cwd=REPO, stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 1 and "[E125]" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("where", ["here", "new-folder"])
+def test_item20_a_name_too_long_is_e121_before_any_work(capsys, make_jsonl, tmp_path, where):
+    broken_ref = make_jsonl(["{not json"], "ref.jsonl")  # reading it would fail with E101: proves no work began
+    student = make_jsonl([{"output": "The answer is A."}], "student.jsonl")
+    name = "a" * 300 + ".json"
+    target = tmp_path / name if where == "here" else tmp_path / "new" / name
+    rc, _, err = cli(capsys, student, "-r", broken_ref, "-o", target, *FAST)
+    assert rc == 2 and "[E121]" in err and "too long" in err and "E101" not in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.jsonl", "student.jsonl"]
+
+
+@pytest.mark.parametrize("case, code", [("student", "E109"), ("model", "E126"), ("report-input", "E126")])
+def test_item20_an_input_name_too_long_is_a_coded_error(capsys, student_path, model_file, tmp_path,  # noqa: F811
+                                                       case, code):
+    long = tmp_path / ("s" * 300 + ".json")
+    args = {"student": [long.with_suffix(".jsonl"), "-m", model_file], "model": [student_path, "-m", long],
+            "report-input": ["report", long, "-o", tmp_path / "r.html"]}[case]
+    assert_refused(cli(capsys, *args), code)
