@@ -35,6 +35,14 @@ def rank_teachers(classes: Sequence[str], sum_log_proba: np.ndarray, n_outputs: 
     of bootstrap replicates (rows of ``boot_sum``) that put each teacher first (``support``); and
     the 2.5-97.5 percentile interval of the probability over those replicates (``ci_low``,
     ``ci_high``: how much the probability would move with another sample of the outputs)."""
+    columns = _ranking_columns(classes, sum_log_proba, n_outputs, boot_sum, boot_count)
+    return pd.DataFrame(columns, columns=["teacher", "probability", "support", "ci_low", "ci_high", "mean_log_proba"])
+
+
+def _ranking_columns(classes: Sequence[str], sum_log_proba: np.ndarray, n_outputs: int,
+                     boot_sum: np.ndarray | None = None, boot_count: np.ndarray | None = None) -> dict[str, list]:
+    """:func:`rank_teachers` as columns of plain lists, in its order (probability, then teacher name)
+    without pandas: a summary per student of ``rank --group-by`` pays for no DataFrame."""
     mean = np.asarray(sum_log_proba, dtype=float) / n_outputs
     probability = _softmax(mean)
     k = len(classes)
@@ -43,10 +51,12 @@ def rank_teachers(classes: Sequence[str], sum_log_proba: np.ndarray, n_outputs: 
         replicates = boot_sum / np.maximum(boot_count, 1)[:, None]
         support = np.bincount(np.argmax(replicates, axis=1), minlength=k) / len(replicates)
         ci_low, ci_high = np.percentile(_softmax(replicates), [2.5, 97.5], axis=0)
-    frame = pd.DataFrame({"teacher": list(classes), "probability": probability, "support": support,
-                          "ci_low": ci_low, "ci_high": ci_high, "mean_log_proba": mean})
-    return frame.sort_values(["probability", "teacher"], ascending=[False, True],
-                             kind="mergesort").reset_index(drop=True)
+    names = [str(c) for c in classes]
+    order = sorted(range(k), key=lambda i: (-probability[i], names[i]))
+    return {"teacher": [names[i] for i in order],
+            **{name: [float(values[i]) for i in order] for name, values in (
+                ("probability", probability), ("support", support), ("ci_low", ci_low), ("ci_high", ci_high),
+                ("mean_log_proba", mean))}}
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
@@ -205,9 +215,12 @@ class StudentEvidence:
 
     def ranking(self) -> pd.DataFrame:
         """Teachers from most to least likely (ties: alphabetical)."""
+        return pd.DataFrame(self._ranking_columns())
+
+    def _ranking_columns(self) -> dict[str, list]:
         if self.n_outputs == 0:
             raise model_error("E209")
-        return rank_teachers(self.classes, self.sum_log_proba, self.n_outputs, *self.bootstrap())
+        return _ranking_columns(self.classes, self.sum_log_proba, self.n_outputs, *self.bootstrap())
 
     def p_unlisted(self) -> float | None:
         """:func:`unlisted_p_value` for the outputs seen so far."""
@@ -244,6 +257,10 @@ def _by_task(evidence: dict[str | None, StudentEvidence]) -> list[tuple[str | No
 def combined_ranking(evidence: dict[str | None, StudentEvidence], classes: Sequence[str]) -> pd.DataFrame:
     """One ranking over every task's outputs (over ``classes``, the teachers every task knows): summed
     log-probabilities and summed bootstrap replicates, as if the outputs had been streamed together."""
+    return pd.DataFrame(_combined_columns(evidence, classes))
+
+
+def _combined_columns(evidence: dict[str | None, StudentEvidence], classes: Sequence[str]) -> dict[str, list]:
     total = np.zeros(len(classes))
     boot_sum: np.ndarray | None = None
     boot_count: np.ndarray | None = None
@@ -255,7 +272,7 @@ def combined_ranking(evidence: dict[str | None, StudentEvidence], classes: Seque
         if task_sum is not None and task_count is not None:
             boot_sum = task_sum + (0 if boot_sum is None else boot_sum)
             boot_count = task_count + (0 if boot_count is None else boot_count)
-    return rank_teachers(classes, total, n_outputs, boot_sum, boot_count)
+    return _ranking_columns(classes, total, n_outputs, boot_sum, boot_count)
 
 
 def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Sequence[str], *,
@@ -264,8 +281,8 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
                        tests: str = "either", informative: bool = True) -> dict[str, Any]:
     """Combine per-task evidence into one verdict (over teachers every task knows): the document of
     :func:`attribution.api.rank_student` (``informative``: see :func:`attribution.explain.templates`)."""
-    per_task = {key: _ranking_records(ev.ranking()) for key, ev in _by_task(evidence)}
-    ranking = _ranking_records(combined_ranking(evidence, classes))
+    per_task = {key: _ranking_records(ev._ranking_columns()) for key, ev in _by_task(evidence)}
+    ranking = _ranking_records(_combined_columns(evidence, classes))
     top = ranking[0]["teacher"]
     p_values = {key: ev.p_unlisted() for key, ev in evidence.items()}
     paired = {key: ev.paired_result(top) for key, ev in evidence.items()}
@@ -384,6 +401,8 @@ def describe_verdict(verdict: dict[str, Any] | None) -> str:
     if status == "inconclusive":
         return (f"inconclusive: the outputs are as consistent with a teacher outside the candidates as with "
                 f"{best} (p = {p_text}, alpha = {alpha}); no teacher is named.")
+    if verdict.get("reason"):  # a group of rank --group-by with nothing to rank (attribution.result.unranked_result)
+        return f"unavailable: not ranked: {verdict['reason']}"
     return (f"unavailable: no test could run (no teacher answers to the student's prompts, and the unlisted-teacher "
             f"test needs 4+ candidate teachers); best candidate {best}, relative to the candidates only.")
 
@@ -399,9 +418,9 @@ def _below(p: Any, alpha: Any, test: str) -> bool:
     return p < (alpha / 2 if " or " in test else alpha)
 
 
-def _ranking_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{"teacher": str(row.teacher), "probability": float(row.probability), "support": float(row.support),
-             "ci_low": float(row.ci_low), "ci_high": float(row.ci_high)} for row in frame.itertuples(index=False)]
+def _ranking_records(columns: dict[str, list]) -> list[dict[str, Any]]:
+    names = ("teacher", "probability", "support", "ci_low", "ci_high")
+    return [dict(zip(names, row)) for row in zip(*(columns[name] for name in names))]
 
 
 __all__ = ["ALPHA", "VERDICT_TESTS", "StudentEvidence", "combined_ranking", "describe_verdict", "rank_teachers",

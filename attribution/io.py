@@ -87,6 +87,10 @@ class RecordReader:
     ----------
     skipped : list of InputError
         The records skipped so far, each naming its file and line.
+    skipped_names : list of dict
+        For each skipped record (in the order of :attr:`skipped`), its ``student``, ``teacher`` and
+        ``task`` when they are non-empty strings (``rank --group-by`` names a group whose every
+        record was skipped).
     n_read : int
         Valid records yielded so far.
     n_rows : int
@@ -102,6 +106,7 @@ class RecordReader:
         self.skip_invalid = skip_invalid
         self.max_chars = max_chars
         self.skipped: list[InputError] = []
+        self.skipped_names: list[dict[str, str]] = []
         self.n_read = 0
         self.n_rows = 0
 
@@ -131,6 +136,7 @@ class RecordReader:
                 if not self.skip_invalid:
                     raise
                 self.skipped.append(err)
+                self.skipped_names.append(_names(row))
                 continue
             self.n_read += 1
             yield record
@@ -248,6 +254,16 @@ class RecordReader:
                                   got=_describe(row["teacher"]))
             raise input_error("E107", source=src, line=line, field="teacher")
         return Record(output=text, source=src, line=line, **values)
+
+
+#: Fields of a skipped record that :attr:`RecordReader.skipped_names` keeps.
+_NAME_FIELDS = ("student", "teacher", "task")
+
+
+def _names(row: Any) -> dict[str, str]:
+    if not isinstance(row, dict):
+        return {}
+    return {key: row[key].strip() for key in _NAME_FIELDS if isinstance(row.get(key), str) and row[key].strip()}
 
 
 def _format_of(suffix: str) -> Any:

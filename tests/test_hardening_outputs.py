@@ -420,3 +420,88 @@ def test_item07_markdown_labels_with_urls_are_code_spans(label):
         elif token.type == "tr_close":
             widths[-1].add(cells)
     assert widths and all(len(w) == 1 for w in widths)
+
+
+# -- item 10: a student with nothing to rank does not abort --group-by ----------------------------------------
+@pytest.mark.parametrize("skip_invalid", [False, True])
+def test_item10_an_unrankable_student_is_unavailable_and_the_rest_ranked(capsys, make_jsonl, labelled_records,
+                                                                        model_file, skip_invalid):  # noqa: F811
+    """An all-empty student (valid records: with or without --skip-invalid) and, with --skip-invalid, a student
+    whose every record is invalid: each is listed as unavailable with the reason; the others are ranked."""
+    rows = [r.to_dict() for r in labelled_records]
+    rows += [{"id": "e1", "task": "science", "student": "s-empty", "output": "</s> nannannan"},
+             {"id": "e2", "task": "science", "student": "s-empty", "output": "<|endoftext|>"}]
+    if skip_invalid:
+        rows += [{"id": "b1", "task": "science", "student": "s-bad", "output": None},
+                 {"id": "b2", "task": "science", "student": "s-bad"}]
+    students = make_jsonl(rows, "students.jsonl")
+    flags = ["--skip-invalid"] if skip_invalid else []
+    rc, out, err = cli(capsys, students, "-m", model_file, "--group-by", "student", "-f", "json", *flags, *FAST)
+    assert rc == 0, err
+    entries = {e["student"]: e for e in json.loads(out)["students"]}
+    unranked = {"s-empty", "s-bad"} if skip_invalid else {"s-empty"}
+    assert {name for name, e in entries.items() if not e["ranking"]} == unranked
+    assert all(entries[name]["verdict"]["status"] == "unavailable" and entries[name]["verdict"]["reason"]
+               for name in unranked)
+    assert "[E209]" in entries["s-empty"]["verdict"]["reason"] and entries["s-empty"]["n_empty"] == 2
+    if skip_invalid:
+        assert "skipped" in entries["s-bad"]["verdict"]["reason"] and "[E103]" in entries["s-bad"]["verdict"]["reason"]
+    assert len(entries) == len({r.student for r in labelled_records}) + len(unranked)
+    assert all(e["ranking"] for name, e in entries.items() if name not in unranked)
+    rc, out, err = cli(capsys, students, "-m", model_file, "--group-by", "student", *flags)  # not quiet
+    assert rc == 0 and "not ranked" in next(line for line in out.splitlines() if line.startswith("s-empty"))
+    assert "warning: student 's-empty': not ranked" in err
+
+
+def test_item10_without_skip_invalid_a_bad_record_still_stops(capsys, make_jsonl, labelled_records, model_file):  # noqa: F811
+    students = make_jsonl([r.to_dict() for r in labelled_records] + [{"student": "s-bad", "output": None}])
+    assert_refused(cli(capsys, students, "-m", model_file, "--group-by", "student", *FAST), "E103")
+
+
+# -- item 15: --group-by keeps little state per student, and scores students in shared batches ---------------
+def _one_output_students(records, n):
+    import dataclasses
+
+    return [dataclasses.replace(records[i % len(records)], id=f"o{i}", student=f"s{i:04d}") for i in range(n)]
+
+
+def test_item15_group_by_memory_per_student_is_small(reference_records, labelled_records):
+    """The peak grows with the students by much less than the two per-feature arrays (16 bytes per feature)
+    that every student's ranking state used to keep until the whole batch was done (72 kB a student here)."""
+    import gc
+    import tracemalloc
+
+    from attribution.api import fit_reference
+    from attribution.result import rank_students
+
+    model = fit_reference(reference_records, features="combined")
+    n_features = next(iter(model.models_.values())).n_features_in_
+
+    def peak(n: int) -> int:
+        gc.collect()
+        tracemalloc.start()
+        try:
+            rank_students(model, _one_output_students(labelled_records, n))
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak(10)
+    slope = (peak(200) - peak(50)) / 150
+    assert slope < 16 * n_features, (slope, n_features)
+
+
+def test_item15_shared_batches_give_each_student_its_own_result_exactly(reference_records, labelled_records):
+    """Students interleaved, batches of 4 shared between them: every entry is still the one-student
+    result, bit for bit (each student's sums are taken over its own batches, as if alone)."""
+    import dataclasses
+
+    from attribution.api import fit_reference, rank_student
+    from attribution.result import rank_students
+
+    model = fit_reference(reference_records, features="pos-paper", batch_size=4)
+    records = [dataclasses.replace(r, student=f"s{i % 3}", id=f"o{i}") for i, r in enumerate(labelled_records * 2)]
+    batch = rank_students(model, records, keep_outputs=True)
+    for result in batch:
+        alone = rank_student(model, [r for r in records if r.student == result.student], keep_outputs=True)
+        assert result.to_dict() == {"student": result.student, **alone}

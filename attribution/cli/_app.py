@@ -196,7 +196,20 @@ def to_json(result: dict[str, Any]) -> str:
     terminal would act on are escaped (the JSON decodes to the same strings)."""
     from ..sanitize import json_for_terminal
 
-    return json_for_terminal(json.dumps(round_floats(result), sort_keys=True, indent=2, ensure_ascii=False))
+    # written piece by piece: json.dumps with indent first lists every piece (for a --group-by document of
+    # thousands of students, ten times the text's size)
+    encoder = json.JSONEncoder(sort_keys=True, indent=2, ensure_ascii=False)
+    parts: list[str] = []
+    pieces: list[str] = []
+    for piece in encoder.iterencode(round_floats(result)):
+        pieces.append(piece)
+        if len(pieces) >= 4096:
+            parts.append("".join(pieces))
+            pieces.clear()
+    parts.append("".join(pieces))
+    text = "".join(parts)
+    parts.clear()
+    return json_for_terminal(text)
 
 
 def echo(message: Any, *, err: bool = False) -> None:

@@ -128,8 +128,12 @@ def _students_table(result: dict[str, Any]) -> str:
 
     lines = [f"{result['group_by']:<28} {'teacher':<24} {'probability':>11} {'95% interval':>14}  verdict"]
     for entry in result["students"]:
-        best, verdict = entry["ranking"][0], entry["verdict"]
-        p_value = verdict.get("p_value")
+        verdict = entry["verdict"]
+        if not entry["ranking"]:  # nothing to rank (attribution.result.unranked_result): the reason instead
+            lines.append(f"{one_line(entry['student']):<28} {'-':<24} {'-':>11} {'-':>14}  {verdict['status']}: "
+                         f"not ranked: {one_line(verdict.get('reason'))}")
+            continue
+        best, p_value = entry["ranking"][0], verdict.get("p_value")
         shown = verdict["status"] + (f" (p = {p_value:.3g})" if isinstance(p_value, (int, float)) else "")
         lines.append(f"{one_line(entry['student']):<28} {one_line(best['teacher']):<24} {best['probability']:>11.3f} "
                      f"{format_interval(best):>14}  {one_line(shown)}")
@@ -387,7 +391,24 @@ def _rank_records(model: Any, student: Any, recorder: Any, outputs: Path, *, gro
             raise problem or input_error("E118", source=student.source, n=n,
                                          hint=_empty_hint(model_path, model)) from None
     report_skipped(student.skipped, quiet=quiet)
+    if group is not None and student.skipped:
+        audit = _with_skipped_groups(audit, student, group)
     return audit
+
+
+def _with_skipped_groups(batch: Any, student: Any, group: str) -> Any:
+    """A group whose every record was skipped (--skip-invalid) is in the batch too: unavailable, saying why."""
+    from collections import Counter
+
+    from ..result import with_unranked
+
+    counts = Counter(names[group] for names in student.skipped_names if group in names)
+    first: dict[str | None, Any] = {}
+    for names, err in zip(student.skipped_names, student.skipped):
+        first.setdefault(names.get(group), err)
+    reasons = {name: f"all {n} of its record(s) are invalid and were skipped (--skip-invalid); the first: "
+                     f"{first[name]}" for name, n in counts.items()}
+    return with_unranked(batch, reasons)
 
 
 def _add_inputs(result: dict[str, Any], outputs: Path, reference: Optional[Path], model_path: Optional[Path], *,
