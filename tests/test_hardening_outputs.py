@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import socket
 import stat
@@ -53,11 +52,15 @@ def test_item01_rank_outputs_write_through_a_link_to_dev_null(capsys, student_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == [link.name]  # no temporary file, no PNG, nothing else
 
 
-def test_item01_fit_and_tag_write_through_a_link_to_dev_null(capsys, files, tmp_path):  # noqa: F811
+def test_item01_fit_tag_and_report_write_through_a_link_to_dev_null(capsys, files, model_file,  # noqa: F811
+                                                                    tmp_path):
     model, tags = _link_to(tmp_path, DEVICE, "model.npz"), _link_to(tmp_path, DEVICE, "tags.jsonl")
+    report = _link_to(tmp_path, DEVICE, "report.html")
     assert cli(capsys, "fit", files["ref"], "-o", model, *FAST)[0] == 0
     assert cli(capsys, "tag", files["student"], "-o", tags, "-q")[0] == 0
-    assert _device_unchanged(model) and _device_unchanged(tags)
+    assert cli(capsys, files["student"], "-m", model_file, "-o", tmp_path / "result.json", "-q")[0] == 0
+    assert cli(capsys, "report", tmp_path / "result.json", "-o", report, "-q")[0] == 0
+    assert _device_unchanged(model) and _device_unchanged(tags) and _device_unchanged(report)
 
 
 def test_item01_two_outputs_may_both_be_dev_null(capsys, student_path, model_file, tmp_path):  # noqa: F811
@@ -218,18 +221,26 @@ def test_item20_disk_full_is_e125_and_leaves_nothing(capsys, student_path, model
     assert full.is_symlink() and stat.S_ISCHR(os.stat("/dev/full").st_mode)
 
 
+_FILE_SIZE_LIMIT = """
+import os, resource, signal, sys
+from attribution.errors import InputError
+from attribution.outputs import atomic_write
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    with atomic_write(os.path.join(sys.argv[1], "big.json")) as handle:
+        handle.write("x" * 1_000_000)
+except InputError as err:
+    print(err.code)
+"""
+
+
 def test_item20_file_size_limit_on_a_regular_file_is_e125(tmp_path):
-    """EFBIG (the process's file size limit, like a quota) on a regular file: E125, no temporary file left."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
-    try:
-        with pytest.raises(InputError) as info, atomic_write(tmp_path / "big.json") as handle:
-            handle.write("x" * 100_000)
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
-    assert info.value.code == "E125"
+    """EFBIG (the process's file size limit, like a quota) on a regular file: E125, no temporary file left.
+    In a child process: the limit would also hold for pytest's own files."""
+    proc = subprocess.run([sys.executable, "-c", _FILE_SIZE_LIMIT, str(tmp_path)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout.strip() == "E125", proc.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -307,7 +318,7 @@ def test_item02_no_csv_cell_starts_a_formula(formula_run):
               for name in ("summary.csv", "per_output.csv", "evidence.csv")}
     tables["stdout"] = _csv_cells(formula_run["stdout_csv"])
     seen = set()
-    for name, rows in tables.items():
+    for rows in tables.values():
         for cell in (cell for row in rows for cell in row):
             if cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
                 float(cell)  # only a plain number may start so (a negative weight, say)
@@ -398,9 +409,9 @@ def test_item07_markdown_labels_with_urls_are_code_spans(label):
     import re
 
     from markdown_it import MarkdownIt
+    from test_hardening import _result
 
     from attribution.report import render_markdown
-    from test_hardening import _result
 
     md = render_markdown(_result(label), {"ranking": "r.png"})
     tokens = MarkdownIt("commonmark").enable("table").parse(md)
