@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import ModelError, input_error, model_error
 from .estimator import TeacherAttributor
 from .evaluation import DEFAULT_EVAL_FEATURES, base_style, evaluate, results_table
@@ -25,7 +27,7 @@ from .inference import ALPHA, VERDICT_TESTS, StudentEvidence, describe_verdict, 
 from .io import Record, RecordReader, read_records
 from .multitask import MultiTaskAttributor, as_multitask
 from .references import MIN_REFERENCES_PER_TEACHER, check_references, match_students, reference_families
-from .tagging import read_ahead
+from .tagging import TaggedDoc, read_ahead
 
 
 def fit_reference(records: Iterable[Record], *, task: str | None = None,
@@ -93,22 +95,27 @@ MAX_NAMED_STUDENTS = 20
 class StudentRun:
     """One student's outputs, streamed: records are batched per task and scored into one
     :class:`~attribution.inference.StudentEvidence` per task (flat memory). :func:`rank_student` is one
-    run; :func:`attribution.result.rank_students` keeps one run per group of a file."""
+    run; :func:`attribution.result.rank_students` keeps one run per group of a file, all scored through
+    one :class:`SharedScoring` (``scoring``), so that a thousand one-output students are tagged in a few
+    batches, not in a thousand."""
 
     def __init__(self, model: MultiTaskAttributor | TeacherAttributor, *, task: str | None = None,
                  keep_outputs: bool = False, progress: Callable[[int], None] | None = None,
-                 warn_pooled: bool = True, exclude: Iterable[str] = ()) -> None:
+                 warn_pooled: bool = True, scoring: SharedScoring | None = None,
+                 exclude: Iterable[str] = ()) -> None:
         from .checks import OutputChecks
 
         self.model = as_multitask(model)  # a TeacherAttributor serves every task
         self.task, self.keep_outputs, self.progress = task, keep_outputs, progress
         self.warn_pooled = warn_pooled
+        self.scoring = scoring
         self.exclude = list(exclude)
         for sub in self.model.models_.values():  # unknown names fail now, before any output is read
             sub.hierarchy(self.exclude)
         self.checks = OutputChecks()  # repeated, near-empty and non-English outputs (warnings only)
         self.evidence: dict[str | None, StudentEvidence] = {}
         self.pending: dict[str | None, list[Record]] = {}
+        self.scored: dict[str | None, list[tuple[Record, TaggedDoc, Any, Any]]] = {}  # from ``scoring``
         self.in_flight: collections.deque = collections.deque()  # (task, batch, tags) sent to Dask workers
         self.kept: list[dict[str, Any]] = []
         self.students: set[str] = set()  # distinct 'student' fields (the first MAX_NAMED_STUDENTS + 1)
@@ -121,9 +128,34 @@ class StudentRun:
             self.students.add(record.student)
         key = _task_key(self.model, record, self.task)  # fails early on an unknown task
         self.checks.add(record.output)
+        if self.scoring is not None:
+            self.scoring.add(self, key, record)
+            return
         self.pending.setdefault(key, []).append(record)
         if len(self.pending[key]) >= self.model.models_[key].batch_size:
             self._flush(key)
+
+    def take(self, key: str | None, records: list[Record], docs: list[TaggedDoc], X: Any, proba: Any) -> None:
+        """Outputs of this student scored by :class:`SharedScoring` (rows of ``X`` and ``proba``, in order):
+        added to the evidence in the same batches as if this run had scored them (the same sums, bit for bit)."""
+        rows = self.scored.setdefault(key, [])
+        rows.extend(zip(records, docs, [X[i:i + 1] for i in range(len(records))], proba))
+        size = self.model.models_[key].batch_size
+        while len(rows) >= size:
+            self._add_scored(key, rows[:size])
+            del rows[:size]
+
+    def _add_scored(self, key: str | None, rows: list[tuple[Record, TaggedDoc, Any, Any]]) -> None:
+        import scipy.sparse as sp
+
+        sub = self.model.models_[key]
+        if key not in self.evidence:
+            self.evidence[key] = StudentEvidence(sub, exclude=self.exclude)
+        records = [row[0] for row in rows]
+        proba = np.vstack([row[3] for row in rows])
+        self.evidence[key].add_scored([row[1] for row in rows], sp.vstack([row[2] for row in rows], format="csr"),
+                                      proba, [r.id for r in records])
+        self._keep(sub, records, proba)
 
     def _flush(self, key: str | None) -> None:
         batch = self.pending.pop(key, [])
@@ -141,12 +173,15 @@ class StudentRun:
     def _score(self, key: str | None, batch: list[Record], tags: Callable[[], Any]) -> None:
         sub = self.model.models_[key]
         proba = self.evidence[key].add([r.output for r in batch], [r.id for r in batch], docs=tags())
-        if self.keep_outputs:
-            for record, row in zip(batch, proba):
-                self.kept.append({"id": record.key, "task": record.task,
-                                  "probabilities": dict(zip(sub.classes_.tolist(), row.tolist()))})
+        self._keep(sub, batch, proba)
         if self.progress:
             self.progress(len(batch))
+
+    def _keep(self, sub: TeacherAttributor, records: list[Record], proba: np.ndarray) -> None:
+        if self.keep_outputs:
+            for record, row in zip(records, proba):
+                self.kept.append({"id": record.key, "task": record.task,
+                                  "probabilities": dict(zip(sub.classes_.tolist(), row.tolist()))})
 
     def finish(self, *, top_templates: int = 10, alpha: float = ALPHA, tests: str = "either",
                informative_evidence: bool = True) -> dict[str, Any]:
@@ -154,10 +189,16 @@ class StudentRun:
         ``checks`` (counts of :class:`attribution.checks.OutputChecks`) and, when there is something
         to say, ``warnings``: several students pooled into one, many repeated, near-empty or
         non-English outputs."""
+        if self.scoring is not None:
+            self.scoring.finish()  # every student's outputs scored (once for all of them)
         for key in list(self.pending):
             self._flush(key)
         while self.in_flight:
             self._score(*self.in_flight.popleft())
+        for key, rows in self.scored.items():
+            if rows:
+                self._add_scored(key, rows)
+        self.scored.clear()
         evidence = self.evidence
         if not evidence:
             raise model_error("E209")
@@ -173,6 +214,52 @@ class StudentRun:
         if warnings:
             result["warnings"] = warnings
         return result
+
+
+class SharedScoring:
+    """Tag, featurize and score the outputs of many :class:`StudentRun` in shared batches (per task), and
+    hand each run its rows (:meth:`StudentRun.take`). Tagging one output at a time costs far more than its
+    share of a batch: ``rank --group-by`` with one-output students spent most of its time there."""
+
+    def __init__(self, model: MultiTaskAttributor, progress: Callable[[int], None] | None = None) -> None:
+        self.model, self.progress = model, progress
+        self.pending: dict[str | None, list[tuple[StudentRun, Record]]] = {}
+        self.in_flight: collections.deque = collections.deque()  # (task, batch, tags) sent to Dask workers
+
+    def add(self, run: StudentRun, key: str | None, record: Record) -> None:
+        self.pending.setdefault(key, []).append((run, record))
+        if len(self.pending[key]) >= self.model.models_[key].batch_size:
+            self._flush(key)
+
+    def _flush(self, key: str | None) -> None:
+        batch = self.pending.pop(key, [])
+        if batch:
+            sub = self.model.models_[key]
+            self.in_flight.append((key, batch, sub.prepare_later([record.output for _, record in batch])))
+        while len(self.in_flight) > read_ahead():
+            self._score(*self.in_flight.popleft())
+
+    def _score(self, key: str | None, batch: list[tuple[StudentRun, Record]], tags: Callable[[], Any]) -> None:
+        sub = self.model.models_[key]
+        docs = tags()
+        X = sub.featurize(docs)
+        proba = sub.classifier_.predict_proba(X)
+        rows: dict[int, list[int]] = {}
+        runs: dict[int, StudentRun] = {}
+        for i, (run, _) in enumerate(batch):
+            rows.setdefault(id(run), []).append(i)
+            runs[id(run)] = run
+        for ident, index in rows.items():
+            runs[ident].take(key, [batch[i][1] for i in index], [docs[i] for i in index], X[index], proba[index])
+        if self.progress:
+            self.progress(len(batch))
+
+    def finish(self) -> None:
+        """Score everything still queued (the first run to finish does it for all)."""
+        for key in list(self.pending):
+            self._flush(key)
+        while self.in_flight:
+            self._score(*self.in_flight.popleft())
 
 
 def pooled_students_warning(students: set[str]) -> str:
@@ -212,6 +299,7 @@ def file_digest(path: str | os.PathLike) -> dict[str, str]:
 
 
 __all__ = ["ALPHA", "DEFAULT_EVAL_FEATURES", "MAX_NAMED_STUDENTS", "MIN_REFERENCES_PER_TEACHER", "VERDICT_TESTS",
-           "RecordReader", "StudentRun", "base_style", "check_references", "describe_verdict", "evaluate",
+           "RecordReader", "SharedScoring", "StudentRun", "base_style", "check_references", "describe_verdict",
+           "evaluate",
            "file_digest", "fit_reference", "match_students", "pooled_students_warning", "rank_student", "read_records",
            "results_table", "summarize_evidence", "verdict"]

@@ -40,6 +40,8 @@ class Errors:
     E122 = "record has no 'task' and there are several tasks; pass --task with one of: {known}"
     E123 = "record has no '{field}'; --group-by {field} needs it in every record"
     E124 = "unsupported table type '{suffix}' for {option}; use .csv or .parquet"
+    E125 = "no space left to write output {path}: {detail}; free space and run again"
+    E126 = "file name too long for the file system: {path}; use a shorter name"
     E140 = "cannot read the families table: {detail}"
     E141 = "teacher '{teacher}' is given two families: '{first}' and '{second}'; a teacher belongs to one family"
     # fitting and models (E2xx)
@@ -143,11 +145,11 @@ class Errors:
 
 #: Codes whose cause lies outside the command and its input: a package, tagger, model or program (Chromium for
 #: PDF) not installed, a download or connection that failed, prompts, a program or a cluster that kept failing, an
-#: output file another run is writing.
+#: output file another run is writing, a disk that is full.
 #: The CLI exits 1 for these (installing or retrying fixes them) and 2 for every other code (fix the command or
 #: the input).
-ENVIRONMENT_CODES = frozenset({"E301", "E303", "E305", "E401", "E415", "E422", "E601", "E606", "E607", "E703",
-                               "E705"})
+ENVIRONMENT_CODES = frozenset({"E125", "E301", "E303", "E305", "E401", "E415", "E422", "E601", "E606", "E607",
+                               "E703", "E705"})
 
 
 def exit_status(code: str | None) -> int | None:

@@ -12,7 +12,8 @@ so a new kind of feature explains itself.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -59,7 +60,50 @@ def is_informative(symbols: Sequence[str]) -> bool:
 
 def feature_columns(model: TeacherAttributor) -> list[tuple[str, SequenceNgramVectorizer, str]]:
     """``(block, vectorizer, n-gram)`` of each feature column of a fitted model, in column order."""
-    return [(block, vec, gram) for block, vec in model.blocks_ for gram in vec.get_feature_names_out()]
+    return list(_columns(model))
+
+
+#: Per fitted model, what explaining a student needs that depends on the model alone (its columns, which
+#: columns may be shown as evidence, each teacher's relative weights): computed once, not once per student
+#: (``rank --group-by`` explains thousands). Kept while the model lives and its fitted parts are the same.
+_MODEL_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _per_model(model: TeacherAttributor, key: Any, make: Callable[[], Any]) -> Any:
+    """``make()``, remembered for ``model`` under ``key`` until its vectorizers, classifier or reference
+    shares are replaced (a refit)."""
+    parts = (model.blocks_, *(vec for _, vec in model.blocks_), model.classifier_,
+             getattr(model, "reference_share_", None))
+    entry: tuple[tuple, dict[Any, Any]] | None = _MODEL_CACHE.get(model)
+    if entry is None or len(entry[0]) != len(parts) or any(a is not b for a, b in zip(entry[0], parts)):
+        entry = (parts, {})
+        _MODEL_CACHE[model] = entry
+    store = entry[1]
+    if key not in store:
+        store[key] = make()
+    return store[key]
+
+
+def _columns(model: TeacherAttributor) -> list[tuple[str, SequenceNgramVectorizer, str]]:
+    return _per_model(model, "columns", lambda: [(block, vec, gram) for block, vec in model.blocks_
+                                                 for gram in vec.get_feature_names_out()])
+
+
+def _shown_columns(model: TeacherAttributor, teacher: str, min_n: int, informative: bool) -> np.ndarray:
+    """Per column: may it be shown as evidence for ``teacher`` (``min_n`` symbols or more; with
+    ``informative``, :func:`is_informative` and :func:`distinctive`)?"""
+
+    def by_symbols() -> np.ndarray:
+        symbols = [vec.split(gram) for _, vec, gram in _columns(model)]
+        return np.fromiter((len(s) >= min_n and (not informative or is_informative(s)) for s in symbols),
+                           dtype=bool, count=len(symbols))
+
+    def make() -> np.ndarray:
+        mask = _per_model(model, ("symbols", min_n, informative), by_symbols)
+        distinct = distinctive(model, teacher) if informative else None
+        return mask if distinct is None else mask & distinct
+
+    return _per_model(model, ("shown", teacher, min_n, informative), make)
 
 
 def examples(evidence: StudentEvidence, columns: Iterable[int]) -> dict[int, list[str]]:
@@ -127,16 +171,22 @@ def templates(evidence: StudentEvidence, teacher: str | None = None, *, top: int
     """
     if teacher is None:
         teacher = evidence.ranking().iloc[0]["teacher"]
-    contribution = evidence.feature_sums * relative_coef(evidence.model, teacher)
-    columns = feature_columns(evidence.model)
-    distinct = distinctive(evidence.model, teacher) if informative else None
-    candidates: list[int] = []
-    for j in np.flatnonzero(contribution > 0).tolist():
-        symbols = columns[j][1].split(columns[j][2])
-        if len(symbols) >= min_n and (not informative or is_informative(symbols)) and (
-                distinct is None or distinct[j]):
-            candidates.append(j)
-    order = sorted(candidates, key=lambda j: (-contribution[j], f"{columns[j][0]}:{columns[j][2]}"))[:top]
+    return pd.DataFrame(_template_rows(evidence, teacher, top=top, min_n=min_n, informative=informative),
+                        columns=TEMPLATE_COLUMNS)
+
+
+def _template_rows(evidence: StudentEvidence, teacher: str, *, top: int, min_n: int,
+                   informative: bool) -> list[dict[str, Any]]:
+    """The rows of :func:`templates`, as dicts."""
+    model = evidence.model
+    weights = _per_model(model, ("relative_coef", teacher), lambda: relative_coef(model, teacher))
+    contribution = evidence.feature_sums * weights
+    candidates = np.flatnonzero((contribution > 0) & _shown_columns(model, teacher, min_n, informative))
+    if len(candidates) > top > 0:  # only those that can be among the first ``top`` (ties included) are sorted
+        cut = np.partition(contribution[candidates], len(candidates) - top)[len(candidates) - top]
+        candidates = candidates[contribution[candidates] >= cut]
+    columns = _columns(model)
+    order = sorted(candidates.tolist(), key=lambda j: (-contribution[j], f"{columns[j][0]}:{columns[j][2]}"))[:top]
     spans = evidence.examples(order)
     rows = []
     for j in order:
@@ -145,8 +195,8 @@ def templates(evidence: StudentEvidence, teacher: str | None = None, *, top: int
         rows.append({"teacher": teacher, "block": block, "feature": feature,
                      "weight": float(contribution[j]), "n_outputs": int(evidence.feature_outputs[j]),
                      "share_of_outputs": float(evidence.feature_outputs[j] / evidence.n_outputs),
-                     "reference_share": _reference_share(evidence.model, j), "examples": list(shown)})
-    return pd.DataFrame(rows, columns=TEMPLATE_COLUMNS)
+                     "reference_share": _reference_share(model, j), "examples": list(shown)})
+    return rows
 
 
 def distinctive(model: TeacherAttributor, teacher: str) -> np.ndarray | None:
@@ -182,8 +232,8 @@ def combined_templates(evidence: dict[str | None, StudentEvidence], teacher: str
     ``task``), strongest first (ties: by feature); ``informative`` as in :func:`templates`."""
     rows: list[dict[str, Any]] = []
     for task, ev in evidence.items():
-        found = templates(ev, teacher, top=top, informative=informative)
-        rows.extend({**row, "task": task} for row in found.to_dict("records"))
+        found = _template_rows(ev, teacher, top=top, min_n=2, informative=informative)
+        rows.extend({**row, "task": task} for row in found)
     rows.sort(key=lambda row: (-row["weight"], row["feature"]))
     return rows[:top]
 

@@ -37,6 +37,14 @@ def rank_teachers(classes: Sequence[str], sum_log_proba: np.ndarray, n_outputs: 
     of bootstrap replicates (rows of ``boot_sum``) that put each teacher first (``support``); and
     the 2.5-97.5 percentile interval of the probability over those replicates (``ci_low``,
     ``ci_high``: how much the probability would move with another sample of the outputs)."""
+    columns = _ranking_columns(classes, sum_log_proba, n_outputs, boot_sum, boot_count)
+    return pd.DataFrame(columns, columns=["teacher", "probability", "support", "ci_low", "ci_high", "mean_log_proba"])
+
+
+def _ranking_columns(classes: Sequence[str], sum_log_proba: np.ndarray, n_outputs: int,
+                     boot_sum: np.ndarray | None = None, boot_count: np.ndarray | None = None) -> dict[str, list]:
+    """:func:`rank_teachers` as columns of plain lists, in its order (probability, then teacher name)
+    without pandas: a summary per student of ``rank --group-by`` pays for no DataFrame."""
     mean = np.asarray(sum_log_proba, dtype=float) / n_outputs
     probability = _softmax(mean)
     k = len(classes)
@@ -45,10 +53,12 @@ def rank_teachers(classes: Sequence[str], sum_log_proba: np.ndarray, n_outputs: 
         replicates = boot_sum / np.maximum(boot_count, 1)[:, None]
         support = np.bincount(np.argmax(replicates, axis=1), minlength=k) / len(replicates)
         ci_low, ci_high = np.percentile(_softmax(replicates), [2.5, 97.5], axis=0)
-    frame = pd.DataFrame({"teacher": list(classes), "probability": probability, "support": support,
-                          "ci_low": ci_low, "ci_high": ci_high, "mean_log_proba": mean})
-    return frame.sort_values(["probability", "teacher"], ascending=[False, True],
-                             kind="mergesort").reset_index(drop=True)
+    names = [str(c) for c in classes]
+    order = sorted(range(k), key=lambda i: (-probability[i], names[i]))
+    return {"teacher": [names[i] for i in order],
+            **{name: [float(values[i]) for i in order] for name, values in (
+                ("probability", probability), ("support", support), ("ci_low", ci_low), ("ci_high", ci_high),
+                ("mean_log_proba", mean))}}
 
 
 def rank_hierarchy(hierarchy: Hierarchy, sum_log_proba: np.ndarray, family_total: np.ndarray,
@@ -320,12 +330,16 @@ class StudentEvidence:
     def ranking(self) -> pd.DataFrame:
         """Teachers from most to least likely (ties: alphabetical); with families, a teacher's probability
         is its family's times its share within the family (see :mod:`attribution.families`)."""
+        return pd.DataFrame(self._ranking_columns())
+
+    def _ranking_columns(self) -> dict[str, list]:
+        """:meth:`ranking` as columns of plain lists (no pandas: ``rank --group-by`` pays per student)."""
         if self.n_outputs == 0:
             raise model_error("E209")
         if self.hierarchy.trivial:
-            return rank_teachers(self.classes, self.sum_log_proba, self.n_outputs, *self.bootstrap())
+            return _ranking_columns(self.classes, self.sum_log_proba, self.n_outputs, *self.bootstrap())
         return rank_hierarchy(self.hierarchy, self.sum_log_proba, *self.family_sums(), self.n_outputs,
-                              self.bootstrap()[0])
+                              self.bootstrap()[0]).to_dict("list")
 
     def family_ranking(self) -> pd.DataFrame:
         """Families from most to least likely (column ``family``; without families, the teachers)."""
@@ -435,12 +449,16 @@ def _summed(evidence: dict[str | None, StudentEvidence], h: Hierarchy) -> dict[s
 def combined_ranking(evidence: dict[str | None, StudentEvidence], classes: Sequence[str]) -> pd.DataFrame:
     """One ranking over every task's outputs (over ``classes``, the teachers every task knows): summed
     log-probabilities and summed bootstrap replicates, as if the outputs had been streamed together."""
+    return pd.DataFrame(_combined_columns(evidence, classes))
+
+
+def _combined_columns(evidence: dict[str | None, StudentEvidence], classes: Sequence[str]) -> dict[str, list]:
     h = combined_hierarchy(evidence, classes)
     sums = _summed(evidence, h)
     if h.trivial:
-        return rank_teachers(classes, sums["teacher"], sums["n"], sums["boot"], sums["count"])
+        return _ranking_columns(classes, sums["teacher"], sums["n"], sums["boot"], sums["count"])
     return rank_hierarchy(h, sums["teacher"], sums["family"], sums["boot_family"], sums["count"], sums["n"],
-                          sums["boot"])
+                          sums["boot"]).to_dict("list")
 
 
 def combined_family_ranking(evidence: dict[str | None, StudentEvidence], classes: Sequence[str]) -> pd.DataFrame:
@@ -475,9 +493,9 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
     if any(ev.n_outputs == 0 for ev in evidence.values()):
         raise model_error("E209")
     h = combined_hierarchy(evidence, classes)
-    ranking = _ranking_records(combined_ranking(evidence, classes))
-    families = combined_family_ranking(evidence, classes)
-    top_family = str(families["family"].iloc[0])
+    ranking = _ranking_records(_combined_columns(evidence, classes))
+    families = None if h.trivial else combined_family_ranking(evidence, classes)
+    top_family = ranking[0]["teacher"] if families is None else str(families["family"].iloc[0])
     options: dict[str, Any] = {"alpha": alpha, "tests": tests}
     judged = judge(evidence, ranking, top_family, h.grouped, len(h.members[top_family]), **options)
     explained = judged["teacher"] or judged["best_candidate"]
@@ -487,14 +505,15 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
         "evidence": explain.combined_templates(dict(_by_task(evidence)), explained, top=top_templates,
                                                informative=informative),
         "verdict": judged}
-    if not h.trivial:
-        result["family_ranking"] = _ranking_records(families)
+    if families is not None:
+        result["family_ranking"] = _ranking_records(families.to_dict("list"))
     per_task = {key: ev for key, ev in _by_task(evidence)}
     if len(per_task) > 1 or None not in per_task:
         result["tasks"] = {}
         for key, ev in per_task.items():
-            task_ranking = _ranking_records(ev.ranking())
-            task_family = str(ev.family_ranking()["family"].iloc[0])
+            task_ranking = _ranking_records(ev._ranking_columns())
+            task_family = (task_ranking[0]["teacher"] if ev.hierarchy.trivial
+                           else str(ev.family_ranking()["family"].iloc[0]))
             result["tasks"][str(key)] = {
                 "n_outputs": ev.n_outputs, "ranking": task_ranking,
                 "verdict": judge({key: ev}, task_ranking, task_family, ev.hierarchy.grouped,
@@ -657,6 +676,8 @@ def describe_verdict(verdict: dict[str, Any] | None) -> str:
     if status == "inconclusive":
         return (f"inconclusive: the outputs are as consistent with a teacher outside the candidates as with "
                 f"{best} (p = {p_text}, alpha = {alpha}); no teacher is named.")
+    if verdict.get("reason"):  # a group of rank --group-by with nothing to rank (attribution.result.unranked_result)
+        return f"unavailable: not ranked: {verdict['reason']}"
     return (f"unavailable: no test could run (no teacher answers to the student's prompts, and the unlisted-teacher "
             f"test needs 4+ candidate teachers); best candidate {best}, relative to the candidates only.")
 
@@ -672,14 +693,16 @@ def _below(p: Any, alpha: Any, test: str) -> bool:
     return p < (alpha / 2 if " or " in test else alpha)
 
 
-def _ranking_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows of a ranking (teachers, or families with their ``members``) as JSON-able dicts."""
+def _ranking_records(columns: dict[str, list]) -> list[dict[str, Any]]:
+    """Rows of a ranking's columns (teachers, or families with their ``members``) as JSON-able dicts."""
+    labels = [key for key in ("teacher", "family") if key in columns]
+    numbers = ("probability", "support", "ci_low", "ci_high")
     out = []
-    for row in frame.to_dict("records"):
-        record: dict[str, Any] = {key: str(row[key]) for key in ("teacher", "family") if key in row}
-        record.update({key: float(row[key]) for key in ("probability", "support", "ci_low", "ci_high")})
-        if "members" in row:
-            record["members"] = list(row["members"])
+    for i in range(len(columns[labels[0]])):
+        record: dict[str, Any] = {key: str(columns[key][i]) for key in labels}
+        record.update({key: float(columns[key][i]) for key in numbers})
+        if "members" in columns:
+            record["members"] = list(columns["members"][i])
         out.append(record)
     return out
 

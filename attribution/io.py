@@ -1,4 +1,5 @@
-"""Stream and validate output records from JSON Lines or CSV files; write results atomically.
+"""Stream and validate output records from JSON Lines or CSV files (results are written by
+:mod:`attribution.outputs`, whose writers are importable from here too).
 
 A record is one model output with optional metadata::
 
@@ -13,21 +14,17 @@ are skipped and remembered in :attr:`RecordReader.skipped` instead.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import csv
-import errno
 import json
 import os
-import secrets
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from . import registry
 from .errors import InputError, input_error
+from .outputs import atomic_write, check_outputs, write_jsonl, write_together
 
 #: Fields the toolkit understands; anything else in a record is kept in ``extra``.
 KNOWN_FIELDS = ("id", "task", "teacher", "family", "student", "prompt", "output", "text")
@@ -92,6 +89,10 @@ class RecordReader:
     ----------
     skipped : list of InputError
         The records skipped so far, each naming its file and line.
+    skipped_names : list of dict
+        For each skipped record (in the order of :attr:`skipped`), its ``student``, ``teacher`` and
+        ``task`` when they are non-empty strings (``rank --group-by`` names a group whose every
+        record was skipped).
     n_read : int
         Valid records yielded so far.
     n_rows : int
@@ -107,6 +108,7 @@ class RecordReader:
         self.skip_invalid = skip_invalid
         self.max_chars = max_chars
         self.skipped: list[InputError] = []
+        self.skipped_names: list[dict[str, str]] = []
         self.n_read = 0
         self.n_rows = 0
 
@@ -115,7 +117,11 @@ class RecordReader:
         return str(self.path)
 
     def __iter__(self) -> Iterator[Record]:
-        if not self.path.is_file():
+        try:
+            found = self.path.is_file()
+        except OSError:  # e.g. a name too long for the file system: no such file can exist
+            found = False
+        if not found:
             raise input_error("E109", source=self.source)
         suffix = self.path.suffix.lower()
         rows_of = _format_of(suffix)
@@ -132,6 +138,7 @@ class RecordReader:
                 if not self.skip_invalid:
                     raise
                 self.skipped.append(err)
+                self.skipped_names.append(_names(row))
                 continue
             self.n_read += 1
             yield record
@@ -251,6 +258,16 @@ class RecordReader:
         return Record(output=text, source=src, line=line, **values)
 
 
+#: Fields of a skipped record that :attr:`RecordReader.skipped_names` keeps.
+_NAME_FIELDS = ("student", "teacher", "task")
+
+
+def _names(row: Any) -> dict[str, str]:
+    if not isinstance(row, dict):
+        return {}
+    return {key: row[key].strip() for key in _NAME_FIELDS if isinstance(row.get(key), str) and row[key].strip()}
+
+
 def _format_of(suffix: str) -> Any:
     """The ``rows(reader)`` function of the first input format claiming ``suffix``, or None. A plugin
     registered by entry point names its suffixes as a ``suffixes`` attribute of that function."""
@@ -298,138 +315,5 @@ def read_records(path: str | os.PathLike, **options: Any) -> list[Record]:
     return records
 
 
-# -- writing -------------------------------------------------------------------------
-#: Temporary files written inside :func:`write_together`, renamed into place when it ends.
-_PENDING: contextvars.ContextVar[list[tuple[str, Path]] | None] = contextvars.ContextVar("_PENDING", default=None)
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def check_outputs(outputs: Iterable[str | os.PathLike | None],
-                  inputs: Iterable[str | os.PathLike | None] = ()) -> None:
-    """Check, before any work, that every output can be written and overwrites nothing it must not.
-
-    An output may not be (through symbolic or hard links) one of the ``inputs`` or another of the
-    ``outputs``; its directory, or the nearest existing ancestor when the directory is still to be
-    created, must be a directory where a file can be created (a probe file is created there and
-    removed at once). Nothing else is created or changed.
-
-    Raises
-    ------
-    InputError
-        ``E120`` naming the clash, or ``E121`` saying why the path cannot be written.
-    """
-    taken: list[tuple[Path, tuple[int, int] | None, str]] = []
-    for path in inputs:
-        if path is not None:
-            path = Path(path)
-            taken.append((Path(os.path.realpath(path)), _identity(path), f"the input {path}"))
-    for path in outputs:
-        if path is None:
-            continue
-        path = Path(path)
-        real, ident = Path(os.path.realpath(path)), _identity(path)
-        for other_real, other_ident, role in taken:
-            if real == other_real or (ident is not None and ident == other_ident):
-                raise input_error("E120", path=path, other=role)
-        taken.append((real, ident, f"the output {path}"))
-        if path.is_dir():
-            raise input_error("E121", path=path, detail="it is a directory")
-        _check_writable_dir(path, real.parent)
-
-
-def _check_writable_dir(path: Path, parent: Path) -> None:
-    existing = parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise input_error("E121", path=path, detail=f"{existing} is not a directory")
-    try:  # the only honest test (os.access says yes to root, no to some network file systems)
-        fd, probe = tempfile.mkstemp(prefix=".probe.", dir=existing)
-    except OSError as exc:
-        raise input_error("E121", path=path, detail=f"{existing}: {exc.strerror or exc}") from None
-    os.close(fd)
-    os.unlink(probe)
-
-
-@contextlib.contextmanager
-def write_together() -> Iterator[None]:
-    """Files written with :func:`atomic_write` inside this block appear together when it ends
-    without error; on any error or interruption none of them appears (and no temporary file stays)."""
-    if _PENDING.get() is not None:  # inside another such block: its end is this one's end
-        yield
-        return
-    pending: list[tuple[str, Path]] = []
-    token = _PENDING.set(pending)
-    try:
-        yield
-    except BaseException:
-        for tmp, _ in pending:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        raise
-    finally:
-        _PENDING.reset(token)
-    for tmp, target in pending:
-        os.replace(tmp, target)
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
-    """Open a temporary file beside ``path`` and rename it into place only on success.
-
-    An exception inside the block leaves no file (and no half-written one) behind. Inside
-    :func:`write_together` the rename waits until the end of that block.
-    """
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _create_temp(target)
-    except OSError as exc:
-        raise input_error("E121", path=target, detail=exc.strerror or str(exc)) from None
-    try:
-        binary = "b" in mode
-        with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
-            yield handle
-        pending = _PENDING.get()
-        if pending is None:
-            os.replace(tmp, target)
-        else:
-            pending.append((tmp, target))
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _create_temp(target: Path) -> tuple[int, str]:
-    """A new, exclusively created file beside ``target``, opened for writing.
-
-    Like :func:`tempfile.mkstemp`, but created with mode 0o666 so that the kernel applies the
-    umask (and a directory's default ACL) as for any file the user writes: mkstemp makes 0600,
-    and setting the mode afterwards needs the umask, which can only be read by changing it.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = str(target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(target.parent))
-
-
-def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
-    """Write dictionaries as JSON Lines atomically; return how many were written."""
-    count = 0
-    with atomic_write(path) as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-            count += 1
-    return count
+__all__ = ["CSV_FIELD_LIMIT", "CSV_SUFFIXES", "DEFAULT_MAX_CHARS", "JSONL_SUFFIXES", "KNOWN_FIELDS", "TEXT_FIELDS",
+           "Record", "RecordReader", "atomic_write", "check_outputs", "read_records", "write_jsonl", "write_together"]

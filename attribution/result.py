@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from .api import StudentRun, rank_student
+from .api import SharedScoring, StudentRun, rank_student
 from .errors import ModelError, input_error, missing_dependency, model_error
 from .inference import ALPHA
 from .io import Record, atomic_write
@@ -102,9 +102,10 @@ class AuditResult:
 
     def summary(self) -> dict[str, Any]:
         """One row: the top teacher, its probability and interval, the runner-up (second in the
-        ranking), the verdict and its p-values, the counts (:data:`SUMMARY_COLUMNS`)."""
+        ranking), the verdict and its p-values, the counts (:data:`SUMMARY_COLUMNS`); a group that could
+        not be ranked has no teacher and no probability (status ``unavailable``)."""
         ranking, verdict = self.data["ranking"], self.data["verdict"]
-        top = ranking[0]
+        top = ranking[0] if ranking else {"teacher": None, "probability": None}
         return {"student": self.student, "teacher": top["teacher"], "probability": top["probability"],
                 "ci_low": top.get("ci_low"), "ci_high": top.get("ci_high"),
                 "runner_up": ranking[1]["teacher"] if len(ranking) > 1 else None,
@@ -121,7 +122,7 @@ class AuditResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of ``attribute-teacher rank`` (a copy; floats unrounded)."""
-        return copy.deepcopy(self.data)
+        return _copy(self.data)
 
 
 @dataclass
@@ -168,8 +169,17 @@ class AuditBatch:
 
     def to_dict(self) -> dict[str, Any]:
         """``{"group_by", "students": [{"student", ...one student's JSON}], "signature", ...}``."""
-        return {"group_by": self.group_by, "students": [r.to_dict() for r in self.results],
-                **copy.deepcopy(self.meta)}
+        return {"group_by": self.group_by, "students": [r.to_dict() for r in self.results], **_copy(self.meta)}
+
+
+def _copy(value: Any) -> Any:
+    """A copy of a JSON-ready document (dicts and lists copied, everything else shared): what
+    ``copy.deepcopy`` gives it, several times faster (a batch of thousands of students copies it all)."""
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    return copy.deepcopy(value) if not isinstance(value, (str, int, float, bool, type(None))) else value
 
 
 def summary_table(results: Iterable[AuditResult]) -> pd.DataFrame:
@@ -213,11 +223,19 @@ def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "stu
     or ``task``) as one student each, in one streaming pass with one model.
 
     Each entry is :func:`attribution.api.rank_student`'s dict with ``student`` (the group's name) first.
-    A record without the field is refused (``InputError`` E123, naming its file and line); a group
-    with nothing to rank raises ``ModelError`` E216 naming it; no records at all, E209.
+    A record without the field is refused (``InputError`` E123, naming its file and line); no records at
+    all, E209. A group with nothing to rank (every output empty after normalization, or one of its tasks
+    so) does not stop the others: its entry has no ranking and the verdict ``unavailable``, with the
+    reason (:func:`unranked_result`), and a warning names it; when no group at all can be ranked,
+    ``ModelError`` E216 names the first.
+
+    The groups' outputs are tagged and scored in shared batches (:class:`attribution.api.SharedScoring`),
+    and each group's state is let go as soon as its entry is made: memory grows with the entries, not with
+    a ranking's working state per group.
     """
     if group_by not in GROUP_FIELDS:
         raise model_error("E210", name="group_by", expected=f"one of {', '.join(GROUP_FIELDS)}", got=group_by)
+    scoring = SharedScoring(as_multitask(model), progress=progress)
     runs: dict[str, StudentRun] = {}
     for record in records:
         name = getattr(record, group_by)
@@ -225,22 +243,53 @@ def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "stu
             raise input_error("E123", source=record.source, line=record.line, field=group_by)
         run = runs.get(name)
         if run is None:
-            run = runs[name] = StudentRun(model, task=task, keep_outputs=keep_outputs, progress=progress,
+            run = runs[name] = StudentRun(model, task=task, keep_outputs=keep_outputs, scoring=scoring,
                                           warn_pooled=group_by != "student", exclude=exclude)
         run.add(record)
     if not runs:
         raise model_error("E209")
-    results = []
+    scoring.finish()
+    results, unranked = [], []
     for name in sorted(runs):
+        run = runs.pop(name)  # its evidence arrays go as soon as its entry is made
         try:
-            data = runs[name].finish(top_templates=top_templates, alpha=alpha, tests=tests,
-                                     informative_evidence=informative_evidence)
+            data = run.finish(top_templates=top_templates, alpha=alpha, tests=tests,
+                              informative_evidence=informative_evidence)
         except ModelError as err:
             if err.code not in ("E209", "E215"):
                 raise
-            raise model_error("E216", field=group_by, group=name, detail=f"{err.message} [{err.code}]") from None
+            unranked.append(model_error("E216", field=group_by, group=name, detail=f"{err.message} [{err.code}]"))
+            data = unranked_result(run, f"{err.message} [{err.code}]", alpha=alpha)
         results.append(AuditResult({"student": name, **data}, student=name))
+    if len(unranked) == len(results):
+        raise unranked[0]
     return AuditBatch(results, group_by=group_by, meta={"signature": _signature(model)})
+
+
+def unranked_result(run: StudentRun | None, reason: str, *, alpha: float = ALPHA) -> dict[str, Any]:
+    """The entry of a group that could not be ranked: its counts (none without a ``run``: every record of
+    the group was skipped), no ranking and no evidence, and the verdict ``unavailable`` with the
+    ``reason`` (also its one warning)."""
+    evidence = run.evidence.values() if run is not None else []
+    verdict = {"status": "unavailable", "teacher": None, "best_candidate": None, "test": None, "p_value": None,
+               "p_unlisted": None, "p_paired": None, "n_paired": 0, "runner_up": None, "paired_score": None,
+               "alpha": alpha, "reason": reason}
+    entry = {"n_outputs": sum(ev.n_outputs for ev in evidence), "n_empty": sum(ev.n_empty for ev in evidence),
+             "ranking": [], "evidence": [], "verdict": verdict, "warnings": [f"not ranked: {reason}"]}
+    if run is not None:
+        entry["checks"] = run.checks.counts()
+        if run.keep_outputs:
+            entry["outputs"] = run.kept
+    return entry
+
+
+def with_unranked(batch: AuditBatch, reasons: dict[str, str], *, alpha: float = ALPHA) -> AuditBatch:
+    """``batch`` with an ``unavailable`` entry (:func:`unranked_result`) for each group of ``reasons`` it
+    lacks (``{name: reason}``: e.g. groups whose every record was skipped), in the groups' order."""
+    extra = [AuditResult({"student": name, **unranked_result(None, reason, alpha=alpha)}, student=name)
+             for name, reason in reasons.items() if name not in {r.student for r in batch}]
+    results = sorted([*batch.results, *extra], key=lambda r: str(r.student))
+    return AuditBatch(results, group_by=batch.group_by, meta=batch.meta)
 
 
 # -- tables ----------------------------------------------------------------------------------------
@@ -263,8 +312,22 @@ def require_parquet() -> None:
 
 
 def frame_to_csv(frame: pd.DataFrame) -> str:
-    """Stable CSV text: floats rounded to 6 places, lists as JSON, ``\\n`` line ends."""
-    return _for_file(frame, lists_as_json=True).to_csv(index=False, lineterminator="\n")
+    """Stable CSV text: floats rounded to 6 places, lists as JSON, ``\\n`` line ends; a text cell or column name
+    that a spreadsheet would run as a formula starts with ``'`` (:func:`attribution.sanitize.for_spreadsheet`).
+    Every CSV the toolkit writes or prints comes from here."""
+    from .sanitize import for_spreadsheet
+
+    out = _for_file(frame, lists_as_json=True)
+    for column in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[column]):
+            out[column] = pd.Series([for_spreadsheet(v) for v in out[column].tolist()], index=out.index,
+                                    dtype=object)
+    out.columns = [for_spreadsheet(str(c)) for c in out.columns]
+    # with "\r\n" as the row end, a cell holding a lone "\r" is quoted too (with "\n" it was written bare, and a
+    # reader took it for the end of the row); then each row end outside quotes becomes "\n"
+    parts = out.to_csv(index=False, lineterminator="\r\n").split('"')
+    parts[::2] = [part.replace("\r\n", "\n") for part in parts[::2]]
+    return '"'.join(parts)
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -294,5 +357,5 @@ def _for_file(frame: pd.DataFrame, *, lists_as_json: bool) -> pd.DataFrame:
     return out
 
 
-__all__ = ["AuditBatch", "AuditResult", "audit_student", "rank_students", "write_table", "frame_to_csv",
-           "GROUP_FIELDS", "SUMMARY_COLUMNS"]
+__all__ = ["AuditBatch", "AuditResult", "audit_student", "rank_students", "unranked_result", "with_unranked",
+           "write_table", "frame_to_csv", "GROUP_FIELDS", "SUMMARY_COLUMNS"]

@@ -119,7 +119,8 @@ def test_rank_and_report_show_where_a_reference_came_from(cli, tmp_path, referen
     assert proc.returncode == 0, proc.stderr
     source = json.loads(proc.stdout)["inputs"]["reference"]["source"]
     assert source == "gpt-4o-mini at https://api.openai.com/v1 (chat; max_tokens 128, temperature 0.0)"
-    assert "gpt-4o-mini at https://api.openai.com/v1" in (tmp_path / "r.md").read_text()
+    # a URL in Markdown is a code span, never a live link (issue 20, item 7)
+    assert "gpt-4o-mini at `https://api.openai.com/v1`" in (tmp_path / "r.md").read_text()
 
 
 # -- a real server -----------------------------------------------------------------------------

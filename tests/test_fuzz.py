@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -189,8 +190,14 @@ RESULTS = st.fixed_dictionaries(
 #: The tags our HTML report writes; a label must never add one.
 HTML_TAGS = {"!DOCTYPE", "html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "strong",
              "table", "thead", "tbody", "tr", "th", "td", "img", "code", "dl", "dt", "dd", "br"}
-#: Link or image syntax that is live (its opening bracket is not backslash-escaped).
-LIVE_LINK = re.compile(r"(?<!\\)(?:\\\\)*\]\(|(?<!\\)(?:\\\\)*!\[")
+#: What a GitHub-flavoured renderer links by itself in plain text (extended autolinks): never outside a code span.
+AUTOLINK = re.compile(r"://|www\.|@|mailto:|xmpp:", re.IGNORECASE)
+
+
+def _tokens(tokens):
+    for token in tokens:
+        yield token
+        yield from _tokens(token.children or [])
 
 
 @FUZZ
@@ -203,12 +210,17 @@ def test_renderers_are_inert_or_refuse(result):
     except InputError as err:
         assert err.code == "E604"
         return
+    from markdown_it import MarkdownIt
+
     md = render_markdown(result, {"ranking": "r_ranking.png"})
-    ours = ("![Student-level probability", "![Per-output probability")
-    for line in md.splitlines():
-        if not line.startswith(ours):
-            assert not LIVE_LINK.search(line), line
-        assert not re.search(r"<(?!/?code>)", line), line  # no HTML but our <code>
+    for token in _tokens(MarkdownIt("commonmark").enable(["table", "strikethrough"]).parse(md)):
+        assert token.type not in ("link_open", "html_block", "s_open", "em_open"), token
+        if token.type == "image":
+            assert token.attrGet("src") == "r_ranking.png"  # only our plot
+        elif token.type == "html_inline":
+            assert token.content in ("<code>", "</code>")  # no HTML but ours
+        elif token.type == "text":
+            assert not AUTOLINK.search(token.content), token.content  # URLs, www., e-mails only in code spans
     html = render_html(result, {"ranking": b"png"})
     assert set(re.findall(r"</?([!A-Za-z][A-Za-z0-9]*)", html)) <= HTML_TAGS
     for text in (md, html):
@@ -300,3 +312,52 @@ def test_an_audit_config_is_read_or_refused_with_file_and_code(lines, tail):
     except InputError as err:
         assert err.code in {"E109", "E416"} and err.source == str(path)
         str(err).encode("utf-8")
+
+
+# -- what the CLI writes and prints (issue 20) -------------------------------------------------------
+CELLS = st.one_of(HOSTILE, st.floats(allow_nan=False, allow_infinity=False, width=32), st.integers(-10**6, 10**6),
+                  st.sampled_from(["=1+2", "+cmd", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "-3", "-1e5", "\uff1d1"]))
+
+
+@FUZZ
+@given(st.lists(st.tuples(HOSTILE, CELLS, CELLS), min_size=1, max_size=5), HOSTILE)
+def test_csv_cells_never_start_a_formula(rows, header):
+    """Every CSV the CLI writes comes from frame_to_csv: rows stay rows, no text cell starts a formula, the
+    values come back (with a leading ' where one was added), numbers stay numbers."""
+    import csv
+
+    import pandas as pd
+
+    from attribution.result import frame_to_csv
+    from attribution.sanitize import FORMULA_STARTS
+
+    frame = pd.DataFrame(rows, columns=["label", header or "x", "other"]).astype(object)
+    parsed = list(csv.reader(io.StringIO(frame_to_csv(frame), newline="")))
+    assert len(parsed) == len(rows) + 1
+    for got, value in zip((cell for row in parsed for cell in row),
+                          [*frame.columns, *(v for row in frame.itertuples(index=False) for v in row)]):
+        if isinstance(value, str):
+            number = re.fullmatch(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", value)
+            assert got == ("'" + value if value.startswith(FORMULA_STARTS) and not number else value)
+        else:
+            assert float(got) == pytest.approx(round(float(value), 6), abs=1e-6)
+
+
+@FUZZ
+@given(st.lists(LABEL, min_size=2, max_size=3, unique=True), LABEL)
+def test_labels_print_on_their_own_line(labels, student):
+    """rank's tables: one line per teacher, per student; no control character reaches the terminal."""
+    from attribution.cli.rank import _ranking_table, _students_table
+
+    ranking = [{"teacher": t, "probability": 0.5, "support": 0.5, "ci_low": 0.1, "ci_high": 0.9} for t in labels]
+    verdict = {"status": "attributed", "teacher": labels[0], "best_candidate": labels[0], "test": "unlisted",
+               "p_value": 0.01, "p_unlisted": 0.01, "alpha": 0.05}
+    result = {"n_outputs": 3, "ranking": ranking, "verdict": verdict, "tasks": {labels[1]: {
+        "n_outputs": 3, "ranking": ranking}}, "evidence": [{"block": labels[1], "feature": labels[0],
+                                                              "n_outputs": 1, "examples": [student]}]}
+    table = _ranking_table(result)
+    assert len(table.splitlines()) == len(labels) + 6  # header, teachers, note, verdict, task, evidence x2
+    grouped = _students_table({"group_by": "student", "students": [{"student": student, **result}]})
+    assert len(grouped.splitlines()) == 3
+    for text in (table, grouped):
+        assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]", text)

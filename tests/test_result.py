@@ -106,11 +106,21 @@ def test_rank_students_refuses_a_record_without_the_field(model, make_jsonl, stu
     assert info.value.code == "E210"
 
 
-def test_a_group_with_nothing_to_rank_is_named(model, make_jsonl, students_path):
+def test_a_group_with_nothing_to_rank_is_named_and_the_others_ranked(model, make_jsonl, students_path):
+    """Issue 20, item 10: one such group used to abort the whole batch with E216."""
     rows = [json.loads(line) for line in students_path.read_text().splitlines()]
     rows.append({"id": "x", "task": "science", "student": "s-broken", "output": "</s> nannannan"})
-    with pytest.raises(ModelError) as info:
-        rank_students(model, read_records(make_jsonl(rows)))
+    batch = rank_students(model, read_records(make_jsonl(rows)))
+    assert [r.student for r in batch] == sorted([*STUDENTS, "s-broken"])
+    broken = batch["s-broken"].to_dict()
+    assert broken["ranking"] == [] and broken["verdict"]["status"] == "unavailable" and broken["n_empty"] == 1
+    assert "[E209]" in broken["verdict"]["reason"] and any("s-broken" in w for w in batch.warnings)
+    assert all(batch[name].data["ranking"] for name in STUDENTS)
+    table = batch.table().set_index("student")
+    assert table.loc["s-broken", "status"] == "unavailable" and pd.isna(table.loc["s-broken", "probability"])
+    only_broken = [row for row in rows if row["student"] == "s-broken"]
+    with pytest.raises(ModelError) as info:  # nothing at all to rank
+        rank_students(model, read_records(make_jsonl(only_broken)))
     assert info.value.code == "E216" and "student 's-broken'" in str(info.value)
 
 

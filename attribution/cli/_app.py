@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import io
 import json
 import math
@@ -199,7 +200,20 @@ def to_json(result: dict[str, Any]) -> str:
     terminal would act on are escaped (the JSON decodes to the same strings)."""
     from ..sanitize import json_for_terminal
 
-    return json_for_terminal(json.dumps(round_floats(result), sort_keys=True, indent=2, ensure_ascii=False))
+    # written piece by piece: json.dumps with indent first lists every piece (for a --group-by document of
+    # thousands of students, ten times the text's size)
+    encoder = json.JSONEncoder(sort_keys=True, indent=2, ensure_ascii=False)
+    parts: list[str] = []
+    pieces: list[str] = []
+    for piece in encoder.iterencode(round_floats(result)):
+        pieces.append(piece)
+        if len(pieces) >= 4096:
+            parts.append("".join(pieces))
+            pieces.clear()
+    parts.append("".join(pieces))
+    text = "".join(parts)
+    parts.clear()
+    return json_for_terminal(text)
 
 
 def echo(message: Any, *, err: bool = False) -> None:
@@ -210,9 +224,12 @@ def echo(message: Any, *, err: bool = False) -> None:
 
 
 def log(message: str, *, quiet: bool = False) -> None:
-    """Counts and notes go to stderr, never stdout."""
+    """Counts and notes go to stderr, never stdout; each is one line (a label cannot break it:
+    :func:`attribution.sanitize.one_line`)."""
+    from ..sanitize import one_line
+
     if not quiet:
-        echo(message, err=True)
+        typer.echo(one_line(message), err=True)
 
 
 def report_skipped(skipped: list, *, quiet: bool = False) -> None:
@@ -295,6 +312,10 @@ def emit(result: dict[str, Any], fmt: OutputFormat, render_table: Callable[[dict
         echo(render_table(result))
 
 
+def _shortened(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 3:]}"
+
+
 def run_app(argv: list[str]) -> int:
     """Run the app and translate exceptions into exit codes: 0 ok; for a coded error the code's status
     (:func:`attribution.errors.exit_status`: 1 when the environment failed, 2 for the command or its input);
@@ -312,10 +333,10 @@ def run_app(argv: list[str]) -> int:
         echo("terminated", err=True)
         return EXIT_TERMINATED
     except FileNotFoundError as err:
-        echo(f"error: {err}", err=True)
+        log(f"error: {err}")
         return EXIT_USAGE
     except AttributionError as err:
-        echo(f"error: {err}", err=True)
+        log(f"error: {err}")
         status = exit_status(err.code)  # an uncoded error: bad values are usage, anything else unexpected
         return status if status is not None else EXIT_USAGE if isinstance(err, ValueError) else EXIT_ERROR
     except Exception as err:  # noqa: BLE001 - the one place that catches everything
@@ -334,9 +355,18 @@ def run_app(argv: list[str]) -> int:
             return EXIT_USAGE
         if isinstance(err, (click.exceptions.Exit, typer.Exit)):
             return err.exit_code
+        from ..errors import input_error
+        from ..outputs import NO_SPACE_ERRNOS, write_error
+
+        if isinstance(err, OSError) and err.errno in (*NO_SPACE_ERRNOS, errno.ENAMETOOLONG):
+            # stdout redirected to a full disk; a name too long where the file system first said so
+            coded = (write_error(err, err.filename or "(standard output)") if err.errno != errno.ENAMETOOLONG
+                     else input_error("E126", path=_shortened(str(err.filename))))
+            log(f"error: {coded}")
+            return exit_status(coded.code) or EXIT_ERROR
         if debug:
             raise
-        echo(f"error: unexpected {type(err).__name__}: {err} (rerun with --debug for a traceback)", err=True)
+        log(f"error: unexpected {type(err).__name__}: {err} (rerun with --debug for a traceback)")
         return EXIT_ERROR
     if code == EXIT_INTERRUPTED:  # typer turns KeyboardInterrupt into a silent 130
         echo("interrupted", err=True)

@@ -55,7 +55,9 @@ def endpoint_settings(params: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _table(result: dict[str, Any]) -> str:
-    return "\n".join(f"{key:>17}  {value}" for key, value in sorted(result.items())
+    from ..sanitize import one_line
+
+    return "\n".join(f"{key:>17}  {one_line(value)}" for key, value in sorted(result.items())
                      if not isinstance(value, (dict, list)))
 
 

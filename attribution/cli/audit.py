@@ -31,10 +31,12 @@ def audit_cli(
 
     settings = load_config(config)
     if check:
+        from ..sanitize import one_line
+
         sources = [("student", settings.student)] + [("teacher", t) for t in settings.teachers]
-        lines = [f"{role:<8} {s.label:<24} " + (f"endpoint {s.model}" if s.endpoint else f"file {s.file}")
-                 for role, s in sources]
-        typer.echo("\n".join([f"{config}: ok", *lines]))
+        lines = [f"{role:<8} {one_line(s.label):<24} "
+                 + one_line(f"endpoint {s.model}" if s.endpoint else f"file {s.file}") for role, s in sources]
+        typer.echo("\n".join([f"{one_line(config)}: ok", *lines]))
         return
     if output_dir is None:
         raise typer.BadParameter("give the folder to write into: --output-dir DIR", param_hint="'--output-dir'")

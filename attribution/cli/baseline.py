@@ -38,10 +38,12 @@ NAME_HELP = f"{registry.baselines.help()}."
 
 
 def _table(result: dict[str, Any]) -> str:
+    from ..sanitize import one_line
+
     if "results" in result:
         lines = [f"{'task':<16} {'baseline':<22} {'n':>5} {'acc':>6} {'bal_acc':>8} {'students':>9} {'stud_acc':>9}"]
         for row in result["results"]:
-            lines.append(f"{str(row['task']):<16} {row['features']:<22} {row['n_outputs']:>5} "
+            lines.append(f"{one_line(row['task']):<16} {one_line(row['features']):<22} {row['n_outputs']:>5} "
                          f"{row['accuracy']:>6.3f} {row['balanced_accuracy']:>8.3f} {row['n_students']:>9} "
                          f"{row['student_accuracy']:>9.3f}")
         return "\n".join(lines)
@@ -50,7 +52,8 @@ def _table(result: dict[str, Any]) -> str:
     for baseline, sub in parts:
         for student, row in sorted(sub["students"].items()):
             name = baseline or sub.get("name", "")
-            lines.append(f"{name:<22} {student:<28} {row['verdict']:<24} {row['n_outputs']:>5}")
+            lines.append(f"{one_line(name):<22} {one_line(student):<28} {one_line(row['verdict']):<24} "
+                         f"{row['n_outputs']:>5}")
     return "\n".join(lines)
 
 

@@ -31,7 +31,9 @@ def _names(value: str) -> list[str]:
 
 
 def _table(result: dict[str, Any]) -> str:
-    lines = [f"{name:<32} {count:>6} records" for name, count in result["files"].items()]
+    from ..sanitize import one_line
+
+    lines = [f"{one_line(name):<32} {count:>6} records" for name, count in result["files"].items()]
     lines.append(f"({result['skipped']} invalid record(s) skipped)")
     return "\n".join(lines)
 

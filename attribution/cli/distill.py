@@ -28,7 +28,9 @@ from ._endpoint import (
 
 
 def _table(result: dict[str, Any]) -> str:
-    return "\n".join(f"{key:>16}  {value}" for key, value in sorted(result.items())
+    from ..sanitize import one_line
+
+    return "\n".join(f"{key:>16}  {one_line(value)}" for key, value in sorted(result.items())
                      if not isinstance(value, (dict, list)))
 
 

@@ -39,9 +39,16 @@ def _split(value: str) -> list[str]:
 
 
 def _table(result: dict[str, Any]) -> str:
-    from ..evaluation import results_table
+    import pandas as pd
 
-    return results_table(result).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    from ..evaluation import results_table
+    from ..sanitize import one_line
+
+    table = results_table(result)
+    for column in table.columns:
+        if not pd.api.types.is_numeric_dtype(table[column]):
+            table[column] = [one_line(v) if isinstance(v, str) else v for v in table[column]]
+    return table.to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
 @app.command("evaluate")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -125,16 +126,21 @@ class GroupBy(str, Enum):
 
 
 def _students_table(result: dict[str, Any]) -> str:
-    """rank --group-by as a table: one line per group."""
+    """rank --group-by as a table: one line per group (labels on one line each: sanitize.one_line)."""
     from ..report import format_interval
+    from ..sanitize import one_line
 
     lines = [f"{result['group_by']:<28} {'teacher':<24} {'probability':>11} {'95% interval':>14}  verdict"]
     for entry in result["students"]:
-        best, verdict = entry["ranking"][0], entry["verdict"]
-        p_value = verdict.get("p_value")
+        verdict = entry["verdict"]
+        if not entry["ranking"]:  # nothing to rank (attribution.result.unranked_result): the reason instead
+            lines.append(f"{one_line(entry['student']):<28} {'-':<24} {'-':>11} {'-':>14}  {verdict['status']}: "
+                         f"not ranked: {one_line(verdict.get('reason'))}")
+            continue
+        best, p_value = entry["ranking"][0], verdict.get("p_value")
         shown = verdict["status"] + (f" (p = {p_value:.3g})" if isinstance(p_value, (int, float)) else "")
-        lines.append(f"{entry['student']:<28} {best['teacher']:<24} {best['probability']:>11.3f} "
-                     f"{format_interval(best):>14}  {shown}")
+        lines.append(f"{one_line(entry['student']):<28} {one_line(best['teacher']):<24} {best['probability']:>11.3f} "
+                     f"{format_interval(best):>14}  {one_line(shown)}")
     lines.append(f"({len(result['students'])} groups by '{result['group_by']}'; --format json for each one's "
                  "ranking, verdict and evidence)")
     return "\n".join(lines)
@@ -142,32 +148,38 @@ def _students_table(result: dict[str, Any]) -> str:
 
 def _verdict_line(verdict: dict[str, Any]) -> str:
     from ..inference import describe_verdict
+    from ..sanitize import one_line
 
-    return f"verdict: {describe_verdict(verdict)}"
+    return f"verdict: {one_line(describe_verdict(verdict))}"
 
 
 def _ranking_table(result: dict[str, Any]) -> str:
+    """rank's table: every label, task, template and example on one line (sanitize.one_line), so that none
+    can print a line of its own, e.g. a fake verdict."""
     from ..report import format_interval
+    from ..sanitize import one_line
 
     lines = []
     if result.get("family_ranking"):  # families first: the auditor's first question
         lines.append(f"{'family':<24} {'probability':>11} {'95% interval':>14} {'support':>8}  versions in play")
-        lines += [f"{r['family']:<24} {r['probability']:>11.3f} {format_interval(r):>14} {r['support']:>8.2f}  "
-                  f"{', '.join(r['members'])}" for r in result["family_ranking"]]
+        lines += [f"{one_line(r['family']):<24} {r['probability']:>11.3f} {format_interval(r):>14} "
+                  f"{r['support']:>8.2f}  {one_line(', '.join(r['members']))}" for r in result["family_ranking"]]
     lines.append(f"{'teacher':<24} {'probability':>11} {'95% interval':>14} {'support':>8}")
-    lines += [f"{r['teacher']:<24} {r['probability']:>11.3f} {format_interval(r):>14} {r['support']:>8.2f}"
+    lines += [f"{one_line(r['teacher']):<24} {r['probability']:>11.3f} {format_interval(r):>14} {r['support']:>8.2f}"
               for r in result["ranking"]]
     lines.append(f"({result['n_outputs']} outputs; interval and support from bootstrap resamples of the outputs; "
                  "support = share ranking it first)")
     lines.append(_verdict_line(result["verdict"]))
     for task, sub in sorted(result.get("tasks", {}).items()):
         best = sub["ranking"][0]
-        lines.append(f"  task {task}: {best['teacher']} ({best['probability']:.3f}, {sub['n_outputs']} outputs)")
+        lines.append(f"  task {one_line(task)}: {one_line(best['teacher'])} ({best['probability']:.3f}, "
+                     f"{sub['n_outputs']} outputs)")
     if result.get("evidence"):
-        lines.append(f"templates behind '{result['ranking'][0]['teacher']}':")
+        lines.append(f"templates behind '{one_line(result['ranking'][0]['teacher'])}':")
         for row in result["evidence"][:5]:
-            example = f"  e.g. \"{row['examples'][0]}\"" if row["examples"] else ""
-            lines.append(f"  {row['block']}: {row['feature']:<28} in {row['n_outputs']} outputs{example}")
+            example = f"  e.g. \"{one_line(row['examples'][0])}\"" if row["examples"] else ""
+            lines.append(f"  {one_line(row['block'])}: {one_line(row['feature']):<28} in {row['n_outputs']} "
+                         f"outputs{example}")
     return "\n".join(lines)
 
 
@@ -351,7 +363,7 @@ def _check_before_work(outputs: Path, reference: Optional[Path], model_path: Opt
         require_parquet()
     check_outputs([output, per_output, evidence_file, *(report_files(report) if report is not None else [])],
                   [outputs, reference, model_path])
-    if not outputs.is_file():  # before fitting: a typo in the student path should not cost a fit
+    if not os.path.isfile(outputs):  # before fitting: a typo in the student path should not cost a fit
         raise input_error("E109", source=str(outputs))
 
 
@@ -402,7 +414,24 @@ def _rank_records(model: Any, student: Any, recorder: Any, outputs: Path, *, gro
             raise problem or input_error("E118", source=student.source, n=n,
                                          hint=_empty_hint(model_path, model)) from None
     report_skipped(student.skipped, quiet=quiet)
+    if group is not None and student.skipped:
+        audit = _with_skipped_groups(audit, student, group)
     return audit
+
+
+def _with_skipped_groups(batch: Any, student: Any, group: str) -> Any:
+    """A group whose every record was skipped (--skip-invalid) is in the batch too: unavailable, saying why."""
+    from collections import Counter
+
+    from ..result import with_unranked
+
+    counts = Counter(names[group] for names in student.skipped_names if group in names)
+    first: dict[str | None, Any] = {}
+    for names, err in zip(student.skipped_names, student.skipped):
+        first.setdefault(names.get(group), err)
+    reasons = {name: f"all {n} of its record(s) are invalid and were skipped (--skip-invalid); the first: "
+                     f"{first[name]}" for name, n in counts.items()}
+    return with_unranked(batch, reasons)
 
 
 def _add_inputs(result: dict[str, Any], outputs: Path, reference: Optional[Path], model_path: Optional[Path], *,
@@ -492,5 +521,7 @@ def fit_cli(
               "signature": first.signature_, "skipped": len(skipped)}
     if warnings:
         result["warnings"] = warnings
-    emit(result, fmt,
-         lambda r: f"saved {r['model']}: teachers {', '.join(r['teachers'])}; tasks {', '.join(r['tasks'])}")
+    from ..sanitize import one_line
+
+    emit(result, fmt, lambda r: one_line(f"saved {r['model']}: teachers {', '.join(r['teachers'])}; tasks "
+                                         f"{', '.join(r['tasks'])}"))

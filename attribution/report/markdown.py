@@ -1,7 +1,9 @@
 """A :class:`~attribution.report.document.Document` as Markdown, its plots as PNG files beside it.
 
 Untrusted text is made inert: one line per cell, every Markdown construct escaped (links, images,
-emphasis, code, tables, math) and ``<``/``&`` HTML-escaped; the only markup written is ``<code>``.
+emphasis, code, tables, math) and ``<``/``&`` HTML-escaped, and words that GitHub-flavoured renderers
+would link by themselves (``http://``, ``www.``, e-mail addresses) in code spans; the only markup
+written is ``<code>`` and those code spans.
 """
 
 from __future__ import annotations
@@ -19,10 +21,29 @@ from .document import Code, Document, Heading, Image, Inline, Para, Quotes, Stro
 _MD_PUNCTUATION = re.compile(r"([\\`*_\[\]()!|~$#{}])")
 
 
+#: What GitHub-flavoured renderers turn into a link by themselves (extended autolinks: a scheme, ``www.``, an e-mail
+#: address), wherever it stands in a word; escapes and entities do not stop them (cmark-gfm links ``a&#64;b.com``).
+_AUTOLINK_RE = re.compile(r"://|www\.|@|mailto:|xmpp:", re.IGNORECASE)
+
+
 def md(value: Any) -> str:
-    """Untrusted text as inert Markdown: one line, every Markdown and HTML character escaped."""
+    """Untrusted text as inert Markdown: one line, every Markdown and HTML character escaped, and every word
+    that a renderer would make a link (``http://...``, ``www.x``, ``a@b.c``) in a code span, where none does."""
     text = " ".join(for_terminal(value).replace("\r", "\n").split("\n"))
+    return "".join(_code_span(word) if _AUTOLINK_RE.search(word) else _escaped(word)
+                   for word in re.split(r"(\s+)", text) if word)
+
+
+def _escaped(text: str) -> str:
     return html.escape(_MD_PUNCTUATION.sub(r"\\\1", text), quote=False)
+
+
+def _code_span(text: str) -> str:
+    """``text`` as a code span: fenced by one backtick more than its longest run of them, padded with a space
+    (which renderers strip) where it starts or ends with a backtick or a space, ``|`` escaped for table cells."""
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") else ""
+    return fence + pad + text.replace("|", "\\|") + pad + fence
 
 
 def _inline(piece: Inline) -> str:
