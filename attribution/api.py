@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +63,12 @@ def fit_reference(records: Iterable[Record], *, task: str | None = None,
 def rank_student(model: MultiTaskAttributor | TeacherAttributor, records: Iterable[Record], *, task: str | None = None,
                  top_templates: int = 10, keep_outputs: bool = False, alpha: float = ALPHA,
                  tests: str = "either", informative_evidence: bool = True, exclude: Iterable[str] = (),
+                 control: Iterable[Record] | None = None,
                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Rank the teacher of one student from all its outputs, streaming in batches (``exclude``: teachers or
-    families left out of the ranking and its tests, without refitting).
+    families left out of the ranking and its tests, without refitting; ``control``: outputs of a model of the
+    student's base taught by no candidate, on the same prompts (matched by ``id``), against which the verdict
+    compares the student, see docs/verdict.md).
 
     Returns
     -------
@@ -82,7 +85,8 @@ def rank_student(model: MultiTaskAttributor | TeacherAttributor, records: Iterab
         ``informative_evidence=False`` also lists templates made mostly of punctuation as evidence
         (see :func:`attribution.explain.is_informative`).
     """
-    run = StudentRun(model, task=task, keep_outputs=keep_outputs, progress=progress, exclude=exclude)
+    run = StudentRun(model, task=task, keep_outputs=keep_outputs, progress=progress, exclude=exclude,
+                     control=list(control) if control is not None else None)
     for record in records:
         run.add(record)
     return run.finish(top_templates=top_templates, alpha=alpha, tests=tests, informative_evidence=informative_evidence)
@@ -102,7 +106,7 @@ class StudentRun:
     def __init__(self, model: MultiTaskAttributor | TeacherAttributor, *, task: str | None = None,
                  keep_outputs: bool = False, progress: Callable[[int], None] | None = None,
                  warn_pooled: bool = True, scoring: SharedScoring | None = None,
-                 exclude: Iterable[str] = ()) -> None:
+                 exclude: Iterable[str] = (), control: Sequence[Record] | None = None) -> None:
         from .checks import OutputChecks
 
         self.model = as_multitask(model)  # a TeacherAttributor serves every task
@@ -110,6 +114,8 @@ class StudentRun:
         self.warn_pooled = warn_pooled
         self.scoring = scoring
         self.exclude = list(exclude)
+        self.control = list(control) if control is not None else None
+        self._control_scores: dict[str | None, dict[str, np.ndarray]] = {}
         for sub in self.model.models_.values():  # unknown names fail now, before any output is read
             sub.hierarchy(self.exclude)
         self.checks = OutputChecks()  # repeated, near-empty and non-English outputs (warnings only)
@@ -150,12 +156,32 @@ class StudentRun:
 
         sub = self.model.models_[key]
         if key not in self.evidence:
-            self.evidence[key] = StudentEvidence(sub, exclude=self.exclude)
+            self.evidence[key] = StudentEvidence(sub, exclude=self.exclude, control=self._control_for(key))
         records = [row[0] for row in rows]
         proba = np.vstack([row[3] for row in rows])
         self.evidence[key].add_scored([row[1] for row in rows], sp.vstack([row[2] for row in rows], format="csr"),
                                       proba, [r.id for r in records])
         self._keep(sub, records, proba)
+
+    def _control_for(self, key: str | None) -> dict[str, np.ndarray] | None:
+        """The control's per-teacher log-probabilities on each prompt id of task ``key`` (the mean over its
+        outputs on that prompt); ``None`` without a control."""
+        if self.control is None:
+            return None
+        if key not in self._control_scores:
+            sub = self.model.models_[key]
+            records = [r for r in self.control if key is None or r.task in (key, None)]
+            missing = next((r for r in records if r.id is None), None)
+            if missing is not None:
+                raise input_error("E142", source=missing.source, line=missing.line)
+            by_id: dict[str, list[np.ndarray]] = {}
+            for start in range(0, len(records), sub.batch_size):
+                chunk = records[start:start + sub.batch_size]
+                proba = sub.predict_proba_docs(sub.prepare([r.output for r in chunk]))
+                for record, row in zip(chunk, np.log(np.clip(proba, 1e-12, 1.0))):
+                    by_id.setdefault(str(record.id), []).append(row)
+            self._control_scores[key] = {pid: np.mean(rows, axis=0) for pid, rows in by_id.items()}
+        return self._control_scores[key]
 
     def _flush(self, key: str | None) -> None:
         batch = self.pending.pop(key, [])
@@ -163,7 +189,7 @@ class StudentRun:
             return
         sub = self.model.models_[key]
         if key not in self.evidence:
-            self.evidence[key] = StudentEvidence(sub, exclude=self.exclude)
+            self.evidence[key] = StudentEvidence(sub, exclude=self.exclude, control=self._control_for(key))
         # On Dask workers (attribution.parallel), the next batches are tagged while this process scores
         # earlier ones, in the order they were sent (the same results); otherwise each is scored at once.
         self.in_flight.append((key, batch, sub.prepare_later([r.output for r in batch])))

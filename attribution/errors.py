@@ -44,6 +44,7 @@ class Errors:
     E126 = "file name too long for the file system: {path}; use a shorter name"
     E140 = "cannot read the families table: {detail}"
     E141 = "teacher '{teacher}' is given two families: '{first}' and '{second}'; a teacher belongs to one family"
+    E142 = "a control record needs an 'id' (the prompt it answers), to be compared with the student's output on it"
     # fitting and models (E2xx)
     E201 = "need at least two distinct teachers to fit, got {n}: {teachers}"
     E202 = "expected a list of texts, got a single string; wrap it in a list"

@@ -10,7 +10,7 @@ document ``attribute-teacher rank`` prints. Which templates drove a ranking is :
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -183,7 +183,8 @@ class StudentEvidence:
     """
 
     def __init__(self, model: TeacherAttributor, *, keep_outputs: bool = False, n_examples: int = 3,
-                 max_example_outputs: int = 256, exclude: Iterable[str] = ()) -> None:
+                 max_example_outputs: int = 256, exclude: Iterable[str] = (),
+                 control: Mapping[str, np.ndarray] | None = None) -> None:
         model._check_fitted()
         self.model = model
         self.classes = model.classes_.tolist()
@@ -213,6 +214,13 @@ class StudentEvidence:
         self.sibling_paired = {f: PairedTest([self.classes[i] for i in cols]) for f, cols in h.members.items()
                                if len(cols) > 1} if model.paired_ is not None else {}
         self._sibling_weights = {f: np.eye(k)[h.members[f]] for f in self.sibling_paired}
+        # --control: outputs of a model sharing the student's base but taught by no candidate, on the same
+        # prompts (prompt id -> the control's per-teacher log-probabilities): the verdict then compares the
+        # student's log-odds with the control's, prompt by prompt, which removes what the base model brings
+        self.control = dict(control) if control is not None else None
+        self.control_test = PairedTest(h.families) if self.control is not None else None
+        self.sibling_control = ({f: PairedTest([self.classes[i] for i in cols]) for f, cols in h.members.items()
+                                 if len(cols) > 1} if self.control is not None else {})
         # with families, a second paired statistic in the classifier's log-probability space must agree
         # (attribution.paired.MidpointTest): between families, and between the versions of each family
         self.midpoint: MidpointTest | None = None
@@ -263,6 +271,8 @@ class StudentEvidence:
                 test.add(self.model.paired_.cosines(dots, self._sibling_weights[family]))
             if self.midpoint is not None:
                 self._add_midpoint(proba, prompt_ids)
+        if self.control_test is not None and prompt_ids is not None:
+            self._add_control(proba, prompt_ids)
         log_proba = np.log(np.clip(proba, 1e-12, 1.0))
         self.n_outputs += len(docs)
         self.sum_log_proba += log_proba.sum(axis=0)
@@ -284,10 +294,34 @@ class StudentEvidence:
             versions = log_proba[:, cols] - logsumexp(log_proba[:, cols], axis=1, keepdims=True)
             test.add(versions, self._version_answers[family][prompts])
 
+    def _add_control(self, proba: np.ndarray, prompt_ids: Sequence[str | None]) -> None:
+        """Feed the control tests: per output, its log-probabilities minus the control's on the same prompt."""
+        assert self.control is not None and self.control_test is not None
+        rows = [n for n, pid in enumerate(prompt_ids) if pid is not None and str(pid) in self.control]
+        if not rows:
+            return
+        log_proba = np.log(np.clip(proba[rows], 1e-12, 1.0))
+        control = np.stack([self.control[str(prompt_ids[n])] for n in rows])
+        h = self.hierarchy
+        self.control_test.add(h.family_log_proba(log_proba) - h.family_log_proba(control))
+        for family, test in self.sibling_control.items():
+            cols = h.members[family]
+            test.add((log_proba[:, cols] - logsumexp(log_proba[:, cols], axis=1, keepdims=True))
+                     - (control[:, cols] - logsumexp(control[:, cols], axis=1, keepdims=True)))
+
+    def control_result(self, family: str) -> dict[str, Any] | None:
+        """The control test of ``family`` against every other one (``None`` without ``control``)."""
+        return self.control_test.result(family) if self.control_test is not None else None
+
+    def sibling_control_result(self, family: str, teacher: str) -> dict[str, Any] | None:
+        test = self.sibling_control.get(family)
+        return test.result(teacher) if test is not None else None
+
     def paired_tests(self) -> list[Any]:
         """Every paired test's accumulator, in a fixed order (what a Dask worker's batch returns)."""
         return [t for t in (self.paired, *self.sibling_paired.values(), self.midpoint,
-                            *self.sibling_midpoint.values()) if t is not None]
+                            *self.sibling_midpoint.values(), self.control_test, *self.sibling_control.values())
+                if t is not None]
 
     def add_bootstrap(self, log_proba: np.ndarray) -> None:
         """Add what needs each output's log-probabilities: the families' sums, and each output's Poisson
@@ -477,6 +511,11 @@ def judge(evidence: dict[str | None, StudentEvidence], ranking: list[dict[str, A
     the tasks of ``evidence``."""
     teacher = next(row["teacher"] for row in ranking if row.get("family", row["teacher"]) == family)
     evs = [ev for _, ev in _by_task(evidence)]
+    if any(ev.control is not None for ev in evs):  # --control: the student against its control, alone
+        judged = hierarchical_verdict(family, teacher, [None] * len(evs), [ev.control_result(family) for ev in evs],
+                                      [ev.sibling_control_result(family, teacher) for ev in evs], grouped=grouped,
+                                      family_size=family_size, **{**options, "tests": "paired"})
+        return {**judged, "test": "control", "p_control": judged["p_paired"]}
     return hierarchical_verdict(family, teacher, [ev.p_unlisted() for ev in evs],
                                 [ev.paired_result(family) for ev in evs],
                                 [ev.sibling_result(family, teacher) for ev in evs],
@@ -639,6 +678,15 @@ def describe_verdict(verdict: dict[str, Any] | None) -> str:
         p, test = verdict.get("p_unlisted"), "unlisted"
     status = verdict.get("status")
     p_text = _p_text(p)
+    if test == "control":
+        named = verdict.get("teacher") or verdict.get("family")
+        if status == "attributed":
+            return (f"{named}: prompt by prompt, the student's log-odds of {verdict.get('family')} against every "
+                    f"other candidate exceed those of the control (a model of the same base taught by no "
+                    f"candidate) on the same prompts ({verdict.get('n_paired')} prompts; runner-up "
+                    f"{verdict.get('runner_up')}); p = {p_text} < {alpha} (control).")
+        return (f"{status}: against the control, {verdict.get('best_family') or best} is not singled out "
+                f"(p = {p_text}, alpha = {alpha}); no teacher is named.")
     level, family = verdict.get("level"), verdict.get("best_family")
     if family is not None and family != best and status == "inconclusive":
         return (f"inconclusive: family {family} ranks first (its best version {best}), but the {test} "

@@ -218,6 +218,7 @@ def audit_student(model: Any, records: Iterable[Record], **options: Any) -> Audi
 def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "student", task: str | None = None,
                   top_templates: int = 10, keep_outputs: bool = False, alpha: float = ALPHA,
                   tests: str = "either", informative_evidence: bool = True, exclude: Iterable[str] = (),
+                  control: Iterable[Record] | None = None,
                   progress: Callable[[int], None] | None = None) -> AuditBatch:
     """Rank every group of ``records`` (records sharing a ``group_by`` field: ``student``, ``teacher``
     or ``task``) as one student each, in one streaming pass with one model.
@@ -236,6 +237,7 @@ def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "stu
     if group_by not in GROUP_FIELDS:
         raise model_error("E210", name="group_by", expected=f"one of {', '.join(GROUP_FIELDS)}", got=group_by)
     scoring = SharedScoring(as_multitask(model), progress=progress)
+    controls = list(control) if control is not None else None
     runs: dict[str, StudentRun] = {}
     for record in records:
         name = getattr(record, group_by)
@@ -244,7 +246,8 @@ def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "stu
         run = runs.get(name)
         if run is None:
             run = runs[name] = StudentRun(model, task=task, keep_outputs=keep_outputs, scoring=scoring,
-                                          warn_pooled=group_by != "student", exclude=exclude)
+                                          warn_pooled=group_by != "student", exclude=exclude,
+                                          control=controls)
         run.add(record)
     if not runs:
         raise model_error("E209")

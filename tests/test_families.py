@@ -172,3 +172,34 @@ def test_midpoint_statistic_is_the_log_odds_beyond_the_answers_midpoint():
     answers2 = np.array([[[0.0, -2.0], [-3.0, 0.0]]] * 5) + rng.normal(scale=0.01, size=(5, 2, 2))
     own.add(answers2[:, 0, :], answers2)
     assert own.result("x")["p_paired"] < 0.01
+
+
+def test_a_control_identical_to_the_student_names_no_one(model, bank_slice, tmp_path):
+    """--control: the verdict compares the student's log-odds with the control's on the same prompts; a
+    control that is the student itself leaves nothing to attribute, whatever the ranking says."""
+    records = read_records(bank_slice["student"])
+    alone = audit_student(model, records).data["verdict"]
+    against_itself = audit_student(model, records, control=records).data["verdict"]
+    assert against_itself["test"] == "control" and against_itself["status"] == "inconclusive"
+    assert against_itself["p_control"] == 1.0 and against_itself["n_paired"] == len(records)
+    assert alone["test"] != "control"
+    npz = tmp_path / "m.npz"
+    model.save(npz)
+    result = run_cli(bank_slice["student"], "--model", npz, "--control", bank_slice["student"], "-f", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["verdict"]["test"] == "control"
+    no_ids = tmp_path / "control.jsonl"
+    no_ids.write_text(json.dumps({"output": "Sure! Here is a list."}) + "\n", encoding="utf-8")
+    result = run_cli(bank_slice["student"], "--model", npz, "--control", no_ids)
+    assert result.returncode == 2 and "[E142]" in result.stderr and "control.jsonl:1" in result.stderr
+
+
+def test_a_control_of_another_model_keeps_the_family_test(model, bank_slice):
+    """With a control that differs from the student (guanaco-7b, LLaMA-7B taught by humans, for alpaca-7b, a
+    LLaMA-7B taught by text-davinci-003), the test runs on every shared prompt and names at most one family."""
+    ids = {r.id for r in read_records(bank_slice["student"])}
+    control = [r for r in read_records(SHARED_DATA / "alpacaeval" / "students_audit.jsonl")
+               if r.student == "guanaco-7b" and r.id in ids]
+    verdict = audit_student(model, read_records(bank_slice["student"]), control=control).data["verdict"]
+    assert verdict["test"] == "control" and verdict["n_paired"] == len(control) > 0
+    assert verdict["family"] in (None, verdict["best_family"])

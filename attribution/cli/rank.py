@@ -278,6 +278,10 @@ def rank_cli(
     exclude: str = typer.Option("", "--exclude", help="Comma-separated teachers or families to leave out of the "
                                 "ranking and its tests, without refitting (probabilities renormalized)."),
     families: Optional[Path] = FAMILIES_OPTION,
+    control: Optional[Path] = typer.Option(
+        None, "--control", dir_okay=False,
+        help="Outputs of a model of the student's base model taught by no candidate (e.g. the base model prompted "
+             "few-shot), on the student's prompts (same 'id'): the verdict compares the student with it."),
     workers: Optional[int] = WORKERS_OPTION,
     scheduler: Optional[str] = SCHEDULER_OPTION,
     quiet: bool = QUIET_OPTION,
@@ -298,7 +302,10 @@ def rank_cli(
     reader = _reader_options(text_field, skip_invalid, max_chars)
     tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
     from ..families import read_families
+    from ..io import check_outputs, read_records
 
+    check_outputs([output, per_output, evidence_file], [control, families])  # inputs never overwritten
+    control_records = read_records(control, **reader) if control is not None else None  # bad input: before work
     if families is not None and model_path is not None:
         raise typer.BadParameter("families are fitted into the model: give them to 'fit'", param_hint="--families")
     model, skipped, warnings, ref_records = _model_for_ranking(
@@ -312,6 +319,7 @@ def rank_cli(
     student = RecordReader(outputs, **reader)
     options = {"task": task, "top_templates": top_templates, "tests": verdict_test.value,
                "exclude": [n.strip() for n in exclude.split(",") if n.strip()],
+               "control": control_records,
                "keep_outputs": report is not None or keep_outputs or per_output is not None}
     audit = _rank_records(model, student, recorder, outputs, group=group, options=options, model_path=model_path,
                        quiet=quiet)
@@ -322,7 +330,7 @@ def rank_cli(
         result["warnings"] = [*warnings, *result.get("warnings", [])]
     _add_inputs(result, outputs, reference, model_path, n_skipped=len(skipped) + len(student.skipped))
     settings = {"task": task, "top_templates": top_templates, "verdict_test": verdict_test.value,
-                "exclude": options["exclude"],
+                "exclude": options["exclude"], "control": control.name if control is not None else None,
                 "skip_invalid": skip_invalid, "max_chars": max_chars, "text_field": text_field,
                 "group_by": group, "examples": examples}
     from ..result import AuditBatch
