@@ -82,6 +82,34 @@ def students_run(model, student_records, truth, *, tests: str, exclude_true: boo
     return rows
 
 
+#: --controls: a human-taught model of the same base (LLaMA-1) for each LLaMA-1 student (the README of
+#: ../shared/data/alpacaeval lists the bases); the Llama-2 and Mistral students have none in the data.
+LLAMA1_CONTROLS = {"alpaca-7b": "guanaco-7b", "alpaca-farm-ppo-human": "guanaco-7b", "baize-v2-7b": "guanaco-7b",
+                   "vicuna-13b": "guanaco-7b", "wizardlm-13b": "guanaco-7b", "airoboros-33b": "guanaco-33b",
+                   "guanaco-7b": "guanaco-33b", "guanaco-33b": "guanaco-7b"}
+
+
+def controls_run(model, student_records, truth, *, exclude_true: bool) -> list[dict]:
+    groups: dict[str, list] = {}
+    for record in student_records:
+        groups.setdefault(record.student, []).append(record)
+    rows = []
+    for name, control in sorted(LLAMA1_CONTROLS.items()):
+        if exclude_true and not truth[name]:
+            continue
+        start = time.perf_counter()
+        exclude = [truth[name]] if exclude_true else []
+        result = rank_students(model, groups[name], exclude=exclude, control=groups[control])[name].data
+        verdict = result["verdict"]
+        rows.append({"student": name, "true_family": truth[name], "top_family": result["ranking"][0].get("family"),
+                     "top_teacher": result["ranking"][0]["teacher"] + f" / ctrl {control}",
+                     "status": verdict["status"], "level": verdict.get("level"), "family": verdict.get("family"),
+                     "teacher": verdict.get("teacher"), "p_value": verdict.get("p_value"),
+                     "p_paired": verdict.get("p_paired"), "p_unlisted": None, "runner_up": verdict.get("runner_up"),
+                     "seconds": time.perf_counter() - start})
+    return rows
+
+
 def summarize(rows: list[dict], *, excluded: bool) -> str:
     documented = [r for r in rows if r["true_family"]]
     controls = [r for r in rows if not r["true_family"]]
@@ -144,6 +172,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a model of the bank fitted by 'attribute-teacher fit'")
     parser.add_argument("--tests", default="either,both", help="verdict rules to run (comma-separated)")
     parser.add_argument("--which-llm", action="store_true", help="also the per-output which-LLM accuracy")
+    parser.add_argument("--controls", action="store_true",
+                        help="also rank the LLaMA-1 students with --control (a human-taught LLaMA-1 model)")
     parser.add_argument("--json", type=Path, help="also write every row as JSON here")
     args = parser.parse_args()
     if not BANK.is_dir():
@@ -174,6 +204,14 @@ def main() -> None:
         print(summarize(excluded, excluded=True))
         out[tests] = rows
         out[tests + "+exclude"] = excluded
+    if args.controls:
+        for excluded_run in (False, True):
+            rows = controls_run(model, students, truth, exclude_true=excluded_run)
+            title = "--control (a human-taught model of the same LLaMA-1 base)"
+            print(f"\n== {title}{', true family excluded' * excluded_run} ==")
+            print_rows(rows)
+            print(summarize(rows, excluded=excluded_run))
+            out["control" + "+exclude" * excluded_run] = rows
     if args.which_llm:
         which_llm(families)
     print(f"\npeak memory of this process {peak_mb():.0f} MB")
