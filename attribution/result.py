@@ -32,9 +32,12 @@ from .multitask import as_multitask
 #: Record fields ``rank_students`` (and ``rank --group-by``) can group by.
 GROUP_FIELDS = ("student", "teacher", "task")
 #: Columns of :meth:`AuditResult.summary`: one row per student.
-SUMMARY_COLUMNS = ("student", "teacher", "probability", "ci_low", "ci_high", "runner_up", "status", "test",
-                   "verdict_teacher", "p_value", "p_paired", "p_unlisted", "n_outputs", "n_empty", "family",
-                   "verdict_level", "verdict_family")
+#: One row per student. ``teacher`` / ``family``: what the verdict names (empty unless attributed);
+#: ``top_teacher`` / ``top_family``: the ranking's first row; ``runner_up``: the rival behind the verdict's
+#: p-value (the same as in the JSON and the report), not the ranking's second.
+SUMMARY_COLUMNS = ("student", "teacher", "family", "verdict_level", "top_teacher", "top_family", "probability",
+                   "ci_low", "ci_high", "runner_up", "status", "test", "p_value", "p_paired", "p_unlisted",
+                   "n_outputs", "n_empty")
 RANKING_COLUMNS = ("teacher", "probability", "support", "ci_low", "ci_high")
 FAMILY_RANKING_COLUMNS = ("family", "probability", "support", "ci_low", "ci_high", "members")
 EVIDENCE_COLUMNS = ("task", "teacher", "block", "feature", "weight", "n_outputs", "share_of_outputs", "reference_share",
@@ -101,20 +104,19 @@ class AuditResult:
         return list(self.data.get("warnings", []))
 
     def summary(self) -> dict[str, Any]:
-        """One row: the top teacher, its probability and interval, the runner-up (second in the
-        ranking), the verdict and its p-values, the counts (:data:`SUMMARY_COLUMNS`); a group that could
-        not be ranked has no teacher and no probability (status ``unavailable``)."""
+        """One row (:data:`SUMMARY_COLUMNS`): what the verdict names (``teacher``/``family``, empty unless
+        attributed), the ranking's first row and its probability and interval, the verdict's runner-up, status
+        and p-values, the counts; a group that could not be ranked has no top teacher and no probability."""
         ranking, verdict = self.data["ranking"], self.data["verdict"]
         top = ranking[0] if ranking else {"teacher": None, "probability": None}
-        return {"student": self.student, "teacher": top["teacher"], "probability": top["probability"],
-                "ci_low": top.get("ci_low"), "ci_high": top.get("ci_high"),
-                "runner_up": ranking[1]["teacher"] if len(ranking) > 1 else None,
-                "status": verdict.get("status"), "test": verdict.get("test"),
-                "verdict_teacher": verdict.get("teacher"), "p_value": verdict.get("p_value"),
-                "p_paired": verdict.get("p_paired"), "p_unlisted": verdict.get("p_unlisted"),
-                "n_outputs": self.data["n_outputs"], "n_empty": self.data.get("n_empty", 0),
-                "family": top.get("family", top["teacher"]), "verdict_level": verdict.get("level"),
-                "verdict_family": verdict.get("family")}
+        return {"student": self.student, "teacher": verdict.get("teacher"),
+                "family": verdict.get("family", verdict.get("teacher")), "verdict_level": verdict.get("level"),
+                "top_teacher": top["teacher"], "top_family": top.get("family", top["teacher"]),
+                "probability": top["probability"], "ci_low": top.get("ci_low"), "ci_high": top.get("ci_high"),
+                "runner_up": verdict.get("runner_up"), "status": verdict.get("status"), "test": verdict.get("test"),
+                "p_value": verdict.get("p_value"), "p_paired": verdict.get("p_paired"),
+                "p_unlisted": verdict.get("p_unlisted"), "n_outputs": self.data["n_outputs"],
+                "n_empty": self.data.get("n_empty", 0)}
 
     def table(self) -> pd.DataFrame:
         """:meth:`summary` as a one-row DataFrame."""

@@ -59,8 +59,11 @@ def test_rank_students_gives_each_group_the_single_student_result(model, student
         assert result.ranking["teacher"].iloc[0] == result.student[2:]
     table = batch.table()
     assert list(table.columns) == list(SUMMARY_COLUMNS) and table["student"].tolist() == STUDENTS
-    assert (table["teacher"] == ["chatty", "formal", "terse"]).all() and (table["n_outputs"] == 6).all()
-    assert (table["ci_low"] <= table["probability"]).all() and table["runner_up"].notna().all()
+    assert (table["top_teacher"] == ["chatty", "formal", "terse"]).all() and (table["n_outputs"] == 6).all()
+    assert (table["ci_low"] <= table["probability"]).all()
+    # teacher / runner_up are the verdict's: nobody named (3 candidates, no paired answers), no runner-up
+    assert table["teacher"].isna().all() and table["runner_up"].isna().all()
+    assert (table["status"] == [r.data["verdict"]["status"] for r in batch]).all()
     per_output = batch.per_output
     assert len(per_output) == 18 and per_output.columns[:3].tolist() == ["student", "id", "task"]
     assert sorted(per_output.columns[3:]) == ["chatty", "formal", "terse"]
@@ -167,7 +170,8 @@ def test_cli_group_by_csv_and_table(capsys, model_file, students_path):
     assert rc == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["student"] for r in rows] == STUDENTS and list(rows[0]) == list(SUMMARY_COLUMNS)
-    assert [r["teacher"] for r in rows] == ["chatty", "formal", "terse"]
+    assert [r["top_teacher"] for r in rows] == ["chatty", "formal", "terse"]
+    assert [r["teacher"] for r in rows] == ["", "", ""]  # empty unless the verdict names one
     rc, out, err = cli(capsys, students_path, "-m", model_file, "--group-by", "student", *FAST)
     assert rc == 0 and all(name in out for name in STUDENTS) and "3 groups" in out
 
