@@ -306,8 +306,8 @@ def _warn_once(where: str, err: BaseException) -> None:
     if where in _failed:
         return
     _failed.add(where)
-    warnings.warn(Errors.E307.format(path=where, detail=f"{type(err).__name__}: {err}", env=ENV_DIR, off=ENV_OFF),
-                  TagCacheWarning, stacklevel=3)
+    message = Errors.E307.format(path=where, detail=f"{type(err).__name__}: {err}", env=ENV_DIR, off=ENV_OFF)
+    warnings.warn(f"{message} [E307]", TagCacheWarning, stacklevel=3)
 
 
 def current() -> TagStore | None:
