@@ -198,9 +198,7 @@ class _DiskLookup:
             self.todo = {i.to_bytes(8, "little"): t for i, t in enumerate(texts)}
             self._next = iter(list(self.todo))
             return
-        identity = hashlib.blake2b(tagger.cache_identity.encode("utf-8", "surrogatepass"), digest_size=32).digest()
-        self.keys = [hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=20, key=identity).digest()
-                     for t in texts]
+        self.keys = tagger.cache_keys(texts)
         distinct = dict(zip(self.keys, texts))
         store = self.store
         found = tagcache.guarded(store, lambda: store.get_many(list(distinct)), {})
@@ -265,6 +263,13 @@ class Tagger:
         :data:`TAG_RULES`; subclasses add their library's version. Keys of the disk cache
         (:mod:`attribution.tagcache`) are keyed by it."""
         return f"{type(self).__module__}.{type(self).__qualname__}|{self.signature}|{TAG_RULES}"
+
+    def cache_keys(self, texts: Sequence[str]) -> list[bytes]:
+        """Keys of ``texts`` (as tagged, i.e. normalized) in the disk cache: BLAKE2b of the text, keyed by a
+        hash of :attr:`cache_identity` (see :mod:`attribution.tagcache`)."""
+        identity = hashlib.blake2b(self.cache_identity.encode("utf-8", "surrogatepass"), digest_size=32).digest()
+        return [hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=20, key=identity).digest()
+                for t in texts]
 
     def tag(self, texts: Sequence[str], *, cache: bool = True) -> list[TaggedDoc]:
         """Tag ``texts`` (a list, not a bare string); cached texts are not re-tagged.
