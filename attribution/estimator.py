@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 from . import __version__, registry
 from .errors import Errors, NotFittedError, model_error
 from .features import SequenceNgramVectorizer, make_feature_blocks
+from .fitcache import fit_classifier
 from .inference import StudentEvidence, verdict
 from .normalize import normalize_texts
 from .paired import PairedReferences
@@ -260,7 +261,7 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         self.classifier_ = self._new_classifier()
         y = np.asarray(teachers)
         with threadpool_limits(1):  # small problem: BLAS threads only add contention (6x slower)
-            self.classifier_.fit(X, y)
+            fit_classifier(self.classifier_, X, y)  # read back from the cache when fitted before
             self.unlisted_log_proba_ = self._fit_unlisted(X, y) if self.open_set else {}
         self.classes_ = self.classifier_.classes_
         self.paired_ = None
@@ -282,7 +283,7 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         null = {}
         for teacher in teachers:
             held_out = y == teacher
-            model = self._new_classifier().fit(X[~held_out], y[~held_out])
+            model = fit_classifier(self._new_classifier(), X[~held_out], y[~held_out])
             null[teacher] = np.log(np.clip(model.predict_proba(X[held_out]), 1e-12, 1.0))
         return null
 

@@ -27,8 +27,9 @@ it did not commit. Each batch of tagged texts is committed as it is tagged.
 
 **Size.** Bounded: when the entries take more than the cap (``ATTRIBUTION_CACHE_MAX_MB``, default
 :data:`DEFAULT_MAX_MB` MB), the least recently used ones are deleted down to 80% of it (an entry's use is
-recorded at most once an hour) and the file is shrunk. About 3.5 KB per AlpacaEval-length output
-(the 20,924 outputs of the 26-candidate bank: 45 MB).
+recorded at most once an hour) and the file is shrunk. About 1 KB per AlpacaEval output (the 20,924
+outputs of the 26-candidate bank: 19 MB). The same database keeps fitted regressions
+(:mod:`attribution.fitcache`, about 1.5 MB each on that bank, 27 per fit), under the same cap and switches.
 
 **Where, and how to turn it off.**
 
@@ -66,6 +67,8 @@ from .errors import Errors, InputError
 
 #: File name of the database in the cache directory (the number is the format: a new format, a new file).
 DB_NAME = "tags-v1.sqlite3"
+#: Format of the tables (``PRAGMA user_version``); a file of another format is not used (warned once).
+SCHEMA_VERSION = 1
 #: Default size cap (MB).
 DEFAULT_MAX_MB = 1024
 #: After eviction the entries take at most this share of the cap (so eviction is not run at every write).
@@ -182,6 +185,7 @@ def _decode(blob: bytes, text: str, share: Callable[[str, str], str]) -> tuple[t
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     key BLOB PRIMARY KEY,
+    kind TEXT NOT NULL,
     value BLOB NOT NULL,
     size INTEGER NOT NULL,
     used INTEGER NOT NULL
@@ -211,7 +215,12 @@ class TagStore:
                 conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: a crash never damages the file
-            conn.executescript(_SCHEMA)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:  # a new file (two processes may both create the tables: IF NOT EXISTS)
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"a cache of format {version}; this version reads format {SCHEMA_VERSION}")
         except BaseException:
             conn.close()
             raise
@@ -240,15 +249,16 @@ class TagStore:
                     self._conn.executemany("UPDATE entries SET used = ? WHERE key = ?", [(now, k) for k in stale])
         return found
 
-    def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
-        """Store ``(key, value)`` pairs (replacing what was there), then evict if over the cap."""
+    def put_many(self, items: Sequence[tuple[bytes, bytes]], kind: str = "tags") -> None:
+        """Store ``(key, value)`` pairs of one ``kind`` (``tags``, or ``fit``: :mod:`attribution.fitcache`),
+        replacing what was there, then evict if over the cap."""
         if not items:
             return
         now = int(time.time())
         with self._lock:
             with _transaction(self._conn):
-                self._conn.executemany("INSERT OR REPLACE INTO entries (key, value, size, used) VALUES (?, ?, ?, ?)",
-                                       [(k, v, len(v) + len(k), now) for k, v in items])
+                self._conn.executemany("INSERT OR REPLACE INTO entries (key, kind, value, size, used) "
+                                       "VALUES (?, ?, ?, ?, ?)", [(k, kind, v, len(v) + len(k), now) for k, v in items])
             if self._used_bytes() > self.max_bytes:
                 self._evict()
 
@@ -275,11 +285,11 @@ class TagStore:
         self._conn.execute("PRAGMA incremental_vacuum")
 
     def stats(self) -> dict[str, Any]:
-        """Entries and bytes used (for ``docs`` and tests)."""
+        """Entries (in all and per kind) and bytes used (for benchmarks and tests)."""
         with self._lock:
-            count = self._conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
-            return {"path": str(self.path), "entries": int(count), "bytes": self._used_bytes(),
-                    "max_bytes": self.max_bytes}
+            kinds = dict(self._conn.execute("SELECT kind, COUNT(*) FROM entries GROUP BY kind"))
+            return {"path": str(self.path), "entries": int(sum(kinds.values())), "kinds": kinds,
+                    "bytes": self._used_bytes(), "max_bytes": self.max_bytes}
 
 
 class _transaction:
@@ -313,7 +323,11 @@ def _warn_once(where: str, err: BaseException) -> None:
 def current() -> TagStore | None:
     """The store the environment names (opened once per process, path and cap), or ``None`` when the
     cache is off or cannot be opened (warned once)."""
-    config = settings()
+    try:
+        config = settings()
+    except (RuntimeError, KeyError) as err:  # no home directory to find ~/.cache in
+        _warn_once("~/.cache/teacher-attribution", err)
+        return None
     if config is None:
         return None
     directory, max_bytes = config

@@ -53,9 +53,9 @@ def count_tagged(monkeypatch) -> list[str]:
     return seen
 
 
-def _entries(path: Path) -> int:
+def _entries(path: Path, kind: str = "tags") -> int:
     with sqlite3.connect(path / tagcache.DB_NAME) as conn:
-        return conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+        return conn.execute("SELECT COUNT(*) FROM entries WHERE kind = ?", (kind,)).fetchone()[0]
 
 
 def _distinct_texts(path: Path) -> int:
@@ -64,6 +64,13 @@ def _distinct_texts(path: Path) -> int:
 
 
 def test_second_fit_tags_nothing_and_saves_the_same_bytes(cache_dir, count_tagged, tmp_path, monkeypatch):
+    """... and fits no regression again (attribution.fitcache); with the cache off, everything is done again."""
+    from sklearn.linear_model import LogisticRegression
+
+    fits: list[int] = []
+    original = LogisticRegression.fit
+    monkeypatch.setattr(LogisticRegression, "fit", lambda self, X, y, *a, **k: fits.append(1) or original(
+        self, X, y, *a, **k))
     references = read_records(DEMO / "teachers.jsonl", require_teacher=True)
     distinct, tagger = _distinct_texts(DEMO / "teachers.jsonl"), get_tagger()
     saved = []
@@ -71,16 +78,18 @@ def test_second_fit_tags_nothing_and_saves_the_same_bytes(cache_dir, count_tagge
         if run == "no-cache":
             monkeypatch.setenv(tagcache.ENV_OFF, "1")
         monkeypatch.setattr(tagger, "_cache", _TagCache())  # forget the tags this process holds
-        calls, before = len(count_tagged), tagger.n_tagged
+        calls, before, fitted = len(count_tagged), tagger.n_tagged, len(fits)
         model = fit_reference(references, features="pos-paper")
         saved.append(tmp_path / f"{run}.npz")
         model.save(saved[-1])
         if run == "second":
             assert len(count_tagged) == calls and tagger.n_tagged == before  # read back from disk
+            assert len(fits) == fitted  # so were the regressions
         else:
             assert tagger.n_tagged - before == distinct  # each distinct text once
+            assert len(fits) > fitted
         if run == "first":
-            assert _entries(cache_dir) == distinct
+            assert _entries(cache_dir) == distinct and _entries(cache_dir, "fit") == len(fits) - fitted
     assert saved[0].read_bytes() == saved[1].read_bytes() == saved[2].read_bytes()
 
 
@@ -90,7 +99,7 @@ def test_damaged_entries_are_tagged_again_and_replaced(cache_dir, count_tagged):
     tagger = get_tagger()
     first = tagger.tag(texts, cache=False)
     with sqlite3.connect(cache_dir / tagcache.DB_NAME) as conn:
-        keys = [k for (k,) in conn.execute("SELECT key FROM entries ORDER BY key")]
+        keys = [k for (k,) in conn.execute("SELECT key FROM entries WHERE kind = 'tags' ORDER BY key")]
         values = dict(conn.execute("SELECT key, value FROM entries"))
         conn.execute("UPDATE entries SET value = ? WHERE key = ?", (b"not a value at all", keys[0]))
         flipped = bytearray(values[keys[1]])
@@ -209,10 +218,16 @@ def test_a_bad_size_cap_is_refused_before_any_work(tmp_path, monkeypatch):
     assert "Traceback" not in result.stderr and not (tmp_path / "m.npz").exists()
 
 
-def test_an_unusable_cache_warns_once_and_tags_anyway(tmp_path, monkeypatch, count_tagged):
+@pytest.mark.parametrize("damage", ["not a database", "another format"])
+def test_an_unusable_cache_warns_once_and_tags_anyway(tmp_path, monkeypatch, count_tagged, damage):
     folder = tmp_path / "cache"
     folder.mkdir()
-    (folder / tagcache.DB_NAME).write_bytes(b"this is not an SQLite database" * 100)
+    if damage == "not a database":
+        (folder / tagcache.DB_NAME).write_bytes(b"this is not an SQLite database" * 100)
+    else:  # a cache file written by a later version
+        with sqlite3.connect(folder / tagcache.DB_NAME) as conn:
+            conn.execute("PRAGMA user_version = 99")
+            conn.execute("CREATE TABLE entries (key BLOB, something_else TEXT)")
     monkeypatch.setenv(tagcache.ENV_DIR, str(folder))
     tagcache.close_all()
     tagger = get_tagger()
@@ -246,3 +261,34 @@ def test_another_tagger_reads_none_of_the_entries(cache_dir, count_tagged, monke
     monkeypatch.setattr(SpacyTagger, "cache_identity", property(lambda self: "another model==9.9"))
     tagger.tag(texts, cache=False)
     assert len(count_tagged) == 2 and _entries(cache_dir) == 2
+
+
+@pytest.mark.parametrize("n_classes", [2, 5])
+def test_a_regression_read_back_is_the_fitted_one(n_classes):
+    """What fitcache restores is every attribute fit sets, equal in value and dtype; a damaged value or one of
+    another shape is refused (refitted)."""
+    import numpy as np
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+
+    from attribution import fitcache
+
+    X = sp.random(60, 15, density=0.3, format="csr", random_state=1)
+    y = np.array([f"t{i % n_classes}" for i in range(60)])
+    fitted = LogisticRegression(solver="newton-cg", class_weight="balanced").fit(X, y)
+    blob = fitcache.encode(fitted)
+    restored = LogisticRegression(solver="newton-cg", class_weight="balanced")
+    assert fitcache.restore(restored, blob, X, y)
+    mine, theirs = vars(restored), vars(fitted)
+    assert mine.keys() == theirs.keys()
+    for name, value in theirs.items():
+        assert np.array_equal(mine[name], value) and getattr(mine[name], "dtype", None) == getattr(value, "dtype", None)
+        if isinstance(value, np.ndarray):  # the memory order, which np.save writes into the model file
+            assert (mine[name].flags.c_contiguous, mine[name].flags.f_contiguous) == (
+                value.flags.c_contiguous, value.flags.f_contiguous)
+    assert (restored.predict_proba(X) == fitted.predict_proba(X)).all()
+    fresh = LogisticRegression()
+    assert not fitcache.restore(fresh, blob[:-1] + bytes([blob[-1] ^ 1]), X, y)  # checksum
+    assert not fitcache.restore(fresh, blob, X[:, :10], y)  # another number of features
+    assert not hasattr(fresh, "coef_")
+    assert fitcache.fit_key(fitted, X, y) != fitcache.fit_key(fitted, X, y[::-1])  # the labels' order counts
