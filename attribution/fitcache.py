@@ -51,7 +51,7 @@ def fit_key(classifier: Any, X: sp.csr_matrix, y: np.ndarray) -> bytes:
     digest.update(f"{type(classifier).__module__}.{type(classifier).__qualname__}|{params}|{_environment()}".encode())
     digest.update(repr((X.shape, X.data.dtype.str, X.indices.dtype.str, X.indptr.dtype.str)).encode())
     for part in (X.data, X.indices, X.indptr):
-        digest.update(np.ascontiguousarray(part).tobytes())
+        digest.update(np.ascontiguousarray(part).data.cast("B"))  # no copy of the matrix
     digest.update(json.dumps(np.asarray(y).tolist(), ensure_ascii=False).encode("utf-8", "surrogatepass"))
     return digest.digest()
 

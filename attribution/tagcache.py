@@ -266,6 +266,11 @@ class TagStore:
         with self._lock, _transaction(self._conn):
             self._conn.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k in keys])
 
+    def keys(self, kind: str) -> list[bytes]:
+        """Every key of one kind (``tags`` or ``fit``)."""
+        with self._lock:
+            return [bytes(k) for (k,) in self._conn.execute("SELECT key FROM entries WHERE kind = ?", (kind,))]
+
     def _used_bytes(self) -> int:
         pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
         free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]

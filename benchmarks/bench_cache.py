@@ -6,8 +6,9 @@ memory of that process) on one tag cache folder of its own:
 1. **first fit**: the union of the references (the bank without one candidate, then that candidate's
    outputs), cache empty: every text is tagged. This is also the *full refit* that ``--add`` is compared with;
 2. **second fit**: the same, cache warm: nothing is tagged (the model bytes must be those of 1);
-3. the candidate's entries are deleted from the cache (so that ``--add`` has to tag them, as for a new
-   candidate), and the bank without it is fitted (cache warm): the model to add to;
+3. the candidate's tagged texts and every cached regression are deleted from the cache (so that ``--add`` has
+   to tag them and fit the regressions, as for a new candidate), and the bank without it is fitted (tags
+   cached): the model to add to;
 4. **fit --add** of that candidate (``fit --add NEW -m BASE -r BASE_FILE``): tags only its outputs and refits
    on the union (the model bytes must be those of 1);
 5. with ``--no-cache-fit``, the union once more with ``--no-cache`` (the bytes must be those of 1).
@@ -96,17 +97,21 @@ def _split(references: list[Path], teacher: str | None, work: Path) -> tuple[Pat
     return base, new, teacher, teachers.count(teacher)
 
 
-def _forget(path: Path, env: dict[str, str], features_tagger: str = "spacy") -> int:
-    """Delete the cache entries of ``path``'s outputs (normalized, as fit tags them); returns how many."""
+def _forget(path: Path, env: dict[str, str], features_tagger: str = "spacy") -> tuple[int, int]:
+    """Delete the cache entries of ``path``'s outputs (normalized, as fit tags them) and every cached regression
+    (the first fits stored the union's, which ``--add`` would read back); returns how many of each."""
     code = ("import sys\nfrom attribution import tagcache\nfrom attribution.io import read_records\n"
             "from attribution.normalize import normalize_texts\nfrom attribution.tagging import get_tagger\n"
             "texts = normalize_texts([r.output for r in read_records(sys.argv[1])])\n"
             f"keys = get_tagger({features_tagger!r}).cache_keys(texts)\n"
-            "store = tagcache.current()\nn = store.stats()['entries']\nstore.delete(keys)\n"
-            "print(n - store.stats()['entries'])\n")
+            "store = tagcache.current()\nbefore = store.stats()['kinds']\nstore.delete(keys)\n"
+            "store.delete(store.keys('fit'))\n"
+            "after = store.stats()['kinds']\n"
+            "print(before.get('tags', 0) - after.get('tags', 0), before.get('fit', 0) - after.get('fit', 0))\n")
     proc = subprocess.run([sys.executable, "-c", code, str(path)], env=env, cwd=ROOT, capture_output=True, text=True,
                           check=True)
-    return int(proc.stdout.strip())
+    tags, fits = proc.stdout.split()
+    return int(tags), int(fits)
 
 
 def _digest(path: Path) -> str:
@@ -159,7 +164,8 @@ def main() -> None:
     same = {"second fit": _digest(work / "second.npz") == digest, "fit --add": _digest(work / "added.npz") == digest}
     if args.no_cache_fit:
         same["fit --no-cache"] = _digest(work / "nocache.npz") == digest
-    print(f"\nentries of the candidate deleted from the cache before --add: {forgotten}")
+    print(f"\ndeleted from the cache before --add: the candidate's {forgotten[0]} tagged texts and {forgotten[1]} "
+          "regressions (so --add tags the candidate and fits every regression, as for a new one)")
     checks = ", ".join(f"{name} {'yes' if ok else 'NO'}" for name, ok in same.items())
     print(f"model bytes identical to the first fit: {checks}")
     print(f"load average after: {os.getloadavg()}")
