@@ -90,6 +90,18 @@ def union_files(model: Any, references: Sequence[str | os.PathLike], add: Sequen
     return [given[f["sha256"]] for f in recorded["files"]] + [Path(p) for p in add]
 
 
+def check_distinct(paths: Sequence[str | os.PathLike]) -> None:
+    """Refuse a file given twice (the same SHA-256): its references would count twice (E223)."""
+    from .api import file_digest
+
+    seen: dict[str, str | os.PathLike] = {}
+    for path in paths:
+        digest = file_digest(path)["sha256"]
+        if digest in seen:
+            raise model_error("E223", path=path, other=seen[digest], what="given twice")
+        seen[digest] = path
+
+
 def fit_files(paths: Sequence[str | os.PathLike], *, task: str | None = None, text_field: str | None = None,
               skip_invalid: bool = False, max_chars: int = DEFAULT_MAX_CHARS,
               progress: Callable[[int], None] | None = None, **params: Any) -> MultiTaskAttributor:
@@ -98,6 +110,7 @@ def fit_files(paths: Sequence[str | os.PathLike], *, task: str | None = None, te
     What ``attribute-teacher fit PATH ...`` does (the same model bytes)."""
     from .api import fit_reference
 
+    check_distinct(paths)
     options = {"text_field": text_field, "skip_invalid": skip_invalid, "max_chars": max_chars}
     per_file = [[r for r in read_records(path, require_teacher=True, **options) if task is None or r.task == task]
                 for path in paths]
@@ -121,5 +134,5 @@ def add_references(model: Any, add: Sequence[str | os.PathLike], references: Seq
     return fit_files(paths, progress=progress, **reading, **model_params(model))
 
 
-__all__ = ["READING_DEFAULTS", "add_references", "describe_files", "fit_files", "model_params", "records_by_file",
-           "union_files"]
+__all__ = ["READING_DEFAULTS", "add_references", "check_distinct", "describe_files", "fit_files", "model_params",
+           "records_by_file", "union_files"]

@@ -97,6 +97,16 @@ def test_add_to_a_model_without_a_record_of_its_files(tmp_path, reference_record
         refit.union_files(load_model(path), [], [NEW])
 
 
+def test_a_file_given_twice_is_refused(tmp_path):
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(OLD[0].read_bytes())
+    result = run_cli("fit", OLD[0], copy, "-o", tmp_path / "out.npz", "-q")
+    assert result.returncode == 2 and "[E223]" in result.stderr and "given twice" in result.stderr
+    assert not (tmp_path / "out.npz").exists()
+    with pytest.raises(ModelError, match="E223"):
+        refit.fit_files([OLD[0], OLD[0]])
+
+
 @pytest.mark.parametrize("args", [["--add", NEW], ["-m", "x.npz"], []])
 def test_fit_usage_errors(tmp_path, args):
     result = run_cli("fit", *args, "-o", tmp_path / "out.npz", "-q")

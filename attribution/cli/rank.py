@@ -520,6 +520,10 @@ def _fit_plan(ctx: typer.Context, reference: list[Path], add: list[Path], model_
             raise typer.BadParameter("--model and --reference go with --add", param_hint="--model")
         if not reference:
             raise typer.BadParameter("give the reference files to fit on", param_hint="REFERENCE")
+        if len(reference) > 1:
+            from ..refit import check_distinct
+
+            check_distinct(reference)
         params = {"features": values["features"], "tagger": values["tagger"], "normalize": values["normalize"],
                   "random_state": values["seed"]}
         return reference, params, {name: values[name] for name in READING_FIXED.values()}
