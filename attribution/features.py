@@ -48,6 +48,58 @@ def iter_ngrams(symbols: Sequence[str], n_min: int, n_max: int) -> Iterator[str]
         yield from ngrams(symbols, n)
 
 
+#: Tokens per chunk when fitting (:meth:`SequenceNgramVectorizer.fit_transform`): bounds the memory
+#: of counting n-gram occurrences (about 100 bytes each while a chunk is counted).
+CHUNK_TOKENS = 250_000
+
+
+def _chunks(docs: Sequence[TaggedDoc]) -> Iterator[Sequence[TaggedDoc]]:
+    """Consecutive slices of ``docs`` of about :data:`CHUNK_TOKENS` tokens (at least one document each)."""
+    start, tokens = 0, 0
+    for i, doc in enumerate(docs):
+        tokens += len(doc)
+        if tokens >= CHUNK_TOKENS:
+            yield docs[start:i + 1]
+            start, tokens = i + 1, 0
+    if start < len(docs):
+        yield docs[start:]
+
+
+def _columns(rows: np.ndarray, codes: np.ndarray, sorted_codes: np.ndarray,
+             columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The occurrences (``rows``, ``codes``) whose code is in ``sorted_codes``, as (rows, their columns)."""
+    if len(sorted_codes) == 0:
+        return rows[:0], rows[:0]
+    at = np.minimum(np.searchsorted(sorted_codes, codes), len(sorted_codes) - 1)
+    hit = sorted_codes[at] == codes
+    return rows[hit], columns[at[hit]]
+
+
+class _NgramTotals:
+    """Running totals of n-gram codes over chunks: sorted distinct ``codes``, their occurrences
+    (``total``) and the documents holding them (``df``)."""
+
+    def __init__(self) -> None:
+        self.codes: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.total: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.df: np.ndarray = np.zeros(0, dtype=np.int64)
+
+    def add(self, codes: np.ndarray, total: np.ndarray, df: np.ndarray) -> None:
+        """Add one chunk's sorted distinct ``codes`` and their counts (two sorted runs: a linear merge)."""
+        if not len(self.codes):
+            self.codes, self.total, self.df = codes, total.astype(np.int64), df.astype(np.int64)
+            return
+        merged = np.concatenate([self.codes, codes])
+        order = np.argsort(merged, kind="stable")
+        merged = merged[order]
+        first = np.ones(len(merged), dtype=bool)
+        first[1:] = merged[1:] != merged[:-1]
+        starts = np.flatnonzero(first)
+        self.codes = merged[starts]
+        self.total = np.add.reduceat(np.concatenate([self.total, total])[order], starts)
+        self.df = np.add.reduceat(np.concatenate([self.df, df])[order], starts)
+
+
 class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
     """Count n-grams of tags or words and keep the ``top_k`` most frequent.
 
@@ -216,12 +268,25 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
         return self
 
     def fit_transform(self, X: Sequence[TaggedDoc | str], y: Any = None, **fit_params: Any) -> sp.csr_matrix:
-        """:meth:`fit` then :meth:`transform`, counting each document's n-grams once."""
+        """:meth:`fit` then :meth:`transform`.
+
+        Documents are counted and featurized in chunks of about :data:`CHUNK_TOKENS` tokens, so memory
+        holds the n-gram counts, never every occurrence at once (the same vocabulary and matrix as in one
+        piece: the counts are integers and each row depends on its document only).
+        """
         docs = self._docs_checked(X)
-        table: dict[str, int] = {}
-        rows, codes = self._encode(docs, table, grow=True)
-        uniq, inverse = np.unique(codes, return_inverse=True)
-        total = np.bincount(inverse, minlength=len(uniq))
+        table: dict[Any, int] = {}
+        for symbol in chain.from_iterable(map(self.symbols, docs)):
+            table.setdefault(symbol, len(table) + 1)
+        counts = _NgramTotals()
+        for part in _chunks(docs):
+            rows, codes = self._encode(part, table)
+            uniq, inverse = np.unique(codes, return_inverse=True)
+            total = np.bincount(inverse, minlength=len(uniq))
+            df = (np.bincount(np.unique(rows * len(uniq) + inverse) % len(uniq), minlength=len(uniq))
+                  if self.weighting == "tfidf" else total)
+            counts.add(uniq, total, df)
+        uniq, total, df = counts.codes, counts.total, counts.df
         # most frequent first, ties alphabetical; only n-grams that can make the cut are decoded
         candidates = np.arange(len(uniq))
         if self.top_k is not None and self.top_k < len(uniq):
@@ -234,16 +299,18 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
         kept = candidates[order]
         self.vocabulary_ = {names[i]: col for col, i in enumerate(order)}
         if self.weighting == "tfidf":
-            pairs = np.unique(rows * len(uniq) + inverse)
-            df = np.bincount(pairs % len(uniq), minlength=len(uniq))[kept].astype(float)
-            self.idf_: np.ndarray | None = np.log((1 + len(docs)) / (1 + df)) + 1.0
+            self.idf_: np.ndarray | None = np.log((1 + len(docs)) / (1 + df[kept].astype(float))) + 1.0
         else:
             self.idf_ = None
-        column = np.full(len(uniq), -1, dtype=np.int64)
-        column[kept] = np.arange(len(kept))
-        cols = column[inverse]
-        hit = cols >= 0
-        return self._matrix(rows[hit], cols[hit], len(docs))
+        sorted_kept = np.argsort(uniq[kept], kind="stable")
+        kept_codes, columns = uniq[kept][sorted_kept], sorted_kept.astype(np.int64)
+        parts = []
+        for part in _chunks(docs):
+            rows, codes = self._encode(part, table)
+            parts.append(self._matrix(*_columns(rows, codes, kept_codes, columns), len(part)))
+        if not parts:
+            return self._matrix(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0)
+        return sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0]
 
     def _docs_checked(self, X: Sequence[TaggedDoc | str]) -> list[TaggedDoc]:
         self._validate_params()
@@ -279,11 +346,7 @@ class SequenceNgramVectorizer(TransformerMixin, BaseEstimator):
         docs = self._docs(X)
         table, sorted_codes, columns = self._lookup()
         rows, codes = self._encode(docs, table)
-        if len(sorted_codes) == 0:
-            return self._matrix(rows[:0], rows[:0], len(docs))
-        at = np.minimum(np.searchsorted(sorted_codes, codes), len(sorted_codes) - 1)
-        hit = sorted_codes[at] == codes
-        return self._matrix(rows[hit], columns[at[hit]], len(docs))
+        return self._matrix(*_columns(rows, codes, sorted_codes, columns), len(docs))
 
     def _matrix(self, rows: np.ndarray, cols: np.ndarray, n_docs: int) -> sp.csr_matrix:
         """Counts of (row, column) occurrences, weighted."""

@@ -139,7 +139,7 @@ class DaskTagging:
         for signature, part in results:
             if signature != tagger.signature:
                 raise InputError(Errors.E704.format(worker=signature, local=tagger.signature), code="E704")
-            docs.extend(part)
+            docs.extend(doc.interned() for doc in part)  # one string object per token text, as tagged here
         return docs
 
 

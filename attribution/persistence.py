@@ -42,7 +42,7 @@ from .errors import Errors, model_error
 from .estimator import PARAMETER_CONSTRAINTS, TeacherAttributor
 from .features import SOURCES, WEIGHTINGS
 from .multitask import MultiTaskAttributor
-from .schema import Anything, Bool, Enum, Int, List, Obj, OneOf, Opt, SchemaError, Str
+from .schema import Anything, Bool, Enum, Int, List, Map, Obj, OneOf, Opt, SchemaError, Str
 from .tagging import SPACY_PACKAGE_RE, TAGGERS
 
 MODEL_FORMAT = "teacher-attribution-model/1"
@@ -96,6 +96,16 @@ TASK = Obj({
     # each class's model family (attribution.families), in class order; absent: every teacher its own family
     "families": List(LABEL, 2, MAX_TEACHERS),
 }, optional=("families",))
+#: The reference files a model was fitted on (attribution.refit): name, SHA-256 and outputs per teacher of each,
+#: and how they were read. Absent from models fitted from Python records and from files saved before it existed.
+REFERENCE_FILES = Obj({
+    "files": List(Obj({"name": Str(MAX_LABEL_CHARS), "sha256": Str(64, pattern=r"[0-9a-f]{64}"),
+                       "outputs": Int(0, MAX_NULL_ROWS),
+                       "teachers": Map(Int(0, MAX_NULL_ROWS), key=LABEL, max_len=MAX_TEACHERS)}),
+                  1, MAX_TASKS),
+    "reading": Obj({"task": Opt(LABEL), "text_field": Opt(Str(MAX_LABEL_CHARS)), "skip_invalid": Bool(),
+                    "max_chars": Int(0, 2**62)}),
+})
 #: Which class was saved: load_model returns the same. Absent (files of a MultiTaskAttributor, and every
 #: file saved before the key existed): a MultiTaskAttributor.
 ESTIMATORS = ("MultiTaskAttributor", "TeacherAttributor")
@@ -104,7 +114,8 @@ HEADER = Obj({
     "version": Str(100, pattern=r"[0-9A-Za-z.+_-]+"),  # shown in the E207 warning: no control characters
     "estimator": Enum(*ESTIMATORS),
     "tasks": List(TASK, 1, MAX_TASKS),
-}, optional=("estimator",))
+    "reference_files": REFERENCE_FILES,
+}, optional=("estimator", "reference_files"))
 
 @dataclass(frozen=True)
 class Array:
@@ -236,6 +247,8 @@ def save_model(model: MultiTaskAttributor | TeacherAttributor, path: str | os.Pa
     from .io import atomic_write
 
     header: dict[str, Any] = {"format": MODEL_FORMAT, "version": __version__, "tasks": []}
+    if getattr(model, "reference_files_", None):
+        header["reference_files"] = model.reference_files_
     if isinstance(model, TeacherAttributor):  # saved as the one task None, and loaded back as itself
         header["estimator"] = "TeacherAttributor"
         model = MultiTaskAttributor.from_fitted({None: model})
@@ -447,9 +460,11 @@ def load_model(path: str | os.PathLike, *, tagger: str | None = None) -> MultiTa
         for i, meta in enumerate(header["tasks"]):
             sub_arrays = {k.split("_", 1)[1]: v for k, v in arrays.items() if k.startswith(f"t{i}_")}
             models[meta["task"]] = TeacherAttributor.from_state(meta, sub_arrays)
-        if header.get("estimator") == "TeacherAttributor":
-            return models[None]
-        return MultiTaskAttributor.from_fitted(models)
+        loaded = models[None] if header.get("estimator") == "TeacherAttributor" else \
+            MultiTaskAttributor.from_fitted(models)
+        if "reference_files" in header:
+            loaded.reference_files_ = header["reference_files"]
+        return loaded
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise model_error("E206", path=path, detail=f"{type(exc).__name__}: {exc}") from exc
 

@@ -10,7 +10,10 @@ BERTScore encoders, token embeddings     ``baselines.bertscore``          2 enco
 perplexity language models, scores       ``baselines.perplexity``         2 models (a score is 2 numbers a text)
 =======================================  ===============================  ======================================
 
-:func:`clear_caches` drops them all (the next call loads what it needs again). ``threads=`` options
+Tagged texts are also kept on disk between runs (:mod:`attribution.tagcache`, bounded by
+``ATTRIBUTION_CACHE_MAX_MB``, off with ``ATTRIBUTION_NO_CACHE=1``), and tagged words and tags are interned
+(at most 2,000,000 distinct strings). :func:`clear_caches` drops them all (the next call loads what it needs
+again); the disk cache's file stays, its connection is closed. ``threads=`` options
 limit torch for the duration of one call (:func:`torch_threads`); the garbage collector, the umask
 and warning filters are left alone. Only the command line changes process state, and only while a
 command runs (signal handlers; ``TQDM_DISABLE`` under ``baseline --quiet``); Dask workers, processes

@@ -53,6 +53,26 @@ def needs_shared(path: Path) -> pytest.MarkDecorator:
                               reason=f"{path.resolve()} not found (needs the ../shared checkout)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tag_cache_dir(tmp_path_factory) -> Iterator[Path]:
+    """Where the persistent tag cache (``attribution.tagcache``) lives during the tests: a temporary folder of
+    the session, named by ``ATTRIBUTION_CACHE_DIR`` for this process and every process it starts (CLI
+    subprocesses, Dask workers), so that no test writes to the real ``~/.cache``."""
+    from attribution import tagcache
+
+    path = tmp_path_factory.mktemp("tag-cache")
+    saved = {name: os.environ.get(name) for name in (tagcache.ENV_DIR, tagcache.ENV_OFF, tagcache.ENV_MAX_MB)}
+    os.environ[tagcache.ENV_DIR] = str(path)
+    for name in (tagcache.ENV_OFF, tagcache.ENV_MAX_MB):
+        os.environ.pop(name, None)
+    yield path
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """``tests/data``: ``reference.jsonl``, ``student.jsonl``, ``students_labelled.jsonl``."""

@@ -64,7 +64,11 @@ def test_record_families_and_a_families_table_fit_the_same_model(bank_slice, mod
     assert run_cli("fit", bank_slice["with_family"], "-o", first, "--quiet").returncode == 0
     result = run_cli("fit", bank_slice["plain"], "--families", bank_slice["table"], "-o", second, "--quiet")
     assert result.returncode == 0, result.stderr
-    assert first.read_bytes() == second.read_bytes()
+    # the same model: every array and setting (the files differ only in the reference files they record)
+    (meta_a, arrays_a), (meta_b, arrays_b) = (next(iter(load_model(p).models_.values())).get_state()
+                                              for p in (first, second))
+    assert meta_a == meta_b and arrays_a.keys() == arrays_b.keys()
+    assert all(np.array_equal(arrays_a[k], arrays_b[k]) for k in arrays_a)
     loaded = next(iter(load_model(first).models_.values()))
     assert loaded.families_["claude-instant-1.2"] == "claude-1"
     assert loaded.families_ == next(iter(model.models_.values())).families_
@@ -203,3 +207,22 @@ def test_a_control_of_another_model_keeps_the_family_test(model, bank_slice):
     verdict = audit_student(model, read_records(bank_slice["student"]), control=control).data["verdict"]
     assert verdict["test"] == "control" and verdict["n_paired"] == len(control) > 0
     assert verdict["family"] in (None, verdict["best_family"])
+
+
+def test_fit_add_keeps_the_families_of_the_model(bank_slice, tmp_path):
+    """fit --add refits on the model's references plus new ones: families given by a table at the first fit
+    are kept, and a table given again names the new teachers' too."""
+    lines = bank_slice["plain"].read_text(encoding="utf-8").splitlines()
+    old, new = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
+    old.write_text("".join(line + "\n" for line in lines if '"cohere"' not in line), encoding="utf-8")
+    new.write_text("".join(line + "\n" for line in lines if '"cohere"' in line), encoding="utf-8")
+    first, added = tmp_path / "m.npz", tmp_path / "m2.npz"
+    assert run_cli("fit", old, "--families", bank_slice["table"], "-o", first, "-q").returncode == 0
+    result = run_cli("fit", "--add", new, "-m", first, "-r", old, "-o", added, "-q")
+    assert result.returncode == 0, result.stderr
+    families = next(iter(load_model(added).models_.values())).families_
+    assert families["claude-instant-1.2"] == "claude-1" and families["cohere"] == "cohere"
+    result = run_cli("fit", "--add", new, "-m", first, "-r", old, "-o", tmp_path / "m3.npz", "-q",
+                     "--families", bank_slice["table"])
+    assert result.returncode == 0, result.stderr
+    assert next(iter(load_model(tmp_path / "m3.npz").models_.values())).families_["cohere"] == "cohere-command"

@@ -35,6 +35,15 @@ DEMO = REPO / "data" / "demo"
 FAST = ["--features", "pos-paper"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_disk_cache():
+    """These tests are about tagging on the workers: the persistent tag cache, which would answer instead, is
+    off for the module (and for the workers started in it); test_tag_cache_answers_before_the_workers turns it on."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ATTRIBUTION_NO_CACHE", "1")
+        yield
+
+
 @pytest.fixture(scope="module")
 def client():
     """2 single-threaded worker processes, started once for the module."""
@@ -75,6 +84,23 @@ def test_tags_identical_to_one_process(client, reference_records):
         assert backend.n_partitions >= len(texts) // 16
     assert remote == local
     assert tag_texts(texts[:7], client=client) == local[:7]
+
+
+def test_tag_cache_answers_before_the_workers(client, tmp_path, monkeypatch):
+    """With the tag cache on, texts it holds are not sent to the workers (tag and tag_later), the rest is sent
+    once and stored by this process; the tags are those of one process."""
+    monkeypatch.delenv("ATTRIBUTION_NO_CACHE")
+    monkeypatch.setenv("ATTRIBUTION_CACHE_DIR", str(tmp_path))
+    texts = [r.output for r in read_records(DEMO / "student_gemma-3-270m.jsonl")][:40]
+    tagger = get_tagger()
+    local = tagger.tag(texts[:20], cache=False)  # half of the texts go to the disk cache here
+    with dask_tagging(client, partition_size=8) as backend:
+        before = tagger.n_tagged
+        assert tagger.tag(texts, cache=False)[:20] == local
+        assert tagger.n_tagged - before == len(set(texts[20:])) and backend.n_partitions >= 2
+        sent = backend.n_partitions
+        assert tagger.tag_later(texts)() == tagger.tag(texts, cache=False)  # everything on disk now
+        assert backend.n_partitions == sent and tagger.n_tagged - before == len(set(texts[20:]))
 
 
 @pytest.mark.parametrize("name", ["fixture", "demo"])

@@ -52,7 +52,9 @@ def test_each_distinct_text_is_tagged_once(tagger):
     assert again == [first[1], first[0]]
 
 
-def test_uncached_tagging_counts_every_text_and_matches(tagger):
+def test_uncached_tagging_counts_every_text_and_matches(tagger, monkeypatch):
+    """Without any cache (memory: cache=False; disk: ATTRIBUTION_NO_CACHE), every text is tagged."""
+    monkeypatch.setenv("ATTRIBUTION_NO_CACHE", "1")
     texts = ["No cache here: the otter slept.", "No cache here: the otter slept."]
     before = tagger.n_tagged
     docs = tagger.tag(texts, cache=False)
@@ -60,7 +62,17 @@ def test_uncached_tagging_counts_every_text_and_matches(tagger):
     assert docs[0] == docs[1] == tagger.tag(texts[:1])[0]
 
 
-def test_iter_tag_streams_in_order(tagger, reference_records):
+def test_without_memory_cache_the_disk_cache_still_tags_each_text_once(tagger):
+    texts = ["Disk only: the heron waited.", "Disk only: the heron waited.", "Disk only: a crab ran."]
+    before = tagger.n_tagged
+    docs = tagger.tag(texts, cache=False)
+    assert tagger.n_tagged - before == 2  # two distinct texts
+    assert tagger.tag(texts, cache=False) == docs and tagger.n_tagged - before == 2  # read back from disk
+    assert docs[0] == docs[1] != docs[2]
+
+
+def test_iter_tag_streams_in_order(tagger, reference_records, monkeypatch):
+    monkeypatch.setenv("ATTRIBUTION_NO_CACHE", "1")  # every text tagged by this fresh tagger, none read back
     texts = [r.output for r in reference_records[:9]]
     fresh = SpacyTagger(batch_size=4)  # a small batch makes the stream span three batches
     streamed = list(fresh.iter_tag(iter(texts)))

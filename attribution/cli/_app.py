@@ -133,6 +133,8 @@ WORKERS_OPTION = typer.Option(None, "--workers", min=1, help="Tag on a local Das
                               "worker processes, started and closed here (needs the dask extra; the same results).")
 SCHEDULER_OPTION = typer.Option(None, "--scheduler", help="Tag on an existing Dask cluster: its scheduler's "
                                 "address, e.g. tcp://10.0.0.5:8786 (needs the dask extra; the same results).")
+NO_CACHE_OPTION = typer.Option(False, "--no-cache", help="Neither read nor write the tag cache (tags kept on disk "
+                               "between runs, in $ATTRIBUTION_CACHE_DIR, default ~/.cache/teacher-attribution).")
 OUTPUT_JSON_OPTION = typer.Option(None, "--output", "-o", dir_okay=False, allow_dash=True,
                                   help="Write the JSON here instead of printing it ('-': stdout).")
 DEVICE_OPTION = typer.Option(Device.auto, "--device", help="auto (CUDA if available), cpu or cuda.")
@@ -162,6 +164,16 @@ def environ(**values: str) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def use_tag_cache(ctx: typer.Context, no_cache: bool) -> None:
+    """Check the tag cache's settings before any work (E306), and with ``--no-cache`` turn the cache off until
+    the command ends, for this process and the local Dask workers it starts (call before :func:`tag_on_cluster`)."""
+    from ..tagcache import ENV_OFF, settings
+
+    if no_cache:
+        ctx.with_resource(environ(**{ENV_OFF: "1"}))
+    settings()
 
 
 def tag_on_cluster(ctx: typer.Context, workers: int | None, scheduler: str | None, *, quiet: bool) -> Any:

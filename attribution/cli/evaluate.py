@@ -11,6 +11,7 @@ from .. import registry
 from ._app import (
     FORMAT_OPTION,
     MAX_CHARS_OPTION,
+    NO_CACHE_OPTION,
     NORMALIZE_OPTION,
     OUTPUT_JSON_OPTION,
     PROMPT_FORMAT_OPTION,
@@ -31,6 +32,7 @@ from ._app import (
     read_inputs,
     report_skipped,
     tag_on_cluster,
+    use_tag_cache,
 )
 
 
@@ -85,6 +87,7 @@ def evaluate_cli(
     seed: int = typer.Option(0, "--seed", help="Seed of the random subsets."),
     workers: Optional[int] = WORKERS_OPTION,
     scheduler: Optional[str] = SCHEDULER_OPTION,
+    no_cache: bool = NO_CACHE_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Fit on teacher outputs, attribute every student output, and score it (per output and per student)."""
@@ -108,6 +111,7 @@ def evaluate_cli(
     report_skipped(unmatched, quiet=quiet)
     skipped += unmatched
     log(f"{len(refs)} reference and {len(studs)} student outputs", quiet=quiet)
+    use_tag_cache(ctx, no_cache)
     tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
     baseline_names = _split(baselines)
     baseline_options: dict[str, Any] = {}

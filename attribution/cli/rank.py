@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -15,6 +15,7 @@ from ._app import (
     FEATURES_OPTION,
     FORMAT_OPTION,
     MAX_CHARS_OPTION,
+    NO_CACHE_OPTION,
     NORMALIZE_OPTION,
     QUIET_OPTION,
     SCHEDULER_OPTION,
@@ -34,6 +35,7 @@ from ._app import (
     report_skipped,
     tag_on_cluster,
     to_json,
+    use_tag_cache,
 )
 
 
@@ -41,33 +43,39 @@ def _reader_options(text_field: Optional[str], skip_invalid: bool, max_chars: in
     return {"text_field": text_field, "skip_invalid": skip_invalid, "max_chars": max_chars}
 
 
-def _fit_from_file(reference: Path, *, task: Optional[str], features: str, tagger: str, normalize: bool,
+def _fit_from_file(reference: Path | list[Path], *, task: Optional[str], features: str, tagger: str, normalize: bool,
                    seed: int, reader: dict[str, Any], quiet: bool,
+                   params: Optional[dict[str, Any]] = None,
                    families: Optional[dict[str, str]] = None) -> tuple[Any, list, list[str], list]:
-    """Fit on a reference file; returns the model, the skipped records' errors, warnings about
-    the references (each also logged) and the records fitted on."""
+    """Fit on a reference file (or several, read in order as one); returns the model, the skipped records'
+    errors, warnings about the references (each also logged) and the records fitted on. ``params``: every
+    estimator parameter (``fit --add``: the model's), instead of the four options."""
     from ..api import fit_reference
     from ..checks import reference_warnings
     from ..io import RecordReader
 
-    refs = RecordReader(reference, require_teacher=True, **reader)
-    tally = Tally(refs)
-    records = [r for r in tally if task is None or r.task == task]
-    report_skipped(refs.skipped, quiet=quiet)
-    problem = nothing_left(refs, tally.tasks, task, untagged_match=False) if not records else None
-    if problem is not None:
-        raise problem
+    paths = reference if isinstance(reference, list) else [reference]
+    tallies = [Tally(RecordReader(path, require_teacher=True, **reader)) for path in paths]
+    records = [r for tally in tallies for r in tally if task is None or r.task == task]
+    skipped = [err for tally in tallies for err in tally.reader.skipped]
+    report_skipped(skipped, quiet=quiet)
+    if not records:
+        problem = next(filter(None, (nothing_left(t.reader, t.tasks, task, untagged_match=False) for t in tallies)),
+                       None)
+        if problem is not None:
+            raise problem
     from tqdm import tqdm
 
-    log(f"fitting on {len(records)} reference outputs from {reference.name}", quiet=quiet)
+    log(f"fitting on {len(records)} reference outputs from {', '.join(p.name for p in paths)}", quiet=quiet)
+    if params is None:
+        params = {"features": features, "tagger": tagger, "normalize": normalize, "random_state": seed}
     with tqdm(desc="fitting: tagging references", total=len(records), unit="out", disable=quiet,
               leave=False) as bar:
-        model = fit_reference(records, task=task, features=features, tagger=tagger, normalize=normalize,
-                              random_state=seed, families=families, progress=bar.update)
+        model = fit_reference(records, task=task, progress=bar.update, families=families, **params)
     warnings = reference_warnings(records)
     for warning in warnings:
         log(f"warning: {warning}", quiet=quiet)
-    return model, refs.skipped, warnings, records
+    return model, skipped, warnings, records
 
 
 def _fit_on_workers(client: Any) -> Any:
@@ -284,6 +292,7 @@ def rank_cli(
              "few-shot), on the student's prompts (same 'id'): the verdict compares the student with it."),
     workers: Optional[int] = WORKERS_OPTION,
     scheduler: Optional[str] = SCHEDULER_OPTION,
+    no_cache: bool = NO_CACHE_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Rank the candidate teachers of one student from all its outputs.
@@ -300,6 +309,7 @@ def rank_cli(
 
         chromium = find_chromium(chromium)  # E606 before any work
     reader = _reader_options(text_field, skip_invalid, max_chars)
+    use_tag_cache(ctx, no_cache)
     tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
     from ..families import read_families
     from ..io import check_outputs, read_records
@@ -493,8 +503,19 @@ def _write_results(audit: Any, batch: Any, *, fmt: RankFormat, output: Optional[
 @app.command("fit")
 def fit_cli(
     ctx: typer.Context,
-    reference: Path = typer.Argument(..., dir_okay=False, help="Teachers' reference outputs (each with 'teacher')."),
+    reference: Optional[List[Path]] = typer.Argument(
+        None, dir_okay=False, help="Teachers' reference outputs (each with 'teacher'); several files are fitted on "
+        "together, in order."),
     output: Path = typer.Option(..., "--output", "-o", dir_okay=False, help="Where to save the model (.npz)."),
+    add: List[Path] = typer.Option(
+        [], "--add", dir_okay=False, help="Add these references (new candidates or more outputs) to the model of "
+        "--model: a refit on its reference files (--reference) and these, the old tags read from the tag cache; the "
+        "same model as fitting on all of them."),
+    model_path: Optional[Path] = typer.Option(None, "--model", "-m", dir_okay=False,
+                                              help="With --add: the model to add to (its settings are kept)."),
+    old_references: List[Path] = typer.Option(
+        [], "--reference", "-r", dir_okay=False, help="With --add: the reference files the model was fitted on "
+        "(checked against the SHA-256 digests it recorded)."),
     task: Optional[str] = TASK_OPTION,
     features: str = FEATURES_OPTION,
     tagger: str = TAGGER_OPTION,
@@ -507,29 +528,86 @@ def fit_cli(
     families: Optional[Path] = FAMILIES_OPTION,
     workers: Optional[int] = WORKERS_OPTION,
     scheduler: Optional[str] = SCHEDULER_OPTION,
+    no_cache: bool = NO_CACHE_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Fit on teachers' reference outputs and save the model (safe .npz, no pickle)."""
+    """Fit on teachers' reference outputs and save the model (safe .npz, no pickle); the model records the
+    reference files (name, SHA-256, outputs per teacher). With --add, add references to a fitted model."""
     from ..families import read_families
     from ..io import check_outputs
     from ..partitions import splittable
+    from ..refit import describe_files, records_by_file
 
-    check_outputs([output], [reference, families])
-    family_of = read_families(families) if families is not None else None
+    values = {"features": features, "tagger": tagger, "normalize": normalize, "seed": seed, "task": task,
+              "text_field": text_field, "skip_invalid": skip_invalid, "max_chars": max_chars}
+    paths, params, reading, model_families = _fit_plan(ctx, list(reference or []), add, model_path,
+                                                       old_references, values)
+    check_outputs([output], [*paths, model_path, families])
+    family_of = read_families(families) if families is not None else model_families
+    use_tag_cache(ctx, no_cache)
     client = tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
-    fit = _fit_from_file if client is None or not splittable(reference) else _fit_on_workers(client)
-    model, skipped, warnings, _ = fit(reference, task=task, features=features, tagger=tagger, normalize=normalize,
-                                      seed=seed, reader=_reader_options(text_field, skip_invalid, max_chars),
-                                      quiet=quiet, families=family_of)
+    split = client is not None and len(paths) == 1 and splittable(paths[0])
+    fit = _fit_on_workers(client) if split else _fit_from_file
+    model, skipped, warnings, records = fit(
+        paths[0] if split else paths, task=reading["task"], features=params["features"], tagger=params["tagger"],
+        normalize=params["normalize"], seed=params["random_state"], quiet=quiet,
+        reader=_reader_options(reading["text_field"], reading["skip_invalid"], reading["max_chars"]),
+        families=family_of, **({} if split else {"params": params}))
+    per_file = records_by_file(paths, records) if len(paths) > 1 else [records]
+    model.reference_files_ = describe_files(paths, per_file, reading)
     model.save(output)
     first = next(iter(model.models_.values()))
     result = {"model": output.name, "tasks": [str(t) for t in model.models_], "teachers": model.classes_,
               "families": {t: first.families_.get(t, t) for t in model.classes_},
               "n_features": {str(t): m.n_features_in_ for t, m in model.models_.items()},
-              "signature": first.signature_, "skipped": len(skipped)}
+              "signature": first.signature_, "skipped": len(skipped),
+              "references": [f["name"] for f in model.reference_files_["files"]]}
     if warnings:
         result["warnings"] = warnings
     from ..sanitize import one_line
 
     emit(result, fmt, lambda r: one_line(f"saved {r['model']}: teachers {', '.join(r['teachers'])}; tasks "
                                          f"{', '.join(r['tasks'])}"))
+
+
+#: Options that say how reference files are read: CLI option -> its name in ``reference_files_["reading"]``.
+READING_FIXED = {"--task": "task", "--text-field": "text_field", "--skip-invalid": "skip_invalid",
+                 "--max-chars": "max_chars"}
+
+
+def _fit_plan(ctx: typer.Context, reference: list[Path], add: list[Path], model_path: Optional[Path],
+              old_references: list[Path], values: dict[str, Any]
+              ) -> tuple[list[Path], dict[str, Any], dict[str, Any], Optional[dict[str, str]]]:
+    """What ``fit`` reads and how: (reference files in order, estimator parameters, reading options). Without
+    --add, the files given and the options; with --add, the model's files (checked by SHA-256) then the new
+    ones, with the model's settings (an option given that contradicts them: E213)."""
+    if not add:
+        if model_path is not None or old_references:
+            raise typer.BadParameter("--model and --reference go with --add", param_hint="--model")
+        if not reference:
+            raise typer.BadParameter("give the reference files to fit on", param_hint="REFERENCE")
+        if len(reference) > 1:
+            from ..refit import check_distinct
+
+            check_distinct(reference)
+        params = {"features": values["features"], "tagger": values["tagger"], "normalize": values["normalize"],
+                  "random_state": values["seed"]}
+        return reference, params, {name: values[name] for name in READING_FIXED.values()}, None
+    if reference:
+        raise typer.BadParameter("with --add, name the model's reference files with --reference", param_hint="--add")
+    if model_path is None:
+        raise typer.BadParameter("--add needs the model to add to (--model)", param_hint="--add")
+    from ..errors import model_error
+    from ..multitask import as_multitask
+    from ..persistence import load_model
+    from ..refit import model_params, union_files
+
+    model = load_model(model_path, tagger=values["tagger"] if _given(ctx, "tagger") else None)
+    _check_model_options(ctx, as_multitask(model), values)
+    paths = union_files(model, old_references, add)
+    reading = model.reference_files_["reading"]
+    for option, name in READING_FIXED.items():
+        if _given(ctx, name) and values[name] != reading[name]:
+            raise model_error("E213", option=option, value=values[name], fixed=f"{name}={reading[name]}")
+    family_of = next(iter(as_multitask(model).models_.values())).families_  # kept, whether from records or a TSV
+    return paths, model_params(model), reading, {t: f for t, f in family_of.items() if f != t} or None

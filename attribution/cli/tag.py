@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ._app import (
+    NO_CACHE_OPTION,
     NORMALIZE_OPTION,
     QUIET_OPTION,
     SCHEDULER_OPTION,
@@ -19,6 +20,7 @@ from ._app import (
     log,
     report_skipped,
     tag_on_cluster,
+    use_tag_cache,
 )
 
 
@@ -35,6 +37,7 @@ def tag_cli(
     skip_invalid: bool = SKIP_INVALID_OPTION,
     workers: Optional[int] = WORKERS_OPTION,
     scheduler: Optional[str] = SCHEDULER_OPTION,
+    no_cache: bool = NO_CACHE_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Tag each text once, in batches; one output line per record with its words and tags."""
@@ -49,6 +52,7 @@ def tag_cli(
     from ..tagging import get_tagger, read_ahead
 
     check_outputs([output], [inputs])
+    use_tag_cache(ctx, no_cache)
     tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
     tag = get_tagger(tagger, batch_size=batch_size, n_process=n_process)
     reader = RecordReader(inputs, text_field=text_field, skip_invalid=skip_invalid)
