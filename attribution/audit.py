@@ -248,18 +248,20 @@ class _ConfigChecker:
             raise self.fail(table, f"[{table}] {key} must be {names}, got {item!r}", key, index)
 
     def case(self, case: dict[str, Any], student: Source) -> Any:
-        """The report's case details: the suspect's name and the ``[case]`` table (``E608`` at its line)."""
+        """The report's case details: the suspect's name and the ``[case]`` table (``E608`` at the key's line)."""
         from .errors import InputError
         from .report.case import case_details
 
-        try:
-            return case_details(suspect=student.label, case_id=case.get("id"), auditor=case.get("auditor"),
-                                organisation=case.get("organisation"),
-                                names={"case_id": "[case] id", "auditor": "[case] auditor",
-                                       "organisation": "[case] organisation", "suspect": "[student] name"})
-        except InputError as err:
-            err.source, err.line = str(self.path), self.lines.of("case") or self.lines.of("student")
-            raise
+        given = {"suspect": ("student", "name", student.label), "case_id": ("case", "id", case.get("id")),
+                 "auditor": ("case", "auditor", case.get("auditor")),
+                 "organisation": ("case", "organisation", case.get("organisation"))}
+        for field_name, (table, key, value) in given.items():
+            try:
+                case_details({field_name: value}, names={field_name: f"[{table}] {key}"})
+            except InputError as err:
+                err.source, err.line = str(self.path), self.lines.of(table, 0, key)
+                raise
+        return case_details({field_name: value for field_name, (_, _, value) in given.items()})
 
     def check_report(self, report: Any) -> None:
         if report is True or report not in (False, *REPORT_FORMATS):

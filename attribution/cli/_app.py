@@ -135,7 +135,7 @@ def report_case(case_id: str | None, auditor: str | None, organisation: str | No
     """The report's case details from the three options (``E608`` for a value that is not one short line)."""
     from ..report.case import case_details
 
-    return case_details(case_id=case_id, auditor=auditor, organisation=organisation,
+    return case_details({"case_id": case_id, "auditor": auditor, "organisation": organisation},
                         names={"case_id": "--case-id", "auditor": "--auditor", "organisation": "--organisation"})
 
 

@@ -8,6 +8,7 @@ The suspect is named by the caller (``audit``: the ``[student]`` name), else by 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -33,13 +34,13 @@ class CaseDetails:
                 if f.name in labels and getattr(self, f.name)]
 
 
-def case_details(*, suspect: str | None = None, case_id: str | None = None, auditor: str | None = None,
-                 organisation: str | None = None, source: str | None = None,
-                 names: dict[str, str] | None = None) -> CaseDetails:
-    """:class:`CaseDetails` from user input, each value stripped; ``E608`` for a value that is empty, longer
-    than :data:`MAX_FIELD` or holds a line break or another control character (``names``: how the error
-    calls each field, e.g. ``{"case_id": "--case-id"}``; ``source``: the file it came from)."""
-    given = {"suspect": suspect, "case_id": case_id, "auditor": auditor, "organisation": organisation}
+def case_details(values: Mapping[str, Any], *, source: str | None = None,
+                 names: Mapping[str, str] | None = None) -> CaseDetails:
+    """:class:`CaseDetails` from user input (``values``: ``suspect``, ``case_id``, ``auditor``, ``organisation``,
+    each optional or None), each value stripped; ``E608`` for a value that is empty, longer than
+    :data:`MAX_FIELD` or holds a line break or another control character (``names``: how the error calls each
+    field, e.g. ``{"case_id": "--case-id"}``; ``source``: the file it came from)."""
+    given = {f.name: values.get(f.name) for f in fields(CaseDetails)}
     for key, value in given.items():
         if value is None:
             continue
