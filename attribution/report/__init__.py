@@ -3,8 +3,11 @@
 The report shows what :func:`attribution.api.rank_student` (``attribute-teacher rank``) found and
 nothing more: it computes no new numbers. It holds
 
-- the verdict, and the ranking of the candidate teachers (probability, 95% interval, support),
-  overall and per task;
+- a title naming the suspect, and the case ID, auditor and organisation when given
+  (:class:`~attribution.report.case.CaseDetails`);
+- the verdict, its evidence (level, each test's p-value and the rival behind it, the paired scores:
+  :mod:`attribution.report.evidence`), and the ranking of the candidate families (with families) and
+  teachers (probability, 95% interval, support), overall and per task;
 - plots of the per-output evidence, when the result kept its ``outputs``;
 - the templates that drove the decision: their share of the student's outputs beside their share of
   each teacher's references, with example spans (and whole outputs with ``examples=N``);
@@ -18,8 +21,9 @@ nothing more: it computes no new numbers. It holds
 HTML reports embed their plots as base64 PNGs and load nothing from elsewhere (no script, font or
 stylesheet), so one file can be archived or mailed. Markdown reports write their plots beside the
 ``.md`` file (``report_ranking.png``, ``report_outputs.png``). PDF reports are the HTML printed by
-headless Chromium (:mod:`attribution.report.pdf`). The same result and date render to the same
-HTML and Markdown bytes. Plots need matplotlib (the ``[report]`` extra).
+headless Chromium (:mod:`attribution.report.pdf`), with a running header and page numbers on each
+page. The same result and date render to the same HTML and Markdown bytes. Plots need matplotlib (the
+``[report]`` extra).
 
 Examples
 --------

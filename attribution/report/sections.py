@@ -31,6 +31,9 @@ GLOSSARY = (
                 "beat every other candidate prompt by prompt?) when the teachers answered the student's prompts, "
                 "else the unlisted-teacher test's (could a teacher outside the candidates explain the outputs as "
                 "well?). The verdict names a teacher only when it is below alpha in every task."),
+    ("paired score", "a candidate's mean per-prompt similarity to the student's outputs, its answer to the same "
+                     "prompt compared after removing what all the candidates' answers share; the paired test asks "
+                     "whether the top candidate's exceeds each rival's prompt by prompt."),
     ("weight", "a template's summed contribution to the top teacher's score over all outputs, relative to the "
                "average teacher (higher means more evidence for it)."),
     ("share", "the share of outputs that use a template at least once: the student's outputs, and each teacher's "
