@@ -21,7 +21,7 @@ margin:2rem auto;padding:0 1rem;color:#1a1a1a;line-height:1.45}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}h3{font-size:1rem}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem;max-width:100%}
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top;overflow-wrap:break-word}
-th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 table.settings{table-layout:fixed;width:100%}table.settings th:first-child{width:16rem}
 table.settings td{overflow-wrap:anywhere}
 table.evidence td.num{white-space:nowrap}table.evidence td:nth-child(2){min-width:9rem}
