@@ -33,6 +33,7 @@ TABLES: dict[str, dict[str, Expected]] = {
     "teachers": SOURCE_KEYS,
     "attribution": {"features": str, "tagger": str, "normalize": bool, "task": str, "top_templates": int,
                     "seed": int, "report": (str, bool)},
+    "case": {"id": str, "auditor": str, "organisation": str},  # shown in the report
 }
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 #: ``[attribution] report``: which report to write into the output folder (``report.html`` / ``report.md``).
@@ -68,6 +69,7 @@ class AuditConfig:
     limit: int = 0
     task: str | None = None
     attribution: dict[str, Any] = field(default_factory=dict)
+    case: Any = None  # attribution.report.case.CaseDetails: the suspect's name and [case]
 
 
 class _Lines:
@@ -127,7 +129,8 @@ def load_config(path: str | os.PathLike) -> AuditConfig:
     return AuditConfig(path=path, prompts=prompts,
                        student_prompts=config.rel(audit["student_prompts"]) if "student_prompts" in audit else prompts,
                        student=student, teachers=teachers,
-                       limit=audit.get("limit", 0), task=audit.get("task"), attribution=attribution)
+                       limit=audit.get("limit", 0), task=audit.get("task"), attribution=attribution,
+                       case=config.case(data.get("case", {}), student))
 
 
 def _read_text(path: Path) -> str:
@@ -243,6 +246,22 @@ class _ConfigChecker:
         elif not isinstance(item, expected) or (isinstance(item, bool) and expected in (int, (int, float))):
             names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
             raise self.fail(table, f"[{table}] {key} must be {names}, got {item!r}", key, index)
+
+    def case(self, case: dict[str, Any], student: Source) -> Any:
+        """The report's case details: the suspect's name and the ``[case]`` table (``E608`` at the key's line)."""
+        from .errors import InputError
+        from .report.case import case_details
+
+        given = {"suspect": ("student", "name", student.label), "case_id": ("case", "id", case.get("id")),
+                 "auditor": ("case", "auditor", case.get("auditor")),
+                 "organisation": ("case", "organisation", case.get("organisation"))}
+        for field_name, (table, key, value) in given.items():
+            try:
+                case_details({field_name: value}, names={field_name: f"[{table}] {key}"})
+            except InputError as err:
+                err.source, err.line = str(self.path), self.lines.of(table, 0, key)
+                raise
+        return case_details({field_name: value for field_name, (_, _, value) in given.items()})
 
     def check_report(self, report: Any) -> None:
         if report is True or report not in (False, *REPORT_FORMATS):
@@ -443,7 +462,7 @@ def _write_results(result: dict[str, Any], config: AuditConfig, out: Path, repor
     if report_path is not None:
         from .report import write_report
 
-        write_report(result, report_path)
+        write_report(result, report_path, case=config.case)
     result.pop("outputs", None)
     with atomic_write(out / "result.json") as handle:
         handle.write(to_json(result) + "\n")

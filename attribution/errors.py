@@ -146,6 +146,8 @@ class Errors:
     E606 = ("a PDF report needs headless Chromium: {detail}. Install it (Debian: apt-get install chromium), or "
             "name the binary with --chromium PATH or the ATTRIBUTION_CHROMIUM environment variable; or write .html")
     E607 = "Chromium could not print the PDF report: {detail}"
+    E608 = ("{name} must be one line of 1 to {max_len} printable characters for the report's case details "
+            "(got {got})")
     # distributed tagging on Dask: --workers, --scheduler, attribution.parallel (E7xx)
     E701 = "give exactly one of --workers N and --scheduler ADDRESS (client=, n_workers=, scheduler=); got {given}"
     E702 = "{name} must be {expected} (got {got!r})"

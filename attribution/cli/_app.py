@@ -126,6 +126,19 @@ FORMAT_OPTION = typer.Option(OutputFormat.table, "--format", "-f", help="table o
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress or counts on stderr.")
 CHROMIUM_OPTION = typer.Option(None, "--chromium", help="Chromium binary for a PDF report (default: "
                                "$ATTRIBUTION_CHROMIUM, else chromium on PATH).")
+CASE_ID_OPTION = typer.Option(None, "--case-id", help="Case ID shown in the report and its running header.")
+AUDITOR_OPTION = typer.Option(None, "--auditor", help="Auditor named in the report.")
+ORGANISATION_OPTION = typer.Option(None, "--organisation", help="Organisation named in the report.")
+
+
+def report_case(case_id: str | None, auditor: str | None, organisation: str | None) -> Any:
+    """The report's case details from the three options (``E608`` for a value that is not one short line)."""
+    from ..report.case import case_details
+
+    return case_details({"case_id": case_id, "auditor": auditor, "organisation": organisation},
+                        names={"case_id": "--case-id", "auditor": "--auditor", "organisation": "--organisation"})
+
+
 FAMILIES_OPTION = typer.Option(None, "--families", dir_okay=False,
                                help="Tab-separated teacher -> family table (columns 'teacher' and 'family', e.g. the "
                                "bank's candidates.tsv), for references without a 'family' field.")

@@ -10,6 +10,8 @@ from typing import Any, List, Optional
 import typer
 
 from ._app import (
+    AUDITOR_OPTION,
+    CASE_ID_OPTION,
     CHROMIUM_OPTION,
     FAMILIES_OPTION,
     FEATURES_OPTION,
@@ -17,6 +19,7 @@ from ._app import (
     MAX_CHARS_OPTION,
     NO_CACHE_OPTION,
     NORMALIZE_OPTION,
+    ORGANISATION_OPTION,
     QUIET_OPTION,
     SCHEDULER_OPTION,
     SKIP_INVALID_OPTION,
@@ -32,6 +35,7 @@ from ._app import (
     log,
     nothing_left,
     output_file,
+    report_case,
     report_skipped,
     tag_on_cluster,
     to_json,
@@ -267,6 +271,9 @@ def rank_cli(
     examples: int = typer.Option(0, "--examples", min=0,
                                  help="Keep up to N whole student outputs per evidence template (JSON and report)."),
     chromium: Optional[str] = CHROMIUM_OPTION,
+    case_id: Optional[str] = CASE_ID_OPTION,
+    auditor: Optional[str] = AUDITOR_OPTION,
+    organisation: Optional[str] = ORGANISATION_OPTION,
     group_by: Optional[GroupBy] = typer.Option(
         None, "--group-by", case_sensitive=False,
         help="Rank each group of records sharing this field (typically 'student') on its own, in one run."),
@@ -302,6 +309,7 @@ def rank_cli(
     """
     # over 60 lines only by its signature (typer: one parameter per option) and docstring; the body is 43 lines
     output = output_file(output)
+    case = report_case(case_id, auditor, organisation)  # E608 before any work
     _check_before_work(outputs, reference, model_path, output=output, report=report, group_by=group_by,
                        per_output=per_output, evidence_file=evidence_file)
     if report is not None and report.suffix.lower() == ".pdf":
@@ -351,7 +359,7 @@ def rank_cli(
         log(f"warning: {warning}", quiet=quiet)
     _write_results(audit, batch, fmt=fmt, output=output, report=report, per_output=per_output,
                    evidence_file=evidence_file, keep_outputs=keep_outputs, examples=examples, chromium=chromium,
-                   grouped=group_by is not None)
+                   grouped=group_by is not None, case=case)
     if output is not None:
         log(f"wrote {output}", quiet=quiet)
     if report is not None:
@@ -471,7 +479,7 @@ def _add_inputs(result: dict[str, Any], outputs: Path, reference: Optional[Path]
 
 def _write_results(audit: Any, batch: Any, *, fmt: RankFormat, output: Optional[Path], report: Optional[Path],
                    per_output: Optional[Path], evidence_file: Optional[Path], keep_outputs: bool, examples: int,
-                   chromium: Optional[str], grouped: bool) -> None:
+                   chromium: Optional[str], grouped: bool, case: Any = None) -> None:
     """Every output file, written together (all appear or none does); the document on stdout unless
     ``output`` holds it."""
     from ..io import atomic_write, write_together
@@ -481,7 +489,8 @@ def _write_results(audit: Any, batch: Any, *, fmt: RankFormat, output: Optional[
         if report is not None:
             from ..report import write_report
 
-            write_report(audit.data if not grouped else audit.meta, report, examples=examples, chromium=chromium)
+            write_report(audit.data if not grouped else audit.meta, report, examples=examples, chromium=chromium,
+                         case=case)
         if per_output is not None:
             write_table(batch.per_output, per_output)
         if evidence_file is not None:

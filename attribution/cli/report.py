@@ -9,7 +9,16 @@ from typing import Optional
 import typer
 
 from ..errors import InputError
-from ._app import CHROMIUM_OPTION, QUIET_OPTION, app, log
+from ._app import (
+    AUDITOR_OPTION,
+    CASE_ID_OPTION,
+    CHROMIUM_OPTION,
+    ORGANISATION_OPTION,
+    QUIET_OPTION,
+    app,
+    log,
+    report_case,
+)
 
 
 @app.command("report")
@@ -24,6 +33,9 @@ def report_cli(
     chromium: Optional[str] = CHROMIUM_OPTION,
     student: Optional[str] = typer.Option(None, "--student",
                                           help="With a 'rank --group-by' result: the student (group) to report on."),
+    case_id: Optional[str] = CASE_ID_OPTION,
+    auditor: Optional[str] = AUDITOR_OPTION,
+    organisation: Optional[str] = ORGANISATION_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Render a saved ranking as an HTML, Markdown or PDF report (verdict, ranking, evidence, methodology,
@@ -33,6 +45,7 @@ def report_cli(
     from ..report import report_files, write_report
     from ..report.validate import one_student
 
+    case = report_case(case_id, auditor, organisation)
     if not result_path.is_file():
         raise input_error("E109", source=str(result_path))
     check_outputs(report_files(output), [result_path])
@@ -53,7 +66,7 @@ def report_cli(
         raise input_error("E101", source=str(result_path), detail=str(err)) from None
     try:
         result = one_student(result, student)
-        write_report(result, output, examples=examples, chromium=chromium)
+        write_report(result, output, examples=examples, chromium=chromium, case=case)
     except InputError as err:
         if err.code == "E604" and err.source is None:
             err.source = str(result_path)  # name the file the problem is in

@@ -3,8 +3,11 @@
 The report shows what :func:`attribution.api.rank_student` (``attribute-teacher rank``) found and
 nothing more: it computes no new numbers. It holds
 
-- the verdict, and the ranking of the candidate teachers (probability, 95% interval, support),
-  overall and per task;
+- a title naming the suspect, and the case ID, auditor and organisation when given
+  (:class:`~attribution.report.case.CaseDetails`);
+- the verdict, its evidence (level, each test's p-value and the rival behind it, the paired scores:
+  :mod:`attribution.report.evidence`), and the ranking of the candidate families (with families) and
+  teachers (probability, 95% interval, support), overall and per task;
 - plots of the per-output evidence, when the result kept its ``outputs``;
 - the templates that drove the decision: their share of the student's outputs beside their share of
   each teacher's references, with example spans (and whole outputs with ``examples=N``);
@@ -18,8 +21,9 @@ nothing more: it computes no new numbers. It holds
 HTML reports embed their plots as base64 PNGs and load nothing from elsewhere (no script, font or
 stylesheet), so one file can be archived or mailed. Markdown reports write their plots beside the
 ``.md`` file (``report_ranking.png``, ``report_outputs.png``). PDF reports are the HTML printed by
-headless Chromium (:mod:`attribution.report.pdf`). The same result and date render to the same
-HTML and Markdown bytes. Plots need matplotlib (the ``[report]`` extra).
+headless Chromium (:mod:`attribution.report.pdf`), with a running header and page numbers on each
+page. The same result and date render to the same HTML and Markdown bytes. Plots need matplotlib (the
+``[report]`` extra).
 
 Examples
 --------
@@ -37,6 +41,7 @@ from typing import Any
 
 from ..errors import Errors, InputError
 from ..io import atomic_write, write_together
+from .case import CaseDetails
 from .document import format_interval
 from .html import render_document as _html_document
 from .markdown import render_document as _markdown_document
@@ -73,20 +78,21 @@ def report_date() -> str:
 
 
 def render_html(result: dict[str, Any], plots: dict[str, bytes], *, date: str | None = None,
-                examples: int = 0) -> str:
+                examples: int = 0, case: CaseDetails | None = None) -> str:
     """The report as one self-contained HTML document (plots as base64 PNGs; no scripts)."""
-    return _html_document(build_document(result, plots, date=date or report_date(), examples=examples), plots)
+    return _html_document(build_document(result, plots, date=date or report_date(), examples=examples, case=case),
+                          plots)
 
 
 def render_markdown(result: dict[str, Any], images: dict[str, str], *, date: str | None = None,
-                    examples: int = 0) -> str:
+                    examples: int = 0, case: CaseDetails | None = None) -> str:
     """The report as Markdown; ``images`` maps plot keys to PNG file names beside it."""
-    return _markdown_document(build_document(result, images, date=date or report_date(), examples=examples),
-                              images)
+    return _markdown_document(build_document(result, images, date=date or report_date(), examples=examples,
+                                             case=case), images)
 
 
 def write_report(result: dict[str, Any], path: str | os.PathLike, *, date: str | None = None, examples: int = 0,
-                 chromium: str | os.PathLike | None = None) -> Path:
+                 chromium: str | os.PathLike | None = None, case: CaseDetails | None = None) -> Path:
     """Write an auditor's report of a ranking result, as HTML, Markdown or PDF by the file suffix.
 
     Parameters
@@ -108,6 +114,9 @@ def write_report(result: dict[str, Any], path: str | os.PathLike, *, date: str |
         --examples N``).
     chromium : str or Path, optional
         The Chromium binary for PDF (default: ``ATTRIBUTION_CHROMIUM``, else found on ``PATH``).
+    case : CaseDetails, optional
+        The suspect's name for the title (default: the result's ``student``, else the student file's
+        name) and the case ID, auditor and organisation to show (each only when given).
 
     Returns
     -------
@@ -122,7 +131,7 @@ def write_report(result: dict[str, Any], path: str | os.PathLike, *, date: str |
     MissingDependencyError
         matplotlib is not installed (``pip install 'teacher-attribution[report]'``).
     """
-    # over 60 lines only by its numpydoc docstring; the body is 24 lines
+    # over 60 lines only by its numpydoc docstring; the body is 25 lines
     target = Path(path)
     suffix = target.suffix.lower()
     report_files(target)  # E605 for another suffix
@@ -131,7 +140,7 @@ def write_report(result: dict[str, Any], path: str | os.PathLike, *, date: str |
         from .pdf import find_chromium, html_to_pdf
 
         binary = find_chromium(chromium)  # E606 before any rendering
-        html_to_pdf(render_html(result, render_plots(result), date=date, examples=examples), target,
+        html_to_pdf(render_html(result, render_plots(result), date=date, examples=examples, case=case), target,
                     chromium=binary)
         return target
     plots = render_plots(result)
@@ -141,14 +150,14 @@ def write_report(result: dict[str, Any], path: str | os.PathLike, *, date: str |
             for key, png in plots.items():
                 with atomic_write(_png_path(target, key), "wb") as handle:
                     handle.write(png)
-            text = render_markdown(result, names, date=date, examples=examples)
+            text = render_markdown(result, names, date=date, examples=examples, case=case)
         else:
-            text = render_html(result, plots, date=date, examples=examples)
+            text = render_html(result, plots, date=date, examples=examples, case=case)
         with atomic_write(target) as handle:
             handle.write(text)
     return target
 
 
-__all__ = ["GLOSSARY", "PLOT_KEYS", "RESULT_SCHEMA", "SUFFIXES", "TASK_COLORS", "check_result", "format_interval",
-           "render_html", "render_markdown", "render_plots", "report_date", "report_files", "verdict_sentence",
-           "write_report"]
+__all__ = ["GLOSSARY", "PLOT_KEYS", "RESULT_SCHEMA", "SUFFIXES", "TASK_COLORS", "CaseDetails", "check_result",
+           "format_interval", "render_html", "render_markdown", "render_plots", "report_date", "report_files",
+           "verdict_sentence", "write_report"]

@@ -79,8 +79,11 @@ Block = Heading | Para | Table | Image | Terms
 
 @dataclass
 class Document:
+    """``header``: the running header of each printed page (default: the title)."""
+
     title: str
     blocks: list[Block] = field(default_factory=list)
+    header: str = ""
 
     def add(self, *blocks: Block) -> None:
         self.blocks.extend(blocks)

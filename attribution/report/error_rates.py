@@ -65,8 +65,15 @@ RIGHT_BY_SIZE_DOC_ROW = ("documented students named right / wrong / none: 10 out
                          "0.22 / 0 / 0.78, 50 outputs 0.33 / 0 / 0.67, 100 outputs 0.46 / 0 / 0.54, 200 outputs "
                          "0.66 / 0 / 0.34, 400 outputs 0.89 / 0 / 0.11. Controls: 1 of 80 ten-output audits named "
                          "a teacher")
-#: Control audits of 10 outputs that named a teacher (same command).
+#: Control audits of 10 outputs that named a teacher (same command); none of the larger ones did.
 CONTROLS_NAMED_AT_10 = (1, 80)
+#: What the simulated audits were run on: figures for other candidates or settings were not measured.
+RIGHT_BY_SIZE_DATA = "the 5-candidate AlpacaEval data (setting B)"
+
+
+def sizes_text() -> str:
+    """Every simulated audit size with its share named right, in words (``10 outputs 8%, 25 outputs 22%, ...``)."""
+    return ", ".join(f"{size} outputs {100 * share:.0f}%" for size, share in RIGHT_BY_SIZE)
 
 
 def right_at_size(n_outputs: int) -> tuple[int, float] | None:
@@ -77,4 +84,5 @@ def right_at_size(n_outputs: int) -> tuple[int, float] | None:
     return below[-1] if below else RIGHT_BY_SIZE[0]
 
 
-__all__ = ["CONTROLS_NAMED_AT_10", "ERROR_RATES", "RIGHT_BY_SIZE", "ErrorRate", "right_at_size"]
+__all__ = ["CONTROLS_NAMED_AT_10", "ERROR_RATES", "RIGHT_BY_SIZE", "RIGHT_BY_SIZE_COMMAND", "RIGHT_BY_SIZE_DATA",
+           "ErrorRate", "right_at_size", "sizes_text"]

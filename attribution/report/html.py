@@ -21,7 +21,7 @@ margin:2rem auto;padding:0 1rem;color:#1a1a1a;line-height:1.45}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}h3{font-size:1rem}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem;max-width:100%}
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top;overflow-wrap:break-word}
-th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 table.settings{table-layout:fixed;width:100%}table.settings th:first-child{width:16rem}
 table.settings td{overflow-wrap:anywhere}
 table.evidence td.num{white-space:nowrap}table.evidence td:nth-child(2){min-width:9rem}
@@ -33,9 +33,20 @@ white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word}
 .output{white-space:pre-wrap;overflow-wrap:anywhere;border-left:3px solid #ccc;padding-left:.6rem;font-size:.9rem}
 img{max-width:100%;height:auto;display:block;margin:.5rem 0}
 .note{color:#555;font-size:.9rem}dt{font-weight:600}dd{margin:0 0 .5rem 1rem}
-@page{size:A4;margin:14mm}
+@page{size:A4;margin:16mm 14mm}
 @media print{body{max-width:none;margin:0;padding:0}h2{break-after:avoid}tr,img{break-inside:avoid}}
 """
+#: Printed pages: the running header (the title, and the case ID when given) and "Page N of M" in the margins
+#: (CSS paged media margin boxes; Chromium prints them from version 131).
+PAGE_CSS = ("@page{{@top-left{{content:\"{header}\";font:8pt system-ui,sans-serif;color:#555}}"
+            "@bottom-right{{content:\"Page \" counter(page) \" of \" counter(pages);"
+            "font:8pt system-ui,sans-serif;color:#555}}}}")
+
+
+def css_string(value: Any) -> str:
+    """Text as the inside of a CSS string: every character but ASCII letters and digits as a hex escape ended by
+    a space (which the escape consumes), so nothing in it can end the string or the stylesheet."""
+    return "".join(ch if ch.isascii() and ch.isalnum() else f"\\{ord(ch):x} " for ch in for_terminal(value))
 
 
 def _e(value: Any) -> str:
@@ -81,7 +92,10 @@ def render_document(doc: Document, plots: dict[str, bytes]) -> str:
     """The page; ``plots`` maps image keys to PNG bytes (an image without its plot is left out)."""
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{_e(doc.title)}</title>", f"<style>{CSS}</style></head><body>", f"<h1>{_e(doc.title)}</h1>"]
+             f"<title>{_e(doc.title)}</title>",
+             f"<style>{CSS}{PAGE_CSS.format(header=css_string((doc.header or doc.title)[:160]))}\n"
+             "</style></head><body>",
+             f"<h1>{_e(doc.title)}</h1>"]
     for block in doc.blocks:
         if isinstance(block, Heading):
             parts.append(f"<h{block.level}>{_e(block.text)}</h{block.level}>")
@@ -98,4 +112,4 @@ def render_document(doc: Document, plots: dict[str, bytes]) -> str:
     return "\n".join(parts)
 
 
-__all__ = ["CSS", "render_document"]
+__all__ = ["CSS", "PAGE_CSS", "css_string", "render_document"]

@@ -11,7 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from .document import Block, Code, Para, Strong, num, table
-from .error_rates import CONTROLS_NAMED_AT_10, ERROR_RATES, right_at_size
+from .error_rates import (
+    CONTROLS_NAMED_AT_10,
+    ERROR_RATES,
+    RIGHT_BY_SIZE_COMMAND,
+    RIGHT_BY_SIZE_DATA,
+    right_at_size,
+    sizes_text,
+)
 from .validate import is_number
 
 #: What each block of a feature set counts, by block name.
@@ -136,25 +143,41 @@ def _what_it_means(result: dict[str, Any]) -> list[str]:
     unlisted_passed = isinstance(p_unlisted, float) and isinstance(alpha, float) and p_unlisted < (
         alpha / 2 if " or " in test else alpha)
     if verdict.get("status") == "attributed" and "paired" in test and not unlisted_passed:
+        named = verdict.get("teacher") or verdict.get("family")
         out.append(f"This verdict compares the candidates with each other. With the true teacher left out of the "
                    f"candidates, {left_out.wrong_text} AlpacaEval students were attributed to its closest "
-                   f"candidate: if {verdict.get('teacher')}'s likeness may have taught this student, this verdict "
-                   "does not rule it out (--verdict-test both requires that too).")
-    n_outputs = int(result["n_outputs"])
-    size = right_at_size(n_outputs)
-    if size is not None:
-        share = f"{100 * size[1]:.0f}%"
-        fewer = f" (this student has only {n_outputs})" if n_outputs < size[0] else ""
-        out.append(f"At {size[0]} outputs{fewer}, simulated audits of documented students named the right teacher in "
-                   f"{share} and a wrong one in none (python benchmarks/bench_calibration.py); "
-                   f"{CONTROLS_NAMED_AT_10[0]} of {CONTROLS_NAMED_AT_10[1]} ten-output audits of the human-data "
-                   "controls named a teacher. An inconclusive verdict is common with few outputs and is not "
-                   "evidence against the top teacher.")
+                   f"candidate: if {named}'s likeness may have taught this student, this verdict "
+                   "does not rule it out (the strict rule, which also asks the unlisted-teacher test, would).")
+    out += _at_this_size(int(result["n_outputs"]), str(verdict.get("status", "unavailable")))
     out.append("The probability is not the chance that the top teacher is right (read as one, its calibration "
                "error is 0.43); the support is sampling noise only, not model error. The rates come from one "
                "real-model dev set (9 documented students, 2 controls) and the paper's GPT-2 students: validate "
                f"on your own candidates. Top probability here: {num(result['ranking'][0]['probability'])}.")
     return out
+
+
+def _at_this_size(n_outputs: int, status: str) -> list[str]:
+    """What the simulated audits of this many outputs say about this verdict (figures: :mod:`.error_rates`)."""
+    size = right_at_size(n_outputs)
+    if size is None:
+        return []
+    right = f"{100 * size[1]:.0f}%"
+    fewer = f" (this student has only {n_outputs})" if n_outputs < size[0] else ""
+    named, total = CONTROLS_NAMED_AT_10
+    source = (f"These figures are quoted from {RIGHT_BY_SIZE_COMMAND} on {RIGHT_BY_SIZE_DATA}; a run with other "
+              "candidates or other settings was not measured.")
+    if status == "attributed":
+        return [f"At {size[0]} outputs{fewer}, simulated audits of documented students named the right teacher in "
+                f"{right} and a wrong one in none; {named} of {total} ten-output audits of the human-data controls "
+                f"named a teacher, none of the larger ones. {source}"]
+    lead = ("No test could run, so this result decides nothing. When a test runs, " if status == "unavailable"
+            else "This result names no teacher. ")
+    return [f"{lead}At {size[0]} outputs{fewer}, simulated audits of students whose documented teacher was among "
+            f"the candidates named it in {right} and no teacher in the other {100 - round(100 * size[1])}% (a wrong "
+            f"one in none); {named} of {total} ten-output audits of human-data controls (no LLM teacher) named a "
+            "teacher, none of the larger ones. So an inconclusive result at this number of outputs is common when "
+            "the true teacher is a candidate, and it is also what a student taught by none of them gives: it "
+            f"neither names nor clears the top-ranked candidate. Named right by audit size: {sizes_text()}. {source}"]
 
 
 __all__ = ["describe_features", "limitation_blocks", "methodology_blocks"]

@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from .case import CaseDetails, suspect_name
 from .document import Code, Document, Heading, Image, Para, Quotes, Strong, Terms, format_interval, num, pct, table
+from .evidence import plain_sentence, verdict_blocks
 from .method import limitation_blocks, methodology_blocks
 from .validate import is_number
 
@@ -29,6 +31,9 @@ GLOSSARY = (
                 "beat every other candidate prompt by prompt?) when the teachers answered the student's prompts, "
                 "else the unlisted-teacher test's (could a teacher outside the candidates explain the outputs as "
                 "well?). The verdict names a teacher only when it is below alpha in every task."),
+    ("paired score", "a candidate's mean per-prompt similarity to the student's outputs, its answer to the same "
+                     "prompt compared after removing what all the candidates' answers share; the paired test asks "
+                     "whether the top candidate's exceeds each rival's prompt by prompt."),
     ("weight", "a template's summed contribution to the top teacher's score over all outputs, relative to the "
                "average teacher (higher means more evidence for it)."),
     ("share", "the share of outputs that use a template at least once: the student's outputs, and each teacher's "
@@ -39,20 +44,33 @@ MAX_SKIPPED_SHOWN = 20
 
 
 def verdict_sentence(verdict: dict[str, Any] | None) -> str:
-    """One plain sentence saying what the verdict means."""
+    """One plain sentence saying what the verdict means (no command-line options in it)."""
     from ..inference import describe_verdict
 
-    return describe_verdict(verdict)
+    return plain_sentence(describe_verdict(verdict))
 
 
-def build_document(result: dict[str, Any], plots: Any, *, date: str, examples: int = 0) -> Document:
-    """The whole report; ``plots``: the plot keys available (``outputs`` only when kept)."""
-    doc = Document("Teacher attribution report")
+#: The report's title; the suspect's name follows it when known.
+TITLE = "Teacher attribution report"
+
+
+def build_document(result: dict[str, Any], plots: Any, *, date: str, examples: int = 0,
+                   case: CaseDetails | None = None) -> Document:
+    """The whole report; ``plots``: the plot keys available (``outputs`` only when kept); ``case``: the
+    suspect's name and the case fields to show (:mod:`attribution.report.case`)."""
+    suspect = suspect_name(result, case)
+    doc = Document(f"{TITLE}: {suspect}" if suspect else TITLE)
+    rows = (case or CaseDetails()).rows()
+    doc.header = " · ".join([doc.title, *(f"{label} {value}" for label, value in rows if label == "Case ID")])
+    if rows:
+        doc.add(table(["case", ""], rows))
     verdict = result.get("verdict") or {}
     status = str(verdict.get("status", "unavailable"))
     skipped = f"; {result['skipped']} invalid record(s) skipped" if result.get("skipped") else ""
     doc.add(Para((Strong(f"Verdict: {status}."), " " + verdict_sentence(verdict or None)), f"verdict-{status}"),
             Para(f"{result['n_outputs']} student outputs ranked{skipped}. Report of {date}."))
+    if verdict:
+        doc.add(Heading(2, "Evidence behind the verdict"), *verdict_blocks(result))
     _ranking(doc, result)
     _per_output(doc, "outputs" in plots)
     _evidence(doc, result, examples)
@@ -67,6 +85,15 @@ def build_document(result: dict[str, Any], plots: Any, *, date: str, examples: i
 
 
 def _ranking(doc: Document, result: dict[str, Any]) -> None:
+    families = [row for row in result.get("family_ranking") or [] if isinstance(row, dict)]
+    if families:
+        doc.add(Heading(2, "Ranking of the candidate families"),
+                Para("Versions of one model line form a family; families are ranked first, and the verdict names a "
+                     "family before a version.", "note"),
+                table(["rank", "family", "versions", "probability", "95% interval", "support"],
+                      [(i + 1, r["family"], ", ".join(map(str, r.get("members") or [])), num(r["probability"]),
+                        format_interval(r), num(r.get("support"), 2)) for i, r in enumerate(families)],
+                      numeric=(0, 3, 4, 5)))
     doc.add(Heading(2, "Ranking of the candidate teachers"),
             table(["rank", "teacher", "probability", "95% interval", "support"],
                   [(i + 1, r["teacher"], num(r["probability"]), format_interval(r), num(r.get("support"), 2))
@@ -105,10 +132,14 @@ def _evidence(doc: Document, result: dict[str, Any], examples: int) -> None:
     top = evidence[0].get("teacher", teachers[0])
     with_refs = any(isinstance(row.get("reference_share"), dict) for row in evidence)
     tasks = {row.get("task") for row in evidence}
-    doc.add(Para(("Templates that pushed the outputs towards ", Strong(str(top)), ", strongest first, with the "
-                  "share of outputs using each: the student's, and beside it each teacher's references. ",
-                  Code("pos"), " templates are Penn Treebank tag sequences; ", Code("words"), " are word n-grams."),
-                 "note"))
+    attributed = (result.get("verdict") or {}).get("status") == "attributed"
+    towards: tuple[Any, ...] = (("Templates that pushed the outputs towards ", Strong(str(top)))
+                                if attributed else
+                                ("The verdict names no teacher. Templates that pushed the outputs towards the "
+                                 f"top-ranked candidate, {top}, though the tests did not single it out",))
+    doc.add(Para((*towards, ", strongest first, with the share of outputs using each: the student's, and beside it "
+                  "each teacher's references. ", Code("pos"), " templates are Penn Treebank tag sequences; ",
+                  Code("words"), " are word n-grams."), "note"))
     rows = []
     for i, row in enumerate(evidence):
         where = f" ({row['task']})" if len(tasks) > 1 and row.get("task") is not None else ""
@@ -239,4 +270,4 @@ def _settings(doc: Document, result: dict[str, Any], date: str) -> None:
     doc.add(table(["role", "file", "SHA-256"], rows3, kind="settings"))
 
 
-__all__ = ["GLOSSARY", "build_document", "verdict_sentence"]
+__all__ = ["GLOSSARY", "TITLE", "build_document", "verdict_sentence"]

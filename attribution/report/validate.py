@@ -16,12 +16,25 @@ _LABEL = Str(1_000)
 _RANKING = List(Obj({"teacher": _LABEL, "probability": Num(0, 1), "support": Opt(Num(0, 1)),
                      "ci_low": Opt(Num(0, 1)), "ci_high": Opt(Num(0, 1))},
                     optional=("support", "ci_low", "ci_high"), extra=Anything()), 1, 10_000)
-_VERDICT = Obj({"status": Enum("attributed", "inconclusive", "unavailable"), "teacher": Opt(_LABEL),
-                "best_candidate": Opt(_LABEL), "p_unlisted": Opt(Num(0, 1)), "p_value": Opt(Num(0, 1)),
-                "alpha": Opt(Num(0, 1)), "test": Opt(Str(200)),
-                "p_paired": Opt(Num(0, 1)), "n_paired": Int(0), "runner_up": Opt(_LABEL)},
-               optional=("teacher", "best_candidate", "p_unlisted", "p_value", "alpha", "test", "p_paired",
-                         "n_paired", "runner_up"), extra=Anything())
+#: The paired test within the named family (``verdict.teacher_test``).
+_TEACHER_TEST = Obj({"p_paired": Opt(Num(0, 1)), "n_paired": Int(0), "runner_up": Opt(_LABEL),
+                     "paired_score": Opt(Map(Num(), key=_LABEL, max_len=10_000)), "p_paired_cosine": Opt(Num(0, 1)),
+                     "p_paired_midpoint": Opt(Num(0, 1))},
+                    optional=("p_paired", "n_paired", "runner_up", "paired_score", "p_paired_cosine",
+                              "p_paired_midpoint"), extra=Anything())
+_VERDICT_FIELDS = {"status": Enum("attributed", "inconclusive", "unavailable"), "teacher": Opt(_LABEL),
+                   "best_candidate": Opt(_LABEL), "p_unlisted": Opt(Num(0, 1)), "p_value": Opt(Num(0, 1)),
+                   "alpha": Opt(Num(0, 1)), "test": Opt(Str(200)), "p_paired": Opt(Num(0, 1)), "n_paired": Int(0),
+                   "runner_up": Opt(_LABEL), "paired_score": Opt(Map(Num(), key=_LABEL, max_len=10_000)),
+                   "level": Enum("family", "teacher", None), "family": Opt(_LABEL), "best_family": Opt(_LABEL),
+                   "teacher_test": Opt(_TEACHER_TEST), "p_paired_cosine": Opt(Num(0, 1)),
+                   "p_paired_midpoint": Opt(Num(0, 1)), "p_control": Opt(Num(0, 1))}
+_VERDICT = Obj(_VERDICT_FIELDS, optional=tuple(k for k in _VERDICT_FIELDS if k != "status"), extra=Anything())
+#: ``family_ranking``: the families in play, with a model fitted with families.
+_FAMILY_RANKING = List(Obj({"family": _LABEL, "probability": Num(0, 1), "support": Opt(Num(0, 1)),
+                            "ci_low": Opt(Num(0, 1)), "ci_high": Opt(Num(0, 1)),
+                            "members": List(_LABEL, 0, 10_000)},
+                           optional=("support", "ci_low", "ci_high", "members"), extra=Anything()), 1, 10_000)
 _EVIDENCE = Obj({"teacher": _LABEL, "block": Str(100), "feature": Str(10_000), "weight": Num(),
                  "n_outputs": Int(0), "share_of_outputs": Num(0, 1), "task": Opt(_LABEL),
                  "examples": List(Str(10_000), 0, 100),
@@ -43,6 +56,8 @@ RESULT_SCHEMA = Obj({
     "n_empty": Int(0),
     "skipped": Int(0),
     "ranking": _RANKING,
+    "family_ranking": _FAMILY_RANKING,
+    "student": Opt(_LABEL),
     "verdict": _VERDICT,
     "tasks": Map(Obj({"n_outputs": Int(0), "ranking": _RANKING, "verdict": _VERDICT}, optional=("verdict",),
                      extra=Anything()), max_len=10_000),
@@ -54,8 +69,8 @@ RESULT_SCHEMA = Obj({
     "checks": Map(Anything(), key=Str(100), max_len=100),
     "warnings": List(Str(100_000), 0, 1_000),
     "run": _RUN,
-}, optional=("n_empty", "skipped", "verdict", "tasks", "evidence", "outputs", "signature", "inputs", "checks",
-             "warnings", "run"), extra=Anything())
+}, optional=("n_empty", "skipped", "family_ranking", "student", "verdict", "tasks", "evidence", "outputs", "signature",
+             "inputs", "checks", "warnings", "run"), extra=Anything())
 
 
 def is_number(value: Any) -> bool:

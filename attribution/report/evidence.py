@@ -1,0 +1,126 @@
+"""The verdict's evidence, as the result holds it: what the verdict names (its level), the p-value of each
+test beside alpha, and the paired scores behind the paired test, with the runner-up (``verdict.runner_up``,
+the rival behind the verdict's p-value, as in the JSON and the CSV) and the p-value against it.
+
+Only the runner-up's p-value is in a result: the paired test is an intersection-union test, so the
+runner-up is the rival with the largest p-value and every other rival's is at most that (shown as
+"at most p"). Nothing new is computed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .document import Block, Para, Strong, Table, num, table
+from .validate import is_number
+
+#: Phrases of the verdict sentence that name command-line options, and their plain words in a report.
+_PLAIN_WORDS = (
+    ("; --verdict-test both also requires that.", ". The strict rule (both tests must pass) would require that too."),
+    ("(paired or unlisted)", "(either test)"), ("(paired and unlisted)", "(both tests)"),
+    ("(paired)", "(paired test)"), ("(unlisted)", "(unlisted-teacher test)"), ("(control)", "(control test)"),
+)
+
+
+def plain_sentence(sentence: str) -> str:
+    """The verdict sentence without command-line jargon: known phrases in plain words, any other
+    ``--option`` left out."""
+    for jargon, plain in _PLAIN_WORDS:
+        sentence = sentence.replace(jargon, plain)
+    return re.sub(r"\s*\(?--[a-z][a-z-]*( [a-z]+)?\)?", "", sentence)
+
+
+def _p(value: Any) -> str:
+    return f"{value:.3g}" if is_number(value) else "n/a"
+
+
+def level_sentence(verdict: dict[str, Any], with_families: bool) -> str:
+    """What the verdict names: a teacher, a family (not a version), or nothing."""
+    level = verdict.get("level")
+    if verdict.get("status") != "attributed":
+        what = "family or teacher" if with_families else "teacher"
+        return f"Level of the verdict: none. No {what} is named."
+    if level == "family":
+        best = verdict.get("best_candidate")
+        return (f"Level of the verdict: family. The family {verdict.get('family')} is named, not a version: its "
+                f"best-ranked version, {best}, is not singled out from its siblings.")
+    family = verdict.get("family")
+    inside = f" (family {family})" if with_families and family and family != verdict.get("teacher") else ""
+    return f"Level of the verdict: teacher. The teacher {verdict.get('teacher')}{inside} is named."
+
+
+def _test_rows(verdict: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(test, p-value, rival behind it) for each test the verdict holds."""
+    rows = []
+    if is_number(verdict.get("p_value")):
+        rows.append(("the verdict's p-value (the rule's, compared with alpha)", _p(verdict["p_value"]), ""))
+    rival = str(verdict.get("runner_up") or "")
+    if verdict.get("test") == "control" and is_number(verdict.get("p_control")):
+        rows.append(("against the control (the student's log-odds above the control's, prompt by prompt)",
+                     _p(verdict["p_control"]), rival))
+    elif is_number(verdict.get("p_paired")):
+        rows.append(("paired: the top candidate against every other, prompt by prompt", _p(verdict["p_paired"]),
+                     rival))
+    for key, label in (("p_paired_cosine", "paired, feature-space cosine"),
+                       ("p_paired_midpoint", "paired, log-probability midpoint")):
+        if is_number(verdict.get(key)):
+            rows.append((label, _p(verdict[key]), ""))
+    if is_number(verdict.get("p_unlisted")):
+        rows.append(("unlisted teacher: could a teacher outside the candidates explain the outputs as well?",
+                     _p(verdict["p_unlisted"]), ""))
+    inner = verdict.get("teacher_test") or {}
+    if is_number(inner.get("p_paired")):
+        rows.append((f"version within the family {verdict.get('best_family')}: {verdict.get('best_candidate')} "
+                     "against each sibling", _p(inner["p_paired"]), str(inner.get("runner_up") or "")))
+    return rows
+
+
+def _score_table(scores: dict[str, Any], top: Any, runner_up: Any, p_value: Any, label: str) -> Table:
+    """Each candidate's mean paired score, its distance below the top, and the top's p-value against it."""
+    ordered = sorted(((str(name), float(value)) for name, value in scores.items() if is_number(value)),
+                     key=lambda item: (-item[1], item[0]))
+    best = dict(ordered).get(str(top), ordered[0][1] if ordered else 0.0)
+    rows = []
+    for name, value in ordered:
+        if name == str(top):
+            role, p_text = "top", ""
+        elif name == str(runner_up):
+            role, p_text = "runner-up", _p(p_value)
+        else:
+            role, p_text = "", f"at most {_p(p_value)}" if is_number(p_value) else "n/a"
+        rows.append((name, role, num(value, 4), num(value - best, 4), p_text))
+    return table([label, "", "mean paired score", "minus the top's", "p-value of the top against it"], rows,
+                 numeric=(2, 3, 4))
+
+
+def verdict_blocks(result: dict[str, Any]) -> list[Block]:
+    """The level of the verdict, the p-value of each test and the paired scores behind it."""
+    verdict = result.get("verdict") or {}
+    with_families = bool(result.get("family_ranking"))
+    blocks: list[Block] = [Para(level_sentence(verdict, with_families))]
+    rows = _test_rows(verdict)
+    if rows:
+        blocks.append(table(["test", "p-value", "rival behind it"], rows, numeric=(1,)))
+        blocks.append(Para(f"alpha = {verdict.get('alpha', 'n/a')}: a test names a candidate only when its p-value "
+                           "is below alpha under the rule (see Methodology).", "note"))
+    scores = verdict.get("paired_score")
+    if isinstance(scores, dict) and scores:
+        top = verdict.get("best_family") or verdict.get("best_candidate")
+        label = "family" if with_families else "teacher"
+        blocks += [Para((Strong("Paired scores."), f" Over {verdict.get('n_paired', 'n/a')} prompts every candidate "
+                         "answered, each candidate's mean per-prompt similarity to the student's output (after "
+                         "removing what all the candidates' answers share). The top must score above every rival "
+                         "prompt by prompt; the runner-up is the rival it beats least clearly, and its p-value is "
+                         "the paired test's (every other rival's is at most that).")),
+                   _score_table(scores, top, verdict.get("runner_up"), verdict.get("p_paired"), label)]
+    inner = verdict.get("teacher_test") or {}
+    if isinstance(inner.get("paired_score"), dict) and inner["paired_score"]:
+        blocks += [Para(f"Within the family {verdict.get('best_family')}: the same scores between its versions "
+                        "(centred on the family's mean answer).", "note"),
+                   _score_table(inner["paired_score"], verdict.get("best_candidate"), inner.get("runner_up"),
+                                inner.get("p_paired"), "version")]
+    return blocks
+
+
+__all__ = ["level_sentence", "plain_sentence", "verdict_blocks"]
