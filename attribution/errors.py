@@ -69,6 +69,7 @@ class Errors:
             "--per-output FILE)")
     E230 = "--exclude names no candidate of the model: {names}; it knows {known}"
     E231 = "only {n} candidate teacher(s) left after excluding {excluded}; a ranking needs at least two"
+    # probes: which prompts to ask (E240-E241)
     E240 = ("the model holds no paired answers (prompts that every candidate answered), so its prompts cannot be "
             "ranked as probes; fit it on references where every candidate answers the same prompts, with the same "
             "'id' (e.g. 'attribute-teacher collect' for each candidate on one prompt file)")

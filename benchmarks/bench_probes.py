@@ -9,7 +9,8 @@ arm, each ranked with :func:`attribution.api.rank_student` (the ``teacher`` labe
 - probes: ``n`` of its outputs drawn from the top ``2 n`` probe prompts (25 of the top 50, 50 of the top
   100), so that the draws vary. The model's paired prompts are those of the references and of the students'
   prompt set; the simulation has the students' outputs on the latter only, so the probes are ranked among
-  those (the prompt set is the same for every student: no student output enters the choice).
+  those (the prompt set is the same for every student: no student output enters the choice);
+- bottom: the same from the ``2 n`` lowest-ranked prompts (a check that the score orders prompts).
 
 Prints, per size and arm, how often the 9 documented students are named right / wrong / not at all, and
 how often the human-data controls (``teacher`` = none) are attributed at all.
@@ -26,9 +27,9 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from _inputs import alpacaeval_records
 
 from attribution.api import fit_reference, rank_student
-from attribution.io import read_records
 from attribution.probes import rank_probes
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpacaeval"
@@ -47,10 +48,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=20, help="simulated audits per student, size and arm")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    d = args.data_dir
-    reference = read_records(d / "teachers_reference.jsonl", require_teacher=True)
-    teacher_audit = read_records(d / "teachers_audit.jsonl", require_teacher=True)
-    students = read_records(d / "students_audit.jsonl")
+    reference, teacher_audit, students = alpacaeval_records(args.data_dir)
     start = time.perf_counter()
     model = fit_reference(reference + teacher_audit)
     print(f"fitted setting B on {len(reference) + len(teacher_audit)} outputs in {time.perf_counter() - start:.0f} s")
@@ -66,8 +64,8 @@ def main() -> None:
         kind = "control" if truth == "none" else "documented"
         by_id = {r.id: r for r in rows}
         for n in SIZES:
-            top = [by_id[i] for i in order if i in by_id][:2 * n]
-            for arm, pool in (("random", rows), ("probes", top)):
+            ranked = [by_id[i] for i in order if i in by_id]
+            for arm, pool in (("random", rows), ("probes", ranked[:2 * n]), ("bottom", ranked[-2 * n:])):
                 tally = counts.setdefault((kind, n, arm), Counter())
                 for _ in range(args.draws):
                     pick = rng.choice(len(pool), size=n, replace=False)
@@ -78,7 +76,7 @@ def main() -> None:
     print(f"\nverdicts per size and arm ({args.draws} draws per student): documented students right / wrong / "
           "none; controls attributed")
     for n in SIZES:
-        for arm in ("random", "probes"):
+        for arm in ("random", "probes", "bottom"):
             doc, ctl = counts[("documented", n, arm)], counts.get(("control", n, arm), Counter())
             total = sum(doc.values())
             print(f"  n={n:3d} {arm:<7}: right {doc['right'] / total:.3f}  wrong {doc['wrong'] / total:.3f}  "
