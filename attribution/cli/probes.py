@@ -68,8 +68,8 @@ def probes_cli(
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Rank a fitted model's paired prompts by how well the candidates' answers to them separate the
-    candidates (or families): the prompts to ask a suspect first. Writes JSON Lines: id, task, score, rank
-    (1 = best, per task) and, with --reference, prompt."""
+    candidates (or families): the prompts to ask a suspect first. Writes JSON Lines: id, task (for a model
+    fitted with tasks), score, rank (1 = best, per task) and, with --reference, prompt."""
     from ..errors import input_error
     from ..io import check_outputs, write_jsonl
     from ..persistence import load_model
