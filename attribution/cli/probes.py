@@ -56,7 +56,7 @@ def probes_cli(
     model_path: Path = typer.Option(..., "--model", "-m", dir_okay=False,
                                     help="A model saved by 'attribute-teacher fit' on references with paired "
                                     "answers (every candidate answered the same prompts, same 'id')."),
-    n: Optional[int] = typer.Option(None, "-n", "--n", min=1,
+    n: Optional[int] = typer.Option(None, "--top", "-n", min=1,
                                     help="Keep the N most informative prompts of each task (default: all)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", dir_okay=False, allow_dash=True,
                                           help="Write the ranked prompts as JSON Lines here (default: stdout)."),
