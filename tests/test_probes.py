@@ -134,3 +134,16 @@ def test_the_output_never_overwrites_the_model(model_file):
     result = run_cli("probes", "-m", model_file, "-o", model_file)
     assert result.returncode == 2 and "[E120]" in result.stderr
     assert model_file.read_bytes() == before
+
+
+def test_a_task_without_paired_answers_is_left_out_with_a_note(records, tmp_path):
+    mixed = fit_reference([*records, *(dataclasses.replace(r, task="unpaired", id=None) for r in records[::3])])
+    table = rank_probes(mixed)
+    paired_task = next(t for t, m in mixed.models_.items() if m.paired_ is not None)
+    assert set(table["task"]) == {paired_task}
+    path = tmp_path / "mixed.npz"
+    mixed.save(path)
+    result = run_cli("probes", "-m", path, "-n", "3")
+    assert result.returncode == 0, result.stderr
+    assert "task 'unpaired' has no paired answers" in result.stderr
+    assert [json.loads(line)["task"] for line in result.stdout.splitlines()] == [paired_task] * 3

@@ -83,6 +83,11 @@ def probes_cli(
     model = load_model(model_path, tagger=tagger)
     texts = _prompt_texts(reference) if reference is not None else None
     table = rank_probes(model, n)
+    from ..multitask import as_multitask
+
+    for task, sub in as_multitask(model).models_.items():
+        if sub.paired_ is None:
+            log(f"note: task '{task}' has no paired answers; its prompts are not ranked", quiet=quiet)
     rows = _rows(table, texts, reference)
     if output is None:
         from ..sanitize import json_for_terminal
