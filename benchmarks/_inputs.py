@@ -29,3 +29,13 @@ def records(paths: list[Path], **options: Any) -> Iterator[Any]:
 
     for path in paths:
         yield from RecordReader(path, skip_invalid=True, **options)
+
+
+def alpacaeval_records(data_dir: Path) -> tuple[list[Any], list[Any], list[Any]]:
+    """The AlpacaEval provenance folder's references, the candidates' answers to the students' prompts (the
+    audit half: setting B fits on both) and the students' outputs."""
+    from attribution.io import read_records
+
+    return (read_records(data_dir / "teachers_reference.jsonl", require_teacher=True),
+            read_records(data_dir / "teachers_audit.jsonl", require_teacher=True),
+            read_records(data_dir / "students_audit.jsonl"))

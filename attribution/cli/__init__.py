@@ -42,7 +42,7 @@ finally:  # a library import leaves the caller's handlers as they were
 
 #: Command modules, imported for their registration side effect. A module whose optional
 #: dependencies are missing still registers; it fails with a clear message when run.
-COMMAND_MODULES = ("rank", "evaluate", "tag", "baseline", "distill", "report", "data", "audit")
+COMMAND_MODULES = ("rank", "evaluate", "tag", "baseline", "distill", "report", "data", "audit", "probes")
 DEFAULT_COMMAND = "rank"
 
 

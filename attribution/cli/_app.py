@@ -161,7 +161,7 @@ PROMPT_FORMAT_OPTION = typer.Option(["plain"], "--prompt-format", help="Perplexi
 
 #: Each short flag abbreviates one long option, in every command that has it (tests/test_cli.py checks).
 SHORT_FLAGS = {"-r": "--reference", "-s": "--students", "-t": "--teacher-model", "-m": "--model",
-               "-p": "--prompts", "-o": "--output", "-f": "--format", "-q": "--quiet", "-h": "--help"}
+               "-p": "--prompts", "-o": "--output", "-f": "--format", "-q": "--quiet", "-h": "--help", "-n": "--top"}
 
 
 @contextlib.contextmanager
