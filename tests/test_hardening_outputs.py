@@ -390,13 +390,18 @@ def test_item06_audit_check_prints_config_names_escaped(capsys, tmp_path, make_j
     make_jsonl([r.to_dict() for r in reference_records], "teacher.jsonl")
     make_jsonl([{"id": "p1", "prompt": "Why?"}], "prompts.jsonl")
     config = tmp_path / "audit.toml"
-    config.write_text('[audit]\nprompts = "prompts.jsonl"\n'
-                      f'[student]\nname = {json.dumps(SPOOF)}\nfile = "teacher.jsonl"\n'
-                      f'[[teachers]]\nname = {json.dumps("a" + SPOOF)}\nfile = "teacher.jsonl"\n'
-                      '[[teachers]]\nname = "b"\nfile = "teacher.jsonl"\n', encoding="utf-8")
+    text = ('[audit]\nprompts = "prompts.jsonl"\n'
+            '[student]\nname = {student}\nfile = "teacher.jsonl"\n'
+            f'[[teachers]]\nname = {json.dumps("a" + SPOOF)}\nfile = "teacher.jsonl"\n'
+            '[[teachers]]\nname = "b"\nfile = "teacher.jsonl"\n')
+    config.write_text(text.format(student='"suspect"'), encoding="utf-8")
     rc, out, err = cli(capsys, "audit", config, "--check")
     assert rc == 0, err
     assert len(out.splitlines()) == 4 and _printable(out) and "human\\nverdict" in out, out
+    # the suspect's name titles the report: a line break there is refused at its line (E608), printed escaped
+    config.write_text(text.format(student=json.dumps(SPOOF)), encoding="utf-8")
+    rc, out, err = cli(capsys, "audit", config, "--check")
+    assert rc == 2 and "audit.toml:4:" in err and "[E608]" in err and _printable(err), err
 
 
 # -- item 7: a URL in a label is no link in a Markdown report ------------------------------------------------
