@@ -215,13 +215,8 @@ class PairedTest:
     def p_value(self, teacher: str, other: str) -> float:
         """One-sided paired t-test: is ``teacher``'s mean score above ``other``'s?"""
         a, b = self.classes.index(teacher), self.classes.index(other)
-        n = self.n
-        mean = (self.sum[a] - self.sum[b]) / n
         sum_sq = self.sum_outer[a, a] + self.sum_outer[b, b] - 2 * self.sum_outer[a, b]
-        variance = max(sum_sq - n * mean ** 2, 0.0) / (n - 1)
-        if variance <= 1e-300:
-            return 0.0 if mean > 0 else 1.0
-        return float(stats.t.sf(mean / np.sqrt(variance / n), df=n - 1))
+        return one_sided_t(self.n, self.sum[a] - self.sum[b], sum_sq)
 
     def result(self, teacher: str) -> dict[str, Any] | None:
         """Test ``teacher`` against every other candidate; ``None`` below :data:`MIN_PAIRED` outputs.
@@ -229,13 +224,10 @@ class PairedTest:
         ``p_paired`` is the largest of the one-sided p-values (intersection-union test: it is small
         only when ``teacher`` beats *each* other candidate), ``runner_up`` the candidate behind it.
         """
-        if self.n < MIN_PAIRED or teacher not in self.classes:
+        found = intersection_union(self, teacher)
+        if found is None:
             return None
-        others = [c for c in self.classes if c != teacher]
-        p_values = {c: self.p_value(teacher, c) for c in others}
-        runner_up = max(others, key=lambda c: (p_values[c], c))
-        return {"p_paired": p_values[runner_up], "runner_up": runner_up, "n_paired": self.n,
-                "paired_score": {c: float(v) for c, v in zip(self.classes, self.mean())}}
+        return {**found, "paired_score": {c: float(v) for c, v in zip(self.classes, self.mean())}}
 
 
 class MidpointTest:
@@ -284,19 +276,31 @@ class MidpointTest:
     def p_value(self, teacher: str, other: str) -> float:
         """One-sided t-test: does ``d_teacher,other`` exceed 0 on average?"""
         a, b = self.classes.index(teacher), self.classes.index(other)
-        n = self.n
-        mean = self.sum[a, b] / n
-        variance = max(self.sum_sq[a, b] - n * mean ** 2, 0.0) / (n - 1)
-        if variance <= 1e-300:
-            return 0.0 if mean > 0 else 1.0
-        return float(stats.t.sf(mean / np.sqrt(variance / n), df=n - 1))
+        return one_sided_t(self.n, self.sum[a, b], self.sum_sq[a, b])
 
     def result(self, teacher: str) -> dict[str, Any] | None:
         """``teacher`` against every other candidate (intersection-union: the largest p-value); ``None``
         below :data:`MIN_PAIRED` outputs."""
-        if self.n < MIN_PAIRED or teacher not in self.classes:
-            return None
-        others = [c for c in self.classes if c != teacher]
-        p_values = {c: self.p_value(teacher, c) for c in others}
-        runner_up = max(others, key=lambda c: (p_values[c], c))
-        return {"p_paired": p_values[runner_up], "runner_up": runner_up, "n_paired": self.n}
+        return intersection_union(self, teacher)
+
+
+def one_sided_t(n: int, total: float, total_sq: float) -> float:
+    """p-value of a one-sided t-test that the mean of ``n`` differences exceeds 0, from their sum and sum of
+    squares (what the tests above keep)."""
+    mean = total / n
+    variance = max(total_sq - n * mean ** 2, 0.0) / (n - 1)
+    if variance <= 1e-300:
+        return 0.0 if mean > 0 else 1.0
+    return float(stats.t.sf(mean / np.sqrt(variance / n), df=n - 1))
+
+
+def intersection_union(test: PairedTest | MidpointTest, teacher: str) -> dict[str, Any] | None:
+    """``teacher`` against every other candidate of ``test``: ``p_paired``, the largest one-sided p-value (small
+    only when ``teacher`` beats *each* other candidate), ``runner_up`` the candidate behind it, ``n_paired``;
+    ``None`` below :data:`MIN_PAIRED` outputs or for a candidate the test does not know."""
+    if test.n < MIN_PAIRED or teacher not in test.classes:
+        return None
+    others = [c for c in test.classes if c != teacher]
+    p_values = {c: test.p_value(teacher, c) for c in others}
+    runner_up = max(others, key=lambda c: (p_values[c], c))
+    return {"p_paired": p_values[runner_up], "runner_up": runner_up, "n_paired": test.n}
