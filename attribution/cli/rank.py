@@ -348,7 +348,8 @@ def rank_cli(
         result["warnings"] = [*warnings, *result.get("warnings", [])]
     _add_inputs(result, outputs, reference, model_path, n_skipped=len(skipped) + len(student.skipped))
     settings = {"task": task, "top_templates": top_templates, "verdict_test": verdict_test.value,
-                "exclude": options["exclude"], "control": control.name if control is not None else None,
+                "exclude": ", ".join(options["exclude"]) or None,
+                "control": control.name if control is not None else None,
                 "skip_invalid": skip_invalid, "max_chars": max_chars, "text_field": text_field,
                 "group_by": group, "examples": examples}
     from ..result import AuditBatch
