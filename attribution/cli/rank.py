@@ -335,8 +335,8 @@ def rank_cli(
     group = group_by.value if group_by is not None else None
     recorder = RunRecorder(model, references=ref_records, examples=examples, group_by=group)
     student = RecordReader(outputs, **reader)
-    options = {"task": task, "top_templates": top_templates, "tests": verdict_test.value,
-               "exclude": [n.strip() for n in exclude.split(",") if n.strip()],
+    excluded = [n.strip() for n in exclude.split(",") if n.strip()]
+    options = {"task": task, "top_templates": top_templates, "tests": verdict_test.value, "exclude": excluded,
                "control": control_records,
                "keep_outputs": report is not None or keep_outputs or per_output is not None}
     audit = _rank_records(model, student, recorder, outputs, group=group, options=options, model_path=model_path,
@@ -348,7 +348,7 @@ def rank_cli(
         result["warnings"] = [*warnings, *result.get("warnings", [])]
     _add_inputs(result, outputs, reference, model_path, n_skipped=len(skipped) + len(student.skipped))
     settings = {"task": task, "top_templates": top_templates, "verdict_test": verdict_test.value,
-                "exclude": ", ".join(options["exclude"]) or None,
+                "exclude": ", ".join(excluded) or None,
                 "control": control.name if control is not None else None,
                 "skip_invalid": skip_invalid, "max_chars": max_chars, "text_field": text_field,
                 "group_by": group, "examples": examples}
