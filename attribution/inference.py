@@ -714,8 +714,10 @@ def describe_verdict(verdict: dict[str, Any] | None) -> str:
             reasons.append("a teacher outside the candidates is implausible")
         if status == "attributed":
             caveat = "" if unlisted_ok else (
-                f" Among the candidates only: a teacher outside them that resembles {best} is not ruled out "
-                f"(p_unlisted = {_p_text(verdict.get('p_unlisted'))}); --verdict-test both also requires that.")
+                f" Among the candidates only: a teacher outside them that resembles {best} is not ruled out"
+                + (" (the unlisted-teacher test did not run)." if verdict.get("p_unlisted") is None else
+                   f" (p_unlisted = {_p_text(verdict.get('p_unlisted'))}); the strict rule, which needs both "
+                   f"tests, would name no one."))
             return f"{verdict.get('teacher')}: {' and '.join(reasons)}; p = {p_text} < {alpha} ({test}).{caveat}"
         return (f"inconclusive: {best} ranks first, but the {test} test{'s do' if ' ' in test else ' does'} not "
                 f"single it out (p = {p_text}, alpha = {alpha}); no teacher is named.")

@@ -17,7 +17,6 @@ from .validate import is_number
 
 #: Phrases of the verdict sentence that name command-line options, and their plain words in a report.
 _PLAIN_WORDS = (
-    ("; --verdict-test both also requires that.", ". The strict rule (both tests must pass) would require that too."),
     ("(paired or unlisted)", "(either test)"), ("(paired and unlisted)", "(both tests)"),
     ("(paired)", "(paired test)"), ("(unlisted)", "(unlisted-teacher test)"), ("(control)", "(control test)"),
 )
