@@ -202,7 +202,7 @@ def _families(summaries: list[ReferenceRange], source: str, families: Mapping[st
     """Teacher -> family from the records' ``family`` fields (at their lines in the file) and ``families``."""
     from .references import reference_families
 
-    given = [Record(output="", teacher=teacher, family=family, source=source, line=line + first_line)
+    given = [Record(output="", teacher=teacher, family=family, source=source, line=line + first_line - 1)
              for part, first_line in zip(summaries, line_offsets([s.n_lines for s in summaries]))
              for teacher, family, line in part.families]
     return reference_families(given, families)

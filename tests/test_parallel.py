@@ -484,3 +484,23 @@ def test_worker_killed_mid_run_same_tags(client):
     assert result["docs"] == local
     client.wait_for_workers(2, timeout=60)
     assert victim not in client.run(os.getpid).values()
+
+
+def test_fit_file_on_workers_keeps_families(client, tmp_path):
+    """Records' ``family`` fields are read on the workers: the model (families, the leave-one-family-out null)
+    is the one of a single process, byte for byte; a teacher given two families stops at its line (E141)."""
+    lines = (DEMO / "teachers.jsonl").read_text(encoding="utf-8").splitlines()[::4]
+    family = {"smollm2-135m": "small-lm", "gemma-3-270m": "small-lm", "human": "human"}
+    rows = [json.dumps({**json.loads(line), "family": family[json.loads(line)["teacher"]]}) for line in lines]
+    path = _lines_file(tmp_path, "refs.jsonl", rows)
+    params = {"features": "pos-paper", "open_set_min_teachers": 2}
+    fit_reference(RecordReader(path, require_teacher=True), **params).save(tmp_path / "single.npz")
+    model, _ = fit_file(path, client=client, partition_bytes=20_000, **params)
+    model.save(tmp_path / "workers.npz")
+    assert (tmp_path / "workers.npz").read_bytes() == (tmp_path / "single.npz").read_bytes()
+    assert next(iter(model.models_.values())).families_["gemma-3-270m"] == "small-lm"
+    bad = json.loads(rows[-1])
+    rows[-1] = json.dumps({**bad, "family": "other"})
+    with pytest.raises(InputError) as info:
+        fit_file(_lines_file(tmp_path, "bad.jsonl", rows), client=client, partition_bytes=20_000, **params)
+    assert info.value.code == "E141" and info.value.line == len(rows)
