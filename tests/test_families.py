@@ -226,3 +226,12 @@ def test_fit_add_keeps_the_families_of_the_model(bank_slice, tmp_path):
                      "--families", bank_slice["table"])
     assert result.returncode == 0, result.stderr
     assert next(iter(load_model(tmp_path / "m3.npz").models_.values())).families_["cohere"] == "cohere-command"
+
+
+def test_a_control_verdict_is_described_as_the_control_test_in_the_report(model, bank_slice):
+    from attribution.report.method import methodology_blocks
+
+    records = read_records(bank_slice["student"])
+    result = audit_student(model, records, control=records).to_dict()
+    text = " ".join(str(getattr(block, "text", "")) for block in methodology_blocks(result))
+    assert "control test ran on" in text and "--verdict-test" not in text

@@ -94,6 +94,15 @@ def _verdict_method(result: dict[str, Any], settings: dict[str, Any]) -> str:
                      "outputs as well: at fit time each teacher was left out in turn and its references scored by "
                      "a model of the others; p_unlisted is the share of such simulated students, as large as this "
                      "one, whose margin reaches this student's.")
+    if test == "control":
+        parts.append(f"The control test ran on {verdict.get('n_paired', 'n/a')} outputs whose prompts the control "
+                     "(a model of the student's base model taught by no candidate) also answered: per prompt, the "
+                     "student's log-probability of the top-ranked family (then version) against each other candidate "
+                     "is compared with the control's; one-sided paired t-tests, and p_control is the largest of them. "
+                     "It decides alone: the rule between the paired and unlisted-teacher tests does not apply.")
+        parts.append(f"alpha = {alpha}; with several tasks, every task must pass. A teacher is named only when "
+                     "p_value < alpha.")
+        return " ".join(parts)
     if not test:
         parts.append("No test could run: the references hold no candidate's answers to the student's prompts, and "
                      "the unlisted-teacher test needs 4 or more candidates. Only the ranking is reported.")
