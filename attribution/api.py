@@ -86,7 +86,7 @@ def rank_student(model: MultiTaskAttributor | TeacherAttributor, records: Iterab
         (see :func:`attribution.explain.is_informative`).
     """
     run = StudentRun(model, task=task, keep_outputs=keep_outputs, progress=progress, exclude=exclude,
-                     control=list(control) if control is not None else None)
+                     control=ControlScores(control) if control is not None else None)
     for record in records:
         run.add(record)
     return run.finish(top_templates=top_templates, alpha=alpha, tests=tests, informative_evidence=informative_evidence)
@@ -106,7 +106,7 @@ class StudentRun:
     def __init__(self, model: MultiTaskAttributor | TeacherAttributor, *, task: str | None = None,
                  keep_outputs: bool = False, progress: Callable[[int], None] | None = None,
                  warn_pooled: bool = True, scoring: SharedScoring | None = None,
-                 exclude: Iterable[str] = (), control: Sequence[Record] | None = None) -> None:
+                 exclude: Iterable[str] = (), control: ControlScores | Sequence[Record] | None = None) -> None:
         from .checks import OutputChecks
 
         self.model = as_multitask(model)  # a TeacherAttributor serves every task
@@ -114,8 +114,7 @@ class StudentRun:
         self.warn_pooled = warn_pooled
         self.scoring = scoring
         self.exclude = list(exclude)
-        self.control = list(control) if control is not None else None
-        self._control_scores: dict[str | None, dict[str, np.ndarray]] = {}
+        self.control = control if isinstance(control, ControlScores) or control is None else ControlScores(control)
         for sub in self.model.models_.values():  # unknown names fail now, before any output is read
             sub.hierarchy(self.exclude)
         self.checks = OutputChecks()  # repeated, near-empty and non-English outputs (warnings only)
@@ -164,24 +163,8 @@ class StudentRun:
         self._keep(sub, records, proba)
 
     def _control_for(self, key: str | None) -> dict[str, np.ndarray] | None:
-        """The control's per-teacher log-probabilities on each prompt id of task ``key`` (the mean over its
-        outputs on that prompt); ``None`` without a control."""
-        if self.control is None:
-            return None
-        if key not in self._control_scores:
-            sub = self.model.models_[key]
-            records = [r for r in self.control if key is None or r.task in (key, None)]
-            missing = next((r for r in records if r.id is None), None)
-            if missing is not None:
-                raise input_error("E142", source=missing.source, line=missing.line)
-            by_id: dict[str, list[np.ndarray]] = {}
-            for start in range(0, len(records), sub.batch_size):
-                chunk = records[start:start + sub.batch_size]
-                proba = sub.predict_proba_docs(sub.prepare([r.output for r in chunk]))
-                for record, row in zip(chunk, np.log(np.clip(proba, 1e-12, 1.0))):
-                    by_id.setdefault(str(record.id), []).append(row)
-            self._control_scores[key] = {pid: np.mean(rows, axis=0) for pid, rows in by_id.items()}
-        return self._control_scores[key]
+        """The control's scores on task ``key`` (:class:`ControlScores`); ``None`` without a control."""
+        return None if self.control is None else self.control.for_task(self.model, key)
 
     def _flush(self, key: str | None) -> None:
         batch = self.pending.pop(key, [])
@@ -240,6 +223,33 @@ class StudentRun:
         if warnings:
             result["warnings"] = warnings
         return result
+
+
+class ControlScores:
+    """A control's outputs (``rank --control``) and, per task, its per-teacher log-probabilities on each prompt
+    id (the mean over its outputs on that prompt), scored once and shared by every student ranked against it."""
+
+    def __init__(self, records: Iterable[Record]) -> None:
+        self.records = list(records)
+        self._scores: dict[str | None, dict[str, np.ndarray]] = {}
+
+    def for_task(self, model: MultiTaskAttributor, key: str | None) -> dict[str, np.ndarray]:
+        if getattr(self, "_model", None) is not model:  # scores belong to one model
+            self._model, self._scores = model, {}
+        if key not in self._scores:
+            sub = model.models_[key]
+            records = [r for r in self.records if key is None or r.task in (key, None)]
+            missing = next((r for r in records if r.id is None), None)
+            if missing is not None:
+                raise input_error("E142", source=missing.source, line=missing.line)
+            by_id: dict[str, list[np.ndarray]] = {}
+            for start in range(0, len(records), sub.batch_size):
+                chunk = records[start:start + sub.batch_size]
+                proba = sub.predict_proba_docs(sub.prepare([r.output for r in chunk]))
+                for record, row in zip(chunk, np.log(np.clip(proba, 1e-12, 1.0))):
+                    by_id.setdefault(str(record.id), []).append(row)
+            self._scores[key] = {pid: np.mean(rows, axis=0) for pid, rows in by_id.items()}
+        return self._scores[key]
 
 
 class SharedScoring:
@@ -325,7 +335,6 @@ def file_digest(path: str | os.PathLike) -> dict[str, str]:
 
 
 __all__ = ["ALPHA", "DEFAULT_EVAL_FEATURES", "MAX_NAMED_STUDENTS", "MIN_REFERENCES_PER_TEACHER", "VERDICT_TESTS",
-           "RecordReader", "SharedScoring", "StudentRun", "base_style", "check_references", "describe_verdict",
-           "evaluate",
-           "file_digest", "fit_reference", "match_students", "pooled_students_warning", "rank_student", "read_records",
-           "results_table", "summarize_evidence", "verdict"]
+           "ControlScores", "RecordReader", "SharedScoring", "StudentRun", "base_style", "check_references",
+           "describe_verdict", "evaluate", "file_digest", "fit_reference", "match_students", "pooled_students_warning",
+           "rank_student", "read_records", "results_table", "summarize_evidence", "verdict"]

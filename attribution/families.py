@@ -94,10 +94,15 @@ class Hierarchy:
                         for f in self.families], axis=1)
         return out - logsumexp(out, axis=1, keepdims=True)
 
-    def family_columns(self, families: Sequence[str]) -> list[int]:
-        """Positions in :attr:`families` of the given families in play (others skipped)."""
-        index = {f: i for i, f in enumerate(self.families)}
-        return [index[f] for f in families if f in index]
+    def version_log_proba(self, log_proba: np.ndarray, family: str) -> np.ndarray:
+        """Per-output log-probability of each version of ``family`` in play, renormalized within the family
+        (columns: ``members[family]``); ``log_proba``: (..., n_classes)."""
+        within = np.asarray(log_proba, dtype=float)[..., self.members[family]]
+        return within - logsumexp(within, axis=-1, keepdims=True)
+
+    def multi_version_families(self) -> list[str]:
+        """The families in play with more than one version (the ones a verdict may split)."""
+        return [f for f in self.families if len(self.members[f]) > 1]
 
 
 def read_families(path: str | os.PathLike) -> dict[str, str]:

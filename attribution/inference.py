@@ -10,13 +10,12 @@ document ``attribute-teacher rank`` prints. Which templates drove a ranking is :
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy.special import logsumexp
 
 from . import explain
 from .errors import model_error
@@ -73,34 +72,32 @@ def rank_hierarchy(hierarchy: Hierarchy, sum_log_proba: np.ndarray, family_total
     probability than a family of one)."""
     h = hierarchy
     column = {f: i for i, f in enumerate(h.families)}
+    position = {int(c): j for j, c in enumerate(h.active)}          # class column -> row of the ranking
+    rows_of = {f: [position[int(c)] for c in h.members[f]] for f in h.families}
 
-    def product(family_sums: np.ndarray, teacher_sums: np.ndarray, count: Any) -> np.ndarray:
-        family_p = _softmax(family_sums / count)
-        out = np.zeros(family_sums.shape[:-1] + (len(h.active),))
-        position = {int(c): j for j, c in enumerate(h.active)}
+    def product(family_p: np.ndarray, teacher_sums: np.ndarray, count: Any) -> np.ndarray:
+        out = np.zeros(family_p.shape[:-1] + (len(h.active),))
         for family, cols in h.members.items():
             share = _softmax(teacher_sums[..., cols] / count)
-            for m, c in enumerate(cols.tolist()):
-                out[..., position[c]] = family_p[..., column[family]] * share[..., m]
+            out[..., rows_of[family]] = family_p[..., column[family], None] * share
         return out
 
-    probability = product(np.asarray(family_total, dtype=float), np.asarray(sum_log_proba, dtype=float), n_outputs)
+    family_p = _softmax(np.asarray(family_total, dtype=float) / n_outputs)
+    probability = product(family_p, np.asarray(sum_log_proba, dtype=float), n_outputs)
     k = len(h.active)
     support, ci_low, ci_high = np.full(k, np.nan), np.full(k, np.nan), np.full(k, np.nan)
     if boot_family is not None and boot_sum is not None and boot_count is not None and len(boot_family):
-        replicates = product(boot_family, boot_sum, np.maximum(boot_count, 1)[:, None])
+        count = np.maximum(boot_count, 1)[:, None]
+        replicates = product(_softmax(boot_family / count), boot_sum, count)
         # support: the share of replicates whose best family's best version is this one (the first row)
         in_top = np.zeros_like(replicates, dtype=bool)
         top_family = np.argmax(boot_family, axis=1)
-        position = {int(c): j for j, c in enumerate(h.active)}
         for f, family in enumerate(h.families):
-            cols = [position[int(c)] for c in h.members[family]]
-            in_top[np.ix_(top_family == f, cols)] = True
+            in_top[np.ix_(top_family == f, rows_of[family])] = True
         best = np.argmax(np.where(in_top, replicates, -np.inf), axis=1)
         support = np.bincount(best, minlength=k) / len(replicates)
         ci_low, ci_high = np.percentile(replicates, [2.5, 97.5], axis=0)
     teachers = h.active_classes()
-    family_p = _softmax(np.asarray(family_total, dtype=float) / n_outputs)
     family_rank = {f: r for r, f in enumerate(sorted(h.families, key=lambda f: (-family_p[column[f]], f)))}
     frame = pd.DataFrame({"teacher": teachers, "family": [h.family_of[t] for t in teachers],
                           "probability": probability, "support": support, "ci_low": ci_low, "ci_high": ci_high,
@@ -210,33 +207,44 @@ class StudentEvidence:
         # the paired test between families (without families or exclusions: between teachers, as always),
         # and between the versions of each family of several (centred on the family's mean answer)
         self._paired_weights = None if h.trivial else h.family_weights
-        self.paired = PairedTest(h.families) if model.paired_ is not None else None
-        self.sibling_paired = {f: PairedTest([self.classes[i] for i in cols]) for f, cols in h.members.items()
-                               if len(cols) > 1} if model.paired_ is not None else {}
+        paired = model.paired_ is not None
+        self.paired = PairedTest(h.families) if paired else None
+        self.sibling_paired = self._per_family(PairedTest) if paired else {}
         self._sibling_weights = {f: np.eye(k)[h.members[f]] for f in self.sibling_paired}
         # --control: outputs of a model sharing the student's base but taught by no candidate, on the same
         # prompts (prompt id -> the control's per-teacher log-probabilities): the verdict then compares the
         # student's log-odds with the control's, prompt by prompt, which removes what the base model brings
         self.control = dict(control) if control is not None else None
         self.control_test = PairedTest(h.families) if self.control is not None else None
-        self.sibling_control = ({f: PairedTest([self.classes[i] for i in cols]) for f, cols in h.members.items()
-                                 if len(cols) > 1} if self.control is not None else {})
+        self.sibling_control = self._per_family(PairedTest) if self.control is not None else {}
         # with families, a second paired statistic in the classifier's log-probability space must agree
         # (attribution.paired.MidpointTest): between families, and between the versions of each family
-        self.midpoint: MidpointTest | None = None
-        self.sibling_midpoint: dict[str, MidpointTest] = {}
-        if model.paired_ is not None and h.grouped:
-            answers = model.paired_.answer_log_proba(model.classifier_)           # (prompts, k, k)
-            flat = answers.reshape(-1, k)
-            family = h.family_log_proba(flat).reshape(answers.shape[0], k, -1)   # (prompts, k answers, families)
-            self._family_answers = np.stack([family[:, h.members[f]].mean(axis=1) for f in h.families], axis=1)
-            self.midpoint = MidpointTest(h.families)
-            self._version_answers = {}
-            for f in self.sibling_paired:
-                cols = h.members[f]
-                sub = answers[:, cols][:, :, cols]
-                self._version_answers[f] = sub - logsumexp(sub, axis=2, keepdims=True)
-                self.sibling_midpoint[f] = MidpointTest([self.classes[i] for i in cols])
+        grouped = paired and h.grouped
+        self.midpoint = MidpointTest(h.families) if grouped else None
+        self.sibling_midpoint = self._per_family(MidpointTest) if grouped else {}
+
+    def _per_family(self, test: Callable[[list[str]], Any]) -> dict[str, Any]:
+        """One test between the versions of each family of several, in play."""
+        h = self.hierarchy
+        return {f: test([self.classes[i] for i in h.members[f]]) for f in h.multi_version_families()}
+
+    def _midpoint_answers(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The candidates' answers as :class:`~attribution.paired.MidpointTest` reads them: per prompt, each
+        family's (the mean of its versions' family log-probabilities) and, per family of several, each
+        version's (renormalized within the family). Computed once per model and candidates in play."""
+        paired = self.model.paired_
+        assert paired is not None
+        h, k = self.hierarchy, len(self.classes)
+
+        def compute() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+            answers = paired.answer_log_proba(self.model.classifier_)                  # (prompts, k, k)
+            family = h.family_log_proba(answers.reshape(-1, k)).reshape(answers.shape[0], k, -1)
+            by_family = np.stack([family[:, h.members[f]].mean(axis=1) for f in h.families], axis=1)
+            return by_family, {f: h.version_log_proba(answers[:, h.members[f]], f)
+                               for f in h.multi_version_families()}
+
+        key = ("midpoint answers", tuple(h.excluded), tuple(sorted(h.family_of.items())))
+        return paired.derived(self.model.classifier_, key, compute)
 
     def add(self, texts: Sequence[str], prompt_ids: Sequence[str | None] | None = None, *,
             docs: Sequence[TaggedDoc] | None = None) -> np.ndarray:
@@ -264,16 +272,16 @@ class StudentEvidence:
             X, proba = X[has_text], proba[has_text]
             if prompt_ids is not None:
                 prompt_ids = [pid for pid, keep in zip(prompt_ids, has_text) if keep]
+        log_proba = np.log(np.clip(proba, 1e-12, 1.0))
         if self.paired is not None and prompt_ids is not None and self.model.paired_ is not None:
             dots = self.model.paired_.dot_products(X, prompt_ids)[1]
             self.paired.add(self.model.paired_.cosines(dots, self._paired_weights))
             for family, test in self.sibling_paired.items():
                 test.add(self.model.paired_.cosines(dots, self._sibling_weights[family]))
             if self.midpoint is not None:
-                self._add_midpoint(proba, prompt_ids)
+                self._add_midpoint(log_proba, prompt_ids)
         if self.control_test is not None and prompt_ids is not None:
-            self._add_control(proba, prompt_ids)
-        log_proba = np.log(np.clip(proba, 1e-12, 1.0))
+            self._add_control(log_proba, prompt_ids)
         self.n_outputs += len(docs)
         self.sum_log_proba += log_proba.sum(axis=0)
         self.feature_sums += np.asarray(X.sum(axis=0)).ravel()
@@ -283,31 +291,28 @@ class StudentEvidence:
             self.outputs.extend(proba)
         self.add_examples(docs)
 
-    def _add_midpoint(self, proba: np.ndarray, prompt_ids: Sequence[str | None]) -> None:
+    def _add_midpoint(self, log_proba: np.ndarray, prompt_ids: Sequence[str | None]) -> None:
         """Feed :class:`~attribution.paired.MidpointTest` the outputs whose prompt has paired answers."""
         assert self.midpoint is not None and self.model.paired_ is not None
         rows, prompts = self.model.paired_.locate(prompt_ids)
-        log_proba = np.log(np.clip(proba[rows], 1e-12, 1.0))
-        self.midpoint.add(self.hierarchy.family_log_proba(log_proba), self._family_answers[prompts])
+        family_answers, version_answers = self._midpoint_answers()
+        h = self.hierarchy
+        self.midpoint.add(h.family_log_proba(log_proba[rows]), family_answers[prompts])
         for family, test in self.sibling_midpoint.items():
-            cols = self.hierarchy.members[family]
-            versions = log_proba[:, cols] - logsumexp(log_proba[:, cols], axis=1, keepdims=True)
-            test.add(versions, self._version_answers[family][prompts])
+            test.add(h.version_log_proba(log_proba[rows], family), version_answers[family][prompts])
 
-    def _add_control(self, proba: np.ndarray, prompt_ids: Sequence[str | None]) -> None:
+    def _add_control(self, log_proba: np.ndarray, prompt_ids: Sequence[str | None]) -> None:
         """Feed the control tests: per output, its log-probabilities minus the control's on the same prompt."""
         assert self.control is not None and self.control_test is not None
         rows = [n for n, pid in enumerate(prompt_ids) if pid is not None and str(pid) in self.control]
         if not rows:
             return
-        log_proba = np.log(np.clip(proba[rows], 1e-12, 1.0))
+        student = log_proba[rows]
         control = np.stack([self.control[str(prompt_ids[n])] for n in rows])
         h = self.hierarchy
-        self.control_test.add(h.family_log_proba(log_proba) - h.family_log_proba(control))
+        self.control_test.add(h.family_log_proba(student) - h.family_log_proba(control))
         for family, test in self.sibling_control.items():
-            cols = h.members[family]
-            test.add((log_proba[:, cols] - logsumexp(log_proba[:, cols], axis=1, keepdims=True))
-                     - (control[:, cols] - logsumexp(control[:, cols], axis=1, keepdims=True)))
+            test.add(h.version_log_proba(student, family) - h.version_log_proba(control, family))
 
     def control_result(self, family: str) -> dict[str, Any] | None:
         """The control test of ``family`` against every other one (``None`` without ``control``)."""
@@ -327,13 +332,14 @@ class StudentEvidence:
         """Add what needs each output's log-probabilities: the families' sums, and each output's Poisson
         weight in every bootstrap replicate (drawn in the order outputs arrive, so the same outputs in the
         same order give the same replicates)."""
-        family = log_proba if self.hierarchy.trivial else self.hierarchy.family_log_proba(log_proba)
-        self.sum_family_log_proba += family.sum(axis=0)
+        family = None if self.hierarchy.trivial else self.hierarchy.family_log_proba(log_proba)
+        if family is not None:  # without families, the teachers' sums serve (family_sums)
+            self.sum_family_log_proba += family.sum(axis=0)
         if self.model.n_bootstrap:
             weights = self._rng.poisson(1.0, size=(len(log_proba), self.model.n_bootstrap)).astype(float)
             self._boot_sum += weights.T @ log_proba
             self._boot_count += weights.sum(axis=0)
-            if not self.hierarchy.trivial:
+            if family is not None:
                 self._boot_family += weights.T @ family
 
     def add_examples(self, docs: Sequence[TaggedDoc]) -> None:
@@ -445,8 +451,7 @@ def _both(cosine: dict[str, Any] | None, midpoint: dict[str, Any] | None) -> dic
         return cosine
     worse = midpoint if midpoint["p_paired"] > cosine["p_paired"] else cosine
     return {**cosine, "p_paired": worse["p_paired"], "runner_up": worse["runner_up"],
-            "p_paired_cosine": cosine["p_paired"], "p_paired_midpoint": midpoint["p_paired"],
-            "runner_up_midpoint": midpoint["runner_up"]}
+            "p_paired_cosine": cosine["p_paired"], "p_paired_midpoint": midpoint["p_paired"]}
 
 
 def _by_task(evidence: dict[str | None, StudentEvidence]) -> list[tuple[str | None, StudentEvidence]]:
@@ -483,14 +488,13 @@ def _summed(evidence: dict[str | None, StudentEvidence], h: Hierarchy) -> dict[s
 def combined_ranking(evidence: dict[str | None, StudentEvidence], classes: Sequence[str]) -> pd.DataFrame:
     """One ranking over every task's outputs (over ``classes``, the teachers every task knows): summed
     log-probabilities and summed bootstrap replicates, as if the outputs had been streamed together."""
-    return pd.DataFrame(_combined_columns(evidence, classes))
-
-
-def _combined_columns(evidence: dict[str | None, StudentEvidence], classes: Sequence[str]) -> dict[str, list]:
     h = combined_hierarchy(evidence, classes)
-    sums = _summed(evidence, h)
+    return pd.DataFrame(_combined_columns(h, _summed(evidence, h)))
+
+
+def _combined_columns(h: Hierarchy, sums: dict[str, Any]) -> dict[str, list]:
     if h.trivial:
-        return _ranking_columns(classes, sums["teacher"], sums["n"], sums["boot"], sums["count"])
+        return _ranking_columns(h.classes, sums["teacher"], sums["n"], sums["boot"], sums["count"])
     return rank_hierarchy(h, sums["teacher"], sums["family"], sums["boot_family"], sums["count"], sums["n"],
                           sums["boot"]).to_dict("list")
 
@@ -498,7 +502,10 @@ def _combined_columns(evidence: dict[str | None, StudentEvidence], classes: Sequ
 def combined_family_ranking(evidence: dict[str | None, StudentEvidence], classes: Sequence[str]) -> pd.DataFrame:
     """:func:`combined_ranking` of the families (column ``family``, with ``members`` in play)."""
     h = combined_hierarchy(evidence, classes)
-    sums = _summed(evidence, h)
+    return _family_frame(h, _summed(evidence, h))
+
+
+def _family_frame(h: Hierarchy, sums: dict[str, Any]) -> pd.DataFrame:
     frame = rank_teachers(h.families, sums["family"], sums["n"], sums["boot_family"] if not h.trivial
                           else sums["boot"], sums["count"]).rename(columns={"teacher": "family"})
     frame["members"] = [[h.classes[i] for i in h.members[f]] for f in frame["family"]]
@@ -532,8 +539,9 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
     if any(ev.n_outputs == 0 for ev in evidence.values()):
         raise model_error("E209")
     h = combined_hierarchy(evidence, classes)
-    ranking = _ranking_records(_combined_columns(evidence, classes))
-    families = None if h.trivial else combined_family_ranking(evidence, classes)
+    sums = _summed(evidence, h)
+    ranking = _ranking_records(_combined_columns(h, sums))
+    families = None if h.trivial else _family_frame(h, sums)
     top_family = ranking[0]["teacher"] if families is None else str(families["family"].iloc[0])
     options: dict[str, Any] = {"alpha": alpha, "tests": tests}
     judged = judge(evidence, ranking, top_family, h.grouped, len(h.members[top_family]), **options)
@@ -639,19 +647,17 @@ def hierarchical_verdict(family: str, teacher: str, p_values: Sequence[float | N
     out = verdict(family, p_values, paired, alpha=alpha, tests=tests)
     named_family = family if out["status"] == "attributed" else None
     teacher_test: dict[str, Any] | None = None
-    named_teacher = named_family if not grouped or family_size == 1 else None
-    found: list[dict[str, Any]] = []
-    if grouped and family_size == 1 and named_family:
-        named_teacher = teacher
-    if grouped and family_size > 1:
-        found = [t for t in siblings if t is not None]
-        if found and len(found) == len(siblings):
-            teacher_test = {"p_paired": max(t["p_paired"] for t in found),
-                            "n_paired": sum(t["n_paired"] for t in found),
-                            "runner_up": found[0]["runner_up"] if len(found) == 1 else None,
-                            "paired_score": found[0]["paired_score"] if len(found) == 1 else None}
-            if named_family and teacher_test["p_paired"] < alpha:
-                named_teacher = teacher
+    found = [t for t in siblings if t is not None] if grouped and family_size > 1 else []
+    if found and len(found) == len(siblings):
+        teacher_test = {"p_paired": max(t["p_paired"] for t in found), "n_paired": sum(t["n_paired"] for t in found),
+                        "runner_up": found[0]["runner_up"] if len(found) == 1 else None,
+                        "paired_score": found[0]["paired_score"] if len(found) == 1 else None}
+    if not grouped:  # every teacher is a family
+        named_teacher = named_family
+    elif family_size == 1:  # the family is one version
+        named_teacher = teacher if named_family else None
+    else:  # a version only when it also beats its siblings
+        named_teacher = teacher if named_family and teacher_test and teacher_test["p_paired"] < alpha else None
     level = "teacher" if named_teacher else ("family" if named_family else None)
     found_family = [t for t in paired if t is not None]
     if len(found_family) == 1 and "p_paired_midpoint" in found_family[0]:  # the two paired statistics, shown

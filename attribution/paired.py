@@ -21,7 +21,7 @@ references ranks the same students with much smaller margins.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -80,14 +80,9 @@ class PairedReferences:
             gram = self._grams[p] = (block @ block.T).toarray()
         return gram
 
-    def scores(self, X: sp.csr_matrix, ids: Sequence[str | None],
-               weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Per-output scores of every teacher for the outputs whose prompt has paired answers.
-
-        ``weights`` (shape ``(m, n_teachers)``) compares the student with ``m`` weighted means of the
-        teachers' answers instead: a family's answer as the mean of its versions'
-        (:attr:`attribution.families.Hierarchy.family_weights`), or a subset of the teachers (rows of
-        the identity); the centre is then the mean of those ``m`` answers.
+    def scores(self, X: sp.csr_matrix, ids: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-output scores of every teacher for the outputs whose prompt has paired answers (against
+        families or a subset of the teachers: :meth:`dot_products` and :meth:`cosines` with weights).
 
         Returns
         -------
@@ -98,17 +93,15 @@ class PairedReferences:
             answer (0 where either deviation is zero).
         """
         rows, dots = self.dot_products(X, ids)
-        return rows, self.cosines(dots, weights)
+        return rows, self.cosines(dots)
 
     def dot_products(self, X: sp.csr_matrix, ids: Sequence[str | None]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         """The dot products behind :meth:`scores` (rows of ``X`` with a paired prompt; x.t_i, x.x and each
         prompt's Gram matrix), so that several weightings (:meth:`cosines`) share one pass."""
-        found = [(n, self._row[str(pid)]) for n, pid in enumerate(ids) if pid is not None and str(pid) in self._row]
+        rows, prompts = self.locate(ids)
         k = self.n_teachers
-        if not found:
-            return np.zeros(0, dtype=np.int64), (np.zeros((0, k)), np.zeros(0), np.zeros((0, k, k)))
-        rows = np.asarray([n for n, _ in found], dtype=np.int64)
-        prompts = np.asarray([p for _, p in found], dtype=np.int64)
+        if not len(rows):
+            return rows, (np.zeros((0, k)), np.zeros(0), np.zeros((0, k, k)))
         X = sp.csr_matrix(X)[rows]
         # cosines from dot products only: x.t_i (each output against its own prompt's k answers),
         # t_i.t_j (the prompt's Gram matrix) and x.x -- O(nonzeros), no dense vectors
@@ -143,19 +136,26 @@ class PairedReferences:
     def answer_log_proba(self, classifier: Any) -> np.ndarray:
         """Log-probabilities of every kept answer under ``classifier``, shape (n_prompts, n_teachers,
         n_teachers): ``[p, i]`` is teacher ``i``'s answer to prompt ``p`` (computed once per classifier)."""
-        cached = getattr(self, "_answer_log_proba", None)
-        if cached is not None and cached[0] is classifier:
-            return cached[1]
-        proba = classifier.predict_proba(self.matrix)
-        out = np.log(np.clip(proba, 1e-12, 1.0)).reshape(len(self.prompt_ids), self.n_teachers, -1)
-        self._answer_log_proba = (classifier, out)
-        return out
+        def compute() -> np.ndarray:
+            proba = classifier.predict_proba(self.matrix)
+            return np.log(np.clip(proba, 1e-12, 1.0)).reshape(len(self.prompt_ids), self.n_teachers, -1)
 
-    def scores_per_output(self, X: sp.csr_matrix, ids: Sequence[str | None],
-                          weights: np.ndarray | None = None) -> np.ndarray:
+        return self.derived(classifier, "answer_log_proba", compute)
+
+    def derived(self, classifier: Any, key: Any, make: Callable[[], Any]) -> Any:
+        """``make()``, kept for this ``classifier`` under ``key``: what every student scored against these
+        answers needs (their log-probabilities, per family), computed once per model, not once per student."""
+        if getattr(self, "_derived_for", None) is not classifier:
+            self._derived_for = classifier
+            self._derived: dict[Any, Any] = {}
+        if key not in self._derived:
+            self._derived[key] = make()
+        return self._derived[key]
+
+    def scores_per_output(self, X: sp.csr_matrix, ids: Sequence[str | None]) -> np.ndarray:
         """:meth:`scores` laid out one row per row of ``X``: NaN where the prompt has no paired answers."""
-        out = np.full((X.shape[0], self.n_teachers if weights is None else len(weights)), np.nan)
-        rows, scores = self.scores(X, ids, weights)
+        out = np.full((X.shape[0], self.n_teachers), np.nan)
+        rows, scores = self.scores(X, ids)
         out[rows] = scores
         return out
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from .api import SharedScoring, StudentRun, rank_student
+from .api import ControlScores, SharedScoring, StudentRun, rank_student
 from .errors import ModelError, input_error, missing_dependency, model_error
 from .inference import ALPHA
 from .io import Record, atomic_write
@@ -239,7 +239,7 @@ def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "stu
     if group_by not in GROUP_FIELDS:
         raise model_error("E210", name="group_by", expected=f"one of {', '.join(GROUP_FIELDS)}", got=group_by)
     scoring = SharedScoring(as_multitask(model), progress=progress)
-    controls = list(control) if control is not None else None
+    controls = ControlScores(control) if control is not None else None  # scored once for every group
     runs: dict[str, StudentRun] = {}
     for record in records:
         name = getattr(record, group_by)

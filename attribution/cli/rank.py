@@ -311,7 +311,7 @@ def rank_cli(
     output = output_file(output)
     case = report_case(case_id, auditor, organisation)  # E608 before any work
     _check_before_work(outputs, reference, model_path, output=output, report=report, group_by=group_by,
-                       per_output=per_output, evidence_file=evidence_file)
+                       per_output=per_output, evidence_file=evidence_file, control=control, families=families)
     if report is not None and report.suffix.lower() == ".pdf":
         from ..report.pdf import find_chromium
 
@@ -320,12 +320,9 @@ def rank_cli(
     use_tag_cache(ctx, no_cache)
     tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
     from ..families import read_families
-    from ..io import check_outputs, read_records
+    from ..io import read_records
 
-    check_outputs([output, per_output, evidence_file], [control, families])  # inputs never overwritten
     control_records = read_records(control, **reader) if control is not None else None  # bad input: before work
-    if families is not None and model_path is not None:
-        raise typer.BadParameter("families are fitted into the model: give them to 'fit'", param_hint="--families")
     model, skipped, warnings, ref_records = _model_for_ranking(
         ctx, reference, model_path, task=task, features=features, tagger=tagger, normalize=normalize, seed=seed,
         reader=reader, quiet=quiet, families=read_families(families) if families is not None else None)
@@ -369,8 +366,10 @@ def rank_cli(
 
 def _check_before_work(outputs: Path, reference: Optional[Path], model_path: Optional[Path], *,
                        output: Optional[Path], report: Optional[Path], group_by: Optional[GroupBy],
-                       per_output: Optional[Path], evidence_file: Optional[Path]) -> None:
-    """Every check that needs no model: options that go together, output paths, the student file."""
+                       per_output: Optional[Path], evidence_file: Optional[Path], control: Optional[Path] = None,
+                       families: Optional[Path] = None) -> None:
+    """Every check that needs no model: options that go together, output paths (never one of the inputs:
+    student, references, model, control, families), the student file."""
     from ..errors import input_error, model_error
     from ..io import check_outputs
     from ..report import report_files
@@ -380,6 +379,8 @@ def _check_before_work(outputs: Path, reference: Optional[Path], model_path: Opt
         raise model_error("E417")
     if reference is not None and model_path is not None:
         raise typer.BadParameter("give exactly one of --reference or --model")
+    if families is not None and model_path is not None:
+        raise typer.BadParameter("families are fitted into the model: give them to 'fit'", param_hint="--families")
     if group_by is not None and report is not None:
         raise typer.BadParameter("a report shows one student; with --group-by, write --evidence and --per-output "
                                  "tables, or rank each student on its own", param_hint="--report")
@@ -389,7 +390,7 @@ def _check_before_work(outputs: Path, reference: Optional[Path], model_path: Opt
     if output is not None and output.suffix.lower() == ".parquet":
         require_parquet()
     check_outputs([output, per_output, evidence_file, *(report_files(report) if report is not None else [])],
-                  [outputs, reference, model_path])
+                  [outputs, reference, model_path, control, families])
     if not os.path.isfile(outputs):  # before fitting: a typo in the student path should not cost a fit
         raise input_error("E109", source=str(outputs))
 
