@@ -370,3 +370,15 @@ def test_server_killed_mid_run_then_restarted(cli, server, keyed, tmp_path):
     ids = [r["id"] for r in _rows(out)]
     assert sorted(ids) == sorted(f"q{i}" for i in range(10)) and len(ids) == len(set(ids))
     assert json.loads(manifest_path(out).read_text())["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_collect_to_a_device_writes_no_manifest_beside_it(cli, server, keyed, tmp_path):
+    """``-o /dev/null`` once wrote ``/dev/null.manifest.json`` into /dev; a link to the device stands in for it."""
+    prompts, sink = _prompts(tmp_path, 2), tmp_path / "sink.jsonl"
+    sink.symlink_to(os.devnull)
+    result = _collect(cli, server.base_url, prompts, sink, "--teacher", "smollm2-chat")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["manifest"] is None and json.loads(result.stdout)["status"] == "complete"
+    assert not manifest_path(sink).exists() and sink.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([prompts.name, sink.name])

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from ..errors import input_error, model_error
 from ..io import Record, RecordReader
+from ..outputs import output_kind
 
 try:
     import fcntl
@@ -77,16 +79,20 @@ class AppendWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle: IO[str] | None = None
+        self._sync = True
 
     def __enter__(self) -> AppendWriter:
         self._handle = self.path.open("a", encoding="utf-8")
+        # a device or FIFO (``-o /dev/null``) keeps nothing to sync, and fsync on it fails with EINVAL
+        self._sync = stat.S_ISREG(os.fstat(self._handle.fileno()).st_mode)
         return self
 
     def write(self, row: dict[str, Any]) -> None:
         assert self._handle is not None, "use AppendWriter as a context manager"
         self._handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
         self._handle.flush()
-        os.fsync(self._handle.fileno())
+        if self._sync:
+            os.fsync(self._handle.fileno())
 
     def __exit__(self, *exc: object) -> None:
         if self._handle is not None:
@@ -101,9 +107,13 @@ def exclusive_output(path: str | os.PathLike) -> Iterator[None]:
     A second run on the same file (another process, or another thread of this one) is refused at once with
     ``E422`` instead of querying every prompt again and appending each record twice. The lock is the file's
     own (``flock``), released when the run ends however it ends, a killed process included. A file created
-    here and still empty at the end is removed again.
+    here and still empty at the end is removed again. A device or FIFO (``-o /dev/null``) is not locked:
+    it is shared with every other program, and keeps nothing a second run could duplicate.
     """
     target = Path(path)
+    if output_kind(target) != "file":
+        yield
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     existed = target.exists()
     fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)

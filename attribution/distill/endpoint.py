@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 from ..errors import AttributionError, Errors, missing_dependency, model_error
 from . import settings as _settings
 from ._jsonl import AppendWriter, exclusive_output, load_finished, read_prompts
-from .manifest import check_url, manifest_path, public_url, redact, utc_now, write_manifest
+from .manifest import check_url, has_manifest, manifest_path, public_url, redact, utc_now, write_manifest
 from .retry import FATAL_STATUSES, RETRY_AFTER_MAX_S, RateLimiter, backoff_delay, classify_error, retry_after
 
 #: A run whose first requests are all refused as bad requests (400, 422) stops after this many: the
@@ -380,7 +380,8 @@ def collect_from_endpoint(base_url: str, model: str, prompts: str | os.PathLike,
                    role=role, true_teacher=true_teacher, task=task, system_prompt=system_prompt,
                    prompt_template=prompt_template, settings=settings, secret=secret, log=log)
         stats = Stats()
-        summary = {"output": str(output), "manifest": str(manifest_path(output)), "endpoint": job.endpoint,
+        manifest = str(manifest_path(output)) if has_manifest(output) else None  # none for -o /dev/null
+        summary = {"output": str(output), "manifest": manifest, "endpoint": job.endpoint,
                    "model": model, "label": label, "n_prompts": len(records), "n_existing": len(existing)}
         summary = _recorded_run(base_url, job, todo, output, stats, prompts=prompts, summary=summary,
                                 progress=progress)

@@ -53,8 +53,19 @@ def manifest_path(output: str | os.PathLike) -> Path:
     return out.with_name(out.stem + ".manifest.json") if out.suffix else out.with_name(out.name + ".manifest.json")
 
 
+def has_manifest(output: str | os.PathLike) -> bool:
+    """Whether ``output`` gets a manifest beside it: a regular file (or one still to be made) does; a device,
+    FIFO or open descriptor (``-o /dev/null``, ``/dev/stdout``) does not, since its folder is not the user's
+    (``/dev/null.manifest.json`` would be a new file in ``/dev``) and its outputs are not kept anyway."""
+    from ..outputs import output_kind
+
+    return output_kind(output) == "file"
+
+
 def read_manifest(output: str | os.PathLike) -> dict[str, Any] | None:
     """The manifest beside an output file, or None when there is none (or it is unreadable)."""
+    if not has_manifest(output):
+        return None
     path = manifest_path(output)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -106,7 +117,9 @@ def write_manifest(output: Any, prompts: Any, base_url: str, settings: dict[str,
     """Rewrite ``OUT.manifest.json``: this run appended to the earlier runs, totals over all of them.
 
     Every string in it is scrubbed of ``secret`` (the API key), whatever put it there (a server echoing
-    the key as its model name, an error message)."""
+    the key as its model name, an error message). Nothing is written for a device output (:func:`has_manifest`)."""
+    if not has_manifest(output):
+        return
     from .. import __version__
     from ..api import file_digest
     from ..io import atomic_write
