@@ -213,7 +213,7 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
 
     def featurize(self, docs: Sequence[TaggedDoc]) -> sp.csr_matrix:
         """The feature matrix of tagged documents (columns: :meth:`get_feature_names_out`)."""
-        self._check_fitted()
+        self.check_fitted()
         return sp.hstack([vec.transform(docs) for _, vec in self.blocks_], format="csr")
 
     @property
@@ -222,9 +222,12 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         warnings.warn("n_features_ is deprecated; use n_features_in_", DeprecationWarning, stacklevel=2)
         return self.n_features_in_
 
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
+        """Raise :class:`~attribution.errors.NotFittedError` (E204) unless the model is fitted."""
         if not hasattr(self, "classifier_"):
             raise NotFittedError(Errors.E204.format(name=type(self).__name__), code="E204")
+
+    _check_fitted = check_fitted  # the former name, still called by attribution/inference.py
 
     # -- estimator API -------------------------------------------------------------------
     def fit(self, texts: Sequence[str], teachers: Sequence[str],
@@ -304,7 +307,7 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
 
     def hierarchy(self, exclude: Iterable[str] = ()) -> Hierarchy:
         """The model's teachers grouped into families, less the excluded teachers or families."""
-        self._check_fitted()
+        self.check_fitted()
         return Hierarchy(self.classes_.tolist(), getattr(self, "families_", None), exclude)
 
     def _open_set_applies(self, n_teachers: int) -> bool:
@@ -329,7 +332,7 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         """Probability of each teacher for each output, shape (n_outputs, n_teachers), columns in
         the order of ``classes_``. With ``as_frame=True``, a DataFrame whose columns are the
         teachers and whose index is ``ids`` (one per text, index name ``id``) when given."""
-        self._check_fitted()
+        self.check_fitted()
         proba = self.predict_proba_docs(self.prepare(texts))
         if not as_frame:
             return proba
@@ -343,7 +346,7 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
 
     def predict_proba_docs(self, docs: Sequence[TaggedDoc]) -> np.ndarray:
         """:meth:`predict_proba` on already-tagged documents."""
-        self._check_fitted()
+        self.check_fitted()
         return self.classifier_.predict_proba(self.featurize(docs))
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
@@ -397,14 +400,14 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
 
     def get_feature_names_out(self) -> np.ndarray:
         """Feature names as ``block:ngram``, in column order."""
-        self._check_fitted()
+        self.check_fitted()
         return np.asarray([f"{block}:{name}" for block, vec in self.blocks_
                            for name in vec.get_feature_names_out()], dtype=object)
 
     # -- persistence -------------------------------------------------------------------------
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Fitted state as JSON-able metadata and named arrays (see :func:`save_model`)."""
-        self._check_fitted()
+        self.check_fitted()
         meta: dict[str, Any] = {"params": self.get_params(), "classes": self.classes_.tolist(),
                                 "signature": self.signature_, "blocks": []}
         arrays = {"coef": self.classifier_.coef_, "intercept": self.classifier_.intercept_}

@@ -156,22 +156,17 @@ class Registry(Generic[T]):
 
 
 def _unknown(code: str, **extra: Any) -> Callable[[str, str], Exception]:
-    """An ``unknown`` callback raising the coded error ``code`` of :mod:`attribution.errors`."""
+    """An ``unknown`` callback raising the coded error ``code`` of :mod:`attribution.errors`
+    (a :class:`~attribution.errors.ModelError` for E2xx, a ``BaselineError`` for E5xx)."""
 
     def make(name: str, choices: str) -> Exception:
-        from .errors import AttributionError, Errors, ModelError
+        from .errors import AttributionError, BaselineError, Errors, ModelError
 
         message = getattr(Errors, code).format(name=name, choices=choices, **extra)
-        klass = ModelError if code.startswith("E2") else AttributionError
+        klass = {"E2": ModelError, "E5": BaselineError}.get(code[:2], AttributionError)
         return klass(message, code=code)
 
     return make
-
-
-def _unknown_baseline(name: str, choices: str) -> Exception:
-    from .baselines._common import baseline_error
-
-    return baseline_error("E502", name=name, choices=choices)
 
 
 #: Feature sets: ``name -> factory()`` returning fresh ``[(block, vectorizer), ...]``
@@ -181,7 +176,7 @@ feature_sets: Registry[Callable[[], list[tuple[str, Any]]]] = Registry("feature_
 vectorizers: Registry[type] = Registry("vectorizers")
 #: Baselines: ``name -> run(references, students, **options) -> BaselineScores``; metadata
 #: ``needs_model`` (needs the baselines extra: torch).
-baselines: Registry[Callable[..., Any]] = Registry("baselines", unknown=_unknown_baseline)
+baselines: Registry[Callable[..., Any]] = Registry("baselines", unknown=_unknown("E502"))
 #: Taggers: ``name -> load(batch_size=..., n_process=...) -> Tagger``.
 taggers: Registry[Callable[..., Any]] = Registry("taggers", unknown=_unknown("E302"))
 #: Input formats: ``name -> rows(reader) -> iterator of (line, row or InputError)``; metadata ``suffixes``.
@@ -214,9 +209,9 @@ for _name, _help, _needs_model in [
                       needs_model=_needs_model)
 taggers.declare("spacy", "attribution.tagging:SpacyTagger", help="default: en_core_web_sm")
 taggers.declare("nltk", "attribution.tagging:NltkTagger", help="NLTK's averaged perceptron")
-input_formats.declare("jsonl", "attribution.io:RecordReader._jsonl_rows", help="JSON Lines",
+input_formats.declare("jsonl", "attribution.io:RecordReader.jsonl_rows", help="JSON Lines",
                       suffixes=(".jsonl", ".json", ".ndjson"))
-input_formats.declare("csv", "attribution.io:RecordReader._csv_rows", help="CSV with a header row",
+input_formats.declare("csv", "attribution.io:RecordReader.csv_rows", help="CSV with a header row",
                       suffixes=(".csv",))
 del _name, _target, _help, _needs_model
 

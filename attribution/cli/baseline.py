@@ -117,7 +117,7 @@ def baseline_cli(
     refs, studs, skipped = read_inputs(reference, students, task=task, quiet=quiet, text_field=text_field,
                                        skip_invalid=skip_invalid)
     if not refs or not studs:
-        from ..baselines._common import baseline_error
+        from ..errors import baseline_error
 
         what = "references" if not refs else "students"
         raise baseline_error("E509", name=what + (f" of task '{task}'" if task else ""))

@@ -108,8 +108,7 @@ def write_manifest(output: Any, prompts: Any, base_url: str, settings: dict[str,
     Every string in it is scrubbed of ``secret`` (the API key), whatever put it there (a server echoing
     the key as its model name, an error message)."""
     from .. import __version__
-    from ..api import file_digest
-    from ..io import atomic_write
+    from ..io import atomic_write, file_digest
 
     previous = read_manifest(output) or {}
     runs = [r for r in previous.get("runs", []) if isinstance(r, dict)]
