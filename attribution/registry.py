@@ -10,7 +10,10 @@ is defined and, for installed plugins, by ``importlib.metadata`` entry points (t
 
 Names are what users type (``--features``, ``--tagger``, ``baseline NAME``) and what model files
 store; a model file can only *pick* a registered name, so it never decides which code runs.
-CLI choices and help texts are generated from :meth:`Registry.names` and :meth:`Registry.help`.
+CLI choices and help texts are generated from :meth:`Registry.names` and :meth:`Registry.help`; a component's
+options (:class:`Option`, metadata ``options``) become CLI options of the commands that run it
+(:meth:`Registry.options`), and ``python -m attribution.registry --markdown`` prints the feature-set table
+of the docs.
 
 Entry points are listed (which reads package metadata only) when names are asked for, and a
 plugin is imported only when its name is first looked up with :meth:`Registry.get`.
@@ -19,7 +22,7 @@ plugin is imported only when its name is first looked up with :meth:`Registry.ge
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -49,6 +52,30 @@ class Entry(Generic[T]):
                 obj = getattr(obj, part)
             self.obj = obj
         return self.obj
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option a component takes, declared once with it: the keyword it receives, the type, default and
+    help of the CLI option built from it (``--name-with-dashes`` unless ``flags`` says otherwise).
+
+    ``choices`` limits a string to those values; ``multiple`` makes a repeatable option (a list);
+    ``minimum`` bounds a number from below.
+    """
+
+    name: str
+    type: type = str
+    default: Any = None
+    help: str = ""
+    flags: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    multiple: bool = False
+    minimum: int | None = None
+
+    @property
+    def cli_flags(self) -> tuple[str, ...]:
+        """The option's CLI flags: ``flags``, else ``--`` and the name with dashes."""
+        return self.flags or ("--" + self.name.replace("_", "-"),)
 
 
 class Registry(Generic[T]):
@@ -142,6 +169,25 @@ class Registry(Generic[T]):
         return ", ".join(f"{e.name} ({e.help})" if e and e.help else (e.name if e else n)
                          for n, e in zip(self.names(), entries))
 
+    def options(self, names: Iterable[str] | None = None) -> dict[str, Option]:
+        """The options (metadata ``options``) the components ``names`` take (default: every registered one),
+        each once, by keyword; two components declaring one keyword differently is an error."""
+        found: dict[str, tuple[str, Option]] = {}
+        for name in self.names() if names is None else names:
+            entry = self._entries.get(name)
+            for option in entry.meta.get("options", ()) if entry else ():
+                first = found.setdefault(option.name, (name, option))
+                if first[1] != option:
+                    raise ValueError(f"{self.kind}: option {option.name!r} is declared differently by "
+                                     f"{first[0]!r} and {name!r}")
+        return {key: option for key, (_, option) in found.items()}
+
+    def option_values(self, names: Iterable[str], values: Mapping[str, Any]) -> dict[str, Any]:
+        """Of ``values`` (keyword -> value, e.g. from the CLI), those the components ``names`` take and that
+        were given (not None)."""
+        wanted = self.options(names)
+        return {key: value for key, value in values.items() if key in wanted and value is not None}
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and (name in self._entries or name in self._entry_points())
 
@@ -175,7 +221,8 @@ feature_sets: Registry[Callable[[], list[tuple[str, Any]]]] = Registry("feature_
 #: Vectorizer classes a model file may name, under their class name.
 vectorizers: Registry[type] = Registry("vectorizers")
 #: Baselines: ``name -> run(references, students, **options) -> BaselineScores``; metadata
-#: ``needs_model`` (needs the baselines extra: torch).
+#: ``needs_model`` (needs the baselines extra: torch) and ``options`` (the :class:`Option` s it takes, which
+#: the ``baseline`` and ``evaluate`` commands offer).
 baselines: Registry[Callable[..., Any]] = Registry("baselines", unknown=_unknown("E502"))
 #: Taggers: ``name -> load(batch_size=..., n_process=...) -> Tagger``.
 taggers: Registry[Callable[..., Any]] = Registry("taggers", unknown=_unknown("E302"))
@@ -195,24 +242,42 @@ for _name, _target, _help in [
 for _name in ("SequenceNgramVectorizer", "PosTemplateVectorizer", "WordNgramVectorizer"):
     vectorizers.declare(_name, f"attribution.features:{_name}")
 vectorizers.declare("CharNgramVectorizer", "attribution.chars:CharNgramVectorizer")
-for _name, _help, _needs_model in [
-    ("bertscore", "BERTScore F1 against the teachers' answers", True),
-    ("embedding", "classifier on mean encoder embeddings", True),
-    ("perplexity", "perplexity under each teacher's model", True),
-    ("perplexity-normalized", "perplexity z-scored per teacher", True),
-    ("cosine", "bag-of-words cosine", False),
-    ("rouge", "ROUGE-L F", False),
-    ("rouge1", "ROUGE-1 F", False),
-    ("rouge2", "ROUGE-2 F", False),
+#: The built-in baselines' options, each declared once; a baseline lists the ones it takes.
+_OPTIONS = {option.name: option for option in [
+    Option("model", str, "minilm", "Encoder for bertscore/embedding: hub id (e.g. roberta-large), local dir, or "
+           "'minilm' (offline default).", flags=("--model", "-m")),
+    Option("num_layers", int, None, "Encoder layer (default: bert-score's choice; 6 for minilm).", minimum=0),
+    Option("device", str, "auto", "auto (CUDA if available), cpu or cuda.", choices=("auto", "cpu", "cuda")),
+    Option("batch_size", int, None, "Texts per model batch.", minimum=1),
+    Option("alignment", str, "auto", "auto (same id for all teachers, else best match), id, or best.",
+           choices=("auto", "id", "best")),
+    Option("teacher_models", str, (), "NAME=MODEL for the perplexity baselines, once per teacher: hub id, dir, "
+           ".gguf file, or alias smollm2 / gemma3-270m.", flags=("--teacher-model", "-t"), multiple=True),
+    Option("prompt_format", str, ("plain",), "Perplexity framing: plain, chat, or a template with {prompt}; "
+           "NAME=FORMAT for one teacher (repeatable). Match how each teacher was queried.", multiple=True),
+    Option("n_calibration", int, 100, "perplexity-normalized: own references per teacher for the z-score.",
+           minimum=2),
+]}
+_ENCODER = ("model", "num_layers", "device", "batch_size")
+_PERPLEXITY = ("teacher_models", "prompt_format", "device", "batch_size")
+for _name, _help, _needs_model, _takes in [
+    ("bertscore", "BERTScore F1 against the teachers' answers", True, (*_ENCODER, "alignment")),
+    ("embedding", "classifier on mean encoder embeddings", True, _ENCODER),
+    ("perplexity", "perplexity under each teacher's model", True, _PERPLEXITY),
+    ("perplexity-normalized", "perplexity z-scored per teacher", True, (*_PERPLEXITY, "n_calibration")),
+    ("cosine", "bag-of-words cosine", False, ("alignment",)),
+    ("rouge", "ROUGE-L F", False, ("alignment",)),
+    ("rouge1", "ROUGE-1 F", False, ("alignment",)),
+    ("rouge2", "ROUGE-2 F", False, ("alignment",)),
 ]:
     baselines.declare(_name, f"attribution.baselines:run_{_name.replace('-', '_')}", help=_help,
-                      needs_model=_needs_model)
+                      needs_model=_needs_model, options=tuple(_OPTIONS[o] for o in _takes))
 taggers.declare("spacy", "attribution.tagging:SpacyTagger", help="default: en_core_web_sm")
 taggers.declare("nltk", "attribution.tagging:NltkTagger", help="NLTK's averaged perceptron")
 input_formats.declare("jsonl", "attribution.io:RecordReader.jsonl_rows", help="JSON Lines",
                       suffixes=(".jsonl", ".json", ".ndjson"))
 input_formats.declare("csv", "attribution.io:RecordReader.csv_rows", help="CSV with a header row",
                       suffixes=(".csv",))
-del _name, _target, _help, _needs_model
+del _name, _target, _help, _needs_model, _takes
 
-__all__ = ["Entry", "Registry", "baselines", "feature_sets", "input_formats", "taggers", "vectorizers"]
+__all__ = ["Entry", "Option", "Registry", "baselines", "feature_sets", "input_formats", "taggers", "vectorizers"]

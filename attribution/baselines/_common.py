@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from .. import registry
 from ..errors import BaselineModelError, ModelError, baseline_error
 from ..io import Record
 
 #: How a student is paired with each teacher's references (see :func:`candidate_sets`).
-ALIGNMENTS = ("auto", "id", "best")
+ALIGNMENTS: tuple[str, ...] = registry.baselines.options()["alignment"].choices
 
 
 @dataclass

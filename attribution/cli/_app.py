@@ -153,11 +153,6 @@ OUTPUT_JSON_OPTION = typer.Option(None, "--output", "-o", dir_okay=False, allow_
 DEVICE_OPTION = typer.Option(Device.auto, "--device", help="auto (CUDA if available), cpu or cuda.")
 THREADS_OPTION = typer.Option(0, "--threads", min=0, help="torch CPU threads while the command runs (0: torch's "
                               "default).")
-TEACHER_MODEL_OPTION = typer.Option([], "--teacher-model", "-t", help="NAME=MODEL for the perplexity baselines, "
-                                    "once per teacher: hub id, dir, .gguf file, or alias smollm2 / gemma3-270m.")
-PROMPT_FORMAT_OPTION = typer.Option(["plain"], "--prompt-format", help="Perplexity framing: plain, chat, or a "
-                                    "template with {prompt}; NAME=FORMAT for one teacher (repeatable). Match how "
-                                    "each teacher was queried.")
 
 #: Each short flag abbreviates one long option, in every command that has it (tests/test_cli.py checks).
 SHORT_FLAGS = {"-r": "--reference", "-s": "--students", "-t": "--teacher-model", "-m": "--model",
