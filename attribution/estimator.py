@@ -31,7 +31,7 @@ from .paired import PairedReferences
 from .schema import Bool, Enum, Int, Num, OneOf, Opt, SchemaError, Spec, Str
 from .tagging import TaggedDoc, get_tagger
 
-DEFAULT_FEATURES = "combined"
+DEFAULT_FEATURES = registry.DEFAULT_FEATURE_SET
 
 #: What each parameter of :class:`TeacherAttributor` must be, one line each; ``fit`` checks them before
 #: any work and names the parameter, what it must be and what it got (E210). The model-file schema
@@ -134,9 +134,10 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
     Parameters
     ----------
     features : str, default="combined"
-        Named feature set: ``"pos-paper"`` (the paper's top-50 binary PoS 4-grams),
-        ``"ngram-paper"`` (1-3 word grams, 10k counts), ``"pos-rich"`` (PoS 1-4 grams,
-        TF-IDF, 5k), ``"ngram-tfidf"``, or ``"combined"`` (pos-rich + word n-grams).
+        Named feature set (:data:`attribution.registry.feature_sets`, plugins included):
+
+{feature_sets}
+
     C : float, default=1.0
         Inverse regularization strength of the logistic regression.
     class_weight : "balanced" or None, default="balanced"
@@ -452,6 +453,10 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         share = arrays.get("reference_share")  # absent from files saved before it was kept
         self.reference_share_ = None if share is None else np.asarray(share, dtype=np.float32)
         return self
+
+
+if TeacherAttributor.__doc__:  # the feature sets as registered (None under python -OO)
+    TeacherAttributor.__doc__ = TeacherAttributor.__doc__.replace("{feature_sets}", registry.feature_set_list(" " * 8))
 
 
 __all__ = ["DEFAULT_FEATURES", "PARAMETER_CONSTRAINTS", "AttributorParams", "TeacherAttributor", "check_params",

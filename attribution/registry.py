@@ -230,13 +230,20 @@ taggers: Registry[Callable[..., Any]] = Registry("taggers", unknown=_unknown("E3
 input_formats: Registry[Callable[..., Any]] = Registry("input_formats")
 
 # -- the built-ins: one line each, imported on first use ---------------------------------------
+#: The feature set used when none is named (``--features``, ``TeacherAttributor(features=...)``).
+DEFAULT_FEATURE_SET = "combined"
+# Each feature set's one description: CLI help, the tables in README.md and docs/how-it-works.md
+# (``python -m attribution.registry --markdown``; tests/test_registry.py checks) and the estimator's docstring.
 for _name, _target, _help in [
-    ("pos-paper", "attribution.features:pos_paper", "the paper's PoS 4-grams, top 50, binary"),
-    ("ngram-paper", "attribution.features:ngram_paper", "the paper's word 1-3-grams, top 10,000, counts"),
-    ("pos-rich", "attribution.features:pos_rich", "PoS 1-4-grams, top 2,000, TF-IDF"),
-    ("ngram-tfidf", "attribution.features:ngram_tfidf", "word 1-3-grams, top 20,000, TF-IDF"),
-    ("combined", "attribution.features:combined", "pos-rich plus word 1-3-grams, top 5,000, TF-IDF"),
-    ("char-tfidf", "attribution.chars:char_tfidf", "character 1-5-grams within words, top 20,000, TF-IDF"),
+    ("pos-paper", "attribution.features:pos_paper",
+     "the paper's PoS templates: tag 4-grams, top 50 over all references, binary"),
+    ("ngram-paper", "attribution.features:ngram_paper",
+     "the paper's baseline: word 1-3 grams, 10,000 most frequent, counts"),
+    ("pos-rich", "attribution.features:pos_rich", "tag 1-4 grams, top 2,000, sublinear TF-IDF"),
+    ("ngram-tfidf", "attribution.features:ngram_tfidf", "word 1-3 grams, top 20,000, sublinear TF-IDF"),
+    ("combined", "attribution.features:combined", "pos-rich + word 1-3 grams (top 5,000, sublinear TF-IDF)"),
+    ("char-tfidf", "attribution.chars:char_tfidf",
+     "character 1-5 grams within words, top 20,000, sublinear TF-IDF"),
 ]:
     feature_sets.declare(_name, _target, help=_help)
 for _name in ("SequenceNgramVectorizer", "PosTemplateVectorizer", "WordNgramVectorizer"):
@@ -280,4 +287,33 @@ input_formats.declare("csv", "attribution.io:RecordReader.csv_rows", help="CSV w
                       suffixes=(".csv",))
 del _name, _target, _help, _needs_model, _takes
 
-__all__ = ["Entry", "Option", "Registry", "baselines", "feature_sets", "input_formats", "taggers", "vectorizers"]
+def feature_set_table() -> str:
+    """The feature sets as the Markdown table of the docs: name (the default marked) and description."""
+    rows = [f"| `{name}`{' (default)' if name == DEFAULT_FEATURE_SET else ''} | {feature_sets.entry(name).help} |"
+            for name in feature_sets.names()]
+    return "\n".join(["| name | what |", "|---|---|", *rows])
+
+
+def feature_set_list(indent: str = "") -> str:
+    """The feature sets as a reStructuredText list (for docstrings), each line starting with ``indent``."""
+    return "\n".join(f"{indent}- ``\"{name}\"``{' (default)' if name == DEFAULT_FEATURE_SET else ''}: "
+                     f"{feature_sets.entry(name).help}" for name in feature_sets.names())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m attribution.registry --markdown``: print the feature-set table the docs contain."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m attribution.registry", description=main.__doc__)
+    parser.add_argument("--markdown", action="store_true", help="print the feature-set table (Markdown)")
+    args = parser.parse_args(argv)
+    print(feature_set_table() if args.markdown else "\n".join(f"{kind.kind}: {kind.help()}" for kind in
+                                                               (feature_sets, baselines, taggers, input_formats)))
+    return 0
+
+
+__all__ = ["DEFAULT_FEATURE_SET", "Entry", "Option", "Registry", "baselines", "feature_set_list", "feature_set_table",
+           "feature_sets", "input_formats", "taggers", "vectorizers"]
+
+if __name__ == "__main__":
+    raise SystemExit(main())

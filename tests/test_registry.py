@@ -171,3 +171,24 @@ def test_one_option_declared_two_ways_is_refused():
     reg.declare("b", "math:e", options=(Option("size", int, 2),))
     with pytest.raises(ValueError, match="'size' is declared differently by 'a' and 'b'"):
         reg.options()
+
+
+def test_docs_list_the_feature_sets_as_registered():
+    """README, docs/how-it-works.md and the estimator's docstring show each feature set's registered description."""
+    from attribution.estimator import TeacherAttributor
+
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, "-m", "attribution.registry", "--markdown"], capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    table = proc.stdout.strip().splitlines()
+    assert table == registry.feature_set_table().splitlines()
+    assert len(table) == 2 + len(registry.feature_sets) and "| `combined` (default) |" in proc.stdout
+    for doc in ("README.md", "docs/how-it-works.md"):
+        lines = [line.strip() for line in (REPO / doc).read_text(encoding="utf-8").splitlines()]
+        start = lines.index(table[0])
+        assert lines[start:start + len(table) + 1] == [*table, ""], doc  # the whole table, nothing more
+    doc = " ".join((TeacherAttributor.__doc__ or "").split())
+    for name in registry.feature_sets.names():
+        assert f'``"{name}"``' in doc and registry.feature_sets.entry(name).help in doc

@@ -115,7 +115,7 @@ class Device(str, enum.Enum):
 FEATURES_HELP = f"Feature set: {registry.feature_sets.help()}."
 TAGGER_HELP = f"Tagger: {registry.taggers.help()}, or an installed spaCy package name."
 TASK_OPTION = typer.Option(None, "--task", help="Keep only records of this task.")
-FEATURES_OPTION = typer.Option("combined", "--features", help=FEATURES_HELP)
+FEATURES_OPTION = typer.Option(registry.DEFAULT_FEATURE_SET, "--features", help=FEATURES_HELP)
 TAGGER_OPTION = typer.Option("spacy", "--tagger", help=TAGGER_HELP)
 NORMALIZE_OPTION = typer.Option(True, "--normalize/--no-normalize", help="Remove generation artifacts first.")
 TEXT_FIELD_OPTION = typer.Option(None, "--text-field", help="Field holding the text (default: output, then text).")
