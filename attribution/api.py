@@ -12,10 +12,7 @@ the checks on labelled records (:mod:`attribution.references`).
 from __future__ import annotations
 
 import collections
-import hashlib
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +21,7 @@ from .errors import ModelError, input_error, model_error
 from .estimator import TeacherAttributor
 from .evaluation import DEFAULT_EVAL_FEATURES, base_style, evaluate, results_table
 from .inference import ALPHA, VERDICT_TESTS, StudentEvidence, describe_verdict, summarize_evidence, verdict
-from .io import Record, RecordReader, read_records
+from .io import Record, RecordReader, file_digest, read_records
 from .multitask import MultiTaskAttributor, as_multitask
 from .references import MIN_REFERENCES_PER_TEACHER, check_references, match_students, reference_families
 from .tagging import TaggedDoc, read_ahead
@@ -323,15 +320,6 @@ def _task_key(model: MultiTaskAttributor, record: Record, task: str | None) -> s
             raise
         raise input_error("E208", source=record.source, line=record.line, task=name,
                           known=", ".join(str(t) for t in model.models_)) from None
-
-
-def file_digest(path: str | os.PathLike) -> dict[str, str]:
-    """Name and SHA-256 of an input file, for reports (no absolute paths)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"name": Path(path).name, "sha256": digest.hexdigest()}
 
 
 __all__ = ["ALPHA", "DEFAULT_EVAL_FEATURES", "MAX_NAMED_STUDENTS", "MIN_REFERENCES_PER_TEACHER", "VERDICT_TESTS",

@@ -232,6 +232,14 @@ class MissingDependencyError(AttributionError, ImportError):
     """An optional extra (baselines, distill) is needed but not installed."""
 
 
+class BaselineError(AttributionError, ValueError):
+    """A baseline was asked for something it cannot do (bad name, option or missing teacher)."""
+
+
+class BaselineModelError(ModelError):
+    """A baseline's model could not be loaded, or a device is unavailable."""
+
+
 def input_error(code: str, *, source: str | None = None, line: int | None = None,
                 field: str | None = None, **values: Any) -> InputError:
     """Build an :class:`InputError` from a catalogue code."""
@@ -242,6 +250,16 @@ def input_error(code: str, *, source: str | None = None, line: int | None = None
 def model_error(code: str, **values: Any) -> ModelError:
     """Build a :class:`ModelError` from a catalogue code."""
     return ModelError(getattr(Errors, code).format(**values), code=code)
+
+
+def baseline_error(code: str, **values: Any) -> BaselineError:
+    """Build a :class:`BaselineError` from a catalogue code."""
+    return BaselineError(getattr(Errors, code).format(**values), code=code)
+
+
+def baseline_model_error(code: str, **values: Any) -> BaselineModelError:
+    """Build a :class:`BaselineModelError` from a catalogue code."""
+    return BaselineModelError(getattr(Errors, code).format(**values), code=code)
 
 
 def missing_dependency(package: str, extra: str) -> MissingDependencyError:

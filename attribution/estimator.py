@@ -31,7 +31,7 @@ from .paired import PairedReferences
 from .schema import Bool, Enum, Int, Num, OneOf, Opt, SchemaError, Spec, Str
 from .tagging import TaggedDoc, get_tagger
 
-DEFAULT_FEATURES = "combined"
+DEFAULT_FEATURES = registry.DEFAULT_FEATURE_SET
 
 #: What each parameter of :class:`TeacherAttributor` must be, one line each; ``fit`` checks them before
 #: any work and names the parameter, what it must be and what it got (E210). The model-file schema
@@ -134,9 +134,10 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
     Parameters
     ----------
     features : str, default="combined"
-        Named feature set: ``"pos-paper"`` (the paper's top-50 binary PoS 4-grams),
-        ``"ngram-paper"`` (1-3 word grams, 10k counts), ``"pos-rich"`` (PoS 1-4 grams,
-        TF-IDF, 5k), ``"ngram-tfidf"``, or ``"combined"`` (pos-rich + word n-grams).
+        Named feature set (:data:`attribution.registry.feature_sets`, plugins included):
+
+{feature_sets}
+
     C : float, default=1.0
         Inverse regularization strength of the logistic regression.
     class_weight : "balanced" or None, default="balanced"
@@ -213,7 +214,7 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
 
     def featurize(self, docs: Sequence[TaggedDoc]) -> sp.csr_matrix:
         """The feature matrix of tagged documents (columns: :meth:`get_feature_names_out`)."""
-        self._check_fitted()
+        self.check_fitted()
         return sp.hstack([vec.transform(docs) for _, vec in self.blocks_], format="csr")
 
     @property
@@ -222,9 +223,12 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         warnings.warn("n_features_ is deprecated; use n_features_in_", DeprecationWarning, stacklevel=2)
         return self.n_features_in_
 
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
+        """Raise :class:`~attribution.errors.NotFittedError` (E204) unless the model is fitted."""
         if not hasattr(self, "classifier_"):
             raise NotFittedError(Errors.E204.format(name=type(self).__name__), code="E204")
+
+    _check_fitted = check_fitted  # the former name, still called by attribution/inference.py
 
     # -- estimator API -------------------------------------------------------------------
     def fit(self, texts: Sequence[str], teachers: Sequence[str],
@@ -304,7 +308,7 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
 
     def hierarchy(self, exclude: Iterable[str] = ()) -> Hierarchy:
         """The model's teachers grouped into families, less the excluded teachers or families."""
-        self._check_fitted()
+        self.check_fitted()
         return Hierarchy(self.classes_.tolist(), getattr(self, "families_", None), exclude)
 
     def _open_set_applies(self, n_teachers: int) -> bool:
@@ -329,7 +333,7 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         """Probability of each teacher for each output, shape (n_outputs, n_teachers), columns in
         the order of ``classes_``. With ``as_frame=True``, a DataFrame whose columns are the
         teachers and whose index is ``ids`` (one per text, index name ``id``) when given."""
-        self._check_fitted()
+        self.check_fitted()
         proba = self.predict_proba_docs(self.prepare(texts))
         if not as_frame:
             return proba
@@ -343,7 +347,7 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
 
     def predict_proba_docs(self, docs: Sequence[TaggedDoc]) -> np.ndarray:
         """:meth:`predict_proba` on already-tagged documents."""
-        self._check_fitted()
+        self.check_fitted()
         return self.classifier_.predict_proba(self.featurize(docs))
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
@@ -397,14 +401,14 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
 
     def get_feature_names_out(self) -> np.ndarray:
         """Feature names as ``block:ngram``, in column order."""
-        self._check_fitted()
+        self.check_fitted()
         return np.asarray([f"{block}:{name}" for block, vec in self.blocks_
                            for name in vec.get_feature_names_out()], dtype=object)
 
     # -- persistence -------------------------------------------------------------------------
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Fitted state as JSON-able metadata and named arrays (see :func:`save_model`)."""
-        self._check_fitted()
+        self.check_fitted()
         meta: dict[str, Any] = {"params": self.get_params(), "classes": self.classes_.tolist(),
                                 "signature": self.signature_, "blocks": []}
         arrays = {"coef": self.classifier_.coef_, "intercept": self.classifier_.intercept_}
@@ -449,6 +453,10 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         share = arrays.get("reference_share")  # absent from files saved before it was kept
         self.reference_share_ = None if share is None else np.asarray(share, dtype=np.float32)
         return self
+
+
+if TeacherAttributor.__doc__:  # the feature sets as registered (None under python -OO)
+    TeacherAttributor.__doc__ = TeacherAttributor.__doc__.replace("{feature_sets}", registry.feature_set_list(" " * 8))
 
 
 __all__ = ["DEFAULT_FEATURES", "PARAMETER_CONSTRAINTS", "AttributorParams", "TeacherAttributor", "check_params",

@@ -15,6 +15,7 @@ are skipped and remembered in :attr:`RecordReader.skipped` instead.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -158,7 +159,8 @@ class RecordReader:
                 yield number, input_error("E105", source=self.source, line=number,
                                           detail=f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}")
 
-    def _jsonl_rows(self) -> Iterator[tuple[int, Any]]:
+    def jsonl_rows(self) -> Iterator[tuple[int, Any]]:
+        """The ``jsonl`` input format: each non-blank line's JSON value, or the error that line makes."""
         with self.path.open("rb") as handle:
             for number, text in self._decoded_lines(handle):
                 if isinstance(text, InputError):
@@ -177,7 +179,8 @@ class RecordReader:
                 except ValueError as exc:  # e.g. an integer of more than 4,300 digits
                     yield number, input_error("E101", source=self.source, line=number, detail=str(exc))
 
-    def _csv_rows(self) -> Iterator[tuple[int, Any]]:
+    def csv_rows(self) -> Iterator[tuple[int, Any]]:
+        """The ``csv`` input format: each row under the header as a dict, or the error that row makes."""
         with self.path.open("rb") as handle:
             bad: dict[int, InputError] = {}
 
@@ -315,5 +318,15 @@ def read_records(path: str | os.PathLike, **options: Any) -> list[Record]:
     return records
 
 
+def file_digest(path: str | os.PathLike) -> dict[str, str]:
+    """Name and SHA-256 of an input file, for reports (no absolute paths)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"name": Path(path).name, "sha256": digest.hexdigest()}
+
+
 __all__ = ["CSV_FIELD_LIMIT", "CSV_SUFFIXES", "DEFAULT_MAX_CHARS", "JSONL_SUFFIXES", "KNOWN_FIELDS", "TEXT_FIELDS",
-           "Record", "RecordReader", "atomic_write", "check_outputs", "read_records", "write_jsonl", "write_together"]
+           "Record", "RecordReader", "atomic_write", "check_outputs", "file_digest", "read_records",
+           "write_jsonl", "write_together"]

@@ -9,10 +9,10 @@ New code imports from the module that defines each name: :mod:`attribution.estim
 
 from __future__ import annotations
 
-from .estimator import DEFAULT_FEATURES, TeacherAttributor
+from .estimator import TeacherAttributor
 from .inference import StudentEvidence, rank_teachers, unlisted_p_value
 from .multitask import MultiTaskAttributor
 from .persistence import MODEL_FORMAT, load_model, save_model
 
-__all__ = ["DEFAULT_FEATURES", "MODEL_FORMAT", "MultiTaskAttributor", "StudentEvidence", "TeacherAttributor",
+__all__ = ["MODEL_FORMAT", "MultiTaskAttributor", "StudentEvidence", "TeacherAttributor",
            "load_model", "rank_teachers", "save_model", "unlisted_p_value"]

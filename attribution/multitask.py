@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from .errors import Errors, NotFittedError, model_error
 from .estimator import AttributorParams, TeacherAttributor, check_params, check_texts
+from .saving import save_model
 
 
 class MultiTaskAttributor(AttributorParams):
@@ -97,8 +98,6 @@ class MultiTaskAttributor(AttributorParams):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the fitted model to one ``.npz`` file (atomically; no pickle)."""
-        from .persistence import save_model
-
         save_model(self, path)
 
 
@@ -106,7 +105,7 @@ def as_multitask(model: MultiTaskAttributor | TeacherAttributor) -> MultiTaskAtt
     """``model`` as a :class:`MultiTaskAttributor` (a fitted :class:`TeacherAttributor` serves every task):
     what the record-level workflows (:func:`attribution.api.rank_student`) take."""
     if isinstance(model, TeacherAttributor):
-        model._check_fitted()
+        model.check_fitted()
         return MultiTaskAttributor.from_fitted({None: model})
     return model
 

@@ -262,8 +262,7 @@ def _fit_tasks(summaries: list[ReferenceRange], blocks: dict[Any, list[tuple[str
     from .estimator import TeacherAttributor
     from .multitask import MultiTaskAttributor
 
-    model = MultiTaskAttributor(**params)
-    model.models_ = {}
+    models: dict[Any, TeacherAttributor] = {}
     for key in blocks:
         rows = [(teacher, pid, text) for part in summaries
                 for (k, teacher, pid), text in zip(part.labels, part.has_text) if k == key]
@@ -271,8 +270,7 @@ def _fit_tasks(summaries: list[ReferenceRange], blocks: dict[Any, list[tuple[str
         if len(set(teachers)) < 2:
             raise model_error("E201", n=len(set(teachers)), teachers=sorted(set(teachers)))
         X = sp.vstack([m[key] for m in matrices if key in m], format="csr")
-        model.models_[key] = TeacherAttributor(**params).fit_features(
+        models[key] = TeacherAttributor(**params).fit_features(
             blocks[key], X, teachers, [pid for _, pid, _ in rows], [text for _, _, text in rows],
             families=families or None)
-    model._set_classes()
-    return model
+    return MultiTaskAttributor.from_fitted(models)

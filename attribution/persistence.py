@@ -42,10 +42,9 @@ from .errors import Errors, model_error
 from .estimator import PARAMETER_CONSTRAINTS, TeacherAttributor
 from .features import SOURCES, WEIGHTINGS
 from .multitask import MultiTaskAttributor
+from .saving import MODEL_FORMAT, save_model
 from .schema import Anything, Bool, Enum, Int, List, Map, Obj, OneOf, Opt, SchemaError, Str
 from .tagging import SPACY_PACKAGE_RE, TAGGERS
-
-MODEL_FORMAT = "teacher-attribution-model/1"
 
 # -- bounds ---------------------------------------------------------------------------------
 #: Largest JSON header (bytes).
@@ -238,30 +237,6 @@ def _expected_shape(shape: tuple[Any, ...], actual: tuple[int, ...], dims: dict[
 
 
 # -- saving ---------------------------------------------------------------------------------
-def save_model(model: MultiTaskAttributor | TeacherAttributor, path: str | os.PathLike) -> None:
-    """Save a fitted model as arrays plus a JSON header in an ``.npz`` archive (atomically).
-
-    Loading (:func:`load_model`) uses no pickle and checks everything, so a model file from an
-    untrusted source cannot run code or exhaust memory.
-    """
-    from .io import atomic_write
-
-    header: dict[str, Any] = {"format": MODEL_FORMAT, "version": __version__, "tasks": []}
-    if getattr(model, "reference_files_", None):
-        header["reference_files"] = model.reference_files_
-    if isinstance(model, TeacherAttributor):  # saved as the one task None, and loaded back as itself
-        header["estimator"] = "TeacherAttributor"
-        model = MultiTaskAttributor.from_fitted({None: model})
-    arrays: dict[str, np.ndarray] = {}
-    for i, (task, sub) in enumerate(model.models_.items()):
-        meta, sub_arrays = sub.get_state()
-        header["tasks"].append({"task": task, **meta})
-        arrays.update({f"t{i}_{k}": v for k, v in sub_arrays.items()})
-    arrays["__header__"] = np.frombuffer(json.dumps(header, sort_keys=True).encode("utf-8"), dtype=np.uint8)
-    with atomic_write(path, "wb") as handle:
-        np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
-
-
 # -- loading --------------------------------------------------------------------------------
 class _Invalid(Exception):
     """Internal: the file is not a valid model; the message is the detail of E206."""

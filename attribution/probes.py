@@ -91,7 +91,7 @@ def rank_probes(model: Any, n: int | None = None) -> pd.DataFrame:
     multi = as_multitask(model)
     frames = []
     for task, sub in multi.models_.items():
-        sub._check_fitted()
+        sub.check_fitted()
         paired = getattr(sub, "paired_", None)
         if paired is None:
             continue

@@ -38,7 +38,7 @@ def describe_files(paths: Sequence[str | os.PathLike], records: Sequence[Iterabl
                    reading: dict[str, Any]) -> dict[str, Any]:
     """What a model records of the files it was fitted on: per file (``records``: the records fitted on from
     each path) its name, SHA-256, outputs fitted on and their count per teacher; and the ``reading`` options."""
-    from .api import file_digest
+    from .io import file_digest
 
     files = []
     for path, kept in zip(paths, records, strict=True):
@@ -63,7 +63,7 @@ def union_files(model: Any, references: Sequence[str | os.PathLike], add: Sequen
     Raises ``E220`` when the model records no files, ``E221`` for a file of ``references`` the model was not
     fitted on, ``E222`` for a recorded file not given, ``E223`` for a file given twice or already in the model.
     """
-    from .api import file_digest
+    from .io import file_digest
 
     recorded = getattr(model, "reference_files_", None)
     if not recorded:
@@ -92,7 +92,7 @@ def union_files(model: Any, references: Sequence[str | os.PathLike], add: Sequen
 
 def check_distinct(paths: Sequence[str | os.PathLike]) -> None:
     """Refuse a file given twice (the same SHA-256): its references would count twice (E223)."""
-    from .api import file_digest
+    from .io import file_digest
 
     seen: dict[str, str | os.PathLike] = {}
     for path in paths:

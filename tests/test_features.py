@@ -297,7 +297,7 @@ def test_feature_sets_come_from_the_registry():
 
     assert FEATURE_SETS is registry.feature_sets
     assert list(FEATURE_SETS)[:6] == ["pos-paper", "ngram-paper", "pos-rich", "ngram-tfidf", "combined", "char-tfidf"]
-    assert "char-tfidf (character 1-5-grams" in FEATURE_SETS.help()
+    assert "char-tfidf (character 1-5 grams within words" in FEATURE_SETS.help()
 
 
 def test_a_registered_feature_set_is_usable_by_name():

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import registry as _registry
+from ..errors import BaselineError, BaselineModelError, baseline_error
 from ..io import Record
-from ._common import ALIGNMENTS, BaselineError, BaselineModelError, BaselineScores, baseline_error
+from ._common import ALIGNMENTS, BaselineScores
 
 if TYPE_CHECKING:
     from ..evaluation_result import BaselinePredictions, EvaluationRow

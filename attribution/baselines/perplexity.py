@@ -27,13 +27,11 @@ from typing import Any
 import numpy as np
 
 from ..causal_lm import ALIASES, LoadedModel, load_causal_lm, resolve_dtype
-from ..errors import ModelError, missing_dependency, short_error
+from ..errors import ModelError, baseline_error, baseline_model_error, missing_dependency, short_error
 from ..io import Record
 from ..runtime import register_cache
 from ._common import (
     BaselineScores,
-    baseline_error,
-    baseline_model_error,
     check_records,
     prepare_texts,
     progress,

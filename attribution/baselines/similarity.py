@@ -12,11 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import missing_dependency
+from ..errors import baseline_error, missing_dependency
 from ..io import Record
 from ._common import (
     BaselineScores,
-    baseline_error,
     candidate_sets,
     check_records,
     max_over_sets,

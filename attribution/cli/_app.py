@@ -115,7 +115,7 @@ class Device(str, enum.Enum):
 FEATURES_HELP = f"Feature set: {registry.feature_sets.help()}."
 TAGGER_HELP = f"Tagger: {registry.taggers.help()}, or an installed spaCy package name."
 TASK_OPTION = typer.Option(None, "--task", help="Keep only records of this task.")
-FEATURES_OPTION = typer.Option("combined", "--features", help=FEATURES_HELP)
+FEATURES_OPTION = typer.Option(registry.DEFAULT_FEATURE_SET, "--features", help=FEATURES_HELP)
 TAGGER_OPTION = typer.Option("spacy", "--tagger", help=TAGGER_HELP)
 NORMALIZE_OPTION = typer.Option(True, "--normalize/--no-normalize", help="Remove generation artifacts first.")
 TEXT_FIELD_OPTION = typer.Option(None, "--text-field", help="Field holding the text (default: output, then text).")
@@ -153,11 +153,6 @@ OUTPUT_JSON_OPTION = typer.Option(None, "--output", "-o", dir_okay=False, allow_
 DEVICE_OPTION = typer.Option(Device.auto, "--device", help="auto (CUDA if available), cpu or cuda.")
 THREADS_OPTION = typer.Option(0, "--threads", min=0, help="torch CPU threads while the command runs (0: torch's "
                               "default).")
-TEACHER_MODEL_OPTION = typer.Option([], "--teacher-model", "-t", help="NAME=MODEL for the perplexity baselines, "
-                                    "once per teacher: hub id, dir, .gguf file, or alias smollm2 / gemma3-270m.")
-PROMPT_FORMAT_OPTION = typer.Option(["plain"], "--prompt-format", help="Perplexity framing: plain, chat, or a "
-                                    "template with {prompt}; NAME=FORMAT for one teacher (repeatable). Match how "
-                                    "each teacher was queried.")
 
 #: Each short flag abbreviates one long option, in every command that has it (tests/test_cli.py checks).
 SHORT_FLAGS = {"-r": "--reference", "-s": "--students", "-t": "--teacher-model", "-m": "--model",

@@ -14,17 +14,13 @@ import typer
 
 from .. import registry
 from ._app import (
-    DEVICE_OPTION,
     FORMAT_OPTION,
     OUTPUT_JSON_OPTION,
-    PROMPT_FORMAT_OPTION,
     QUIET_OPTION,
     SKIP_INVALID_OPTION,
     TASK_OPTION,
-    TEACHER_MODEL_OPTION,
     TEXT_FIELD_OPTION,
     THREADS_OPTION,
-    Device,
     OutputFormat,
     app,
     emit,
@@ -33,6 +29,7 @@ from ._app import (
     output_file,
     read_inputs,
 )
+from ._options import FROM_REGISTRY, registry_options
 
 NAME_HELP = f"{registry.baselines.help()}."
 
@@ -58,6 +55,7 @@ def _table(result: dict[str, Any]) -> str:
 
 
 @app.command("baseline")
+@registry_options(registry.baselines, "options")
 def baseline_cli(
     ctx: typer.Context,
     name: str = typer.Argument(..., help=f"Baseline, or several separated by commas: {NAME_HELP}"),
@@ -66,19 +64,7 @@ def baseline_cli(
                                          "pairs); repeat for several files."),
     students: list[Path] = typer.Option(..., "--students", "-s", dir_okay=False,
                                         help="Student outputs to attribute; repeat for several files."),
-    model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help="Encoder for bertscore/embedding: hub id (e.g. roberta-large), "
-                                        "local dir, or 'minilm' (offline default)."),
-    num_layers: Optional[int] = typer.Option(None, "--num-layers", min=0,
-                                             help="Encoder layer (default: bert-score's choice; 6 for minilm)."),
-    teacher_model: list[str] = TEACHER_MODEL_OPTION,
-    device: Device = DEVICE_OPTION,
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Texts per model batch."),
-    alignment: str = typer.Option("auto", "--alignment",
-                                  help="auto (same id for all teachers, else best match), id, or best."),
-    prompt_format: list[str] = PROMPT_FORMAT_OPTION,
-    n_calibration: int = typer.Option(100, "--n-calibration", min=2,
-                                      help="perplexity-normalized: own references per teacher for the z-score."),
+    options: dict[str, Any] = FROM_REGISTRY,  # one option per option a baseline declares in the registry
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Remove generation artifacts first."),
     per_task: bool = typer.Option(True, "--per-task/--pooled", help="Score each task separately."),
     task: Optional[str] = TASK_OPTION,
@@ -99,7 +85,6 @@ def baseline_cli(
     # over 60 lines only by its signature (typer: one parameter per option) and docstring; the body is 50 lines
     from ..baselines import BASELINES, MODEL_BASELINES, predict_baseline
     from ..baselines._common import versions
-    from ..baselines.perplexity import parse_teacher_models
 
     names = [n.strip() for n in name.split(",") if n.strip()]
     for each in names or [name]:
@@ -117,7 +102,7 @@ def baseline_cli(
     refs, studs, skipped = read_inputs(reference, students, task=task, quiet=quiet, text_field=text_field,
                                        skip_invalid=skip_invalid)
     if not refs or not studs:
-        from ..baselines._common import baseline_error
+        from ..errors import baseline_error
 
         what = "references" if not refs else "students"
         raise baseline_error("E509", name=what + (f" of task '{task}'" if task else ""))
@@ -128,12 +113,8 @@ def baseline_cli(
     if drop_empty:
         log(f"left out {n_empty} student output(s) empty after normalization", quiet=quiet)
     log(f"{len(refs)} reference and {len(studs)} student outputs; baseline {name}", quiet=quiet)
-    options: dict[str, Any] = {"device": device.value, "batch_size": batch_size, "alignment": alignment,
-                               "normalize": normalize, "show_progress": not quiet, "random_state": seed,
-                               "model": model or "minilm", "num_layers": num_layers}
-    if any(n.startswith("perplexity") for n in names):
-        options.update(teacher_models=parse_teacher_models(teacher_model), prompt_format=prompt_format,
-                       n_calibration=n_calibration)
+    options = {**registry.baselines.option_values(names, options), "normalize": normalize,
+               "show_progress": not quiet, "random_state": seed}
     labelled = bool(studs) and all(s.teacher for s in studs)
     if labelled:  # the evaluate path: the same rows as feature sets; models load once for all names
         result = evaluate(refs, studs, features=(), baselines=names, baseline_options=options, per_task=per_task,

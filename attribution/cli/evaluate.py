@@ -14,16 +14,13 @@ from ._app import (
     NO_CACHE_OPTION,
     NORMALIZE_OPTION,
     OUTPUT_JSON_OPTION,
-    PROMPT_FORMAT_OPTION,
     QUIET_OPTION,
     SCHEDULER_OPTION,
     SKIP_INVALID_OPTION,
     TAGGER_OPTION,
     TASK_OPTION,
-    TEACHER_MODEL_OPTION,
     TEXT_FIELD_OPTION,
     WORKERS_OPTION,
-    Device,
     OutputFormat,
     app,
     emit,
@@ -34,6 +31,7 @@ from ._app import (
     tag_on_cluster,
     use_tag_cache,
 )
+from ._options import FROM_REGISTRY, registry_options
 
 
 def _split(value: str) -> list[str]:
@@ -54,6 +52,7 @@ def _table(result: dict[str, Any]) -> str:
 
 
 @app.command("evaluate")
+@registry_options(registry.baselines, "baseline_options", flags={"model": ("--baseline-model",)})
 def evaluate_cli(
     ctx: typer.Context,
     reference: List[Path] = typer.Option(..., "--reference", "-r", dir_okay=False,
@@ -65,12 +64,7 @@ def evaluate_cli(
                                  f"{', '.join(registry.feature_sets.names())}."),
     baselines: str = typer.Option("", "--baselines", help="Comma-separated baselines (model-based ones need the "
                                   f"baselines extra): {', '.join(registry.baselines.names())}."),
-    baseline_model: Optional[str] = typer.Option(None, "--baseline-model",
-                                                 help="Encoder for bertscore/embedding: hub id, local dir, or "
-                                                 "'minilm' (offline default)."),
-    teacher_model: List[str] = TEACHER_MODEL_OPTION,
-    prompt_format: List[str] = PROMPT_FORMAT_OPTION,
-    device: Device = typer.Option(Device.auto, "--device", help="Baselines: auto (CUDA if available), cpu, cuda."),
+    baseline_options: dict[str, Any] = FROM_REGISTRY,  # one option per option a baseline declares
     task: Optional[str] = TASK_OPTION,
     tagger: str = TAGGER_OPTION,
     normalize: bool = NORMALIZE_OPTION,
@@ -114,15 +108,8 @@ def evaluate_cli(
     use_tag_cache(ctx, no_cache)
     tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
     baseline_names = _split(baselines)
-    baseline_options: dict[str, Any] = {}
-    if baseline_names:
-        baseline_options = {"device": device.value, "model": baseline_model or "minilm",
-                            "normalize": normalize, "show_progress": not quiet, "random_state": seed}
-        if any(n.startswith("perplexity") for n in baseline_names):
-            from ..baselines.perplexity import parse_teacher_models
-
-            baseline_options.update(teacher_models=parse_teacher_models(teacher_model),
-                                    prompt_format=prompt_format)
+    baseline_options = {**registry.baselines.option_values(baseline_names, baseline_options),
+                        "normalize": normalize, "show_progress": not quiet, "random_state": seed}
     result = evaluate(refs, studs, features=names, baselines=baseline_names, subsets=sizes, draws=draws,
                       random_state=seed, tagger=tagger, normalize=normalize, baseline_options=baseline_options,
                       base_correction=base_correction)

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import AttributionError, InputError, input_error
 from ..io import Record, atomic_write, read_records, write_jsonl, write_together
-from .paper_qa import _check_choice, _missing, default_cache_dir, fetch
+from .paper_qa import check_choice, default_cache_dir, fetch, missing_data_error
 
 #: Where AlpacaEval publishes each model's outputs: ``{ALPACAEVAL_URL}/<model>/model_outputs.json``.
 ALPACAEVAL_URL = "https://raw.githubusercontent.com/tatsu-lab/alpaca_eval/main/results"
@@ -84,15 +84,15 @@ def load_alpacaeval(split: str, data_dir: str | os.PathLike | None = None, *, sk
         ``E603`` for an unknown split; ``E602`` when no directory is given or it lacks the
         file; ``E110`` when the file holds no valid record; a bad record otherwise.
     """
-    _check_choice("split", split, ALPACAEVAL_SPLITS)
+    check_choice("split", split, ALPACAEVAL_SPLITS)
     root = data_dir if data_dir is not None else os.environ.get(ALPACAEVAL_ENV)
     name = f"{split}.jsonl"
     if not root:
-        raise _missing(ALPACAEVAL_TASK, split, f"(no directory: pass data_dir= or set {ALPACAEVAL_ENV})",
+        raise missing_data_error(ALPACAEVAL_TASK, split, f"(no directory: pass data_dir= or set {ALPACAEVAL_ENV})",
                        f"{name}; build it with 'attribute-teacher data alpacaeval -o DIR' when online")
     path = Path(root) / name
     if not path.is_file():
-        raise _missing(ALPACAEVAL_TASK, split, Path(root), name)
+        raise missing_data_error(ALPACAEVAL_TASK, split, Path(root), name)
     return read_records(path, require_teacher=split.startswith("teachers"), skip_invalid=skip_invalid,
                         max_chars=max_chars)
 
@@ -117,7 +117,7 @@ def fetch_alpacaeval_outputs(model: str, *, cache_dir: str | os.PathLike | None 
     if path.is_file():
         return path
     if not download:
-        raise _missing(ALPACAEVAL_TASK, model, cache, f"{model}/model_outputs.json")
+        raise missing_data_error(ALPACAEVAL_TASK, model, cache, f"{model}/model_outputs.json")
     url = f"{base_url.rstrip('/')}/{urllib.parse.quote(model)}/model_outputs.json"
     try:
         return fetch(url, path)

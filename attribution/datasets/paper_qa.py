@@ -53,9 +53,9 @@ def csv_name(task: str, teacher: str, split: str) -> str:
     >>> csv_name("openbookqa", "mistral-7b", "student")
     'openbookqa_GPT2_mistral7b.csv'
     """
-    _check_choice("task", task, PAPER_QA_TASKS)
-    _check_choice("teacher", teacher, tuple(PAPER_QA_TEACHERS))
-    _check_choice("split", split, SPLITS)
+    check_choice("task", task, PAPER_QA_TASKS)
+    check_choice("teacher", teacher, tuple(PAPER_QA_TEACHERS))
+    check_choice("split", split, SPLITS)
     teacher_spelling, student_spelling = PAPER_QA_TEACHERS[teacher]
     if split == "teacher":
         return f"{task}_{teacher_spelling}_with_gold_rationales.csv"
@@ -102,7 +102,7 @@ class AuthorsCsvReader(RecordReader):
 
     def __init__(self, path: str | os.PathLike, *, task: str, teacher: str, split: str,
                  skip_invalid: bool = False, max_chars: int = 0) -> None:
-        _check_choice("split", split, SPLITS)
+        check_choice("split", split, SPLITS)
         super().__init__(path, text_field=CSV_TEXT_COLUMN[split], skip_invalid=skip_invalid, max_chars=max_chars)
         self.task = task
         self.teacher = teacher
@@ -171,14 +171,14 @@ class PaperQAReader:
         self.files: list[Path] = []
 
     def _checked(self) -> tuple[list[str] | None, list[str]]:
-        _check_choice("split", self.split, SPLITS)
+        check_choice("split", self.split, SPLITS)
         tasks = [self.tasks] if isinstance(self.tasks, str) else None if self.tasks is None else list(self.tasks)
         for task in tasks or ():
-            _check_choice("task", task, PAPER_QA_TASKS)
+            check_choice("task", task, PAPER_QA_TASKS)
         teachers = ([self.teachers] if isinstance(self.teachers, str)
                     else list(PAPER_QA_TEACHERS) if self.teachers is None else list(self.teachers))
         for teacher in teachers:
-            _check_choice("teacher", teacher, tuple(PAPER_QA_TEACHERS))
+            check_choice("teacher", teacher, tuple(PAPER_QA_TEACHERS))
         return tasks, teachers
 
     def __iter__(self) -> Iterator[Record]:
@@ -194,7 +194,7 @@ class PaperQAReader:
                 path = cache / name
                 if not path.is_file():
                     if not self.download:
-                        raise _missing(task, self.split, cache, name)
+                        raise missing_data_error(task, self.split, cache, name)
                     fetch(f"{self.base_url.rstrip('/')}/{name}", path)
                 yield from self._read_csv(path, task, teacher)
 
@@ -206,7 +206,7 @@ class PaperQAReader:
                      if (root / JSONL_LAYOUT.format(task=t, split=self.split)).is_file()
                      or (root / csv_name(t, teachers[0], self.split)).is_file()]
             if not tasks:
-                raise _missing("*", self.split, root, JSONL_LAYOUT.format(task="{task}", split=self.split))
+                raise missing_data_error("*", self.split, root, JSONL_LAYOUT.format(task="{task}", split=self.split))
         keep = set(teachers)
         for task in tasks:
             jsonl = root / JSONL_LAYOUT.format(task=task, split=self.split)
@@ -221,7 +221,7 @@ class PaperQAReader:
                 continue
             names = [csv_name(task, teacher, self.split) for teacher in teachers]
             if not all((root / name).is_file() for name in names):
-                raise _missing(task, self.split, root, f"{jsonl.name} or the authors' CSVs ({names[0]}, ...)")
+                raise missing_data_error(task, self.split, root, f"{jsonl.name} or the authors' CSVs ({names[0]}, ...)")
             for teacher, name in zip(teachers, names):
                 yield from self._read_csv(root / name, task, teacher)
 
@@ -336,11 +336,13 @@ def _layout_hint() -> str:
             f"{JSONL_LAYOUT.format(task='<task>', split='student')}, or the authors' CSVs")
 
 
-def _missing(task: str, split: str, root: Path | str, expected: str) -> InputError:
+def missing_data_error(task: str, split: str, root: Path | str, expected: str) -> InputError:
+    """E602: the files of a released data set's split are not where they were looked for."""
     return input_error("E602", task=task, split=split, path=root, expected=expected)
 
 
-def _check_choice(what: str, value: Any, choices: Iterable[str]) -> None:
+def check_choice(what: str, value: Any, choices: Iterable[str]) -> None:
+    """E603 unless ``value`` is one of ``choices`` (a task, teacher or split name)."""
     choices = tuple(choices)
     if value not in choices:
         raise input_error("E603", field=what, what=what, value=value, choices=", ".join(choices))

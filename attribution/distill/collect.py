@@ -85,7 +85,7 @@ def collect_outputs(model: str, prompts: str | os.PathLike, output: str | os.Pat
                         "decoding": decoding.to_dict(), "system_prompt": system_prompt,
                         "prompt_template": prompt_template,
                         "max_prompt_tokens": max_prompt_tokens}
-            _check_same_settings(output, existing, settings, label)
+            check_same_settings(output, existing, settings, label)
             written, empty = _generate(loaded, todo, output, settings, label=label, task=task, decoding=decoding,
                                        batch_size=batch_size, n_prompts=len(records), progress=progress)
         elif existing:
@@ -130,7 +130,7 @@ def _template_name(loaded: Any) -> str | None:
     return "tokenizer" if own and own == loaded.chat_template else f"fallback:{loaded.family}"
 
 
-def _check_same_settings(output: Any, existing: list[dict[str, Any]], settings: dict[str, Any],
+def check_same_settings(output: Any, existing: list[dict[str, Any]], settings: dict[str, Any],
                          label: str | None) -> None:
     """A resumed run must use the model, template and decoding of the records already written."""
     for number, row in enumerate(existing, start=1):

@@ -366,12 +366,12 @@ def collect_from_endpoint(base_url: str, model: str, prompts: str | os.PathLike,
     secret = os.environ.get(options.api_key_env)
     with exclusive_output(output), _scrubbed(secret):
         existing = load_finished(output)
-        from .collect import _check_same_settings
+        from .collect import check_same_settings
 
         if role == "teacher":
-            _check_same_settings(output, existing, settings, label)
+            check_same_settings(output, existing, settings, label)
         else:  # student rows carry the true teacher (or none) in 'teacher'
-            _check_same_settings(output, existing, {**settings, "student": label}, true_teacher)
+            check_same_settings(output, existing, {**settings, "student": label}, true_teacher)
         done = {str(row["id"]) for row in existing}
         todo = [r for r in records if r.key not in done]
         if todo:

@@ -121,8 +121,7 @@ def write_manifest(output: Any, prompts: Any, base_url: str, settings: dict[str,
     if not has_manifest(output):
         return
     from .. import __version__
-    from ..api import file_digest
-    from ..io import atomic_write
+    from ..io import atomic_write, file_digest
 
     previous = read_manifest(output) or {}
     runs = [r for r in previous.get("runs", []) if isinstance(r, dict)]
