@@ -28,6 +28,7 @@ from .io import Record, RecordReader, read_records
 from .multitask import MultiTaskAttributor, as_multitask
 from .references import MIN_REFERENCES_PER_TEACHER, check_references, match_students, reference_families
 from .tagging import TaggedDoc, read_ahead
+from .verdicts import VerdictRule
 
 
 def fit_reference(records: Iterable[Record], *, task: str | None = None,
@@ -62,7 +63,7 @@ def fit_reference(records: Iterable[Record], *, task: str | None = None,
 
 def rank_student(model: MultiTaskAttributor | TeacherAttributor, records: Iterable[Record], *, task: str | None = None,
                  top_templates: int = 10, keep_outputs: bool = False, alpha: float = ALPHA,
-                 tests: str = "either", informative_evidence: bool = True, exclude: Iterable[str] = (),
+                 tests: str | VerdictRule = "either", informative_evidence: bool = True, exclude: Iterable[str] = (),
                  control: Iterable[Record] | None = None,
                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Rank the teacher of one student from all its outputs, streaming in batches (``exclude``: teachers or
@@ -192,7 +193,7 @@ class StudentRun:
                 self.kept.append({"id": record.key, "task": record.task,
                                   "probabilities": dict(zip(sub.classes_.tolist(), row.tolist()))})
 
-    def finish(self, *, top_templates: int = 10, alpha: float = ALPHA, tests: str = "either",
+    def finish(self, *, top_templates: int = 10, alpha: float | None = None, tests: str | VerdictRule = "either",
                informative_evidence: bool = True) -> dict[str, Any]:
         """Score what is still queued and summarize (see :func:`rank_student` for the keys), with
         ``checks`` (counts of :class:`attribution.checks.OutputChecks`) and, when there is something

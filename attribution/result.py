@@ -28,6 +28,7 @@ from .errors import ModelError, input_error, missing_dependency, model_error
 from .inference import ALPHA
 from .io import Record, atomic_write
 from .multitask import as_multitask
+from .verdicts import Verdict, VerdictRule
 
 #: Record fields ``rank_students`` (and ``rank --group-by``) can group by.
 GROUP_FIELDS = ("student", "teacher", "task")
@@ -219,7 +220,7 @@ def audit_student(model: Any, records: Iterable[Record], **options: Any) -> Audi
 
 def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "student", task: str | None = None,
                   top_templates: int = 10, keep_outputs: bool = False, alpha: float = ALPHA,
-                  tests: str = "either", informative_evidence: bool = True, exclude: Iterable[str] = (),
+                  tests: str | VerdictRule = "either", informative_evidence: bool = True, exclude: Iterable[str] = (),
                   control: Iterable[Record] | None = None,
                   progress: Callable[[int], None] | None = None) -> AuditBatch:
     """Rank every group of ``records`` (records sharing a ``group_by`` field: ``student``, ``teacher``
@@ -238,6 +239,7 @@ def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "stu
     """
     if group_by not in GROUP_FIELDS:
         raise model_error("E210", name="group_by", expected=f"one of {', '.join(GROUP_FIELDS)}", got=group_by)
+    rule = VerdictRule.of(tests, alpha)  # a wrong rule fails before any record is read
     scoring = SharedScoring(as_multitask(model), progress=progress)
     controls = ControlScores(control) if control is not None else None  # scored once for every group
     runs: dict[str, StudentRun] = {}
@@ -258,13 +260,13 @@ def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "stu
     for name in sorted(runs):
         run = runs.pop(name)  # its evidence arrays go as soon as its entry is made
         try:
-            data = run.finish(top_templates=top_templates, alpha=alpha, tests=tests,
+            data = run.finish(top_templates=top_templates, tests=rule,
                               informative_evidence=informative_evidence)
         except ModelError as err:
             if err.code not in ("E209", "E215"):
                 raise
             unranked.append(model_error("E216", field=group_by, group=name, detail=f"{err.message} [{err.code}]"))
-            data = unranked_result(run, f"{err.message} [{err.code}]", alpha=alpha)
+            data = unranked_result(run, f"{err.message} [{err.code}]", alpha=rule.alpha)
         results.append(AuditResult({"student": name, **data}, student=name))
     if len(unranked) == len(results):
         raise unranked[0]
@@ -276,9 +278,7 @@ def unranked_result(run: StudentRun | None, reason: str, *, alpha: float = ALPHA
     the group was skipped), no ranking and no evidence, and the verdict ``unavailable`` with the
     ``reason`` (also its one warning)."""
     evidence = run.evidence.values() if run is not None else []
-    verdict = {"status": "unavailable", "teacher": None, "best_candidate": None, "test": None, "p_value": None,
-               "p_unlisted": None, "p_paired": None, "n_paired": 0, "runner_up": None, "paired_score": None,
-               "alpha": alpha, "reason": reason}
+    verdict = Verdict(status="unavailable", best_candidate=None, alpha=alpha, reason=reason).to_dict()
     entry = {"n_outputs": sum(ev.n_outputs for ev in evidence), "n_empty": sum(ev.n_empty for ev in evidence),
              "ranking": [], "evidence": [], "verdict": verdict, "warnings": [f"not ranked: {reason}"]}
     if run is not None:

@@ -33,6 +33,7 @@ from attribution import __version__
 from attribution.api import evaluate, fit_reference
 from attribution.io import Record, read_records
 from attribution.result import audit_student, rank_students
+from attribution.verdicts import Verdict
 
 from conftest import PAPER_QA, REPO, shared_data
 
@@ -184,6 +185,15 @@ def test_paper_rank_by_teacher(paper):
 def test_paper_evaluate(paper):
     result = evaluate(paper["references"], paper["students"], random_state=0)
     check_golden("paper_openbookqa_evaluate.json", canonical(result.to_dict()))
+
+
+@pytest.mark.parametrize("name", ["demo_rank.json", "paper_openbookqa_rank.json"])
+def test_golden_verdicts_read_back_as_typed_verdicts(name):
+    """Every verdict of the pinned documents is a Verdict's JSON: Verdict.from_dict(...).to_dict() gives it back."""
+    document = json.loads((GOLDEN / name).read_text(encoding="utf-8"))
+    for entry in document.get("students", [document]):
+        for found in [entry["verdict"], *(task["verdict"] for task in entry.get("tasks", {}).values())]:
+            assert Verdict.from_dict(found).to_dict() == found
 
 
 def test_paper_subset_is_what_the_goldens_describe():

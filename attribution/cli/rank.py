@@ -26,9 +26,11 @@ from ._app import (
     TAGGER_OPTION,
     TASK_OPTION,
     TEXT_FIELD_OPTION,
+    VERDICT_TEST_OPTION,
     WORKERS_OPTION,
     OutputFormat,
     Tally,
+    VerdictTest,
     app,
     echo,
     emit,
@@ -110,15 +112,6 @@ def _fit_on_workers(client: Any) -> Any:
         return model, skipped, warnings, kept
 
     return fit
-
-
-class VerdictTest(str, Enum):
-    """Choices of --verdict-test (attribution.api.VERDICT_TESTS)."""
-
-    either = "either"
-    paired = "paired"
-    unlisted = "unlisted"
-    both = "both"
 
 
 class RankFormat(str, Enum):
@@ -286,10 +279,7 @@ def rank_cli(
                                       help="Keep per-output probabilities in the JSON (for 'attribute-teacher "
                                       "report')."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap behind 'support'."),
-    verdict_test: VerdictTest = typer.Option(
-        VerdictTest.either, "--verdict-test", case_sensitive=False,
-        help="Which test may name a teacher: 'either' the paired or the unlisted-teacher test (each at alpha/2), "
-             "'paired', 'unlisted', or 'both' (strict: also rule out a teacher outside the candidates)."),
+    verdict_test: VerdictTest = VERDICT_TEST_OPTION,
     exclude: str = typer.Option("", "--exclude", help="Comma-separated teachers or families to leave out of the "
                                 "ranking and its tests, without refitting (probabilities renormalized)."),
     families: Optional[Path] = FAMILIES_OPTION,
