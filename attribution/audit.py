@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checks import reference_warnings
 from .distill.settings import SETTINGS, Setting, problem
 from .errors import AttributionError, input_error
 
@@ -374,12 +375,14 @@ def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: b
     ``output_dir`` joined with a fixed name (or a teacher's label reduced to safe characters), and none
     may be one of the inputs (``E120``, checked before anything is queried).
 
-    Returns the rank result (as ``attribute-teacher rank`` gives it), with ``audit``: where each
-    source came from (file digest; for endpoints, the manifest's endpoint, model, decoding and counts).
+    Returns the rank document (:func:`attribution.result.audit_student`'s, as ``attribute-teacher rank`` gives
+    it: the same ``inputs``, ``run`` and ``skipped``), with ``audit``: where each source came from (file digest;
+    for endpoints, the manifest's endpoint, model, decoding and counts).
     """
     from . import __version__
-    from .api import fit_reference, rank_student
-    from .io import check_outputs, read_records
+    from .api import fit_reference
+    from .io import RecordReader, check_outputs, read_records
+    from .result import audit_student
 
     log = log or (lambda message: None)
     out = Path(output_dir)
@@ -389,19 +392,20 @@ def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: b
     out.mkdir(parents=True, exist_ok=True)
     provenance: dict[str, Any] = {}
     references = _read_references(config, out, provenance, progress=progress, log=log)
-    student = read_records(_gather(config.student, "student", out / "student.jsonl", config, provenance,
-                                   progress=progress, log=log))
+    student_path = _gather(config.student, "student", out / "student.jsonl", config, provenance, progress=progress,
+                           log=log)
+    student = read_records(student_path)  # bad input: before the fit
 
     options = config.attribution
     task = options.get("task", config.task)
     params = {k: options[k] for k in ("features", "tagger", "normalize") if k in options}
     log(f"fitting on {len(references)} reference outputs of {len({r.teacher for r in references})} teachers")
     model = fit_reference(references, task=task, random_state=options.get("seed", 0), **params)
-    result = rank_student(model, student, task=task, top_templates=options.get("top_templates", 10),
-                          keep_outputs=report_path is not None)
-    result["signature"] = next(iter(model.models_.values())).signature_
-    result["inputs"] = {"student": provenance[config.student.label]["file"],
-                        **{f"teacher {t.label}": provenance[t.label]["file"] for t in config.teachers}}
+    for warning in reference_warnings(references):
+        log(f"warning: {warning}")
+    result = audit_student(model, student, references=references, reader=RecordReader(student_path), task=task,
+                           top_templates=options.get("top_templates", 10),
+                           keep_outputs=report_path is not None).data
     result["audit"] = {"config": config.path.name, "version": __version__, "sources": provenance}
     _write_results(result, config, out, report_path)
     return result
