@@ -33,7 +33,7 @@ TABLES: dict[str, dict[str, Expected]] = {
     "student": SOURCE_KEYS,
     "teachers": SOURCE_KEYS,
     "attribution": {"features": str, "tagger": str, "normalize": bool, "task": str, "top_templates": int,
-                    "seed": int, "report": (str, bool)},
+                    "seed": int, "report": (str, bool), "verdict_test": str},
     "case": {"id": str, "auditor": str, "organisation": str},  # shown in the report
 }
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -117,6 +117,7 @@ def load_config(path: str | os.PathLike) -> AuditConfig:
     config = _ConfigChecker(path, text)
     config.check_tables(data)
     config.check_report(data.get("attribution", {}).get("report", "html"))
+    config.check_verdict_test(data.get("attribution", {}))
     defaults = data.get("defaults", {})
     if "student" not in data:
         raise config.fail("audit", "no [student]: give the suspect model's outputs (file = ...) or endpoint = ... "
@@ -329,6 +330,14 @@ class _ConfigChecker:
                 raise self.fail("audit", f"[audit] {key}: file not found: {self.rel(audit[key])}", key)
         return prompts
 
+    def check_verdict_test(self, attribution: dict[str, Any]) -> None:
+        """``[attribution] verdict_test``: a rule of ``rank --verdict-test`` (``VerdictRule.CHOICES``)."""
+        from .verdicts import VerdictRule
+
+        if "verdict_test" in attribution and attribution["verdict_test"] not in VerdictRule.CHOICES:
+            raise self.fail("attribution", f"[attribution] verdict_test must be one of "
+                            f"{', '.join(VerdictRule.CHOICES)}, got {attribution['verdict_test']!r}", "verdict_test")
+
     def check_features(self, attribution: dict[str, Any]) -> None:
         if "features" in attribution:
             from .features import FEATURE_SETS
@@ -404,7 +413,7 @@ def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: b
     for warning in reference_warnings(references):
         log(f"warning: {warning}")
     result = audit_student(model, student, references=references, reader=RecordReader(student_path), task=task,
-                           top_templates=options.get("top_templates", 10),
+                           top_templates=options.get("top_templates", 10), tests=options.get("verdict_test", "either"),
                            keep_outputs=report_path is not None).data
     result["audit"] = {"config": config.path.name, "version": __version__, "sources": provenance}
     _write_results(result, config, out, report_path)

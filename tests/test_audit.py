@@ -72,6 +72,7 @@ report = "md"
     ("[audti]\nlimit = 0\n", 1, "unknown table [audti]"),
     ("[audit]\nprompts = 'p.jsonl'\noutput_dir = '/tmp/x'\n", 3, "output_dir is not read from a config"),
     ("[attribution]\nreport = '../../x.html'\n", 2, "report must be false or one of"),
+    ("[attribution]\nreport = 'md'\nverdict_test = 'any'\n", 3, "verdict_test must be one of either, paired"),
     ("[audit]\nlimit = 0\n[defaults]\nsample = 1\n", 4, "sample must be true or false"),
 ])
 def test_config_errors_name_line_and_key(tmp_path, text, where, message):
@@ -215,6 +216,15 @@ def test_rank_audit_and_python_give_the_same_document(cli, tmp_path, reference_p
     assert from_audit == from_rank == json.loads(to_json(python.to_dict()))
     assert set(from_rank["inputs"]) == {"outputs", "reference"} and from_rank["run"]["settings"]["verdict_test"] == (
         "either")
+    # the rule too: [attribution] verdict_test is rank's --verdict-test
+    strict = _config(tmp_path, ONE_REFERENCE_FILE.format(student=student_path, reference=reference_path)
+                     + 'verdict_test = "both"\n')
+    audited = cli("audit", strict, "--output-dir", tmp_path / "strict", "--format", "json", "--quiet")
+    ranked = cli("rank", student_path, "--reference", reference_path, "--format", "json", "--quiet",
+                 "--verdict-test", "both")
+    from_audit, from_rank = json.loads(audited.stdout), json.loads(ranked.stdout)
+    del from_audit["audit"]
+    assert from_audit == from_rank and from_rank["run"]["settings"]["verdict_test"] == "both"
 
 
 @pytest.mark.slow
