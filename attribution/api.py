@@ -82,7 +82,8 @@ def rank_student(model: MultiTaskAttributor | TeacherAttributor, records: Iterab
         probabilities, for reports); ``checks`` (repeated, near-empty and non-English outputs, see
         :mod:`attribution.checks`); ``warnings`` when there is something to say, e.g. the records name
         several students (pooled here; :func:`attribution.result.rank_students` ranks each). See also
-        :func:`attribution.result.audit_student`, the same as an object of DataFrames.
+        :func:`attribution.result.audit_student`, the whole document of ``attribute-teacher rank`` (this one,
+        the model's ``signature``, and ``inputs``, ``skipped`` and ``run``) as an object of DataFrames.
         ``informative_evidence=False`` also lists templates made mostly of punctuation as evidence
         (see :func:`attribution.explain.is_informative`).
     """
