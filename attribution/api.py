@@ -25,6 +25,7 @@ from .io import Record, RecordReader, file_digest, read_records
 from .multitask import MultiTaskAttributor, as_multitask
 from .references import MIN_REFERENCES_PER_TEACHER, check_references, match_students, reference_families
 from .tagging import TaggedDoc, read_ahead
+from .verdicts import VerdictRule
 
 
 def fit_reference(records: Iterable[Record], *, task: str | None = None,
@@ -59,7 +60,7 @@ def fit_reference(records: Iterable[Record], *, task: str | None = None,
 
 def rank_student(model: MultiTaskAttributor | TeacherAttributor, records: Iterable[Record], *, task: str | None = None,
                  top_templates: int = 10, keep_outputs: bool = False, alpha: float = ALPHA,
-                 tests: str = "either", informative_evidence: bool = True, exclude: Iterable[str] = (),
+                 tests: str | VerdictRule = "either", informative_evidence: bool = True, exclude: Iterable[str] = (),
                  control: Iterable[Record] | None = None,
                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Rank the teacher of one student from all its outputs, streaming in batches (``exclude``: teachers or
@@ -78,7 +79,8 @@ def rank_student(model: MultiTaskAttributor | TeacherAttributor, records: Iterab
         probabilities, for reports); ``checks`` (repeated, near-empty and non-English outputs, see
         :mod:`attribution.checks`); ``warnings`` when there is something to say, e.g. the records name
         several students (pooled here; :func:`attribution.result.rank_students` ranks each). See also
-        :func:`attribution.result.audit_student`, the same as an object of DataFrames.
+        :func:`attribution.result.audit_student`, the whole document of ``attribute-teacher rank`` (this one,
+        the model's ``signature``, and ``inputs``, ``skipped`` and ``run``) as an object of DataFrames.
         ``informative_evidence=False`` also lists templates made mostly of punctuation as evidence
         (see :func:`attribution.explain.is_informative`).
     """
@@ -189,7 +191,7 @@ class StudentRun:
                 self.kept.append({"id": record.key, "task": record.task,
                                   "probabilities": dict(zip(sub.classes_.tolist(), row.tolist()))})
 
-    def finish(self, *, top_templates: int = 10, alpha: float = ALPHA, tests: str = "either",
+    def finish(self, *, top_templates: int = 10, alpha: float | None = None, tests: str | VerdictRule = "either",
                informative_evidence: bool = True) -> dict[str, Any]:
         """Score what is still queued and summarize (see :func:`rank_student` for the keys), with
         ``checks`` (counts of :class:`attribution.checks.OutputChecks`) and, when there is something

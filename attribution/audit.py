@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checks import reference_warnings
 from .distill.settings import SETTINGS, Setting, problem
 from .errors import AttributionError, input_error
 
@@ -32,7 +33,7 @@ TABLES: dict[str, dict[str, Expected]] = {
     "student": SOURCE_KEYS,
     "teachers": SOURCE_KEYS,
     "attribution": {"features": str, "tagger": str, "normalize": bool, "task": str, "top_templates": int,
-                    "seed": int, "report": (str, bool)},
+                    "seed": int, "report": (str, bool), "verdict_test": str},
     "case": {"id": str, "auditor": str, "organisation": str},  # shown in the report
 }
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -116,6 +117,7 @@ def load_config(path: str | os.PathLike) -> AuditConfig:
     config = _ConfigChecker(path, text)
     config.check_tables(data)
     config.check_report(data.get("attribution", {}).get("report", "html"))
+    config.check_verdict_test(data.get("attribution", {}))
     defaults = data.get("defaults", {})
     if "student" not in data:
         raise config.fail("audit", "no [student]: give the suspect model's outputs (file = ...) or endpoint = ... "
@@ -328,6 +330,14 @@ class _ConfigChecker:
                 raise self.fail("audit", f"[audit] {key}: file not found: {self.rel(audit[key])}", key)
         return prompts
 
+    def check_verdict_test(self, attribution: dict[str, Any]) -> None:
+        """``[attribution] verdict_test``: a rule of ``rank --verdict-test`` (``VerdictRule.CHOICES``)."""
+        from .verdicts import VerdictRule
+
+        if "verdict_test" in attribution and attribution["verdict_test"] not in VerdictRule.CHOICES:
+            raise self.fail("attribution", f"[attribution] verdict_test must be one of "
+                            f"{', '.join(VerdictRule.CHOICES)}, got {attribution['verdict_test']!r}", "verdict_test")
+
     def check_features(self, attribution: dict[str, Any]) -> None:
         if "features" in attribution:
             from .features import FEATURE_SETS
@@ -374,12 +384,14 @@ def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: b
     ``output_dir`` joined with a fixed name (or a teacher's label reduced to safe characters), and none
     may be one of the inputs (``E120``, checked before anything is queried).
 
-    Returns the rank result (as ``attribute-teacher rank`` gives it), with ``audit``: where each
-    source came from (file digest; for endpoints, the manifest's endpoint, model, decoding and counts).
+    Returns the rank document (:func:`attribution.result.audit_student`'s, as ``attribute-teacher rank`` gives
+    it: the same ``inputs``, ``run`` and ``skipped``), with ``audit``: where each source came from (file digest;
+    for endpoints, the manifest's endpoint, model, decoding and counts).
     """
     from . import __version__
-    from .api import fit_reference, rank_student
-    from .io import check_outputs, read_records
+    from .api import fit_reference
+    from .io import RecordReader, check_outputs, read_records
+    from .result import audit_student
 
     log = log or (lambda message: None)
     out = Path(output_dir)
@@ -389,19 +401,20 @@ def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: b
     out.mkdir(parents=True, exist_ok=True)
     provenance: dict[str, Any] = {}
     references = _read_references(config, out, provenance, progress=progress, log=log)
-    student = read_records(_gather(config.student, "student", out / "student.jsonl", config, provenance,
-                                   progress=progress, log=log))
+    student_path = _gather(config.student, "student", out / "student.jsonl", config, provenance, progress=progress,
+                           log=log)
+    student = read_records(student_path)  # bad input: before the fit
 
     options = config.attribution
     task = options.get("task", config.task)
     params = {k: options[k] for k in ("features", "tagger", "normalize") if k in options}
     log(f"fitting on {len(references)} reference outputs of {len({r.teacher for r in references})} teachers")
     model = fit_reference(references, task=task, random_state=options.get("seed", 0), **params)
-    result = rank_student(model, student, task=task, top_templates=options.get("top_templates", 10),
-                          keep_outputs=report_path is not None)
-    result["signature"] = next(iter(model.models_.values())).signature_
-    result["inputs"] = {"student": provenance[config.student.label]["file"],
-                        **{f"teacher {t.label}": provenance[t.label]["file"] for t in config.teachers}}
+    for warning in reference_warnings(references):
+        log(f"warning: {warning}")
+    result = audit_student(model, student, references=references, reader=RecordReader(student_path), task=task,
+                           top_templates=options.get("top_templates", 10), tests=options.get("verdict_test", "either"),
+                           keep_outputs=report_path is not None).data
     result["audit"] = {"config": config.path.name, "version": __version__, "sources": provenance}
     _write_results(result, config, out, report_path)
     return result

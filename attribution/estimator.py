@@ -30,6 +30,7 @@ from .normalize import normalize_texts
 from .paired import PairedReferences
 from .schema import Bool, Enum, Int, Num, OneOf, Opt, SchemaError, Spec, Str
 from .tagging import TaggedDoc, get_tagger
+from .verdicts import VerdictRule
 
 DEFAULT_FEATURES = registry.DEFAULT_FEATURE_SET
 
@@ -356,7 +357,8 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
 
     # -- student-level verdict -------------------------------------------------------------
     def rank(self, texts: Iterable[str], prompt_ids: Iterable[str | None] | None = None, *,
-             tests: str = "either", alpha: float = 0.05, exclude: Iterable[str] = ()) -> pd.DataFrame:
+             tests: str | VerdictRule = "either", alpha: float | None = None,
+             exclude: Iterable[str] = ()) -> pd.DataFrame:
         """Rank the teachers of one student from all of its outputs, most likely first.
 
         ``prompt_ids`` (one per text) enable the paired test when the model kept the
@@ -391,12 +393,12 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         family = str(evidence.family_ranking()["family"].iloc[0])
         p_unlisted, paired = evidence.p_unlisted(), evidence.paired_result(family)
         judged = judge({None: evidence}, frame.to_dict("records"), family, h.grouped, len(h.members[family]),
-                       alpha=alpha, tests=tests)
-        frame["verdict"] = [judged["status"]] + [None] * (len(frame) - 1)
-        frame["p_value"] = [judged["p_value"]] + [None] * (len(frame) - 1)
+                       VerdictRule.of(tests, alpha))
+        frame["verdict"] = [judged.status] + [None] * (len(frame) - 1)
+        frame["p_value"] = [judged.p_value] + [None] * (len(frame) - 1)
         frame["p_value"] = frame["p_value"].astype(float)
         frame.attrs.update({"n_outputs": evidence.n_outputs, "p_unlisted": p_unlisted, "paired": paired,
-                            "verdict": judged})
+                            "verdict": judged.to_dict()})
         return frame
 
     def get_feature_names_out(self) -> np.ndarray:

@@ -20,11 +20,12 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 from .estimator import DEFAULT_FEATURES, TeacherAttributor
 from .evaluation_result import Evaluation, EvaluationRow
 from .evaluation_result import results_table as results_table  # re-exported: the table of evaluate
-from .inference import ALPHA, unlisted_p_value, verdict
+from .inference import unlisted_p_value, verdict
 from .io import Record
 from .normalize import empty_outputs
 from .paired import PairedTest
 from .references import check_references, match_students
+from .verdicts import VerdictRule
 
 #: Labels per output (teachers, students): a list or an array.
 Labels = Sequence[str] | np.ndarray
@@ -180,7 +181,8 @@ def evaluate(references: Sequence[Record], students: Sequence[Record], *,
              features: Sequence[str] = DEFAULT_EVAL_FEATURES, subsets: Sequence[int] = (10, 25),
              draws: int = 20, random_state: int = 0, baselines: Sequence[str] = (),
              baseline_options: dict[str, Any] | None = None, base_correction: bool = False,
-             per_task: bool = True, **params: Any) -> Evaluation:
+             per_task: bool = True, tests: str | VerdictRule = "either", alpha: float | None = None,
+             **params: Any) -> Evaluation:
     """The paper's protocol: fit on teacher outputs, predict each student output, per task.
 
     Feature sets and baselines go through the same path and give rows of the same type
@@ -195,6 +197,8 @@ def evaluate(references: Sequence[Record], students: Sequence[Record], *,
     scores are shifted by the students' shared style (see :func:`base_style`). It assumes the students
     share a base model and that each teacher taught about one of them, as in the paper's protocol;
     it has no unlisted-teacher verdicts. ``per_task=False`` pools all tasks (rows with task None).
+    ``tests`` and ``alpha``: the rule of each student's verdict (:class:`~attribution.verdicts.VerdictRule`, or
+    its name), as for ``rank``.
     ``baseline_options`` go to :func:`attribution.baselines.run_baseline`; ``params`` to
     :class:`~attribution.estimator.TeacherAttributor`.
 
@@ -207,6 +211,7 @@ def evaluate(references: Sequence[Record], students: Sequence[Record], *,
     if not per_task:
         references = [dataclasses.replace(r, task=None) for r in references]
         students = [dataclasses.replace(r, task=None) for r in students]
+    rule = VerdictRule.of(tests, alpha)  # a wrong rule fails before any fitting
     students, _ = match_students(references, students)  # every task checked before fitting any model
     if features:  # a classifier needs a few references per teacher; a baseline compares with any
         check_references(references, normalize=params.get("normalize", True))
@@ -215,7 +220,7 @@ def evaluate(references: Sequence[Record], students: Sequence[Record], *,
     rows: list[EvaluationRow] = []
     for task, studs in _by_task(students).items():
         for name in features:
-            rows.extend(_feature_rows(name, task, ref_tasks[task], studs, protocol, base_correction, params))
+            rows.extend(_feature_rows(name, task, ref_tasks[task], studs, protocol, base_correction, params, rule))
         for name in baselines:
             rows.append(_baseline_row(name, task, ref_tasks[task], studs, protocol, baseline_options or {}))
     return Evaluation(rows)
@@ -242,7 +247,8 @@ def select_students(students: Sequence[Record], *, drop_empty: bool = False, nor
 
 
 def _feature_rows(name: str, task: str | None, refs: Sequence[Record], studs: Sequence[Record],
-                  protocol: dict[str, Any], base_correction: bool, params: dict[str, Any]) -> list[EvaluationRow]:
+                  protocol: dict[str, Any], base_correction: bool, params: dict[str, Any],
+                  rule: VerdictRule | None = None) -> list[EvaluationRow]:
     """One feature set on one task: its row (and its base-corrected row)."""
     y_true = [str(r.teacher) for r in studs]
     groups = [student_key(r) for r in studs]
@@ -254,7 +260,8 @@ def _feature_rows(name: str, task: str | None, refs: Sequence[Record], studs: Se
     use = evidence_mask(groups, has_text)
     row = _row(y_true, scores, model.classes_.tolist(), groups, name, task, has_text, **protocol)
     _add_verdicts(row, scores[use], np.asarray(groups)[use], model,
-                  _paired_scores(model, [d for d, u in zip(docs, use) if u], [r.id for r, u in zip(studs, use) if u]))
+                  _paired_scores(model, [d for d, u in zip(docs, use) if u], [r.id for r, u in zip(studs, use) if u]),
+                  rule or VerdictRule())
     row.calibration_error = expected_calibration_error(np.exp(scores), y_true, model.classes_)
     if not base_correction:
         return [row]
@@ -312,7 +319,7 @@ def _paired_scores(model: TeacherAttributor, docs: Sequence[Any], ids: Sequence[
 
 
 def _add_verdicts(row: EvaluationRow, scores: np.ndarray, groups: Labels, model: TeacherAttributor,
-                  paired: np.ndarray | None = None, alpha: float = ALPHA) -> None:
+                  paired: np.ndarray | None = None, rule: VerdictRule | None = None) -> None:
     """Per student: the verdict's p-values and status (as :func:`rank_student` gives them); per row: how
     often a verdict is given (``n_attributed``) and how often it is right (``attributed_accuracy``, null
     when none is given)."""
@@ -328,9 +335,9 @@ def _add_verdicts(row: EvaluationRow, scores: np.ndarray, groups: Labels, model:
             accumulated = PairedTest(model.classes_.tolist())
             accumulated.add(paired[mine])
             test = accumulated.result(student["predicted"])
-        v = verdict(student["predicted"], [p], [test], alpha=alpha)
-        student.update({key: v[key] for key in ("p_unlisted", "p_paired", "p_value", "test", "status")})
-        if v["status"] == "attributed":
+        v = verdict(student["predicted"], [p], [test], tests=rule or VerdictRule())
+        student.update(p_unlisted=v.p_unlisted, p_paired=v.p_paired, p_value=v.p_value, test=v.test, status=v.status)
+        if v.status == "attributed":
             hits.append(student["predicted"] == student["true"])
     row.n_attributed = len(hits)
     row.attributed_accuracy = float(np.mean(hits)) if hits else None

@@ -11,6 +11,7 @@ document ``attribute-teacher rank`` prints. Which templates drove a ranking is :
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,13 +23,10 @@ from .errors import model_error
 from .families import Hierarchy
 from .paired import MidpointTest, PairedTest
 from .tagging import TaggedDoc
+from .verdicts import ALPHA, PairedSummary, Verdict, VerdictRule
 
 if TYPE_CHECKING:  # the estimator builds on this module
     from .estimator import TeacherAttributor
-
-#: Significance level of the tests behind a verdict.
-ALPHA = 0.05
-
 
 def rank_teachers(classes: Sequence[str], sum_log_proba: np.ndarray, n_outputs: int,
                   boot_sum: np.ndarray | None = None, boot_count: np.ndarray | None = None) -> pd.DataFrame:
@@ -513,29 +511,31 @@ def _family_frame(h: Hierarchy, sums: dict[str, Any]) -> pd.DataFrame:
 
 
 def judge(evidence: dict[str | None, StudentEvidence], ranking: list[dict[str, Any]], family: str,
-           grouped: bool, family_size: int, **options: Any) -> dict[str, Any]:
+          grouped: bool, family_size: int, rule: VerdictRule | None = None) -> Verdict:
     """:func:`hierarchical_verdict` of ``family`` (the top one) and of its best teacher in ``ranking``, over
-    the tasks of ``evidence``."""
+    the tasks of ``evidence``, under ``rule`` (default: ``either`` at :data:`ALPHA`); with a control
+    (``rank --control``), the control test alone."""
+    rule = rule or VerdictRule()
     teacher = next(row["teacher"] for row in ranking if row.get("family", row["teacher"]) == family)
     evs = [ev for _, ev in _by_task(evidence)]
     if any(ev.control is not None for ev in evs):  # --control: the student against its control, alone
-        judged = hierarchical_verdict(family, teacher, [None] * len(evs), [ev.control_result(family) for ev in evs],
-                                      [ev.sibling_control_result(family, teacher) for ev in evs], grouped=grouped,
-                                      family_size=family_size, **{**options, "tests": "paired"})
-        return {**judged, "test": "control", "p_control": judged["p_paired"]}
+        return hierarchical_verdict(family, teacher, [None] * len(evs), [ev.control_result(family) for ev in evs],
+                                    [ev.sibling_control_result(family, teacher) for ev in evs], grouped=grouped,
+                                    family_size=family_size, tests=VerdictRule("control", rule.alpha))
     return hierarchical_verdict(family, teacher, [ev.p_unlisted() for ev in evs],
                                 [ev.paired_result(family) for ev in evs],
                                 [ev.sibling_result(family, teacher) for ev in evs],
-                                grouped=grouped, family_size=family_size, **options)
+                                grouped=grouped, family_size=family_size, tests=rule)
 
 
 def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Sequence[str], *,
                        top_templates: int = 10, outputs: list | None = None,
-                       keep_outputs: bool = False, alpha: float = ALPHA,
-                       tests: str = "either", informative: bool = True) -> dict[str, Any]:
+                       keep_outputs: bool = False, alpha: float | None = None,
+                       tests: str | VerdictRule = "either", informative: bool = True) -> dict[str, Any]:
     """Combine per-task evidence into one verdict (over teachers every task knows): the document of
-    :func:`attribution.api.rank_student` (``informative``: see :func:`attribution.explain.templates`).
-    With families (or ``exclude``), ``family_ranking`` lists the families in play."""
+    :func:`attribution.api.rank_student` (``informative``: see :func:`attribution.explain.templates`;
+    ``tests`` and ``alpha``: the :class:`~attribution.verdicts.VerdictRule`). With families (or ``exclude``),
+    ``family_ranking`` lists the families in play."""
     if any(ev.n_outputs == 0 for ev in evidence.values()):
         raise model_error("E209")
     h = combined_hierarchy(evidence, classes)
@@ -543,15 +543,16 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
     ranking = _ranking_records(_combined_columns(h, sums))
     families = None if h.trivial else _family_frame(h, sums)
     top_family = ranking[0]["teacher"] if families is None else str(families["family"].iloc[0])
-    options: dict[str, Any] = {"alpha": alpha, "tests": tests}
-    judged = judge(evidence, ranking, top_family, h.grouped, len(h.members[top_family]), **options)
-    explained = judged["teacher"] or judged["best_candidate"]
+    rule = VerdictRule.of(tests, alpha)
+    judged = judge(evidence, ranking, top_family, h.grouped, len(h.members[top_family]), rule)
+    explained = judged.teacher or judged.best_candidate
+    assert explained is not None  # judge names the best candidate
     result: dict[str, Any] = {
         "n_outputs": sum(ev.n_outputs for ev in evidence.values()),
         "n_empty": sum(ev.n_empty for ev in evidence.values()), "ranking": ranking,
         "evidence": explain.combined_templates(dict(_by_task(evidence)), explained, top=top_templates,
                                                informative=informative),
-        "verdict": judged}
+        "verdict": judged.to_dict()}
     if families is not None:
         result["family_ranking"] = _ranking_records(families.to_dict("list"))
     per_task = {key: ev for key, ev in _by_task(evidence)}
@@ -564,34 +565,18 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
             result["tasks"][str(key)] = {
                 "n_outputs": ev.n_outputs, "ranking": task_ranking,
                 "verdict": judge({key: ev}, task_ranking, task_family, ev.hierarchy.grouped,
-                                  len(ev.hierarchy.members[task_family]), **options)}
+                                  len(ev.hierarchy.members[task_family]), rule).to_dict()}
     if keep_outputs:
         result["outputs"] = outputs or []
     return result
 
 
-#: How a verdict combines its two tests (see :func:`verdict`).
-VERDICT_TESTS = ("either", "paired", "unlisted", "both")
-
-
-def _task_test(p_unlisted: float | None, paired: dict[str, Any] | None, tests: str) -> tuple[float | None, str]:
-    """One task's p-value and the name of what it tested, under the ``tests`` rule of :func:`verdict`."""
-    p_paired = None if paired is None else paired["p_paired"]
-    if tests == "paired":
-        return p_paired, "paired"
-    if tests == "unlisted":
-        return p_unlisted, "unlisted"
-    if tests == "both":
-        both = None if p_paired is None or p_unlisted is None else max(p_paired, p_unlisted)
-        return both, "paired and unlisted"
-    available = [p for p in (p_paired, p_unlisted) if p is not None]
-    if len(available) == 2:  # Bonferroni: the union of two tests at alpha/2 each
-        return min(1.0, 2 * min(available)), "paired or unlisted"
-    return (available[0] if available else None), ("paired" if p_paired is not None else "unlisted")
+#: How a verdict combines its two tests (see :func:`verdict`): the choices of :class:`VerdictRule`.
+VERDICT_TESTS = VerdictRule.CHOICES
 
 
 def verdict(teacher: str, p_values: Sequence[float | None], paired: Sequence[dict[str, Any] | None] | None = None,
-            *, alpha: float = ALPHA, tests: str = "either") -> dict[str, Any]:
+            *, alpha: float | None = None, tests: str | VerdictRule = "either") -> Verdict:
     """Name the best-ranked teacher only when a test rules out the alternatives, in every task.
 
     Two tests, per task. The **paired** test (:mod:`attribution.paired`, ``p_paired``) runs when the
@@ -599,41 +584,31 @@ def verdict(teacher: str, p_values: Sequence[float | None], paired: Sequence[dic
     every other candidate prompt by prompt. It has power on real students but only compares the
     candidates. The **unlisted**-teacher test (:func:`unlisted_p_value`,
     ``p_unlisted``; 4+ candidates) asks whether a teacher outside the candidates could explain the
-    outputs as well; it rarely concludes when candidates are related. ``tests`` chooses the rule:
-    ``"either"`` (default: one test suffices, each at ``alpha / 2``), ``"paired"``, ``"unlisted"``,
-    or ``"both"`` (both must pass: the strict open-set rule).
+    outputs as well; it rarely concludes when candidates are related. ``tests`` chooses the rule
+    (:class:`~attribution.verdicts.VerdictRule`, or its name): ``"either"`` (default: one test suffices, each
+    at ``alpha / 2``), ``"paired"``, ``"unlisted"``, or ``"both"`` (both must pass: the strict open-set rule).
 
     ``p_value`` is the largest p-value over the tasks (every task must pass); ``status`` is
     ``"attributed"`` when it is below ``alpha``, ``"inconclusive"`` when it is not, and
     ``"unavailable"`` when a task has no test that the rule accepts. ``paired_score`` is the evidence
-    behind a paired test: each teacher's mean per-prompt score.
+    behind a paired test: each teacher's mean per-prompt score. Returns a :class:`~attribution.verdicts.Verdict`
+    between teachers (``to_dict()``: its JSON).
     """
-    if tests not in VERDICT_TESTS:
-        raise model_error("E210", name="tests", expected=f"one of {', '.join(VERDICT_TESTS)}", got=tests)
+    rule = VerdictRule.of(tests, alpha)
     paired = list(paired) if paired is not None else [None] * len(p_values)
-    task_tests = [_task_test(p_u, p_p, tests) for p_u, p_p in zip(p_values, paired)]
-    task_p = [p for p, _ in task_tests]
-    found = [t for t in paired if t is not None]
-    out: dict[str, Any] = {
-        "teacher": None, "best_candidate": teacher, "alpha": alpha,
-        "test": "; ".join(sorted({name for _, name in task_tests})) or None,
-        "p_unlisted": _largest(p_values),
-        "p_paired": max(t["p_paired"] for t in found) if found else None,
-        "n_paired": sum(t["n_paired"] for t in found),
-        "runner_up": found[0]["runner_up"] if len(found) == 1 else None,
-        "paired_score": found[0]["paired_score"] if len(found) == 1 else None,
-    }
-    p = _largest(task_p)
-    if p is None:  # a task without a test: name nobody, show the best candidate
-        return {**out, "status": "unavailable", "p_value": None}
-    status = "attributed" if p < alpha else "inconclusive"
-    return {**out, "teacher": teacher if status == "attributed" else None, "status": status, "p_value": p}
+    task_tests = [rule.task_test(p_u, None if p_p is None else p_p["p_paired"]) for p_u, p_p in zip(p_values, paired)]
+    p = _largest([p for p, _ in task_tests])
+    status = "unavailable" if p is None else ("attributed" if p < rule.alpha else "inconclusive")
+    return Verdict(status=status, best_candidate=teacher, alpha=rule.alpha,
+                   tests=tuple(sorted({name for _, name in task_tests}, key=lambda t: t.value)),
+                   teacher=teacher if status == "attributed" else None, p_value=p, p_unlisted=_largest(p_values),
+                   paired=PairedSummary.combine([t for t in paired if t is not None]), hierarchical=False, rule=rule)
 
 
 def hierarchical_verdict(family: str, teacher: str, p_values: Sequence[float | None],
                          paired: Sequence[dict[str, Any] | None], siblings: Sequence[dict[str, Any] | None], *,
-                         grouped: bool, family_size: int, alpha: float = ALPHA,
-                         tests: str = "either") -> dict[str, Any]:
+                         grouped: bool, family_size: int, alpha: float | None = None,
+                         tests: str | VerdictRule = "either") -> Verdict:
     """Name the family first, then the version (:mod:`attribution.families`).
 
     The family is named by :func:`verdict` between families: the unlisted-family test and the paired test
@@ -645,27 +620,19 @@ def hierarchical_verdict(family: str, teacher: str, p_values: Sequence[float | N
     with ``level`` ``"teacher"`` when it names one.
     """
     out = verdict(family, p_values, paired, alpha=alpha, tests=tests)
-    named_family = family if out["status"] == "attributed" else None
-    teacher_test: dict[str, Any] | None = None
+    named_family = family if out.status == "attributed" else None
     found = [t for t in siblings if t is not None] if grouped and family_size > 1 else []
-    if found and len(found) == len(siblings):
-        teacher_test = {"p_paired": max(t["p_paired"] for t in found), "n_paired": sum(t["n_paired"] for t in found),
-                        "runner_up": found[0]["runner_up"] if len(found) == 1 else None,
-                        "paired_score": found[0]["paired_score"] if len(found) == 1 else None}
+    teacher_test = PairedSummary.combine(found) if found and len(found) == len(siblings) else None
     if not grouped:  # every teacher is a family
         named_teacher = named_family
     elif family_size == 1:  # the family is one version
         named_teacher = teacher if named_family else None
     else:  # a version only when it also beats its siblings
-        named_teacher = teacher if named_family and teacher_test and teacher_test["p_paired"] < alpha else None
+        p_version = teacher_test.p_paired if teacher_test is not None else None
+        named_teacher = teacher if named_family and p_version is not None and p_version < out.alpha else None
     level = "teacher" if named_teacher else ("family" if named_family else None)
-    found_family = [t for t in paired if t is not None]
-    if len(found_family) == 1 and "p_paired_midpoint" in found_family[0]:  # the two paired statistics, shown
-        out.update({key: found_family[0][key] for key in ("p_paired_cosine", "p_paired_midpoint")})
-    if teacher_test is not None and len(found) == 1 and "p_paired_midpoint" in found[0]:
-        teacher_test.update({key: found[0][key] for key in ("p_paired_cosine", "p_paired_midpoint")})
-    return {**out, "teacher": named_teacher, "family": named_family, "level": level,
-            "best_candidate": teacher, "best_family": family, "teacher_test": teacher_test}
+    return replace(out, teacher=named_teacher, family=named_family, level=level, best_candidate=teacher,
+                   best_family=family, teacher_test=teacher_test, hierarchical=True)
 
 
 def _largest(p_values: Sequence[float | None]) -> float | None:
@@ -674,79 +641,67 @@ def _largest(p_values: Sequence[float | None]) -> float | None:
     return max(present) if present and len(present) == len(p_values) else None
 
 
-def describe_verdict(verdict: dict[str, Any] | None) -> str:
-    """One plain sentence saying what a :func:`verdict` means (for tables and reports)."""
+def describe_verdict(verdict: Verdict | Mapping[str, Any] | None) -> str:
+    """One plain sentence saying what a :func:`verdict` means (for tables and reports); a verdict of a JSON
+    result is read with :meth:`Verdict.from_dict`."""
     if not verdict:
         return "No verdict in this result (it predates the verdict's tests): read the ranking with care."
-    best, p, alpha = verdict.get("best_candidate"), verdict.get("p_value"), verdict.get("alpha")
-    test = verdict.get("test")
-    if p is None and test is None:  # a result saved before the paired test
-        p, test = verdict.get("p_unlisted"), "unlisted"
-    status = verdict.get("status")
-    p_text = _p_text(p)
-    if test == "control":
-        named = verdict.get("teacher") or verdict.get("family")
+    v = verdict if isinstance(verdict, Verdict) else Verdict.from_dict(verdict)
+    best, alpha, status, test = v.best_candidate, v.alpha, v.status, v.test
+    p_text = _p_text(v.p_value)
+    does = "s do" if v.several_tests else " does"
+    if v.is_control:
         if status == "attributed":
-            return (f"{named}: prompt by prompt, the student's log-odds of {verdict.get('family')} against every "
+            return (f"{v.teacher or v.family}: prompt by prompt, the student's log-odds of {v.family} against every "
                     f"other candidate exceed those of the control (a model of the same base taught by no "
-                    f"candidate) on the same prompts ({verdict.get('n_paired')} prompts; runner-up "
-                    f"{verdict.get('runner_up')}); p = {p_text} < {alpha} (control).")
-        return (f"{status}: against the control, {verdict.get('best_family') or best} is not singled out "
+                    f"candidate) on the same prompts ({v.n_paired} prompts; runner-up {v.runner_up}); "
+                    f"p = {p_text} < {alpha} (control).")
+        return (f"{status}: against the control, {v.best_family or best} is not singled out "
                 f"(p = {p_text}, alpha = {alpha}); no teacher is named.")
-    level, family = verdict.get("level"), verdict.get("best_family")
+    family = v.best_family
     if family is not None and family != best and status == "inconclusive":
         return (f"inconclusive: family {family} ranks first (its best version {best}), but the {test} "
-                f"test{'s do' if test and ' ' in test else ' does'} not single it out (p = {p_text}, alpha = "
-                f"{alpha}); no family is named.")
+                f"test{does} not single it out (p = {p_text}, alpha = {alpha}); no family is named.")
     if family is not None and family != best and status == "attributed":  # a verdict between families
-        sentence = describe_verdict({**verdict, "best_family": None, "best_candidate": family, "teacher": family})
+        sentence = describe_verdict(replace(v, best_family=None, best_candidate=family, teacher=family))
         sentence = sentence.replace(f"{family}: ", f"family {family}: ", 1)
-        test_of_version = verdict.get("teacher_test") or {}
-        if level == "teacher":
-            return (f"{verdict.get('teacher')} ({sentence[0].lower()}{sentence[1:]}) Within the family, its answers "
-                    f"beat every sibling's prompt by prompt (p = {_p_text(test_of_version.get('p_paired'))}).")
+        version = v.teacher_test
+        p_version = _p_text(version.p_paired if version is not None else None)
+        if v.level == "teacher":
+            return (f"{v.teacher} ({sentence[0].lower()}{sentence[1:]}) Within the family, its answers "
+                    f"beat every sibling's prompt by prompt (p = {p_version}).")
         return (f"{sentence} The version is not singled out: {best} ranks first in the family, but its paired "
-                f"test against {test_of_version.get('runner_up') or 'its siblings'} gives p = "
-                f"{_p_text(test_of_version.get('p_paired'))}.")
-    if test and "paired" in test:
-        paired_ok = _below(verdict.get("p_paired"), alpha, test)
-        unlisted_ok = _below(verdict.get("p_unlisted"), alpha, test)
+                f"test against {(version.runner_up if version is not None else None) or 'its siblings'} gives "
+                f"p = {p_version}.")
+    if v.uses_paired:
         reasons = []
-        if paired_ok:
+        if v.paired_passed:
             reasons.append(f"prompt by prompt, the outputs resemble {best}'s answers more than every other "
-                           f"candidate's ({verdict.get('n_paired')} paired prompts; runner-up "
-                           f"{verdict.get('runner_up')})")
-        if unlisted_ok:
+                           f"candidate's ({v.n_paired} paired prompts; runner-up {v.runner_up})")
+        if v.unlisted_passed:
             reasons.append("a teacher outside the candidates is implausible")
         if status == "attributed":
-            caveat = "" if unlisted_ok else (
+            caveat = "" if v.unlisted_passed else (
                 f" Among the candidates only: a teacher outside them that resembles {best} is not ruled out"
-                + (" (the unlisted-teacher test did not run)." if verdict.get("p_unlisted") is None else
-                   f" (p_unlisted = {_p_text(verdict.get('p_unlisted'))}); the strict rule, which needs both "
+                + (" (the unlisted-teacher test did not run)." if v.p_unlisted is None else
+                   f" (p_unlisted = {_p_text(v.p_unlisted)}); the strict rule, which needs both "
                    f"tests, would name no one."))
-            return f"{verdict.get('teacher')}: {' and '.join(reasons)}; p = {p_text} < {alpha} ({test}).{caveat}"
-        return (f"inconclusive: {best} ranks first, but the {test} test{'s do' if ' ' in test else ' does'} not "
+            return f"{v.teacher}: {' and '.join(reasons)}; p = {p_text} < {alpha} ({test}).{caveat}"
+        return (f"inconclusive: {best} ranks first, but the {test} test{does} not "
                 f"single it out (p = {p_text}, alpha = {alpha}); no teacher is named.")
     if status == "attributed":
-        return f"{verdict.get('teacher')}: a teacher outside the candidates is implausible (p = {p_text} < {alpha})."
+        return f"{v.teacher}: a teacher outside the candidates is implausible (p = {p_text} < {alpha})."
     if status == "inconclusive":
         return (f"inconclusive: the outputs are as consistent with a teacher outside the candidates as with "
                 f"{best} (p = {p_text}, alpha = {alpha}); no teacher is named.")
-    if verdict.get("reason"):  # a group of rank --group-by with nothing to rank (attribution.result.unranked_result)
-        return f"unavailable: not ranked: {verdict['reason']}"
+    if v.reason:  # a group of rank --group-by with nothing to rank (attribution.result.unranked_result)
+        return f"unavailable: not ranked: {v.reason}"
     return (f"unavailable: no test could run (no teacher answers to the student's prompts, and the unlisted-teacher "
             f"test needs 4+ candidate teachers); best candidate {best}, relative to the candidates only.")
 
 
 def _p_text(p: Any) -> str:
     return f"{p:.3g}" if isinstance(p, (int, float)) and not isinstance(p, bool) else "n/a"
-
-
-def _below(p: Any, alpha: Any, test: str) -> bool:
-    """Whether one test passed on its own, at the level the ``test`` rule gives it."""
-    if not isinstance(p, (int, float)) or not isinstance(alpha, (int, float)):
-        return False
-    return p < (alpha / 2 if " or " in test else alpha)
 
 
 def _ranking_records(columns: dict[str, list]) -> list[dict[str, Any]]:
@@ -763,6 +718,6 @@ def _ranking_records(columns: dict[str, list]) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["ALPHA", "VERDICT_TESTS", "StudentEvidence", "combined_family_ranking", "combined_ranking",
-           "describe_verdict", "hierarchical_verdict", "judge", "rank_hierarchy", "rank_teachers", "summarize_evidence",
-           "unlisted_p_value", "verdict"]
+__all__ = ["ALPHA", "VERDICT_TESTS", "StudentEvidence", "Verdict", "VerdictRule", "combined_family_ranking",
+           "combined_ranking", "describe_verdict", "hierarchical_verdict", "judge", "rank_hierarchy", "rank_teachers",
+           "summarize_evidence", "unlisted_p_value", "verdict"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,9 @@ import pandas as pd
 from .api import ControlScores, SharedScoring, StudentRun, rank_student
 from .errors import ModelError, input_error, missing_dependency, model_error
 from .inference import ALPHA
-from .io import Record, atomic_write
+from .io import Record, RecordReader, atomic_write
 from .multitask import as_multitask
+from .verdicts import Verdict, VerdictRule
 
 #: Record fields ``rank_students`` (and ``rank --group-by``) can group by.
 GROUP_FIELDS = ("student", "teacher", "task")
@@ -201,43 +202,182 @@ def _signature(model: Any) -> str:
     return next(iter(as_multitask(model).models_.values())).signature_
 
 
-def audit_student(model: Any, records: Iterable[Record], **options: Any) -> AuditResult:
-    """:func:`attribution.api.rank_student` (same options) as an :class:`AuditResult`, with the
-    model's ``signature``; ``student`` is the records' ``student`` field when they name one only."""
-    names: set[str] = set()
+def audit_student(model: Any, records: Iterable[Record], *, references: Sequence[Record] | None = None,
+                  reference_files: Sequence[str | os.PathLike] | None = None,
+                  model_file: str | os.PathLike | None = None,
+                  reader: RecordReader | None = None, skipped_references: Sequence[Any] = (), examples: int = 0,
+                  **options: Any) -> AuditResult:
+    """Rank one student from its outputs: the whole document that ``attribute-teacher rank`` prints and ``audit``
+    writes (the one way to rank a student; :func:`attribution.api.rank_student` is its ranking part alone).
 
-    def watch(stream: Iterable[Record]) -> Iterator[Record]:
-        for record in stream:
-            if record.student is not None and len(names) < 2:
-                names.add(record.student)
+    ``options`` are :func:`attribution.api.rank_student`'s (``task``, ``top_templates``, ``keep_outputs``,
+    ``tests``, ``alpha``, ``exclude``, ``control``, ...). The document is theirs plus the model's ``signature``,
+    ``skipped``, ``inputs`` and ``run`` (:func:`describe_run`): ``references`` are the records the model was fitted
+    on (counts and warnings; None for a saved model, then ``model_file`` names it), ``reader`` the
+    :class:`~attribution.io.RecordReader` the records come from (default: ``records`` when it is one: reading
+    options, skipped records), ``examples`` whole outputs kept per evidence template. ``student`` is the records'
+    ``student`` field when they name one only.
+    """
+    return _audit(model, records, None, references=references, reference_files=reference_files,
+                  model_file=model_file, reader=reader, skipped_references=skipped_references, examples=examples,
+                  options=options)
+
+
+def _audit(model: Any, records: Iterable[Record], group_by: str | None, *, references: Sequence[Record] | None,
+           reference_files: Sequence[str | os.PathLike] | None, model_file: str | os.PathLike | None,
+           reader: RecordReader | None, skipped_references: Sequence[Any], examples: int,
+           options: dict[str, Any]) -> Any:
+    """:func:`audit_student` (``group_by`` None) or :func:`rank_students`: the ranking, watched by the run's
+    recorder in the same pass, then :func:`describe_run`."""
+    from .report.run import RunRecorder
+
+    reader = reader if reader is not None else records if isinstance(records, RecordReader) else None
+    if options.get("control") is not None:  # read twice: scored, and its files named
+        options = {**options, "control": list(options["control"])}
+    recorder = RunRecorder(model, references=references, examples=examples, group_by=group_by)
+    seen = _Sources(records)
+    audit: AuditResult | AuditBatch
+    if group_by is None:
+        audit = _rank_one(model, recorder.watch(seen), **options)
+        batch = AuditBatch([audit])
+    else:
+        audit = batch = _rank_groups(model, recorder.watch(seen), group_by=group_by, **options)
+        if reader is not None and reader.skipped:
+            audit = batch = with_skipped_groups(batch, reader, group_by)
+    describe_run(audit.data if isinstance(audit, AuditResult) else audit.meta, batch, recorder, model=model,
+                 references=references, reference_files=reference_files, model_file=model_file,
+                 outputs=[reader.path] if reader is not None else seen.sources, reader=reader,
+                 skipped_references=skipped_references, examples=examples, group_by=group_by, options=options)
+    return audit
+
+
+class _Sources:
+    """Pass records on, noting the files they come from (``Record.source``) and the one ``student`` they name."""
+
+    def __init__(self, records: Iterable[Record]) -> None:
+        self.records = records
+        self.sources: dict[str, None] = {}
+        self.students: set[str] = set()
+
+    def __iter__(self) -> Iterator[Record]:
+        for record in self.records:
+            if record.source is not None and record.source not in self.sources and len(self.sources) < 100:
+                self.sources[record.source] = None
+            if record.student is not None and len(self.students) < 2:
+                self.students.add(record.student)
             yield record
 
-    data = rank_student(model, watch(records), **options)
+
+def _rank_one(model: Any, records: Iterable[Record], **options: Any) -> AuditResult:
+    """:func:`attribution.api.rank_student` as an :class:`AuditResult`, with the model's ``signature``."""
+    seen = records if isinstance(records, _Sources) else _Sources(records)
+    data = rank_student(model, seen, **options)
     data["signature"] = _signature(model)
-    return AuditResult(data, student=next(iter(names)) if len(names) == 1 else None)
+    return AuditResult(data, student=next(iter(seen.students)) if len(seen.students) == 1 else None)
 
 
-def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "student", task: str | None = None,
-                  top_templates: int = 10, keep_outputs: bool = False, alpha: float = ALPHA,
-                  tests: str = "either", informative_evidence: bool = True, exclude: Iterable[str] = (),
-                  control: Iterable[Record] | None = None,
-                  progress: Callable[[int], None] | None = None) -> AuditBatch:
+def input_files(*, outputs: Iterable[str | os.PathLike] = (), references: Iterable[str | os.PathLike] = (),
+                model: str | os.PathLike | None = None,
+                control: Iterable[str | os.PathLike] = ()) -> dict[str, dict[str, str]]:
+    """The document's ``inputs``: each file's name and SHA-256 (and, when a manifest says where it was collected,
+    ``source``), under the same keys however the audit ran: ``outputs`` (the student's), ``reference``, ``model``,
+    ``control``; a role of several files numbers them (``reference 1``, ``reference 2``, ...)."""
+    from .api import file_digest
+    from .distill.manifest import manifest_source
+
+    inputs: dict[str, dict[str, str]] = {}
+    for role, paths in (("outputs", outputs), ("reference", references), ("model", [model]), ("control", control)):
+        files = [p for p in dict.fromkeys(str(p) for p in paths if p is not None) if os.path.isfile(p)]
+        for i, path in enumerate(files, start=1):
+            inputs[role if len(files) == 1 else f"{role} {i}"] = {**file_digest(path), **manifest_source(path)}
+    return inputs
+
+
+def describe_run(document: dict[str, Any], batch: AuditBatch, recorder: Any, *, model: Any,
+                 references: Sequence[Record] | None = None,
+                 reference_files: Sequence[str | os.PathLike] | None = None,
+                 model_file: str | os.PathLike | None = None, outputs: Iterable[str | os.PathLike] = (),
+                 reader: RecordReader | None = None, skipped_references: Sequence[Any] = (), examples: int = 0,
+                 group_by: str | None = None, options: dict[str, Any] | None = None) -> list[str]:
+    """Add to a rank document what describes the run, the same for ``rank``, ``audit`` and Python: the warnings
+    about the ``references``, ``skipped`` (records skipped), ``inputs`` (:func:`input_files`), ``run``
+    (:meth:`attribution.report.run.RunRecorder.finish`: reference counts, settings, skipped records, the prompt
+    check) and example outputs; returns the warnings added (references first)."""
+    from .checks import reference_warnings
+
+    options = options or {}
+    warnings = reference_warnings(references) if references is not None else []
+    if warnings:
+        document["warnings"] = [*warnings, *document.get("warnings", [])]
+    skipped_outputs = list(reader.skipped) if reader is not None else []
+    document["skipped"] = len(skipped_references) + len(skipped_outputs)
+    control = options.get("control")
+    control_files = list(dict.fromkeys(r.source for r in control if r.source)) if control is not None else []
+    if reference_files is None and references is not None:
+        reference_files = list(dict.fromkeys(r.source for r in references if r.source))
+    document["inputs"] = input_files(outputs=outputs, references=reference_files or (), model=model_file,
+                                     control=control_files)
+    exclude = [str(name) for name in options.get("exclude") or ()]
+    settings = {"task": options.get("task"), "top_templates": options.get("top_templates", 10),
+                "verdict_test": VerdictRule.of(options.get("tests", "either"), options.get("alpha")).name,
+                "exclude": ", ".join(exclude) or None,
+                "control": (", ".join(Path(f).name for f in control_files) or "records") if control is not None
+                else None, "group_by": group_by, "examples": examples}
+    if reader is not None:
+        settings.update(skip_invalid=reader.skip_invalid, max_chars=reader.max_chars, text_field=reader.text_field)
+    return warnings + recorder.finish(document, batch, skipped_references=skipped_references,
+                                      skipped_outputs=skipped_outputs, options=settings)
+
+
+def with_skipped_groups(batch: AuditBatch, reader: RecordReader, group_by: str) -> AuditBatch:
+    """A group whose every record was skipped (``skip_invalid``) is in the batch too: unavailable, saying why."""
+    from collections import Counter
+
+    counts = Counter(names[group_by] for names in reader.skipped_names if group_by in names)
+    first: dict[str | None, Any] = {}
+    for names, err in zip(reader.skipped_names, reader.skipped):
+        first.setdefault(names.get(group_by), err)
+    reasons = {name: f"all {n} of its record(s) are invalid and were skipped (--skip-invalid); the first: "
+                     f"{first[name]}" for name, n in counts.items()}
+    return with_unranked(batch, reasons)
+
+
+def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "student",
+                  references: Sequence[Record] | None = None,
+                  reference_files: Sequence[str | os.PathLike] | None = None,
+                  model_file: str | os.PathLike | None = None, reader: RecordReader | None = None,
+                  skipped_references: Sequence[Any] = (), examples: int = 0, **options: Any) -> AuditBatch:
     """Rank every group of ``records`` (records sharing a ``group_by`` field: ``student``, ``teacher``
-    or ``task``) as one student each, in one streaming pass with one model.
+    or ``task``) as one student each, in one streaming pass with one model: :func:`audit_student` per group
+    (the same options), the run described once in the batch's ``meta`` (``signature``, ``skipped``,
+    ``inputs``, ``run``; see :func:`describe_run`).
 
     Each entry is :func:`attribution.api.rank_student`'s dict with ``student`` (the group's name) first.
     A record without the field is refused (``InputError`` E123, naming its file and line); no records at
     all, E209. A group with nothing to rank (every output empty after normalization, or one of its tasks
-    so) does not stop the others: its entry has no ranking and the verdict ``unavailable``, with the
-    reason (:func:`unranked_result`), and a warning names it; when no group at all can be ranked,
-    ``ModelError`` E216 names the first.
-
-    The groups' outputs are tagged and scored in shared batches (:class:`attribution.api.SharedScoring`),
-    and each group's state is let go as soon as its entry is made: memory grows with the entries, not with
-    a ranking's working state per group.
+    so; with a ``reader`` that skipped invalid records, every record of it skipped) does not stop the
+    others: its entry has no ranking and the verdict ``unavailable``, with the reason
+    (:func:`unranked_result`), and a warning names it; when no group at all can be ranked, ``ModelError``
+    E216 names the first.
     """
     if group_by not in GROUP_FIELDS:
         raise model_error("E210", name="group_by", expected=f"one of {', '.join(GROUP_FIELDS)}", got=group_by)
+    return _audit(model, records, group_by, references=references, reference_files=reference_files,
+                  model_file=model_file, reader=reader, skipped_references=skipped_references, examples=examples,
+                  options=options)
+
+
+def _rank_groups(model: Any, records: Iterable[Record], *, group_by: str = "student", task: str | None = None,
+                  top_templates: int = 10, keep_outputs: bool = False, alpha: float = ALPHA,
+                  tests: str | VerdictRule = "either", informative_evidence: bool = True, exclude: Iterable[str] = (),
+                  control: Iterable[Record] | None = None,
+                  progress: Callable[[int], None] | None = None) -> AuditBatch:
+    """The ranking of :func:`rank_students`, one entry per group. The groups' outputs are tagged and scored in
+    shared batches (:class:`attribution.api.SharedScoring`),
+    and each group's state is let go as soon as its entry is made: memory grows with the entries, not with
+    a ranking's working state per group.
+    """
+    rule = VerdictRule.of(tests, alpha)  # a wrong rule fails before any record is read
     scoring = SharedScoring(as_multitask(model), progress=progress)
     controls = ControlScores(control) if control is not None else None  # scored once for every group
     runs: dict[str, StudentRun] = {}
@@ -258,13 +398,13 @@ def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "stu
     for name in sorted(runs):
         run = runs.pop(name)  # its evidence arrays go as soon as its entry is made
         try:
-            data = run.finish(top_templates=top_templates, alpha=alpha, tests=tests,
+            data = run.finish(top_templates=top_templates, tests=rule,
                               informative_evidence=informative_evidence)
         except ModelError as err:
             if err.code not in ("E209", "E215"):
                 raise
             unranked.append(model_error("E216", field=group_by, group=name, detail=f"{err.message} [{err.code}]"))
-            data = unranked_result(run, f"{err.message} [{err.code}]", alpha=alpha)
+            data = unranked_result(run, f"{err.message} [{err.code}]", alpha=rule.alpha)
         results.append(AuditResult({"student": name, **data}, student=name))
     if len(unranked) == len(results):
         raise unranked[0]
@@ -276,9 +416,7 @@ def unranked_result(run: StudentRun | None, reason: str, *, alpha: float = ALPHA
     the group was skipped), no ranking and no evidence, and the verdict ``unavailable`` with the
     ``reason`` (also its one warning)."""
     evidence = run.evidence.values() if run is not None else []
-    verdict = {"status": "unavailable", "teacher": None, "best_candidate": None, "test": None, "p_value": None,
-               "p_unlisted": None, "p_paired": None, "n_paired": 0, "runner_up": None, "paired_score": None,
-               "alpha": alpha, "reason": reason}
+    verdict = Verdict(status="unavailable", best_candidate=None, alpha=alpha, reason=reason).to_dict()
     entry = {"n_outputs": sum(ev.n_outputs for ev in evidence), "n_empty": sum(ev.n_empty for ev in evidence),
              "ranking": [], "evidence": [], "verdict": verdict, "warnings": [f"not ranked: {reason}"]}
     if run is not None:

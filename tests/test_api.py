@@ -112,17 +112,17 @@ def test_rank_student_is_deterministic(model, student_records):
 
 
 def test_verdict_statuses():
-    assert verdict("a", [None]) == {"teacher": None, "best_candidate": "a", "status": "unavailable",
-                                    "p_unlisted": None, "alpha": 0.05, "p_value": None, "test": "unlisted",
-                                    "p_paired": None, "n_paired": 0, "runner_up": None, "paired_score": None}
-    assert verdict("a", [])["status"] == "unavailable"
+    assert verdict("a", [None]).to_dict() == {"teacher": None, "best_candidate": "a", "status": "unavailable",
+                                              "p_unlisted": None, "alpha": 0.05, "p_value": None, "test": "unlisted",
+                                              "p_paired": None, "n_paired": 0, "runner_up": None, "paired_score": None}
+    assert verdict("a", []).status == "unavailable"
     attributed = verdict("a", [0.01, 0.02])
-    assert attributed == {"teacher": "a", "best_candidate": "a", "status": "attributed", "p_unlisted": 0.02,
-                          "alpha": 0.05, "p_value": 0.02, "test": "unlisted", "p_paired": None, "n_paired": 0,
-                          "runner_up": None, "paired_score": None}
+    assert attributed.to_dict() == {"teacher": "a", "best_candidate": "a", "status": "attributed", "p_unlisted": 0.02,
+                                    "alpha": 0.05, "p_value": 0.02, "test": "unlisted", "p_paired": None,
+                                    "n_paired": 0, "runner_up": None, "paired_score": None}
     inconclusive = verdict("a", [0.01, 0.3])
-    assert inconclusive["status"] == "inconclusive" and inconclusive["teacher"] is None
-    assert verdict("a", [0.04], alpha=0.01)["status"] == "inconclusive"
+    assert inconclusive.status == "inconclusive" and inconclusive.teacher is None
+    assert verdict("a", [0.04], alpha=0.01).status == "inconclusive"
 
 
 # -- evaluate ------------------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ report = "md"
     ("[audti]\nlimit = 0\n", 1, "unknown table [audti]"),
     ("[audit]\nprompts = 'p.jsonl'\noutput_dir = '/tmp/x'\n", 3, "output_dir is not read from a config"),
     ("[attribution]\nreport = '../../x.html'\n", 2, "report must be false or one of"),
+    ("[attribution]\nreport = 'md'\nverdict_test = 'any'\n", 3, "verdict_test must be one of either, paired"),
     ("[audit]\nlimit = 0\n[defaults]\nsample = 1\n", 4, "sample must be true or false"),
 ])
 def test_config_errors_name_line_and_key(tmp_path, text, where, message):
@@ -173,7 +174,57 @@ def test_files_only_audit_writes_result_report_and_config(cli, tmp_path, split_r
     assert json.loads((out / "result.json").read_text())["ranking"] == result["ranking"]
     assert (out / "report.md").is_file() and (out / "audit.toml").read_text() == config.read_text()
     assert set(result["audit"]["sources"]) == {"suspect", "chatty", "formal", "terse"}
-    assert result["inputs"]["teacher chatty"]["name"] == "chatty.jsonl"
+    # inputs: the keys of rank's (one per role; a role of several files numbered, in the config's order)
+    assert [result["inputs"][f"reference {i}"]["name"] for i in (1, 2, 3)] == ["chatty.jsonl", "formal.jsonl",
+                                                                                "terse.jsonl"]
+    assert result["inputs"]["outputs"]["name"] == student_path.name
+    assert result["run"]["references"]["tasks"]["commonsense"]["chatty"] > 0 and result["skipped"] == 0
+
+
+ONE_REFERENCE_FILE = """\
+[student]
+name = "suspect"
+file = "{student}"
+
+[[teachers]]
+file = "{reference}"
+
+[attribution]
+report = false
+"""
+
+
+def test_rank_audit_and_python_give_the_same_document(cli, tmp_path, reference_path, student_path):
+    """One path from records to the document: the same audit through ``rank``, ``audit`` and Python
+    (:func:`attribution.result.audit_student`) gives the same JSON, ``inputs``, ``run`` and ``skipped`` included.
+    Normalized: only ``audit`` (the audit command's config name, version and each source's provenance), which the
+    others have no config for; the documents hold no timestamps or paths (file names only)."""
+    from attribution.api import fit_reference
+    from attribution.cli._app import to_json
+    from attribution.io import RecordReader, read_records
+    from attribution.result import audit_student
+
+    config = _config(tmp_path, ONE_REFERENCE_FILE.format(student=student_path, reference=reference_path))
+    audited = cli("audit", config, "--output-dir", tmp_path / "out", "--format", "json", "--quiet")
+    assert audited.returncode == 0, audited.stderr
+    ranked = cli("rank", student_path, "--reference", reference_path, "--format", "json", "--quiet")
+    assert ranked.returncode == 0, ranked.stderr
+    references = read_records(reference_path, require_teacher=True)
+    python = audit_student(fit_reference(references), RecordReader(student_path), references=references)
+    from_audit, from_rank = json.loads(audited.stdout), json.loads(ranked.stdout)
+    assert set(from_audit.pop("audit")["sources"]) == {"suspect", reference_path.stem}
+    assert from_audit == from_rank == json.loads(to_json(python.to_dict()))
+    assert set(from_rank["inputs"]) == {"outputs", "reference"} and from_rank["run"]["settings"]["verdict_test"] == (
+        "either")
+    # the rule too: [attribution] verdict_test is rank's --verdict-test
+    strict = _config(tmp_path, ONE_REFERENCE_FILE.format(student=student_path, reference=reference_path)
+                     + 'verdict_test = "both"\n')
+    audited = cli("audit", strict, "--output-dir", tmp_path / "strict", "--format", "json", "--quiet")
+    ranked = cli("rank", student_path, "--reference", reference_path, "--format", "json", "--quiet",
+                 "--verdict-test", "both")
+    from_audit, from_rank = json.loads(audited.stdout), json.loads(ranked.stdout)
+    del from_audit["audit"]
+    assert from_audit == from_rank and from_rank["run"]["settings"]["verdict_test"] == "both"
 
 
 @pytest.mark.slow
@@ -205,7 +256,7 @@ def test_audit_queries_the_student_endpoint_and_resumes(cli, tmp_path):
         assert result["ranking"][0]["teacher"] == "smollm2-135m"  # the suspect is SmolLM2 itself
         student = result["audit"]["sources"]["suspect"]
         assert student["model"] == SERVED_NAME and student["endpoint"] == server.base_url
-        assert "smollm2-135m at http://127.0.0.1" in result["inputs"]["student"]["source"]
+        assert "smollm2-135m at http://127.0.0.1" in result["inputs"]["outputs"]["source"]
         again = cli("audit", config, "-o", tmp_path / "out", "--format", "json")
         assert again.returncode == 0 and "0 written, 4 already there" in again.stderr
     finally:

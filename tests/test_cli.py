@@ -178,6 +178,19 @@ def test_evaluate_json_has_a_row_per_task_and_feature_set(cli, reference_path, l
     assert "72 reference and 18 student outputs" in proc.stderr
 
 
+def test_evaluate_decides_each_students_verdict_under_the_verdict_test(cli, reference_path, labelled_path):
+    """evaluate takes the verdict's rule as rank does (--verdict-test); an unknown rule is a usage error."""
+    def tests_of(rule: str) -> set[str]:
+        result = parse(cli("evaluate", "-r", reference_path, "-s", labelled_path, *FAST, "--subsets", "2",
+                           "--draws", "1", "--verdict-test", rule, "--format", "json"))
+        return {s["test"] for row in result["results"] for s in row["students"].values()}
+
+    assert tests_of("both") == {"paired and unlisted"}
+    assert tests_of("unlisted") == {"unlisted"}
+    bad = cli("evaluate", "-r", reference_path, "-s", labelled_path, *FAST, "--verdict-test", "any")
+    assert bad.returncode == 2 and "--verdict-test" in bad.stderr
+
+
 def test_tag_writes_words_and_tags(cli, work, student_path, student_records):
     out = work / "tags.jsonl"
     proc = cli("tag", student_path, "-o", out)

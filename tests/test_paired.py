@@ -16,9 +16,11 @@ from scipy import stats
 
 from attribution.api import describe_verdict, fit_reference, rank_student, verdict
 from attribution.errors import ModelError
+from attribution.inference import hierarchical_verdict
 from attribution.io import read_records
 from attribution.models import load_model, save_model
 from attribution.paired import PairedReferences, PairedTest
+from attribution.verdicts import Verdict, VerdictRule
 
 from conftest import ALPACAEVAL, shared_data
 
@@ -87,26 +89,55 @@ def test_paired_test_matches_scipy_and_is_an_intersection_union_test():
 def test_verdict_rules_combine_the_paired_and_unlisted_tests():
     paired = {"p_paired": 0.001, "runner_up": "b", "n_paired": 40, "paired_score": {"a": 0.1, "b": 0.0}}
     either = verdict("a", [0.5], [paired])  # default: either test, each at alpha / 2 (Bonferroni)
-    assert (either["status"], either["teacher"], either["test"]) == ("attributed", "a", "paired or unlisted")
-    assert either["p_value"] == pytest.approx(0.002)
-    assert verdict("a", [0.5], [{**paired, "p_paired": 0.03}])["status"] == "inconclusive"  # 0.06 >= 0.05
-    assert verdict("a", [0.01], [{**paired, "p_paired": 0.9}])["status"] == "attributed"  # unlisted suffices
+    assert (either.status, either.teacher, either.test) == ("attributed", "a", "paired or unlisted")
+    assert either.p_value == pytest.approx(0.002)
+    assert verdict("a", [0.5], [{**paired, "p_paired": 0.03}]).status == "inconclusive"  # 0.06 >= 0.05
+    assert verdict("a", [0.01], [{**paired, "p_paired": 0.9}]).status == "attributed"  # unlisted suffices
     only = verdict("a", [0.5], [paired], tests="paired")
-    assert (only["status"], only["test"], only["p_value"]) == ("attributed", "paired", 0.001)
+    assert (only.status, only.test, only.p_value) == ("attributed", "paired", 0.001)
     both = verdict("a", [0.5], [paired], tests="both")
-    assert (both["status"], both["test"], both["p_value"]) == ("inconclusive", "paired and unlisted", 0.5)
-    assert verdict("a", [None], [paired], tests="both")["status"] == "unavailable"  # < 4 candidates
-    assert verdict("a", [0.01], [paired], tests="unlisted")["p_value"] == 0.01
+    assert (both.status, both.test, both.p_value) == ("inconclusive", "paired and unlisted", 0.5)
+    assert verdict("a", [None], [paired], tests="both").status == "unavailable"  # < 4 candidates
+    assert verdict("a", [0.01], [paired], tests="unlisted").p_value == 0.01
     old = verdict("a", [0.01], [None])  # no paired answers: the unlisted test alone, at alpha
-    assert (old["status"], old["test"], old["p_value"]) == ("attributed", "unlisted", 0.01)
+    assert (old.status, old.test, old.p_value) == ("attributed", "unlisted", 0.01)
     none = verdict("a", [None], [None])
-    assert none["status"] == "unavailable" and none["teacher"] is None
+    assert none.status == "unavailable" and none.teacher is None
     mixed = verdict("a", [0.01, 0.3], [paired, None])  # every task must pass
-    assert (mixed["status"], mixed["test"], mixed["p_value"]) == ("inconclusive", "paired or unlisted; unlisted", 0.3)
+    assert (mixed.status, mixed.test, mixed.p_value) == ("inconclusive", "paired or unlisted; unlisted", 0.3)
     assert "paired prompts" in describe_verdict(either) and "inconclusive" in describe_verdict(both)
     assert describe_verdict(None).startswith("No verdict")
     with pytest.raises(ModelError):
         verdict("a", [0.5], [paired], tests="any")
+
+
+def test_a_verdict_reads_back_from_its_json_and_its_rule_describes_itself():
+    paired = {"p_paired": 0.001, "runner_up": "b", "n_paired": 40, "paired_score": {"a": 0.1, "b": 0.0},
+              "p_paired_cosine": 0.001, "p_paired_midpoint": 0.0005}
+    sibling = {"p_paired": 0.2, "runner_up": "a2", "n_paired": 40, "paired_score": {"a1": 0.1, "a2": 0.05}}
+    for v in (verdict("a", [0.5], [paired]), verdict("a", [None], [None]),
+              hierarchical_verdict("A", "a1", [0.5], [paired], [sibling], grouped=True, family_size=2),
+              hierarchical_verdict("A", "a1", [None], [paired], [sibling], grouped=True, family_size=2,
+                                   tests=VerdictRule("control"))):
+        assert Verdict.from_dict(v.to_dict()) == v and Verdict.from_dict(v.to_dict()).to_dict() == v.to_dict()
+    family_only = hierarchical_verdict("A", "a1", [0.5], [paired], [sibling], grouped=True, family_size=2)
+    assert (family_only.level, family_only.family, family_only.teacher) == ("family", "A", None)
+    assert family_only.to_dict()["teacher_test"]["p_paired"] == 0.2
+    control = hierarchical_verdict("A", "a1", [None], [paired], [sibling], grouped=True, family_size=2,
+                                   tests=VerdictRule("control"))
+    assert control.to_dict()["test"] == "control" and control.to_dict()["p_control"] == 0.001
+    # typed fields, not the test string: Bonferroni halves each test's level under 'either' only
+    either = verdict("a", [0.04], [{**paired, "p_paired": 0.04}])
+    assert either.uses_paired and either.uses_unlisted and either.test_level == 0.025
+    assert not either.paired_passed and either.status == "inconclusive"  # 2 x 0.04 = 0.08
+    assert verdict("a", [0.04], [paired], tests="both").test_level == 0.05
+    assert "twice the smaller" in VerdictRule("either").description
+    assert "alpha = 0.01" in VerdictRule("both", 0.01).description
+    assert VerdictRule.of(VerdictRule("both", 0.01)).alpha == 0.01
+    with pytest.raises(ModelError):
+        VerdictRule.of(VerdictRule("both", 0.01), alpha=0.2)  # two alphas for one rule
+    with pytest.raises(ModelError):
+        VerdictRule("either", alpha=1.5)
 
 
 # -- real distilled LLMs ---------------------------------------------------------------------

@@ -29,6 +29,7 @@ from attribution.errors import InputError, exit_status  # noqa: E402
 from attribution.io import Record  # noqa: E402
 from attribution.report import render_html, render_markdown, write_report  # noqa: E402
 from attribution.report.error_rates import ERROR_RATES, RIGHT_BY_SIZE_DOC_ROW  # noqa: E402
+from attribution.verdicts import VerdictRule, rule_table  # noqa: E402
 
 from conftest import run_cli, write_jsonl  # noqa: E402
 
@@ -80,12 +81,15 @@ def test_methodology_is_written_from_the_results_settings():
     assert "logistic-regression classifier (C = 0.5, balanced class weights)" in text
     assert "50 Poisson bootstrap resamples of the outputs (seed 7)" in text
     assert "The paired test ran on 118 outputs" in text and "unlisted-teacher test asks" in text
-    assert "Rule --verdict-test either: either test may name the top teacher, each at alpha/2" in text
+    assert "Rule --verdict-test either: the top-ranked candidate is named when the paired test or the " \
+           "unlisted-teacher test passes, each at alpha/2" in text
+    assert VerdictRule("either").description in text  # the rule's own sentence, nowhere else written
     assert "alpha = 0.05" in text
     strict = result(verdict={**result()["verdict"], "test": "paired and unlisted", "alpha": 0.01},
                     run={**result()["run"], "settings": {**SETTINGS, "verdict_test": "both"}})
     text = text_of(render_html(strict, {}, date=DATE))
-    assert "Rule --verdict-test both: both tests must pass" in text and "alpha = 0.01" in text
+    assert "Rule --verdict-test both: the top-ranked candidate is named when both tests pass" in text
+    assert "alpha = 0.01" in text
 
 
 def test_limitations_show_the_measured_error_rates_and_what_they_mean_here():
@@ -99,6 +103,27 @@ def test_limitations_show_the_measured_error_rates_and_what_they_mean_here():
     assert "At 100 outputs, simulated audits of documented students named the right teacher in 46%" in text
     passed = result(verdict={**result()["verdict"], "p_unlisted": 0.001})
     assert "closest candidate" not in text_of(render_html(passed, {}, date=DATE))
+
+
+def test_the_glossary_says_what_p_value_is_under_the_runs_rule():
+    """p_value is the paired test's only under 'paired': under the default rule it is twice the smaller p-value
+    (Bonferroni) when both tests ran, under 'both' the larger one."""
+    def glossary_of(rule: str, test: str) -> str:
+        doc = result(verdict={**result()["verdict"], "test": test},
+                     run={**result()["run"], "settings": {**SETTINGS, "verdict_test": rule}})
+        text = text_of(render_html(doc, {}, date=DATE))
+        return text[text.index("How to read the numbers"):]
+
+    assert "under this run's rule (either), twice the smaller of p_paired and p_unlisted (Bonferroni)" in (
+        glossary_of("either", "paired or unlisted"))
+    assert "under this run's rule (both), the larger of p_paired and p_unlisted" in glossary_of(
+        "both", "paired and unlisted")
+    assert "under this run's rule (paired), p_paired;" in glossary_of("paired", "paired")
+
+
+def test_the_rules_in_the_docs_are_the_rules_in_the_code():
+    """docs/verdict.md shows the rule table VerdictRule writes (regenerate it from attribution.verdicts.rule_table)."""
+    assert rule_table() in (REPO / "docs" / "verdict.md").read_text(encoding="utf-8")
 
 
 def test_error_rates_match_the_docs():

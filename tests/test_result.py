@@ -75,9 +75,14 @@ def test_rank_students_gives_each_group_the_single_student_result(model, student
 
 
 def test_audit_student_is_rank_student_as_frames(model, student_records):
+    """The whole document: rank_student's ranking part, the model's signature, and what describes the run."""
     result = audit_student(model, student_records)
     expected = rank_student(model, student_records)
-    assert result.to_dict() == {**expected, "signature": next(iter(model.models_.values())).signature_}
+    document = result.to_dict()
+    about_the_run = {key: document.pop(key) for key in ("skipped", "inputs", "run")}
+    assert document == {**expected, "signature": next(iter(model.models_.values())).signature_}
+    assert about_the_run["skipped"] == 0 and about_the_run["inputs"]["outputs"]["name"] == "student.jsonl"
+    assert about_the_run["run"]["settings"]["verdict_test"] == "either"
     assert result.ranking.columns.tolist() == ["teacher", "probability", "support", "ci_low", "ci_high"]
     assert result.ranking["teacher"].tolist() == [r["teacher"] for r in expected["ranking"]]
     assert result.verdict["status"].iloc[0] == expected["verdict"]["status"]

@@ -111,6 +111,23 @@ class Device(str, enum.Enum):
     cuda = "cuda"
 
 
+class VerdictTest(str, enum.Enum):
+    """Choices of --verdict-test (attribution.verdicts.VerdictRule.CHOICES; a test checks they agree)."""
+
+    either = "either"
+    paired = "paired"
+    unlisted = "unlisted"
+    both = "both"
+
+
+def _verdict_test_help() -> str:
+    from ..verdicts import VerdictRule
+
+    return "Which test may name a teacher (alpha 0.05): " + "; ".join(
+        f"'{name}'{' (default)' if name == 'either' else ''}: when {VerdictRule(name).when}"
+        for name in VerdictRule.CHOICES) + "."
+
+
 # Options shared by several commands (Typer reads these as metadata; reusing them is safe).
 FEATURES_HELP = f"Feature set: {registry.feature_sets.help()}."
 TAGGER_HELP = f"Tagger: {registry.taggers.help()}, or an installed spaCy package name."
@@ -129,6 +146,8 @@ CHROMIUM_OPTION = typer.Option(None, "--chromium", help="Chromium binary for a P
 CASE_ID_OPTION = typer.Option(None, "--case-id", help="Case ID shown in the report and its running header.")
 AUDITOR_OPTION = typer.Option(None, "--auditor", help="Auditor named in the report.")
 ORGANISATION_OPTION = typer.Option(None, "--organisation", help="Organisation named in the report.")
+VERDICT_TEST_OPTION = typer.Option(VerdictTest.either, "--verdict-test", case_sensitive=False,
+                                   help=_verdict_test_help())
 
 
 def report_case(case_id: str | None, auditor: str | None, organisation: str | None) -> Any:

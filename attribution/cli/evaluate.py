@@ -20,8 +20,10 @@ from ._app import (
     TAGGER_OPTION,
     TASK_OPTION,
     TEXT_FIELD_OPTION,
+    VERDICT_TEST_OPTION,
     WORKERS_OPTION,
     OutputFormat,
+    VerdictTest,
     app,
     emit,
     log,
@@ -79,6 +81,7 @@ def evaluate_cli(
     fmt: OutputFormat = FORMAT_OPTION,
     output: Optional[Path] = OUTPUT_JSON_OPTION,
     seed: int = typer.Option(0, "--seed", help="Seed of the random subsets."),
+    verdict_test: VerdictTest = VERDICT_TEST_OPTION,
     workers: Optional[int] = WORKERS_OPTION,
     scheduler: Optional[str] = SCHEDULER_OPTION,
     no_cache: bool = NO_CACHE_OPTION,
@@ -112,5 +115,5 @@ def evaluate_cli(
                         "normalize": normalize, "show_progress": not quiet, "random_state": seed}
     result = evaluate(refs, studs, features=names, baselines=baseline_names, subsets=sizes, draws=draws,
                       random_state=seed, tagger=tagger, normalize=normalize, baseline_options=baseline_options,
-                      base_correction=base_correction)
+                      base_correction=base_correction, tests=verdict_test.value)
     emit({**result.to_dict(), "skipped": len(skipped)}, fmt, _table, output, quiet=quiet)

@@ -26,9 +26,11 @@ from ._app import (
     TAGGER_OPTION,
     TASK_OPTION,
     TEXT_FIELD_OPTION,
+    VERDICT_TEST_OPTION,
     WORKERS_OPTION,
     OutputFormat,
     Tally,
+    VerdictTest,
     app,
     echo,
     emit,
@@ -110,15 +112,6 @@ def _fit_on_workers(client: Any) -> Any:
         return model, skipped, warnings, kept
 
     return fit
-
-
-class VerdictTest(str, Enum):
-    """Choices of --verdict-test (attribution.api.VERDICT_TESTS)."""
-
-    either = "either"
-    paired = "paired"
-    unlisted = "unlisted"
-    both = "both"
 
 
 class RankFormat(str, Enum):
@@ -286,10 +279,7 @@ def rank_cli(
                                       help="Keep per-output probabilities in the JSON (for 'attribute-teacher "
                                       "report')."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap behind 'support'."),
-    verdict_test: VerdictTest = typer.Option(
-        VerdictTest.either, "--verdict-test", case_sensitive=False,
-        help="Which test may name a teacher: 'either' the paired or the unlisted-teacher test (each at alpha/2), "
-             "'paired', 'unlisted', or 'both' (strict: also rule out a teacher outside the candidates)."),
+    verdict_test: VerdictTest = VERDICT_TEST_OPTION,
     exclude: str = typer.Option("", "--exclude", help="Comma-separated teachers or families to leave out of the "
                                 "ranking and its tests, without refitting (probabilities renormalized)."),
     families: Optional[Path] = FAMILIES_OPTION,
@@ -327,34 +317,22 @@ def rank_cli(
         ctx, reference, model_path, task=task, features=features, tagger=tagger, normalize=normalize, seed=seed,
         reader=reader, quiet=quiet, families=read_families(families) if families is not None else None)
     from ..io import RecordReader
-    from ..report.run import RunRecorder
+    from ..result import AuditBatch
 
-    group = group_by.value if group_by is not None else None
-    recorder = RunRecorder(model, references=ref_records, examples=examples, group_by=group)
     student = RecordReader(outputs, **reader)
     excluded = [n.strip() for n in exclude.split(",") if n.strip()]
     options = {"task": task, "top_templates": top_templates, "tests": verdict_test.value, "exclude": excluded,
-               "control": control_records,
+               "control": control_records, "examples": examples, "references": ref_records,
+               "reference_files": [reference] if reference is not None else None, "model_file": model_path,
+               "reader": student, "skipped_references": skipped,
                "keep_outputs": report is not None or keep_outputs or per_output is not None}
-    audit = _rank_records(model, student, recorder, outputs, group=group, options=options, model_path=model_path,
-                       quiet=quiet)
+    group = group_by.value if group_by is not None else None
+    audit = _rank_records(model, student, outputs, group=group, options=options, model_path=model_path,
+                          quiet=quiet)
     for warning in audit.warnings:
-        log(f"warning: {warning}", quiet=quiet)
-    result = audit.data if group_by is None else audit.meta  # what the JSON adds about the files
-    if warnings:  # about the references
-        result["warnings"] = [*warnings, *result.get("warnings", [])]
-    _add_inputs(result, outputs, reference, model_path, n_skipped=len(skipped) + len(student.skipped))
-    settings = {"task": task, "top_templates": top_templates, "verdict_test": verdict_test.value,
-                "exclude": ", ".join(excluded) or None,
-                "control": control.name if control is not None else None,
-                "skip_invalid": skip_invalid, "max_chars": max_chars, "text_field": text_field,
-                "group_by": group, "examples": examples}
-    from ..result import AuditBatch
-
+        if warning not in warnings:  # those about the references: logged when fitting
+            log(f"warning: {warning}", quiet=quiet)
     batch = audit if group_by is not None else AuditBatch([audit])
-    for warning in recorder.finish(result, batch, skipped_references=skipped, skipped_outputs=student.skipped,
-                                   options=settings):
-        log(f"warning: {warning}", quiet=quiet)
     _write_results(audit, batch, fmt=fmt, output=output, report=report, per_output=per_output,
                    evidence_file=evidence_file, keep_outputs=keep_outputs, examples=examples, chromium=chromium,
                    grouped=group_by is not None, case=case)
@@ -414,10 +392,11 @@ def _model_for_ranking(ctx: typer.Context, reference: Optional[Path], model_path
     return model, [], [], None
 
 
-def _rank_records(model: Any, student: Any, recorder: Any, outputs: Path, *, group: Optional[str],
-               options: dict[str, Any], model_path: Optional[Path], quiet: bool) -> Any:
-    """Stream the student file through the model (one student, or one per group), with a progress bar;
-    a file with nothing left to rank gets the reason (E118 or the reader's) instead of E209."""
+def _rank_records(model: Any, student: Any, outputs: Path, *, group: Optional[str], options: dict[str, Any],
+                  model_path: Optional[Path], quiet: bool) -> Any:
+    """The whole document (:func:`attribution.result.audit_student`, or :func:`~attribution.result.rank_students`
+    per group), streaming the student file with a progress bar; a file with nothing left to rank gets the
+    reason (E118 or the reader's) instead of E209."""
     from tqdm import tqdm
 
     from ..errors import ModelError, input_error
@@ -429,9 +408,9 @@ def _rank_records(model: Any, student: Any, recorder: Any, outputs: Path, *, gro
         try:
             audit: Any
             if group is None:
-                audit = audit_student(model, recorder.watch(tally), progress=bar.update, **options)
+                audit = audit_student(model, tally, progress=bar.update, **options)
             else:
-                audit = rank_students(model, recorder.watch(tally), group_by=group, progress=bar.update, **options)
+                audit = rank_students(model, tally, group_by=group, progress=bar.update, **options)
         except ModelError as err:
             if err.code != "E209":
                 raise
@@ -442,41 +421,7 @@ def _rank_records(model: Any, student: Any, recorder: Any, outputs: Path, *, gro
             raise problem or input_error("E118", source=student.source, n=n,
                                          hint=_empty_hint(model_path, model)) from None
     report_skipped(student.skipped, quiet=quiet)
-    if group is not None and student.skipped:
-        audit = _with_skipped_groups(audit, student, group)
     return audit
-
-
-def _with_skipped_groups(batch: Any, student: Any, group: str) -> Any:
-    """A group whose every record was skipped (--skip-invalid) is in the batch too: unavailable, saying why."""
-    from collections import Counter
-
-    from ..result import with_unranked
-
-    counts = Counter(names[group] for names in student.skipped_names if group in names)
-    first: dict[str | None, Any] = {}
-    for names, err in zip(student.skipped_names, student.skipped):
-        first.setdefault(names.get(group), err)
-    reasons = {name: f"all {n} of its record(s) are invalid and were skipped (--skip-invalid); the first: "
-                     f"{first[name]}" for name, n in counts.items()}
-    return with_unranked(batch, reasons)
-
-
-def _add_inputs(result: dict[str, Any], outputs: Path, reference: Optional[Path], model_path: Optional[Path], *,
-                n_skipped: int) -> None:
-    """What the JSON says about the files read: records skipped, each file's name and digest, and where
-    the reference was collected, when a manifest says so."""
-    from ..api import file_digest
-
-    result["skipped"] = n_skipped
-    result["inputs"] = {"outputs": file_digest(outputs)}
-    if reference is not None:
-        from ..distill.manifest import manifest_source
-
-        result["inputs"]["reference"] = {**file_digest(reference), **manifest_source(reference)}
-    else:
-        assert model_path is not None
-        result["inputs"]["model"] = file_digest(model_path)
 
 
 def _write_results(audit: Any, batch: Any, *, fmt: RankFormat, output: Optional[Path], report: Optional[Path],

@@ -12,14 +12,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..verdicts import TestName, Verdict
 from .document import Block, Para, Strong, Table, num, table
 from .validate import is_number
 
 #: Phrases of the verdict sentence that name command-line options, and their plain words in a report.
-_PLAIN_WORDS = (
-    ("(paired or unlisted)", "(either test)"), ("(paired and unlisted)", "(both tests)"),
-    ("(paired)", "(paired test)"), ("(unlisted)", "(unlisted-teacher test)"), ("(control)", "(control test)"),
-)
+_PLAIN_WORDS = tuple((f"({test.value})", f"({test.plain})") for test in TestName)
 
 
 def plain_sentence(sentence: str) -> str:
@@ -55,7 +53,7 @@ def _test_rows(verdict: dict[str, Any]) -> list[tuple[str, str, str]]:
     if is_number(verdict.get("p_value")):
         rows.append(("the verdict's p-value (the rule's, compared with alpha)", _p(verdict["p_value"]), ""))
     rival = str(verdict.get("runner_up") or "")
-    if verdict.get("test") == "control" and is_number(verdict.get("p_control")):
+    if Verdict.from_dict(verdict).is_control and is_number(verdict.get("p_control")):
         rows.append(("against the control (the student's log-odds above the control's, prompt by prompt)",
                      _p(verdict["p_control"]), rival))
     elif is_number(verdict.get("p_paired")):

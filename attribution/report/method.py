@@ -8,8 +8,10 @@ limitations show the verdict's error rates measured on this project's benchmarks
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from ..verdicts import Verdict, VerdictRule
 from .document import Block, Code, Para, Strong, num, table
 from .error_rates import (
     CONTROLS_NAMED_AT_10,
@@ -19,7 +21,6 @@ from .error_rates import (
     right_at_size,
     sizes_text,
 )
-from .validate import is_number
 
 #: What each block of a feature set counts, by block name.
 _BLOCKS = {"pos": "part-of-speech tag n-grams", "words": "word n-grams", "chars": "character n-grams"}
@@ -78,51 +79,46 @@ def methodology_blocks(result: dict[str, Any]) -> list[Block]:
             Para((Strong("Verdict."), " " + _verdict_method(result, settings)))]
 
 
+def result_verdict(result: dict[str, Any]) -> Verdict:
+    """The result's verdict, typed, with the rule of the run when its settings record it."""
+    settings = _settings(result)
+    verdict = Verdict.from_dict(result.get("verdict") or {})
+    rule = settings.get("verdict_test")
+    if rule in VerdictRule.CHOICES and not verdict.is_control and 0 < verdict.alpha < 1:
+        verdict = replace(verdict, rule=VerdictRule(rule, verdict.alpha))
+    if verdict.status == "unavailable":  # no test ran, whatever it would have been
+        verdict = replace(verdict, tests=())
+    return verdict
+
+
 def _verdict_method(result: dict[str, Any], settings: dict[str, Any]) -> str:
-    verdict = result.get("verdict") or {}
-    test, alpha = _test(verdict), verdict.get("alpha", "n/a")
-    rule = settings.get("verdict_test") or {"paired or unlisted": "either", "paired and unlisted": "both"}.get(test)
+    verdict = result_verdict(result)
     parts = []
-    if "paired" in test:
-        parts.append(f"The paired test ran on {verdict.get('n_paired', 'n/a')} outputs whose prompts every candidate "
+    if verdict.uses_paired:
+        parts.append(f"The paired test ran on {verdict.n_paired} outputs whose prompts every candidate "
                      "answered in the references (matched by id): per output, each teacher's answer to the same "
                      "prompt is compared with the student's output after removing what all the teachers' answers "
                      "share; one-sided paired t-tests ask whether the top-ranked teacher scores higher than every "
                      "other candidate, and p_paired is the largest of them (an intersection-union test).")
-    if "unlisted" in test:
+    if verdict.uses_unlisted:
         parts.append("The unlisted-teacher test asks whether a teacher outside the candidates could explain the "
                      "outputs as well: at fit time each teacher was left out in turn and its references scored by "
                      "a model of the others; p_unlisted is the share of such simulated students, as large as this "
                      "one, whose margin reaches this student's.")
-    if test == "control":
-        parts.append(f"The control test ran on {verdict.get('n_paired', 'n/a')} outputs whose prompts the control "
+    if verdict.is_control:
+        parts.append(f"The control test ran on {verdict.n_paired} outputs whose prompts the control "
                      "(a model of the student's base model taught by no candidate) also answered: per prompt, the "
                      "student's log-probability of the top-ranked family (then version) against each other candidate "
-                     "is compared with the control's; one-sided paired t-tests, and p_control is the largest of them. "
-                     "It decides alone: the rule between the paired and unlisted-teacher tests does not apply.")
-        parts.append(f"alpha = {alpha}; with several tasks, every task must pass. A teacher is named only when "
-                     "p_value < alpha.")
-        return " ".join(parts)
-    if not test:
+                     "is compared with the control's; one-sided paired t-tests, and p_control is the largest of them.")
+    elif not verdict.tests:
         parts.append("No test could run: the references hold no candidate's answers to the student's prompts, and "
                      "the unlisted-teacher test needs 4 or more candidates. Only the ranking is reported.")
-    rules = {"either": "either test may name the top teacher, each at alpha/2 (Bonferroni: p_value is twice the "
-                       "smaller p-value, capped at 1); when only one could run, it decides alone at alpha",
-             "both": "both tests must pass (p_value is the larger p-value): the strict open-set rule",
-             "paired": "only the paired test may name a teacher", "unlisted": "only the unlisted-teacher test may "
-                                                                               "name a teacher"}
-    if rule in rules:
-        parts.append(f"Rule --verdict-test {rule}: {rules[rule]}.")
-    parts.append(f"alpha = {alpha}; with several tasks, every task must pass. A teacher is named only when "
-                 "p_value < alpha.")
+    if verdict.rule is not None:
+        parts.append(verdict.rule.description)
+    else:
+        parts.append(f"alpha = {verdict.alpha:g}; with several tasks, every task must pass.")
+    parts.append("A teacher is named only when p_value < alpha.")
     return " ".join(parts)
-
-
-def _test(verdict: dict[str, Any]) -> str:
-    """The verdict's ``test`` (a result saved before the paired test had only the unlisted one)."""
-    if verdict.get("status") == "unavailable":
-        return ""
-    return str(verdict.get("test") or ("unlisted" if is_number(verdict.get("p_unlisted")) else ""))
 
 
 def limitation_blocks(result: dict[str, Any]) -> list[Block]:
@@ -148,11 +144,9 @@ def _what_it_means(result: dict[str, Any]) -> list[str]:
     verdict = result.get("verdict") or {}
     left_out = next(r for r in ERROR_RATES if r.case == "true teacher left out of the candidates")
     out = []
-    test, alpha, p_unlisted = _test(verdict), verdict.get("alpha"), verdict.get("p_unlisted")
-    unlisted_passed = isinstance(p_unlisted, float) and isinstance(alpha, float) and p_unlisted < (
-        alpha / 2 if " or " in test else alpha)
-    if verdict.get("status") == "attributed" and "paired" in test and not unlisted_passed:
-        named = verdict.get("teacher") or verdict.get("family")
+    typed = result_verdict(result)
+    if typed.status == "attributed" and typed.uses_paired and not typed.unlisted_passed:
+        named = typed.teacher or typed.family
         out.append(f"This verdict compares the candidates with each other. With the true teacher left out of the "
                    f"candidates, {left_out.wrong_text} AlpacaEval students were attributed to its closest "
                    f"candidate: if {named}'s likeness may have taught this student, this verdict "
@@ -189,4 +183,4 @@ def _at_this_size(n_outputs: int, status: str) -> list[str]:
             f"neither names nor clears the top-ranked candidate. Named right by audit size: {sizes_text()}. {source}"]
 
 
-__all__ = ["describe_features", "limitation_blocks", "methodology_blocks"]
+__all__ = ["describe_features", "limitation_blocks", "methodology_blocks", "result_verdict"]

@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..verdicts import Verdict
 from .case import CaseDetails, suspect_name
 from .document import Code, Document, Heading, Image, Para, Quotes, Strong, Terms, format_interval, num, pct, table
 from .evidence import plain_sentence, verdict_blocks
-from .method import limitation_blocks, methodology_blocks
+from .method import limitation_blocks, methodology_blocks, result_verdict
 from .validate import is_number
 
 #: How the numbers read, shown in every report.
@@ -28,9 +29,10 @@ GLOSSARY = (
     ("support", "share of bootstrap resamples of the outputs that keep the teacher first: sampling noise only, "
                 "not model error."),
     ("p_value", "the p-value behind the verdict, the number to act on: the paired test's (does the top teacher "
-                "beat every other candidate prompt by prompt?) when the teachers answered the student's prompts, "
-                "else the unlisted-teacher test's (could a teacher outside the candidates explain the outputs as "
-                "well?). The verdict names a teacher only when it is below alpha in every task."),
+                "beat every other candidate prompt by prompt?), the unlisted-teacher test's (could a teacher outside "
+                "the candidates explain the outputs as well?), or the two combined, as the verdict's rule says (see "
+                "Methodology); with several tasks, the largest over the tasks. The verdict names a teacher only when "
+                "it is below alpha."),
     ("paired score", "a candidate's mean per-prompt similarity to the student's outputs, its answer to the same "
                      "prompt compared after removing what all the candidates' answers share; the paired test asks "
                      "whether the top candidate's exceeds each rival's prompt by prompt."),
@@ -39,6 +41,19 @@ GLOSSARY = (
     ("share", "the share of outputs that use a template at least once: the student's outputs, and each teacher's "
               "reference outputs."),
 )
+
+
+def glossary(verdict: Verdict) -> tuple[tuple[str, str], ...]:
+    """:data:`GLOSSARY`, its ``p_value`` said under the verdict's own rule when the result shows it."""
+    rule = verdict.rule
+    if rule is None:
+        return GLOSSARY
+    p_value = (f"the p-value behind the verdict, the number to act on: under this run's rule ({rule.name}), "
+               f"{rule.p_value_text}; with several tasks, the largest over the tasks. The verdict names a teacher "
+               f"only when it is below alpha ({rule.alpha:g}). The rule: see Methodology.")
+    return tuple((term, p_value if term == "p_value" else text) for term, text in GLOSSARY)
+
+
 #: Skipped records listed by name (the rest are counted).
 MAX_SKIPPED_SHOWN = 20
 
@@ -78,7 +93,7 @@ def build_document(result: dict[str, Any], plots: Any, *, date: str, examples: i
     doc.add(Heading(2, "Limitations: the verdict's measured error rates"), *limitation_blocks(result))
     _counts(doc, result)
     _checks(doc, result)
-    doc.add(Heading(2, "How to read the numbers"), Terms(GLOSSARY))
+    doc.add(Heading(2, "How to read the numbers"), Terms(glossary(result_verdict(result))))
     _settings(doc, result, date)
     _full_examples(doc, result, examples)
     return doc
@@ -270,4 +285,4 @@ def _settings(doc: Document, result: dict[str, Any], date: str) -> None:
     doc.add(table(["role", "file", "SHA-256"], rows3, kind="settings"))
 
 
-__all__ = ["GLOSSARY", "TITLE", "build_document", "verdict_sentence"]
+__all__ = ["GLOSSARY", "TITLE", "build_document", "glossary", "verdict_sentence"]
