@@ -393,7 +393,8 @@ def _weak_reasons(teacher: str, runner_up: str, gap: float, rows: list[dict[str,
     elif n_separating == 0:
         best = min((row["p_student"] for row in rows if row["p_student"] is not None), default=None)
         smallest = f"; the smallest adjusted p-value of the student's use is {best:.3g}" if best is not None else ""
-        refs = "" if have_counts else " (the references' counts are not in this model file: judged on the student's side)"
+        refs = "" if have_counts else (" (the references' counts are not in this model file: judged on the "
+                                       "student's side)")
         reasons.append(f"none of the {len(rows)} templates shown separates {teacher} from {runner_up} at {alpha} "
                        f"over {n_tested} templates tested{refs}{smallest}")
     return reasons
