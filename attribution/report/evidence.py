@@ -148,8 +148,8 @@ def contrast_sentence(contrast: dict[str, Any]) -> str:
         return (f"{gap}Weak evidence: {reasons}. The verdict rests on its tests above; these templates do not "
                 f"show what sets {teacher} apart from {rival}.")
     return (f"{gap}Separating evidence: {shown} of the {n} templates shown separate {teacher} from {rival} "
-            f"(family-wise level {contrast.get('alpha')} over {contrast.get('n_tested')} templates tested): the references tell the "
-            f"two apart on them, and the student uses them as {teacher}'s references do, more often than "
+            f"(family-wise level {contrast.get('alpha')} over {contrast.get('n_tested')} templates tested): the "
+            f"references tell the two apart on them, and the student uses them as {teacher}'s references do, more often than "
             f"{rival}'s.")
 
 
