@@ -149,8 +149,8 @@ def contrast_sentence(contrast: dict[str, Any]) -> str:
                 f"show what sets {teacher} apart from {rival}.")
     return (f"{gap}Separating evidence: {shown} of the {n} templates shown separate {teacher} from {rival} "
             f"(family-wise level {contrast.get('alpha')} over {contrast.get('n_tested')} templates tested): the "
-            f"references tell the two apart on them, and the student uses them as {teacher}'s references do, more often than "
-            f"{rival}'s.")
+            f"references tell the two apart on them, and the student uses them as {teacher}'s references do, "
+            f"more often than {rival}'s.")
 
 
 def contrast_blocks(result: dict[str, Any]) -> list[Block]:
