@@ -215,3 +215,19 @@ def test_a_malformed_contrast_is_refused(model, reference_records):
     with pytest.raises(InputError) as err:
         check_result(bad)
     assert err.value.code == "E604" and "separates" in str(err.value)
+
+
+def test_python_result_exposes_the_contrast(reference_records, student_records):
+    """``audit_student(...).contrast``: the JSON's rows as a frame, its summary in ``attrs``; multi-task
+    rows name their task."""
+    from attribution.api import fit_reference
+    from attribution.result import audit_student
+
+    fitted = fit_reference(reference_records, open_set_min_teachers=3)
+    audited = audit_student(fitted, student_records)
+    found = audited.to_dict()["contrast"]
+    frame = audited.contrast
+    assert list(frame.columns) == CONTRAST_COLUMNS and len(frame) == len(found["templates"]) > 0
+    assert frame.attrs["teacher"] == found["teacher"] and frame.attrs["weak"] == found["weak"]
+    assert set(frame["task"]) <= set(fitted.models_)
+    assert (frame["log_odds"] > 0).all()
