@@ -231,3 +231,20 @@ def test_python_result_exposes_the_contrast(reference_records, student_records):
     assert frame.attrs["teacher"] == found["teacher"] and frame.attrs["weak"] == found["weak"]
     assert set(frame["task"]) <= set(fitted.models_)
     assert (frame["log_odds"] > 0).all()
+
+
+def test_runner_up_family_stands_for_its_best_ranked_version_and_ranking_is_the_fallback(model, student_records):
+    """A verdict between families names a family as runner-up: the contrast takes its best-ranked version.
+    Without a runner-up (the unlisted-teacher test decided), the ranking's next teacher, said so."""
+    from attribution.explain import verdict_contrast
+
+    evidence = {None: _evidence(model, texts_of(student_records))}
+    ranking = [{"teacher": "chatty", "family": "A"}, {"teacher": "terse", "family": "B"},
+               {"teacher": "formal", "family": "B"}]
+    found = verdict_contrast(evidence, {"teacher": None, "best_candidate": "chatty", "runner_up": "B",
+                                        "test": "paired"}, ranking)
+    assert (found["teacher"], found["runner_up"], found["runner_up_source"]) == ("chatty", "terse", "paired test")
+    found = verdict_contrast(evidence, {"teacher": "chatty", "runner_up": None, "test": "unlisted"},
+                             list(reversed(ranking)))
+    assert (found["runner_up"], found["runner_up_source"]) == ("formal", "ranking")
+    assert verdict_contrast(evidence, {"teacher": "chatty", "runner_up": "B"}, ranking, top=0) is None
