@@ -391,12 +391,16 @@ def _weak_reasons(teacher: str, runner_up: str, gap: float, rows: list[dict[str,
         reasons.append(f"no template that {teacher}'s references use more often than {runner_up}'s pulls these "
                        f"outputs towards {teacher}")
     elif n_separating == 0:
-        best = min((row["p_student"] for row in rows if row["p_student"] is not None), default=None)
-        smallest = f"; the smallest adjusted p-value of the student's use is {best:.3g}" if best is not None else ""
-        refs = "" if have_counts else (" (the references' counts are not in this model file: judged on the "
-                                       "student's side)")
-        reasons.append(f"none of the {len(rows)} templates shown separates {teacher} from {runner_up} at {alpha} "
-                       f"over {n_tested} templates tested{refs}{smallest}")
+        refs = sum(row["p_references"] is not None and row["p_references"] >= alpha for row in rows)
+        student = sum(row["p_student"] is None or row["p_student"] >= alpha for row in rows)
+        nearer = sum(abs(row["student_rate"] - row["teacher_rate"]) >= abs(row["student_rate"] - row["runner_up_rate"])
+                     for row in rows)
+        why = [f"the references do not tell the two apart on {refs}" if have_counts else
+               "the references' counts are not in this model file (judged on the student's side)",
+               f"the student does not use {student} more often than {runner_up}'s rate predicts",
+               f"the student's rate is nearer {runner_up}'s on {nearer}"]
+        reasons.append(f"none of the {len(rows)} templates shown separates {teacher} from {runner_up} at "
+                       f"{alpha} over {n_tested} templates tested: {', '.join(why)}")
     return reasons
 
 

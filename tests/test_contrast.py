@@ -103,6 +103,7 @@ def test_few_references_are_weak_evidence(model, reference_records):
     assert found["log_odds"] > 0 and found["templates"]
     assert found["weak"] and found["n_separating"] == 0
     assert all(row["p_references"] >= found["alpha"] for row in found["templates"])
+    assert f"the references do not tell the two apart on {len(found['templates'])}," in found["weak_reasons"][0]
     assert "Weak evidence" in contrast_sentence(found)
 
 
@@ -205,6 +206,10 @@ def test_report_shows_the_contrast_and_says_when_it_is_weak(model, reference_rec
         assert found["templates"][0]["feature"] in text
     section = html.split(heading)[1].split("<h2")[0]
     assert ('class="warning"' in section) is weak
+    assert "The verdict names no teacher" not in md
+    result["verdict"] = {**result["verdict"], "status": "inconclusive", "teacher": None}
+    assert f"compare the top-ranked candidate, {found['teacher']}, with {found['runner_up']} only" in \
+        render_markdown(result, {}, date="2026-01-02")
 
 
 def test_a_malformed_contrast_is_refused(model, reference_records):

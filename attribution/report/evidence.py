@@ -138,8 +138,11 @@ def contrast_sentence(contrast: dict[str, Any]) -> str:
     teacher, rival = contrast.get("teacher"), contrast.get("runner_up")
     n, shown = len(contrast.get("templates") or []), contrast.get("n_separating", 0)
     share = contrast.get("shown_share")
-    share_text = (f"; the {n} templates shown carry {pct(share)} of it (other templates also push "
-                  f"either way)" if is_number(share) and n else "")
+    share_text = ""
+    if is_number(share) and n:
+        share_text = (f"; the {n} templates shown carry {pct(share)} of it" + (
+            f", more than the whole: other templates pull back towards {rival}" if share > 1 else
+            " (other templates push either way)"))
     gap = (f"On these {contrast.get('n_outputs')} outputs the classifier's log-odds of {teacher} over {rival} "
            f"sums to {num(contrast.get('log_odds'), 1)} ({num(contrast.get('mean_log_odds'), 2)} per output)"
            f"{share_text}. ")
@@ -160,11 +163,15 @@ def contrast_blocks(result: dict[str, Any]) -> list[Block]:
     if not isinstance(contrast, dict):
         return []
     teacher, rival = str(contrast.get("teacher")), str(contrast.get("runner_up"))
+    named = (result.get("verdict") or {}).get("status") == "attributed"
     source = {"paired test": "the paired test's runner-up", "control test": "the control test's runner-up",
               "ranking": "the next in the ranking: no test named a runner-up"}.get(
         str(contrast.get("runner_up_source")), "runner-up")
     blocks: list[Block] = [
         Heading(3, f"What sets {teacher} apart from {rival}"),
+        *(() if named else (Para(f"The verdict names no teacher: these templates compare the top-ranked candidate, "
+                                 f"{teacher}, with {rival} only. Even when they separate the two, they are not "
+                                 "evidence that either taught the student; the verdict's tests decide that."),)),
         Para(f"{rival} is {source}. Each template's log-odds is its share of the classifier's log-odds of {teacher} "
              f"over {rival}, summed over the student's outputs; beside it, the share of outputs using it: the "
              f"student's (and how many), {teacher}'s references and {rival}'s. A template separates the two when "
