@@ -79,7 +79,8 @@ def _test_rows(verdict: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _score_table(scores: dict[str, Any], top: Any, runner_up: Any, p_value: Any, label: str) -> Table:
+def _score_table(scores: dict[str, Any], top: Any, runner_up: Any, p_value: Any, label: str,
+                 score: str = "mean paired score") -> Table:
     """Each candidate's mean paired score, its distance below the top, and the top's p-value against it."""
     ordered = sorted(((str(name), float(value)) for name, value in scores.items() if is_number(value)),
                      key=lambda item: (-item[1], item[0]))
@@ -93,7 +94,7 @@ def _score_table(scores: dict[str, Any], top: Any, runner_up: Any, p_value: Any,
         else:
             role, p_text = "", f"at most {_p(p_value)}" if is_number(p_value) else "n/a"
         rows.append((name, role, num(value, 4), num(value - best, 4), p_text))
-    return table([label, "", "mean paired score", "minus the top's", "p-value of the top against it"], rows,
+    return table([label, "", score, "minus the top's", "p-value of the top against it"], rows,
                  numeric=(2, 3, 4))
 
 
@@ -111,12 +112,21 @@ def verdict_blocks(result: dict[str, Any]) -> list[Block]:
     if isinstance(scores, dict) and scores:
         top = verdict.get("best_family") or verdict.get("best_candidate")
         label = "family" if with_families else "teacher"
-        blocks += [Para((Strong("Paired scores."), f" Over {verdict.get('n_paired', 'n/a')} prompts every candidate "
-                         "answered, each candidate's mean per-prompt similarity to the student's output (after "
-                         "removing what all the candidates' answers share). The top must score above every rival "
-                         "prompt by prompt; the runner-up is the rival it beats least clearly, and its p-value is "
-                         "the paired test's (every other rival's is at most that).")),
-                   _score_table(scores, top, verdict.get("runner_up"), verdict.get("p_paired"), label)]
+        if verdict.get("test") == "control":
+            what, score = (Strong("Scores against the control."), f" Over {verdict.get('n_paired', 'n/a')} prompts "
+                           "the student and the control both answered, each candidate's mean per-prompt "
+                           "log-probability (the classifier's) of the student's output minus that of the control's "
+                           "output. The top must gain more than every rival prompt by prompt; the runner-up is the "
+                           "rival it beats least clearly, and its p-value is the control test's (every other rival's "
+                           "is at most that)."), "mean gain over the control"
+        else:
+            what, score = (Strong("Paired scores."), f" Over {verdict.get('n_paired', 'n/a')} prompts every candidate "
+                           "answered, each candidate's mean per-prompt similarity to the student's output (after "
+                           "removing what all the candidates' answers share). The top must score above every rival "
+                           "prompt by prompt; the runner-up is the rival it beats least clearly, and its p-value is "
+                           "the paired test's (every other rival's is at most that)."), "mean paired score"
+        blocks += [Para(what), _score_table(scores, top, verdict.get("runner_up"), verdict.get("p_paired"), label,
+                                            score)]
     inner = verdict.get("teacher_test") or {}
     if isinstance(inner.get("paired_score"), dict) and inner["paired_score"]:
         blocks += [Para(f"Within the family {verdict.get('best_family')}: the same scores between its versions "
