@@ -151,7 +151,7 @@ def contrast_sentence(contrast: dict[str, Any]) -> str:
     share_text = ""
     if is_number(share) and n:
         share_text = (f"; the {n} templates shown carry {pct(share)} of it" + (
-            f", more than the whole: other templates pull back towards {rival}" if share > 1 else
+            f", more than the whole: other templates pull back towards {rival}" if float(share) > 1 else
             " (other templates push either way)"))
     gap = (f"On these {contrast.get('n_outputs')} outputs the classifier's log-odds of {teacher} over {rival} "
            f"sums to {num(contrast.get('log_odds'), 1)} ({num(contrast.get('mean_log_odds'), 2)} per output)"
