@@ -147,11 +147,11 @@ def contrast_sentence(contrast: dict[str, Any]) -> str:
     """Whether the contrast between the teacher and its runner-up is weak evidence, with its numbers."""
     teacher, rival = contrast.get("teacher"), contrast.get("runner_up")
     n, shown = len(contrast.get("templates") or []), contrast.get("n_separating", 0)
-    share = contrast.get("shown_share")
+    share: Any = contrast.get("shown_share")
     share_text = ""
     if is_number(share) and n:
         share_text = (f"; the {n} templates shown carry {pct(share)} of it" + (
-            f", more than the whole: other templates pull back towards {rival}" if float(share) > 1 else
+            f", more than the whole: other templates pull back towards {rival}" if share > 1 else
             " (other templates push either way)"))
     gap = (f"On these {contrast.get('n_outputs')} outputs the classifier's log-odds of {teacher} over {rival} "
            f"sums to {num(contrast.get('log_odds'), 1)} ({num(contrast.get('mean_log_odds'), 2)} per output)"
