@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -253,3 +255,17 @@ def test_runner_up_family_stands_for_its_best_ranked_version_and_ranking_is_the_
                              list(reversed(ranking)))
     assert (found["runner_up"], found["runner_up_source"]) == ("formal", "ranking")
     assert verdict_contrast(evidence, {"teacher": "chatty", "runner_up": "B"}, ranking, top=0) is None
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("pdftotext") is None,
+                    reason="headless Chromium and pdftotext (poppler-utils) are needed to print and read the PDF")
+def test_pdf_report_prints_the_contrast_and_its_weak_evidence(model, reference_records, tmp_path):
+    from attribution.report import write_report
+
+    texts = _references_of(reference_records, "chatty")[:2]
+    res = _result(json.loads(json.dumps(contrast({None: _evidence(model, texts)}, "chatty", "formal"))))
+    path = write_report(res, tmp_path / "r.pdf", date="2026-01-02")
+    text = " ".join(subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True,
+                                   check=True).stdout.split())
+    assert "What sets chatty apart from formal" in text and "Weak evidence: none of the" in text
+    assert res["contrast"]["templates"][0]["feature"] in text
