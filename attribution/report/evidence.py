@@ -182,6 +182,7 @@ def contrast_blocks(result: dict[str, Any]) -> list[Block]:
         *(() if named else (Para(f"The verdict names no teacher: these templates compare the top-ranked candidate, "
                                  f"{teacher}, with {rival} only. Even when they separate the two, they are not "
                                  "evidence that either taught the student; the verdict's tests decide that."),)),
+        Para(contrast_sentence(contrast), "warning" if contrast.get("weak") else ""),
         Para(f"{rival} is {source}. Each template's log-odds is its share of the classifier's log-odds of {teacher} "
              f"over {rival}, summed over the student's outputs; beside it, the share of outputs using it: the "
              f"student's (and how many), {teacher}'s references and {rival}'s. A template separates the two when "
@@ -205,8 +206,6 @@ def contrast_blocks(result: dict[str, Any]) -> list[Block]:
                             [(i + 1, Code(f"{row.get('block', '')}: {row.get('feature', '')}"),
                               Quotes(tuple(map(str, row.get("examples") or ()))) if row.get("examples") else "-")
                              for i, row in enumerate(rows)], numeric=(0,)))
-    kind = "warning" if contrast.get("weak") else ""
-    blocks.append(Para(contrast_sentence(contrast), kind))
     return blocks
 
 
