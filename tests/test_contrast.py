@@ -95,6 +95,7 @@ def test_demo_student_is_separating_evidence(demo_result):
     sentence = contrast_sentence(found)
     assert "Separating evidence" in sentence and "Weak evidence" not in sentence
     assert f"{found['n_separating']} of the {len(found['templates'])} templates" in sentence
+    assert "the references tell the two apart on them" in sentence and "not tested" not in sentence
 
 
 def test_few_references_are_weak_evidence(model, reference_records):
@@ -143,7 +144,10 @@ def test_a_model_file_without_rates_or_counts_says_what_it_cannot_check(model, r
     texts = _references_of(reference_records, "chatty")
     found = contrast({None: _evidence(without_counts, texts)}, "chatty", "formal")
     assert found["templates"] and all(row["p_references"] is None for row in found["templates"])
-    assert found["n_separating"] >= 1  # on the student's side alone
+    assert found["n_separating"] >= 1  # on the student's side alone, and the report says the references are not
+    sentence = contrast_sentence(found)
+    assert "Separating evidence" in sentence and "whether the references tell the two apart is not tested" in sentence
+    assert "the references tell the two apart on them" not in sentence
     no_rates = TeacherAttributor(**OPEN_SET_3)
     no_rates.__dict__.update(model.__dict__, reference_share_=None)
     found = contrast({None: _evidence(no_rates, texts)}, "chatty", "formal")

@@ -160,10 +160,14 @@ def contrast_sentence(contrast: dict[str, Any]) -> str:
         reasons = "; ".join(str(r) for r in contrast.get("weak_reasons") or [])
         return (f"{gap}Weak evidence: {reasons}. The verdict rests on its tests above; these templates do not "
                 f"show what sets {teacher} apart from {rival}.")
+    rows = [row for row in contrast.get("templates") or [] if isinstance(row, dict)]
+    counted = any(is_number(row.get("p_references")) for row in rows)
+    refs = ("the references tell the two apart on them, and " if counted else "")
+    untested = ("" if counted else " The model file keeps no reference counts, so whether the references tell the "
+                "two apart is not tested (a model fitted by this version keeps them).")
     return (f"{gap}Separating evidence: {shown} of the {n} templates shown separate {teacher} from {rival} "
-            f"(family-wise level {contrast.get('alpha')} over {contrast.get('n_tested')} templates tested): the "
-            f"references tell the two apart on them, and the student uses them as {teacher}'s references do, "
-            f"more often than {rival}'s.")
+            f"(family-wise level {contrast.get('alpha')} over {contrast.get('n_tested')} templates tested): "
+            f"{refs}the student uses them more often than {rival}'s rate predicts, nearer {teacher}'s rate.{untested}")
 
 
 def contrast_blocks(result: dict[str, Any]) -> list[Block]:
