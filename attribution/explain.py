@@ -293,10 +293,11 @@ def contrast(evidence: dict[str | None, StudentEvidence], teacher: str, runner_u
     **Separates.** A template separates the two when (1) the references tell them apart: one-sided Fisher
     exact test that ``teacher``'s references use it more often than ``runner_up``'s (``p_references``;
     needs the reference counts, kept by model files of this version); (2) the student uses it more often
-    than ``runner_up``'s rate predicts: one-sided exact binomial test of the student's count (``p_student``;
-    a rate of 0 is taken as half an output of the runner-up's references); and (3) the student's rate is
-    nearer the teacher's than the runner-up's. Both p-values are Bonferroni-adjusted over every eligible
-    template (``n_tested``), not only those shown: the shown ones were chosen on the same counts.
+    than ``runner_up``'s references do: the same test between the student's outputs and the runner-up's
+    references (``p_student``; without the counts, a one-sided binomial test against the runner-up's rate
+    taken as exact); and (3) the student's rate is nearer the teacher's than the runner-up's. Both p-values
+    are Bonferroni-adjusted over every eligible template (``n_tested``), not only those shown: the shown
+    ones were chosen on the same counts.
 
     **Weak.** ``weak`` is true, with its ``weak_reasons``, when no shown template separates at ``alpha``
     (family-wise), when the classifier's summed log-odds does not favour ``teacher`` at all, or when no
@@ -364,14 +365,15 @@ def _separation(row: dict[str, Any], n_tested: int, alpha: float, stats: Any) ->
     if rate_t is None or rate_r is None:
         return {"p_references": None, "p_student": None, "separates": False}
     adjust = max(n_tested, 1)
-    p_references = None
-    floor = 0.0
-    if counts is not None and min(counts) > 0:
+    if counts is not None and min(counts) > 0:  # Fisher exact tests (one-sided): two samples each
         n_t, n_r = counts
         c_t, c_r = round(rate_t * n_t), round(rate_r * n_r)
-        p_references = min(1.0, adjust * float(stats.hypergeom.sf(c_t - 1, n_t + n_r, c_t + c_r, n_t)))
-        floor = 0.5 / n_r
-    p_student = min(1.0, adjust * float(stats.binom.sf(k - 1, n, min(max(rate_r, floor), 1.0))))
+        p_references: float | None = min(1.0, adjust * float(stats.hypergeom.sf(c_t - 1, n_t + n_r, c_t + c_r,
+                                                                                n_t)))
+        p_student = min(1.0, adjust * float(stats.hypergeom.sf(k - 1, n + n_r, k + c_r, n)))
+    else:  # without the counts, the runner-up's rate taken as exact
+        p_references = None
+        p_student = min(1.0, adjust * float(stats.binom.sf(k - 1, n, rate_r)))
     nearer = abs(rate_s - rate_t) < abs(rate_s - rate_r)
     separates = nearer and p_student < alpha and (p_references is None or p_references < alpha)
     return {"p_references": p_references, "p_student": p_student, "separates": bool(separates)}

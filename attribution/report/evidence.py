@@ -191,9 +191,9 @@ def contrast_blocks(result: dict[str, Any]) -> list[Block]:
              f"over {rival}, summed over the student's outputs; beside it, the share of outputs using it: the "
              f"student's (and how many), {teacher}'s references and {rival}'s. A template separates the two when "
              f"{teacher}'s references use it more often than {rival}'s (p refs: one-sided Fisher exact test), the "
-             f"student uses it more often than {rival}'s rate predicts (p student: one-sided binomial test), and the "
-             "student's rate is nearer the teacher's; both p-values Bonferroni-adjusted over every template "
-             "tested.", "note")]
+             f"student uses it more often than {rival}'s references do (p student: the same test; a binomial test "
+             f"against {rival}'s rate without reference counts), and the student's rate is nearer the teacher's; "
+             "both p-values Bonferroni-adjusted over every template tested.", "note")]
     rows = [row for row in contrast.get("templates") or [] if isinstance(row, dict)]
     tasks = {row.get("task") for row in rows}
     if rows:
