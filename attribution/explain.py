@@ -399,7 +399,7 @@ def _weak_reasons(teacher: str, runner_up: str, gap: float, rows: list[dict[str,
                      for row in rows)
         why = [f"the references do not tell the two apart on {refs}" if have_counts else
                "the references' counts are not in this model file (judged on the student's side)",
-               f"the student does not use {student} more often than {runner_up}'s rate predicts",
+               f"the student does not use {student} more often than {runner_up}'s references do",
                f"the student's rate is nearer {runner_up}'s on {nearer}"]
         reasons.append(f"none of the {len(rows)} templates shown separates {teacher} from {runner_up} at "
                        f"{alpha} over {n_tested} templates tested: {', '.join(why)}")

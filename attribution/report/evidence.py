@@ -167,7 +167,7 @@ def contrast_sentence(contrast: dict[str, Any]) -> str:
                 "two apart is not tested (a model fitted by this version keeps them).")
     return (f"{gap}Separating evidence: {shown} of the {n} templates shown separate {teacher} from {rival} "
             f"(family-wise level {contrast.get('alpha')} over {contrast.get('n_tested')} templates tested): "
-            f"{refs}the student uses them more often than {rival}'s rate predicts, nearer {teacher}'s rate.{untested}")
+            f"{refs}the student uses them more often than {rival}'s references do, nearer {teacher}'s rate.{untested}")
 
 
 def contrast_blocks(result: dict[str, Any]) -> list[Block]:
