@@ -185,6 +185,9 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         Share of each teacher's non-empty reference outputs that contain each feature (rows follow
         ``classes_``): what a student's ``share_of_outputs`` of a template is compared with. ``None``
         for a model loaded from a file saved before it was kept.
+    reference_count_ : ndarray of shape (n_teachers,), int64, or None
+        Each teacher's non-empty reference outputs (the denominators of ``reference_share_``); ``None`` for
+        a model loaded from a file saved before it was kept.
     unlisted_log_proba_ : dict of str to ndarray
         For each teacher, log-probabilities of its reference outputs under a model fitted
         *without* it (the null of :func:`~attribution.inference.unlisted_p_value`); empty with fewer than
@@ -283,6 +286,8 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
             self.paired_ = PairedReferences.from_references(X, teachers, prompt_ids, self.classes_.tolist())
         used = [True] * X.shape[0] if has_text is None else has_text
         self.reference_share_: np.ndarray | None = reference_share(X, y, self.classes_, used)
+        self.reference_count_: np.ndarray | None = np.array(
+            [int(np.sum((y == c) & np.asarray(used, dtype=bool))) for c in self.classes_], dtype=np.int64)
         self.n_features_in_ = X.shape[1]
         self.signature_ = self._signature()
         return self
@@ -423,6 +428,8 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
             arrays.update(self.paired_.get_state())
         if self.reference_share_ is not None:
             arrays["reference_share"] = self.reference_share_
+        if getattr(self, "reference_count_", None) is not None:
+            arrays["reference_count"] = self.reference_count_
         for i, (block, vec) in enumerate(self.blocks_):
             vec_meta, vec_arrays = vec.get_state()
             meta["blocks"].append({"name": block, **vec_meta})
@@ -454,6 +461,8 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         self.paired_ = PairedReferences.from_state(arrays, len(self.classes_), self.n_features_in_)
         share = arrays.get("reference_share")  # absent from files saved before it was kept
         self.reference_share_ = None if share is None else np.asarray(share, dtype=np.float32)
+        count = arrays.get("reference_count")  # absent from files saved before it was kept
+        self.reference_count_ = None if count is None else np.asarray(count, dtype=np.int64)
         return self
 
 

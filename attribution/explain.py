@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # inference builds on this module
     from .estimator import TeacherAttributor
     from .features import SequenceNgramVectorizer
     from .inference import StudentEvidence
+    from .verdicts import Verdict
 
 #: Columns of :func:`templates`.
 TEMPLATE_COLUMNS = ["teacher", "block", "feature", "weight", "n_outputs", "share_of_outputs", "reference_share",
@@ -89,17 +90,23 @@ def _columns(model: TeacherAttributor) -> list[tuple[str, SequenceNgramVectorize
                                                  for gram in vec.get_feature_names_out()])
 
 
-def _shown_columns(model: TeacherAttributor, teacher: str, min_n: int, informative: bool) -> np.ndarray:
-    """Per column: may it be shown as evidence for ``teacher`` (``min_n`` symbols or more; with
-    ``informative``, :func:`is_informative` and :func:`distinctive`)?"""
+def _symbol_columns(model: TeacherAttributor, min_n: int, informative: bool) -> np.ndarray:
+    """Per column: ``min_n`` symbols or more (with ``informative``, and :func:`is_informative`)?"""
 
     def by_symbols() -> np.ndarray:
         symbols = [vec.split(gram) for _, vec, gram in _columns(model)]
         return np.fromiter((len(s) >= min_n and (not informative or is_informative(s)) for s in symbols),
                            dtype=bool, count=len(symbols))
 
+    return _per_model(model, ("symbols", min_n, informative), by_symbols)
+
+
+def _shown_columns(model: TeacherAttributor, teacher: str, min_n: int, informative: bool) -> np.ndarray:
+    """Per column: may it be shown as evidence for ``teacher`` (``min_n`` symbols or more; with
+    ``informative``, :func:`is_informative` and :func:`distinctive`)?"""
+
     def make() -> np.ndarray:
-        mask = _per_model(model, ("symbols", min_n, informative), by_symbols)
+        mask = _symbol_columns(model, min_n, informative)
         distinct = distinctive(model, teacher) if informative else None
         return mask if distinct is None else mask & distinct
 
@@ -238,6 +245,190 @@ def combined_templates(evidence: dict[str | None, StudentEvidence], teacher: str
     return rows[:top]
 
 
-__all__ = ["MIN_CONTENT_SYMBOLS", "NON_CONTENT_TAGS", "TEMPLATE_COLUMNS", "combined_templates", "distinctive",
-           "examples", "feature_columns", "is_content", "is_informative", "relative_coef", "share_of_outputs",
-           "templates"]
+#: Family-wise level at which a contrasting template separates the named teacher from its runner-up.
+CONTRAST_ALPHA = 0.05
+#: Keys of each row of a contrast's ``templates`` (:func:`contrast`).
+CONTRAST_COLUMNS = ["task", "block", "feature", "log_odds", "n_outputs", "student_rate", "teacher_rate",
+                    "runner_up_rate", "p_references", "p_student", "separates", "examples"]
+
+
+def log_odds_weights(model: TeacherAttributor, teacher: str, rival: str) -> tuple[np.ndarray, float]:
+    """The classifier's log-odds of ``teacher`` over ``rival`` as a linear function of one output's features:
+    ``(coefficients, intercept)``, so that ``log p(teacher | x) - log p(rival | x) = coefficients @ x +
+    intercept`` exactly (multinomial logistic regression; a binary model's one row split symmetrically)."""
+    def make() -> tuple[np.ndarray, float]:
+        coef = relative_coef(model, teacher) - relative_coef(model, rival)
+        intercept = np.asarray(model.classifier_.intercept_, dtype=float)
+        if intercept.shape[0] == 1:
+            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+        classes = model.classes_.tolist()
+        return coef, float(intercept[classes.index(teacher)] - intercept[classes.index(rival)])
+
+    return _per_model(model, ("log_odds", teacher, rival), make)
+
+
+def contrast(evidence: dict[str | None, StudentEvidence], teacher: str, runner_up: str, *, top: int = 10,
+             informative: bool = True, alpha: float = CONTRAST_ALPHA,
+             runner_up_source: str = "paired test") -> dict[str, Any]:
+    """The templates that set ``teacher`` apart from ``runner_up`` in this student's outputs, and whether
+    that evidence is weak.
+
+    **What is decomposed.** The templates of :func:`templates` explain the *ranking*: what pulled the
+    student towards a teacher relative to the average candidate. A template every strong candidate writes
+    (list numbering) can top that list and still say nothing about the *verdict*, which names a teacher
+    over its runner-up. Here each template's weight is its share of the student's summed log-odds of
+    ``teacher`` over ``runner_up`` under the classifier: ``(w_teacher - w_runner_up)[j] * sum of x[j]``
+    over the outputs (``log_odds``). The log-odds is linear in the features, so these shares add up
+    exactly, with the intercepts' share, to the whole gap (``log_odds`` of the result); they need only
+    the sums the evidence keeps, and exist whatever test decided (paired, unlisted-teacher, control).
+    The paired test's own statistic (cosines to each candidate's answer) has no such exact per-feature
+    split without keeping every output's features, so it is not the one decomposed; the rates below
+    check the same thing on counts an auditor can verify.
+
+    **Which templates.** Those used by the student that push towards ``teacher`` (positive ``log_odds``)
+    and, when the model file keeps the rates, that ``teacher``'s references use more often than
+    ``runner_up``'s (others contradict themselves); with ``informative``, two content symbols or more
+    (:func:`is_informative`). The ``top`` largest are shown, with the student's, the teacher's and the
+    runner-up's rates (share of outputs using the template) and example spans.
+
+    **Separates.** A template separates the two when (1) the references tell them apart: one-sided Fisher
+    exact test that ``teacher``'s references use it more often than ``runner_up``'s (``p_references``;
+    needs the reference counts, kept by model files of this version); (2) the student uses it more often
+    than ``runner_up``'s references do: the same test between the student's outputs and the runner-up's
+    references (``p_student``; without the counts, a one-sided binomial test against the runner-up's rate
+    taken as exact); and (3) the student's rate is nearer the teacher's than the runner-up's. Both p-values
+    are Bonferroni-adjusted over every eligible template (``n_tested``), not only those shown: the shown
+    ones were chosen on the same counts.
+
+    **Weak.** ``weak`` is true, with its ``weak_reasons``, when no shown template separates at ``alpha``
+    (family-wise), when the classifier's summed log-odds does not favour ``teacher`` at all, or when no
+    eligible template exists. Too few student outputs show as large ``p_student`` values, so weak.
+    """
+    from scipy import stats
+
+    rows: list[dict[str, Any]] = []
+    gap, n_outputs, n_tested, have_counts, have_rates = 0.0, 0, 0, True, True
+    for task, ev in evidence.items():
+        model = ev.model
+        classes = model.classes_.tolist()
+        if teacher not in classes or runner_up not in classes or ev.n_outputs == 0:
+            continue
+        coef, intercept = log_odds_weights(model, teacher, runner_up)
+        contribution = coef * ev.feature_sums
+        gap += float(contribution.sum() + ev.n_outputs * intercept)
+        n_outputs += ev.n_outputs
+        share = model.reference_share_
+        counts = getattr(model, "reference_count_", None)
+        kt, kr = classes.index(teacher), classes.index(runner_up)
+        eligible = (contribution > 0) & _symbol_columns(model, 2, informative)
+        if share is None:
+            have_rates = False
+        else:
+            eligible &= share[kt] > share[kr]
+        have_counts &= counts is not None
+        candidates = np.flatnonzero(eligible)
+        n_tested += len(candidates)
+        if len(candidates) > top > 0:
+            cut = np.partition(contribution[candidates], len(candidates) - top)[len(candidates) - top]
+            candidates = candidates[contribution[candidates] >= cut]
+        columns = _columns(model)
+        order = sorted(candidates.tolist(), key=lambda j: (-contribution[j], f"{columns[j][0]}:{columns[j][2]}"))
+        spans = ev.examples(order[:top])
+        for j in order[:top]:
+            block, vec, feature = columns[j]
+            rate_t = float(share[kt, j]) if share is not None else None
+            rate_r = float(share[kr, j]) if share is not None else None
+            rows.append({"task": task, "block": block, "feature": feature, "log_odds": float(contribution[j]),
+                         "n_outputs": int(ev.feature_outputs[j]),
+                         "student_rate": float(ev.feature_outputs[j] / ev.n_outputs),
+                         "teacher_rate": rate_t, "runner_up_rate": rate_r,
+                         "_n": ev.n_outputs, "_counts": None if counts is None else (int(counts[kt]), int(counts[kr])),
+                         "examples": list(spans.get(j, [] if vec.explained_by_words else [feature]))})
+    rows.sort(key=lambda row: (-row["log_odds"], row["feature"]))
+    rows = rows[:max(top, 0)]
+    for row in rows:
+        row.update(_separation(row, n_tested, alpha, stats))
+    shown = sum(row["log_odds"] for row in rows)
+    n_separating = sum(bool(row["separates"]) for row in rows)
+    reasons = _weak_reasons(teacher, runner_up, gap, rows, n_separating, n_tested, alpha, have_rates, have_counts)
+    return {"teacher": teacher, "runner_up": runner_up, "runner_up_source": runner_up_source,
+            "n_outputs": n_outputs, "log_odds": gap, "mean_log_odds": gap / n_outputs if n_outputs else None,
+            "shown_log_odds": shown, "shown_share": shown / gap if gap > 0 else None, "n_tested": n_tested,
+            "n_separating": n_separating, "alpha": alpha, "weak": bool(reasons), "weak_reasons": reasons,
+            "templates": [{key: row[key] for key in CONTRAST_COLUMNS} for row in rows]}
+
+
+def _separation(row: dict[str, Any], n_tested: int, alpha: float, stats: Any) -> dict[str, Any]:
+    """``p_references``, ``p_student`` (Bonferroni over ``n_tested``) and ``separates`` of one row."""
+    k, n = row["n_outputs"], row.pop("_n")
+    counts = row.pop("_counts")
+    rate_t, rate_r, rate_s = row["teacher_rate"], row["runner_up_rate"], row["student_rate"]
+    if rate_t is None or rate_r is None:
+        return {"p_references": None, "p_student": None, "separates": False}
+    adjust = max(n_tested, 1)
+    if counts is not None and min(counts) > 0:  # Fisher exact tests (one-sided): two samples each
+        n_t, n_r = counts
+        c_t, c_r = round(rate_t * n_t), round(rate_r * n_r)
+        p_references: float | None = min(1.0, adjust * float(stats.hypergeom.sf(c_t - 1, n_t + n_r, c_t + c_r,
+                                                                                n_t)))
+        p_student = min(1.0, adjust * float(stats.hypergeom.sf(k - 1, n + n_r, k + c_r, n)))
+    else:  # without the counts, the runner-up's rate taken as exact
+        p_references = None
+        p_student = min(1.0, adjust * float(stats.binom.sf(k - 1, n, rate_r)))
+    nearer = abs(rate_s - rate_t) < abs(rate_s - rate_r)
+    separates = nearer and p_student < alpha and (p_references is None or p_references < alpha)
+    return {"p_references": p_references, "p_student": p_student, "separates": bool(separates)}
+
+
+def _weak_reasons(teacher: str, runner_up: str, gap: float, rows: list[dict[str, Any]], n_separating: int,
+                  n_tested: int, alpha: float, have_rates: bool, have_counts: bool) -> list[str]:
+    """Why the contrast between ``teacher`` and ``runner_up`` is weak evidence (empty: it is not)."""
+    reasons = []
+    if gap <= 0:
+        reasons.append(f"the classifier's summed log-odds of {teacher} over {runner_up} on these outputs is "
+                       f"{gap:.3g}, not in {teacher}'s favour")
+    if not have_rates:
+        reasons.append("the model file keeps no reference rates, so no template can be checked against the "
+                       "references")
+    elif not rows:
+        reasons.append(f"no template that {teacher}'s references use more often than {runner_up}'s pulls these "
+                       f"outputs towards {teacher}")
+    elif n_separating == 0:
+        refs = sum(row["p_references"] is not None and row["p_references"] >= alpha for row in rows)
+        student = sum(row["p_student"] is None or row["p_student"] >= alpha for row in rows)
+        nearer = sum(abs(row["student_rate"] - row["teacher_rate"]) >= abs(row["student_rate"] - row["runner_up_rate"])
+                     for row in rows)
+        why = [f"the references do not tell the two apart on {refs}" if have_counts else
+               "the references' counts are not in this model file (judged on the student's side)",
+               f"the student does not use {student} more often than {runner_up}'s references do",
+               f"the student's rate is nearer {runner_up}'s on {nearer}"]
+        reasons.append(f"none of the {len(rows)} templates shown separates {teacher} from {runner_up} at "
+                       f"{alpha} over {n_tested} templates tested: {', '.join(why)}")
+    return reasons
+
+
+def verdict_contrast(evidence: dict[str | None, StudentEvidence], verdict: Verdict,
+                     ranking: Sequence[dict[str, Any]], *, top: int = 10,
+                     informative: bool = True) -> dict[str, Any] | None:
+    """:func:`contrast` of the verdict's teacher (the best candidate when none is named) and its runner-up:
+    the verdict's ``runner_up`` (the rival behind the paired or control test; a family stands for its
+    best-ranked version), else, when no test named one (the unlisted-teacher test, several tasks), the
+    ranking's next teacher (``runner_up_source``: ``"paired test"`` or ``"ranking"``). ``None`` without a
+    rival or with ``top`` 0."""
+    teacher = verdict.teacher or verdict.best_candidate
+    if not teacher or top <= 0:
+        return None
+    named, source = verdict.runner_up, "control test" if verdict.is_control else "paired test"
+    if not named:
+        named, source = None, "ranking"
+    rival = next((str(row["teacher"]) for row in ranking if str(row["teacher"]) != teacher
+                  and (named is None or named in (row["teacher"], row.get("family")))), None)
+    if rival is None:
+        return None
+    return contrast(evidence, str(teacher), rival, top=top, informative=informative, runner_up_source=source)
+
+
+__all__ = ["CONTRAST_ALPHA", "CONTRAST_COLUMNS", "MIN_CONTENT_SYMBOLS", "NON_CONTENT_TAGS", "TEMPLATE_COLUMNS",
+           "combined_templates", "contrast", "distinctive", "examples", "feature_columns", "is_content",
+           "is_informative", "log_odds_weights", "relative_coef", "share_of_outputs", "templates",
+           "verdict_contrast"]

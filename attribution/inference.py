@@ -553,6 +553,10 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
         "evidence": explain.combined_templates(dict(_by_task(evidence)), explained, top=top_templates,
                                                informative=informative),
         "verdict": judged.to_dict()}
+    contrast = explain.verdict_contrast(dict(_by_task(evidence)), judged, ranking, top=top_templates,
+                                        informative=informative)
+    if contrast is not None:
+        result["contrast"] = contrast
     if families is not None:
         result["family_ranking"] = _ranking_records(families.to_dict("list"))
     per_task = {key: ev for key, ev in _by_task(evidence)}

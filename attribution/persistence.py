@@ -157,6 +157,10 @@ def _shares(array: np.ndarray, dims: dict[str, int]) -> str | None:
     return "shares outside [0, 1]" if array.size and (array.min() < 0 or array.max() > 1) else None
 
 
+def _counts(array: np.ndarray, dims: dict[str, int]) -> str | None:
+    return "negative counts" if array.size and array.min() < 0 else None
+
+
 #: Arrays of task ``i`` (members ``t{i}_NAME.npy``), one line each.
 TASK_ARRAYS: dict[str, Array] = {
     "coef": Array(("rows", "features")),
@@ -171,6 +175,8 @@ TASK_ARRAYS: dict[str, Array] = {
                            values=_csr_indptr("*nnz")),
     # share of each teacher's references holding each feature (absent from files saved before it was kept)
     "reference_share": Array(("classes", "features"), optional=True, values=_shares),
+    # each teacher's non-empty references, the shares' denominators (absent from files saved before it was kept)
+    "reference_count": Array(("classes",), kind="i", optional=True, values=_counts),
 }
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 
 from .api import ControlScores, SharedScoring, StudentRun, rank_student
 from .errors import ModelError, input_error, missing_dependency, model_error
+from .explain import CONTRAST_COLUMNS
 from .inference import ALPHA
 from .io import Record, RecordReader, atomic_write
 from .multitask import as_multitask
@@ -85,6 +86,16 @@ class AuditResult:
     def evidence(self) -> pd.DataFrame:
         """The templates behind the top teacher, strongest first (``examples``: spans from the outputs)."""
         return pd.DataFrame(self.data.get("evidence", []), columns=list(EVIDENCE_COLUMNS))
+
+    @property
+    def contrast(self) -> pd.DataFrame:
+        """The templates that set the verdict's teacher apart from its runner-up, largest share of the log-odds
+        first (:func:`attribution.explain.contrast`); the rest of the result's ``contrast`` (``teacher``,
+        ``runner_up``, ``weak``, ``weak_reasons``, ...) in the frame's ``attrs``. Empty without one."""
+        found = self.data.get("contrast") or {}
+        frame = pd.DataFrame(found.get("templates", []), columns=list(CONTRAST_COLUMNS))
+        frame.attrs.update({k: v for k, v in found.items() if k != "templates"})
+        return frame
 
     @property
     def per_output(self) -> pd.DataFrame:

@@ -221,3 +221,17 @@ def test_every_printed_page_carries_the_header_and_its_number(tmp_path):
                                        capture_output=True, text=True, check=True).stdout.split())
         assert f"Page {page} of {pages}" in text, (page, text[-200:])
         assert "Teacher attribution report: student.jsonl · Case ID NCA-2026-0117" in text, (page, text[:200])
+
+
+def test_scores_against_a_control_are_not_called_similarities():
+    """With --control the verdict's scores are the student's log-probability gains over the control, not the
+    paired test's similarities: the report names them as such."""
+    verdict = {**attributed()["verdict"], "test": "control", "p_control": 0.002}
+    def section(res: dict) -> str:  # the verdict's evidence (the glossary explains the paired score anyway)
+        return render_markdown(res, {}, date=DATE).split("Evidence behind the verdict")[1].split("## Ranking")[0]
+
+    md = section(result(verdict=verdict))
+    assert "Scores against the control." in md and "mean gain over the control" in md
+    assert "similarity" not in md and "mean paired score" not in md
+    md = section(attributed())
+    assert "Paired scores." in md and "mean paired score" in md and "against the control" not in md

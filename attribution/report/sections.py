@@ -15,7 +15,7 @@ from .. import __version__
 from ..verdicts import Verdict
 from .case import CaseDetails, suspect_name
 from .document import Code, Document, Heading, Image, Para, Quotes, Strong, Terms, format_interval, num, pct, table
-from .evidence import plain_sentence, verdict_blocks
+from .evidence import contrast_blocks, plain_sentence, verdict_blocks
 from .method import limitation_blocks, methodology_blocks, result_verdict
 from .validate import is_number
 
@@ -85,7 +85,7 @@ def build_document(result: dict[str, Any], plots: Any, *, date: str, examples: i
     doc.add(Para((Strong(f"Verdict: {status}."), " " + verdict_sentence(verdict or None)), f"verdict-{status}"),
             Para(f"{result['n_outputs']} student outputs ranked{skipped}. Report of {date}."))
     if verdict:
-        doc.add(Heading(2, "Evidence behind the verdict"), *verdict_blocks(result))
+        doc.add(Heading(2, "Evidence behind the verdict"), *verdict_blocks(result), *contrast_blocks(result))
     _ranking(doc, result)
     _per_output(doc, "outputs" in plots)
     _evidence(doc, result, examples)

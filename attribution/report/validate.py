@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from ..errors import Errors, InputError
-from ..schema import Anything, Enum, Int, List, Map, Num, Obj, Opt, SchemaError, Str
+from ..schema import Anything, Bool, Enum, Int, List, Map, Num, Obj, Opt, SchemaError, Str
 
 _LABEL = Str(1_000)
 _RANKING = List(Obj({"teacher": _LABEL, "probability": Num(0, 1), "support": Opt(Num(0, 1)),
@@ -43,6 +43,19 @@ _EVIDENCE = Obj({"teacher": _LABEL, "block": Str(100), "feature": Str(10_000), "
                                          0, 100)},
                 optional=("teacher", "task", "share_of_outputs", "examples", "n_outputs", "weight",
                           "reference_share", "example_outputs"), extra=Anything())
+#: ``contrast``: the templates that set the verdict's teacher apart from its runner-up (attribution.explain.contrast).
+_CONTRAST_ROW = Obj({"task": Opt(_LABEL), "block": Str(100), "feature": Str(10_000), "log_odds": Num(),
+                     "n_outputs": Int(0), "student_rate": Num(0, 1), "teacher_rate": Opt(Num(0, 1)),
+                     "runner_up_rate": Opt(Num(0, 1)), "p_references": Opt(Num(0, 1)), "p_student": Opt(Num(0, 1)),
+                     "separates": Bool(), "examples": List(Str(10_000), 0, 100)},
+                    optional=("task", "teacher_rate", "runner_up_rate", "p_references", "p_student", "examples"),
+                    extra=Anything())
+_CONTRAST = Obj({"teacher": _LABEL, "runner_up": _LABEL, "runner_up_source": Str(100), "n_outputs": Int(0),
+                 "log_odds": Num(), "mean_log_odds": Opt(Num()), "shown_log_odds": Num(), "shown_share": Opt(Num()),
+                 "n_tested": Int(0), "n_separating": Int(0), "alpha": Num(0, 1), "weak": Bool(),
+                 "weak_reasons": List(Str(10_000), 0, 100), "templates": List(_CONTRAST_ROW, 0, 10_000)},
+                optional=("runner_up_source", "mean_log_odds", "shown_log_odds", "shown_share", "n_tested",
+                          "n_separating", "alpha", "weak_reasons", "templates"), extra=Anything())
 #: ``run``: what the CLI records about the run (:func:`attribution.report.run.run_facts`).
 _RUN = Obj({"references": Opt(Obj({"source": Str(100), "tasks": Map(Map(Int(0), key=_LABEL), max_len=10_000)},
                                   extra=Anything())),
@@ -62,6 +75,7 @@ RESULT_SCHEMA = Obj({
     "tasks": Map(Obj({"n_outputs": Int(0), "ranking": _RANKING, "verdict": _VERDICT}, optional=("verdict",),
                      extra=Anything()), max_len=10_000),
     "evidence": List(_EVIDENCE, 0, 10_000),
+    "contrast": _CONTRAST,
     "outputs": List(Obj({"id": Str(10_000), "task": Opt(_LABEL), "probabilities": Map(Num(0, 1))},
                         optional=("id", "task"), extra=Anything())),
     "signature": Str(10_000),
@@ -69,8 +83,8 @@ RESULT_SCHEMA = Obj({
     "checks": Map(Anything(), key=Str(100), max_len=100),
     "warnings": List(Str(100_000), 0, 1_000),
     "run": _RUN,
-}, optional=("n_empty", "skipped", "family_ranking", "student", "verdict", "tasks", "evidence", "outputs", "signature",
-             "inputs", "checks", "warnings", "run"), extra=Anything())
+}, optional=("n_empty", "skipped", "family_ranking", "student", "verdict", "tasks", "evidence", "contrast", "outputs",
+             "signature", "inputs", "checks", "warnings", "run"), extra=Anything())
 
 
 def is_number(value: Any) -> bool:
