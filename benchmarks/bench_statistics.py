@@ -241,7 +241,7 @@ def run(found: list, draws: int, flips: int, alpha: float, seed: int) -> dict:
     """outcomes[(variant, size, kind)] = list of (named?, right?) per audit."""
     rng = np.random.default_rng(seed)
     outcomes: dict = {}
-    for kind, name, truth, classes, arrays in found:
+    for kind, _name, truth, classes, arrays in found:
         n_all = len(arrays["lp"])
         for size in (*SIZES, n_all):
             if size > n_all:
@@ -261,7 +261,7 @@ def report(outcomes: dict, alpha: float) -> None:
     sizes = list(dict.fromkeys(k[1] for k in outcomes))
     print(f"\nalpha = {alpha}; per variant and size: documented students right / wrong / none (share, right's "
           "Clopper-Pearson 95% interval); controls named; left-out students named (their teacher not a candidate)")
-    print(f"| variant | n | right | wrong | none | controls named | left-out named |\n|---|---|---|---|---|---|---|")
+    print("| variant | n | right | wrong | none | controls named | left-out named |\n|---|---|---|---|---|---|---|")
     for variant in names:
         for size in sizes:
             doc = outcomes.get((variant, size, "student"), [])
