@@ -257,11 +257,14 @@ def run(found: list, draws: int, flips: int, alpha: float, seed: int) -> dict:
 
 
 def report(outcomes: dict, alpha: float) -> None:
+    """One row per variant: the documented students' right / wrong / none per size, the controls and the left-out
+    students named (count, and the Clopper-Pearson 95% interval of the rate)."""
     names = list(dict.fromkeys(k[0] for k in outcomes))
     sizes = list(dict.fromkeys(k[1] for k in outcomes))
-    print(f"\nalpha = {alpha}; per variant and size: documented students right / wrong / none (share, right's "
-          "Clopper-Pearson 95% interval); controls named; left-out students named (their teacher not a candidate)")
-    print("| variant | n | right | wrong | none | controls named | left-out named |\n|---|---|---|---|---|---|---|")
+    print(f"\nalpha = {alpha}. Per variant and number of outputs n: documented students named right, wrong, "
+          "none (shares; Clopper-Pearson 95% interval of right); human-data controls named; students whose teacher "
+          "was left out of the fit named (any name is wrong). n = all: each model once, from all its outputs.")
+    print("\n| variant | n | right | wrong | none | controls named | left-out named |\n|---|---|---|---|---|---|---|")
     for variant in names:
         for size in sizes:
             doc = outcomes.get((variant, size, "student"), [])
@@ -273,7 +276,7 @@ def report(outcomes: dict, alpha: float) -> None:
             named = sum(n for n, _ in doc)
             c_named, o_named = sum(n for n, _ in ctl), sum(n for n, _ in out)
             print(f"| {variant} | {size} | {right / len(doc):.2f} {clopper_pearson(right, len(doc))} | "
-                  f"{(named - right) / len(doc):.3f} | {1 - named / len(doc):.2f} | {c_named}/{len(ctl)} "
+                  f"{named - right}/{len(doc)} | {1 - named / len(doc):.2f} | {c_named}/{len(ctl)} "
                   f"{clopper_pearson(c_named, len(ctl))} | {o_named}/{len(out)} {clopper_pearson(o_named, len(out))} |")
 
 
