@@ -36,9 +36,14 @@ per-output log-probability of ``i``; ``d_ij(x)`` the per-output difference the t
   statistic itself ranks first (largest mean ``d`` against the others), or, ``centred-logodds/cosine-best``
   (added after the first table was seen, so post hoc), the one the cosine ranks first.
 
-Rerun (about 10 minutes on 2 shared cores, most of it tagging and the 4 leave-one-out fits):
+``--out-of-sample``: the classifier was trained on the very answers the log-odds statistics centre on (setting
+B), so their log-probabilities are in-sample and more extreme than a student's; this scores the students and
+the answers with setting A's model (fitted on the reference half only) instead; the cosines are unchanged.
+
+Rerun (3-4 minutes on 2 shared cores once the texts are in the tag cache):
 
     python benchmarks/bench_statistics.py [--data-dir ../shared/data/alpacaeval] [--draws 100] [--cache F.npz]
+    python benchmarks/bench_statistics.py --out-of-sample    # log-probabilities from setting A's model
 """
 
 from __future__ import annotations
@@ -62,46 +67,65 @@ ARRAYS = ("lp", "tx", "xx", "gram", "ans")
 
 
 # -- per-output quantities --------------------------------------------------------------------------------
-def extract(model, records) -> dict[str, np.ndarray]:
+def extract(model, records, scorer=None, answers=None) -> dict[str, np.ndarray]:
     """Per output with a paired prompt: log-probabilities ``lp`` (k), dot products ``tx`` (k), ``xx``, the
-    prompt's Gram matrix ``gram`` (k, k) and its answers' log-probabilities ``ans`` (k answers, k classes)."""
+    prompt's Gram matrix ``gram`` (k, k) and its answers' log-probabilities ``ans`` (k answers, k classes).
+
+    ``scorer`` (``--out-of-sample``): another model, fitted without the candidates' answers to these prompts,
+    gives ``lp`` and ``ans`` (``answers``: (prompt id, teacher) -> the answer's text); the cosines stay
+    ``model``'s."""
     sub = model.model_for(ALPACAEVAL_TASK)
     docs = sub.prepare([r.output for r in records])
     kept = [(d, r.id) for d, r in zip(docs, records) if not d.is_empty]
     X = sub.featurize([d for d, _ in kept])
     ids = [i for _, i in kept]
-    lp = np.log(np.clip(sub.classifier_.predict_proba(X), 1e-12, 1.0))
     paired: PairedReferences = sub.paired_
     rows, prompts = paired.locate(ids)
     _, (tx, xx, gram) = paired.dot_products(X, ids)
-    ans = paired.answer_log_proba(sub.classifier_)[prompts]
-    return {"lp": lp[rows], "tx": tx, "xx": xx, "gram": gram, "ans": ans}
+    if scorer is None:
+        lp = np.log(np.clip(sub.classifier_.predict_proba(X), 1e-12, 1.0))[rows]
+        ans = paired.answer_log_proba(sub.classifier_)[prompts]
+    else:
+        other = scorer.model_for(ALPACAEVAL_TASK)
+        classes = sub.classes_.tolist()
+        assert other.classes_.tolist() == classes
+        lp = np.log(np.clip(other.classifier_.predict_proba(other.featurize([d for d, _ in kept])), 1e-12, 1.0))[rows]
+        texts = [answers[(ids[n], t)] for n in rows.tolist() for t in classes]
+        ans = np.log(np.clip(other.predict_proba(texts), 1e-12, 1.0)).reshape(len(rows), len(classes), len(classes))
+    return {"lp": lp, "tx": tx, "xx": xx, "gram": gram, "ans": ans}
 
 
-def sources(data_dir: Path) -> list[tuple[str, str, str, list[str], dict[str, np.ndarray]]]:
+def sources(data_dir: Path, out_of_sample: bool = False) -> list[tuple[str, str, str, list[str], dict]]:
     """(kind, student, truth, candidates, arrays): documented students and controls under setting B, and
-    each documented student under setting B refitted without its teacher (kind ``left-out``)."""
+    each documented student under setting B refitted without its teacher (kind ``left-out``). With
+    ``out_of_sample``, the log-probabilities come from setting A (fitted on the reference half only, so the
+    candidates' answers to the students' prompts are not its training data)."""
     reference = load_alpacaeval("teachers_reference", data_dir)
     audit = load_alpacaeval("teachers_audit", data_dir)
+    answers = {(r.id, r.teacher): r.output for r in audit}
     students: dict[str, list] = {}
     for r in load_alpacaeval("students_audit", data_dir):
         students.setdefault(r.student, []).append(r)
     out = []
     start = time.perf_counter()
-    model = fit_reference([*reference, *audit])
-    classes = model.model_for(ALPACAEVAL_TASK).classes_.tolist()
+
+    def fit(left_out: str | None = None):
+        model = fit_reference([r for r in [*reference, *audit] if r.teacher != left_out])
+        scorer = fit_reference([r for r in reference if r.teacher != left_out]) if out_of_sample else None
+        return model, scorer, model.model_for(ALPACAEVAL_TASK).classes_.tolist()
+
+    model, scorer, classes = fit()
     print(f"fitted setting B in {time.perf_counter() - start:.0f} s")
     for name, rows in sorted(students.items()):
         kind = "control" if rows[0].teacher == NO_TEACHER else "student"
-        out.append((kind, name, rows[0].teacher, classes, extract(model, rows)))
+        out.append((kind, name, rows[0].teacher, classes, extract(model, rows, scorer, answers)))
     for left_out in sorted({r.teacher for r in reference}):
         taught = {n: rows for n, rows in students.items() if rows[0].teacher == left_out}
         if not taught:
             continue
-        model = fit_reference([r for r in [*reference, *audit] if r.teacher != left_out])
-        classes = model.model_for(ALPACAEVAL_TASK).classes_.tolist()
+        model, scorer, classes = fit(left_out)
         for name, rows in sorted(taught.items()):
-            out.append(("left-out", name, left_out, classes, extract(model, rows)))
+            out.append(("left-out", name, left_out, classes, extract(model, rows, scorer, answers)))
         print(f"fitted setting B without {left_out} ({time.perf_counter() - start:.0f} s so far)")
     return out
 
@@ -287,13 +311,15 @@ def main() -> None:
     parser.add_argument("--flips", type=int, default=999, help="random sign flips of the sign-flip tests")
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out-of-sample", action="store_true",
+                        help="log-probabilities from setting A (not fitted on the candidates' answers)")
     parser.add_argument("--cache", type=Path, help="keep the per-output arrays here (read them if it exists)")
     args = parser.parse_args()
     start = time.perf_counter()
     if args.cache is not None and args.cache.exists():
         found = load(args.cache)
     else:
-        found = sources(args.data_dir)
+        found = sources(args.data_dir, args.out_of_sample)
         if args.cache is not None:
             save(args.cache, found)
     print(f"per-output arrays of {len(found)} audited models in {time.perf_counter() - start:.0f} s")
