@@ -465,8 +465,7 @@ def _read_references(config: AuditConfig, out: Path, provenance: dict[str, Any],
 
 def _write_results(result: dict[str, Any], config: AuditConfig, out: Path, report_path: Path | None) -> None:
     """A copy of the config, the report (when asked for) and ``result.json`` (without the kept outputs)."""
-    from .cli._app import to_json
-    from .io import atomic_write
+    from .outputs import atomic_write, to_json
 
     copy = _config_copy(config, out)
     if copy is not None:

@@ -15,6 +15,9 @@ Disk full (``ENOSPC``, ``EDQUOT``, ``EFBIG``) while writing is ``E125``; a file 
 for the file system is ``E121`` before any work (:func:`check_outputs`). A temporary file left by
 a run killed with SIGKILL (SIGINT and SIGTERM remove theirs on the way out) is removed by the
 next write to the same output, once its process is gone (:func:`remove_stale_temps`).
+
+:func:`to_json` is the one rendering of a result document (``rank``, ``audit``, ``-o``): sorted keys,
+floats rounded by :func:`round_floats`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import contextvars
 import errno
 import io
 import json
+import math
 import os
 import re
 import secrets
@@ -460,5 +464,42 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
     return count
 
 
+# -- the JSON documents the commands write ---------------------------------------------------------------
+def round_floats(value: Any, digits: int = 6) -> Any:
+    """Round every float in a nested structure, so JSON output is stable across platforms."""
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return None
+        return round(value, digits) + 0.0  # + 0.0 turns -0.0 into 0.0
+    if isinstance(value, dict):
+        return {str(k): round_floats(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [round_floats(v, digits) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return round_floats(value.item(), digits)
+    return value
+
+
+def to_json(result: dict[str, Any]) -> str:
+    """The one stable JSON rendering: sorted keys, 6-digit floats, no timestamps; characters a
+    terminal would act on are escaped (the JSON decodes to the same strings)."""
+    from .sanitize import json_for_terminal
+
+    # written piece by piece: json.dumps with indent first lists every piece (for a --group-by document of
+    # thousands of students, ten times the text's size)
+    encoder = json.JSONEncoder(sort_keys=True, indent=2, ensure_ascii=False)
+    parts: list[str] = []
+    pieces: list[str] = []
+    for piece in encoder.iterencode(round_floats(result)):
+        pieces.append(piece)
+        if len(pieces) >= 4096:
+            parts.append("".join(pieces))
+            pieces.clear()
+    parts.append("".join(pieces))
+    text = "".join(parts)
+    parts.clear()
+    return json_for_terminal(text)
+
+
 __all__ = ["NO_SPACE_ERRNOS", "atomic_write", "check_outputs", "named_descriptor", "output_kind",
-           "remove_stale_temps", "write_error", "write_jsonl", "write_together"]
+           "remove_stale_temps", "round_floats", "to_json", "write_error", "write_jsonl", "write_together"]

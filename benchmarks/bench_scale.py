@@ -70,8 +70,8 @@ def child(config: str, data_dir: Path, repeat: int) -> dict:
     import contextlib
 
     from attribution.api import fit_reference, rank_student
-    from attribution.cli._app import to_json
     from attribution.normalize import Normalizer
+    from attribution.outputs import to_json
     from attribution.tagging import _TagCache, get_tagger
 
     refs_paths, stud_paths = reference_and_student_files(data_dir)
@@ -141,9 +141,9 @@ def _outputs_file(data_dir: Path, n: int, tmp: Path) -> Path:
 def file_child(config: str, model_path: Path, path: Path) -> dict:
     """Rank one file in one configuration (``single`` or ``workers=N``), in a fresh interpreter."""
     from attribution.api import rank_student
-    from attribution.cli._app import to_json
     from attribution.io import RecordReader
     from attribution.models import load_model
+    from attribution.outputs import to_json
 
     model = load_model(model_path)
     out: dict = {"config": config}

@@ -200,8 +200,8 @@ def test_rank_audit_and_python_give_the_same_document(cli, tmp_path, reference_p
     Normalized: only ``audit`` (the audit command's config name, version and each source's provenance), which the
     others have no config for; the documents hold no timestamps or paths (file names only)."""
     from attribution.api import fit_reference
-    from attribution.cli._app import to_json
     from attribution.io import RecordReader, read_records
+    from attribution.outputs import to_json
     from attribution.result import audit_student
 
     config = _config(tmp_path, ONE_REFERENCE_FILE.format(student=student_path, reference=reference_path))

@@ -103,6 +103,11 @@ def test_low_level_modules_import_no_workflow_or_component():
     assert "attribution.api" not in graph["attribution.distill.manifest"]  # file_digest lives in io
     assert not [m for m in graph["attribution.registry"] if m.startswith("attribution.baselines")]
     assert "attribution.persistence" not in graph["attribution.multitask"]  # saving writes model files
+    assert "attribution.outputs" in graph["attribution.audit"]  # to_json lives in outputs, for the CLI and audit
+    upward = {module: sorted(m for m in imported if m.startswith("attribution.cli"))
+              for module, imported in graph.items()
+              if not module.startswith("attribution.cli") and module != "attribution.__main__"}
+    assert not {module: cli for module, cli in upward.items() if cli}, "only the CLI and __main__ import the CLI"
 
 
 def test_cycle_finder_finds_a_cycle():

@@ -18,9 +18,9 @@ from test_hardening import cli  # in-process: (exit code, stdout, stderr)
 
 from attribution.api import fit_reference, rank_student, results_table
 from attribution.cli import main
-from attribution.cli._app import round_floats
 from attribution.errors import InputError, ModelError
 from attribution.io import read_records
+from attribution.outputs import round_floats
 from attribution.result import SUMMARY_COLUMNS, AuditBatch, audit_student, rank_students, write_table
 
 from conftest import ALPACAEVAL, shared_data, write_jsonl

@@ -11,8 +11,6 @@ import contextlib
 import enum
 import errno
 import io
-import json
-import math
 import os
 import signal
 import threading
@@ -24,6 +22,7 @@ from typing import Any, cast
 import typer
 
 from .. import registry
+from ..outputs import to_json
 
 app = typer.Typer(
     name="attribute-teacher",
@@ -217,42 +216,6 @@ def tag_on_cluster(ctx: typer.Context, workers: int | None, scheduler: str | Non
     where = f"{workers} local worker process(es)" if workers is not None else f"the Dask cluster at {scheduler}"
     log(f"tagging on {where} ({backend.n_workers} worker thread(s))", quiet=quiet)
     return backend.client
-
-
-def round_floats(value: Any, digits: int = 6) -> Any:
-    """Round every float in a nested structure, so JSON output is stable across platforms."""
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return None
-        return round(value, digits) + 0.0  # + 0.0 turns -0.0 into 0.0
-    if isinstance(value, dict):
-        return {str(k): round_floats(v, digits) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [round_floats(v, digits) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return round_floats(value.item(), digits)
-    return value
-
-
-def to_json(result: dict[str, Any]) -> str:
-    """The one stable JSON rendering: sorted keys, 6-digit floats, no timestamps; characters a
-    terminal would act on are escaped (the JSON decodes to the same strings)."""
-    from ..sanitize import json_for_terminal
-
-    # written piece by piece: json.dumps with indent first lists every piece (for a --group-by document of
-    # thousands of students, ten times the text's size)
-    encoder = json.JSONEncoder(sort_keys=True, indent=2, ensure_ascii=False)
-    parts: list[str] = []
-    pieces: list[str] = []
-    for piece in encoder.iterencode(round_floats(result)):
-        pieces.append(piece)
-        if len(pieces) >= 4096:
-            parts.append("".join(pieces))
-            pieces.clear()
-    parts.append("".join(pieces))
-    text = "".join(parts)
-    parts.clear()
-    return json_for_terminal(text)
 
 
 def echo(message: Any, *, err: bool = False) -> None:

@@ -9,6 +9,7 @@ from typing import Any, List, Optional
 
 import typer
 
+from ..outputs import to_json
 from ._app import (
     AUDITOR_OPTION,
     CASE_ID_OPTION,
@@ -40,7 +41,6 @@ from ._app import (
     report_case,
     report_skipped,
     tag_on_cluster,
-    to_json,
     use_tag_cache,
 )
 
