@@ -225,6 +225,11 @@ def test_rank_audit_and_python_give_the_same_document(cli, tmp_path, reference_p
     from_audit, from_rank = json.loads(audited.stdout), json.loads(ranked.stdout)
     del from_audit["audit"]
     assert from_audit == from_rank and from_rank["run"]["settings"]["verdict_test"] == "both"
+    # and the same table: audit prints rank's (attribution.cli.rank.ranking_table)
+    tables = [cli(*command, "--quiet").stdout for command in (
+        ("audit", strict, "--output-dir", tmp_path / "table"),
+        ("rank", student_path, "--reference", reference_path, "--verdict-test", "both"))]
+    assert tables[0] == tables[1] and "\nverdict: " in tables[0] and "teacher " in tables[0]
 
 
 @pytest.mark.slow

@@ -347,7 +347,7 @@ def test_csv_cells_never_start_a_formula(rows, header):
 @given(st.lists(LABEL, min_size=2, max_size=3, unique=True), LABEL)
 def test_labels_print_on_their_own_line(labels, student):
     """rank's tables: one line per teacher, per student; no control character reaches the terminal."""
-    from attribution.cli.rank import _ranking_table, _students_table
+    from attribution.cli.rank import ranking_table, students_table
 
     ranking = [{"teacher": t, "probability": 0.5, "support": 0.5, "ci_low": 0.1, "ci_high": 0.9} for t in labels]
     verdict = {"status": "attributed", "teacher": labels[0], "best_candidate": labels[0], "test": "unlisted",
@@ -355,9 +355,9 @@ def test_labels_print_on_their_own_line(labels, student):
     result = {"n_outputs": 3, "ranking": ranking, "verdict": verdict, "tasks": {labels[1]: {
         "n_outputs": 3, "ranking": ranking}}, "evidence": [{"block": labels[1], "feature": labels[0],
                                                               "n_outputs": 1, "examples": [student]}]}
-    table = _ranking_table(result)
+    table = ranking_table(result)
     assert len(table.splitlines()) == len(labels) + 6  # header, teachers, note, verdict, task, evidence x2
-    grouped = _students_table({"group_by": "student", "students": [{"student": student, **result}]})
+    grouped = students_table({"group_by": "student", "students": [{"student": student, **result}]})
     assert len(grouped.splitlines()) == 3
     for text in (table, grouped):
         assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]", text)

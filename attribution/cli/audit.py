@@ -27,7 +27,7 @@ def audit_cli(
     with its manifest. Running it again resumes: finished outputs are not queried twice.
     """
     from ..audit import load_config, run_audit
-    from .rank import _ranking_table
+    from .rank import ranking_table
 
     settings = load_config(config)
     if check:
@@ -42,4 +42,4 @@ def audit_cli(
         raise typer.BadParameter("give the folder to write into: --output-dir DIR", param_hint="'--output-dir'")
     result = run_audit(settings, output_dir, progress=not quiet, log=lambda message: log(message, quiet=quiet))
     log(f"wrote {output_dir / 'result.json'}", quiet=quiet)
-    emit(result, fmt, _ranking_table)
+    emit(result, fmt, ranking_table)

@@ -130,7 +130,7 @@ class GroupBy(str, Enum):
     task = "task"
 
 
-def _students_table(result: dict[str, Any]) -> str:
+def students_table(result: dict[str, Any]) -> str:
     """rank --group-by as a table: one line per group (labels on one line each: sanitize.one_line)."""
     from ..report import format_interval
     from ..sanitize import one_line
@@ -158,9 +158,9 @@ def _verdict_line(verdict: dict[str, Any]) -> str:
     return f"verdict: {one_line(describe_verdict(verdict))}"
 
 
-def _ranking_table(result: dict[str, Any]) -> str:
-    """rank's table: every label, task, template and example on one line (sanitize.one_line), so that none
-    can print a line of its own, e.g. a fake verdict."""
+def ranking_table(result: dict[str, Any]) -> str:
+    """The table of a rank document, printed by ``rank`` and ``audit``: every label, task, template and example on
+    one line (sanitize.one_line), so that none can print a line of its own, e.g. a fake verdict."""
     from ..report import format_interval
     from ..sanitize import one_line
 
@@ -453,7 +453,7 @@ def _write_results(audit: Any, batch: Any, *, fmt: RankFormat, output: Optional[
         elif fmt is RankFormat.csv:
             echo(frame_to_csv(batch.table()).rstrip("\n"))
         else:
-            emit(audit.to_dict(), OutputFormat(fmt.value), _ranking_table if not grouped else _students_table)
+            emit(audit.to_dict(), OutputFormat(fmt.value), ranking_table if not grouped else students_table)
 
 
 @app.command("fit")
