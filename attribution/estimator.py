@@ -232,8 +232,6 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         if not hasattr(self, "classifier_"):
             raise NotFittedError(Errors.E204.format(name=type(self).__name__), code="E204")
 
-    _check_fitted = check_fitted  # the former name, still called by attribution/inference.py
-
     # -- estimator API -------------------------------------------------------------------
     def fit(self, texts: Sequence[str], teachers: Sequence[str],
             prompt_ids: Sequence[str | None] | None = None, *,

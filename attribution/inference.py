@@ -180,7 +180,7 @@ class StudentEvidence:
     def __init__(self, model: TeacherAttributor, *, keep_outputs: bool = False, n_examples: int = 3,
                  max_example_outputs: int = 256, exclude: Iterable[str] = (),
                  control: Mapping[str, np.ndarray] | None = None) -> None:
-        model._check_fitted()
+        model.check_fitted()
         self.model = model
         self.classes = model.classes_.tolist()
         #: families and the candidates in play (``exclude``): see :mod:`attribution.families`
