@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 
+from .errors import baseline_error
 from .estimator import DEFAULT_FEATURES, TeacherAttributor
-from .evaluation_result import Evaluation, EvaluationRow
+from .evaluation_result import BaselinePredictions, Evaluation, EvaluationRow
 from .evaluation_result import results_table as results_table  # re-exported: the table of evaluate
 from .inference import unlisted_p_value, verdict
 from .io import Record
@@ -224,6 +225,61 @@ def evaluate(references: Sequence[Record], students: Sequence[Record], *,
         for name in baselines:
             rows.append(_baseline_row(name, task, ref_tasks[task], studs, protocol, baseline_options or {}))
     return Evaluation(rows)
+
+
+def evaluate_baseline(name: str, references: Sequence[Record], students: Sequence[Record], *,
+                      per_task: bool = True, subsets: Sequence[int] = (10, 25), draws: int = 20,
+                      random_state: int = 0, **options: Any) -> list[EvaluationRow]:
+    """One baseline scored like the feature sets: the rows of
+    ``evaluate(references, students, features=(), baselines=[name], ...)`` (one per task, the same fields).
+
+    ``options`` go to :func:`attribution.baselines.run_baseline`; with ``per_task`` references of a task are only
+    compared with students of the same task.
+
+    Raises
+    ------
+    BaselineError
+        A student has no ``teacher`` label (E511), or as :func:`attribution.baselines.run_baseline`.
+    """
+    unlabeled = [s for s in students if not s.teacher]
+    if unlabeled:
+        first = unlabeled[0]
+        where = f"{first.source}:{first.line}" if first.source else first.key
+        raise baseline_error("E511", n=len(unlabeled), where=where)
+    return evaluate(references, students, features=(), baselines=[name], baseline_options=options,
+                    per_task=per_task, subsets=subsets, draws=draws, random_state=random_state).rows
+
+
+def predict_baseline(name: str, references: Sequence[Record], students: Sequence[Record], *,
+                     per_task: bool = True, **options: Any) -> BaselinePredictions:
+    """One baseline on unlabelled students: each output's scores and top teacher, and a verdict per
+    student (the teacher with the highest mean score over its outputs that are evidence: outputs with no
+    text after normalization are left out, see :func:`attribution.normalize.is_empty`).
+
+    Students are grouped by :func:`student_key`, per task with ``per_task`` (key ``TASK/STUDENT``).
+    """
+    from .baselines import run_baseline, split_by_task
+
+    tasks = split_by_task(references, students) if per_task else {None: (list(references), list(students))}
+    outputs: list[dict[str, Any]] = []
+    verdicts: dict[str, dict[str, Any]] = {}
+    metas: dict[str, Any] = {}
+    for task, (task_refs, task_studs) in tasks.items():
+        result = run_baseline(name, task_refs, task_studs, **options)
+        metas[str(task)] = result.meta
+        for record, row in zip(task_studs, result.scores):
+            outputs.append({"id": record.key, "task": task, "predicted": result.classes[int(np.argmax(row))],
+                            "scores": dict(zip(result.classes, row.tolist()))})
+        groups = np.asarray([f"{task}/{student_key(r)}" if task else student_key(r) for r in task_studs])
+        empty = np.asarray(empty_outputs([r.output for r in task_studs], normalize=options.get("normalize", True)))
+        use = evidence_mask(groups, ~empty)
+        for key in dict.fromkeys(groups.tolist()):
+            mine = groups == key
+            mean = result.scores[mine & use].mean(axis=0)
+            verdicts[key] = {"verdict": result.classes[int(np.argmax(mean))],
+                             "n_outputs": int((mine & use).sum()), "n_empty": int((mine & empty).sum()),
+                             "mean_scores": dict(zip(result.classes, mean.tolist()))}
+    return BaselinePredictions(name, outputs, verdicts, metas)
 
 
 def select_students(students: Sequence[Record], *, drop_empty: bool = False, normalize: bool = True,

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attribution.baselines import BASELINES, BaselineError, evaluate_baseline, run_baseline
+from attribution.baselines import BASELINES, BaselineError, run_baseline
 from attribution.baselines._common import candidate_sets
 from attribution.errors import AttributionError
+from attribution.evaluation import evaluate_baseline
 from attribution.io import Record, read_records
 
 from conftest import PAPER_QA, CliResult, needs_shared, run_cli

@@ -119,7 +119,7 @@ def both(reference_records, labelled_records):
 
 
 def test_feature_sets_and_baselines_give_the_same_rows(both, reference_records, labelled_records):
-    from attribution.baselines import evaluate_baseline
+    from attribution.evaluation import evaluate_baseline
     from attribution.evaluation_result import Evaluation, EvaluationRow
 
     assert isinstance(both, Evaluation) and all(isinstance(row, EvaluationRow) for row in both.rows)
@@ -182,7 +182,7 @@ def test_select_students_drops_empty_and_samples():
 
 
 def test_predict_baseline_groups_by_student_key_and_skips_empty_outputs(reference_records):
-    from attribution.baselines import predict_baseline
+    from attribution.evaluation import predict_baseline
 
     science = [r for r in reference_records if r.task == "science"]
     students = [Record(output=science[0].output, student="s1", task="science", id="a"),

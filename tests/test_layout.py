@@ -10,8 +10,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "attribution"
 
-#: Cycles not broken yet: each is a frozenset of module names (issue 21, item 11 lists the plan).
-KNOWN_CYCLES = {frozenset({"attribution.baselines", "attribution.evaluation"})}
+#: The scale-out (Dask) modules, due to move into an ``attribution.parallel`` package (issue 21, item 11): an import
+#: cycle among them alone is allowed until then; any other cycle is not.
+SCALE_OUT = frozenset({"attribution.parallel", "attribution.partitioned_fit", "attribution.partitioned_rank",
+                       "attribution.partitions"})
 #: Private names still used outside their module, in files other sessions were changing; each should become public
 #: (or move) with its users. Only names listed here may be used so; a fixed one may be struck off.
 KNOWN_PRIVATE_USES = {"_BACKEND", "_pin_threads", "_tag_bounded", "_task_key"}
@@ -92,10 +94,17 @@ def _cycles(graph: dict[str, dict[str, set[str]]]) -> set[frozenset[str]]:
     return found
 
 
-def test_no_import_cycles_beyond_the_known_ones():
+def _scale_out(module: str) -> bool:
+    return module in SCALE_OUT or module.startswith("attribution.parallel.")
+
+
+def test_no_import_cycles_outside_the_scale_out_modules():
     graph = _imports(_modules())
     assert graph["attribution.persistence"] and graph["attribution.multitask"]  # the walk saw the imports
-    assert _cycles(graph) <= KNOWN_CYCLES, sorted(map(sorted, _cycles(graph) - KNOWN_CYCLES))
+    assert "attribution.baselines" in graph["attribution.evaluation"]  # evaluation scores the baselines ...
+    assert not [m for m in graph["attribution.baselines"] if m.startswith("attribution.evaluation")]  # not back
+    cycles = [sorted(cycle) for cycle in _cycles(graph) if not all(map(_scale_out, cycle))]
+    assert not cycles, cycles
 
 
 def test_low_level_modules_import_no_workflow_or_component():

@@ -18,15 +18,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import registry as _registry
 from ..errors import BaselineError, BaselineModelError, baseline_error
 from ..io import Record
 from ._common import ALIGNMENTS, BaselineScores
-
-if TYPE_CHECKING:
-    from ..evaluation_result import BaselinePredictions, EvaluationRow
 
 #: Valid baseline names (the ``baselines`` registry: built-ins and installed plugins).
 #: ``rouge`` is ROUGE-L F; ``rouge1``/``rouge2`` are the n-gram variants.
@@ -158,68 +155,6 @@ def run_rouge2(references: Sequence[Record], students: Sequence[Record], **optio
     return _rouge("rouge2", "rouge2", references, students, options)
 
 
-def evaluate_baseline(name: str, references: Sequence[Record], students: Sequence[Record], *,
-                      per_task: bool = True, subsets: Sequence[int] = (10, 25), draws: int = 20,
-                      random_state: int = 0, **options: Any) -> list[EvaluationRow]:
-    """One baseline scored like the feature sets: the rows of
-    ``evaluate(references, students, features=(), baselines=[name], ...)`` (one per task, the same fields).
-
-    ``options`` go to :func:`run_baseline`; with ``per_task`` references of a task are only compared
-    with students of the same task.
-
-    Raises
-    ------
-    BaselineError
-        A student has no ``teacher`` label (E511), or as :func:`run_baseline`.
-    """
-    from ..evaluation import evaluate
-
-    unlabeled = [s for s in students if not s.teacher]
-    if unlabeled:
-        first = unlabeled[0]
-        where = f"{first.source}:{first.line}" if first.source else first.key
-        raise baseline_error("E511", n=len(unlabeled), where=where)
-    return evaluate(references, students, features=(), baselines=[name], baseline_options=options,
-                    per_task=per_task, subsets=subsets, draws=draws, random_state=random_state).rows
-
-
-def predict_baseline(name: str, references: Sequence[Record], students: Sequence[Record], *,
-                     per_task: bool = True, **options: Any) -> BaselinePredictions:
-    """One baseline on unlabelled students: each output's scores and top teacher, and a verdict per
-    student (the teacher with the highest mean score over its outputs that are evidence: outputs with no
-    text after normalization are left out, see :func:`attribution.normalize.is_empty`).
-
-    Students are grouped by :func:`attribution.evaluation.student_key`, per task with ``per_task``
-    (key ``TASK/STUDENT``).
-    """
-    import numpy as np
-
-    from ..evaluation import evidence_mask, student_key
-    from ..evaluation_result import BaselinePredictions
-    from ..normalize import empty_outputs
-
-    tasks = split_by_task(references, students) if per_task else {None: (list(references), list(students))}
-    outputs: list[dict[str, Any]] = []
-    verdicts: dict[str, dict[str, Any]] = {}
-    metas: dict[str, Any] = {}
-    for task, (task_refs, task_studs) in tasks.items():
-        result = run_baseline(name, task_refs, task_studs, **options)
-        metas[str(task)] = result.meta
-        for record, row in zip(task_studs, result.scores):
-            outputs.append({"id": record.key, "task": task, "predicted": result.classes[int(np.argmax(row))],
-                            "scores": dict(zip(result.classes, row.tolist()))})
-        groups = np.asarray([f"{task}/{student_key(r)}" if task else student_key(r) for r in task_studs])
-        empty = np.asarray(empty_outputs([r.output for r in task_studs], normalize=options.get("normalize", True)))
-        use = evidence_mask(groups, ~empty)
-        for key in dict.fromkeys(groups.tolist()):
-            mine = groups == key
-            mean = result.scores[mine & use].mean(axis=0)
-            verdicts[key] = {"verdict": result.classes[int(np.argmax(mean))],
-                             "n_outputs": int((mine & use).sum()), "n_empty": int((mine & empty).sum()),
-                             "mean_scores": dict(zip(result.classes, mean.tolist()))}
-    return BaselinePredictions(name, outputs, verdicts, metas)
-
-
 def split_by_task(references: Sequence[Record], students: Sequence[Record]
                   ) -> dict[str | None, tuple[list[Record], list[Record]]]:
     """Group records by ``task``, in the order tasks first appear among the students (as
@@ -241,4 +176,4 @@ def split_by_task(references: Sequence[Record], students: Sequence[Record]
 
 
 __all__ = ["ALIGNMENTS", "BASELINES", "MODEL_BASELINES", "BaselineError", "BaselineModelError",
-           "BaselineScores", "evaluate_baseline", "predict_baseline", "run_baseline", "split_by_task"]
+           "BaselineScores", "run_baseline", "split_by_task"]

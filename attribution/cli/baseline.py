@@ -83,8 +83,9 @@ def baseline_cli(
 ) -> None:
     """Attribute student outputs with a baseline (BERTScore, embeddings, teacher perplexity, cosine, ROUGE)."""
     # over 60 lines only by its signature (typer: one parameter per option) and docstring; the body is 50 lines
-    from ..baselines import BASELINES, MODEL_BASELINES, predict_baseline
+    from ..baselines import BASELINES, MODEL_BASELINES
     from ..baselines._common import versions
+    from ..evaluation import predict_baseline
 
     names = [n.strip() for n in name.split(",") if n.strip()]
     for each in names or [name]:
