@@ -27,7 +27,8 @@ ENDPOINT_KEYS: dict[str, Expected] = {name: setting for name, setting in SETTING
 SOURCE_KEYS: dict[str, Expected] = {"name": str, "file": str, "endpoint": str, "model": str, "teacher": str,
                                     **ENDPOINT_KEYS}
 TABLES: dict[str, dict[str, Expected]] = {
-    "audit": {"prompts": str, "student_prompts": str, "limit": SETTINGS["limit"], "task": str},
+    "audit": {"prompts": str, "student_prompts": str, "limit": SETTINGS["limit"], "task": str,
+              "max_outputs": int, "batch_size": int},
     "defaults": ENDPOINT_KEYS,
     "student": SOURCE_KEYS,
     "teachers": SOURCE_KEYS,
@@ -68,6 +69,10 @@ class AuditConfig:
     teachers: list[Source]
     limit: int = 0
     task: str | None = None
+    #: the suspect's budget: its outputs collected in batches of ``batch_size`` until the sequential verdict
+    #: concludes or ``max_outputs`` were collected (None: every prompt, the fixed-n verdict)
+    max_outputs: int | None = None
+    batch_size: int | None = None
     attribution: dict[str, Any] = field(default_factory=dict)
     case: Any = None  # attribution.report.case.CaseDetails: the suspect's name and [case]
 
@@ -126,10 +131,12 @@ def load_config(path: str | os.PathLike) -> AuditConfig:
     prompts = config.prompts(audit, student, teachers)
     attribution = dict(data.get("attribution", {}))
     config.check_features(attribution)
+    config.check_budget(audit)
     return AuditConfig(path=path, prompts=prompts,
                        student_prompts=config.rel(audit["student_prompts"]) if "student_prompts" in audit else prompts,
                        student=student, teachers=teachers,
                        limit=audit.get("limit", 0), task=audit.get("task"), attribution=attribution,
+                       max_outputs=audit.get("max_outputs"), batch_size=audit.get("batch_size"),
                        case=config.case(data.get("case", {}), student))
 
 
@@ -328,6 +335,20 @@ class _ConfigChecker:
                 raise self.fail("audit", f"[audit] {key}: file not found: {self.rel(audit[key])}", key)
         return prompts
 
+    def check_budget(self, audit: dict[str, Any]) -> None:
+        """``max_outputs`` and ``batch_size``: whole numbers of at least 1, the batch size only with a budget."""
+        from .sequential import check_options
+
+        if "batch_size" in audit and "max_outputs" not in audit:
+            raise self.fail("audit", "[audit] batch_size applies only with max_outputs (the suspect's budget)",
+                            "batch_size")
+        for key in ("max_outputs", "batch_size"):
+            try:
+                check_options(audit.get("batch_size", 1) if key == "batch_size" else 1, audit.get("max_outputs"),
+                              ("[audit] batch_size", "[audit] max_outputs"))
+            except AttributionError as err:
+                raise self.fail("audit", err.message, key) from None
+
     def check_features(self, attribution: dict[str, Any]) -> None:
         if "features" in attribution:
             from .features import FEATURE_SETS
@@ -389,16 +410,21 @@ def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: b
     out.mkdir(parents=True, exist_ok=True)
     provenance: dict[str, Any] = {}
     references = _read_references(config, out, provenance, progress=progress, log=log)
-    student = read_records(_gather(config.student, "student", out / "student.jsonl", config, provenance,
-                                   progress=progress, log=log))
+    student = None
+    if config.max_outputs is None:
+        student = read_records(_gather(config.student, "student", out / "student.jsonl", config, provenance,
+                                       progress=progress, log=log))
 
     options = config.attribution
     task = options.get("task", config.task)
     params = {k: options[k] for k in ("features", "tagger", "normalize") if k in options}
     log(f"fitting on {len(references)} reference outputs of {len({r.teacher for r in references})} teachers")
     model = fit_reference(references, task=task, random_state=options.get("seed", 0), **params)
-    result = rank_student(model, student, task=task, top_templates=options.get("top_templates", 10),
-                          keep_outputs=report_path is not None)
+    ranking = {"task": task, "top_templates": options.get("top_templates", 10), "keep_outputs": report_path is not None}
+    if student is None:  # a budget: the suspect's outputs in batches, until the sequential verdict concludes
+        result = _rank_within_budget(model, config, out, provenance, progress=progress, log=log, **ranking)
+    else:
+        result = rank_student(model, student, **ranking)
     result["signature"] = next(iter(model.models_.values())).signature_
     result["inputs"] = {"student": provenance[config.student.label]["file"],
                         **{f"teacher {t.label}": provenance[t.label]["file"] for t in config.teachers}}
@@ -407,8 +433,41 @@ def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: b
     return result
 
 
+def _rank_within_budget(model: Any, config: AuditConfig, out: Path, provenance: dict[str, Any], *, progress: bool,
+                        log: Any, **ranking: Any) -> dict[str, Any]:
+    """The suspect ranked with the sequential verdict (:mod:`attribution.sequential`) within ``max_outputs``: an
+    endpoint is queried ``batch_size`` prompts at a time (resumable: the file grows by a batch per round) and
+    asked no more once the verdict concludes; a file is read in order, up to the budget."""
+    from .io import read_records
+    from .sequential import DEFAULT_BATCH, SequentialRank
+
+    assert config.max_outputs is not None
+    batch = config.batch_size or DEFAULT_BATCH
+    keep = ranking.pop("keep_outputs")
+    top_templates = ranking.pop("top_templates")
+    ranker = SequentialRank(model, batch_size=batch, max_outputs=config.max_outputs, keep_outputs=keep, **ranking)
+    fed: set[str] = set()
+    cap = min(config.max_outputs, config.limit) if config.limit else config.max_outputs
+    target = 0
+    while not ranker.done:
+        target = min(target + batch, cap) if config.student.endpoint else cap
+        path = _gather(config.student, "student", out / "student.jsonl", config, provenance, progress=progress,
+                       log=log, limit=target)
+        new = [r for r in read_records(path) if r.key not in fed]
+        for record in new:
+            fed.add(record.key)
+            if ranker.add(record):
+                break
+        if not new or target >= cap:
+            break
+    seq = ranker.test
+    log(f"student {config.student.label}: sequential verdict after {ranker.read} outputs: "
+        f"{'concluded' if seq.concluded else 'not concluded'}")
+    return ranker.finish(top_templates=top_templates, tests="paired")
+
+
 def _gather(source: Source, role: str, path: Path, config: AuditConfig, provenance: dict[str, Any], *,
-            progress: bool, log: Any) -> Path:
+            progress: bool, log: Any, limit: int | None = None) -> Path:
     """The file of ``source``'s outputs (collected into ``path`` when it is an endpoint); records where it came
     from in ``provenance``."""
     from .api import file_digest
@@ -419,7 +478,8 @@ def _gather(source: Source, role: str, path: Path, config: AuditConfig, provenan
         return source.file
     prompts = config.student_prompts if role == "student" else config.prompts
     log(f"{role} {source.label}: querying {source.model} at the endpoint")
-    summary = _collect(source, prompts, path, config_path=config.path, role=role, limit=config.limit,
+    summary = _collect(source, prompts, path, config_path=config.path, role=role,
+                       limit=config.limit if limit is None else limit,
                        progress=progress, log=log)
     log(f"{role} {source.label}: {summary['n_written']} written, {summary['n_existing']} already there, "
         f"{summary['n_empty']} empty")

@@ -157,10 +157,11 @@ def _pair(total: np.ndarray, outer: np.ndarray, i: int, j: int) -> tuple[float, 
 
 
 
-def check_options(batch_size: Any, max_outputs: Any) -> None:
-    """``E250`` for a batch size or budget that is not a whole number of at least 1."""
-    for name, value in (("batch_size", batch_size), ("max_outputs", max_outputs)):
-        if value is None and name == "max_outputs":
+def check_options(batch_size: Any, max_outputs: Any, names: tuple[str, str] = ("batch_size", "max_outputs")) -> None:
+    """``E250`` for a batch size or budget (``max_outputs``: None for none) that is not a whole number of at least
+    1; ``names``: how the caller calls them (options, config keys)."""
+    for name, value in zip(names, (batch_size, max_outputs)):
+        if value is None and name == names[1]:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise model_error("E250", name=name, got=value)
@@ -272,6 +273,25 @@ def rank_sequential(model: Any, records: Iterable[Any], *, batch_size: int = DEF
                          informative_evidence=informative_evidence)
 
 
+def audit_sequential(model: Any, records: Iterable[Any], **options: Any) -> Any:
+    """:func:`rank_sequential` (same options) as an :class:`attribution.result.AuditResult`, with the model's
+    ``signature``, as :func:`attribution.result.audit_student` gives :func:`attribution.api.rank_student`."""
+    from .multitask import as_multitask
+    from .result import AuditResult
+
+    names: set[str] = set()
+
+    def watch(stream: Iterable[Any]) -> Iterable[Any]:
+        for record in stream:
+            if record.student is not None and len(names) < 2:
+                names.add(record.student)
+            yield record
+
+    data = rank_sequential(model, watch(records), **options)
+    data["signature"] = next(iter(as_multitask(model).models_.values())).signature_
+    return AuditResult(data, student=next(iter(names)) if len(names) == 1 else None)
+
+
 def describe(verdict: dict[str, Any]) -> str:
     """The verdict sentence of a sequential verdict (:func:`attribution.inference.describe_verdict`)."""
     seq = verdict.get("sequential") or {}
@@ -290,4 +310,5 @@ def describe(verdict: dict[str, Any]) -> str:
             f"is named.")
 
 
-__all__ = ["DEFAULT_BATCH", "SequentialRank", "SequentialTest", "check_options", "describe", "rank_sequential"]
+__all__ = ["DEFAULT_BATCH", "SequentialRank", "SequentialTest", "audit_sequential", "check_options", "describe",
+           "rank_sequential"]

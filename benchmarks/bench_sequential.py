@@ -137,8 +137,9 @@ def report(rows: list, alpha: float) -> None:
             right = sum(r[4] == r[1] for r in sub)
             wrong = sum(r[4] is not None and r[4] != r[1] for r in sub)
             named = [r[5] for r in sub if r[4] is not None]
+            used = np.mean([r[5] for r in sub])
             print(f"  N={budget:3d} {rule:<10}: right {right / len(sub):.3f}  wrong {wrong / len(sub):.3f}  none "
-                  f"{1 - (right + wrong) / len(sub):.3f}  ({len(sub)} audits)  outputs used {np.mean([r[5] for r in sub]):.1f}"
+                  f"{1 - (right + wrong) / len(sub):.3f}  ({len(sub)} audits)  outputs used {used:.1f}"
                   f"; when named {np.mean(named) if named else float('nan'):.1f}")
 
 

@@ -297,6 +297,13 @@ def rank_cli(
         None, "--control", dir_okay=False,
         help="Outputs of a model of the student's base model taught by no candidate (e.g. the base model prompted "
              "few-shot), on the student's prompts (same 'id'): the verdict compares the student with it."),
+    sequential: bool = typer.Option(
+        False, "--sequential", help="Read the outputs in order, in batches, and stop as soon as the anytime-valid "
+        "sequential verdict names a teacher (docs/verdict.md); the result says how many outputs were needed."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help="With --sequential: outputs per look [default: 10]."),
+    max_outputs: Optional[int] = typer.Option(
+        None, "--max-outputs", help="With --sequential: read at most this many outputs (the budget)."),
     workers: Optional[int] = WORKERS_OPTION,
     scheduler: Optional[str] = SCHEDULER_OPTION,
     no_cache: bool = NO_CACHE_OPTION,
@@ -312,6 +319,7 @@ def rank_cli(
     case = report_case(case_id, auditor, organisation)  # E608 before any work
     _check_before_work(outputs, reference, model_path, output=output, report=report, group_by=group_by,
                        per_output=per_output, evidence_file=evidence_file, control=control, families=families)
+    stepwise = _sequential_options(ctx, sequential, batch_size, max_outputs, group_by=group_by, control=control)
     if report is not None and report.suffix.lower() == ".pdf":
         from ..report.pdf import find_chromium
 
@@ -336,6 +344,8 @@ def rank_cli(
     options = {"task": task, "top_templates": top_templates, "tests": verdict_test.value, "exclude": excluded,
                "control": control_records,
                "keep_outputs": report is not None or keep_outputs or per_output is not None}
+    if stepwise is not None:  # the sequential verdict's own test; no control
+        options = {**{k: v for k, v in options.items() if k not in ("tests", "control")}, **stepwise}
     audit = _rank_records(model, student, recorder, outputs, group=group, options=options, model_path=model_path,
                        quiet=quiet)
     for warning in audit.warnings:
@@ -344,11 +354,12 @@ def rank_cli(
     if warnings:  # about the references
         result["warnings"] = [*warnings, *result.get("warnings", [])]
     _add_inputs(result, outputs, reference, model_path, n_skipped=len(skipped) + len(student.skipped))
-    settings = {"task": task, "top_templates": top_templates, "verdict_test": verdict_test.value,
+    settings = {"task": task, "top_templates": top_templates,
+                "verdict_test": verdict_test.value if stepwise is None else "sequential",
                 "exclude": ", ".join(excluded) or None,
                 "control": control.name if control is not None else None,
                 "skip_invalid": skip_invalid, "max_chars": max_chars, "text_field": text_field,
-                "group_by": group, "examples": examples}
+                "group_by": group, "examples": examples, **(stepwise or {})}
     from ..result import AuditBatch
 
     batch = audit if group_by is not None else AuditBatch([audit])
@@ -395,6 +406,29 @@ def _check_before_work(outputs: Path, reference: Optional[Path], model_path: Opt
         raise input_error("E109", source=str(outputs))
 
 
+def _sequential_options(ctx: typer.Context, sequential: bool, batch_size: Optional[int],
+                        max_outputs: Optional[int], *, group_by: Optional[GroupBy],
+                        control: Optional[Path]) -> Optional[dict[str, Any]]:
+    """``--sequential``'s settings (``batch_size``, ``max_outputs``), or None without it: E250 for a value below
+    1, E252 for an option it does not combine with (before any work)."""
+    from ..errors import model_error
+    from ..sequential import DEFAULT_BATCH, check_options
+
+    if not sequential:
+        for name, value in (("--batch-size", batch_size), ("--max-outputs", max_outputs)):
+            if value is not None:
+                raise model_error("E252", option=name, detail="applies only with --sequential")
+        return None
+    for name, given in (("--group-by", group_by is not None), ("--control", control is not None),
+                        ("--verdict-test", _given(ctx, "verdict_test"))):
+        if given:
+            raise model_error("E252", option=name, detail="does not combine with --sequential (the sequential "
+                              "verdict ranks one student with its own paired test)")
+    batch = DEFAULT_BATCH if batch_size is None else batch_size
+    check_options(batch, max_outputs, ("--batch-size", "--max-outputs"))
+    return {"batch_size": batch, "max_outputs": max_outputs}
+
+
 def _model_for_ranking(ctx: typer.Context, reference: Optional[Path], model_path: Optional[Path], *,
                        task: Optional[str], features: str, tagger: str, normalize: bool, seed: int,
                        reader: dict[str, Any], quiet: bool,
@@ -428,7 +462,11 @@ def _rank_records(model: Any, student: Any, recorder: Any, outputs: Path, *, gro
               disable=quiet, leave=False) as bar:
         try:
             audit: Any
-            if group is None:
+            if group is None and "batch_size" in options:
+                from ..sequential import audit_sequential
+
+                audit = audit_sequential(model, recorder.watch(tally), progress=bar.update, **options)
+            elif group is None:
                 audit = audit_student(model, recorder.watch(tally), progress=bar.update, **options)
             else:
                 audit = rank_students(model, recorder.watch(tally), group_by=group, progress=bar.update, **options)
