@@ -201,9 +201,11 @@ def _signature(model: Any) -> str:
     return next(iter(as_multitask(model).models_.values())).signature_
 
 
-def audit_student(model: Any, records: Iterable[Record], **options: Any) -> AuditResult:
-    """:func:`attribution.api.rank_student` (same options) as an :class:`AuditResult`, with the
-    model's ``signature``; ``student`` is the records' ``student`` field when they name one only."""
+def audit_student(model: Any, records: Iterable[Record], *, ranker: Callable[..., dict[str, Any]] | None = None,
+                  **options: Any) -> AuditResult:
+    """:func:`attribution.api.rank_student` (same options; or ``ranker``, e.g.
+    :func:`attribution.sequential.rank_sequential`) as an :class:`AuditResult`, with the model's ``signature``;
+    ``student`` is the records' ``student`` field when they name one only."""
     names: set[str] = set()
 
     def watch(stream: Iterable[Record]) -> Iterator[Record]:
@@ -212,7 +214,7 @@ def audit_student(model: Any, records: Iterable[Record], **options: Any) -> Audi
                 names.add(record.student)
             yield record
 
-    data = rank_student(model, watch(records), **options)
+    data = (ranker or rank_student)(model, watch(records), **options)
     data["signature"] = _signature(model)
     return AuditResult(data, student=next(iter(names)) if len(names) == 1 else None)
 

@@ -274,22 +274,11 @@ def rank_sequential(model: Any, records: Iterable[Any], *, batch_size: int = DEF
 
 
 def audit_sequential(model: Any, records: Iterable[Any], **options: Any) -> Any:
-    """:func:`rank_sequential` (same options) as an :class:`attribution.result.AuditResult`, with the model's
-    ``signature``, as :func:`attribution.result.audit_student` gives :func:`attribution.api.rank_student`."""
-    from .multitask import as_multitask
-    from .result import AuditResult
+    """:func:`rank_sequential` (same options) as an :class:`attribution.result.AuditResult`, as
+    :func:`attribution.result.audit_student` gives :func:`attribution.api.rank_student`."""
+    from .result import audit_student
 
-    names: set[str] = set()
-
-    def watch(stream: Iterable[Any]) -> Iterable[Any]:
-        for record in stream:
-            if record.student is not None and len(names) < 2:
-                names.add(record.student)
-            yield record
-
-    data = rank_sequential(model, watch(records), **options)
-    data["signature"] = next(iter(as_multitask(model).models_.values())).signature_
-    return AuditResult(data, student=next(iter(names)) if len(names) == 1 else None)
+    return audit_student(model, records, ranker=rank_sequential, **options)
 
 
 def describe(verdict: dict[str, Any]) -> str:
