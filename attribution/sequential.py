@@ -288,9 +288,11 @@ def describe(verdict: dict[str, Any]) -> str:
     e, threshold = seq.get("e_value", float("nan")), seq.get("threshold", float("nan"))
     named = verdict.get("teacher") or verdict.get("family")
     if verdict.get("status") == "attributed":
-        return (f"{named}: checked after every {size} outputs, its answers beat every other candidate's prompt by "
-                f"prompt; the sequential test concluded after {used} outputs (e-value {e:.3g} >= {threshold:.3g}, "
-                f"anytime-valid p = {verdict.get('p_value'):.3g} < {alpha}).")
+        at_family = verdict.get("level") == "family"
+        return (f"{'family ' if at_family else ''}{named}: checked after every {size} outputs, its answers beat every "
+                f"other candidate's prompt by prompt; the sequential test concluded after {used} outputs (e-value "
+                f"{e:.3g} >= {threshold:.3g}, anytime-valid p = {verdict.get('p_value'):.3g} < {alpha})."
+                + (" The sequential test does not choose between the family's versions." if at_family else ""))
     budget = seq.get("max_outputs")
     spent = f"the budget of {budget} outputs was spent" if budget is not None and used is not None and \
         used >= budget else "the outputs ran out"

@@ -11,6 +11,11 @@ log-probabilities); a simulated audit is a random order of them, read in batches
 - the **fixed-n** rule reads the first ``N`` outputs of the same order and names the ranking's top candidate
   when the paired test (intersection-union of one-sided t-tests, ``p_paired < alpha``) says so.
 
+- for comparison, a **group-sequential** design (not in the package): the fixed-n rule's statistic (the top
+  candidate's paired t-statistic against each rival, treated as normal) looked at after every batch up to the
+  budget ``N`` fixed in advance, against O'Brien-Fleming-type boundaries from Lan-DeMets alpha spending
+  (:func:`spending_boundaries`); it needs ``N`` before the first look, the e-process does not.
+
 Three kinds of audit, each ``--audits`` at least (spread over the students of the kind):
 
 - *controls*: the two human-data students (``teacher`` = none): every attribution is false;
@@ -34,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 from _inputs import alpacaeval_records
-from scipy import stats
+from scipy import optimize, stats
 
 from attribution.api import ALPHA, fit_reference
 from attribution.paired import PairedTest
@@ -42,6 +47,7 @@ from attribution.sequential import SequentialTest
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpacaeval"
 BUDGETS = (50, 100, 200, 400)
+RULES = ("sequential", "group-seq", "fixed-n")
 
 
 class Source:
@@ -91,6 +97,49 @@ def fixed_audit(source: Source, pick: np.ndarray, alpha: float) -> str | None:
     return top if result is not None and result["p_paired"] < alpha else None
 
 
+def spending_boundaries(looks: Sequence[float], alpha: float) -> np.ndarray:
+    """One-sided z boundaries at information fractions ``looks`` (increasing, the last 1) that spend
+    ``alpha(t) = 2 - 2 Phi(z_(1 - alpha/2) / sqrt(t))`` (Lan-DeMets, O'Brien-Fleming type): the crossing
+    probability of a Brownian motion's ``Z_k = S(t_k) / sqrt(t_k)``, computed on a grid."""
+    spend = [2 - 2 * stats.norm.cdf(stats.norm.ppf(1 - alpha / 2) / math.sqrt(t)) for t in looks]
+    grid = np.linspace(-12, 12, 1601)
+    step = grid[1] - grid[0]
+    bounds = [float(stats.norm.isf(max(spend[0], 1e-300)))]
+    density = stats.norm.pdf(grid, scale=math.sqrt(looks[0])) * (grid < bounds[0] * math.sqrt(looks[0]))
+    for k in range(1, len(looks)):
+        dt = looks[k] - looks[k - 1]
+        target = spend[k] - spend[k - 1]
+
+        b = (float(optimize.brentq(_excess, -5, 40, args=(density, grid, math.sqrt(looks[k]), math.sqrt(dt), step,
+                                                          target))) if target > 1e-15 else 40.0)
+        bounds.append(b)
+        kernel = stats.norm.pdf(grid[:, None] - grid[None, :], scale=math.sqrt(dt))  # (new, old)
+        density = (kernel @ density) * step * (grid < b * math.sqrt(looks[k]))
+    return np.asarray(bounds)
+
+
+def _excess(b: float, density: np.ndarray, grid: np.ndarray, root_t: float, root_dt: float, step: float,
+            target: float) -> float:
+    """Probability of crossing ``b`` at this look from the continuation density, less the alpha to spend."""
+    return float((density * stats.norm.sf((b * root_t - grid) / root_dt)).sum() * step) - target
+
+
+def group_sequential_audit(source: Source, order: np.ndarray, batch_size: int,
+                           bounds: np.ndarray) -> tuple[str | None, int]:
+    """The group-sequential rule up to the budget ``len(order)``: at each look, the candidate with the highest
+    mean paired score so far is named when its t-statistic against every rival reaches the look's boundary."""
+    test = PairedTest(source.classes)
+    for look, start in enumerate(range(0, len(order), batch_size)):
+        test.add(source.scores[order[start:start + batch_size]])
+        if test.n < 3:
+            continue
+        top = source.classes[int(np.argmax(test.mean()))]
+        z = min(stats.norm.isf(max(test.p_value(top, c), 1e-300)) for c in source.classes if c != top)
+        if z >= bounds[look]:
+            return top, min(start + batch_size, len(order))
+    return None, len(order)
+
+
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     a = (1 - level) / 2
     low = 0.0 if k == 0 else float(stats.beta.ppf(a, k, n - k + 1))
@@ -101,6 +150,8 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 def simulate(sources: list[Source], audits: int, batch_size: int, alpha: float, rng: np.random.Generator) -> list:
     """Every simulated audit: (kind, truth, budget, rule, named, outputs used)."""
     rows = []
+    bounds = {n: spending_boundaries([min(1.0, (k + 1) * batch_size / n) for k in range(math.ceil(n / batch_size))],
+                                     alpha) for n in BUDGETS}
     by_kind: dict[str, list[Source]] = {}
     for source in sources:
         by_kind.setdefault(source.kind, []).append(source)
@@ -116,6 +167,8 @@ def simulate(sources: list[Source], audits: int, batch_size: int, alpha: float, 
                     rows.append((kind, source.truth, budget, "sequential", seq_named,
                                  used if seq_named is not None else n))
                     rows.append((kind, source.truth, budget, "fixed-n", fixed_audit(source, order[:n], alpha), n))
+                    rows.append((kind, source.truth, budget, "group-seq",
+                                 *group_sequential_audit(source, order[:n], batch_size, bounds[budget])))
     return rows
 
 
@@ -124,7 +177,7 @@ def report(rows: list, alpha: float) -> None:
           "95% Clopper-Pearson interval")
     for kind in ("control", "excluded"):
         for budget in BUDGETS:
-            for rule in ("sequential", "fixed-n"):
+            for rule in RULES:
                 sub = [r for r in rows if r[0] == kind and r[2] == budget and r[3] == rule]
                 k = sum(r[4] is not None for r in sub)
                 low, high = clopper_pearson(k, len(sub))
@@ -132,7 +185,7 @@ def report(rows: list, alpha: float) -> None:
                       f"[{low:.3f}, {high:.3f}]   mean outputs used {np.mean([r[5] for r in sub]):.1f}")
     print("\ndocumented students (every candidate): right / wrong / none, mean outputs used (all audits; named ones)")
     for budget in BUDGETS:
-        for rule in ("sequential", "fixed-n"):
+        for rule in RULES:
             sub = [r for r in rows if r[0] == "documented" and r[2] == budget and r[3] == rule]
             right = sum(r[4] == r[1] for r in sub)
             wrong = sum(r[4] is not None and r[4] != r[1] for r in sub)
