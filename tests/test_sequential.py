@@ -204,3 +204,16 @@ def test_a_bad_budget_is_a_config_error_at_its_line(tmp_path, line, message):
 
         load_config(config)
     assert info.value.code == "E416" and info.value.line == 3 and message in str(info.value)
+
+
+def test_with_families_the_sequential_verdict_names_the_family(cli, gemma_student, tmp_path):
+    families = tmp_path / "families.tsv"
+    families.write_text("teacher\tfamily\ngemma-3-270m\tsmall\nsmollm2-135m\tsmall\nhuman\thuman\n")
+    proc = cli("rank", gemma_student, "--reference", DEMO / "teachers.jsonl", "--families", families, "--sequential",
+               "--format", "json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    verdict = json.loads(proc.stdout)["verdict"]
+    assert (verdict["status"], verdict["level"], verdict["family"], verdict["teacher"]) == (
+        "attributed", "family", "small", None)
+    assert set(verdict["sequential"]["wealth"]) == {"small", "human"}
+    assert describe_verdict(verdict).startswith("family small: ")
