@@ -28,7 +28,7 @@ SOURCE_KEYS: dict[str, Expected] = {"name": str, "file": str, "endpoint": str, "
                                     **ENDPOINT_KEYS}
 TABLES: dict[str, dict[str, Expected]] = {
     "audit": {"prompts": str, "student_prompts": str, "limit": SETTINGS["limit"], "task": str,
-              "max_outputs": int, "batch_size": int},
+              "max_outputs": int, "batch_size": int, "sequential_design": str},
     "defaults": ENDPOINT_KEYS,
     "student": SOURCE_KEYS,
     "teachers": SOURCE_KEYS,
@@ -73,6 +73,7 @@ class AuditConfig:
     #: concludes or ``max_outputs`` were collected (None: every prompt, the fixed-n verdict)
     max_outputs: int | None = None
     batch_size: int | None = None
+    sequential_design: str = "e-process"
     attribution: dict[str, Any] = field(default_factory=dict)
     case: Any = None  # attribution.report.case.CaseDetails: the suspect's name and [case]
 
@@ -137,6 +138,7 @@ def load_config(path: str | os.PathLike) -> AuditConfig:
                        student=student, teachers=teachers,
                        limit=audit.get("limit", 0), task=audit.get("task"), attribution=attribution,
                        max_outputs=audit.get("max_outputs"), batch_size=audit.get("batch_size"),
+                       sequential_design=audit.get("sequential_design", "e-process"),
                        case=config.case(data.get("case", {}), student))
 
 
@@ -337,11 +339,16 @@ class _ConfigChecker:
 
     def check_budget(self, audit: dict[str, Any]) -> None:
         """``max_outputs`` and ``batch_size``: whole numbers of at least 1, the batch size only with a budget."""
-        from .sequential import check_options
+        from .sequential import check_design, check_options
 
-        if "batch_size" in audit and "max_outputs" not in audit:
-            raise self.fail("audit", "[audit] batch_size applies only with max_outputs (the suspect's budget)",
-                            "batch_size")
+        for key in ("batch_size", "sequential_design"):
+            if key in audit and "max_outputs" not in audit:
+                raise self.fail("audit", f"[audit] {key} applies only with max_outputs (the suspect's budget)", key)
+        try:
+            check_design(audit.get("sequential_design", "e-process"), audit.get("max_outputs"),
+                         ("[audit] sequential_design", "[audit] max_outputs"))
+        except AttributionError as err:
+            raise self.fail("audit", err.message, "sequential_design") from None
         for key in ("max_outputs", "batch_size"):
             try:
                 check_options(audit.get("batch_size", 1) if key == "batch_size" else 1, audit.get("max_outputs"),
@@ -445,7 +452,8 @@ def _rank_within_budget(model: Any, config: AuditConfig, out: Path, provenance: 
     batch = config.batch_size or DEFAULT_BATCH
     keep = ranking.pop("keep_outputs")
     top_templates = ranking.pop("top_templates")
-    ranker = SequentialRank(model, batch_size=batch, max_outputs=config.max_outputs, keep_outputs=keep, **ranking)
+    ranker = SequentialRank(model, batch_size=batch, max_outputs=config.max_outputs, keep_outputs=keep,
+                            design=config.sequential_design, **ranking)
     fed: set[str] = set()
     cap = min(config.max_outputs, config.limit) if config.limit else config.max_outputs
     target = 0

@@ -46,6 +46,7 @@ the verdict names the leader).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -95,10 +96,11 @@ class SequentialTest:
     def concluded(self) -> bool:
         return self.named is not None
 
-    def add(self, scores: np.ndarray, outputs_read: int | None = None) -> bool:
+    def add(self, scores: np.ndarray, outputs_read: int | None = None, top: str | None = None) -> bool:
         """One look, after a batch: ``scores`` are the batch's per-output scores of every candidate (columns:
         ``classes``; rows with NaN, outputs without paired answers, are left out). Returns whether the verdict
-        has concluded (then further looks change nothing)."""
+        has concluded (then further looks change nothing). ``top`` (the ranking's first) is not used: the
+        e-process chooses its leader from the earlier batches."""
         if self.concluded:
             return True
         scores = np.asarray(scores, dtype=float).reshape(-1, len(self.classes))
@@ -144,7 +146,8 @@ class SequentialTest:
         """What the JSON's ``verdict.sequential`` holds (see docs/json.md)."""
         e = self.e_value()
         leader = self.named or (self.classes[self.leader] if self.leader is not None else None)
-        return {"stopped": self.concluded, "outputs_used": int(outputs_used), "n_paired": int(self._n),
+        return {"design": "e-process", "stopped": self.concluded, "outputs_used": int(outputs_used),
+                "n_paired": int(self._n),
                 "looks": self.looks, "batch_size": int(batch_size), "max_outputs": max_outputs,
                 "leader": leader, "e_value": e, "threshold": TIES / self.alpha,
                 "p_value": min(1.0, TIES / e) if e > 0 else 1.0,
@@ -155,6 +158,120 @@ def _pair(total: np.ndarray, outer: np.ndarray, i: int, j: int) -> tuple[float, 
     """Sum of ``x = (s_i - s_j) / 2`` and of its square, from the sums of the scores and of their products."""
     return float(total[i] - total[j]) / 2, float(outer[i, i] + outer[j, j] - 2 * outer[i, j]) / 4
 
+
+#: The sequential designs: the e-process (:class:`SequentialTest`, no budget needed) and alpha spending
+#: (:class:`SpendingTest`, a budget fixed in advance).
+DESIGNS = ("e-process", "spending")
+
+
+def spending_boundaries(looks: Sequence[float], alpha: float) -> np.ndarray:
+    """One-sided z boundaries at the information fractions ``looks`` (increasing, in ``(0, 1]``) that spend
+    ``alpha(t) = 2 - 2 Phi(z_(1 - alpha / 2) / sqrt(t))`` by time ``t`` (Lan and DeMets' O'Brien-Fleming-type
+    spending function): ``P(Z_1 < c_1, ..., Z_(k-1) < c_(k-1), Z_k >= c_k) = alpha(t_k) - alpha(t_(k-1))`` for
+    ``Z_k = B(t_k) / sqrt(t_k)`` of a Brownian motion ``B`` (the joint law of a z-statistic's looks), computed by
+    numerical integration on a grid (Armitage, McPherson and Rowe's recursion)."""
+    from scipy import optimize, stats
+
+    spent = [2 - 2 * stats.norm.cdf(stats.norm.ppf(1 - alpha / 2) / math.sqrt(t)) for t in looks]
+    grid = np.linspace(-10, 10, 1001)
+    step = grid[1] - grid[0]
+    bounds = [float(stats.norm.isf(max(spent[0], 1e-300)))]
+    density = stats.norm.pdf(grid, scale=math.sqrt(looks[0])) * (grid < bounds[0] * math.sqrt(looks[0]))
+    kernels: dict[float, np.ndarray] = {}
+    for k in range(1, len(looks)):
+        root_t, root_dt = math.sqrt(looks[k]), math.sqrt(looks[k] - looks[k - 1])
+        target = spent[k] - spent[k - 1]
+        if target > 1e-12:
+            bound = float(optimize.brentq(_excess, -5.0, 40.0, args=(density, grid, root_t, root_dt, step, target),
+                                          xtol=1e-6))
+        else:  # nothing left to spend at this look
+            bound = 40.0
+        bounds.append(bound)
+        key = round(root_dt, 12)
+        if key not in kernels:
+            kernels[key] = stats.norm.pdf(grid[:, None] - grid[None, :], scale=root_dt) * step  # (new, old)
+        density = (kernels[key] @ density) * (grid < bound * root_t)
+    return np.asarray(bounds)
+
+
+@functools.lru_cache(maxsize=32)
+def _boundaries(looks: tuple[float, ...], alpha: float) -> np.ndarray:
+    """:func:`spending_boundaries`, computed once per looks and alpha (read-only)."""
+    bounds = spending_boundaries(looks, alpha)
+    bounds.setflags(write=False)
+    return bounds
+
+
+def _excess(bound: float, density: np.ndarray, grid: np.ndarray, root_t: float, root_dt: float, step: float,
+            target: float) -> float:
+    """Probability of a first crossing of ``bound`` at this look (from the density of the paths still below the
+    earlier boundaries), less the alpha this look may spend."""
+    from scipy import stats
+
+    return float((density * stats.norm.sf((bound * root_t - grid) / root_dt)).sum() * step) - target
+
+
+class SpendingTest:
+    """A group-sequential version of the fixed-n paired verdict, with a budget fixed in advance.
+
+    At look ``k`` (after every batch, ``t_k`` = outputs read / ``max_outputs``), the candidate the ranking puts
+    first (as the fixed-n verdict chooses it) is named when its one-sided paired t-statistic against **every**
+    rival (intersection-union, as the fixed-n test) reaches the boundary ``c_k`` of
+    :func:`spending_boundaries`. Under the hypothesis that it does not beat a given rival, the looks of that
+    pair's statistic are, for many outputs, those of a Brownian motion, so the chance of ever crossing is at most
+    ``alpha``. Assumptions: the budget and the batch size are fixed before the first look; the outputs come in an
+    order that does not depend on them; the t-statistic is close to normal (the first looks, with few outputs,
+    have boundaries so high that they spend almost nothing); the top candidate is chosen from the data, as by the
+    fixed-n verdict. A stream that ends before the budget leaves the rest of ``alpha`` unspent (conservative).
+    """
+
+    def __init__(self, classes: Sequence[str], *, max_outputs: int, batch_size: int, alpha: float = ALPHA) -> None:
+        from .paired import PairedTest
+
+        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 < alpha < 1:
+            raise model_error("E210", name="alpha", expected="a number between 0 and 1", got=alpha)
+        self.classes = [str(c) for c in classes]
+        self.alpha, self.max_outputs, self.batch_size = float(alpha), max_outputs, batch_size
+        n_looks = math.ceil(max_outputs / batch_size)
+        self.looks_at = [min(max_outputs, (k + 1) * batch_size) for k in range(n_looks)]
+        self.bounds = _boundaries(tuple(n / max_outputs for n in self.looks_at), self.alpha)
+        self.test = PairedTest(self.classes)
+        self.looks = 0
+        self.named: str | None = None
+        self.concluded_at: int | None = None
+        self.top: str | None = None
+        self.z: float | None = None
+
+    @property
+    def concluded(self) -> bool:
+        return self.named is not None
+
+    def add(self, scores: np.ndarray, outputs_read: int | None = None, top: str | None = None) -> bool:
+        """One look, after a batch: ``scores`` the batch's per-output scores (NaN rows left out), ``top`` the
+        candidate the ranking puts first now (default: the highest mean score). Returns whether it concluded."""
+        if self.concluded:
+            return True
+        self.test.add(np.asarray(scores, dtype=float).reshape(-1, len(self.classes)))
+        self.looks += 1
+        if self.test.n < 3 or self.looks > len(self.bounds):
+            return False
+        self.top = top if top is not None else self.classes[int(np.argmax(self.test.mean()))]
+        from scipy import stats
+
+        self.z = float(min(stats.norm.isf(max(self.test.p_value(self.top, c), 1e-300))
+                           for c in self.classes if c != self.top))
+        if self.z >= self.bounds[self.looks - 1]:
+            self.named, self.concluded_at = self.top, outputs_read
+        return self.concluded
+
+    def result(self, *, outputs_used: int, batch_size: int, max_outputs: int | None) -> dict[str, Any]:
+        """What the JSON's ``verdict.sequential`` holds for this design (see docs/json.md)."""
+        look = min(self.looks, len(self.bounds))
+        return {"design": "spending", "stopped": self.concluded, "outputs_used": int(outputs_used),
+                "n_paired": int(self.test.n), "looks": self.looks, "batch_size": int(batch_size),
+                "max_outputs": max_outputs, "leader": self.named or self.top, "z": self.z,
+                "boundary": float(self.bounds[look - 1]) if look else None,
+                "final_boundary": float(self.bounds[-1])}
 
 
 def check_options(batch_size: Any, max_outputs: Any, names: tuple[str, str] = ("batch_size", "max_outputs")) -> None:
@@ -167,6 +284,16 @@ def check_options(batch_size: Any, max_outputs: Any, names: tuple[str, str] = ("
             raise model_error("E250", name=name, got=value)
 
 
+def check_design(design: Any, max_outputs: Any, names: tuple[str, str] = ("design", "max_outputs")) -> None:
+    """``E250`` for an unknown design, ``E252`` for alpha spending without a budget (``names``: as the caller
+    calls them)."""
+    if design not in DESIGNS:
+        raise model_error("E253", name=names[0], choices=", ".join(DESIGNS), got=design)
+    if design == "spending" and max_outputs is None:
+        raise model_error("E252", option=f"{names[0]} spending", detail=f"needs {names[1]} (the budget, fixed "
+                          "before the first look)")
+
+
 class SequentialRank:
     """``rank --sequential``: one student's outputs read in order, in batches of ``batch_size``, the sequential
     verdict checked after each; :meth:`add` says when to stop. The ranking, evidence and the fixed-n tests are
@@ -175,10 +302,11 @@ class SequentialRank:
 
     def __init__(self, model: Any, *, batch_size: int = DEFAULT_BATCH, max_outputs: int | None = None,
                  alpha: float = ALPHA, task: str | None = None, exclude: Iterable[str] = (),
-                 keep_outputs: bool = False, progress: Any = None) -> None:
+                 keep_outputs: bool = False, progress: Any = None, design: str = "e-process") -> None:
         from .api import StudentRun
 
         check_options(batch_size, max_outputs)
+        check_design(design, max_outputs)
         self.run = StudentRun(model, task=task, keep_outputs=keep_outputs, progress=progress, exclude=exclude)
         subs = list(self.run.model.models_.values()) if task is None else [self.run.model.models_.get(task)]
         if len(subs) != 1 or subs[0] is None:
@@ -195,7 +323,13 @@ class SequentialRank:
         self.evidence.paired_scores = []
         key = task if task is not None else next(iter(self.run.model.models_))
         self.run.evidence[key] = self.evidence
-        self.test = SequentialTest(self.hierarchy.families, alpha=alpha)
+        self.test: SequentialTest | SpendingTest
+        if design == "spending":
+            assert max_outputs is not None  # check_design
+            self.test = SpendingTest(self.hierarchy.families, max_outputs=max_outputs, batch_size=batch_size,
+                                     alpha=alpha)
+        else:
+            self.test = SequentialTest(self.hierarchy.families, alpha=alpha)
         self.batch_size, self.max_outputs, self.task = batch_size, max_outputs, task
         self.read = 0
         self._since_look = 0
@@ -227,7 +361,9 @@ class SequentialRank:
         scores = self.evidence.paired_scores or []
         batch = np.vstack(scores) if scores else np.zeros((0, len(self.test.classes)))
         self.evidence.paired_scores = []
-        self.test.add(batch, self.read)
+        total = self.evidence.family_sums()[0]  # the ranking's first family, as the fixed-n verdict takes it
+        top = min(zip(self.hierarchy.families, total), key=lambda pair: (-pair[1], pair[0]))[0]
+        self.test.add(batch, self.read, top)
 
     def finish(self, **options: Any) -> dict[str, Any]:
         """The rank document over the outputs used (``options``: :meth:`attribution.api.StudentRun.finish`'s),
@@ -250,7 +386,7 @@ class SequentialRank:
             teacher = h.classes[members[0]] if len(members) == 1 else None
         out = {key: value for key, value in fixed.items() if key not in ("p_paired_cosine", "p_paired_midpoint")}
         out.update({"status": "attributed" if named else "inconclusive", "teacher": teacher,
-                    "test": "sequential", "p_value": seq["p_value"], "sequential": seq,
+                    "test": "sequential", "p_value": seq.get("p_value"), "sequential": seq,
                     "fixed_n_p_value": fixed.get("p_value")})
         if "level" in fixed:
             out.update({"family": named, "level": "teacher" if teacher else ("family" if named else None)})
@@ -260,12 +396,14 @@ class SequentialRank:
 def rank_sequential(model: Any, records: Iterable[Any], *, batch_size: int = DEFAULT_BATCH,
                     max_outputs: int | None = None, alpha: float = ALPHA, task: str | None = None,
                     exclude: Iterable[str] = (), top_templates: int = 10, keep_outputs: bool = False,
-                    informative_evidence: bool = True, progress: Any = None) -> dict[str, Any]:
+                    informative_evidence: bool = True, progress: Any = None,
+                    design: str = "e-process") -> dict[str, Any]:
     """:func:`attribution.api.rank_student` with the sequential verdict: ``records`` are read in order, in
     batches of ``batch_size``, until the verdict concludes or ``max_outputs`` were read; the records after
-    that are not read at all. ``verdict.sequential.outputs_used`` says how many were needed."""
+    that are not read at all. ``verdict.sequential.outputs_used`` says how many were needed. ``design``:
+    ``"e-process"`` (:class:`SequentialTest`) or ``"spending"`` (:class:`SpendingTest`, needs ``max_outputs``)."""
     ranker = SequentialRank(model, batch_size=batch_size, max_outputs=max_outputs, alpha=alpha, task=task,
-                            exclude=exclude, keep_outputs=keep_outputs, progress=progress)
+                            exclude=exclude, keep_outputs=keep_outputs, progress=progress, design=design)
     for record in records:
         if ranker.add(record):
             break
@@ -285,6 +423,8 @@ def describe(verdict: dict[str, Any]) -> str:
     """The verdict sentence of a sequential verdict (:func:`attribution.inference.describe_verdict`)."""
     seq = verdict.get("sequential") or {}
     used, size, alpha = seq.get("outputs_used"), seq.get("batch_size"), verdict.get("alpha")
+    if seq.get("design") == "spending":
+        return _describe_spending(verdict, seq)
     e, threshold = seq.get("e_value", float("nan")), seq.get("threshold", float("nan"))
     named = verdict.get("teacher") or verdict.get("family")
     if verdict.get("status") == "attributed":
@@ -301,5 +441,22 @@ def describe(verdict: dict[str, Any]) -> str:
             f"is named.")
 
 
-__all__ = ["DEFAULT_BATCH", "SequentialRank", "SequentialTest", "audit_sequential", "check_options", "describe",
-           "rank_sequential"]
+def _describe_spending(verdict: dict[str, Any], seq: dict[str, Any]) -> str:
+    named = verdict.get("teacher") or verdict.get("family")
+    z, bound = seq.get("z"), seq.get("boundary")
+    z_text = "n/a" if z is None else f"{z:.3g}"
+    bound_text = "n/a" if bound is None else f"{bound:.3g}"
+    if verdict.get("status") == "attributed":
+        prefix = "family " if verdict.get("level") == "family" else ""
+        return (f"{prefix}{named}: checked after every {seq.get('batch_size')} outputs within a budget of "
+                f"{seq.get('max_outputs')}, its answers beat every other candidate's prompt by prompt; the "
+                f"group-sequential test concluded after {seq.get('outputs_used')} outputs (z = {z_text} >= boundary "
+                f"{bound_text}, alpha = {verdict.get('alpha')} spent over the budget).")
+    leader = seq.get("leader") or verdict.get("best_candidate")
+    return (f"inconclusive: {seq.get('outputs_used')} outputs read (budget {seq.get('max_outputs')}, checked every "
+            f"{seq.get('batch_size')}) and the group-sequential test did not single out {leader} (z = {z_text}, "
+            f"boundary {bound_text}); no teacher is named.")
+
+
+__all__ = ["DEFAULT_BATCH", "DESIGNS", "SequentialRank", "SequentialTest", "SpendingTest", "audit_sequential",
+           "check_design", "check_options", "describe", "rank_sequential", "spending_boundaries"]

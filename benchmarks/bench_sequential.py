@@ -5,16 +5,16 @@ students' prompts, as ``bench_calibration.py`` and ``bench_probes.py``), each st
 (per-output paired scores, as :class:`attribution.inference.StudentEvidence` computes them, and per-output
 log-probabilities); a simulated audit is a random order of them, read in batches of ``--batch-size``:
 
-- the **sequential** rule (:class:`attribution.sequential.SequentialTest`, the library's own) looks after every
+- the **e-process** rule (:class:`attribution.sequential.SequentialTest`, the library's own) looks after every
   batch and stops when it names a candidate; at a budget of ``N`` outputs it has named one if it stopped by
   ``N``, having used ``min(stop, N)`` outputs;
 - the **fixed-n** rule reads the first ``N`` outputs of the same order and names the ranking's top candidate
   when the paired test (intersection-union of one-sided t-tests, ``p_paired < alpha``) says so.
 
-- for comparison, a **group-sequential** design (not in the package): the fixed-n rule's statistic (the top
-  candidate's paired t-statistic against each rival, treated as normal) looked at after every batch up to the
-  budget ``N`` fixed in advance, against O'Brien-Fleming-type boundaries from Lan-DeMets alpha spending
-  (:func:`spending_boundaries`); it needs ``N`` before the first look, the e-process does not.
+- the **spending** rule (:class:`attribution.sequential.SpendingTest`, ``rank --sequential --sequential-design
+  spending``): the fixed-n rule's statistic looked at after every batch against O'Brien-Fleming-type boundaries
+  from Lan-DeMets alpha spending over the budget ``N`` (fixed before the first look); the top candidate at each
+  look is the ranking's first over the outputs read so far.
 
 Three kinds of audit, each ``--audits`` at least (spread over the students of the kind):
 
@@ -39,15 +39,15 @@ from pathlib import Path
 
 import numpy as np
 from _inputs import alpacaeval_records
-from scipy import optimize, stats
+from scipy import stats
 
 from attribution.api import ALPHA, fit_reference
 from attribution.paired import PairedTest
-from attribution.sequential import SequentialTest
+from attribution.sequential import SequentialTest, SpendingTest
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpacaeval"
 BUDGETS = (50, 100, 200, 400)
-RULES = ("sequential", "group-seq", "fixed-n")
+RULES = ("e-process", "spending", "fixed-n")
 
 
 class Source:
@@ -97,46 +97,15 @@ def fixed_audit(source: Source, pick: np.ndarray, alpha: float) -> str | None:
     return top if result is not None and result["p_paired"] < alpha else None
 
 
-def spending_boundaries(looks: Sequence[float], alpha: float) -> np.ndarray:
-    """One-sided z boundaries at information fractions ``looks`` (increasing, the last 1) that spend
-    ``alpha(t) = 2 - 2 Phi(z_(1 - alpha/2) / sqrt(t))`` (Lan-DeMets, O'Brien-Fleming type): the crossing
-    probability of a Brownian motion's ``Z_k = S(t_k) / sqrt(t_k)``, computed on a grid."""
-    spend = [2 - 2 * stats.norm.cdf(stats.norm.ppf(1 - alpha / 2) / math.sqrt(t)) for t in looks]
-    grid = np.linspace(-12, 12, 1601)
-    step = grid[1] - grid[0]
-    bounds = [float(stats.norm.isf(max(spend[0], 1e-300)))]
-    density = stats.norm.pdf(grid, scale=math.sqrt(looks[0])) * (grid < bounds[0] * math.sqrt(looks[0]))
-    for k in range(1, len(looks)):
-        dt = looks[k] - looks[k - 1]
-        target = spend[k] - spend[k - 1]
-
-        b = (float(optimize.brentq(_excess, -5, 40, args=(density, grid, math.sqrt(looks[k]), math.sqrt(dt), step,
-                                                          target))) if target > 1e-15 else 40.0)
-        bounds.append(b)
-        kernel = stats.norm.pdf(grid[:, None] - grid[None, :], scale=math.sqrt(dt))  # (new, old)
-        density = (kernel @ density) * step * (grid < b * math.sqrt(looks[k]))
-    return np.asarray(bounds)
-
-
-def _excess(b: float, density: np.ndarray, grid: np.ndarray, root_t: float, root_dt: float, step: float,
-            target: float) -> float:
-    """Probability of crossing ``b`` at this look from the continuation density, less the alpha to spend."""
-    return float((density * stats.norm.sf((b * root_t - grid) / root_dt)).sum() * step) - target
-
-
-def group_sequential_audit(source: Source, order: np.ndarray, batch_size: int,
-                           bounds: np.ndarray) -> tuple[str | None, int]:
-    """The group-sequential rule up to the budget ``len(order)``: at each look, the candidate with the highest
-    mean paired score so far is named when its t-statistic against every rival reaches the look's boundary."""
-    test = PairedTest(source.classes)
-    for look, start in enumerate(range(0, len(order), batch_size)):
-        test.add(source.scores[order[start:start + batch_size]])
-        if test.n < 3:
-            continue
-        top = source.classes[int(np.argmax(test.mean()))]
-        z = min(stats.norm.isf(max(test.p_value(top, c), 1e-300)) for c in source.classes if c != top)
-        if z >= bounds[look]:
-            return top, min(start + batch_size, len(order))
+def spending_audit(source: Source, order: np.ndarray, batch_size: int, alpha: float) -> tuple[str | None, int]:
+    """The alpha-spending rule with the budget ``len(order)``: (named candidate or None, outputs read when it
+    stopped), the top candidate at each look the ranking's first over the outputs read so far."""
+    test = SpendingTest(source.classes, max_outputs=len(order), batch_size=batch_size, alpha=alpha)
+    for start in range(0, len(order), batch_size):
+        stop = min(start + batch_size, len(order))
+        top = source.classes[int(np.argmax(source.log_proba[order[:stop]].sum(axis=0)))]
+        if test.add(source.scores[order[start:stop]], stop, top):
+            return test.named, stop
     return None, len(order)
 
 
@@ -150,8 +119,6 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 def simulate(sources: list[Source], audits: int, batch_size: int, alpha: float, rng: np.random.Generator) -> list:
     """Every simulated audit: (kind, truth, budget, rule, named, outputs used)."""
     rows = []
-    bounds = {n: spending_boundaries([min(1.0, (k + 1) * batch_size / n) for k in range(math.ceil(n / batch_size))],
-                                     alpha) for n in BUDGETS}
     by_kind: dict[str, list[Source]] = {}
     for source in sources:
         by_kind.setdefault(source.kind, []).append(source)
@@ -164,11 +131,11 @@ def simulate(sources: list[Source], audits: int, batch_size: int, alpha: float, 
                 for budget in BUDGETS:
                     n = min(budget, len(order))
                     seq_named = named if used <= n and named is not None else None
-                    rows.append((kind, source.truth, budget, "sequential", seq_named,
+                    rows.append((kind, source.truth, budget, "e-process", seq_named,
                                  used if seq_named is not None else n))
                     rows.append((kind, source.truth, budget, "fixed-n", fixed_audit(source, order[:n], alpha), n))
-                    rows.append((kind, source.truth, budget, "group-seq",
-                                 *group_sequential_audit(source, order[:n], batch_size, bounds[budget])))
+                    rows.append((kind, source.truth, budget, "spending",
+                                 *spending_audit(source, order[:n], batch_size, alpha)))
     return rows
 
 

@@ -304,6 +304,9 @@ def rank_cli(
         None, "--batch-size", help="With --sequential: outputs per look [default: 10]."),
     max_outputs: Optional[int] = typer.Option(
         None, "--max-outputs", help="With --sequential: read at most this many outputs (the budget)."),
+    sequential_design: Optional[str] = typer.Option(
+        None, "--sequential-design", help="With --sequential: 'e-process' (default: anytime-valid, no budget needed) "
+        "or 'spending' (alpha spent over --max-outputs, fixed in advance: the fixed-n test's power at the budget)."),
     workers: Optional[int] = WORKERS_OPTION,
     scheduler: Optional[str] = SCHEDULER_OPTION,
     no_cache: bool = NO_CACHE_OPTION,
@@ -319,7 +322,8 @@ def rank_cli(
     case = report_case(case_id, auditor, organisation)  # E608 before any work
     _check_before_work(outputs, reference, model_path, output=output, report=report, group_by=group_by,
                        per_output=per_output, evidence_file=evidence_file, control=control, families=families)
-    stepwise = _sequential_options(ctx, sequential, batch_size, max_outputs, group_by=group_by, control=control)
+    stepwise = _sequential_options(ctx, sequential, batch_size, max_outputs, sequential_design, group_by=group_by,
+                                   control=control)
     if report is not None and report.suffix.lower() == ".pdf":
         from ..report.pdf import find_chromium
 
@@ -407,15 +411,16 @@ def _check_before_work(outputs: Path, reference: Optional[Path], model_path: Opt
 
 
 def _sequential_options(ctx: typer.Context, sequential: bool, batch_size: Optional[int],
-                        max_outputs: Optional[int], *, group_by: Optional[GroupBy],
+                        max_outputs: Optional[int], design: Optional[str], *, group_by: Optional[GroupBy],
                         control: Optional[Path]) -> Optional[dict[str, Any]]:
-    """``--sequential``'s settings (``batch_size``, ``max_outputs``), or None without it: E250 for a value below
-    1, E252 for an option it does not combine with (before any work)."""
+    """``--sequential``'s settings (``batch_size``, ``max_outputs``, ``design``), or None without it: E250 for a
+    value below 1, E253 for an unknown design, E252 for an option it does not combine with (before any work)."""
     from ..errors import model_error
-    from ..sequential import DEFAULT_BATCH, check_options
+    from ..sequential import DEFAULT_BATCH, check_design, check_options
 
     if not sequential:
-        for name, value in (("--batch-size", batch_size), ("--max-outputs", max_outputs)):
+        for name, value in (("--batch-size", batch_size), ("--max-outputs", max_outputs),
+                            ("--sequential-design", design)):
             if value is not None:
                 raise model_error("E252", option=name, detail="applies only with --sequential")
         return None
@@ -426,7 +431,9 @@ def _sequential_options(ctx: typer.Context, sequential: bool, batch_size: Option
                               "verdict ranks one student with its own paired test)")
     batch = DEFAULT_BATCH if batch_size is None else batch_size
     check_options(batch, max_outputs, ("--batch-size", "--max-outputs"))
-    return {"batch_size": batch, "max_outputs": max_outputs}
+    design = design or "e-process"
+    check_design(design, max_outputs, ("--sequential-design", "--max-outputs"))
+    return {"batch_size": batch, "max_outputs": max_outputs, "design": design}
 
 
 def _model_for_ranking(ctx: typer.Context, reference: Optional[Path], model_path: Optional[Path], *,
