@@ -18,7 +18,7 @@ import pytest
 
 from attribution.errors import InputError, ModelError
 from attribution.inference import describe_verdict
-from attribution.sequential import SequentialTest
+from attribution.sequential import SequentialTest, SpendingTest, spending_boundaries
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stub_openai import Stub, completion, prompt_of  # noqa: E402
@@ -70,6 +70,30 @@ def test_a_bad_alpha_is_refused():
         SequentialTest(["a", "b"], alpha=1.5)
 
 
+def test_spending_boundaries_match_the_published_obrien_fleming_values():
+    # Lan-DeMets O'Brien-Fleming-type spending, 4 equally spaced looks, one-sided alpha 0.025 (Jennison & Turnbull)
+    np.testing.assert_allclose(spending_boundaries([0.25, 0.5, 0.75, 1.0], 0.025), [4.333, 2.963, 2.359, 2.014],
+                               atol=0.005)
+    assert spending_boundaries([1.0], 0.05)[0] == pytest.approx(1.645, abs=1e-3)  # one look: the fixed-n test
+
+
+def _spend(means, rng, *, n=200, batch=10):
+    scores = np.clip(rng.normal(means, 0.3, size=(n, len(means))), -1, 1)
+    test = SpendingTest(CLASSES[:len(means)], max_outputs=n, batch_size=batch)
+    for start in range(0, n, batch):
+        if test.add(scores[start:start + batch], start + batch, top="a"):
+            return test.named, test.concluded_at
+    return None, n
+
+
+def test_alpha_spending_keeps_its_level_over_all_looks_and_stops_early_under_an_alternative():
+    rng = np.random.default_rng(2)
+    # the candidate tested does not beat its rival: named in at most alpha of the streams, over 20 looks each
+    assert sum(_spend([0.0, 0.0], rng)[0] is not None for _ in range(400)) / 400 <= 0.05
+    runs = [_spend([0.2, 0, 0, 0, 0], rng) for _ in range(40)]
+    assert all(name == "a" for name, _ in runs) and np.mean([used for _, used in runs]) < 150
+
+
 @pytest.fixture(scope="module")
 def demo_model(tmp_path_factory):
     from attribution.api import fit_reference, read_records
@@ -118,12 +142,26 @@ def test_a_budget_ends_an_undecided_run_inconclusive(cli, demo_model):
     assert "the budget of 25 outputs was spent" in describe_verdict(result["verdict"])
 
 
+def test_rank_with_alpha_spending_stops_early_within_its_budget(cli, demo_model, gemma_student):
+    proc = cli("rank", gemma_student, "--model", demo_model, "--sequential", "--sequential-design", "spending",
+               "--max-outputs", "100", "--format", "json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    verdict = json.loads(proc.stdout)["verdict"]
+    seq = verdict["sequential"]
+    assert verdict["teacher"] == "gemma-3-270m" and seq["design"] == "spending" and seq["stopped"]
+    assert seq["outputs_used"] < 100 and seq["z"] >= seq["boundary"] > seq["final_boundary"]
+    assert "group-sequential test concluded" in describe_verdict(verdict)
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["--sequential", "--batch-size", "0"], "E250", "--batch-size must be a whole number of at least 1"),
     (["--sequential", "--max-outputs", "-3"], "E250", "--max-outputs must be a whole number"),
     (["--batch-size", "5"], "E252", "--batch-size applies only with --sequential"),
     (["--sequential", "--group-by", "student"], "E252", "--group-by does not combine with --sequential"),
     (["--sequential", "--verdict-test", "both"], "E252", "--verdict-test does not combine"),
+    (["--sequential", "--sequential-design", "spending"], "E252", "needs --max-outputs"),
+    (["--sequential", "--sequential-design", "sprt"], "E253", "must be one of e-process, spending"),
+    (["--sequential-design", "spending"], "E252", "--sequential-design applies only with --sequential"),
 ])
 def test_bad_sequential_options_are_errors_before_any_work(cli, gemma_student, args, code, message):
     proc = cli("rank", gemma_student, "--reference", DEMO / "teachers.jsonl", *args, "--quiet")
@@ -190,20 +228,22 @@ def test_audit_with_a_budget_queries_the_suspect_in_batches_and_stops_when_the_v
     assert len((tmp_path / "out" / "student.jsonl").read_text().splitlines()) == seq["outputs_used"]
 
 
-@pytest.mark.parametrize("line, message", [
-    ("max_outputs = 0", "[audit] max_outputs must be a whole number of at least 1"),
-    ("max_outputs = 'many'", "[audit] max_outputs must be int"),
+@pytest.mark.parametrize("line, where, message", [
+    ("max_outputs = 0", 3, "[audit] max_outputs must be a whole number of at least 1"),
+    ("max_outputs = 'many'", 3, "[audit] max_outputs must be int"),
+    ("max_outputs = 5\nsequential_design = 'wald'", 4, "[audit] sequential_design must be one of"),
+    ("sequential_design = 'spending'", 3, "[audit] sequential_design applies only with max_outputs"),
 ])
-def test_a_bad_budget_is_a_config_error_at_its_line(tmp_path, line, message):
+def test_a_bad_budget_is_a_config_error_at_its_line(tmp_path, line, where, message):
     config = tmp_path / "audit.toml"
     config.write_text(AUDIT.format(max_outputs=1, url="http://127.0.0.1:9/v1", demo=DEMO).replace(
-        "max_outputs = 1", line))
+        "max_outputs = 1\nbatch_size = 10", line))
     (tmp_path / "prompts.jsonl").write_text('{"id": "q", "prompt": "hi"}\n')
     with pytest.raises(InputError) as info:
         from attribution.audit import load_config
 
         load_config(config)
-    assert info.value.code == "E416" and info.value.line == 3 and message in str(info.value)
+    assert info.value.code == "E416" and info.value.line == where and message in str(info.value)
 
 
 def test_with_families_the_sequential_verdict_names_the_family(cli, gemma_student, tmp_path):
