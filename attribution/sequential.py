@@ -308,10 +308,12 @@ class SequentialRank:
         check_options(batch_size, max_outputs)
         check_design(design, max_outputs)
         self.run = StudentRun(model, task=task, keep_outputs=keep_outputs, progress=progress, exclude=exclude)
-        subs = list(self.run.model.models_.values()) if task is None else [self.run.model.models_.get(task)]
-        if len(subs) != 1 or subs[0] is None:
-            raise model_error("E251", detail=f"the model has {len(self.run.model.models_)} tasks; pass --task with "
-                              f"one of: {', '.join(sorted(map(str, self.run.model.models_)))}")
+        models = self.run.model.models_
+        if task is None and len(models) != 1:
+            raise model_error("E251", detail=f"the model has {len(models)} tasks; pass --task with one of: "
+                              f"{', '.join(sorted(map(str, models)))}")
+        key = self.run.model.task_key(task) if task is not None else next(iter(models))  # E208: unknown task
+        subs = [models[key]]
         if subs[0].paired_ is None:
             raise model_error("E251", detail="the model holds no paired answers (every candidate's answer to the "
                               "student's prompts, with the same 'id'), so the paired test cannot run")
@@ -321,7 +323,6 @@ class SequentialRank:
         # the run's evidence, made here so that it hands over each batch's per-output paired scores
         self.evidence = StudentEvidence(subs[0], exclude=self.run.exclude)
         self.evidence.paired_scores = []
-        key = task if task is not None else next(iter(self.run.model.models_))
         self.run.evidence[key] = self.evidence
         self.test: SequentialTest | SpendingTest
         if design == "spending":
