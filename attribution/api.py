@@ -191,6 +191,14 @@ class StudentRun:
                 self.kept.append({"id": record.key, "task": record.task,
                                   "probabilities": dict(zip(sub.classes_.tolist(), row.tolist()))})
 
+    def flush(self) -> None:
+        """Score every queued record now, so that the evidence holds every record added so far (what
+        :class:`attribution.sequential.SequentialRank` needs before each look)."""
+        for key in list(self.pending):
+            self._flush(key)
+        while self.in_flight:
+            self._score(*self.in_flight.popleft())
+
     def finish(self, *, top_templates: int = 10, alpha: float | None = None, tests: str | VerdictRule = "either",
                informative_evidence: bool = True) -> dict[str, Any]:
         """Score what is still queued and summarize (see :func:`rank_student` for the keys), with
@@ -199,10 +207,7 @@ class StudentRun:
         non-English outputs."""
         if self.scoring is not None:
             self.scoring.finish()  # every student's outputs scored (once for all of them)
-        for key in list(self.pending):
-            self._flush(key)
-        while self.in_flight:
-            self._score(*self.in_flight.popleft())
+        self.flush()
         for key, rows in self.scored.items():
             if rows:
                 self._add_scored(key, rows)

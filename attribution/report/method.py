@@ -110,6 +110,17 @@ def _verdict_method(result: dict[str, Any], settings: dict[str, Any]) -> str:
                      "(a model of the student's base model taught by no candidate) also answered: per prompt, the "
                      "student's log-probability of the top-ranked family (then version) against each other candidate "
                      "is compared with the control's; one-sided paired t-tests, and p_control is the largest of them.")
+    elif verdict.is_sequential:
+        seq = verdict.sequential or {}
+        design = ("alpha spending (O'Brien-Fleming boundaries for the fixed-n paired statistic, over a budget of "
+                  f"{seq.get('max_outputs')} outputs)" if seq.get("design") == "spending" else
+                  "an e-process: per candidate, a test supermartingale betting, with leaders and bets chosen from "
+                  "earlier batches only, that the leader's answers beat that candidate's; a candidate is refuted when "
+                  "its wealth reaches 2/alpha (Ville's inequality)")
+        parts.append(f"The sequential test read the student's outputs in order, {seq.get('batch_size')} at a time, "
+                     f"looking after each batch, and stopped after {seq.get('outputs_used')} outputs. Its design is "
+                     f"{design}. Its error rate holds however early it stopped, if the order of the outputs does not "
+                     "depend on them (shuffle the prompts); it compares the candidates only.")
     elif not verdict.tests:
         parts.append("No test could run: the references hold no candidate's answers to the student's prompts, and "
                      "the unlisted-teacher test needs 4 or more candidates. Only the ranking is reported.")
