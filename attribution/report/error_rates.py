@@ -8,7 +8,13 @@ estimated here. Change a figure only with the run that printed it, in the docs a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, input_error
 
 
 @dataclass(frozen=True)
@@ -54,35 +60,209 @@ ERROR_RATES: tuple[ErrorRate, ...] = (
               _PAPER, _VERDICT_DOC, "| true teacher left out (10 students) | n/a | **1** | 9 |"),
 )
 
-#: Simulated audits of fewer outputs (``python benchmarks/bench_calibration.py``: 40 random subsets per
-#: documented AlpacaEval student and size, paired test at alpha): outputs -> share named right (never a
-#: wrong teacher at any size).
-RIGHT_BY_SIZE: tuple[tuple[int, float], ...] = ((10, 0.08), (25, 0.22), (50, 0.33), (100, 0.46), (200, 0.66),
-                                                (400, 0.89))
-RIGHT_BY_SIZE_COMMAND = "python benchmarks/bench_calibration.py"
-#: The same figures as docs/verdict.md states them (compared with whitespace collapsed).
-RIGHT_BY_SIZE_DOC_ROW = ("documented students named right / wrong / none: 10 outputs 0.08 / 0 / 0.92, 25 outputs "
-                         "0.22 / 0 / 0.78, 50 outputs 0.33 / 0 / 0.67, 100 outputs 0.46 / 0 / 0.54, 200 outputs "
-                         "0.66 / 0 / 0.34, 400 outputs 0.89 / 0 / 0.11. Controls: 1 of 80 ten-output audits named "
-                         "a teacher")
-#: Control audits of 10 outputs that named a teacher (same command); none of the larger ones did.
-CONTROLS_NAMED_AT_10 = (1, 80)
-#: What the simulated audits were run on: figures for other candidates or settings were not measured.
-RIGHT_BY_SIZE_DATA = "the 5-candidate AlpacaEval data (setting B)"
+# --- measured power: the artifact written by the benchmarks -------------------------------------------------
+
+#: The error-rate artifact shipped with the package: counts of simulated audits per benchmark run, written by
+#: ``benchmarks/bench_budget.py`` (never by hand), with the commit, date, command and settings of each run.
+ARTIFACT = Path(__file__).resolve().parents[1] / "data" / "error_rates.json"
+#: The artifact's ``format`` and ``version``: a reader refuses any other.
+FORMAT, VERSION = "teacher-attribution error rates", 1
+#: Where the artifact is named in results and reports (relative to the package, not this machine's path).
+ARTIFACT_NAME = "attribution/data/error_rates.json"
+#: The arm whose figures answer "how often are students of this size named": prompts at random, as an
+#: audit of whatever outputs the auditor has.
+POWER_ARM = "random"
+#: Confidence of every interval shown (two-sided Clopper-Pearson).
+CONFIDENCE = 0.95
 
 
-def sizes_text() -> str:
-    """Every simulated audit size with its share named right, in words (``10 outputs 8%, 25 outputs 22%, ...``)."""
-    return ", ".join(f"{size} outputs {100 * share:.0f}%" for size, share in RIGHT_BY_SIZE)
+def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) two-sided interval for a rate of ``k`` in ``n``: 0 of 9 gives (0, 0.336)."""
+    from scipy.stats import beta
+
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n > 0, got k={k}, n={n}")
+    tail = (1 - confidence) / 2
+    low = 0.0 if k == 0 else float(beta.ppf(tail, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - tail, k + 1, n - k))
+    return low, high
 
 
-def right_at_size(n_outputs: int) -> tuple[int, float] | None:
-    """The simulated audit size nearest below ``n_outputs`` (or the smallest) and its share named right."""
-    if n_outputs <= 0:
-        return None
-    below = [row for row in RIGHT_BY_SIZE if row[0] <= n_outputs]
-    return below[-1] if below else RIGHT_BY_SIZE[0]
+def interval_text(k: int, n: int) -> str:
+    """``k of n (95% CI low-high%)``, as the report prints a measured count."""
+    low, high = clopper_pearson(k, n)
+    return f"{k} of {n} ({_pct(k / n)}; 95% CI {_pct(low)}-{_pct(high)})"
 
 
-__all__ = ["CONTROLS_NAMED_AT_10", "ERROR_RATES", "RIGHT_BY_SIZE", "RIGHT_BY_SIZE_COMMAND", "RIGHT_BY_SIZE_DATA",
-           "ErrorRate", "right_at_size", "sizes_text"]
+def _pct(share: float) -> str:
+    return f"{100 * share:.0f}%" if share == 0 or share >= 0.01 else f"{100 * share:.1f}%"
+
+
+def signature_fields(signature: Any) -> dict[str, str]:
+    """A model signature (``features=...|C=...|...``) as its fields."""
+    parts = str(signature or "").split("|")
+    return dict(p.split("=", 1) for p in parts if "=" in p and "==" not in p)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Simulated audits at one size: documented students named right / wrong / none, controls named."""
+
+    right: int
+    wrong: int
+    none: int
+    n: int
+    controls_named: int
+    controls: int
+
+
+@dataclass(frozen=True)
+class MeasuredRun:
+    """One benchmark run of the artifact: provenance, settings, and counts per arm and size."""
+
+    key: str
+    commit: str
+    dirty: bool
+    date: str
+    command: str
+    settings: dict[str, Any]
+    arms: dict[str, dict[int, Counts]]
+
+    def sizes(self, arm: str = POWER_ARM) -> list[int]:
+        return sorted(self.arms.get(arm, {}))
+
+
+def _artifact_error(path: Path, detail: str, line: int | None = None) -> InputError:
+    return input_error("E609", source=str(path), line=line, detail=detail)
+
+
+def _int(value: Any, where: str, path: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _artifact_error(path, f"{where} must be a count (a whole number, 0 or more), got {value!r}")
+    return value
+
+
+def _counts(cell: Any, where: str, path: Path) -> Counts:
+    if not isinstance(cell, dict) or not isinstance(cell.get("documented"), dict) \
+            or not isinstance(cell.get("controls"), dict):
+        raise _artifact_error(path, f"{where} needs 'documented' and 'controls' objects")
+    doc, ctl = cell["documented"], cell["controls"]
+    right, wrong, none, n = (_int(doc.get(k), f"{where}.documented.{k}", path) for k in ("right", "wrong", "none", "n"))
+    named, controls = _int(ctl.get("named"), f"{where}.controls.named", path), _int(ctl.get("n"), f"{where}.controls.n",
+                                                                                  path)
+    if right + wrong + none != n or n == 0:
+        raise _artifact_error(path, f"{where}.documented: right + wrong + none ({right + wrong + none}) must equal n "
+                                    f"({n}), and n be 1 or more")
+    if named > controls:
+        raise _artifact_error(path, f"{where}.controls: named ({named}) exceeds n ({controls})")
+    return Counts(right, wrong, none, n, named, controls)
+
+
+def _run(key: str, raw: Any, path: Path) -> MeasuredRun:
+    if not isinstance(raw, dict):
+        raise _artifact_error(path, f"run '{key}' must be an object")
+    for field in ("commit", "date", "command"):
+        if not isinstance(raw.get(field), str) or not raw[field]:
+            raise _artifact_error(path, f"run '{key}' needs '{field}' (a non-empty string)")
+    settings, arms = raw.get("settings"), raw.get("arms")
+    if not isinstance(settings, dict) or not isinstance(settings.get("candidates"), int):
+        raise _artifact_error(path, f"run '{key}' needs 'settings' with 'candidates'")
+    if not isinstance(arms, dict) or not arms:
+        raise _artifact_error(path, f"run '{key}' needs 'arms' (arm -> size -> counts)")
+    parsed: dict[str, dict[int, Counts]] = {}
+    for arm, by_size in arms.items():
+        if not isinstance(by_size, dict):
+            raise _artifact_error(path, f"run '{key}', arm '{arm}' must map sizes to counts")
+        parsed[arm] = {}
+        for size, cell in by_size.items():
+            if not str(size).isdigit() or int(size) < 1:
+                raise _artifact_error(path, f"run '{key}', arm '{arm}': size {size!r} is not a number of outputs")
+            parsed[arm][int(size)] = _counts(cell, f"{key}.{arm}.{size}", path)
+    return MeasuredRun(key, raw["commit"], bool(raw.get("dirty", False)), raw["date"], raw["command"],
+                       dict(settings), parsed)
+
+
+def load_artifact(path: str | Path | None = None) -> dict[str, MeasuredRun]:
+    """Every run of the error-rate artifact (default :data:`ARTIFACT`), checked: a missing file raises
+    ``FileNotFoundError``; a file that is not a valid artifact, ``InputError`` E609 naming what is wrong."""
+    path = Path(path) if path is not None else ARTIFACT
+    stat = path.stat()  # FileNotFoundError when missing
+    return _load(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _load(name: str, mtime_ns: int, size: int) -> dict[str, MeasuredRun]:
+    path = Path(name)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise _artifact_error(path, f"invalid JSON: {err.msg}", err.lineno) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise _artifact_error(path, f"cannot be read: {err}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise _artifact_error(path, f"not an error-rate artifact (expected \"format\": \"{FORMAT}\")")
+    if data.get("version") != VERSION:
+        raise _artifact_error(path, f"version {data.get('version')!r}; this reader knows version {VERSION}")
+    if not isinstance(data.get("runs"), dict):
+        raise _artifact_error(path, "needs 'runs' (an object: run name -> run)")
+    return {key: _run(key, raw, path) for key, raw in data["runs"].items()}
+
+
+def budget_runs(runs: dict[str, MeasuredRun]) -> list[MeasuredRun]:
+    """The runs of ``bench_budget.py`` (simulated audits per size), in name order."""
+    return [runs[k] for k in sorted(runs) if k.startswith("budget/") and POWER_ARM in runs[k].arms]
+
+
+def power(n_outputs: int, candidates: int, *, rule: str = "either", alpha: float = 0.05,
+          features: str | None = None, path: str | Path | None = None) -> dict[str, Any]:
+    """How often the benchmark's documented students were named at the measured size nearest at or below
+    ``n_outputs`` (the smallest when below it), and how often controls were, from the artifact's run with
+    ``candidates`` candidates (else the nearest count), with 95% Clopper-Pearson intervals, the run's commit,
+    date, command and settings, and ``differences``: each way this run's settings differ from those measured.
+
+    Returns ``{"measured": False, "reason": ...}`` when there is nothing to read (no artifact, no run of
+    simulated audits); a damaged artifact raises ``InputError`` E609.
+    """
+    try:
+        runs = budget_runs(load_artifact(path))
+    except FileNotFoundError:
+        return {"measured": False, "reason": f"the error-rate artifact {ARTIFACT_NAME} is missing"}
+    if not runs or n_outputs < 1:
+        return {"measured": False, "reason": "no simulated audits in the error-rate artifact" if not runs
+                else "no outputs"}
+    run = min(runs, key=lambda r: (abs(r.settings["candidates"] - candidates), r.settings["candidates"], r.key))
+    sizes = run.sizes()
+    size = max([s for s in sizes if s <= n_outputs], default=sizes[0])
+    c = run.arms[POWER_ARM][size]
+    measured = run.settings
+    differences = []
+    if measured["candidates"] != candidates:
+        differences.append(f"this run has {candidates} candidates; the simulated audits had {measured['candidates']}")
+    if measured.get("rule") not in (None, rule):
+        differences.append(f"this run's verdict rule is '{rule}'; the simulated audits used '{measured['rule']}'")
+    if measured.get("alpha") not in (None, alpha):
+        differences.append(f"this run's alpha is {alpha}; the simulated audits used {measured['alpha']}")
+    if features and measured.get("features") not in (None, features):
+        differences.append(f"this run's features are '{features}'; the simulated audits used "
+                           f"'{measured['features']}'")
+    if n_outputs < sizes[0]:
+        differences.append(f"this run has {n_outputs} outputs, fewer than the smallest measured size ({sizes[0]})")
+    elif n_outputs > sizes[-1]:
+        differences.append(f"this run has {n_outputs} outputs, more than the largest measured size ({sizes[-1]}); "
+                           "with more outputs the share named right is likely higher")
+    return {"measured": True, "artifact": ARTIFACT_NAME, "run": run.key, "commit": run.commit, "dirty": run.dirty,
+            "date": run.date, "command": run.command, "data": measured.get("data"),
+            "candidates": measured["candidates"], "level": measured.get("level"), "rule": measured.get("rule"),
+            "alpha": measured.get("alpha"), "features": measured.get("features"), "arm": POWER_ARM,
+            "n_outputs": n_outputs, "size": size,
+            "documented": {"right": c.right, "wrong": c.wrong, "none": c.none, "n": c.n,
+                           "right_interval": list(clopper_pearson(c.right, c.n)),
+                           "wrong_interval": list(clopper_pearson(c.wrong, c.n))},
+            "controls": {"named": c.controls_named, "n": c.controls,
+                         "interval": list(clopper_pearson(c.controls_named, c.controls)) if c.controls else None},
+            "curve": {str(s): [run.arms[POWER_ARM][s].right, run.arms[POWER_ARM][s].n] for s in sizes},
+            "differences": differences}
+
+__all__ = ["ARTIFACT", "ARTIFACT_NAME", "CONFIDENCE", "ERROR_RATES", "FORMAT", "POWER_ARM", "VERSION", "Counts",
+           "ErrorRate", "MeasuredRun", "budget_runs", "clopper_pearson", "interval_text", "load_artifact", "power",
+           "signature_fields"]

@@ -11,14 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .document import Block, Code, Para, Strong, num, table
-from .error_rates import (
-    CONTROLS_NAMED_AT_10,
-    ERROR_RATES,
-    RIGHT_BY_SIZE_COMMAND,
-    RIGHT_BY_SIZE_DATA,
-    right_at_size,
-    sizes_text,
-)
+from .error_rates import ERROR_RATES, interval_text, power, signature_fields
 from .validate import is_number
 
 #: What each block of a feature set counts, by block name.
@@ -29,8 +22,7 @@ _WEIGHTING = {"tfidf": "TF-IDF weighted", "binary": "present or absent", "count"
 
 
 def _signature(result: dict[str, Any]) -> dict[str, str]:
-    parts = str(result.get("signature") or "").split("|")
-    return dict(p.split("=", 1) for p in parts if "=" in p and "==" not in p)
+    return signature_fields(result.get("signature"))
 
 
 def _settings(result: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +149,7 @@ def _what_it_means(result: dict[str, Any]) -> list[str]:
                    f"candidates, {left_out.wrong_text} AlpacaEval students were attributed to its closest "
                    f"candidate: if {named}'s likeness may have taught this student, this verdict "
                    "does not rule it out (the strict rule, which also asks the unlisted-teacher test, would).")
-    out += _at_this_size(int(result["n_outputs"]), str(verdict.get("status", "unavailable")))
+    out += _at_this_size(result, str(verdict.get("status", "unavailable")))
     out.append("The probability is not the chance that the top teacher is right (read as one, its calibration "
                "error is 0.43); the support is sampling noise only, not model error. The rates come from one "
                "real-model dev set (9 documented students, 2 controls) and the paper's GPT-2 students: validate "
@@ -165,28 +157,46 @@ def _what_it_means(result: dict[str, Any]) -> list[str]:
     return out
 
 
-def _at_this_size(n_outputs: int, status: str) -> list[str]:
-    """What the simulated audits of this many outputs say about this verdict (figures: :mod:`.error_rates`)."""
-    size = right_at_size(n_outputs)
-    if size is None:
-        return []
-    right = f"{100 * size[1]:.0f}%"
-    fewer = f" (this student has only {n_outputs})" if n_outputs < size[0] else ""
-    named, total = CONTROLS_NAMED_AT_10
-    source = (f"These figures are quoted from {RIGHT_BY_SIZE_COMMAND} on {RIGHT_BY_SIZE_DATA}; a run with other "
-              "candidates or other settings was not measured.")
+def result_power(result: dict[str, Any]) -> dict[str, Any]:
+    """The result's ``power`` entry; for a result saved without one, looked up now from its own settings."""
+    if isinstance(result.get("power"), dict):
+        return result["power"]
+    settings, verdict = _settings(result), result.get("verdict") or {}
+    alpha = verdict.get("alpha")
+    return power(int(result["n_outputs"]), len(result["ranking"]), rule=str(settings.get("verdict_test") or "either"),
+                 alpha=float(alpha) if is_number(alpha) else 0.05,
+                 features=settings.get("features") or _signature(result).get("features"))
+
+
+def _at_this_size(result: dict[str, Any], status: str) -> list[str]:
+    """What the simulated audits of about this many outputs say about this verdict (the result's ``power``)."""
+    p = result_power(result)
+    if not p.get("measured"):
+        return [f"How often a verdict from this many outputs names the teacher was not measured: {p.get('reason')}."]
+    doc, ctl = p["documented"], p["controls"]
+    size = p["size"]
+    right = interval_text(doc["right"], doc["n"])
+    wrong = interval_text(doc["wrong"], doc["n"])
+    controls = interval_text(ctl["named"], ctl["n"]) if ctl.get("n") else "not measured"
+    curve = ", ".join(f"{s} outputs {round(100 * k / n)}%" for s, (k, n) in p.get("curve", {}).items())
+    commit = str(p["commit"])[:10] + (" with uncommitted changes" if p.get("dirty") else "")
+    source = (f"Measured by {p['command']} (commit {commit}, {p['date']}) on the {p['data']} ({p['candidates']} "
+              f"candidates, rule {p['rule']}, alpha {p['alpha']}, features {p['features']}; random subsets of each "
+              f"student's outputs; {p['artifact']}).")
+    differs = p.get("differences") or []
+    caveat = (" These figures may not apply here: " + "; ".join(differs) + "." if differs else "")
+    audits = (f"simulated audits of {size} outputs of documented students (their teacher among the candidates) "
+              f"named it in {right}, a wrong teacher in {wrong} and none in the rest; audits of {size} outputs of "
+              f"human-data controls (taught by no LLM) named a teacher in {controls}")
+    at = f"At {size} outputs (this result has {p['n_outputs']})" if p["n_outputs"] != size else f"At {size} outputs"
     if status == "attributed":
-        return [f"At {size[0]} outputs{fewer}, simulated audits of documented students named the right teacher in "
-                f"{right} and a wrong one in none; {named} of {total} ten-output audits of the human-data controls "
-                f"named a teacher, none of the larger ones. {source}"]
-    lead = ("No test could run, so this result decides nothing. When a test runs, " if status == "unavailable"
+        return [f"{at}, {audits}. {source}{caveat}"]
+    lead = ("No test could run, so this result decides nothing. When a test runs: " if status == "unavailable"
             else "This result names no teacher. ")
-    return [f"{lead}At {size[0]} outputs{fewer}, simulated audits of students whose documented teacher was among "
-            f"the candidates named it in {right} and no teacher in the other {100 - round(100 * size[1])}% (a wrong "
-            f"one in none); {named} of {total} ten-output audits of human-data controls (no LLM teacher) named a "
-            "teacher, none of the larger ones. So an inconclusive result at this number of outputs is common when "
-            "the true teacher is a candidate, and it is also what a student taught by none of them gives: it "
-            f"neither names nor clears the top-ranked candidate. Named right by audit size: {sizes_text()}. {source}"]
+    return [f"{lead}{at}, {audits}. So an inconclusive result at this number of outputs is common when the true "
+            "teacher is a candidate, and it is also what a student taught by none of them gives: it neither names "
+            "nor clears the top-ranked candidate; more outputs (or the prompts 'attribute-teacher probes' ranks "
+            f"first) give the test more power. Named right by audit size: {curve}. {source}{caveat}"]
 
 
 __all__ = ["describe_features", "limitation_blocks", "methodology_blocks"]
