@@ -164,7 +164,7 @@ def result_power(result: dict[str, Any]) -> dict[str, Any]:
     settings, verdict = _settings(result), result.get("verdict") or {}
     alpha = verdict.get("alpha")
     return power(int(result["n_outputs"]), len(result["ranking"]), rule=str(settings.get("verdict_test") or "either"),
-                 alpha=float(alpha) if is_number(alpha) else 0.05,
+                 alpha=float(alpha) if isinstance(alpha, (int, float)) else 0.05,
                  features=settings.get("features") or _signature(result).get("features"))
 
 
