@@ -170,14 +170,12 @@ def load_model(args: argparse.Namespace) -> tuple[Any, str]:
     if args.data == "bank":
         from bench_bank import BANK, fit_bank
 
-        model, seconds, n = fit_bank([BANK / "teachers_reference.jsonl", BANK / "teachers_audit.jsonl"])
-        return model, f"fitted on {n} outputs in {seconds:.0f} s"
+        model, _, n = fit_bank([BANK / "teachers_reference.jsonl", BANK / "teachers_audit.jsonl"])
+        return model, f"fitted on {n} outputs"
     from attribution.api import fit_reference
 
     reference, teacher_audit, _ = alpacaeval_records(args.data_dir or SHARED / "alpacaeval")
-    start = time.perf_counter()
-    model = fit_reference(reference + teacher_audit)
-    return model, f"fitted on {len(reference) + len(teacher_audit)} outputs in {time.perf_counter() - start:.0f} s"
+    return fit_reference(reference + teacher_audit), f"fitted on {len(reference) + len(teacher_audit)} outputs"
 
 
 def tally(ctx: Context, students: Iterator[Student], arms: list[str], sizes: tuple[int, ...], level: str,
@@ -215,7 +213,7 @@ def show(counts: dict[str, dict[int, dict[str, Counter]]]) -> None:
 
 
 def entry(args: argparse.Namespace, ctx: Context, counts: dict[str, dict[int, dict[str, Counter]]],
-          level: str, model_note: str) -> dict[str, Any]:
+          level: str, model_note: str, source: dict[str, Any]) -> dict[str, Any]:
     sub = next(iter(as_multitask(ctx.model).models_.values()))
     families = sorted(set(sub.hierarchy().family_of.values()))
     arms: dict[str, Any] = {}
@@ -229,7 +227,7 @@ def entry(args: argparse.Namespace, ctx: Context, counts: dict[str, dict[int, di
                                    "n": sum(doc.values())},
                     "controls": {"named": ctl["named"], "n": sum(ctl.values())}}
     data = "26-candidate AlpacaEval bank" if args.data == "bank" else "5-candidate AlpacaEval data"
-    return {"benchmark": "bench_budget", **provenance(ROOT, sys.argv),
+    return {"benchmark": "bench_budget", **source,
             "settings": {"data": data, "setting": "B", "candidates": len(sub.classes_), "families": len(families),
                          "level": level, "rule": RULE, "alpha": ALPHA,
                          "features": error_rates.signature_fields(sub.signature_).get("features"),
@@ -256,6 +254,7 @@ def main() -> None:
     if unknown or args.draws < 1:
         parser.error(f"unknown arm(s) {', '.join(unknown)}" if unknown else "--draws must be 1 or more")
     sizes = tuple(int(s) for s in args.sizes.split(","))
+    source = provenance(ROOT, sys.argv)  # the code that runs: taken before anything else changes the tree
     start = time.perf_counter()
     model, model_note = load_model(args)
     level = "family" if args.data == "bank" else "teacher"
@@ -268,7 +267,7 @@ def main() -> None:
     show(counts)
     if not args.no_artifact:
         key = f"budget/{args.data}"
-        record_artifact(args.artifact, key, entry(args, ctx, counts, level, model_note))
+        record_artifact(args.artifact, key, entry(args, ctx, counts, level, model_note, source))
         print(f"\nwrote '{key}' into {args.artifact}")
     print(f"total {time.perf_counter() - start:.0f} s")
 

@@ -94,6 +94,12 @@ def interval_text(k: int, n: int) -> str:
     return f"{k} of {n} ({_pct(k / n)}; 95% CI {_pct(low)}-{_pct(high)})"
 
 
+def short_interval(k: int, n: int) -> str:
+    """``k (low-high%)``: a count in a table whose row gives ``n``."""
+    low, high = clopper_pearson(k, n)
+    return f"{k} ({_pct(low)[:-1]}-{_pct(high)})"
+
+
 def _pct(share: float) -> str:
     return f"{100 * share:.0f}%" if share == 0 or share >= 0.01 else f"{100 * share:.1f}%"
 
@@ -208,6 +214,18 @@ def _load(name: str, mtime_ns: int, size: int) -> dict[str, MeasuredRun]:
     return {key: _run(key, raw, path) for key, raw in data["runs"].items()}
 
 
+def markdown_table(run: MeasuredRun) -> str:
+    """The run's counts as the Markdown table docs/budget.md shows (a test keeps the page equal to the artifact)."""
+    lines = ["| arm | outputs | named right | named wrong | none | controls named |", "|---|---|---|---|---|---|"]
+    for arm in sorted(run.arms, key=lambda a: (a != POWER_ARM, a)):
+        for size in sorted(run.arms[arm]):
+            c = run.arms[arm][size]
+            controls = interval_text(c.controls_named, c.controls) if c.controls else "n/a"
+            lines.append(f"| {arm} | {size} | {interval_text(c.right, c.n)} | {interval_text(c.wrong, c.n)} | "
+                         f"{interval_text(c.none, c.n)} | {controls} |")
+    return "\n".join(lines)
+
+
 def budget_runs(runs: dict[str, MeasuredRun]) -> list[MeasuredRun]:
     """The runs of ``bench_budget.py`` (simulated audits per size), in name order."""
     return [runs[k] for k in sorted(runs) if k.startswith("budget/") and POWER_ARM in runs[k].arms]
@@ -264,5 +282,5 @@ def power(n_outputs: int, candidates: int, *, rule: str = "either", alpha: float
             "differences": differences}
 
 __all__ = ["ARTIFACT", "ARTIFACT_NAME", "CONFIDENCE", "ERROR_RATES", "FORMAT", "POWER_ARM", "VERSION", "Counts",
-           "ErrorRate", "MeasuredRun", "budget_runs", "clopper_pearson", "interval_text", "load_artifact", "power",
-           "signature_fields"]
+           "ErrorRate", "MeasuredRun", "budget_runs", "clopper_pearson", "interval_text", "load_artifact",
+           "markdown_table", "power", "short_interval", "signature_fields"]

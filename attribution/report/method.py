@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .document import Block, Code, Para, Strong, num, table
-from .error_rates import ERROR_RATES, interval_text, power, signature_fields
+from .error_rates import ERROR_RATES, interval_text, power, short_interval, signature_fields
 from .validate import is_number
 
 #: What each block of a feature set counts, by block name.
@@ -119,7 +119,8 @@ def _test(verdict: dict[str, Any]) -> str:
 
 def limitation_blocks(result: dict[str, Any]) -> list[Block]:
     """The measured error rates (one table, with their commands) and what they mean here."""
-    rows = [(r.data, r.case, r.n, "n/a" if r.right is None else r.right, r.wrong, r.none) for r in ERROR_RATES]
+    rows = [(r.data, r.case, r.n, "n/a" if r.right is None else short_interval(r.right, r.n),
+             short_interval(r.wrong, r.n), r.none) for r in ERROR_RATES]
     commands: dict[str, list[str]] = {}
     for r in ERROR_RATES:
         commands.setdefault(r.command, []).append(r.data.split(" (")[0])
@@ -128,7 +129,8 @@ def limitation_blocks(result: dict[str, Any]) -> list[Block]:
         sources += ["; " if i else "", Code(command), f" ({data[0]})"]
     blocks: list[Block] = [
         Para("Measured on this project's benchmarks with the default rule (--verdict-test either) unless a row "
-             "says otherwise (docs/verdict.md, docs/results.md).", "note"),
+             "says otherwise (docs/verdict.md, docs/results.md), on the data the rule was chosen on; in brackets, "
+             "the 95% Clopper-Pearson interval of each rate (0 wrong of 9 still allows up to 34%).", "note"),
         table(["data", "case", "students", "right teacher named", "wrong teacher named", "none named"], rows,
               numeric=(2, 3, 4, 5)),
         Para(tuple(sources) + (".",), "note")]
@@ -157,10 +159,16 @@ def _what_it_means(result: dict[str, Any]) -> list[str]:
     return out
 
 
+#: What the report reads of a measured ``power`` entry (one that lacks any is looked up again).
+_POWER_KEYS = ("documented", "controls", "size", "n_outputs", "commit", "date", "command", "data", "candidates", "rule",
+               "alpha", "features", "artifact")
+
+
 def result_power(result: dict[str, Any]) -> dict[str, Any]:
     """The result's ``power`` entry; for a result saved without one, looked up now from its own settings."""
-    if isinstance(result.get("power"), dict):
-        return result["power"]
+    given = result.get("power")
+    if isinstance(given, dict) and (not given.get("measured") or all(k in given for k in _POWER_KEYS)):
+        return given
     settings, verdict = _settings(result), result.get("verdict") or {}
     alpha = verdict.get("alpha")
     return power(int(result["n_outputs"]), len(result["ranking"]), rule=str(settings.get("verdict_test") or "either"),
@@ -172,7 +180,8 @@ def _at_this_size(result: dict[str, Any], status: str) -> list[str]:
     """What the simulated audits of about this many outputs say about this verdict (the result's ``power``)."""
     p = result_power(result)
     if not p.get("measured"):
-        return [f"How often a verdict from this many outputs names the teacher was not measured: {p.get('reason')}."]
+        return [f"How often a verdict from this many outputs names the teacher was not measured ({p.get('reason')}): "
+            "an inconclusive result here says nothing about the power of the test."]
     doc, ctl = p["documented"], p["controls"]
     size = p["size"]
     right = interval_text(doc["right"], doc["n"])
