@@ -1,9 +1,12 @@
-"""The verdict's measured error rates: one table, shown in every report's limitations and kept equal
-to the docs by a test (``tests/test_report_sections.py`` finds each row's ``doc_row`` in its ``doc``).
+"""The verdict's measured error rates, read from the artifact the benchmarks write, shown in every report's
+limitations and in each result's ``power`` entry.
 
-Every figure was printed by the row's ``command`` on this project's benchmarks (see
-docs/verdict.md, "Measured error rates", and docs/results.md, "Verdict error rates"); none is
-estimated here. Change a figure only with the run that printed it, in the docs and here together.
+The artifact (``attribution/data/error_rates.json``, package data) holds counts, not rates, per benchmark run,
+with the run's commit, date, command and settings: ``benchmarks/bench_budget.py`` writes simulated audits of
+10-400 outputs per arm (``budget/...``), ``benchmarks/bench_alpacaeval.py`` setting B's full-data counts
+(``full/alpacaeval``). Nothing here is typed by hand but the paper QA rows (:data:`PAPER_RATES`). Every rate is
+shown with its 95% Clopper-Pearson interval (0 wrong of 9 still allows a third). ``tests/test_report_sections.py``
+keeps docs/verdict.md and docs/budget.md equal to the artifact.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from ..errors import InputError, input_error
 @dataclass(frozen=True)
 class ErrorRate:
     """One measured row: what was audited, how often the verdict named the right teacher, a wrong
-    one, or none, and where the figure comes from."""
+    one, or none, and where the figure comes from (``commit`` and ``date`` when read from the artifact)."""
 
     data: str
     case: str
@@ -31,34 +34,61 @@ class ErrorRate:
     command: str
     doc: str
     doc_row: str
+    commit: str | None = None
+    date: str | None = None
 
     @property
     def wrong_text(self) -> str:
         return f"{self.wrong} of {self.n}"
 
 
-_ALPACA = "python benchmarks/bench_alpacaeval.py"
+_ALPACA_DATA = "AlpacaEval (real distilled LLMs, setting B)"
 _PAPER = "python benchmarks/bench_unlisted.py"
 _VERDICT_DOC = "docs/verdict.md"
+#: The artifact's run of ``bench_alpacaeval.py`` (all outputs of each student, setting B).
+FULL_RUN = "full/alpacaeval"
+#: Its cases: (artifact case, the report's case, the row docs/verdict.md shows, filled from the counts).
+_ALPACA_CASES = (
+    ("documented", "documented students, true teacher among the candidates (403 outputs each)",
+     "| {n} documented students, all 403 outputs each | {right} | **{wrong}** | {none} |"),
+    ("controls", "human-data controls (Guanaco 7B, 33B): no LLM teacher",
+     "| {n} human-data controls (Guanaco 7B, 33B) | n/a | **{wrong}** | {none} |"),
+    ("left_out", "true teacher left out of the candidates",
+     "| true teacher left out of the candidates ({n} students) | n/a | **{wrong}** | {none} |"),
+    ("left_out_both", "true teacher left out, --verdict-test both",
+     "| the same with `--verdict-test both` | n/a | {wrong} | {none} |"),
+)
 
-#: Default rule (``--verdict-test either``) unless the case says otherwise.
-ERROR_RATES: tuple[ErrorRate, ...] = (
-    ErrorRate("AlpacaEval (real distilled LLMs, setting B)", "documented students, true teacher among the "
-              "candidates (403 outputs each)", 9, 8, 0, 1, _ALPACA, _VERDICT_DOC,
-              "| 9 documented students, all 403 outputs each | 8 | **0** | 1 (alpaca-farm-ppo-human) |"),
-    ErrorRate("AlpacaEval (real distilled LLMs, setting B)", "human-data controls (Guanaco 7B, 33B): no LLM "
-              "teacher", 2, None, 0, 2, _ALPACA, _VERDICT_DOC,
-              "| 2 human-data controls (Guanaco 7B, 33B) | n/a | **0** | 2 |"),
-    ErrorRate("AlpacaEval (real distilled LLMs, setting B)", "true teacher left out of the candidates", 9, None,
-              7, 2, _ALPACA, _VERDICT_DOC,
-              "| true teacher left out of the candidates (9 students) | n/a | **7** | 2 |"),
-    ErrorRate("AlpacaEval (real distilled LLMs, setting B)", "true teacher left out, --verdict-test both", 9, None,
-              0, 9, _ALPACA, _VERDICT_DOC, "| the same with `--verdict-test both` | n/a | 0 | 9 |"),
+#: The paper QA rows (``python benchmarks/bench_unlisted.py``, which does not write the artifact yet): quoted.
+PAPER_RATES: tuple[ErrorRate, ...] = (
     ErrorRate("Paper QA (GPT-2 students of 5 LLMs)", "true teacher among the candidates", 10, 5, 0, 5, _PAPER,
               _VERDICT_DOC, "| true teacher among the candidates (10 students) | 5 | **0** | 5 |"),
     ErrorRate("Paper QA (GPT-2 students of 5 LLMs)", "true teacher left out of the candidates", 10, None, 1, 9,
               _PAPER, _VERDICT_DOC, "| true teacher left out (10 students) | n/a | **1** | 9 |"),
 )
+
+
+def error_rate_table(path: str | Path | None = None) -> tuple[ErrorRate, ...]:
+    """The full-data error rates, default rule unless the case says otherwise: the AlpacaEval rows read from the
+    artifact's ``full/alpacaeval`` run (none without it), then the paper QA rows (:data:`PAPER_RATES`)."""
+    try:
+        run = load_artifact(path).get(FULL_RUN)
+    except FileNotFoundError:
+        run = None
+    rows = []
+    for key, case, doc_row in _ALPACA_CASES if run is not None else ():
+        assert run is not None
+        c = run.cases.get(key)
+        if c is None:
+            continue
+        if "named" in c:  # no right teacher to name: every named one is wrong
+            right, wrong, none = None, c["named"], c["n"] - c["named"]
+        else:
+            right, wrong, none = c["right"], c["wrong"], c["none"]
+        rows.append(ErrorRate(_ALPACA_DATA, case, c["n"], right, wrong, none, run.command, _VERDICT_DOC,
+                              doc_row.format(n=c["n"], right=right, wrong=wrong, none=none), run.commit, run.date))
+    return (*rows, *PAPER_RATES)
+
 
 # --- measured power: the artifact written by the benchmarks -------------------------------------------------
 
@@ -133,6 +163,7 @@ class MeasuredRun:
     command: str
     settings: dict[str, Any]
     arms: dict[str, dict[int, Counts]]
+    cases: dict[str, dict[str, int]]
 
     def sizes(self, arm: str = POWER_ARM) -> list[int]:
         return sorted(self.arms.get(arm, {}))
@@ -173,8 +204,12 @@ def _run(key: str, raw: Any, path: Path) -> MeasuredRun:
     settings, arms = raw.get("settings"), raw.get("arms")
     if not isinstance(settings, dict) or not isinstance(settings.get("candidates"), int):
         raise _artifact_error(path, f"run '{key}' needs 'settings' with 'candidates'")
-    if not isinstance(arms, dict) or not arms:
-        raise _artifact_error(path, f"run '{key}' needs 'arms' (arm -> size -> counts)")
+    cases = raw.get("cases", {})
+    if not isinstance(cases, dict) or not all(isinstance(c, dict) for c in cases.values()):
+        raise _artifact_error(path, f"run '{key}': 'cases' must map case names to counts")
+    arms = {} if arms is None and cases else arms
+    if not isinstance(arms, dict) or not (arms or cases):
+        raise _artifact_error(path, f"run '{key}' needs 'arms' (arm -> size -> counts) or 'cases'")
     parsed: dict[str, dict[int, Counts]] = {}
     for arm, by_size in arms.items():
         if not isinstance(by_size, dict):
@@ -185,7 +220,17 @@ def _run(key: str, raw: Any, path: Path) -> MeasuredRun:
                 raise _artifact_error(path, f"run '{key}', arm '{arm}': size {size!r} is not a number of outputs")
             parsed[arm][int(size)] = _counts(cell, f"{key}.{arm}.{size}", path)
     return MeasuredRun(key, raw["commit"], bool(raw.get("dirty", False)), raw["date"], raw["command"],
-                       dict(settings), parsed)
+                       dict(settings), parsed, {name: _case(c, f"{key}.{name}", path) for name, c in cases.items()})
+
+
+def _case(cell: dict[str, Any], where: str, path: Path) -> dict[str, int]:
+    """A full-data case: ``{"right", "wrong", "none", "n"}`` or, with no right teacher to name, ``{"named", "n"}``."""
+    names = ("named", "n") if "named" in cell else ("right", "wrong", "none", "n")
+    counts = {k: _int(cell.get(k), f"{where}.{k}", path) for k in names}
+    total = counts["named"] if "named" in counts else counts["right"] + counts["wrong"] + counts["none"]
+    if counts["n"] == 0 or (total > counts["n"] if "named" in counts else total != counts["n"]):
+        raise _artifact_error(path, f"{where}: the counts do not add up to n ({counts['n']})")
+    return counts
 
 
 def load_artifact(path: str | Path | None = None) -> dict[str, MeasuredRun]:
@@ -228,7 +273,7 @@ def markdown_table(run: MeasuredRun) -> str:
 
 def budget_runs(runs: dict[str, MeasuredRun]) -> list[MeasuredRun]:
     """The runs of ``bench_budget.py`` (simulated audits per size), in name order."""
-    return [runs[k] for k in sorted(runs) if k.startswith("budget/") and POWER_ARM in runs[k].arms]
+    return [runs[k] for k in sorted(runs) if POWER_ARM in runs[k].arms]
 
 
 def power(n_outputs: int, candidates: int, *, rule: str = "either", alpha: float = 0.05,
@@ -281,6 +326,6 @@ def power(n_outputs: int, candidates: int, *, rule: str = "either", alpha: float
             "curve": {str(s): [run.arms[POWER_ARM][s].right, run.arms[POWER_ARM][s].n] for s in sizes},
             "differences": differences}
 
-__all__ = ["ARTIFACT", "ARTIFACT_NAME", "CONFIDENCE", "ERROR_RATES", "FORMAT", "POWER_ARM", "VERSION", "Counts",
-           "ErrorRate", "MeasuredRun", "budget_runs", "clopper_pearson", "interval_text", "load_artifact",
-           "markdown_table", "power", "short_interval", "signature_fields"]
+__all__ = ["ARTIFACT", "ARTIFACT_NAME", "CONFIDENCE", "FORMAT", "FULL_RUN", "PAPER_RATES", "POWER_ARM", "VERSION",
+           "Counts", "ErrorRate", "MeasuredRun", "budget_runs", "clopper_pearson", "error_rate_table", "interval_text",
+           "load_artifact", "markdown_table", "power", "short_interval", "signature_fields"]

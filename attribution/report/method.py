@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .document import Block, Code, Para, Strong, num, table
-from .error_rates import ERROR_RATES, interval_text, power, short_interval, signature_fields
+from .error_rates import error_rate_table, interval_text, power, short_interval, signature_fields
 from .validate import is_number
 
 #: What each block of a feature set counts, by block name.
@@ -119,11 +119,13 @@ def _test(verdict: dict[str, Any]) -> str:
 
 def limitation_blocks(result: dict[str, Any]) -> list[Block]:
     """The measured error rates (one table, with their commands) and what they mean here."""
+    rates = error_rate_table()
     rows = [(r.data, r.case, r.n, "n/a" if r.right is None else short_interval(r.right, r.n),
-             short_interval(r.wrong, r.n), r.none) for r in ERROR_RATES]
+             short_interval(r.wrong, r.n), r.none) for r in rates]
     commands: dict[str, list[str]] = {}
-    for r in ERROR_RATES:
-        commands.setdefault(r.command, []).append(r.data.split(" (")[0])
+    for r in rates:
+        when = f", commit {r.commit[:10]}, {r.date}" if r.commit else ", quoted"
+        commands.setdefault(r.command, []).append(r.data.split(" (")[0] + when)
     sources: list[Any] = ["Commands: "]
     for i, (command, data) in enumerate(commands.items()):
         sources += ["; " if i else "", Code(command), f" ({data[0]})"]
@@ -140,17 +142,19 @@ def limitation_blocks(result: dict[str, Any]) -> list[Block]:
 
 def _what_it_means(result: dict[str, Any]) -> list[str]:
     verdict = result.get("verdict") or {}
-    left_out = next(r for r in ERROR_RATES if r.case == "true teacher left out of the candidates")
+    left_out = next((r for r in error_rate_table() if r.case == "true teacher left out of the candidates"
+                     and r.data.startswith("AlpacaEval")), None)
     out = []
     test, alpha, p_unlisted = _test(verdict), verdict.get("alpha"), verdict.get("p_unlisted")
     unlisted_passed = isinstance(p_unlisted, float) and isinstance(alpha, float) and p_unlisted < (
         alpha / 2 if " or " in test else alpha)
     if verdict.get("status") == "attributed" and "paired" in test and not unlisted_passed:
         named = verdict.get("teacher") or verdict.get("family")
-        out.append(f"This verdict compares the candidates with each other. With the true teacher left out of the "
-                   f"candidates, {left_out.wrong_text} AlpacaEval students were attributed to its closest "
-                   f"candidate: if {named}'s likeness may have taught this student, this verdict "
-                   "does not rule it out (the strict rule, which also asks the unlisted-teacher test, would).")
+        measured = (f"With the true teacher left out of the candidates, {left_out.wrong_text} AlpacaEval students "
+                    "were attributed to its closest candidate: " if left_out else "")
+        out.append(f"This verdict compares the candidates with each other. {measured}if {named}'s likeness may have "
+                   "taught this student, this verdict does not rule it out (the strict rule, which also asks the "
+                   "unlisted-teacher test, would).")
     out += _at_this_size(result, str(verdict.get("status", "unavailable")))
     out.append("The probability is not the chance that the top teacher is right (read as one, its calibration "
                "error is 0.43); the support is sampling noise only, not model error. The rates come from one "
