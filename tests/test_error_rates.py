@@ -17,7 +17,7 @@ from scipy.stats import binomtest
 
 from attribution.errors import InputError
 from attribution.report import error_rates
-from attribution.report.error_rates import clopper_pearson, load_artifact, power
+from attribution.report.error_rates import clopper_pearson, error_rate_table, load_artifact, power
 
 from conftest import run_cli
 
@@ -163,3 +163,25 @@ def test_rank_result_carries_power_for_its_size_and_candidates(tmp_path, student
     assert entry["artifact"] == "attribution/data/error_rates.json" and entry["n_outputs"] == result["n_outputs"]
     assert f"this run has {len(result['ranking'])} candidates" in entry["differences"][0]
     assert "this run's features are 'pos-paper'" in entry["differences"][-1]
+
+
+# -- the full-data table ------------------------------------------------------------------------------------------
+def full_run(**cases) -> dict:
+    return {"benchmark": "bench_alpacaeval", "commit": "ab" * 20, "date": "2026-12-04T17:00:00Z",
+            "command": "python benchmarks/bench_alpacaeval.py --quick", "settings": {"candidates": 5}, "cases": cases}
+
+
+def test_full_data_rows_come_from_the_artifact(tmp_path):
+    path = write(tmp_path / "rates.json", {error_rates.FULL_RUN: full_run(
+        documented={"right": 6, "wrong": 1, "none": 2, "n": 9}, controls={"named": 0, "n": 2},
+        left_out={"named": 5, "n": 9}, left_out_both={"named": 0, "n": 9})})
+    rows = error_rate_table(path)
+    alpaca = [r for r in rows if r.command.startswith("python benchmarks/bench_alpacaeval.py")]
+    assert [(r.n, r.right, r.wrong, r.none) for r in alpaca] == [(9, 6, 1, 2), (2, None, 0, 2), (9, None, 5, 4),
+                                                                (9, None, 0, 9)]
+    assert alpaca[0].doc_row == "| 9 documented students, all 403 outputs each | 6 | **1** | 2 |"
+    assert {r.commit for r in alpaca} == {"ab" * 20} and rows[len(alpaca):] == error_rates.PAPER_RATES
+    # without the run, only the quoted rows; a case that does not add up is refused
+    assert error_rate_table(write(tmp_path / "none.json", {})) == error_rates.PAPER_RATES
+    with pytest.raises(InputError, match=r"full/alpacaeval.controls: the counts do not add up to n \(2\)"):
+        load_artifact(write(tmp_path / "bad.json", {error_rates.FULL_RUN: full_run(controls={"named": 3, "n": 2})}))
