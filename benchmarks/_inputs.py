@@ -56,7 +56,14 @@ def provenance(root: Path, argv: list[str]) -> dict[str, Any]:
     name = script.relative_to(root) if script.is_relative_to(root) else Path(script.name)
     return {"commit": git("rev-parse", "HEAD") or "unknown", "dirty": bool(changed),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "command": shlex.join(["python", str(name), *argv[1:]])}
+            "command": shlex.join(["python", str(name), *map(_no_directory, argv[1:])])}
+
+
+def _no_directory(arg: str) -> str:
+    """An absolute path as its file name (``--model /somewhere/bank.npz`` -> ``--model bank.npz``): the artifact
+    ships with the package, and no path of the machine that ran the benchmark belongs there."""
+    option, sep, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    return option + sep + Path(value).name if Path(value).is_absolute() else arg
 
 
 def record_artifact(path: Path, key: str, run: dict[str, Any]) -> None:

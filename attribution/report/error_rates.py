@@ -127,10 +127,12 @@ def interval_text(k: int, n: int) -> str:
 def short_interval(k: int, n: int) -> str:
     """``k (low-high%)``: a count in a table whose row gives ``n``."""
     low, high = clopper_pearson(k, n)
-    return f"{k} ({_pct(low)[:-1]}-{_pct(high)})"
+    return f"{k} ({_pct(low).rstrip('%')}-{_pct(high)})"
 
 
 def _pct(share: float) -> str:
+    if 0 < share < 0.001:
+        return "<0.1%"
     return f"{100 * share:.0f}%" if share == 0 or share >= 0.01 else f"{100 * share:.1f}%"
 
 
