@@ -185,3 +185,4 @@ def test_full_data_rows_come_from_the_artifact(tmp_path):
     assert error_rate_table(write(tmp_path / "none.json", {})) == error_rates.PAPER_RATES
     with pytest.raises(InputError, match=r"full/alpacaeval.controls: the counts do not add up to n \(2\)"):
         load_artifact(write(tmp_path / "bad.json", {error_rates.FULL_RUN: full_run(controls={"named": 3, "n": 2})}))
+
