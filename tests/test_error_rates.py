@@ -126,7 +126,7 @@ def test_power_reads_the_nearest_size_at_or_below(artifact):
                                    "right_interval": list(clopper_pearson(2, 20)),
                                    "wrong_interval": list(clopper_pearson(0, 20))}
     assert entry["controls"] == {"named": 1, "n": 8, "interval": list(clopper_pearson(1, 8))}
-    assert entry["differences"] == [] and entry["curve"] == {"10": [2, 20], "50": [11, 20]}
+    assert entry["differences"] == [] and entry["curve"] == [[10, 2, 20], [50, 11, 20]]
     assert entry["commit"] == "c0ffee" * 6 + "beef" and entry["command"].endswith("--draws 3")
     assert power(50, 5, path=artifact)["size"] == 50
 

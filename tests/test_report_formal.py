@@ -29,6 +29,7 @@ from attribution.errors import InputError  # noqa: E402
 from attribution.report import render_html, render_markdown, verdict_sentence, write_report  # noqa: E402
 from attribution.report.case import CaseDetails, case_details  # noqa: E402
 from attribution.report.error_rates import interval_text, power  # noqa: E402
+from attribution.report.validate import check_result  # noqa: E402
 
 from conftest import run_cli  # noqa: E402
 
@@ -146,6 +147,23 @@ def test_inconclusive_report_says_what_it_means_at_this_size(status):
     page, text = html_text(attributed())
     assert "<strong>alpha</strong>" in page and "This result names no teacher" not in text
     assert "not evidence against the top teacher" not in text
+
+
+def test_report_reads_the_results_power_and_says_when_it_was_not_measured():
+    measured = json.loads(json.dumps(power(30, 5, features="combined")))  # as read back from a result file
+    measured["curve"].reverse()  # any order in the file: the report lists sizes smallest first
+    text = text_of(render_html(inconclusive() | {"power": measured}, {}, date=DATE))
+    sizes = ", ".join(f"{s} outputs {round(100 * k / n)}%" for s, k, n in sorted(measured["curve"]))
+    assert f"Named right by audit size: {sizes}." in text and "At 25 outputs (this result has 30)" in text
+    assert "These figures may not apply here" not in text  # 5 candidates, rule, alpha and features as measured
+    missing = {"measured": False, "reason": "the error-rate artifact attribution/data/error_rates.json is missing"}
+    text = text_of(render_html(inconclusive() | {"power": missing}, {}, date=DATE))
+    assert ("How often a verdict from this many outputs names the teacher was not measured (the error-rate artifact "
+            "attribution/data/error_rates.json is missing): an inconclusive result here says nothing about the power "
+            "of the test.") in text
+    check_result(inconclusive() | {"power": measured})
+    with pytest.raises(InputError, match=r"power\.curve.*\[E604\]"):  # a crafted entry is refused before rendering
+        check_result(inconclusive() | {"power": {**measured, "curve": {"10": "x"}}})
 
 
 # -- a formal document ----------------------------------------------------------------------------------------------

@@ -325,7 +325,7 @@ def power(n_outputs: int, candidates: int, *, rule: str = "either", alpha: float
                            "wrong_interval": list(clopper_pearson(c.wrong, c.n))},
             "controls": {"named": c.controls_named, "n": c.controls,
                          "interval": list(clopper_pearson(c.controls_named, c.controls)) if c.controls else None},
-            "curve": {str(s): [run.arms[POWER_ARM][s].right, run.arms[POWER_ARM][s].n] for s in sizes},
+            "curve": [[s, run.arms[POWER_ARM][s].right, run.arms[POWER_ARM][s].n] for s in sizes],
             "differences": differences}
 
 __all__ = ["ARTIFACT", "ARTIFACT_NAME", "CONFIDENCE", "FORMAT", "FULL_RUN", "PAPER_RATES", "POWER_ARM", "VERSION",

@@ -191,7 +191,7 @@ def _at_this_size(result: dict[str, Any], status: str) -> list[str]:
     right = interval_text(doc["right"], doc["n"])
     wrong = interval_text(doc["wrong"], doc["n"])
     controls = interval_text(ctl["named"], ctl["n"]) if ctl.get("n") else "not measured"
-    curve = ", ".join(f"{s} outputs {round(100 * k / n)}%" for s, (k, n) in p.get("curve", {}).items())
+    curve = ", ".join(f"{s} outputs {round(100 * k / n)}%" for s, k, n in sorted(p.get("curve") or []) if n)
     commit = str(p["commit"])[:10] + (" with uncommitted changes" if p.get("dirty") else "")
     source = (f"Measured by {p['command']} (commit {commit}, {p['date']}) on the {p['data']} ({p['candidates']} "
               f"candidates, rule {p['rule']}, alpha {p['alpha']}, features {p['features']}; random subsets of each "
