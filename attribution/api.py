@@ -222,6 +222,7 @@ class StudentRun:
                                     outputs=self.kept or None, keep_outputs=self.keep_outputs, alpha=alpha,
                                     tests=tests, informative=informative_evidence)
         result["checks"] = self.checks.counts()
+        result["power"] = measured_power(self.model, result, VerdictRule.of(tests, alpha))
         warnings = [pooled_students_warning(self.students)] if self.warn_pooled and len(self.students) > 1 else []
         warnings += self.checks.warnings()
         if warnings:
@@ -300,6 +301,15 @@ class SharedScoring:
             self._flush(key)
         while self.in_flight:
             self._score(*self.in_flight.popleft())
+
+
+def measured_power(model: MultiTaskAttributor, result: dict[str, Any], rule: VerdictRule) -> dict[str, Any]:
+    """The result's ``power``: how often the benchmark's documented students (and controls) were named at about
+    this many outputs and candidates (:func:`attribution.report.error_rates.power`; docs/json.md)."""
+    from .report.error_rates import power, signature_fields
+
+    features = signature_fields(next(iter(model.models_.values())).signature_).get("features")
+    return power(int(result["n_outputs"]), len(result["ranking"]), rule=rule.name, alpha=rule.alpha, features=features)
 
 
 def pooled_students_warning(students: set[str]) -> str:

@@ -158,6 +158,8 @@ class Errors:
     E607 = "Chromium could not print the PDF report: {detail}"
     E608 = ("{name} must be one line of 1 to {max_len} printable characters for the report's case details "
             "(got {got})")
+    E609 = ("the error-rate artifact is damaged ({detail}); reinstall teacher-attribution, or rewrite it with "
+            "'python benchmarks/bench_budget.py'")
     # distributed tagging on Dask: --workers, --scheduler, attribution.parallel (E7xx)
     E701 = "give exactly one of --workers N and --scheduler ADDRESS (client=, n_workers=, scheduler=); got {given}"
     E702 = "{name} must be {expected} (got {got!r})"
