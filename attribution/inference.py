@@ -219,6 +219,8 @@ class StudentEvidence:
         # (attribution.paired.MidpointTest): between families, and between the versions of each family
         grouped = paired and h.grouped
         self.midpoint = MidpointTest(h.families) if grouped else None
+        #: a list to receive each batch's per-output paired scores (in order), or None (the default: only sums)
+        self.paired_scores: list[np.ndarray] | None = None
         self.sibling_midpoint = self._per_family(MidpointTest) if grouped else {}
 
     def _per_family(self, test: Callable[[list[str]], Any]) -> dict[str, Any]:
@@ -273,7 +275,10 @@ class StudentEvidence:
         log_proba = np.log(np.clip(proba, 1e-12, 1.0))
         if self.paired is not None and prompt_ids is not None and self.model.paired_ is not None:
             dots = self.model.paired_.dot_products(X, prompt_ids)[1]
-            self.paired.add(self.model.paired_.cosines(dots, self._paired_weights))
+            scores = self.model.paired_.cosines(dots, self._paired_weights)
+            self.paired.add(scores)
+            if self.paired_scores is not None:  # attribution.sequential reads them batch by batch
+                self.paired_scores.append(scores)
             for family, test in self.sibling_paired.items():
                 test.add(self.model.paired_.cosines(dots, self._sibling_weights[family]))
             if self.midpoint is not None:
@@ -651,6 +656,10 @@ def describe_verdict(verdict: Verdict | Mapping[str, Any] | None) -> str:
     if not verdict:
         return "No verdict in this result (it predates the verdict's tests): read the ranking with care."
     v = verdict if isinstance(verdict, Verdict) else Verdict.from_dict(verdict)
+    if v.is_sequential:
+        from .sequential import describe
+
+        return describe(v.to_dict())
     best, alpha, status, test = v.best_candidate, v.alpha, v.status, v.test
     p_text = _p_text(v.p_value)
     does = "s do" if v.several_tests else " does"

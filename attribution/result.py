@@ -217,7 +217,7 @@ def audit_student(model: Any, records: Iterable[Record], *, references: Sequence
                   reference_files: Sequence[str | os.PathLike] | None = None,
                   model_file: str | os.PathLike | None = None,
                   reader: RecordReader | None = None, skipped_references: Sequence[Any] = (), examples: int = 0,
-                  **options: Any) -> AuditResult:
+                  ranker: Callable[..., dict[str, Any]] | None = None, **options: Any) -> AuditResult:
     """Rank one student from its outputs: the whole document that ``attribute-teacher rank`` prints and ``audit``
     writes (the one way to rank a student; :func:`attribution.api.rank_student` is its ranking part alone).
 
@@ -227,17 +227,18 @@ def audit_student(model: Any, records: Iterable[Record], *, references: Sequence
     on (counts and warnings; None for a saved model, then ``model_file`` names it), ``reader`` the
     :class:`~attribution.io.RecordReader` the records come from (default: ``records`` when it is one: reading
     options, skipped records), ``examples`` whole outputs kept per evidence template. ``student`` is the records'
-    ``student`` field when they name one only.
+    ``student`` field when they name one only. ``ranker``: what ranks the records instead of
+    :func:`attribution.api.rank_student` (the same options; e.g. :func:`attribution.sequential.rank_sequential`).
     """
     return _audit(model, records, None, references=references, reference_files=reference_files,
                   model_file=model_file, reader=reader, skipped_references=skipped_references, examples=examples,
-                  options=options)
+                  options=options, ranker=ranker)
 
 
 def _audit(model: Any, records: Iterable[Record], group_by: str | None, *, references: Sequence[Record] | None,
            reference_files: Sequence[str | os.PathLike] | None, model_file: str | os.PathLike | None,
            reader: RecordReader | None, skipped_references: Sequence[Any], examples: int,
-           options: dict[str, Any]) -> Any:
+           options: dict[str, Any], ranker: Callable[..., dict[str, Any]] | None = None) -> Any:
     """:func:`audit_student` (``group_by`` None) or :func:`rank_students`: the ranking, watched by the run's
     recorder in the same pass, then :func:`describe_run`."""
     from .report.run import RunRecorder
@@ -249,7 +250,7 @@ def _audit(model: Any, records: Iterable[Record], group_by: str | None, *, refer
     seen = _Sources(records)
     audit: AuditResult | AuditBatch
     if group_by is None:
-        audit = _rank_one(model, recorder.watch(seen), **options)
+        audit = _rank_one(model, recorder.watch(seen), ranker=ranker, **options)
         batch = AuditBatch([audit])
     else:
         audit = batch = _rank_groups(model, recorder.watch(seen), group_by=group_by, **options)
@@ -279,10 +280,12 @@ class _Sources:
             yield record
 
 
-def _rank_one(model: Any, records: Iterable[Record], **options: Any) -> AuditResult:
-    """:func:`attribution.api.rank_student` as an :class:`AuditResult`, with the model's ``signature``."""
+def _rank_one(model: Any, records: Iterable[Record], *, ranker: Callable[..., dict[str, Any]] | None = None,
+              **options: Any) -> AuditResult:
+    """:func:`attribution.api.rank_student` (or ``ranker``) as an :class:`AuditResult`, with the model's
+    ``signature``."""
     seen = records if isinstance(records, _Sources) else _Sources(records)
-    data = rank_student(model, seen, **options)
+    data = (ranker or rank_student)(model, seen, **options)
     data["signature"] = _signature(model)
     return AuditResult(data, student=next(iter(seen.students)) if len(seen.students) == 1 else None)
 
@@ -329,11 +332,13 @@ def describe_run(document: dict[str, Any], batch: AuditBatch, recorder: Any, *, 
     document["inputs"] = input_files(outputs=outputs, references=reference_files or (), model=model_file,
                                      control=control_files)
     exclude = [str(name) for name in options.get("exclude") or ()]
-    settings = {"task": options.get("task"), "top_templates": options.get("top_templates", 10),
-                "verdict_test": VerdictRule.of(options.get("tests", "either"), options.get("alpha")).name,
+    sequential: dict[str, Any] = {k: options[k] for k in ("batch_size", "max_outputs", "design") if k in options}
+    settings: dict[str, Any] = {"task": options.get("task"), "top_templates": options.get("top_templates", 10),
+                "verdict_test": "sequential" if sequential else
+                VerdictRule.of(options.get("tests", "either"), options.get("alpha")).name,
                 "exclude": ", ".join(exclude) or None,
                 "control": (", ".join(Path(f).name for f in control_files) or "records") if control is not None
-                else None, "group_by": group_by, "examples": examples}
+                else None, "group_by": group_by, "examples": examples, **sequential}
     if reader is not None:
         settings.update(skip_invalid=reader.skip_invalid, max_chars=reader.max_chars, text_field=reader.text_field)
     return warnings + recorder.finish(document, batch, skipped_references=skipped_references,

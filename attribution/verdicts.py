@@ -31,6 +31,7 @@ class TestName(str, Enum):
     EITHER = "paired or unlisted"
     BOTH = "paired and unlisted"
     CONTROL = "control"
+    SEQUENTIAL = "sequential"
 
     @property
     def uses_paired(self) -> bool:
@@ -45,7 +46,7 @@ class TestName(str, Enum):
         """The test in a report's words (no option names)."""
         return {TestName.PAIRED: "paired test", TestName.UNLISTED: "unlisted-teacher test",
                 TestName.EITHER: "either test", TestName.BOTH: "both tests",
-                TestName.CONTROL: "control test"}[self]
+                TestName.CONTROL: "control test", TestName.SEQUENTIAL: "sequential test"}[self]
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ _RULES: dict[str, _RuleText] = {
     "control": _RuleText("the control test passes: prompt by prompt, the student's log-odds of the top-ranked "
                          "candidate against every other one exceed those of the control; it decides alone (the rule "
                          "between the paired and unlisted-teacher tests does not apply)", "p_control"),
+    "sequential": _RuleText("the anytime-valid sequential test, checked after every batch of "
+                            "outputs read in order, refutes every other candidate; it decides alone",
+                            "the sequential test's anytime-valid p-value (valid however early the reading stopped)"),
 }
 
 
@@ -75,8 +79,9 @@ class VerdictRule:
     """Which test may name a teacher, and at which ``alpha``.
 
     ``name``: ``"either"`` (default: the paired or the unlisted-teacher test, each at ``alpha / 2``),
-    ``"paired"``, ``"unlisted"``, ``"both"`` (the choices of ``--verdict-test``, :attr:`CHOICES`), or
-    ``"control"`` (``rank --control``: the control test alone). With several tasks every task must pass.
+    ``"paired"``, ``"unlisted"``, ``"both"`` (the choices of ``--verdict-test``, :attr:`CHOICES`),
+    ``"control"`` (``rank --control``: the control test alone) or ``"sequential"`` (``rank --sequential``).
+    With several tasks every task must pass.
     """
 
     name: str = "either"
@@ -114,7 +119,8 @@ class VerdictRule:
     @property
     def description(self) -> str:
         """The rule in one sentence, for reports and docs."""
-        lead = "With a control" if self.name == "control" else f"Rule --verdict-test {self.name}"
+        lead = {"control": "With a control", "sequential": "Sequential verdict"}.get(
+            self.name, f"Rule --verdict-test {self.name}")
         return (f"{lead}: the top-ranked candidate is named when {self.when}; p_value is {self.p_value_text}, "
                 f"and it must be below alpha = {self.alpha:g} in every task.")
 
@@ -137,7 +143,8 @@ class VerdictRule:
     @classmethod
     def implied_by(cls, tests: tuple[TestName, ...], alpha: float | None) -> VerdictRule | None:
         """The rule a verdict's tests show (a result that does not record its rule), when they show one."""
-        rule = ("control" if TestName.CONTROL in tests else "either" if TestName.EITHER in tests
+        rule = ("control" if TestName.CONTROL in tests else "sequential" if TestName.SEQUENTIAL in tests
+                else "either" if TestName.EITHER in tests
                 else "both" if TestName.BOTH in tests else None)
         usable = isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 < alpha < 1
         return None if rule is None else cls(rule, float(alpha) if usable and alpha is not None else ALPHA)
@@ -218,6 +225,10 @@ class Verdict:
     hierarchical: bool = True
     reason: str | None = None  # a group that could not be ranked (attribution.result.unranked_result)
     rule: VerdictRule | None = field(default=None, compare=False)
+    #: ``rank --sequential``: the sequential test's state (:mod:`attribution.sequential`), and the fixed-n
+    #: rule's p-value over the same outputs
+    sequential: Mapping[str, Any] | None = None
+    fixed_n_p_value: float | None = None
 
     # -- what the JSON holds ------------------------------------------------------------------------------------
     @property
@@ -250,6 +261,11 @@ class Verdict:
     def is_control(self) -> bool:
         """Decided by the control test (``rank --control``)."""
         return TestName.CONTROL in self.tests
+
+    @property
+    def is_sequential(self) -> bool:
+        """Decided by the anytime-valid sequential test (``rank --sequential``)."""
+        return TestName.SEQUENTIAL in self.tests
 
     @property
     def uses_paired(self) -> bool:
@@ -302,6 +318,8 @@ class Verdict:
                        teacher_test=None if self.teacher_test is None else self.teacher_test.to_dict())
         if self.is_control:
             out["p_control"] = self.p_control
+        if self.sequential is not None:
+            out.update(sequential=dict(self.sequential), fixed_n_p_value=self.fixed_n_p_value)
         return out
 
     @classmethod
@@ -327,6 +345,8 @@ class Verdict:
                    best_family=data.get("best_family"),
                    teacher_test=PairedSummary.from_dict(inner) if isinstance(inner, Mapping) else None,
                    hierarchical="level" in data, reason=data.get("reason"),
+                   sequential=data["sequential"] if isinstance(data.get("sequential"), Mapping) else None,
+                   fixed_n_p_value=_number(data.get("fixed_n_p_value")),
                    rule=rule or VerdictRule.implied_by(tests, alpha))
 
 

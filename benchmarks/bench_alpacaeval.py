@@ -19,12 +19,17 @@ outputs without caching them, to keep memory flat; here they are served from the
 the same outputs are ranked many times). Works with and without the paired verdict of issue 10
 (``verdict.test``, ``p_paired``, ``n_paired`` are printed when present).
 
-    python benchmarks/bench_alpacaeval.py [--data-dir ../shared/data/alpacaeval] [--quick]
+Setting B's full-data counts (documented students right / wrong / none, controls named, true teacher left out with
+the default and the strict rule) go into the error-rate artifact ``attribution/data/error_rates.json`` (run
+``full/alpacaeval``, with the commit, date and command), from which reports show them.
+
+    python benchmarks/bench_alpacaeval.py [--data-dir ../shared/data/alpacaeval] [--quick] [--no-artifact]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -32,11 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from attribution.api import fit_reference, rank_student
+from attribution.api import ALPHA, fit_reference, rank_student
 from attribution.datasets import ALPACAEVAL_TASK, load_alpacaeval
 from attribution.tagging import get_tagger
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpacaeval"
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DIR = ROOT.parent / "shared" / "data" / "alpacaeval"
 SIZES = (10, 25, 50, 100)
 NO_TEACHER = "none"
 
@@ -162,11 +168,13 @@ def subsamples(model, students: dict[str, list], picks: dict, label: str) -> flo
     return time.perf_counter() - start
 
 
-def leave_one_teacher_out(references: list, students: dict[str, list]) -> float:
-    """Setting B without teacher U; rank U's documented students (a named teacher is always wrong)."""
+def leave_one_teacher_out(references: list, students: dict[str, list]) -> tuple[float, Counter]:
+    """Setting B without teacher U; rank U's documented students (a named teacher is always wrong), with the default
+    rule and with the strict one (``both``). Returns the seconds and the counts (``wrong``, ``wrong_both``, ``n``)."""
     start = time.perf_counter()
     print("\n== leave one teacher out (setting B without U; rank the students U taught) ==")
     wrong = total = 0
+    counts: Counter = Counter()
     for left_out in sorted({r.teacher for r in references}):
         taught = {n: recs for n, recs in students.items() if recs[0].teacher == left_out}
         if not taught:
@@ -177,17 +185,52 @@ def leave_one_teacher_out(references: list, students: dict[str, list]) -> float:
             result = rank_student(model, records)
             total += 1
             wrong += result["verdict"]["status"] == "attributed"
+            counts["wrong_both"] += rank_student(model, records, tests="both")["verdict"]["status"] == "attributed"
             print(f"  without {left_out:<19} {name:<27} top {result['ranking'][0]['teacher']:<19} "
                   f"{verdict_line(result)}")
-    print(f"leave-one-teacher-out: {wrong} wrong attribution(s) of {total} students")
-    return time.perf_counter() - start
+    print(f"leave-one-teacher-out: {wrong} wrong attribution(s) of {total} students ({counts['wrong_both']} with "
+          "--verdict-test both)")
+    counts.update(wrong=wrong, n=total)
+    return time.perf_counter() - start, counts
+
+
+def record_full_data(args: argparse.Namespace, source: dict[str, Any], model, students: dict[str, list],
+                     results: dict[str, dict], left_out: Counter) -> None:
+    """Setting B's full-data counts into the error-rate artifact (run ``full/alpacaeval``)."""
+    from _inputs import record_artifact
+
+    from attribution.report import error_rates
+
+    documented = Counter(outcome(r["verdict"], students[n][0].teacher) for n, r in results.items()
+                         if students[n][0].teacher != NO_TEACHER)
+    controls = [r["verdict"]["status"] == "attributed" for n, r in results.items()
+                if students[n][0].teacher == NO_TEACHER]
+    sub = model.model_for(ALPACAEVAL_TASK)
+    run = {"benchmark": "bench_alpacaeval", **source,
+           "settings": {"data": "5-candidate AlpacaEval data", "setting": "B", "candidates": len(sub.classes_),
+                        "rule": "either", "alpha": ALPHA, "outputs": "all (403 per student)",
+                        "features": error_rates.signature_fields(sub.signature_).get("features"),
+                        "signature": sub.signature_},
+           "cases": {"documented": {"right": documented["right"], "wrong": documented["wrong"],
+                                    "none": documented["none"], "n": sum(documented.values())},
+                     "controls": {"named": sum(controls), "n": len(controls)},
+                     "left_out": {"named": left_out["wrong"], "n": left_out["n"]},
+                     "left_out_both": {"named": left_out["wrong_both"], "n": left_out["n"]}}}
+    record_artifact(args.artifact, "full/alpacaeval", run)
+    print(f"wrote 'full/alpacaeval' into {args.artifact}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--quick", action="store_true", help="2 subsample draws instead of 5")
+    parser.add_argument("--artifact", type=Path, default=ROOT / "attribution" / "data" / "error_rates.json",
+                        help="the error-rate artifact to update with setting B's full-data counts")
+    parser.add_argument("--no-artifact", action="store_true", help="print only")
     args = parser.parse_args()
+    from _inputs import provenance
+
+    source = provenance(ROOT, sys.argv)
     references = load_alpacaeval("teachers_reference", args.data_dir)
     audit = load_alpacaeval("teachers_audit", args.data_dir)
     students = by_student(load_alpacaeval("students_audit", args.data_dir))
@@ -211,7 +254,9 @@ def main() -> None:
     print("\n== subsamples ==")
     picks = subsample_draws(students, 2 if args.quick else 5)
     sub_seconds = subsamples(model_a, students, picks, "A") + subsamples(model_b, students, picks, "B")
-    loto_seconds = leave_one_teacher_out([*references, *audit], students)
+    loto_seconds, left_out = leave_one_teacher_out([*references, *audit], students)
+    if not args.no_artifact:
+        record_full_data(args, source, model_b, students, results_b, left_out)
 
     print("\n== timings (seconds; this machine, shared cores) ==")
     print(f"tagger load {load_seconds:.1f}; fit A {fit_a:.1f} ({len(references)} references, tagging included); "

@@ -32,3 +32,14 @@ def test_py_typed_ships():
 def test_ci_runs_the_readme_test_command_verbatim():
     ci_lines = [line for line in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines() if line.strip()]
     assert ci_lines[-1] in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_error_rate_artifact_ships():
+    """The benchmarks' error-rate artifact, read by every result's ``power``, is package data."""
+    import fnmatch
+
+    from attribution.report.error_rates import ARTIFACT, ARTIFACT_NAME
+
+    relative = ARTIFACT.relative_to(REPO / "attribution").as_posix()
+    assert ARTIFACT_NAME == f"attribution/{relative}" and ARTIFACT.is_file()
+    assert any(fnmatch.fnmatch(relative, p) for p in _pyproject()["tool"]["setuptools"]["package-data"]["attribution"])

@@ -28,7 +28,8 @@ from test_report_sections import DATE, result, text_of  # noqa: E402
 from attribution.errors import InputError  # noqa: E402
 from attribution.report import render_html, render_markdown, verdict_sentence, write_report  # noqa: E402
 from attribution.report.case import CaseDetails, case_details  # noqa: E402
-from attribution.report.error_rates import RIGHT_BY_SIZE, RIGHT_BY_SIZE_COMMAND, RIGHT_BY_SIZE_DATA  # noqa: E402
+from attribution.report.error_rates import interval_text, power  # noqa: E402
+from attribution.report.validate import check_result  # noqa: E402
 
 from conftest import run_cli  # noqa: E402
 
@@ -131,18 +132,38 @@ def test_inconclusive_report_says_what_it_means_at_this_size(status):
         assert phrase not in page, phrase
     assert "Templates that pushed the outputs towards the top-ranked candidate, alpha, though the tests did not " \
            "single it out" in text
-    right = dict(RIGHT_BY_SIZE)[100]  # 120 outputs: the 100-output audits
-    assert (f"At 100 outputs, simulated audits of students whose documented teacher was among the candidates named "
-            f"it in {100 * right:.0f}% and no teacher in the other {100 - 100 * right:.0f}%") in text
-    assert (f"These figures are quoted from {RIGHT_BY_SIZE_COMMAND} on {RIGHT_BY_SIZE_DATA}; a run with other "
-            "candidates or other settings was not measured.") in text
-    assert "5-candidate AlpacaEval data (setting B)" in text
-    assert "1 of 80 ten-output audits of human-data controls (no LLM teacher) named a teacher" in text
+    measured = power(120, 3, features="combined")  # 120 outputs, 3 candidates: the 100-output audits of 5
+    doc, ctl = measured["documented"], measured["controls"]
+    assert (f"At 100 outputs (this result has 120), simulated audits of 100 outputs of documented students (their "
+            f"teacher among the candidates) named it in {interval_text(doc['right'], doc['n'])}, a wrong teacher in "
+            f"{interval_text(doc['wrong'], doc['n'])} and none in the rest; audits of 100 outputs of human-data "
+            f"controls (taught by no LLM) named a teacher in {interval_text(ctl['named'], ctl['n'])}") in text
+    assert (f"Measured by {measured['command']} (commit {measured['commit'][:10]}") in text
+    assert "on the 5-candidate AlpacaEval data (5 candidates, rule either, alpha 0.05, features combined" in text
+    assert ("These figures may not apply here: this run has 3 candidates; the simulated audits had 5.") in text
+    assert "it neither names nor clears the top-ranked candidate" in text
     assert ("No test could run, so this result decides nothing." in text) == (status == "unavailable")
     # an attributed verdict bolds its teacher and reads the same figures as a success rate
     page, text = html_text(attributed())
     assert "<strong>alpha</strong>" in page and "This result names no teacher" not in text
     assert "not evidence against the top teacher" not in text
+
+
+def test_report_reads_the_results_power_and_says_when_it_was_not_measured():
+    measured = json.loads(json.dumps(power(30, 5, features="combined")))  # as read back from a result file
+    measured["curve"].reverse()  # any order in the file: the report lists sizes smallest first
+    text = text_of(render_html(inconclusive() | {"power": measured}, {}, date=DATE))
+    sizes = ", ".join(f"{s} outputs {round(100 * k / n)}%" for s, k, n in sorted(measured["curve"]))
+    assert f"Named right by audit size: {sizes}." in text and "At 25 outputs (this result has 30)" in text
+    assert "These figures may not apply here" not in text  # 5 candidates, rule, alpha and features as measured
+    missing = {"measured": False, "reason": "the error-rate artifact attribution/data/error_rates.json is missing"}
+    text = text_of(render_html(inconclusive() | {"power": missing}, {}, date=DATE))
+    assert ("How often a verdict from this many outputs names the teacher was not measured (the error-rate artifact "
+            "attribution/data/error_rates.json is missing): an inconclusive result here says nothing about the power "
+            "of the test.") in text
+    check_result(inconclusive() | {"power": measured})
+    with pytest.raises(InputError, match=r"power\.curve.*\[E604\]"):  # a crafted entry is refused before rendering
+        check_result(inconclusive() | {"power": {**measured, "curve": {"10": "x"}}})
 
 
 # -- a formal document ----------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from attribution.checks import PROMPT_MIN_SIMILARITY, PromptChecks, PromptProfil
 from attribution.errors import InputError, exit_status  # noqa: E402
 from attribution.io import Record  # noqa: E402
 from attribution.report import render_html, render_markdown, write_report  # noqa: E402
-from attribution.report.error_rates import ERROR_RATES, RIGHT_BY_SIZE_DOC_ROW  # noqa: E402
+from attribution.report.error_rates import budget_runs, error_rate_table, load_artifact, markdown_table  # noqa: E402
 from attribution.verdicts import VerdictRule, rule_table  # noqa: E402
 
 from conftest import run_cli, write_jsonl  # noqa: E402
@@ -95,12 +95,14 @@ def test_methodology_is_written_from_the_results_settings():
 def test_limitations_show_the_measured_error_rates_and_what_they_mean_here():
     text = text_of(render_html(result(), {}, date=DATE))
     assert "Limitations: the verdict's measured error rates" in text
-    for row in ERROR_RATES:
+    for row in error_rate_table():
         assert row.case in text
     assert "python benchmarks/bench_alpacaeval.py" in text and "python benchmarks/bench_unlisted.py" in text
     # a paired-only attribution gets the left-out-teacher caveat, with the measured 7 of 9
     assert "7 of 9 AlpacaEval students were attributed to its closest candidate" in text
-    assert "At 100 outputs, simulated audits of documented students named the right teacher in 46%" in text
+    assert "At 100 outputs (this result has 120), simulated audits of 100 outputs of documented students" in text
+    assert "0 of 9 (0%; 95% CI" not in text and "| 0 (0-34%)" not in text
+    assert "0 (0-34%)" in text  # no wrong teacher among 9 students still allows a third
     passed = result(verdict={**result()["verdict"], "p_unlisted": 0.001})
     assert "closest candidate" not in text_of(render_html(passed, {}, date=DATE))
 
@@ -128,10 +130,12 @@ def test_the_rules_in_the_docs_are_the_rules_in_the_code():
 
 def test_error_rates_match_the_docs():
     """The report's figures and docs/verdict.md say the same (change both with the benchmark run)."""
-    for row in ERROR_RATES:
+    for row in error_rate_table():
         assert row.doc_row in (REPO / row.doc).read_text(encoding="utf-8"), row.case
-    verdict_doc = " ".join((REPO / "docs" / "verdict.md").read_text(encoding="utf-8").split())
-    assert RIGHT_BY_SIZE_DOC_ROW in verdict_doc
+    budget_doc = (REPO / "docs" / "budget.md").read_text(encoding="utf-8")
+    for run in budget_runs(load_artifact()):  # the measured curves, as the artifact holds them
+        assert markdown_table(run) in budget_doc, run.key
+        assert run.commit[:10] in budget_doc and run.command in budget_doc
 
 
 def test_counts_settings_interval_and_date():

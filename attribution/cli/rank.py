@@ -287,6 +287,16 @@ def rank_cli(
         None, "--control", dir_okay=False,
         help="Outputs of a model of the student's base model taught by no candidate (e.g. the base model prompted "
              "few-shot), on the student's prompts (same 'id'): the verdict compares the student with it."),
+    sequential: bool = typer.Option(
+        False, "--sequential", help="Read the outputs in order, in batches, and stop as soon as the anytime-valid "
+        "sequential verdict names a teacher (docs/verdict.md); the result says how many outputs were needed."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help="With --sequential: outputs per look [default: 10]."),
+    max_outputs: Optional[int] = typer.Option(
+        None, "--max-outputs", help="With --sequential: read at most this many outputs (the budget)."),
+    sequential_design: Optional[str] = typer.Option(
+        None, "--sequential-design", help="With --sequential: 'e-process' (default: anytime-valid, no budget needed) "
+        "or 'spending' (alpha spent over --max-outputs, fixed in advance: the fixed-n test's power at the budget)."),
     workers: Optional[int] = WORKERS_OPTION,
     scheduler: Optional[str] = SCHEDULER_OPTION,
     no_cache: bool = NO_CACHE_OPTION,
@@ -302,6 +312,8 @@ def rank_cli(
     case = report_case(case_id, auditor, organisation)  # E608 before any work
     _check_before_work(outputs, reference, model_path, output=output, report=report, group_by=group_by,
                        per_output=per_output, evidence_file=evidence_file, control=control, families=families)
+    stepwise = _sequential_options(ctx, sequential, batch_size, max_outputs, sequential_design, group_by=group_by,
+                                   control=control)
     if report is not None and report.suffix.lower() == ".pdf":
         from ..report.pdf import find_chromium
 
@@ -326,6 +338,8 @@ def rank_cli(
                "reference_files": [reference] if reference is not None else None, "model_file": model_path,
                "reader": student, "skipped_references": skipped,
                "keep_outputs": report is not None or keep_outputs or per_output is not None}
+    if stepwise is not None:  # the sequential verdict's own test; no control
+        options = {**{k: v for k, v in options.items() if k not in ("tests", "control")}, **stepwise}
     group = group_by.value if group_by is not None else None
     audit = _rank_records(model, student, outputs, group=group, options=options, model_path=model_path,
                           quiet=quiet)
@@ -373,6 +387,32 @@ def _check_before_work(outputs: Path, reference: Optional[Path], model_path: Opt
         raise input_error("E109", source=str(outputs))
 
 
+def _sequential_options(ctx: typer.Context, sequential: bool, batch_size: Optional[int],
+                        max_outputs: Optional[int], design: Optional[str], *, group_by: Optional[GroupBy],
+                        control: Optional[Path]) -> Optional[dict[str, Any]]:
+    """``--sequential``'s settings (``batch_size``, ``max_outputs``, ``design``), or None without it: E250 for a
+    value below 1, E253 for an unknown design, E252 for an option it does not combine with (before any work)."""
+    from ..errors import model_error
+    from ..sequential import DEFAULT_BATCH, check_design, check_options
+
+    if not sequential:
+        for name, value in (("--batch-size", batch_size), ("--max-outputs", max_outputs),
+                            ("--sequential-design", design)):
+            if value is not None:
+                raise model_error("E252", option=name, detail="applies only with --sequential")
+        return None
+    for name, given in (("--group-by", group_by is not None), ("--control", control is not None),
+                        ("--verdict-test", _given(ctx, "verdict_test"))):
+        if given:
+            raise model_error("E252", option=name, detail="does not combine with --sequential (the sequential "
+                              "verdict ranks one student with its own paired test)")
+    batch = DEFAULT_BATCH if batch_size is None else batch_size
+    check_options(batch, max_outputs, ("--batch-size", "--max-outputs"))
+    design = design or "e-process"
+    check_design(design, max_outputs, ("--sequential-design", "--max-outputs"))
+    return {"batch_size": batch, "max_outputs": max_outputs, "design": design}
+
+
 def _model_for_ranking(ctx: typer.Context, reference: Optional[Path], model_path: Optional[Path], *,
                        task: Optional[str], features: str, tagger: str, normalize: bool, seed: int,
                        reader: dict[str, Any], quiet: bool,
@@ -407,7 +447,11 @@ def _rank_records(model: Any, student: Any, outputs: Path, *, group: Optional[st
               disable=quiet, leave=False) as bar:
         try:
             audit: Any
-            if group is None:
+            if group is None and "batch_size" in options:
+                from ..sequential import rank_sequential
+
+                audit = audit_student(model, tally, progress=bar.update, ranker=rank_sequential, **options)
+            elif group is None:
                 audit = audit_student(model, tally, progress=bar.update, **options)
             else:
                 audit = rank_students(model, tally, group_by=group, progress=bar.update, **options)

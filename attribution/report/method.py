@@ -13,14 +13,7 @@ from typing import Any
 
 from ..verdicts import Verdict, VerdictRule
 from .document import Block, Code, Para, Strong, num, table
-from .error_rates import (
-    CONTROLS_NAMED_AT_10,
-    ERROR_RATES,
-    RIGHT_BY_SIZE_COMMAND,
-    RIGHT_BY_SIZE_DATA,
-    right_at_size,
-    sizes_text,
-)
+from .error_rates import error_rate_table, interval_text, power, short_interval, signature_fields
 
 #: What each block of a feature set counts, by block name.
 _BLOCKS = {"pos": "part-of-speech tag n-grams", "words": "word n-grams", "chars": "character n-grams"}
@@ -30,8 +23,7 @@ _WEIGHTING = {"tfidf": "TF-IDF weighted", "binary": "present or absent", "count"
 
 
 def _signature(result: dict[str, Any]) -> dict[str, str]:
-    parts = str(result.get("signature") or "").split("|")
-    return dict(p.split("=", 1) for p in parts if "=" in p and "==" not in p)
+    return signature_fields(result.get("signature"))
 
 
 def _settings(result: dict[str, Any]) -> dict[str, Any]:
@@ -110,6 +102,17 @@ def _verdict_method(result: dict[str, Any], settings: dict[str, Any]) -> str:
                      "(a model of the student's base model taught by no candidate) also answered: per prompt, the "
                      "student's log-probability of the top-ranked family (then version) against each other candidate "
                      "is compared with the control's; one-sided paired t-tests, and p_control is the largest of them.")
+    elif verdict.is_sequential:
+        seq = verdict.sequential or {}
+        design = ("alpha spending (O'Brien-Fleming boundaries for the fixed-n paired statistic, over a budget of "
+                  f"{seq.get('max_outputs')} outputs)" if seq.get("design") == "spending" else
+                  "an e-process: per candidate, a test supermartingale betting, with leaders and bets chosen from "
+                  "earlier batches only, that the leader's answers beat that candidate's; a candidate is refuted when "
+                  "its wealth reaches 2/alpha (Ville's inequality)")
+        parts.append(f"The sequential test read the student's outputs in order, {seq.get('batch_size')} at a time, "
+                     f"looking after each batch, and stopped after {seq.get('outputs_used')} outputs. Its design is "
+                     f"{design}. Its error rate holds however early it stopped, if the order of the outputs does not "
+                     "depend on them (shuffle the prompts); it compares the candidates only.")
     elif not verdict.tests:
         parts.append("No test could run: the references hold no candidate's answers to the student's prompts, and "
                      "the unlisted-teacher test needs 4 or more candidates. Only the ranking is reported.")
@@ -123,16 +126,20 @@ def _verdict_method(result: dict[str, Any], settings: dict[str, Any]) -> str:
 
 def limitation_blocks(result: dict[str, Any]) -> list[Block]:
     """The measured error rates (one table, with their commands) and what they mean here."""
-    rows = [(r.data, r.case, r.n, "n/a" if r.right is None else r.right, r.wrong, r.none) for r in ERROR_RATES]
+    rates = error_rate_table()
+    rows = [(r.data, r.case, r.n, "n/a" if r.right is None else short_interval(r.right, r.n),
+             short_interval(r.wrong, r.n), r.none) for r in rates]
     commands: dict[str, list[str]] = {}
-    for r in ERROR_RATES:
-        commands.setdefault(r.command, []).append(r.data.split(" (")[0])
+    for r in rates:
+        when = f", commit {r.commit[:10]}, {r.date}" if r.commit else ", quoted"
+        commands.setdefault(r.command, []).append(r.data.split(" (")[0] + when)
     sources: list[Any] = ["Commands: "]
     for i, (command, data) in enumerate(commands.items()):
         sources += ["; " if i else "", Code(command), f" ({data[0]})"]
     blocks: list[Block] = [
         Para("Measured on this project's benchmarks with the default rule (--verdict-test either) unless a row "
-             "says otherwise (docs/verdict.md, docs/results.md).", "note"),
+             "says otherwise (docs/verdict.md, docs/results.md), on the data the rule was chosen on; in brackets, "
+             "the 95% Clopper-Pearson interval of each rate (0 wrong of 9 still allows up to 34%).", "note"),
         table(["data", "case", "students", "right teacher named", "wrong teacher named", "none named"], rows,
               numeric=(2, 3, 4, 5)),
         Para(tuple(sources) + (".",), "note")]
@@ -142,16 +149,18 @@ def limitation_blocks(result: dict[str, Any]) -> list[Block]:
 
 def _what_it_means(result: dict[str, Any]) -> list[str]:
     verdict = result.get("verdict") or {}
-    left_out = next(r for r in ERROR_RATES if r.case == "true teacher left out of the candidates")
+    left_out = next((r for r in error_rate_table() if r.case == "true teacher left out of the candidates"
+                     and r.data.startswith("AlpacaEval")), None)
     out = []
     typed = result_verdict(result)
     if typed.status == "attributed" and typed.uses_paired and not typed.unlisted_passed:
         named = typed.teacher or typed.family
-        out.append(f"This verdict compares the candidates with each other. With the true teacher left out of the "
-                   f"candidates, {left_out.wrong_text} AlpacaEval students were attributed to its closest "
-                   f"candidate: if {named}'s likeness may have taught this student, this verdict "
-                   "does not rule it out (the strict rule, which also asks the unlisted-teacher test, would).")
-    out += _at_this_size(int(result["n_outputs"]), str(verdict.get("status", "unavailable")))
+        measured = (f"With the true teacher left out of the candidates, {left_out.wrong_text} AlpacaEval students "
+                    "were attributed to its closest candidate: " if left_out else "")
+        out.append(f"This verdict compares the candidates with each other. {measured}if {named}'s likeness may have "
+                   "taught this student, this verdict does not rule it out (the strict rule, which also asks the "
+                   "unlisted-teacher test, would).")
+    out += _at_this_size(result, str(verdict.get("status", "unavailable")))
     out.append("The probability is not the chance that the top teacher is right (read as one, its calibration "
                "error is 0.43); the support is sampling noise only, not model error. The rates come from one "
                "real-model dev set (9 documented students, 2 controls) and the paper's GPT-2 students: validate "
@@ -159,28 +168,53 @@ def _what_it_means(result: dict[str, Any]) -> list[str]:
     return out
 
 
-def _at_this_size(n_outputs: int, status: str) -> list[str]:
-    """What the simulated audits of this many outputs say about this verdict (figures: :mod:`.error_rates`)."""
-    size = right_at_size(n_outputs)
-    if size is None:
-        return []
-    right = f"{100 * size[1]:.0f}%"
-    fewer = f" (this student has only {n_outputs})" if n_outputs < size[0] else ""
-    named, total = CONTROLS_NAMED_AT_10
-    source = (f"These figures are quoted from {RIGHT_BY_SIZE_COMMAND} on {RIGHT_BY_SIZE_DATA}; a run with other "
-              "candidates or other settings was not measured.")
+#: What the report reads of a measured ``power`` entry (one that lacks any is looked up again).
+_POWER_KEYS = ("documented", "controls", "size", "n_outputs", "commit", "date", "command", "data", "candidates", "rule",
+               "alpha", "features", "artifact")
+
+
+def result_power(result: dict[str, Any]) -> dict[str, Any]:
+    """The result's ``power`` entry; for a result saved without one, looked up now from its own settings."""
+    given = result.get("power")
+    if isinstance(given, dict) and (not given.get("measured") or all(k in given for k in _POWER_KEYS)):
+        return given
+    settings, verdict = _settings(result), result.get("verdict") or {}
+    alpha = verdict.get("alpha")
+    return power(int(result["n_outputs"]), len(result["ranking"]), rule=str(settings.get("verdict_test") or "either"),
+                 alpha=float(alpha) if isinstance(alpha, (int, float)) else 0.05,
+                 features=settings.get("features") or _signature(result).get("features"))
+
+
+def _at_this_size(result: dict[str, Any], status: str) -> list[str]:
+    """What the simulated audits of about this many outputs say about this verdict (the result's ``power``)."""
+    p = result_power(result)
+    if not p.get("measured"):
+        return [f"How often a verdict from this many outputs names the teacher was not measured ({p.get('reason')}): "
+            "an inconclusive result here says nothing about the power of the test."]
+    doc, ctl = p["documented"], p["controls"]
+    size = p["size"]
+    right = interval_text(doc["right"], doc["n"])
+    wrong = interval_text(doc["wrong"], doc["n"])
+    controls = interval_text(ctl["named"], ctl["n"]) if ctl.get("n") else "not measured"
+    curve = ", ".join(f"{s} outputs {round(100 * k / n)}%" for s, k, n in sorted(p.get("curve") or []) if n)
+    commit = str(p["commit"])[:10] + (" with uncommitted changes" if p.get("dirty") else "")
+    source = (f"Measured by {p['command']} (commit {commit}, {p['date']}) on the {p['data']} ({p['candidates']} "
+              f"candidates, rule {p['rule']}, alpha {p['alpha']}, features {p['features']}; random subsets of each "
+              f"student's outputs; {p['artifact']}).")
+    differs = p.get("differences") or []
+    caveat = (" These figures may not apply here: " + "; ".join(differs) + "." if differs else "")
+    audits = (f"simulated audits of {size} outputs of documented students (their teacher among the candidates) "
+              f"named it in {right}, a wrong teacher in {wrong} and none in the rest; audits of {size} outputs of "
+              f"human-data controls (taught by no LLM) named a teacher in {controls}")
+    at = f"At {size} outputs (this result has {p['n_outputs']})" if p["n_outputs"] != size else f"At {size} outputs"
     if status == "attributed":
-        return [f"At {size[0]} outputs{fewer}, simulated audits of documented students named the right teacher in "
-                f"{right} and a wrong one in none; {named} of {total} ten-output audits of the human-data controls "
-                f"named a teacher, none of the larger ones. {source}"]
-    lead = ("No test could run, so this result decides nothing. When a test runs, " if status == "unavailable"
+        return [f"{at}, {audits}. {source}{caveat}"]
+    lead = ("No test could run, so this result decides nothing. When a test runs: " if status == "unavailable"
             else "This result names no teacher. ")
-    return [f"{lead}At {size[0]} outputs{fewer}, simulated audits of students whose documented teacher was among "
-            f"the candidates named it in {right} and no teacher in the other {100 - round(100 * size[1])}% (a wrong "
-            f"one in none); {named} of {total} ten-output audits of human-data controls (no LLM teacher) named a "
-            "teacher, none of the larger ones. So an inconclusive result at this number of outputs is common when "
-            "the true teacher is a candidate, and it is also what a student taught by none of them gives: it "
-            f"neither names nor clears the top-ranked candidate. Named right by audit size: {sizes_text()}. {source}"]
+    return [f"{lead}{at}, {audits}. So an inconclusive result at this number of outputs is common when the true "
+            "teacher is a candidate, and it is also what a student taught by none of them gives: it neither names "
+            "nor clears the top-ranked candidate; more outputs (or the prompts 'attribute-teacher probes' ranks "
+            f"first) give the test more power. Named right by audit size: {curve}. {source}{caveat}"]
 
 
 __all__ = ["describe_features", "limitation_blocks", "methodology_blocks", "result_verdict"]

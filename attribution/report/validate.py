@@ -64,6 +64,21 @@ _RUN = Obj({"references": Opt(Obj({"source": Str(100), "tasks": Map(Map(Int(0), 
             "n_skipped_outputs": Int(0)},
            optional=("references", "settings", "skipped_records", "n_skipped_references", "n_skipped_outputs"),
            extra=Anything())
+_INTERVAL = List(Num(0, 1), 2, 2)
+#: ``power``: how often the benchmark's documented students and controls were named at about this size
+#: (:func:`attribution.report.error_rates.power`); ``measured`` false with a ``reason`` when not measured.
+_POWER = Obj({"measured": Bool(), "reason": Str(1_000), "artifact": Str(1_000), "run": Str(200), "commit": Str(100),
+              "dirty": Bool(), "date": Str(100), "command": Str(2_000), "data": Opt(Str(1_000)), "candidates": Int(1),
+              "level": Opt(Str(100)), "rule": Opt(Str(100)), "alpha": Opt(Num(0, 1)), "features": Opt(Str(1_000)),
+              "arm": Str(100), "n_outputs": Int(0), "size": Int(1),
+              "documented": Obj({"right": Int(0), "wrong": Int(0), "none": Int(0), "n": Int(1),
+                                 "right_interval": _INTERVAL, "wrong_interval": _INTERVAL}, extra=Anything()),
+              "controls": Obj({"named": Int(0), "n": Int(0), "interval": Opt(_INTERVAL)}, extra=Anything()),
+              "curve": List(List(Int(0), 3, 3), 0, 100),
+              "differences": List(Str(1_000), 0, 20)},
+             optional=("reason", "artifact", "run", "commit", "dirty", "date", "command", "data", "candidates", "level",
+                       "rule", "alpha", "features", "arm", "n_outputs", "size", "documented", "controls", "curve",
+                       "differences"), extra=Anything())
 RESULT_SCHEMA = Obj({
     "n_outputs": Int(0),
     "n_empty": Int(0),
@@ -83,8 +98,9 @@ RESULT_SCHEMA = Obj({
     "checks": Map(Anything(), key=Str(100), max_len=100),
     "warnings": List(Str(100_000), 0, 1_000),
     "run": _RUN,
+    "power": _POWER,
 }, optional=("n_empty", "skipped", "family_ranking", "student", "verdict", "tasks", "evidence", "contrast", "outputs",
-             "signature", "inputs", "checks", "warnings", "run"), extra=Anything())
+             "signature", "inputs", "checks", "warnings", "run", "power"), extra=Anything())
 
 
 def is_number(value: Any) -> bool:
