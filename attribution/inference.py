@@ -23,7 +23,7 @@ from .errors import model_error
 from .families import Hierarchy
 from .paired import MidpointTest, PairedTest
 from .tagging import TaggedDoc
-from .verdicts import ALPHA, PairedSummary, Verdict, VerdictRule
+from .verdicts import ALPHA, PairedSummary, Verdict, VerdictRule, describe_sequential
 
 if TYPE_CHECKING:  # the estimator builds on this module
     from .estimator import TeacherAttributor
@@ -657,9 +657,7 @@ def describe_verdict(verdict: Verdict | Mapping[str, Any] | None) -> str:
         return "No verdict in this result (it predates the verdict's tests): read the ranking with care."
     v = verdict if isinstance(verdict, Verdict) else Verdict.from_dict(verdict)
     if v.is_sequential:
-        from .sequential import describe
-
-        return describe(v.to_dict())
+        return describe_sequential(v.to_dict())
     best, alpha, status, test = v.best_candidate, v.alpha, v.status, v.test
     p_text = _p_text(v.p_value)
     does = "s do" if v.several_tests else " does"
