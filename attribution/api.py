@@ -4,9 +4,9 @@ These functions take :class:`~attribution.io.Record` streams and return plain di
 (JSON-ready) or models, so notebooks, scripts and the CLI share one code path.
 They never print; pass ``progress`` to follow them (e.g. a tqdm bar on stderr).
 
-The names below that are defined elsewhere stay importable from here: the verdict
-(:mod:`attribution.inference`), ``evaluate`` and ``results_table`` (:mod:`attribution.evaluation`),
-the checks on labelled records (:mod:`attribution.references`).
+The names below that are defined elsewhere stay importable from here: the verdict (``verdict``,
+``describe_verdict``, ``ALPHA``: :mod:`attribution.inference`), ``evaluate``, ``results_table``
+and ``base_style`` (:mod:`attribution.evaluation`) and ``file_digest`` (:mod:`attribution.io`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import numpy as np
 
 from .errors import ModelError, input_error, model_error
 from .estimator import TeacherAttributor
-from .evaluation import DEFAULT_EVAL_FEATURES, base_style, evaluate, results_table
-from .inference import ALPHA, VERDICT_TESTS, StudentEvidence, describe_verdict, summarize_evidence, verdict
-from .io import Record, RecordReader, file_digest, read_records
+from .evaluation import base_style, evaluate, results_table
+from .inference import ALPHA, StudentEvidence, describe_verdict, summarize_evidence, verdict
+from .io import Record, file_digest
 from .multitask import MultiTaskAttributor, as_multitask
-from .references import MIN_REFERENCES_PER_TEACHER, check_references, match_students, reference_families
+from .references import check_references, reference_families
 from .tagging import TaggedDoc, read_ahead
 from .verdicts import VerdictRule
 
@@ -339,7 +339,6 @@ def _task_key(model: MultiTaskAttributor, record: Record, task: str | None) -> s
                           known=", ".join(str(t) for t in model.models_)) from None
 
 
-__all__ = ["ALPHA", "DEFAULT_EVAL_FEATURES", "MAX_NAMED_STUDENTS", "MIN_REFERENCES_PER_TEACHER", "VERDICT_TESTS",
-           "ControlScores", "RecordReader", "SharedScoring", "StudentRun", "base_style", "check_references",
-           "describe_verdict", "evaluate", "file_digest", "fit_reference", "match_students", "pooled_students_warning",
-           "rank_student", "read_records", "results_table", "summarize_evidence", "verdict"]
+__all__ = ["ALPHA", "MAX_NAMED_STUDENTS", "ControlScores", "SharedScoring", "StudentRun", "base_style",
+           "describe_verdict", "evaluate", "file_digest", "fit_reference", "pooled_students_warning", "rank_student",
+           "results_table", "verdict"]

@@ -154,3 +154,29 @@ def test_no_module_uses_another_modules_private_names():
     uses = _private_uses(_modules())
     new = {name: sorted(where) for name, where in uses.items() if name not in KNOWN_PRIVATE_USES}
     assert not new, new
+
+
+def _reexports(tree: ast.Module) -> set[str]:
+    """Names in a module's ``__all__`` that it imports rather than defines."""
+    exported = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                    and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets))
+    imported = {alias.asname or alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
+                for alias in node.names}
+    return set(exported) & imported
+
+
+def test_api_reexports_are_used_by_its_readers():
+    """A name ``attribution.api`` re-exports earns its place: the README, the docs, a notebook, an example, a test or
+    a benchmark imports it from there (else import it from the module that defines it)."""
+    import re
+
+    repo = PACKAGE.parent
+    readers = [repo / "README.md", *[p for folder in ("docs", "notebooks", "examples", "tests", "benchmarks")
+                                     for p in (repo / folder).rglob("*") if p.suffix in (".md", ".ipynb", ".py")]]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in readers if p.name != Path(__file__).name)
+    imported = {name for line in re.findall(r"attribution\.api import ([^\n]*)", text)
+                for name in re.findall(r"\w+", line.split("#")[0])}
+    imported |= set(re.findall(r"attribution\.api\.(\w+)", text))
+    reexports = _reexports(_modules()["attribution.api"][0])
+    assert {"evaluate", "file_digest"} <= reexports  # the finder sees them
+    assert reexports <= imported, sorted(reexports - imported)

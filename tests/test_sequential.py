@@ -97,7 +97,8 @@ def test_alpha_spending_keeps_its_level_over_all_looks_and_stops_early_under_an_
 
 @pytest.fixture(scope="module")
 def demo_model(tmp_path_factory):
-    from attribution.api import fit_reference, read_records
+    from attribution.api import fit_reference
+    from attribution.io import read_records
     from attribution.models import save_model
 
     path = tmp_path_factory.mktemp("sequential") / "demo.npz"
