@@ -14,8 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "attribution"
 #: cycle among them alone is allowed until then; any other cycle is not.
 SCALE_OUT = frozenset({"attribution.parallel", "attribution.partitioned_fit", "attribution.partitioned_rank",
                        "attribution.partitions"})
-#: Private names still used outside their module, in files other sessions were changing; each should become public
-#: (or move) with its users. Only names listed here may be used so; a fixed one may be struck off.
+#: Private names still used outside their module, by the scale-out modules only (:data:`SCALE_OUT`); each should become
+#: public (or move) when those move. Only names listed here may be used so, and only there.
 KNOWN_PRIVATE_USES = {"_BACKEND", "_pin_threads", "_tag_bounded", "_task_key"}
 
 
@@ -152,7 +152,8 @@ def test_private_use_finder_sees_imports_and_attribute_reads():
 
 def test_no_module_uses_another_modules_private_names():
     uses = _private_uses(_modules())
-    new = {name: sorted(where) for name, where in uses.items() if name not in KNOWN_PRIVATE_USES}
+    new = {name: sorted(where) for name, where in uses.items()
+           if name not in KNOWN_PRIVATE_USES or not all(map(_scale_out, where))}
     assert not new, new
 
 
