@@ -71,7 +71,18 @@ class Terminated(BaseException):
     """SIGTERM, raised like KeyboardInterrupt so that temporary files are removed on the way out."""
 
 
+#: The signals received while a command runs (the last one last): an interruption that third-party code turned
+#: into another exception on its way out (a Ctrl-C inside an import can surface as a TypeError) still exits 130/143.
+RECEIVED: list[int] = []
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    RECEIVED.append(signum)
+    raise KeyboardInterrupt
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
+    RECEIVED.append(signum)
     raise Terminated()
 
 
@@ -83,7 +94,7 @@ def install_signal_handlers(handlers: dict[int, Any]) -> dict[int, Any]:
 
 
 #: While a command runs: Ctrl-C raises KeyboardInterrupt, SIGTERM raises Terminated (exit 130 / 143).
-RUN_HANDLERS: dict[int, Any] = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _raise_terminated}
+RUN_HANDLERS: dict[int, Any] = {signal.SIGINT: _raise_interrupted, signal.SIGTERM: _raise_terminated}
 
 
 def _print_version(value: bool) -> None:
@@ -326,6 +337,7 @@ def run_app(argv: list[str]) -> int:
 
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    RECEIVED.clear()
     try:
         code = app(args=argv, prog_name="attribute-teacher", standalone_mode=False)
     except KeyboardInterrupt:
@@ -342,6 +354,10 @@ def run_app(argv: list[str]) -> int:
         status = exit_status(err.code)  # an uncoded error: bad values are usage, anything else unexpected
         return status if status is not None else EXIT_USAGE if isinstance(err, ValueError) else EXIT_ERROR
     except Exception as err:  # noqa: BLE001 - the one place that catches everything
+        if RECEIVED:  # what a signal left behind, whatever its type: the interruption is the cause
+            interrupted = RECEIVED[-1] == signal.SIGINT
+            echo("interrupted" if interrupted else "terminated", err=True)
+            return EXIT_INTERRUPTED if interrupted else EXIT_TERMINATED
         import click
 
         # typer >= 0.2x raises exceptions of its own vendored click, not of the installed click
