@@ -137,3 +137,41 @@ def test_a_malformed_summary_is_refused(paired_result):
     with pytest.raises(InputError) as error:
         check_result(bad)
     assert "verdict_scores" in str(error.value) and "[E604]" in str(error.value)
+
+
+def test_report_plots_the_differences_and_says_what_share_favours_the_top(paired_result, tmp_path):
+    """HTML embeds the histogram (a real PNG), Markdown writes it beside the report and says what share of the
+    prompts favour the top candidate; a result without ``verdict_scores`` has neither."""
+    pytest.importorskip("matplotlib")
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    from attribution.report import render_plots, write_report
+    from attribution.report.evidence import differences_sentence
+
+    result = json.loads(json.dumps(paired_result[2]))
+    found = result["verdict_scores"]
+    html = write_report(result, tmp_path / "r.html").read_text(encoding="utf-8")
+    images = re.findall(r'<img alt="Histogram of the per-prompt differences[^"]*" src="data:image/png;base64,'
+                        r'([A-Za-z0-9+/=]+)">', html)
+    assert len(images) == 1
+    with Image.open(io.BytesIO(base64.b64decode(images[0]))) as image:
+        image.load()
+        assert image.width > 200 and image.height > 100
+        low, high = image.convert("L").getextrema()
+        assert high - low > 100  # ink on paper
+    md = write_report(result, tmp_path / "r.md").read_text(encoding="utf-8").replace("\\", "")  # no escapes
+    assert "](r_differences.png)" in md and (tmp_path / "r_differences.png").is_file()
+    share = (f"{found['favour_top']} of the {found['n']} prompts ({round(100 * found['share_top'])}%) favour "
+             f"{found['top']} over {found['runner_up']}")
+    assert share in md and share in html and share in differences_sentence(found)
+    assert f"{found['favour_runner_up']} favour {found['runner_up']}" in md
+    # 8 of 18 prompts favour the top: its lead comes from fewer, larger differences, and the report says so
+    assert found["share_top"] < 0.5 and found["mean"] > 0 and f"Most prompts favour {found['runner_up']}" in md
+    without = {k: v for k, v in result.items() if k != "verdict_scores"}
+    assert "differences" not in render_plots(without)
+    md = write_report(without, tmp_path / "w.md").read_text(encoding="utf-8")
+    assert "Per-prompt differences" not in md and not (tmp_path / "w_differences.png").exists()
