@@ -179,6 +179,8 @@ class PairedReferences:
 COSINE_BINS = (-2.0, 2.0, 80)
 #: The bins of the control test (a difference of log-odds gains, unbounded): 0.5 wide over [-20, 20].
 LOG_ODDS_BINS = (-20.0, 20.0, 80)
+#: A per-prompt difference this close to zero is a tie (the same output scored in two batches differs by rounding).
+TIE = 1e-9
 #: Quantiles of the per-prompt differences in :meth:`PairedTest.differences`.
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -195,7 +197,7 @@ class PairedTest:
         self.n = 0
         self.sum = np.zeros(k)
         self.sum_outer = np.zeros((k, k))
-        self.above = np.zeros((k, k))             # [a, b]: outputs whose score of a exceeds that of b
+        self.above = np.zeros((k, k))             # [a, b]: outputs whose score of a exceeds that of b (by TIE)
         self.counts = np.zeros((k, k, bins[2]))   # [a, b]: histogram of score a minus score b
 
     def add(self, scores: np.ndarray) -> None:
@@ -209,7 +211,7 @@ class PairedTest:
             k = len(self.classes)
             low, high, n_bins = self.bins
             difference = scores[:, :, None] - scores[:, None, :]                      # (n, k, k)
-            self.above += (difference > 0).sum(axis=0)
+            self.above += (difference > TIE).sum(axis=0)
             found = np.clip(np.floor((difference - low) * (n_bins / (high - low))), 0, n_bins - 1).astype(np.int64)
             flat = (np.arange(k * k).reshape(1, k, k) * n_bins + found).ravel()
             self.counts += np.bincount(flat, minlength=k * k * n_bins).reshape(k, k, n_bins)
@@ -248,9 +250,10 @@ class PairedTest:
     def differences(self, teacher: str, other: str) -> dict[str, Any] | None:
         """The per-output differences ``teacher``'s score minus ``other``'s that :meth:`p_value` sums, as a
         fixed-size summary: ``n``, ``mean`` and ``sd`` (exact), how many outputs favour each (``favour_top``,
-        ``favour_runner_up``, ``ties``; ``share_top``), ``quantiles`` (from the histogram: to a bin's width) and
-        the ``histogram`` (``start``, ``width``, ``counts``: bin ``i`` is ``[start + i * width, start + (i + 1) *
-        width)``, trimmed to the bins in use; the end bins of :attr:`bins` also count what lies beyond them).
+        ``favour_runner_up``, ``ties``: within :data:`TIE` of zero; ``share_top``), ``quantiles`` (from the
+        histogram: to a bin's width) and the ``histogram`` (``start``, ``width``, ``counts``: bin ``i`` is
+        ``[start + i * width, start + (i + 1) * width)``, trimmed to the bins in use; the end bins of :attr:`bins`
+        also count what lies beyond them).
         ``None`` without outputs or for a candidate the test does not know."""
         if not self.n or teacher not in self.classes or other not in self.classes or teacher == other:
             return None

@@ -15,7 +15,7 @@ from scipy import stats
 from attribution.api import rank_student
 from attribution.errors import InputError
 from attribution.models import TeacherAttributor
-from attribution.paired import COSINE_BINS, LOG_ODDS_BINS, QUANTILES, PairedTest
+from attribution.paired import COSINE_BINS, LOG_ODDS_BINS, QUANTILES, TIE, PairedTest
 from attribution.report.validate import check_result
 
 from test_models import OPEN_SET_3, texts_of
@@ -46,7 +46,7 @@ def test_differences_summarise_what_the_paired_test_sums():
     t = found["mean"] / (found["sd"] / np.sqrt(found["n"]))
     assert stats.t.sf(t, found["n"] - 1) == pytest.approx(test.p_value("a", "b"), rel=1e-9)
     assert (found["favour_top"], found["favour_runner_up"], found["ties"]) == (
-        int((d > 0).sum()), int((d < 0).sum()), int((d == 0).sum()))
+        int((d > TIE).sum()), int((d < -TIE).sum()), int((abs(d) <= TIE).sum()))
     assert found["ties"] >= 1 and found["share_top"] == pytest.approx((d > 0).mean())
     histogram = found["histogram"]
     assert sum(histogram["counts"]) == test.n and histogram["counts"][0] and histogram["counts"][-1]
@@ -175,3 +175,27 @@ def test_report_plots_the_differences_and_says_what_share_favours_the_top(paired
     assert "differences" not in render_plots(without)
     md = write_report(without, tmp_path / "w.md").read_text(encoding="utf-8")
     assert "Per-prompt differences" not in md and not (tmp_path / "w_differences.png").exists()
+
+
+def test_with_a_control_the_differences_are_the_control_tests(paired_result):
+    """``--control``: the summary is of the control test's statistic (log-odds gains over the control, in its
+    own bins); a control identical to the student gives only ties."""
+    from attribution.report.evidence import differences_sentence
+    from attribution.result import audit_student
+
+    model, students, _ = paired_result
+    students = students[:10]  # one output per prompt: the control's output is found by prompt id
+    rotated = [dataclasses.replace(r, output=students[(i + 5) % len(students)].output) for i, r in enumerate(students)]
+    result = audit_student(model, students, control=rotated).to_dict()
+    verdict, found = result["verdict"], result["verdict_scores"]
+    assert verdict["test"] == "control" and found["statistic"] == "control log-odds"
+    top, rival = found["top"], found["runner_up"]
+    assert (top, rival) == (verdict["best_family"], verdict["runner_up"]) and found["n"] == verdict["n_paired"]
+    assert found["mean"] == pytest.approx(verdict["paired_score"][top] - verdict["paired_score"][rival], abs=1e-12)
+    assert found["histogram"]["width"] == pytest.approx((LOG_ODDS_BINS[1] - LOG_ODDS_BINS[0]) / LOG_ODDS_BINS[2])
+    assert sum(found["histogram"]["counts"]) == found["n"]
+    assert "gain more over the control's" in differences_sentence(found)
+    itself = audit_student(model, students, control=students).to_dict()["verdict_scores"]
+    # the student and the control are scored in separate batches: rounding, not a preference
+    assert itself["ties"] == itself["n"] == len(students) and itself["mean"] == pytest.approx(0.0, abs=1e-9)
+    assert sum(itself["histogram"]["counts"]) == len(students) and len(itself["histogram"]["counts"]) <= 2
