@@ -207,10 +207,11 @@ class PairedTest:
         self.n += len(scores)
         self.sum += scores.sum(axis=0)
         self.sum_outer += scores.T @ scores
-        if len(scores):
-            k = len(self.classes)
-            low, high, n_bins = self.bins
-            difference = scores[:, :, None] - scores[:, None, :]                      # (n, k, k)
+        k = len(self.classes)
+        low, high, n_bins = self.bins
+        for start in range(0, len(scores), 2048):  # (n, k, k) differences: in chunks, flat memory
+            chunk = scores[start:start + 2048]
+            difference = chunk[:, :, None] - chunk[:, None, :]
             self.above += (difference > TIE).sum(axis=0)
             found = np.clip(np.floor((difference - low) * (n_bins / (high - low))), 0, n_bins - 1).astype(np.int64)
             flat = (np.arange(k * k).reshape(1, k, k) * n_bins + found).ravel()
