@@ -199,3 +199,21 @@ def test_with_a_control_the_differences_are_the_control_tests(paired_result):
     # the student and the control are scored in separate batches: rounding, not a preference
     assert itself["ties"] == itself["n"] == len(students) and itself["mean"] == pytest.approx(0.0, abs=1e-9)
     assert sum(itself["histogram"]["counts"]) == len(students) and len(itself["histogram"]["counts"]) <= 2
+
+
+@pytest.mark.parametrize(("favour", "mean", "says"), [
+    (8, 0.3, "Most prompts favour b: a's lead comes from a minority of prompts"),
+    (14, -0.01, "Most prompts favour a, but by less than the others favour b"),
+    (4, -0.2, "On average the prompts do not favour a."),
+    (15, 0.2, None)])
+def test_the_sentence_says_when_the_mean_and_the_majority_disagree(favour, mean, says):
+    from attribution.report.evidence import differences_sentence
+
+    scores = {"top": "a", "runner_up": "b", "n": 20, "mean": mean, "sd": 0.5, "favour_top": favour,
+              "favour_runner_up": 20 - favour, "ties": 0, "share_top": favour / 20,
+              "quantiles": {"0.05": -0.5, "0.5": 0.1, "0.95": 0.9}}
+    sentence = differences_sentence(scores)
+    assert sentence.startswith(f"{favour} of the 20 prompts ({favour * 5}%) favour a over b")
+    for other in ("Most prompts favour", "On average the prompts do not favour"):
+        assert (other in sentence) == (says is not None and says.startswith(other))
+    assert says is None or says in sentence

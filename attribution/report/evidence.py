@@ -153,12 +153,15 @@ def differences_sentence(scores: dict[str, Any]) -> str:
              f"the student's output is nearer {top}'s answer to the same prompt than {rival}'s")
     sentence = (f"{favour} of the {n} prompts ({pct(scores.get('share_top'))}) favour {top} over {rival} ({means}); "
                 f"{against} favour {rival}{tie_text}. "
-                f"The mean difference, which the test asks to be above zero, is {num(scores.get('mean'), 4)} "
+                f"The mean difference, which the test asks to be clearly above zero, is {num(scores.get('mean'), 4)} "
                 f"(sd {num(scores.get('sd'), 4)}{spread}).")
     if is_number(scores.get("mean")) and is_number(scores.get("share_top")):
         if scores["mean"] > 0 and scores["share_top"] < 0.5:
             sentence += (f" Most prompts favour {rival}: {top}'s lead comes from a minority of prompts where it "
                          "leads by much.")
+        elif scores["mean"] <= 0 and scores["share_top"] > 0.5:
+            sentence += (f" Most prompts favour {top}, but by less than the others favour {rival}: on average the "
+                         f"prompts do not favour {top}.")
         elif scores["mean"] <= 0:
             sentence += f" On average the prompts do not favour {top}."
     return sentence
