@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from . import explain
 from .errors import model_error
 from .families import Hierarchy
-from .paired import MidpointTest, PairedTest
+from .paired import LOG_ODDS_BINS, MidpointTest, PairedTest
 from .tagging import TaggedDoc
 from .verdicts import ALPHA, PairedSummary, Verdict, VerdictRule, describe_sequential
 
@@ -213,7 +213,7 @@ class StudentEvidence:
         # prompts (prompt id -> the control's per-teacher log-probabilities): the verdict then compares the
         # student's log-odds with the control's, prompt by prompt, which removes what the base model brings
         self.control = dict(control) if control is not None else None
-        self.control_test = PairedTest(h.families) if self.control is not None else None
+        self.control_test = PairedTest(h.families, LOG_ODDS_BINS) if self.control is not None else None
         self.sibling_control = self._per_family(PairedTest) if self.control is not None else {}
         # with families, a second paired statistic in the classifier's log-probability space must agree
         # (attribution.paired.MidpointTest): between families, and between the versions of each family
@@ -562,6 +562,9 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
                                         informative=informative)
     if contrast is not None:
         result["contrast"] = contrast
+    scores = verdict_scores(evidence, judged)
+    if scores is not None:
+        result["verdict_scores"] = scores
     if families is not None:
         result["family_ranking"] = _ranking_records(families.to_dict("list"))
     per_task = {key: ev for key, ev in _by_task(evidence)}
@@ -578,6 +581,17 @@ def summarize_evidence(evidence: dict[str | None, StudentEvidence], classes: Seq
     if keep_outputs:
         result["outputs"] = outputs or []
     return result
+
+
+def verdict_scores(evidence: dict[str | None, StudentEvidence], judged: Verdict) -> dict[str, Any] | None:
+    """The per-prompt differences behind ``judged``'s paired (or control) test: its top candidate (the best family;
+    without families the best teacher) against its ``runner_up``, :meth:`attribution.paired.PairedTest.differences`
+    with ``statistic`` (``"cosine"`` or ``"control log-odds"``); ``None`` without a runner-up (no paired test, or
+    several tasks: their runner-ups differ)."""
+    top, rival, evs = judged.best_family or judged.best_candidate, judged.runner_up, list(evidence.values())
+    test = (evs[0].control_test if judged.is_control else evs[0].paired) if len(evs) == 1 else None
+    found = test.differences(top, rival) if test is not None and top and rival else None
+    return None if found is None else {**found, "statistic": "control log-odds" if judged.is_control else "cosine"}
 
 
 #: How a verdict combines its two tests (see :func:`verdict`): the choices of :class:`VerdictRule`.

@@ -174,15 +174,31 @@ class PairedReferences:
         return cls(ids.tolist(), matrix, n_teachers)
 
 
-class PairedTest:
-    """Running sums of per-output paired scores, enough for every pairwise t-test (flat memory)."""
+#: Fixed bins of the per-prompt differences :class:`PairedTest` counts: ``(low, high, n_bins)``. A difference of two
+#: cosines lies in [-2, 2]; 0.05 wide. The end bins also count whatever lies beyond them.
+COSINE_BINS = (-2.0, 2.0, 80)
+#: The bins of the control test (a difference of log-odds gains, unbounded): 0.5 wide over [-20, 20].
+LOG_ODDS_BINS = (-20.0, 20.0, 80)
+#: A per-prompt difference this close to zero is a tie (the same output scored in two batches differs by rounding).
+TIE = 1e-9
+#: Quantiles of the per-prompt differences in :meth:`PairedTest.differences`.
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
-    def __init__(self, classes: Sequence[str]) -> None:
+
+class PairedTest:
+    """Running sums of per-output paired scores, enough for every pairwise t-test (flat memory), and, for every
+    ordered pair of candidates, how many outputs favour the first and a histogram of the per-output differences
+    in fixed ``bins`` (``(low, high, n_bins)``, see :data:`COSINE_BINS`): what :meth:`differences` shows."""
+
+    def __init__(self, classes: Sequence[str], bins: tuple[float, float, int] = COSINE_BINS) -> None:
         self.classes = list(classes)
         k = len(self.classes)
+        self.bins = bins
         self.n = 0
         self.sum = np.zeros(k)
         self.sum_outer = np.zeros((k, k))
+        self.above = np.zeros((k, k))             # [a, b]: outputs whose score of a exceeds that of b (by TIE)
+        self.counts = np.zeros((k, k, bins[2]))   # [a, b]: histogram of score a minus score b
 
     def add(self, scores: np.ndarray) -> None:
         """Add per-output scores; rows with NaN (outputs without paired answers) are left out."""
@@ -191,6 +207,15 @@ class PairedTest:
         self.n += len(scores)
         self.sum += scores.sum(axis=0)
         self.sum_outer += scores.T @ scores
+        k = len(self.classes)
+        low, high, n_bins = self.bins
+        for start in range(0, len(scores), 2048):  # (n, k, k) differences: in chunks, flat memory
+            chunk = scores[start:start + 2048]
+            difference = chunk[:, :, None] - chunk[:, None, :]
+            self.above += (difference > TIE).sum(axis=0)
+            found = np.clip(np.floor((difference - low) * (n_bins / (high - low))), 0, n_bins - 1).astype(np.int64)
+            flat = (np.arange(k * k).reshape(1, k, k) * n_bins + found).ravel()
+            self.counts += np.bincount(flat, minlength=k * k * n_bins).reshape(k, k, n_bins)
 
     def merge(self, other: PairedTest, columns: Sequence[int]) -> None:
         """Add another test's sums, its columns reordered to this test's classes."""
@@ -198,25 +223,57 @@ class PairedTest:
         self.n += other.n
         self.sum += other.sum[cols]
         self.sum_outer += other.sum_outer[np.ix_(cols, cols)]
+        self.above += other.above[np.ix_(cols, cols)]
+        self.counts += other.counts[np.ix_(cols, cols)]
 
     def mean(self) -> np.ndarray:
         return self.sum / max(self.n, 1)
 
     def state(self) -> tuple[int, np.ndarray, np.ndarray]:
-        """The running sums (what a Dask worker returns for one batch, see :meth:`merge_state`)."""
-        return self.n, self.sum, self.sum_outer
+        """The running sums (what a Dask worker returns for one batch, see :meth:`merge_state`): ``n``, ``sum``,
+        and ``sum_outer``, ``above`` and the histograms stacked on a last axis (they all add)."""
+        return self.n, self.sum, np.concatenate([self.sum_outer[..., None], self.above[..., None], self.counts], axis=2)
 
     def merge_state(self, state: tuple[int, np.ndarray, np.ndarray]) -> None:
-        n, total, outer = state
+        n, total, stacked = state
         self.n += n
         self.sum += total
-        self.sum_outer += outer
+        self.sum_outer += stacked[..., 0]
+        self.above += stacked[..., 1]
+        self.counts += stacked[..., 2:]
 
     def p_value(self, teacher: str, other: str) -> float:
         """One-sided paired t-test: is ``teacher``'s mean score above ``other``'s?"""
         a, b = self.classes.index(teacher), self.classes.index(other)
         sum_sq = self.sum_outer[a, a] + self.sum_outer[b, b] - 2 * self.sum_outer[a, b]
         return one_sided_t(self.n, self.sum[a] - self.sum[b], sum_sq)
+
+    def differences(self, teacher: str, other: str) -> dict[str, Any] | None:
+        """The per-output differences ``teacher``'s score minus ``other``'s that :meth:`p_value` sums, as a
+        fixed-size summary: ``n``, ``mean`` and ``sd`` (exact), how many outputs favour each (``favour_top``,
+        ``favour_runner_up``, ``ties``: within :data:`TIE` of zero; ``share_top``), ``quantiles`` (from the
+        histogram: to a bin's width) and the ``histogram`` (``start``, ``width``, ``counts``: bin ``i`` is
+        ``[start + i * width, start + (i + 1) * width)``, trimmed to the bins in use; the end bins of :attr:`bins`
+        also count what lies beyond them).
+        ``None`` without outputs or for a candidate the test does not know."""
+        if not self.n or teacher not in self.classes or other not in self.classes or teacher == other:
+            return None
+        a, b = self.classes.index(teacher), self.classes.index(other)
+        mean = (self.sum[a] - self.sum[b]) / self.n
+        sum_sq = self.sum_outer[a, a] + self.sum_outer[b, b] - 2 * self.sum_outer[a, b]
+        sd = float(np.sqrt(max(sum_sq - self.n * mean ** 2, 0.0) / (self.n - 1))) if self.n > 1 else None
+        low, high, n_bins = self.bins
+        width = (high - low) / n_bins
+        counts = self.counts[a, b]
+        used = np.flatnonzero(counts)
+        first, last = int(used[0]), int(used[-1])
+        favour_top, favour_other = int(self.above[a, b]), int(self.above[b, a])
+        return {"top": teacher, "runner_up": other, "n": int(self.n), "mean": float(mean), "sd": sd,
+                "favour_top": favour_top, "favour_runner_up": favour_other,
+                "ties": int(self.n) - favour_top - favour_other, "share_top": favour_top / self.n,
+                "quantiles": {f"{q:g}": _histogram_quantile(counts, low, width, q) for q in QUANTILES},
+                "histogram": {"start": round(low + first * width, 10), "width": width,
+                              "counts": [int(c) for c in counts[first:last + 1]]}}
 
     def result(self, teacher: str) -> dict[str, Any] | None:
         """Test ``teacher`` against every other candidate; ``None`` below :data:`MIN_PAIRED` outputs.
@@ -228,6 +285,16 @@ class PairedTest:
         if found is None:
             return None
         return {**found, "paired_score": {c: float(v) for c, v in zip(self.classes, self.mean())}}
+
+
+def _histogram_quantile(counts: np.ndarray, low: float, width: float, q: float) -> float:
+    """The ``q`` quantile of a histogram's values, linear within the bin it falls in."""
+    cumulative = np.cumsum(counts)
+    target = q * cumulative[-1]
+    i = int(np.searchsorted(cumulative, target, side="left"))
+    before = cumulative[i - 1] if i else 0.0
+    inside = (target - before) / counts[i] if counts[i] else 0.0
+    return float(low + (i + inside) * width)
 
 
 class MidpointTest:

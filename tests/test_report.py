@@ -106,9 +106,9 @@ def test_html_is_self_contained_with_real_plots(real_result, tmp_path):
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>")
     assert "<script" not in text and "http://" not in text and "https://" not in text
-    assert text.count("<img ") == 2  # ranking and per-output evidence
+    assert text.count("<img ") == 3  # the per-prompt differences behind the verdict, ranking, per-output evidence
     images = decoded_pngs(text)
-    assert len(images) == 2
+    assert len(images) == 3
     for image in images:
         assert_real_plot(image)
     top = real_result["ranking"][0]["teacher"]
@@ -125,7 +125,7 @@ def test_markdown_writes_pngs_beside_it(real_result, tmp_path):
     path = write_report(real_result, tmp_path / "audit.md")
     text = path.read_text(encoding="utf-8")
     names = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert names == ["audit_ranking.png", "audit_outputs.png"]
+    assert names == ["audit_differences.png", "audit_ranking.png", "audit_outputs.png"]
     for name in names:
         with Image.open(tmp_path / name) as image:
             image.load()
@@ -194,7 +194,7 @@ def test_chromium_decodes_the_embedded_plots(real_result, tmp_path):
     found = re.search(r'<pre id="img-check">([^<]*)</pre>', dom)
     assert found, "Chromium did not run the probe"
     states = [s.split(",") for s in found.group(1).split(";")]
-    assert len(states) == 2
+    assert len(states) == 3  # the per-prompt differences, the ranking, the per-output evidence
     for complete, width, height in states:
         assert complete == "true" and int(width) > 200 and int(height) > 100
     shot = tmp_path / "shot.png"
@@ -234,5 +234,5 @@ def test_rank_command_writes_a_report(paper_files, tmp_path):
     assert proc.returncode == 0, proc.stderr
     ranking = json.loads(proc.stdout)["ranking"]
     text = (tmp_path / "r.html").read_text(encoding="utf-8")
-    assert len(decoded_pngs(text)) == 2
+    assert len(decoded_pngs(text)) == 3  # the per-prompt differences, the ranking, the per-output evidence
     assert f"<td>{ranking[0]['teacher']}</td>" in text

@@ -6,7 +6,8 @@ nothing more: it computes no new numbers. It holds
 - a title naming the suspect, and the case ID, auditor and organisation when given
   (:class:`~attribution.report.case.CaseDetails`);
 - the verdict, its evidence (level, each test's p-value and the rival behind it, the paired scores:
-  :mod:`attribution.report.evidence`), and the ranking of the candidate families (with families) and
+  :mod:`attribution.report.evidence`), a histogram of the per-prompt differences behind the paired test (top
+  candidate minus runner-up, ``verdict_scores``), and the ranking of the candidate families (with families) and
   teachers (probability, 95% interval, support), overall and per task;
 - plots of the per-output evidence, when the result kept its ``outputs``;
 - the templates that drove the decision: their share of the student's outputs beside their share of
@@ -20,8 +21,8 @@ nothing more: it computes no new numbers. It holds
 
 HTML reports embed their plots as base64 PNGs and load nothing from elsewhere (no script, font or
 stylesheet), so one file can be archived or mailed. Markdown reports write their plots beside the
-``.md`` file (``report_ranking.png``, ``report_outputs.png``). PDF reports are the HTML printed by
-headless Chromium (:mod:`attribution.report.pdf`), with a running header and page numbers on each
+``.md`` file (``report_differences.png``, ``report_ranking.png``, ``report_outputs.png``). PDF reports are the
+HTML printed by headless Chromium (:mod:`attribution.report.pdf`), with a running header and page numbers on each
 page. The same result and date render to the same HTML and Markdown bytes. Plots need matplotlib (the
 ``[report]`` extra).
 
@@ -105,8 +106,8 @@ def write_report(result: dict[str, Any], path: str | os.PathLike, *, date: str |
         ``inputs`` and ``skipped``. What is missing is named as missing in the report.
     path : str or Path
         ``.html`` (self-contained, plots embedded), ``.md`` (plots written beside it as
-        ``<stem>_ranking.png`` and ``<stem>_outputs.png``) or ``.pdf`` (the HTML printed by headless
-        Chromium). Written atomically.
+        ``<stem>_differences.png``, ``<stem>_ranking.png`` and ``<stem>_outputs.png``) or ``.pdf`` (the HTML
+        printed by headless Chromium). Written atomically.
     date : str, optional
         The report's date; default today (UTC, or ``SOURCE_DATE_EPOCH``).
     examples : int, default=0

@@ -9,6 +9,9 @@ runner-up is the rival with the largest p-value and every other rival's is at mo
 :func:`contrast_blocks` shows the result's ``contrast`` (:func:`attribution.explain.contrast`): the templates
 that set the verdict's teacher apart from its runner-up, each with the student's, the teacher's and the
 runner-up's rates, and a sentence saying whether that evidence is weak and why, with its numbers.
+
+:func:`differences_blocks` shows the result's ``verdict_scores``: the per-prompt differences the paired test sums
+(top minus runner-up), as a plot and a sentence saying what share of the prompts favour the top candidate.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import re
 from typing import Any
 
 from ..verdicts import TestName, Verdict
-from .document import Block, Code, Heading, Para, Quotes, Strong, Table, num, pct, table
+from .document import Block, Code, Heading, Image, Para, Quotes, Strong, Table, num, pct, table
 from .validate import is_number
 
 #: Phrases of the verdict sentence that name command-line options, and their plain words in a report.
@@ -125,6 +128,7 @@ def verdict_blocks(result: dict[str, Any]) -> list[Block]:
                            "the paired test's (every other rival's is at most that)."), "mean paired score"
         blocks += [Para(what), _score_table(scores, top, verdict.get("runner_up"), verdict.get("p_paired"), label,
                                             score)]
+    blocks += differences_blocks(result)
     inner = verdict.get("teacher_test") or {}
     if isinstance(inner.get("paired_score"), dict) and inner["paired_score"]:
         blocks += [Para(f"Within the family {verdict.get('best_family')}: the same scores between its versions "
@@ -132,6 +136,48 @@ def verdict_blocks(result: dict[str, Any]) -> list[Block]:
                    _score_table(inner["paired_score"], verdict.get("best_candidate"), inner.get("runner_up"),
                                 inner.get("p_paired"), "version")]
     return blocks
+
+
+def differences_sentence(scores: dict[str, Any]) -> str:
+    """What share of the prompts favour the top candidate over its runner-up, with the mean and spread of the
+    per-prompt differences (``verdict_scores`` of the result)."""
+    top, rival, n = scores.get("top"), scores.get("runner_up"), scores.get("n")
+    favour, against, ties = scores.get("favour_top"), scores.get("favour_runner_up"), scores.get("ties") or 0
+    quantiles = scores.get("quantiles") or {}
+    tie_text = f", and {ties} are ties" if ties else ""
+    spread = (f"; median {num(quantiles.get('0.5'))}, 90% of the prompts between {num(quantiles.get('0.05'))} and "
+              f"{num(quantiles.get('0.95'))}" if all(is_number(quantiles.get(q)) for q in ("0.05", "0.5", "0.95"))
+              else "")
+    means = (f"the student's log-odds of {top} gain more over the control's than those of {rival}"
+             if scores.get("statistic") == "control log-odds" else
+             f"the student's output is nearer {top}'s answer to the same prompt than {rival}'s")
+    sentence = (f"{favour} of the {n} prompts ({pct(scores.get('share_top'))}) favour {top} over {rival} ({means}); "
+                f"{against} favour {rival}{tie_text}. "
+                f"The mean difference, which the test asks to be clearly above zero, is {num(scores.get('mean'), 4)} "
+                f"(sd {num(scores.get('sd'), 4)}{spread}).")
+    if is_number(scores.get("mean")) and is_number(scores.get("share_top")):
+        if scores["mean"] > 0 and scores["share_top"] < 0.5:
+            sentence += (f" Most prompts favour {rival}: {top}'s lead comes from a minority of prompts where it "
+                         "leads by much.")
+        elif scores["mean"] <= 0 and scores["share_top"] > 0.5:
+            sentence += (f" Most prompts favour {top}, but by less than the others favour {rival}: on average the "
+                         f"prompts do not favour {top}.")
+        elif scores["mean"] <= 0:
+            sentence += f" On average the prompts do not favour {top}."
+    return sentence
+
+
+def differences_blocks(result: dict[str, Any]) -> list[Block]:
+    """The per-prompt differences behind the paired test (``verdict_scores``): a sentence and the plot."""
+    scores = result.get("verdict_scores")
+    if not isinstance(scores, dict):
+        return []
+    what = ("each prompt's gain over the control" if scores.get("statistic") == "control log-odds"
+            else "each prompt's paired score")
+    return [Para((Strong("Per-prompt differences."), f" The paired test sums, over the prompts, {what} of "
+                  f"{scores.get('top')} minus that of {scores.get('runner_up')}. " + differences_sentence(scores))),
+            Image("differences", f"Histogram of the per-prompt differences, {scores.get('top')} minus "
+                  f"{scores.get('runner_up')}, with zero and the mean marked")]
 
 
 def _small_p(value: Any) -> str:
@@ -211,4 +257,5 @@ def contrast_blocks(result: dict[str, Any]) -> list[Block]:
     return blocks
 
 
-__all__ = ["contrast_blocks", "contrast_sentence", "level_sentence", "plain_sentence", "verdict_blocks"]
+__all__ = ["contrast_blocks", "contrast_sentence", "differences_blocks", "differences_sentence", "level_sentence",
+           "plain_sentence", "verdict_blocks"]

@@ -1,4 +1,5 @@
-"""The report's plots, as PNG bytes: the ranking (bars) and the per-output probabilities (box and strip).
+"""The report's plots, as PNG bytes: the ranking (bars), the per-prompt differences behind the verdict's paired
+test (a histogram) and the per-output probabilities (box and strip).
 
 matplotlib's object API only (no pyplot: no global state, no GUI backend); labels are plain text
 (a teacher named ``$x^$`` never reaches the math parser); no version stamp, so the same result gives
@@ -18,12 +19,13 @@ from .validate import is_number
 #: Palette for per-task colours (colour-blind safe, Okabe-Ito).
 TASK_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 #: Plots of a Markdown report, written beside it as ``<stem>_<key>.png``.
-PLOT_KEYS = ("ranking", "outputs")
+PLOT_KEYS = ("ranking", "differences", "outputs")
 
 
 # -- plots ---------------------------------------------------------------------------------
 def render_plots(result: dict[str, Any]) -> dict[str, bytes]:
-    """PNG bytes of the report's plots: ``ranking`` always, ``outputs`` when the result has them."""
+    """PNG bytes of the report's plots: ``ranking`` always, ``differences`` when the result has ``verdict_scores``,
+    ``outputs`` when it has them."""
     try:
         import matplotlib
     except ImportError as err:
@@ -31,6 +33,8 @@ def render_plots(result: dict[str, Any]) -> dict[str, bytes]:
     # labels are plain text: a teacher named '$x^$' must not reach matplotlib's math parser
     with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
         plots = {"ranking": _ranking_plot(result)}
+        if isinstance(result.get("verdict_scores"), dict):
+            plots["differences"] = _differences_plot(result["verdict_scores"])
         if result.get("outputs"):
             plots["outputs"] = _outputs_plot(result)
     return plots
@@ -80,6 +84,30 @@ def _ranking_plot(result: dict[str, Any]) -> bytes:
     ax.set_xlabel("probability (student level)" + ("; bars: 95% interval" if with_ci else ""))
     ax.set_title(f"Ranking from {result['n_outputs']} outputs", fontsize=10)
     ax.legend(loc="lower right", fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def _differences_plot(scores: dict[str, Any]) -> bytes:
+    """The histogram of ``verdict_scores``: per prompt, the top candidate's score minus the runner-up's, with
+    zero and the mean marked."""
+    histogram = scores["histogram"]
+    counts = [int(c) for c in histogram["counts"]]
+    start, width = float(histogram["start"]), float(histogram["width"])
+    top, rival, mean = str(scores["top"]), str(scores["runner_up"]), float(scores["mean"])
+    fig = _figure(6.4, 3.4)
+    ax = fig.add_subplot()
+    lefts = [start + i * width for i in range(len(counts))]
+    ax.bar(lefts, counts, width=width, align="edge", color="#9DB9CF", edgecolor="#5A7D99", linewidth=0.5)
+    ax.axvline(0.0, color="#666666", linestyle=":", linewidth=1.2, label="zero: no preference")
+    ax.axvline(mean, color="#0072B2", linewidth=1.6, label=f"mean {mean:.3f}")
+    end = start + len(counts) * width
+    ax.set_xlim(min(start, 0.0, mean) - width, max(end, 0.0, mean) + width)
+    ax.set_ylabel("prompts")
+    what = "log-odds gain over the control" if scores.get("statistic") == "control log-odds" else "paired score"
+    ax.set_xlabel(f"{what}: {top} minus {rival}, per prompt")
+    ax.set_title(f"Per-prompt differences behind the verdict ({scores['n']} prompts)\n"
+                 f"{scores['favour_top']} favour {top}, {scores['favour_runner_up']} favour {rival}", fontsize=9)
+    ax.legend(loc="best", fontsize=8, frameon=False)
     return _png(fig)
 
 

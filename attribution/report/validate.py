@@ -56,6 +56,13 @@ _CONTRAST = Obj({"teacher": _LABEL, "runner_up": _LABEL, "runner_up_source": Str
                  "weak_reasons": List(Str(10_000), 0, 100), "templates": List(_CONTRAST_ROW, 0, 10_000)},
                 optional=("runner_up_source", "mean_log_odds", "shown_log_odds", "shown_share", "n_tested",
                           "n_separating", "alpha", "weak_reasons", "templates"), extra=Anything())
+#: ``verdict_scores``: the per-prompt differences behind the paired test (attribution.paired.PairedTest.differences).
+_VERDICT_SCORES = Obj({"top": _LABEL, "runner_up": _LABEL, "statistic": Str(100), "n": Int(1), "mean": Num(),
+                       "sd": Opt(Num(0)), "favour_top": Int(0), "favour_runner_up": Int(0), "ties": Int(0),
+                       "share_top": Num(0, 1), "quantiles": Map(Num(), key=Str(20), max_len=100),
+                       "histogram": Obj({"start": Num(), "width": Num(0, min_exclusive=True),
+                                         "counts": List(Int(0), 1, 10_000)})},
+                      optional=("statistic", "sd", "ties", "quantiles"), extra=Anything())
 #: ``run``: what the CLI records about the run (:func:`attribution.report.run.run_facts`).
 _RUN = Obj({"references": Opt(Obj({"source": Str(100), "tasks": Map(Map(Int(0), key=_LABEL), max_len=10_000)},
                                   extra=Anything())),
@@ -91,6 +98,7 @@ RESULT_SCHEMA = Obj({
                      extra=Anything()), max_len=10_000),
     "evidence": List(_EVIDENCE, 0, 10_000),
     "contrast": _CONTRAST,
+    "verdict_scores": _VERDICT_SCORES,
     "outputs": List(Obj({"id": Str(10_000), "task": Opt(_LABEL), "probabilities": Map(Num(0, 1))},
                         optional=("id", "task"), extra=Anything())),
     "signature": Str(10_000),
@@ -99,8 +107,9 @@ RESULT_SCHEMA = Obj({
     "warnings": List(Str(100_000), 0, 1_000),
     "run": _RUN,
     "power": _POWER,
-}, optional=("n_empty", "skipped", "family_ranking", "student", "verdict", "tasks", "evidence", "contrast", "outputs",
-             "signature", "inputs", "checks", "warnings", "run", "power"), extra=Anything())
+}, optional=("n_empty", "skipped", "family_ranking", "student", "verdict", "tasks", "evidence", "contrast",
+             "verdict_scores", "outputs", "signature", "inputs", "checks", "warnings", "run", "power"),
+    extra=Anything())
 
 
 def is_number(value: Any) -> bool:
