@@ -166,17 +166,23 @@ def _rows_by_task(part: ReferenceRange) -> dict[Any, list[int]]:
 def fit_vocabulary(vec: Any, counts: Sequence[NgramCounts], n_docs: int) -> Any:
     """Set ``vec``'s vocabulary (and IDF) from counts over all its training outputs, by the rule of
     :meth:`SequenceNgramVectorizer.fit_transform`: the ``top_k`` most frequent, ties alphabetical."""
-    totals: dict[str, list[int]] = {}
-    for part in counts:
-        for name, total, outputs in zip(part.names, part.totals.tolist(), part.outputs.tolist()):
-            sums = totals.setdefault(name, [0, 0])
-            sums[0] += total
-            sums[1] += outputs
-    order = sorted(totals, key=lambda name: (-totals[name][0], name))
+    # summed in numpy (the ranges' n-grams number hundreds of thousands: a loop over them took seconds)
+    parts = [part for part in counts if part.names]
+    names = np.concatenate([np.asarray(part.names, dtype=object) for part in parts]) if parts else np.zeros(0, object)
+    uniq, inverse = np.unique(names, return_inverse=True) if len(names) else (names, np.zeros(0, np.int64))
+    totals = np.bincount(inverse, np.concatenate([p.totals for p in parts]) if parts else None,
+                         minlength=len(uniq)).astype(np.int64)
+    outputs = np.bincount(inverse, np.concatenate([p.outputs for p in parts]) if parts else None,
+                          minlength=len(uniq)).astype(np.int64)
+    candidates = np.arange(len(uniq))
+    if vec.top_k is not None and vec.top_k < len(uniq):  # only n-grams that can make the cut are sorted
+        kth = np.partition(totals, len(uniq) - vec.top_k)[len(uniq) - vec.top_k]
+        candidates = np.flatnonzero(totals >= kth)
+    order = sorted(candidates.tolist(), key=lambda i: (-int(totals[i]), uniq[i]))
     kept = order[:vec.top_k] if vec.top_k is not None else order
-    vec.vocabulary_ = {name: col for col, name in enumerate(kept)}
+    vec.vocabulary_ = {str(uniq[i]): col for col, i in enumerate(kept)}
     if vec.weighting == "tfidf":
-        df = np.asarray([totals[name][1] for name in kept], dtype=np.int64).astype(float)
+        df = outputs[np.asarray(kept, dtype=np.int64)].astype(float)
         vec.idf_ = np.log((1 + n_docs) / (1 + df)) + 1.0
     else:
         vec.idf_ = None
