@@ -322,8 +322,8 @@ def _students_file(tmp_path, name: str, bad: dict[int, str] | None = None):
 def test_cli_rank_on_workers_reads_the_file_there(client, capsys, tmp_path, demo_models, monkeypatch):
     """rank --scheduler on JSON Lines: the workers read and tag the student file in byte ranges (ranges of a
     few lines here), this process parses none of it; the JSON, --per-output, --evidence and report files are the
-    bytes of one process, with --group-by, --keep-outputs, --examples, --task, --skip-invalid (a group whose every
-    record was skipped), and a bad record fails with the same FILE:LINE [code] (its line in the whole file)."""
+    bytes of one process, with --group-by, --keep-outputs, --examples, --control, --task, --skip-invalid, and a
+    bad record fails with the same FILE:LINE [code] (its line in the whole file)."""
     from attribution import partitioned_rank
 
     monkeypatch.setattr(partitioned_rank, "MIN_PARTITION_BYTES", 1)  # a quarter of the file per worker thread
@@ -338,7 +338,11 @@ def test_cli_rank_on_workers_reads_the_file_there(client, capsys, tmp_path, demo
         parsed.append(reader.path.name)
         return real_lines(reader, handle)
 
-    cases = [[skipping, "--keep-outputs", "--examples", "2", "--report", "{d}/r.md", "--skip-invalid"],
+    answers = (DEMO / "teachers.jsonl").read_text(encoding="utf-8").splitlines()[600:640]  # students' prompts
+    control = _lines_file(tmp_path, "control.jsonl",  # tagged on the cluster, not among the workers' ranges
+                          [json.dumps({"id": row["id"], "output": row["output"]}) for row in map(json.loads, answers)])
+    cases = [[skipping, "--keep-outputs", "--examples", "2", "--report", "{d}/r.md", "--skip-invalid", "--control",
+              control],
              [skipping, "--group-by", "student", "--evidence", "{d}/e.csv", "--skip-invalid", "--task", "a"],
              [nameless, "--group-by", "student"], [bad, "--group-by", "student"]]
     errors = []
