@@ -369,6 +369,20 @@ def test_cli_rank_on_workers_reads_the_file_there(client, capsys, tmp_path, demo
     assert "bad.jsonl:31: " in errors[3] and "[E102]" in errors[3] and errors[:2] == ["", ""]
 
 
+def test_ready_tags_hand_each_tag_out_as_often_as_it_was_tagged(tagger):
+    """rank on workers: the tags that came back with the ranges serve the ranking's batches; a batch with a text
+    they lack (a control's) goes to the cluster whole, and none is held once used."""
+    from attribution.partitioned_rank import ReadyTags
+
+    first, second = tagger.tag(["A first answer.", "Another one."], cache=False)
+    ready = ReadyTags(inner=None)
+    ready.add([first, second, first])
+    assert ready.tagged(tagger, ["A first answer.", "Unknown."]) is None
+    assert ready.tagged(tagger, ["A first answer."] * 3) is None  # tagged twice only
+    assert ready.tagged(tagger, ["A first answer.", "Another one.", "A first answer."]) == [first, second, first]
+    assert ready.tagged(tagger, ["Another one."]) is None and ready.docs == {}
+
+
 def test_cli_one_local_worker_same_bytes(capsys, tmp_path, reference_path):
     """--workers 1: a LocalCluster started and closed by the command."""
     paths = [tmp_path / "single.npz", tmp_path / "one.npz"]
