@@ -265,9 +265,11 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
     def fit_features(self, blocks: list[tuple[str, SequenceNgramVectorizer]], X: sp.csr_matrix,
                      teachers: Sequence[str], prompt_ids: Sequence[str | None] | None = None,
                      has_text: Sequence[bool] | None = None, *,
-                     families: Mapping[str, str] | None = None) -> TeacherAttributor:
+                     families: Mapping[str, str] | None = None,
+                     tagger_signature: str | None = None) -> TeacherAttributor:
         """Fit on feature blocks fitted elsewhere and their matrix of the references (one row per output;
-        ``has_text``: which outputs have tokens), e.g. by Dask workers (:mod:`attribution.partitioned_fit`)."""
+        ``has_text``: which outputs have tokens), e.g. by Dask workers (:mod:`attribution.partitioned_fit`);
+        ``tagger_signature``: the signature of the tagger that tagged them (else this process loads its own)."""
         check_params(self.get_params())
         self.blocks_ = blocks
         self.classifier_ = self._new_classifier()
@@ -287,7 +289,7 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         self.reference_count_: np.ndarray | None = np.array(
             [int(np.sum((y == c) & np.asarray(used, dtype=bool))) for c in self.classes_], dtype=np.int64)
         self.n_features_in_ = X.shape[1]
-        self.signature_ = self._signature()
+        self.signature_ = self._signature(tagger_signature)
         return self
 
     def _fit_unlisted(self, X: sp.csr_matrix, y: np.ndarray) -> dict[str, np.ndarray]:
@@ -327,8 +329,8 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
         return LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter,
                                   solver="newton-cg")
 
-    def _signature(self) -> str:
-        tagger = get_tagger(self.tagger, batch_size=self.batch_size).signature
+    def _signature(self, tagger: str | None = None) -> str:
+        tagger = tagger or get_tagger(self.tagger, batch_size=self.batch_size).signature
         return (f"teacher-attribution=={__version__}|tagger={tagger}|features={self.features}"
                 f"|C={self.C}|normalize={self.normalize}")
 

@@ -34,8 +34,12 @@ from .io import DEFAULT_MAX_CHARS, Record, RecordReader
 from .partitions import RangeReader, byte_ranges, line_offsets, shift_lines
 from .tagging import TaggedDoc
 
-#: Default bytes per reference range (references are fewer and longer-lived than student outputs).
+#: Largest default reference range (references are fewer and longer-lived than student outputs).
 FIT_PARTITION_BYTES = 4 * 2**20
+#: Smallest default reference range: below this a range's fixed costs (a task, three round trips) dominate.
+MIN_FIT_PARTITION_BYTES = 2**18
+#: Default ranges per worker thread: two keep both busy when one range tags slower than another.
+RANGES_PER_THREAD = 2
 
 
 @dataclass
@@ -61,6 +65,8 @@ class ReferenceRange:
     skipped: list[InputError]
     error: AttributionError | None
     families: list[tuple[str, str, int]] = field(default_factory=list)  # (teacher, family, line) given by records
+    signature: str = ""  # the worker's tagger (stamped into the model: the client need not load one)
+    seconds: tuple[float, float] = (0.0, 0.0)  # on the worker: loading its tagger (first range only), the whole task
 
 
 @dataclass
@@ -87,11 +93,18 @@ class ReadFacts:
 def read_range(path: str, span: tuple[int, int], task: str | None, params: dict[str, Any],
                reader_options: dict[str, Any]) -> ReferenceRange:
     """Worker side: read, validate, normalize and tag one range (lines numbered from 1 in the range)."""
+    import time
+
     from .estimator import TeacherAttributor
     from .normalize import empty_outputs
     from .parallel import _pin_threads
+    from .tagging import get_tagger
 
+    start = time.perf_counter()
     _pin_threads()
+    estimator = TeacherAttributor(**params)
+    tagger = get_tagger(estimator.tagger, batch_size=estimator.batch_size)  # loaded once per worker process
+    loaded = time.perf_counter() - start
     reader = RangeReader(path, *span, require_teacher=True, **reader_options)
     records: list[Record] = []
     tasks: dict[Any, int] = {}
@@ -104,11 +117,12 @@ def read_range(path: str, span: tuple[int, int], task: str | None, params: dict[
     except AttributionError as err:
         error = err
     texts = [r.output for r in records]
-    docs = TeacherAttributor(**params).prepare(texts) if error is None else []
+    docs = estimator.prepare(texts) if error is None else []
     return ReferenceRange(reader.n_lines, reader.n_rows, tasks, [(r.task, str(r.teacher), r.id) for r in records],
                           empty_outputs(texts, normalize=params.get("normalize", True)),
                           [len(doc) > 0 for doc in docs], docs, reader.skipped, error,
-                          [(str(r.teacher), r.family, r.line or 0) for r in records if r.family is not None])
+                          [(str(r.teacher), r.family, r.line or 0) for r in records if r.family is not None],
+                          tagger.signature, (loaded, time.perf_counter() - start))
 
 
 def range_counts(part: ReferenceRange, params: dict[str, Any]) -> dict[Any, list[NgramCounts]]:
@@ -152,17 +166,23 @@ def _rows_by_task(part: ReferenceRange) -> dict[Any, list[int]]:
 def fit_vocabulary(vec: Any, counts: Sequence[NgramCounts], n_docs: int) -> Any:
     """Set ``vec``'s vocabulary (and IDF) from counts over all its training outputs, by the rule of
     :meth:`SequenceNgramVectorizer.fit_transform`: the ``top_k`` most frequent, ties alphabetical."""
-    totals: dict[str, list[int]] = {}
-    for part in counts:
-        for name, total, outputs in zip(part.names, part.totals.tolist(), part.outputs.tolist()):
-            sums = totals.setdefault(name, [0, 0])
-            sums[0] += total
-            sums[1] += outputs
-    order = sorted(totals, key=lambda name: (-totals[name][0], name))
+    # summed in numpy (the ranges' n-grams number hundreds of thousands: a loop over them took seconds)
+    parts = [part for part in counts if part.names]
+    names = np.concatenate([np.asarray(part.names, dtype=object) for part in parts]) if parts else np.zeros(0, object)
+    uniq, inverse = np.unique(names, return_inverse=True) if len(names) else (names, np.zeros(0, np.int64))
+    totals = np.bincount(inverse, np.concatenate([p.totals for p in parts]) if parts else None,
+                         minlength=len(uniq)).astype(np.int64)
+    outputs = np.bincount(inverse, np.concatenate([p.outputs for p in parts]) if parts else None,
+                          minlength=len(uniq)).astype(np.int64)
+    candidates = np.arange(len(uniq))
+    if vec.top_k is not None and vec.top_k < len(uniq):  # only n-grams that can make the cut are sorted
+        kth = np.partition(totals, len(uniq) - vec.top_k)[len(uniq) - vec.top_k]
+        candidates = np.flatnonzero(totals >= kth)
+    order = sorted(candidates.tolist(), key=lambda i: (-int(totals[i]), uniq[i]))
     kept = order[:vec.top_k] if vec.top_k is not None else order
-    vec.vocabulary_ = {name: col for col, name in enumerate(kept)}
+    vec.vocabulary_ = {str(uniq[i]): col for col, i in enumerate(kept)}
     if vec.weighting == "tfidf":
-        df = np.asarray([totals[name][1] for name in kept], dtype=np.int64).astype(float)
+        df = outputs[np.asarray(kept, dtype=np.int64)].astype(float)
         vec.idf_ = np.log((1 + n_docs) / (1 + df)) + 1.0
     else:
         vec.idf_ = None
@@ -172,30 +192,74 @@ def fit_vocabulary(vec: Any, counts: Sequence[NgramCounts], n_docs: int) -> Any:
 def fit_file(path: str | os.PathLike, *, client: Any = None, n_workers: int | None = None,
              scheduler: str | None = None, task: str | None = None, text_field: str | None = None,
              skip_invalid: bool = False, max_chars: int = DEFAULT_MAX_CHARS,
-             partition_bytes: int = FIT_PARTITION_BYTES, on_read: Callable[[ReadFacts], None] | None = None,
-             families: Mapping[str, str] | None = None, **params: Any) -> tuple[Any, list[InputError]]:
+             partition_bytes: int | None = None, on_read: Callable[[ReadFacts], None] | None = None,
+             families: Mapping[str, str] | None = None, stats: dict[str, Any] | None = None,
+             **params: Any) -> tuple[Any, list[InputError]]:
     """Fit on the teachers' references in the JSON Lines file ``path`` on Dask workers.
 
     The same model (saved bytes) as ``fit_reference(RecordReader(path, require_teacher=True, ...), task=task,
     **params)`` in one process, and the reader's skipped lines. Give one of ``client``, ``n_workers`` or
     ``scheduler`` (see :func:`attribution.parallel.dask_tagging`). ``on_read`` is called with the
     :class:`ReadFacts` of the file once the workers have read it, before anything is refused or fitted.
+    ``partition_bytes``: the size of the byte ranges (by default :data:`RANGES_PER_THREAD` per worker thread,
+    between :data:`MIN_FIT_PARTITION_BYTES` and :data:`FIT_PARTITION_BYTES`). A ``stats`` dict gets the
+    seconds of each step (:data:`FIT_STATS`).
     """
-    from .parallel import dask_client
+    import time
+
+    from .parallel import dask_client, worker_threads
 
     reader_options = {"text_field": text_field, "skip_invalid": skip_invalid, "max_chars": max_chars}
-    spans = byte_ranges(path, partition_bytes)
+    clock = Clock()
     with dask_client(client, n_workers=n_workers, scheduler=scheduler) as dask:
+        threads = worker_threads(dask)
+        if partition_bytes is None:
+            size = os.path.getsize(path) if os.path.isfile(path) else 0
+            partition_bytes = max(MIN_FIT_PARTITION_BYTES,
+                                  min(FIT_PARTITION_BYTES, size // (RANGES_PER_THREAD * threads) + 1))
+        spans = byte_ranges(path, partition_bytes)
         ranges = dask.map(read_range, [str(path)] * len(spans), spans, [task] * len(spans),
                           [params] * len(spans), [reader_options] * len(spans), pure=False)
-        summaries = dask.gather(dask.map(_summary, ranges, pure=False))
+        summaries = clock("read_s", lambda: dask.gather(dask.map(_summary, ranges, pure=False)))
         skipped = _check(summaries, str(path), task, on_read)
-        counts = dask.gather(dask.map(range_counts, ranges, [params] * len(ranges), pure=False))
-        blocks = _vocabularies(counts, [part.labels for part in summaries], params)
-        shared = dask.scatter(blocks, broadcast=True, hash=False)  # a key of its own (see partitioned_rank)
-        matrices = dask.gather(dask.map(range_matrix, ranges, [shared] * len(ranges), pure=False))
+        counts = clock("count_s", lambda: dask.gather(dask.map(range_counts, ranges, [params] * len(ranges),
+                                                                   pure=False)))
+        blocks = clock("vocabulary_s", lambda: _vocabularies(counts, [part.labels for part in summaries], params))
+        # a key of its own (see partitioned_rank)
+        shared = clock("scatter_s", lambda: dask.scatter(blocks, broadcast=True, hash=False))
+        matrices = clock("matrix_s", lambda: dask.gather(dask.map(range_matrix, ranges, [shared] * len(ranges),
+                                                                      pure=False)))
         family_of = _families(summaries, str(path), families)
-    return _fit_tasks(summaries, blocks, matrices, params, family_of), skipped
+    start = time.perf_counter()
+    model = _fit_tasks(summaries, blocks, matrices, params, family_of, _signature(summaries, params))
+    clock.times["fit_s"] = time.perf_counter() - start
+    if stats is not None:
+        stats.update(clock.times, n_ranges=len(spans), n_threads=threads,
+                     worker_load_s=[part.seconds[0] for part in summaries],
+                     worker_read_s=[part.seconds[1] for part in summaries])
+    return model, skipped
+
+
+#: The steps :func:`fit_file` times (``stats``): the first pass (read, validate, tag; the workers' tagger
+#: loads included), the n-gram counts, the vocabulary (client), sending it to the workers, the matrix rows,
+#: the regressions (client). ``worker_load_s`` and ``worker_read_s`` list each range's time on its worker.
+FIT_STATS = ("read_s", "count_s", "vocabulary_s", "scatter_s", "matrix_s", "fit_s")
+
+
+class Clock:
+    """Wall time of named steps."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name: str, step: Callable[[], Any]) -> Any:
+        import time
+
+        start = time.perf_counter()
+        try:
+            return step()
+        finally:
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
 
 
 def _families(summaries: list[ReferenceRange], source: str, families: Mapping[str, str] | None) -> dict[str, str]:
@@ -208,10 +272,26 @@ def _families(summaries: list[ReferenceRange], source: str, families: Mapping[st
     return reference_families(given, families)
 
 
+def _signature(summaries: list[ReferenceRange], params: dict[str, Any]) -> str:
+    """The workers' tagger signature, when they agree (this process need not load a tagger); otherwise E704
+    for the first that differs from this process's."""
+    from .errors import Errors
+    from .estimator import TeacherAttributor
+    from .tagging import get_tagger
+
+    found = sorted({part.signature for part in summaries})
+    if len(found) == 1:
+        return found[0]
+    estimator = TeacherAttributor(**params)
+    local = get_tagger(estimator.tagger, batch_size=estimator.batch_size).signature
+    worker = next(iter(s for s in found if s != local), local)
+    raise InputError(Errors.E704.format(worker=worker, local=local), code="E704")
+
+
 def _summary(part: ReferenceRange) -> ReferenceRange:
     """A range's result without its tags (what the client needs from the first pass)."""
     return ReferenceRange(part.n_lines, part.n_rows, part.tasks, part.labels, part.empty, part.has_text, [],
-                          part.skipped, part.error, part.families)
+                          part.skipped, part.error, part.families, part.signature, part.seconds)
 
 
 def _check(summaries: list[ReferenceRange], source: str, task: str | None,
@@ -257,7 +337,8 @@ def _vocabularies(counts: list[dict[Any, list[NgramCounts]]], labels: list[list[
 
 
 def _fit_tasks(summaries: list[ReferenceRange], blocks: dict[Any, list[tuple[str, Any]]],
-               matrices: list[dict[Any, sp.csr_matrix]], params: dict[str, Any], families: dict[str, str]) -> Any:
+               matrices: list[dict[Any, sp.csr_matrix]], params: dict[str, Any], families: dict[str, str],
+               signature: str | None = None) -> Any:
     """One attributor per task on the stacked rows, in task order (as :meth:`MultiTaskAttributor.fit`)."""
     from .estimator import TeacherAttributor
     from .multitask import MultiTaskAttributor
@@ -272,5 +353,5 @@ def _fit_tasks(summaries: list[ReferenceRange], blocks: dict[Any, list[tuple[str
         X = sp.vstack([m[key] for m in matrices if key in m], format="csr")
         models[key] = TeacherAttributor(**params).fit_features(
             blocks[key], X, teachers, [pid for _, pid, _ in rows], [text for _, _, text in rows],
-            families=families or None)
+            families=families or None, tagger_signature=signature)
     return MultiTaskAttributor.from_fitted(models)

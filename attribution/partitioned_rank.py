@@ -24,7 +24,9 @@ would bring every output back).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import itertools
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -36,7 +38,7 @@ import numpy as np
 
 from .checks import MAX_REMEMBERED, OutputChecks
 from .errors import AttributionError, Errors, InputError
-from .io import DEFAULT_MAX_CHARS
+from .io import DEFAULT_MAX_CHARS, RecordReader
 from .partitions import DEFAULT_PARTITION_BYTES, RangeReader, byte_ranges, line_offsets, shift_lines
 from .tagging import TaggedDoc, get_tagger
 
@@ -285,9 +287,7 @@ def rank_file(model: Any, path: str | os.PathLike, *, client: Any = None, n_work
     source = str(path)
     with dask_client(client, n_workers=n_workers, scheduler=scheduler) as dask:
         if partition_bytes is None:
-            size = os.path.getsize(path) if os.path.isfile(path) else 0
-            partition_bytes = max(MIN_PARTITION_BYTES, min(DEFAULT_PARTITION_BYTES,
-                                                           size // (4 * worker_threads(dask)) + 1))
+            partition_bytes = default_partition_bytes(path, worker_threads(dask))
         spans = byte_ranges(path, partition_bytes)
         clock = {"n_ranges": float(len(spans)), "reduce_s": 0.0, "start": time.perf_counter()}
         # a key of its own: with content-hashed keys, a run that follows another on the same model could ask for
@@ -357,10 +357,214 @@ def _scores(dask: Any, shared: Any, source: str, spans: list[tuple[int, int]], p
         yield _result(futures.pop(0))
 
 
-def _result(future: Any) -> RangeScore:
+def _result(future: Any) -> Any:
     try:
         return future.result()
     except AttributionError:
         raise
     except Exception as err:  # a worker failed for good (Dask already retried lost workers)
         raise AttributionError(Errors.E703.format(detail=f"{type(err).__name__}: {err}"), code="E703") from err
+
+
+# -- rank --workers/--scheduler in the CLI: workers read and tag the ranges, this process ranks --------------------
+
+
+@dataclass
+class RangeRead:
+    """One byte range read and tagged on a worker (lines numbered from 1 within the range)."""
+
+    n_lines: int
+    n_rows: int
+    records: list[Any]
+    docs: list[TaggedDoc]  # the tags of the outputs a run will score (``rank``'s task filter), in order
+    skipped: list[InputError]
+    skipped_names: list[dict[str, str]]
+    error: AttributionError | None
+    signature: str
+
+
+def routing(model: Any) -> Any:
+    """What a worker needs of ``model`` to tag a record's output as the model will score it: the tasks, each
+    with its ``normalize`` setting (a few bytes, not the fitted model)."""
+    from types import SimpleNamespace
+
+    from .multitask import MultiTaskAttributor, as_multitask
+
+    model = as_multitask(model)
+    light = MultiTaskAttributor.__new__(MultiTaskAttributor)
+    models: dict[Any, Any] = {key: SimpleNamespace(normalize=sub.normalize) for key, sub in model.models_.items()}
+    light.models_ = models  # what _task_key and MultiTaskAttributor.task_key look at
+    return light
+
+
+def read_range(route: Any, path: str, span: tuple[int, int], task: str | None, reader_options: dict[str, Any],
+               tagger: tuple[str, int]) -> RangeRead:
+    """Worker side: read one range as :class:`~attribution.io.RecordReader` would (the first error stops it), and
+    tag the outputs a :class:`~attribution.api.StudentRun` will score (``task``'s filter; an output whose task the
+    model does not know is left for the client to refuse), normalized as the model of its task normalizes."""
+    from .api import _task_key
+    from .normalize import normalize_texts
+    from .parallel import _pin_threads
+
+    _pin_threads()
+    reader = RangeReader(path, *span, **reader_options)
+    records: list[Any] = []
+    error = None
+    try:
+        for record in reader:
+            records.append(record)
+    except AttributionError as err:
+        error = err
+    texts = []
+    for record in records:
+        if task is not None and record.task not in (task, None):
+            continue
+        try:
+            key = _task_key(route, record, task)
+        except AttributionError:
+            break  # the client raises it at this record; nothing after it is scored
+        texts.append(normalize_texts([record.output], normalize=route.models_[key].normalize)[0])
+    tagging = get_tagger(tagger[0], batch_size=tagger[1])
+    docs = tagging.tag(texts, cache=False) if texts else []
+    return RangeRead(reader.n_lines, reader.n_rows, records, docs, reader.skipped, reader.skipped_names, error,
+                     tagging.signature)
+
+
+class ReadyTags:
+    """A tagging backend (:mod:`attribution.tagging`) that hands out the tags the workers returned with their
+    ranges, each as many times as the workers tagged its text (then forgets it); texts it does not hold (a
+    control's outputs) go to ``inner``, the cluster."""
+
+    read_ahead = 0  # the tags are here: every batch is scored as soon as it is full
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.docs: dict[str, list[Any]] = {}  # text -> [doc, uses left]
+
+    def add(self, docs: Sequence[TaggedDoc]) -> None:
+        for doc in docs:
+            entry = self.docs.get(doc.text)
+            if entry is None:
+                self.docs[doc.text] = [doc.interned(), 1]
+            else:
+                entry[1] += 1
+
+    def tagged(self, tagger: Any, texts: Sequence[str]) -> list[TaggedDoc] | None:
+        """The tags of every one of ``texts`` (each use counted), or None when some are not here."""
+        from collections import Counter
+
+        needed = Counter(texts)
+        if any(self.docs.get(text, (None, 0))[1] < n for text, n in needed.items()):
+            return None
+        out = [self.docs[text][0] for text in texts]
+        for text, n in needed.items():
+            entry = self.docs[text]
+            entry[1] -= n
+            if entry[1] == 0:
+                del self.docs[text]
+        return out
+
+    def submit(self, tagger: Any, config: tuple[str, int], texts: list[str]) -> Any:
+        return self.inner.submit(tagger, config, texts)
+
+
+class WorkerRecords(RecordReader):
+    """The records of a JSON Lines file, as :class:`~attribution.io.RecordReader` yields them (the same records,
+    lines, ``skipped``, ``n_read`` and errors, ``FILE:LINE`` with the line in the whole file), read in byte ranges
+    by Dask workers, which also tag the outputs (:class:`ReadyTags` hands the tags to the ranking). This process
+    reads none of the file; a few ranges per worker are in flight while it ranks the records of earlier ones.
+
+    ``stats`` gets ``n_ranges`` and, in seconds, ``wait_s`` (waiting for ranges) and ``rank_s`` (this process's
+    share: everything between two ranges).
+    """
+
+    def __init__(self, path: str | os.PathLike, model: Any, client: Any, tags: ReadyTags, *, task: str | None = None,
+                 partition_bytes: int | None = None, **reader_options: Any) -> None:
+        from .multitask import as_multitask
+
+        super().__init__(path, **reader_options)
+        self.client, self.tags, self.task = client, tags, task
+        self.route = routing(model)
+        sub = next(iter(as_multitask(model).models_.values()))
+        self.tagger = get_tagger(sub.tagger, batch_size=sub.batch_size)
+        self.partition_bytes = partition_bytes
+        self.reader_options = reader_options
+        self.stats: dict[str, float] = {"n_ranges": 0.0, "wait_s": 0.0, "rank_s": 0.0}
+        self._futures: list[Any] = []
+
+    def __iter__(self) -> Iterator[Any]:
+        import dataclasses
+
+        from .parallel import worker_threads
+
+        size = self.partition_bytes or default_partition_bytes(self.path, worker_threads(self.client))
+        spans = byte_ranges(self.path, size)
+        self.stats["n_ranges"] = float(len(spans))
+        window = READ_AHEAD * worker_threads(self.client)
+        pending = iter(spans)
+        config = self.tagger.config or (self.tagger.name, self.tagger.batch_size)
+        for span in itertools.islice(pending, window):
+            self._futures.append(self._submit(span, config))
+        first_line = 1
+        while self._futures:
+            start = time.perf_counter()
+            read: RangeRead = _result(self._futures.pop(0))
+            self.stats["wait_s"] += time.perf_counter() - start
+            following = next(pending, None)
+            if following is not None:
+                self._futures.append(self._submit(following, config))
+            if read.signature != self.tagger.signature:
+                raise InputError(Errors.E704.format(worker=read.signature, local=self.tagger.signature), code="E704")
+            start = time.perf_counter()
+            self.skipped.extend(shift_lines(err, first_line) for err in read.skipped)
+            self.skipped_names.extend(read.skipped_names)
+            self.n_rows += read.n_rows
+            self.tags.add(read.docs)
+            shift = first_line - 1
+            for record in read.records:
+                self.n_read += 1
+                yield dataclasses.replace(record, line=record.line + shift) if shift else record
+            if read.error is not None:
+                raise shift_lines(read.error, first_line) if isinstance(read.error, InputError) else read.error
+            first_line += read.n_lines
+            self.stats["rank_s"] += time.perf_counter() - start
+
+    def _submit(self, span: tuple[int, int], config: tuple[str, int]) -> Any:
+        return self.client.submit(read_range, self.route, str(self.path), span, self.task, self.reader_options,
+                                  config, pure=False)
+
+    def close(self) -> None:
+        """Cancel the ranges still in flight (a run that stopped early)."""
+        if self._futures:
+            self.client.cancel(self._futures)
+            self._futures.clear()
+
+
+def default_partition_bytes(path: str | os.PathLike, n_threads: int) -> int:
+    """A quarter of the file per worker thread, between :data:`MIN_PARTITION_BYTES` and
+    :data:`~attribution.partitions.DEFAULT_PARTITION_BYTES`."""
+    size = os.path.getsize(path) if os.path.isfile(path) else 0
+    return max(MIN_PARTITION_BYTES, min(DEFAULT_PARTITION_BYTES, size // (4 * n_threads) + 1))
+
+
+@contextlib.contextmanager
+def worker_records(path: str | os.PathLike, model: Any, *, client: Any, task: str | None = None,
+                   partition_bytes: int | None = None, **reader_options: Any) -> Iterator[WorkerRecords]:
+    """A :class:`WorkerRecords` of ``path`` on ``client``'s workers, whose tags the ranking inside the ``with``
+    block uses (:func:`attribution.api.rank_student`, :func:`attribution.result.rank_students`: the same result,
+    byte for byte, as with a :class:`~attribution.io.RecordReader` in one process)::
+
+        with worker_records("student.jsonl", model, client=client) as student:
+            result = rank_student(model, student)
+    """
+    from .parallel import DaskTagging
+    from .tagging import _BACKEND
+
+    tags = ReadyTags(_BACKEND.get() or DaskTagging(client))
+    reader = WorkerRecords(path, model, client, tags, task=task, partition_bytes=partition_bytes, **reader_options)
+    token = _BACKEND.set(tags)
+    try:
+        yield reader
+    finally:
+        _BACKEND.reset(token)
+        reader.close()

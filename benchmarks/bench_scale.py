@@ -20,6 +20,14 @@ worker, and the digest of the rank JSON (the same in every configuration)::
 
     python benchmarks/bench_scale.py --outputs 1000000 --workers 2
 
+``--fit-references FILE`` times the command ``fit FILE`` (tag cache off) in one process and with ``--workers N``
+for each ``--workers`` count, each in a fresh interpreter, with the workers' steps broken out: starting the
+local cluster, each range's time on its worker (its tagger load apart), the first pass (read and tag), the
+n-gram counts, the vocabulary (client), sending it (scatter), the matrix rows, the regressions (client), and
+what is left (closing the cluster, saving); it checks that the model bytes are the same::
+
+    python benchmarks/bench_scale.py --fit-references ../shared/data/alpacaeval/teachers_reference.jsonl --workers 2
+
 The machine's load average is printed before and after: on a shared machine the figures move with
 what else runs, and N workers cannot go faster than the N cores that are actually free.
 """
@@ -209,6 +217,87 @@ def bench_file(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def fit_child(config: str, path: Path, model_path: Path) -> dict:
+    """``attribute-teacher fit PATH`` in this fresh interpreter, one process or ``workers=N``; the workers'
+    steps timed through ``fit_file(stats=)`` and the cluster's start through ``tag_on_cluster``."""
+    import attribution.cli.rank as rank_module
+    import attribution.partitioned_fit as partitioned_fit
+    from attribution.cli import main as cli
+
+    out: dict = {"config": config}
+    stats: dict = {}
+    starting, fitting = rank_module.tag_on_cluster, partitioned_fit.fit_file
+
+    def timed_cluster(*args: object, **kwargs: object) -> object:
+        start = time.perf_counter()
+        try:
+            return starting(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            out["cluster_start_s"] = time.perf_counter() - start
+
+    def timed_fit(*args: object, **kwargs: object) -> object:
+        start = time.perf_counter()
+        try:
+            return fitting(*args, stats=stats, **kwargs)  # type: ignore[arg-type]
+        finally:
+            out["fit_file_s"] = time.perf_counter() - start
+
+    rank_module.tag_on_cluster, partitioned_fit.fit_file = timed_cluster, timed_fit  # type: ignore[assignment]
+    extra = [] if config == "single" else ["--workers", config.split("=")[1]]
+    start = time.perf_counter()
+    code = cli(["fit", str(path), "-o", str(model_path), "--no-cache", "-q", *extra])
+    out["total_s"] = time.perf_counter() - start
+    times = os.times()
+    out["cpu_s"] = times.user + times.system
+    out["workers_cpu_s"] = times.children_user + times.children_system
+    out["code"] = code
+    out["stats"] = stats
+    out["model_sha256"] = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16] if code == 0 else None
+    return out
+
+
+def bench_fit(args: argparse.Namespace) -> None:
+    """``--fit-references FILE``: the command ``fit FILE``, one process against local workers."""
+    configs = ["single", *(f"workers={n}" for n in args.workers.split(","))]
+    print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} (1 min) before; fit {args.fit_references} "
+          f"({args.fit_references.stat().st_size / 2**20:.1f} MiB), tag cache off")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for config in configs:
+            proc = subprocess.run([sys.executable, __file__, "--fit-child", config, "--file", str(args.fit_references),
+                                   "--model", str(Path(tmp) / f"{config}.npz")], capture_output=True, text=True,
+                                  cwd=ROOT)
+            if proc.returncode != 0:
+                sys.exit(proc.stderr)
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            line = (f"{config:>10}: {row['total_s']:.1f}s wall; CPU {row['cpu_s']:.1f}s in this process"
+                    + (f", {row['workers_cpu_s']:.1f}s in the workers" if config != "single" else "")
+                    + f"; {row['total_s'] / rows[0]['total_s']:.2f}x one process; model {row['model_sha256']}; "
+                    f"load average {os.getloadavg()[0]:.1f}")
+            print(line, flush=True)
+            stats = row["stats"]
+            if stats:
+                per_range = ", ".join(f"{r:.1f}" for r in stats["worker_read_s"])
+                loads = ", ".join(f"{r:.1f}" for r in stats["worker_load_s"] if r > 0.01)
+                busy = sum(stats["worker_read_s"]) / stats["n_threads"]
+                steps = sum(stats[name] for name in ("read_s", "count_s", "vocabulary_s", "scatter_s", "matrix_s",
+                                                     "fit_s"))
+                print(f"{'':>12}cluster start {row['cluster_start_s']:.1f}s; {stats['n_ranges']} ranges, each on its "
+                      f"worker {per_range}s (tagger loads {loads}s included)\n"
+                      f"{'':>12}read+tag {stats['read_s']:.1f}s (workers busy {busy:.1f}s of it on average: "
+                      f"{stats['read_s'] - busy:.1f}s scheduling, transfer, imbalance), "
+                      f"counts {stats['count_s']:.1f}s, "
+                      f"vocabulary {stats['vocabulary_s']:.1f}s, scatter {stats['scatter_s']:.2f}s, "
+                      f"matrix {stats['matrix_s']:.1f}s, regressions {stats['fit_s']:.1f}s; the rest (imports, "
+                      f"closing the cluster, saving) {row['total_s'] - row['cluster_start_s'] - steps:.1f}s",
+                      flush=True)
+    same = len({row["model_sha256"] for row in rows}) == 1
+    print(f"identical model bytes: {same}")
+    if not same:
+        sys.exit(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "demo")
@@ -217,7 +306,9 @@ def main() -> None:
     parser.add_argument("--outputs", type=int, help="rank one file of this many outputs on workers (see above)")
     parser.add_argument("--single-up-to", type=int, default=20_000, help="with --outputs: also one process up to this")
     parser.add_argument("--tmp", default=tempfile.gettempdir(), help="with --outputs: where the file and model go")
+    parser.add_argument("--fit-references", type=Path, help="time the command 'fit FILE' (see above)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--fit-child", help=argparse.SUPPRESS)
     parser.add_argument("--file-child", help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
@@ -227,6 +318,12 @@ def main() -> None:
         return
     if args.file_child:
         print(json.dumps(file_child(args.file_child, args.model, args.file)))
+        return
+    if args.fit_child:
+        print(json.dumps(fit_child(args.fit_child, args.file, args.model)))
+        return
+    if args.fit_references:
+        bench_fit(args)
         return
     if args.outputs:
         bench_file(args)

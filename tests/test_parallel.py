@@ -308,6 +308,81 @@ def test_cli_fit_on_workers_reads_the_file_there(client, capsys, tmp_path):
     assert json.loads(outs[0][0])["skipped"] == 1 and outs[0][2] == 2 and "E117" in outs[0][3]
 
 
+def _students_file(tmp_path, name: str, bad: dict[int, str] | None = None):
+    """Three students' demo outputs in one file (lines interleaved), lines of ``bad`` replaced (line number: text)."""
+    demo = [(DEMO / f"student_{n}.jsonl").read_text(encoding="utf-8").splitlines()[:12]
+            for n in ("smollm2-135m", "human", "gemma-3-270m")]
+    lines = [json.dumps({**json.loads(line), "student": f"s{i % 3}", "task": "ab"[i % 4 == 0]})
+             for i, line in enumerate(sum(map(list, zip(*demo)), []))]
+    for number, text in (bad or {}).items():
+        lines[number - 1] = text
+    return _lines_file(tmp_path, name, lines)
+
+
+def test_cli_rank_on_workers_reads_the_file_there(client, capsys, tmp_path, demo_models, monkeypatch):
+    """rank --scheduler on JSON Lines: the workers read and tag the student file in byte ranges (ranges of a
+    few lines here), this process parses none of it; the JSON, --per-output, --evidence and report files are the
+    bytes of one process, with --group-by, --keep-outputs, --examples, --control, --task, --skip-invalid, and a
+    bad record fails with the same FILE:LINE [code] (its line in the whole file)."""
+    from attribution import partitioned_rank
+
+    monkeypatch.setattr(partitioned_rank, "MIN_PARTITION_BYTES", 1)  # a quarter of the file per worker thread
+    demo_models[1].save(tmp_path / "model.npz")  # two tasks, batches of 32: ranges and batches cut anywhere
+    skipping = _students_file(tmp_path, "skipping.jsonl", {3: "{not json", 6: '{"output": "", "student": "s2"}'})
+    bad = _students_file(tmp_path, "bad.jsonl", {31: "[1]"})
+    nameless = _students_file(tmp_path, "nameless.jsonl", {26: '{"output": "fine", "task": "a"}'})
+    parsed = []
+    real_lines = RecordReader._decoded_lines
+
+    def watched(reader, handle):
+        parsed.append(reader.path.name)
+        return real_lines(reader, handle)
+
+    answers = (DEMO / "teachers.jsonl").read_text(encoding="utf-8").splitlines()[600:640]  # students' prompts
+    control = _lines_file(tmp_path, "control.jsonl",  # tagged on the cluster, not among the workers' ranges
+                          [json.dumps({"id": row["id"], "output": row["output"]}) for row in map(json.loads, answers)])
+    cases = [[skipping, "--keep-outputs", "--examples", "2", "--report", "{d}/r.md", "--skip-invalid", "--control",
+              control],
+             [skipping, "--group-by", "student", "--evidence", "{d}/e.csv", "--skip-invalid", "--task", "a"],
+             [nameless, "--group-by", "student"], [bad, "--group-by", "student"]]
+    errors = []
+    for case in cases:
+        runs = []
+        for extra in ([], ["--scheduler", client.scheduler.address]):
+            out = tmp_path / str(len(extra))
+            out.mkdir(exist_ok=True)
+            parsed.clear()
+            with monkeypatch.context() as patch:
+                patch.setattr(RecordReader, "_decoded_lines", watched)
+                code = main([str(a).format(d=out) for a in ("rank", *case, "-m", tmp_path / "model.npz", "-o",
+                                                            out / "out.json", "--per-output", out / "p.csv",
+                                                            "-q", *extra)])
+            _, err = capsys.readouterr()
+            files = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+            runs.append((code, err.replace(str(out), "OUT"), files))
+            for path in out.iterdir():
+                path.unlink()
+            assert (case[0].name in parsed) == (not extra)
+        assert runs[0] == runs[1], case[1:]
+        errors.append(runs[0][1].strip().splitlines()[-1] if runs[0][0] else "")
+    assert runs[0][2] == {} and "nameless.jsonl:26: " in errors[2] and "[E123]" in errors[2]
+    assert "bad.jsonl:31: " in errors[3] and "[E102]" in errors[3] and errors[:2] == ["", ""]
+
+
+def test_ready_tags_hand_each_tag_out_as_often_as_it_was_tagged(tagger):
+    """rank on workers: the tags that came back with the ranges serve the ranking's batches; a batch with a text
+    they lack (a control's) goes to the cluster whole, and none is held once used."""
+    from attribution.partitioned_rank import ReadyTags
+
+    first, second = tagger.tag(["A first answer.", "Another one."], cache=False)
+    ready = ReadyTags(inner=None)
+    ready.add([first, second, first])
+    assert ready.tagged(tagger, ["A first answer.", "Unknown."]) is None
+    assert ready.tagged(tagger, ["A first answer."] * 3) is None  # tagged twice only
+    assert ready.tagged(tagger, ["A first answer.", "Another one.", "A first answer."]) == [first, second, first]
+    assert ready.tagged(tagger, ["Another one."]) is None and ready.docs == {}
+
+
 def test_cli_one_local_worker_same_bytes(capsys, tmp_path, reference_path):
     """--workers 1: a LocalCluster started and closed by the command."""
     paths = [tmp_path / "single.npz", tmp_path / "one.npz"]

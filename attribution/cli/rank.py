@@ -320,7 +320,7 @@ def rank_cli(
         chromium = find_chromium(chromium)  # E606 before any work
     reader = _reader_options(text_field, skip_invalid, max_chars)
     use_tag_cache(ctx, no_cache)
-    tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
+    client = tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
     from ..families import read_families
     from ..io import read_records
 
@@ -328,10 +328,9 @@ def rank_cli(
     model, skipped, warnings, ref_records = _model_for_ranking(
         ctx, reference, model_path, task=task, features=features, tagger=tagger, normalize=normalize, seed=seed,
         reader=reader, quiet=quiet, families=read_families(families) if families is not None else None)
-    from ..io import RecordReader
     from ..result import AuditBatch
 
-    student = RecordReader(outputs, **reader)
+    student = _student_reader(ctx, client, outputs, model, task=task, reader=reader)
     excluded = [n.strip() for n in exclude.split(",") if n.strip()]
     options = {"task": task, "top_templates": top_templates, "tests": verdict_test.value, "exclude": excluded,
                "control": control_records, "examples": examples, "references": ref_records,
@@ -432,6 +431,20 @@ def _model_for_ranking(ctx: typer.Context, reference: Optional[Path], model_path
     return model, [], [], None
 
 
+def _student_reader(ctx: typer.Context, client: Any, outputs: Path, model: Any, *, task: Optional[str],
+                    reader: dict[str, Any]) -> Any:
+    """The student's records: read here, or with --workers/--scheduler (JSON Lines) read and tagged by the
+    workers in byte ranges (attribution.partitioned_rank.worker_records: the same records, errors and result)."""
+    from ..io import RecordReader
+    from ..partitions import splittable
+
+    if client is None or not splittable(outputs):
+        return RecordReader(outputs, **reader)
+    from ..partitioned_rank import worker_records
+
+    return ctx.with_resource(worker_records(outputs, model, client=client, task=task, **reader))
+
+
 def _rank_records(model: Any, student: Any, outputs: Path, *, group: Optional[str], options: dict[str, Any],
                   model_path: Optional[Path], quiet: bool) -> Any:
     """The whole document (:func:`attribution.result.audit_student`, or :func:`~attribution.result.rank_students`
@@ -443,7 +456,10 @@ def _rank_records(model: Any, student: Any, outputs: Path, *, group: Optional[st
     from ..result import audit_student, rank_students
 
     tally = Tally(student)
-    with tqdm(desc="ranking", unit="out", total=None if quiet else _count_records(outputs),
+    from ..partitioned_rank import WorkerRecords
+
+    counted = not quiet and not isinstance(student, WorkerRecords)  # counting would read the file here
+    with tqdm(desc="ranking", unit="out", total=_count_records(outputs) if counted else None,
               disable=quiet, leave=False) as bar:
         try:
             audit: Any
