@@ -255,7 +255,8 @@ def _audit(model: Any, records: Iterable[Record], group_by: str | None, *, refer
     else:
         audit = batch = _rank_groups(model, recorder.watch(seen), group_by=group_by, **options)
         if reader is not None and reader.skipped:
-            audit = batch = with_skipped_groups(batch, reader, group_by)
+            audit = batch = with_skipped_groups(batch, reader, group_by, alpha=options.get("alpha"),
+                                                keep_outputs=bool(options.get("keep_outputs")))
     describe_run(audit.data if isinstance(audit, AuditResult) else audit.meta, batch, recorder, model=model,
                  references=references, reference_files=reference_files, model_file=model_file,
                  outputs=[reader.path] if reader is not None else seen.sources, reader=reader,
@@ -345,8 +346,11 @@ def describe_run(document: dict[str, Any], batch: AuditBatch, recorder: Any, *, 
                                       skipped_outputs=skipped_outputs, options=settings)
 
 
-def with_skipped_groups(batch: AuditBatch, reader: RecordReader, group_by: str) -> AuditBatch:
-    """A group whose every record was skipped (``skip_invalid``) is in the batch too: unavailable, saying why."""
+def with_skipped_groups(batch: AuditBatch, reader: RecordReader, group_by: str, *, alpha: float | None = None,
+                        keep_outputs: bool = False) -> AuditBatch:
+    """A group whose every record was skipped (``skip_invalid``) is in the batch too: unavailable, saying why
+    (at the run's ``alpha``; with ``keep_outputs``, its kept outputs are none, as :attr:`AuditBatch.per_output`
+    needs of every entry)."""
     from collections import Counter
 
     counts = Counter(names[group_by] for names in reader.skipped_names if group_by in names)
@@ -355,7 +359,7 @@ def with_skipped_groups(batch: AuditBatch, reader: RecordReader, group_by: str) 
         first.setdefault(names.get(group_by), err)
     reasons = {name: f"all {n} of its record(s) are invalid and were skipped (--skip-invalid); the first: "
                      f"{first[name]}" for name, n in counts.items()}
-    return with_unranked(batch, reasons)
+    return with_unranked(batch, reasons, alpha=ALPHA if alpha is None else alpha, keep_outputs=keep_outputs)
 
 
 def rank_students(model: Any, records: Iterable[Record], *, group_by: str = "student",
@@ -427,10 +431,12 @@ def _rank_groups(model: Any, records: Iterable[Record], *, group_by: str = "stud
     return AuditBatch(results, group_by=group_by, meta={"signature": _signature(model)})
 
 
-def unranked_result(run: StudentRun | None, reason: str, *, alpha: float = ALPHA) -> dict[str, Any]:
+def unranked_result(run: StudentRun | None, reason: str, *, alpha: float = ALPHA,
+                    keep_outputs: bool = False) -> dict[str, Any]:
     """The entry of a group that could not be ranked: its counts (none without a ``run``: every record of
     the group was skipped), no ranking and no evidence, and the verdict ``unavailable`` with the
-    ``reason`` (also its one warning)."""
+    ``reason`` (also its one warning). Its kept outputs when the ``run`` kept them; without a ``run``,
+    none (an empty list) with ``keep_outputs``."""
     evidence = run.evidence.values() if run is not None else []
     verdict = Verdict(status="unavailable", best_candidate=None, alpha=alpha, reason=reason).to_dict()
     entry = {"n_outputs": sum(ev.n_outputs for ev in evidence), "n_empty": sum(ev.n_empty for ev in evidence),
@@ -439,13 +445,18 @@ def unranked_result(run: StudentRun | None, reason: str, *, alpha: float = ALPHA
         entry["checks"] = run.checks.counts()
         if run.keep_outputs:
             entry["outputs"] = run.kept
+    elif keep_outputs:
+        entry["outputs"] = []
     return entry
 
 
-def with_unranked(batch: AuditBatch, reasons: dict[str, str], *, alpha: float = ALPHA) -> AuditBatch:
+def with_unranked(batch: AuditBatch, reasons: dict[str, str], *, alpha: float = ALPHA,
+                  keep_outputs: bool = False) -> AuditBatch:
     """``batch`` with an ``unavailable`` entry (:func:`unranked_result`) for each group of ``reasons`` it
-    lacks (``{name: reason}``: e.g. groups whose every record was skipped), in the groups' order."""
-    extra = [AuditResult({"student": name, **unranked_result(None, reason, alpha=alpha)}, student=name)
+    lacks (``{name: reason}``: e.g. groups whose every record was skipped), in the groups' order; with
+    ``keep_outputs`` (the batch's runs kept their outputs), each with none kept."""
+    extra = [AuditResult({"student": name, **unranked_result(None, reason, alpha=alpha,
+                                                             keep_outputs=keep_outputs)}, student=name)
              for name, reason in reasons.items() if name not in {r.student for r in batch}]
     results = sorted([*batch.results, *extra], key=lambda r: str(r.student))
     return AuditBatch(results, group_by=batch.group_by, meta=batch.meta)

@@ -469,6 +469,35 @@ def test_item10_an_unrankable_student_is_unavailable_and_the_rest_ranked(capsys,
     assert "warning: student 's-empty': not ranked" in err
 
 
+def test_item10_per_output_with_a_group_whose_every_record_was_skipped(capsys, make_jsonl, student_records,
+                                                                       model_file, tmp_path):  # noqa: F811
+    """--per-output with --group-by --skip-invalid when one group's every record was skipped: the run
+    succeeds (it stopped with E217: the skipped group's entry had no outputs), the table holds the ranked
+    group's outputs only, and the batch says why the skipped group is unavailable."""
+    kept = [{**r.to_dict(), "id": f"k{i}", "student": "kept"} for i, r in enumerate(student_records[:2])]
+    students = make_jsonl([*kept, {"id": "g1", "task": "science", "student": "gone", "output": 3}])
+    table, out_json = tmp_path / "per.csv", tmp_path / "out.json"
+    rc, _, err = cli(capsys, students, "-m", model_file, "--task", "science", "--group-by", "student",
+                     "--skip-invalid", "--per-output", table, "-o", out_json, *FAST)
+    assert rc == 0, err
+    import pandas as pd
+
+    rows = pd.read_csv(table)
+    assert list(rows["student"]) == ["kept", "kept"] and list(rows["id"]) == ["k0", "k1"]
+    entries = {e["student"]: e for e in json.loads(out_json.read_text())["students"]}
+    gone = entries["gone"]
+    assert gone["verdict"]["status"] == "unavailable" and not gone["ranking"]
+    assert "skipped" in gone["verdict"]["reason"] and "[E103]" in gone["verdict"]["reason"]
+    assert entries["kept"]["ranking"]
+    from attribution import load_model
+    from attribution.io import RecordReader
+    from attribution.result import rank_students
+
+    reader = RecordReader(students, skip_invalid=True)  # the API: the same, at the run's alpha
+    batch = rank_students(load_model(model_file), reader, task="science", keep_outputs=True, alpha=0.01)
+    assert list(batch.per_output["id"]) == ["k0", "k1"] and batch["gone"].data["verdict"]["alpha"] == 0.01
+
+
 def test_item10_without_skip_invalid_a_bad_record_still_stops(capsys, make_jsonl, labelled_records, model_file):  # noqa: F811
     students = make_jsonl([r.to_dict() for r in labelled_records] + [{"student": "s-bad", "output": None}])
     assert_refused(cli(capsys, students, "-m", model_file, "--group-by", "student", *FAST), "E103")
