@@ -673,6 +673,8 @@ def describe_verdict(verdict: Verdict | Mapping[str, Any] | None) -> str:
     if v.is_sequential:
         return describe_sequential(v.to_dict())
     best, alpha, status, test = v.best_candidate, v.alpha, v.status, v.test
+    if status == "unavailable":  # no test the rule accepts ran: the same words under every rule
+        return _unavailable_sentence(v)
     p_text = _p_text(v.p_value)
     does = "s do" if v.several_tests else " does"
     if v.is_control:
@@ -716,13 +718,30 @@ def describe_verdict(verdict: Verdict | Mapping[str, Any] | None) -> str:
                 f"single it out (p = {p_text}, alpha = {alpha}); no teacher is named.")
     if status == "attributed":
         return f"{v.teacher}: a teacher outside the candidates is implausible (p = {p_text} < {alpha})."
-    if status == "inconclusive":
-        return (f"inconclusive: the outputs are as consistent with a teacher outside the candidates as with "
-                f"{best} (p = {p_text}, alpha = {alpha}); no teacher is named.")
+    return (f"inconclusive: the outputs are as consistent with a teacher outside the candidates as with "
+            f"{best} (p = {p_text}, alpha = {alpha}); no teacher is named.")
+
+
+def _unavailable_sentence(v: Verdict) -> str:
+    """What an ``unavailable`` verdict means, whatever its rule: a group with nothing to rank (its ``reason``);
+    no test at all (the same sentence under every rule: under ``paired`` or ``both`` it read "inconclusive ...
+    p = n/a"); the control test with no prompt the control answered; or a test that ran while the rule needs
+    one that did not, in some task (e.g. ``both`` with fewer than 4 candidates)."""
+    best = v.best_candidate
     if v.reason:  # a group of rank --group-by with nothing to rank (attribution.result.unranked_result)
         return f"unavailable: not ranked: {v.reason}"
-    return (f"unavailable: no test could run (no teacher answers to the student's prompts, and the unlisted-teacher "
-            f"test needs 4+ candidate teachers); best candidate {best}, relative to the candidates only.")
+    if v.is_control:
+        return (f"unavailable: no test could run (the control answered none of the student's prompts, matched by "
+                f"id); best candidate {best}, relative to the candidates only.")
+    ran = [(name, p) for name, p in (("paired", v.p_paired), ("unlisted-teacher", v.p_unlisted)) if p is not None]
+    if not ran:
+        return (f"unavailable: no test could run (no teacher answers to the student's prompts, and the "
+                f"unlisted-teacher test needs 4+ candidate teachers); best candidate {best}, relative to the "
+                f"candidates only.")
+    done = ", ".join(f"{name} p = {_p_text(p)}" for name, p in ran)
+    return (f"unavailable: no test that the rule ({v.test}) accepts could run in every task ({done}; the paired "
+            f"test needs teacher answers to the student's prompts, the unlisted-teacher test 4+ candidate "
+            f"teachers); best candidate {best}, relative to the candidates only; no teacher is named.")
 
 
 def _p_text(p: Any) -> str:

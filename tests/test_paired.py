@@ -111,6 +111,36 @@ def test_verdict_rules_combine_the_paired_and_unlisted_tests():
         verdict("a", [0.5], [paired], tests="any")
 
 
+def test_a_verdict_where_no_test_ran_is_unavailable_with_one_sentence_under_every_rule(reference_records,
+                                                                                       student_records, capsys):
+    """The fixture's student: no teacher answered its prompts, 3 candidates (no unlisted-teacher test). Under
+    'paired' and 'both' the sentence read "inconclusive: ... (p = n/a)" for an unavailable verdict."""
+    from attribution.cli import main
+
+    model = fit_reference(reference_records, features="pos-paper")
+    found = {}
+    for rule in VerdictRule.CHOICES:
+        result = rank_student(model, student_records, tests=rule)
+        verdicts = [result["verdict"], *(task["verdict"] for task in result["tasks"].values())]
+        assert all(v["status"] == "unavailable" and v["p_value"] is None and v["teacher"] is None for v in verdicts)
+        found[rule] = {describe_verdict(v) for v in verdicts}
+    default = found.pop("either")
+    assert len(default) == 1 and next(iter(default)).startswith("unavailable: no test could run")
+    assert found == {rule: default for rule in found}, found
+    capsys.readouterr()
+    assert main([str(student_records[0].source), "-r", str(reference_records[0].source), "--verdict-test",
+                 "both", "--features", "pos-paper", "-q"]) == 0
+    assert f"verdict: {next(iter(default))}" in capsys.readouterr().out.splitlines()
+    # a test ran, but not one the rule accepts (both tests; fewer than 4 candidates): unavailable, p named
+    paired = {"p_paired": 0.001, "runner_up": "b", "n_paired": 40, "paired_score": {"a": 0.1, "b": 0.0}}
+    partial = describe_verdict(verdict("a", [None], [paired], tests="both"))
+    assert partial.startswith("unavailable: no test that the rule") and "paired p = 0.001" in partial
+    control = hierarchical_verdict("A", "a1", [None], [None], [None], grouped=True, family_size=2,
+                                   tests=VerdictRule("control"))
+    assert control.status == "unavailable"
+    assert describe_verdict(control).startswith("unavailable: no test could run (the control answered none")
+
+
 def test_a_verdict_reads_back_from_its_json_and_its_rule_describes_itself():
     paired = {"p_paired": 0.001, "runner_up": "b", "n_paired": 40, "paired_score": {"a": 0.1, "b": 0.0},
               "p_paired_cosine": 0.001, "p_paired_midpoint": 0.0005}
