@@ -225,6 +225,10 @@ class StudentRun:
         result["power"] = measured_power(self.model, result, VerdictRule.of(tests, alpha))
         warnings = [pooled_students_warning(self.students)] if self.warn_pooled and len(self.students) > 1 else []
         warnings += self.checks.warnings()
+        repeats = [ev for ev in evidence.values() if ev.control_repeats]
+        if repeats:
+            warnings.append(control_repeats_warning(sum(ev.control_repeats for ev in repeats),
+                                                    str(repeats[0].first_control_repeat)))
         if warnings:
             result["warnings"] = warnings
         return result
@@ -232,10 +236,12 @@ class StudentRun:
 
 class ControlScores:
     """A control's outputs (``rank --control``) and, per task, its per-teacher log-probabilities on each prompt
-    id (the mean over its outputs on that prompt), scored once and shared by every student ranked against it."""
+    id, scored once and shared by every student ranked against it. One answer per prompt id and task: a
+    second is refused (``InputError`` E143 at its line, naming the first), before any output is scored."""
 
     def __init__(self, records: Iterable[Record]) -> None:
         self.records = list(records)
+        refuse_repeated_ids(self.records)
         self._scores: dict[str | None, dict[str, np.ndarray]] = {}
 
     def for_task(self, model: MultiTaskAttributor, key: str | None) -> dict[str, np.ndarray]:
@@ -247,14 +253,32 @@ class ControlScores:
             missing = next((r for r in records if r.id is None), None)
             if missing is not None:
                 raise input_error("E142", source=missing.source, line=missing.line)
-            by_id: dict[str, list[np.ndarray]] = {}
+            by_id: dict[str, np.ndarray] = {}
             for start in range(0, len(records), sub.batch_size):
                 chunk = records[start:start + sub.batch_size]
                 proba = sub.predict_proba_docs(sub.prepare([r.output for r in chunk]))
                 for record, row in zip(chunk, np.log(np.clip(proba, 1e-12, 1.0))):
-                    by_id.setdefault(str(record.id), []).append(row)
-            self._scores[key] = {pid: np.mean(rows, axis=0) for pid, rows in by_id.items()}
+                    by_id[str(record.id)] = row
+            self._scores[key] = by_id
         return self._scores[key]
+
+
+def refuse_repeated_ids(records: Sequence[Record]) -> None:
+    """A control's records answer each prompt id once per task (a record without ``task`` answers it in every
+    task): the second answer is refused, ``InputError`` E143 at its file and line, naming the first's. Records
+    without an ``id`` are left to E142 (when their task is ranked)."""
+    first: dict[str, dict[str | None, Record]] = {}
+    for record in records:
+        if record.id is None:
+            continue
+        seen = first.setdefault(str(record.id), {})
+        clash = (next(iter(seen.values()), None) if record.task is None
+                 else seen.get(record.task) or seen.get(None))
+        if clash is not None:
+            where = ":".join(str(part) for part in (clash.source, clash.line) if part is not None)
+            raise input_error("E143", source=record.source, line=record.line, id=record.id,
+                              first=where or "an earlier record")
+        seen[record.task] = record
 
 
 class SharedScoring:
@@ -310,6 +334,13 @@ def measured_power(model: MultiTaskAttributor, result: dict[str, Any], rule: Ver
 
     features = signature_fields(next(iter(model.models_.values())).signature_).get("features")
     return power(int(result["n_outputs"]), len(result["ranking"]), rule=rule.name, alpha=rule.alpha, features=features)
+
+
+def control_repeats_warning(n: int, first: str) -> str:
+    """The warning for student outputs on a prompt the control test had paired already (``rank --control``)."""
+    return (f"{n} output(s) answer a prompt id that an earlier output of the student answered (the first: "
+            f"'{first}'); the control test compares each prompt once, the student's first output on it with the "
+            f"control's answer, so these count in the ranking only")
 
 
 def pooled_students_warning(students: set[str]) -> str:

@@ -45,6 +45,8 @@ class Errors:
     E140 = "cannot read the families table: {detail}"
     E141 = "teacher '{teacher}' is given two families: '{first}' and '{second}'; a teacher belongs to one family"
     E142 = "a control record needs an 'id' (the prompt it answers), to be compared with the student's output on it"
+    E143 = ("the control answers prompt id '{id}' twice (first at {first}); a control gives one answer per prompt "
+            "(and task), the one each student output on that prompt is compared with: keep one")
     # fitting and models (E2xx)
     E201 = "need at least two distinct teachers to fit, got {n}: {teachers}"
     E202 = "expected a list of texts, got a single string; wrap it in a list"

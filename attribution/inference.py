@@ -213,6 +213,11 @@ class StudentEvidence:
         # prompts (prompt id -> the control's per-teacher log-probabilities): the verdict then compares the
         # student's log-odds with the control's, prompt by prompt, which removes what the base model brings
         self.control = dict(control) if control is not None else None
+        # one pair per prompt: the student's first output on a prompt id is compared with the control's answer;
+        # a later output on the same id counts in the ranking only (control_repeats, the first such id)
+        self._control_paired: set[str] = set()
+        self.control_repeats = 0
+        self.first_control_repeat: str | None = None
         self.control_test = PairedTest(h.families, LOG_ODDS_BINS) if self.control is not None else None
         self.sibling_control = self._per_family(PairedTest) if self.control is not None else {}
         # with families, a second paired statistic in the classifier's log-probability space must agree
@@ -305,9 +310,21 @@ class StudentEvidence:
             test.add(h.version_log_proba(log_proba[rows], family), version_answers[family][prompts])
 
     def _add_control(self, log_proba: np.ndarray, prompt_ids: Sequence[str | None]) -> None:
-        """Feed the control tests: per output, its log-probabilities minus the control's on the same prompt."""
+        """Feed the control tests: per output, its log-probabilities minus the control's on the same prompt, for
+        the student's first output on each prompt id only (a prompt's outputs share the control's answer: paired
+        again, they would count it as independent evidence)."""
         assert self.control is not None and self.control_test is not None
-        rows = [n for n, pid in enumerate(prompt_ids) if pid is not None and str(pid) in self.control]
+        rows = []
+        for n, pid in enumerate(prompt_ids):
+            key = None if pid is None else str(pid)
+            if key is None or key not in self.control:
+                continue
+            if key in self._control_paired:
+                self.control_repeats += 1
+                self.first_control_repeat = self.first_control_repeat or key
+                continue
+            self._control_paired.add(key)
+            rows.append(n)
         if not rows:
             return
         student = log_proba[rows]

@@ -235,3 +235,47 @@ def test_a_control_verdict_is_described_as_the_control_test_in_the_report(model,
     result = audit_student(model, records, control=records).to_dict()
     text = " ".join(str(getattr(block, "text", "")) for block in methodology_blocks(result))
     assert "control test ran on" in text and "--verdict-test" not in text
+
+
+def test_a_control_pairs_each_prompt_once_and_refuses_two_answers_to_one_id(reference_records, student_records,
+                                                                          tmp_path):
+    """--control looked the control's answer up by prompt id alone: a student output repeating a prompt id was
+    paired with the control's answer again (counted as independent evidence), and two control answers to one id
+    were averaged, silently. Now the control test pairs each prompt once (the student's first output on it) and
+    warns; a control answering one id twice in a task is refused at the second line, naming the first."""
+    import dataclasses
+
+    from attribution.api import rank_student
+
+    model = fit_reference(reference_records, features="pos-paper", n_bootstrap=20)
+    science = [r for r in student_records if r.task == "science"]
+    control = [dataclasses.replace(r, output=science[(i + 1) % len(science)].output, student="control")
+               for i, r in enumerate(science)]  # other outputs, the same prompt ids
+    once = rank_student(model, science, control=control)
+    assert once["verdict"]["test"] == "control" and once["verdict"]["n_paired"] == len(science)
+    assert not any("control test" in w for w in once.get("warnings", []))
+    repeated = [*science, dataclasses.replace(science[1], output=science[4].output),
+                dataclasses.replace(science[2], output=science[0].output)]
+    twice = rank_student(model, repeated, control=control)
+    assert twice["n_outputs"] == len(science) + 2  # the repeats count in the ranking
+    assert twice["verdict"]["n_paired"] == len(science)  # not in the control test: each prompt paired once
+    assert twice["verdict"]["p_control"] == once["verdict"]["p_control"]  # with the first output on it
+    warning = next(w for w in twice["warnings"] if "control test" in w)
+    assert warning.startswith("2 output(s)") and f"'{science[1].id}'" in warning
+    # the control answering one prompt id twice (in one task, or once without a task) is refused
+    rows = [r.to_dict() for r in control]
+    rows.insert(2, {**rows[0], "output": science[3].output})  # line 3 repeats line 1's id
+    path = tmp_path / "control.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    student = tmp_path / "student.jsonl"
+    student.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in science), encoding="utf-8")
+    result = run_cli(student, "-r", reference_records[0].source, "--control", path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "fitting" not in result.stderr  # refused before any work
+    assert f"{path}:3:" in result.stderr and "[E143]" in result.stderr and f"{path}:1" in result.stderr
+    other_task = [*control, dataclasses.replace(control[0], task="commonsense")]  # another task: allowed
+    assert rank_student(model, science, control=other_task)["verdict"]["n_paired"] == len(science)
+    untasked = [*control, dataclasses.replace(control[0], task=None)]  # answers it in every task: refused
+    with pytest.raises(InputError) as err:
+        rank_student(model, science, control=untasked)
+    assert err.value.code == "E143" and err.value.line == control[0].line

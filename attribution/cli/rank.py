@@ -321,10 +321,13 @@ def rank_cli(
     reader = _reader_options(text_field, skip_invalid, max_chars)
     use_tag_cache(ctx, no_cache)
     client = tag_on_cluster(ctx, workers, scheduler, quiet=quiet)
+    from ..api import refuse_repeated_ids
     from ..families import read_families
     from ..io import read_records
 
     control_records = read_records(control, **reader) if control is not None else None  # bad input: before work
+    if control_records is not None:
+        refuse_repeated_ids(control_records)  # E143: a control answers each prompt once
     model, skipped, warnings, ref_records = _model_for_ranking(
         ctx, reference, model_path, task=task, features=features, tagger=tagger, normalize=normalize, seed=seed,
         reader=reader, quiet=quiet, families=read_families(families) if families is not None else None)
