@@ -6,30 +6,39 @@ when a verdict is given). Prints one line per student and the totals.
 
 Then the same over every subset of 3, 4 and 5 candidate teachers (``--subsets``), ranking every
 student against each subset: how often is a wrong teacher named when the true one is missing?
+The totals (the default rule, every teacher listed, then the true one left out) go into the error-rate
+artifact ``attribution/data/error_rates.json`` (run ``full/paper_qa``, with the commit, date, command and
+settings), from which reports show them (:mod:`attribution.report.error_rates`).
+
 Subsets of 3 are run with ``open_set_min_teachers=3`` to show why the default needs 4.
 ``--matched-null`` also tries an alternative null (rejected): each observed margin is measured
 under the same leave-one-out model as its null, so both rank the same number of teachers.
 
     python benchmarks/bench_unlisted.py [--data-dir ../shared/data/paper_qa] [--features combined]
-                                        [--subsets [--matched-null]]
+                                        [--subsets [--matched-null]] [--no-artifact]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from attribution.api import fit_reference, rank_student
+from attribution.api import ALPHA, fit_reference, rank_student
 from attribution.estimator import TeacherAttributor
 from attribution.evaluation import student_key
 from attribution.inference import _margin
 from attribution.io import read_records
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "paper_qa"
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DIR = ROOT.parent / "shared" / "data" / "paper_qa"
+#: The artifact's run of this benchmark (the report's paper QA rows).
+RUN = "full/paper_qa"
 
 
 def _p(value: float | None) -> str:
@@ -42,16 +51,25 @@ def main() -> None:
     parser.add_argument("--features", default="combined")
     parser.add_argument("--subsets", action="store_true", help="also rank against every subset of 3-5 teachers")
     parser.add_argument("--matched-null", action="store_true", help="with --subsets: also try the class-matched null")
+    parser.add_argument("--artifact", type=Path, default=ROOT / "attribution" / "data" / "error_rates.json",
+                        help="the error-rate artifact to update with the totals (run 'full/paper_qa')")
+    parser.add_argument("--no-artifact", action="store_true", help="print only")
     args = parser.parse_args()
+    from _inputs import provenance
+
+    source = provenance(ROOT, sys.argv)  # the code that runs: taken before anything else changes the tree
     listed = {"attributed right": 0, "attributed wrong": 0, "inconclusive": 0}
     unlisted = {"attributed (wrong)": 0, "inconclusive": 0}
+    candidates, signatures = set(), set()
     for ref_path in sorted(args.data_dir.glob("*_teacher.jsonl")):
         refs = read_records(ref_path, require_teacher=True, skip_invalid=True)
         students = read_records(Path(str(ref_path).replace("_teacher", "_student")), skip_invalid=True)
         full = fit_reference(refs, features=args.features)
+        candidates.add(len({r.teacher for r in refs}))
         for group in sorted({student_key(r) for r in students}):
             outputs = [r for r in students if student_key(r) == group]
             truth = outputs[0].teacher
+            signatures.add(full.model_for(outputs[0].task).signature_)
             v = rank_student(full, outputs)["verdict"]
             key = "inconclusive" if v["status"] != "attributed" else (
                 "attributed right" if v["teacher"] == truth else "attributed wrong")
@@ -66,8 +84,32 @@ def main() -> None:
                   f"(paired {_p(w['p_paired'])}, unlisted {_p(w['p_unlisted'])})")
     print("teacher among the candidates:", listed)
     print("teacher left out of the candidates:", unlisted)
+    if not args.no_artifact:
+        record_totals(args, source, listed, unlisted, candidates, signatures)
     if args.subsets:
         subsets(args.data_dir, args.features, args.matched_null)
+
+
+def record_totals(args: argparse.Namespace, source: dict[str, Any], listed: dict[str, int],
+                  unlisted: dict[str, int], candidates: set[int], signatures: set[str]) -> None:
+    """The totals into the error-rate artifact (run ``full/paper_qa``), in the format of ``full/alpacaeval``."""
+    from _inputs import record_artifact
+
+    from attribution.report import error_rates
+
+    if len(candidates) != 1 or len(signatures) != 1:
+        sys.exit(f"{args.data_dir}: the tasks differ in candidates {sorted(candidates)} or model settings "
+                 f"{sorted(signatures)}: one artifact run cannot describe them (use --no-artifact)")
+    signature = signatures.pop()
+    run = {"benchmark": "bench_unlisted", **source,
+           "settings": {"data": "paper QA (GPT-2 students of 5 LLMs)", "candidates": candidates.pop(),
+                        "rule": "either", "alpha": ALPHA, "outputs": "all of each student",
+                        "features": error_rates.signature_fields(signature).get("features"), "signature": signature},
+           "cases": {"listed": {"right": listed["attributed right"], "wrong": listed["attributed wrong"],
+                                "none": listed["inconclusive"], "n": sum(listed.values())},
+                     "left_out": {"named": unlisted["attributed (wrong)"], "n": sum(unlisted.values())}}}
+    record_artifact(args.artifact, RUN, run)
+    print(f"wrote '{RUN}' into {args.artifact}")
 
 
 def matched_p_value(model: TeacherAttributor, references: list, outputs: list[str], top: str,

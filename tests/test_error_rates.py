@@ -166,23 +166,33 @@ def test_rank_result_carries_power_for_its_size_and_candidates(tmp_path, student
 
 
 # -- the full-data table ------------------------------------------------------------------------------------------
-def full_run(**cases) -> dict:
-    return {"benchmark": "bench_alpacaeval", "commit": "ab" * 20, "date": "2026-12-04T17:00:00Z",
-            "command": "python benchmarks/bench_alpacaeval.py --quick", "settings": {"candidates": 5}, "cases": cases}
+def full_run(benchmark: str = "bench_alpacaeval", **cases) -> dict:
+    return {"benchmark": benchmark, "commit": "ab" * 20, "date": "2026-12-04T17:00:00Z",
+            "command": f"python benchmarks/{benchmark}.py --quick", "settings": {"candidates": 5}, "cases": cases}
 
 
 def test_full_data_rows_come_from_the_artifact(tmp_path):
-    path = write(tmp_path / "rates.json", {error_rates.FULL_RUN: full_run(
-        documented={"right": 6, "wrong": 1, "none": 2, "n": 9}, controls={"named": 0, "n": 2},
-        left_out={"named": 5, "n": 9}, left_out_both={"named": 0, "n": 9})})
+    alpaca_run = full_run(documented={"right": 6, "wrong": 1, "none": 2, "n": 9}, controls={"named": 0, "n": 2},
+                          left_out={"named": 5, "n": 9}, left_out_both={"named": 0, "n": 9})
+    paper_run = {**full_run("bench_unlisted", listed={"right": 4, "wrong": 2, "none": 6, "n": 12},
+                            left_out={"named": 3, "n": 12}), "commit": "cd" * 20}
+    path = write(tmp_path / "rates.json", {error_rates.FULL_RUN: alpaca_run, error_rates.PAPER_RUN: paper_run})
     rows = error_rate_table(path)
     alpaca = [r for r in rows if r.command.startswith("python benchmarks/bench_alpacaeval.py")]
     assert [(r.n, r.right, r.wrong, r.none) for r in alpaca] == [(9, 6, 1, 2), (2, None, 0, 2), (9, None, 5, 4),
                                                                 (9, None, 0, 9)]
     assert alpaca[0].doc_row == "| 9 documented students, all 403 outputs each | 6 | **1** | 2 |"
-    assert {r.commit for r in alpaca} == {"ab" * 20} and rows[len(alpaca):] == error_rates.PAPER_RATES
-    # without the run, only the quoted rows; a case that does not add up is refused
-    assert error_rate_table(write(tmp_path / "none.json", {})) == error_rates.PAPER_RATES
+    assert {r.commit for r in alpaca} == {"ab" * 20}
+    # the paper QA rows too: read from their own run, none typed by hand
+    paper = rows[len(alpaca):]
+    assert [(r.n, r.right, r.wrong, r.none, r.commit) for r in paper] == [(12, 4, 2, 6, "cd" * 20),
+                                                                         (12, None, 3, 9, "cd" * 20)]
+    assert {r.command for r in paper} == {"python benchmarks/bench_unlisted.py --quick"}
+    assert paper[1].doc_row == "| true teacher left out (12 students) | n/a | **3** | 9 |"
+    # a run the artifact lacks has no rows (none at all without the runs); a case that does not add up is refused
+    assert error_rate_table(write(tmp_path / "alpaca.json", {error_rates.FULL_RUN: alpaca_run})) == tuple(alpaca)
+    assert error_rate_table(write(tmp_path / "none.json", {})) == ()
+    assert error_rate_table(tmp_path / "missing.json") == ()
     with pytest.raises(InputError, match=r"full/alpacaeval.controls: the counts do not add up to n \(2\)"):
         load_artifact(write(tmp_path / "bad.json", {error_rates.FULL_RUN: full_run(controls={"named": 3, "n": 2})}))
 

@@ -95,9 +95,10 @@ def test_methodology_is_written_from_the_results_settings():
 def test_limitations_show_the_measured_error_rates_and_what_they_mean_here():
     text = text_of(render_html(result(), {}, date=DATE))
     assert "Limitations: the verdict's measured error rates" in text
-    for row in error_rate_table():
-        assert row.case in text
-    assert "python benchmarks/bench_alpacaeval.py" in text and "python benchmarks/bench_unlisted.py" in text
+    rows = error_rate_table()
+    for row in rows:
+        assert row.case in text and row.command in text and f"commit {row.commit[:10]}" in text
+    assert {r.command.split()[1] for r in rows} == {"benchmarks/bench_alpacaeval.py", "benchmarks/bench_unlisted.py"}
     # a paired-only attribution gets the left-out-teacher caveat, with the measured 7 of 9
     assert "7 of 9 AlpacaEval students were attributed to its closest candidate" in text
     assert "At 100 outputs (this result has 120), simulated audits of 100 outputs of documented students" in text

@@ -4,9 +4,9 @@ limitations and in each result's ``power`` entry.
 The artifact (``attribution/data/error_rates.json``, package data) holds counts, not rates, per benchmark run,
 with the run's commit, date, command and settings: ``benchmarks/bench_budget.py`` writes simulated audits of
 10-400 outputs per arm (``budget/...``), ``benchmarks/bench_alpacaeval.py`` setting B's full-data counts
-(``full/alpacaeval``). Nothing here is typed by hand but the paper QA rows (:data:`PAPER_RATES`). Every rate is
-shown with its 95% Clopper-Pearson interval (0 wrong of 9 still allows a third). ``tests/test_report_sections.py``
-keeps docs/verdict.md and docs/budget.md equal to the artifact.
+(``full/alpacaeval``), ``benchmarks/bench_unlisted.py`` the paper QA counts (``full/paper_qa``). Nothing here
+is typed by hand. Every rate is shown with its 95% Clopper-Pearson interval (0 wrong of 9 still allows a third).
+``tests/test_report_sections.py`` keeps docs/verdict.md and docs/budget.md equal to the artifact.
 """
 
 from __future__ import annotations
@@ -42,58 +42,62 @@ class ErrorRate:
         return f"{self.wrong} of {self.n}"
 
 
-_ALPACA_DATA = "AlpacaEval (real distilled LLMs, setting B)"
-_PAPER = "python benchmarks/bench_unlisted.py"
 _VERDICT_DOC = "docs/verdict.md"
 #: The artifact's run of ``bench_alpacaeval.py`` (all outputs of each student, setting B).
 FULL_RUN = "full/alpacaeval"
-#: Its cases: (artifact case, the report's case, the row docs/verdict.md shows, filled from the counts).
-_ALPACA_CASES = (
-    ("documented", "documented students, true teacher among the candidates (403 outputs each)",
-     "| {n} documented students, all 403 outputs each | {right} | **{wrong}** | {none} |"),
-    ("controls", "human-data controls (Guanaco 7B, 33B): no LLM teacher",
-     "| {n} human-data controls (Guanaco 7B, 33B) | n/a | **{wrong}** | {none} |"),
-    ("left_out", "true teacher left out of the candidates",
-     "| true teacher left out of the candidates ({n} students) | n/a | **{wrong}** | {none} |"),
-    ("left_out_both", "true teacher left out, --verdict-test both",
-     "| the same with `--verdict-test both` | n/a | {wrong} | {none} |"),
-)
-
-#: The paper QA rows (``python benchmarks/bench_unlisted.py``, which does not write the artifact yet): quoted.
-PAPER_RATES: tuple[ErrorRate, ...] = (
-    ErrorRate("Paper QA (GPT-2 students of 5 LLMs)", "true teacher among the candidates", 10, 5, 0, 5, _PAPER,
-              _VERDICT_DOC, "| true teacher among the candidates (10 students) | 5 | **0** | 5 |"),
-    ErrorRate("Paper QA (GPT-2 students of 5 LLMs)", "true teacher left out of the candidates", 10, None, 1, 9,
-              _PAPER, _VERDICT_DOC, "| true teacher left out (10 students) | n/a | **1** | 9 |"),
+#: The artifact's run of ``bench_unlisted.py`` (the paper's GPT-2 students, all 5 teachers, then one left out).
+PAPER_RUN = "full/paper_qa"
+#: The full-data runs the table shows, in order: (run, the report's data, its cases). A case is (artifact case,
+#: the report's case, the row docs/verdict.md shows, filled from the counts).
+_FULL_RUNS = (
+    (FULL_RUN, "AlpacaEval (real distilled LLMs, setting B)", (
+        ("documented", "documented students, true teacher among the candidates (403 outputs each)",
+         "| {n} documented students, all 403 outputs each | {right} | **{wrong}** | {none} |"),
+        ("controls", "human-data controls (Guanaco 7B, 33B): no LLM teacher",
+         "| {n} human-data controls (Guanaco 7B, 33B) | n/a | **{wrong}** | {none} |"),
+        ("left_out", "true teacher left out of the candidates",
+         "| true teacher left out of the candidates ({n} students) | n/a | **{wrong}** | {none} |"),
+        ("left_out_both", "true teacher left out, --verdict-test both",
+         "| the same with `--verdict-test both` | n/a | {wrong} | {none} |"))),
+    (PAPER_RUN, "Paper QA (GPT-2 students of 5 LLMs)", (
+        ("listed", "true teacher among the candidates",
+         "| true teacher among the candidates ({n} students) | {right} | **{wrong}** | {none} |"),
+        ("left_out", "true teacher left out of the candidates",
+         "| true teacher left out ({n} students) | n/a | **{wrong}** | {none} |"))),
 )
 
 
 def error_rate_table(path: str | Path | None = None) -> tuple[ErrorRate, ...]:
-    """The full-data error rates, default rule unless the case says otherwise: the AlpacaEval rows read from the
-    artifact's ``full/alpacaeval`` run (none without it), then the paper QA rows (:data:`PAPER_RATES`)."""
+    """The full-data error rates, default rule unless the case says otherwise, read from the artifact: the
+    AlpacaEval rows (run ``full/alpacaeval``), then the paper QA rows (run ``full/paper_qa``); none for a run
+    the artifact lacks (none at all without the artifact)."""
     try:
-        run = load_artifact(path).get(FULL_RUN)
+        runs = load_artifact(path)
     except FileNotFoundError:
-        run = None
+        runs = {}
     rows = []
-    for key, case, doc_row in _ALPACA_CASES if run is not None else ():
-        assert run is not None
-        c = run.cases.get(key)
-        if c is None:
-            continue
-        if "named" in c:  # no right teacher to name: every named one is wrong
-            right, wrong, none = None, c["named"], c["n"] - c["named"]
-        else:
-            right, wrong, none = c["right"], c["wrong"], c["none"]
-        rows.append(ErrorRate(_ALPACA_DATA, case, c["n"], right, wrong, none, run.command, _VERDICT_DOC,
-                              doc_row.format(n=c["n"], right=right, wrong=wrong, none=none), run.commit, run.date))
-    return (*rows, *PAPER_RATES)
+    for key, data, cases in _FULL_RUNS:
+        run = runs.get(key)
+        for name, case, doc_row in cases if run is not None else ():
+            assert run is not None
+            c = run.cases.get(name)
+            if c is None:
+                continue
+            if "named" in c:  # no right teacher to name: every named one is wrong
+                right, wrong, none = None, c["named"], c["n"] - c["named"]
+            else:
+                right, wrong, none = c["right"], c["wrong"], c["none"]
+            rows.append(ErrorRate(data, case, c["n"], right, wrong, none, run.command, _VERDICT_DOC,
+                                  doc_row.format(n=c["n"], right=right, wrong=wrong, none=none), run.commit,
+                                  run.date))
+    return tuple(rows)
 
 
 # --- measured power: the artifact written by the benchmarks -------------------------------------------------
 
-#: The error-rate artifact shipped with the package: counts of simulated audits per benchmark run, written by
-#: ``benchmarks/bench_budget.py`` (never by hand), with the commit, date, command and settings of each run.
+#: The error-rate artifact shipped with the package: counts per benchmark run, written by
+#: ``benchmarks/bench_budget.py``, ``bench_alpacaeval.py`` and ``bench_unlisted.py`` (never by hand), with the
+#: commit, date, command and settings of each run.
 ARTIFACT = Path(__file__).resolve().parents[1] / "data" / "error_rates.json"
 #: The artifact's ``format`` and ``version``: a reader refuses any other.
 FORMAT, VERSION = "teacher-attribution error rates", 1
@@ -328,6 +332,6 @@ def power(n_outputs: int, candidates: int, *, rule: str = "either", alpha: float
             "curve": [[s, run.arms[POWER_ARM][s].right, run.arms[POWER_ARM][s].n] for s in sizes],
             "differences": differences}
 
-__all__ = ["ARTIFACT", "ARTIFACT_NAME", "CONFIDENCE", "FORMAT", "FULL_RUN", "PAPER_RATES", "POWER_ARM", "VERSION",
+__all__ = ["ARTIFACT", "ARTIFACT_NAME", "CONFIDENCE", "FORMAT", "FULL_RUN", "PAPER_RUN", "POWER_ARM", "VERSION",
            "Counts", "ErrorRate", "MeasuredRun", "budget_runs", "clopper_pearson", "error_rate_table", "interval_text",
            "load_artifact", "markdown_table", "power", "short_interval", "signature_fields"]
