@@ -308,7 +308,7 @@ class Tagger:
         backend = _BACKEND.get()
         if backend is None or self.config is None or not texts:
             return lambda: self.tag(texts, cache=False)
-        tagged = getattr(backend, "tagged", None)  # tags the workers made already (attribution.partitioned_rank)
+        tagged = getattr(backend, "tagged", None)  # tags the workers made already (attribution.parallel.rank)
         ready = tagged(self, texts) if tagged is not None else None
         if ready is not None:
             return lambda: ready

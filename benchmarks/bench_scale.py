@@ -11,7 +11,7 @@ same in every configuration.
     python benchmarks/bench_scale.py                       # data/demo, workers 1 and 2, students x4
     python benchmarks/bench_scale.py --data-dir ../shared/data/paper_qa --workers 1,2,3 --repeat 8
 
-``--outputs N`` measures the partitioned ranking instead (:func:`attribution.partitioned_rank.rank_file`:
+``--outputs N`` measures the partitioned ranking instead (:func:`attribution.parallel.rank.rank_file`:
 workers read byte ranges of the file, tag, featurize and score them, the client adds sums): a JSON Lines
 file of N outputs (the students' real outputs repeated, ids kept) is ranked with a model fitted on the
 references, by each ``--workers`` count, and, with ``--single-up-to M`` (default 20,000) when N <= M, by
@@ -161,7 +161,7 @@ def file_child(config: str, model_path: Path, path: Path) -> dict:
         out["rank_s"] = time.perf_counter() - start
     else:
         from attribution.parallel import dask_client
-        from attribution.partitioned_rank import rank_file
+        from attribution.parallel.rank import rank_file
 
         start = time.perf_counter()
         with dask_client(n_workers=int(config.split("=")[1])) as client:
@@ -221,7 +221,7 @@ def fit_child(config: str, path: Path, model_path: Path) -> dict:
     """``attribute-teacher fit PATH`` in this fresh interpreter, one process or ``workers=N``; the workers'
     steps timed through ``fit_file(stats=)`` and the cluster's start through ``tag_on_cluster``."""
     import attribution.cli.rank as rank_module
-    import attribution.partitioned_fit as partitioned_fit
+    import attribution.parallel.fit as partitioned_fit
     from attribution.cli import main as cli
 
     out: dict = {"config": config}

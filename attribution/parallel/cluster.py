@@ -22,8 +22,8 @@ Each worker loads the tagger once (the per-process cache of :func:`get_tagger`) 
 thread. Dask is imported only here and only when a context is entered: the core install stays light.
 
 Here the calling process still reads every record. For files too large for that, the workers read
-byte ranges themselves and return sums (the same results): :func:`attribution.partitioned_fit.fit_file`
-and :func:`attribution.partitioned_rank.rank_file`, on a client from :func:`dask_client`.
+byte ranges themselves and return sums (the same results): :func:`attribution.parallel.fit.fit_file`
+and :func:`attribution.parallel.rank.rank_file`, on a client from :func:`dask_client`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .errors import AttributionError, Errors, InputError, missing_dependency, short_error
-from .tagging import _BACKEND, TaggedDoc, Tagger, get_tagger
+from ..errors import AttributionError, Errors, InputError, missing_dependency, short_error
+from ..tagging import _BACKEND, TaggedDoc, Tagger, get_tagger
 
 #: Most texts in one task sent to a worker (smaller batches are split evenly over the workers).
 DEFAULT_PARTITION_SIZE = 256

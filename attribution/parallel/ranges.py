@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import InputError, input_error
-from .io import JSONL_SUFFIXES, RecordReader
+from ..errors import InputError, input_error
+from ..io import JSONL_SUFFIXES, RecordReader
 
 #: Default bytes per partition: about 30k outputs of 500 characters, a few seconds of a worker's time.
 DEFAULT_PARTITION_BYTES = 16 * 2**20
