@@ -64,11 +64,11 @@ def _pin() -> None:
 
 def _warm() -> float:
     """On a worker: load the tagger (once per process); returns seconds taken."""
-    from attribution.parallel import _pin_threads
+    from attribution.parallel import pin_threads
     from attribution.tagging import get_tagger
 
     start = time.perf_counter()
-    _pin_threads()
+    pin_threads()
     get_tagger()
     return time.perf_counter() - start
 

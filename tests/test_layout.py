@@ -10,12 +10,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "attribution"
 
-#: The scale-out (Dask) package, ``attribution.parallel`` (issue 21, item 11).
-SCALE_OUT = "attribution.parallel"
-#: Private names still used outside their module, by the scale-out package only (:data:`SCALE_OUT`); each should become
-#: public (or move). Only names listed here may be used so, and only there.
-KNOWN_PRIVATE_USES = {"_BACKEND", "_pin_threads", "_tag_bounded", "_task_key"}
-
 
 def _modules() -> dict[str, tuple[ast.Module, list[str]]]:
     """Module name -> (syntax tree, the package its relative imports start from)."""
@@ -92,10 +86,6 @@ def _cycles(graph: dict[str, dict[str, set[str]]]) -> set[frozenset[str]]:
     return found
 
 
-def _scale_out(module: str) -> bool:
-    return module == SCALE_OUT or module.startswith(SCALE_OUT + ".")
-
-
 def test_no_import_cycles():
     graph = _imports(_modules())
     assert graph["attribution.persistence"] and graph["attribution.multitask"]  # the walk saw the imports
@@ -150,9 +140,7 @@ def test_private_use_finder_sees_imports_and_attribute_reads():
 
 def test_no_module_uses_another_modules_private_names():
     uses = _private_uses(_modules())
-    new = {name: sorted(where) for name, where in uses.items()
-           if name not in KNOWN_PRIVATE_USES or not all(map(_scale_out, where))}
-    assert not new, new
+    assert not uses, {name: sorted(where) for name, where in uses.items()}
 
 
 def _reexports(tree: ast.Module) -> set[str]:

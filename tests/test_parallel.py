@@ -22,9 +22,9 @@ distributed = pytest.importorskip("distributed")
 
 from attribution.api import fit_reference, rank_student  # noqa: E402
 from attribution.cli import main  # noqa: E402
-from attribution.cli._app import to_json  # noqa: E402
 from attribution.errors import InputError  # noqa: E402
 from attribution.io import RecordReader, read_records  # noqa: E402
+from attribution.outputs import to_json  # noqa: E402
 from attribution.parallel import dask_client, dask_tagging, partitions, tag_texts  # noqa: E402
 from attribution.parallel.fit import fit_file  # noqa: E402
 from attribution.parallel.ranges import RangeReader, byte_ranges, line_offsets, shift_lines  # noqa: E402

@@ -21,10 +21,11 @@ from .cluster import (
     dask_tagging,
     local_cluster,
     partitions,
+    pin_threads,
     tag_partition,
     tag_texts,
     worker_threads,
 )
 
 __all__ = ["DEFAULT_PARTITION_SIZE", "SINGLE_THREAD_ENV", "DaskTagging", "check_scheduler", "dask_client",
-           "dask_tagging", "local_cluster", "partitions", "tag_partition", "tag_texts", "worker_threads"]
+           "dask_tagging", "local_cluster", "partitions", "pin_threads", "tag_partition", "tag_texts", "worker_threads"]

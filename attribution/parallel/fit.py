@@ -98,10 +98,10 @@ def read_range(path: str, span: tuple[int, int], task: str | None, params: dict[
     from ..estimator import TeacherAttributor
     from ..normalize import empty_outputs
     from ..tagging import get_tagger
-    from .cluster import _pin_threads
+    from .cluster import pin_threads
 
     start = time.perf_counter()
-    _pin_threads()
+    pin_threads()
     estimator = TeacherAttributor(**params)
     tagger = get_tagger(estimator.tagger, batch_size=estimator.batch_size)  # loaded once per worker process
     loaded = time.perf_counter() - start

@@ -109,18 +109,17 @@ class Plan:
 
 def _outputs(reader: RangeReader, model: Any, task: str | None) -> Iterator[tuple[Any, Any]]:
     """``(record, task key)`` of the outputs a :class:`~attribution.api.StudentRun` would add, in order."""
-    from ..api import _task_key
 
     for record in reader:
         if task is not None and record.task not in (task, None):
             continue
-        yield record, _task_key(model, record, task)
+        yield record, model.task_of(record, task)
 
 
 def scan_range(model: Any, path: str, span: tuple[int, int], task: str | None,
                reader_options: dict[str, Any]) -> RangeScan:
     """Worker side, first pass: count the outputs of each task; the first error stops the scan."""
-    from ..api import MAX_NAMED_STUDENTS, _task_key
+    from ..api import MAX_NAMED_STUDENTS
 
     reader = RangeReader(path, *span, **reader_options)
     counts: dict[Any, int] = {}
@@ -132,7 +131,7 @@ def scan_range(model: Any, path: str, span: tuple[int, int], task: str | None,
                 continue
             if record.student is not None and len(students) <= MAX_NAMED_STUDENTS and record.student not in students:
                 students.append(record.student)
-            key = _task_key(model, record, task)
+            key = model.task_of(record, task)
             counts[key] = counts.get(key, 0) + 1
     except AttributionError as err:
         error = err
@@ -158,9 +157,9 @@ def batch_part(model: Any, key: Any, batch: int, docs: Sequence[TaggedDoc], ids:
 def score_range(model: Any, path: str, span: tuple[int, int], plan: Plan, task: str | None,
                 reader_options: dict[str, Any], n_examples: int) -> RangeScore:
     """Worker side, second pass: score the batches wholly inside the range, tag the pieces of the others."""
-    from .cluster import _pin_threads
+    from .cluster import pin_threads
 
-    _pin_threads()
+    pin_threads()
     reader = RangeReader(path, *span, first_line=plan.first_line, **reader_options)
     first, rest = OutputChecks(), OutputChecks()  # outputs among the file's first MAX_REMEMBERED, the others
     n_output = plan.first_output
@@ -393,7 +392,7 @@ def routing(model: Any) -> Any:
     model = as_multitask(model)
     light = MultiTaskAttributor.__new__(MultiTaskAttributor)
     models: dict[Any, Any] = {key: SimpleNamespace(normalize=sub.normalize) for key, sub in model.models_.items()}
-    light.models_ = models  # what _task_key and MultiTaskAttributor.task_key look at
+    light.models_ = models  # what MultiTaskAttributor.task_of and task_key look at
     return light
 
 
@@ -402,11 +401,10 @@ def read_range(route: Any, path: str, span: tuple[int, int], task: str | None, r
     """Worker side: read one range as :class:`~attribution.io.RecordReader` would (the first error stops it), and
     tag the outputs a :class:`~attribution.api.StudentRun` will score (``task``'s filter; an output whose task the
     model does not know is left for the client to refuse), normalized as the model of its task normalizes."""
-    from ..api import _task_key
     from ..normalize import normalize_texts
-    from .cluster import _pin_threads
+    from .cluster import pin_threads
 
-    _pin_threads()
+    pin_threads()
     reader = RangeReader(path, *span, **reader_options)
     records: list[Any] = []
     error = None
@@ -420,7 +418,7 @@ def read_range(route: Any, path: str, span: tuple[int, int], task: str | None, r
         if task is not None and record.task not in (task, None):
             continue
         try:
-            key = _task_key(route, record, task)
+            key = route.task_of(record, task)
         except AttributionError:
             break  # the client raises it at this record; nothing after it is scored
         texts.append(normalize_texts([record.output], normalize=route.models_[key].normalize)[0])
@@ -557,14 +555,13 @@ def worker_records(path: str | os.PathLike, model: Any, *, client: Any, task: st
         with worker_records("student.jsonl", model, client=client) as student:
             result = rank_student(model, student)
     """
-    from ..tagging import _BACKEND
+    from ..tagging import tagging_backend, using_backend
     from .cluster import DaskTagging
 
-    tags = ReadyTags(_BACKEND.get() or DaskTagging(client))
+    tags = ReadyTags(tagging_backend() or DaskTagging(client))
     reader = WorkerRecords(path, model, client, tags, task=task, partition_bytes=partition_bytes, **reader_options)
-    token = _BACKEND.set(tags)
     try:
-        yield reader
+        with using_backend(tags):
+            yield reader
     finally:
-        _BACKEND.reset(token)
         reader.close()
