@@ -69,11 +69,10 @@ class RangeReader(RecordReader):
     def __init__(self, path: str | os.PathLike, start: int, end: int, *, first_line: int = 1,
                  **options: Any) -> None:
         super().__init__(path, **options)
+        if not splittable(self.path):  # CSV is never split (a quoted field may span lines): E111, as byte_ranges
+            raise input_error("E111", source=self.source, suffix=self.path.suffix.lower() or "(none)")
         self.start, self.end, self.first_line = start, end, first_line
         self.n_lines = 0
-
-    def _csv_rows(self) -> Iterator[tuple[int, Any]]:
-        raise input_error("E111", source=self.source, suffix=self.path.suffix.lower())  # CSV is never split
 
     def _range_lines(self, handle: IO[bytes]) -> Iterator[bytes]:
         handle.seek(self.start)
