@@ -50,6 +50,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -239,7 +240,7 @@ def bench_file(args: argparse.Namespace) -> None:
         f"workers={n}" for n in
                                                                             args.workers.split(",")]
     print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} (1 min) before; {args.outputs:,} outputs "
-          f"({path.stat().st_size / 2**20:,.0f} MiB) of {args.data_dir}")
+          f"({path.stat().st_size / 2**20:,.0f} MiB) of {args.outputs_from or args.data_dir}; model {model_path}")
     shas = set()
     for config in configs:
         proc = subprocess.run([sys.executable, __file__, "--file-child", config, "--model", str(model_path),
@@ -327,6 +328,8 @@ def bench_fit(args: argparse.Namespace) -> None:
                 sys.exit(proc.stderr)
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append(row)
+            if args.save_model and row["code"] == 0:  # the model for a following --outputs run (--rank-model)
+                shutil.copyfile(Path(tmp) / f"{config}.npz", args.save_model)
             line = (f"{config:>10}: {row['total_s']:.1f}s wall; CPU {row['cpu_s']:.1f}s in this process"
                     + (f", {row['workers_cpu_s']:.1f}s in the workers" if config != "single" else "")
                     + (f"; {row['total_s'] / rows[0]['total_s']:.2f}x one process" if not args.no_single else "")
@@ -499,6 +502,7 @@ def main() -> None:
     parser.add_argument("--no-single", action="store_true", help="skip the one-process run")
     parser.add_argument("--rank-model", type=Path, help="with --outputs: rank with this fitted model")
     parser.add_argument("--outputs-from", type=Path, help="with --outputs: repeat this file's outputs")
+    parser.add_argument("--save-model", type=Path, help="with --fit-references: keep the fitted model there")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--fit-child", help=argparse.SUPPRESS)
     parser.add_argument("--file-child", help=argparse.SUPPRESS)
