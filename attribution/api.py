@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelError, input_error, model_error
+from .errors import input_error, model_error
 from .estimator import TeacherAttributor
 from .evaluation import base_style, evaluate, results_table
 from .inference import ALPHA, StudentEvidence, describe_verdict, summarize_evidence, verdict
@@ -130,7 +130,7 @@ class StudentRun:
             return
         if record.student is not None and len(self.students) <= MAX_NAMED_STUDENTS:
             self.students.add(record.student)
-        key = _task_key(self.model, record, self.task)  # fails early on an unknown task
+        key = self.model.task_of(record, self.task)  # fails early on an unknown task
         self.checks.add(record.output)
         if self.scoring is not None:
             self.scoring.add(self, key, record)
@@ -350,24 +350,6 @@ def pooled_students_warning(students: set[str]) -> str:
     count = f"more than {MAX_NAMED_STUDENTS}" if more else str(len(students))
     return (f"the outputs name {count} students ({', '.join(names)}{', ...' if more else ''}) and were ranked "
             f"as one student; use --group-by student (API: attribution.result.rank_students) for one ranking each")
-
-
-def _task_key(model: MultiTaskAttributor, record: Record, task: str | None) -> str | None:
-    """The model task that scores ``record``: its own; for a record without one, ``task`` (the
-    caller's ``--task``) or the model's only task."""
-    name = record.task if record.task is not None else task
-    if name is None and len(model.models_) == 1:
-        return next(iter(model.models_))
-    if name is None and None not in model.models_:
-        raise input_error("E122", source=record.source, line=record.line,
-                          known=", ".join(str(t) for t in model.models_))
-    try:
-        return model.task_key(name)
-    except ModelError as err:  # E208, with the record's file and line
-        if err.code != "E208" or record.source is None:
-            raise
-        raise input_error("E208", source=record.source, line=record.line, task=name,
-                          known=", ".join(str(t) for t in model.models_)) from None
 
 
 __all__ = ["ALPHA", "MAX_NAMED_STUDENTS", "ControlScores", "SharedScoring", "StudentRun", "base_style",

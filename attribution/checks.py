@@ -87,7 +87,7 @@ class OutputChecks:
     @property
     def digests(self) -> AbstractSet[bytes]:
         """Digests of the distinct outputs among the first :data:`MAX_REMEMBERED` (read-only): what
-        :mod:`attribution.partitioned_rank` unites across ranges to count repeats over a whole file."""
+        :mod:`attribution.parallel.rank` unites across ranges to count repeats over a whole file."""
         return self._seen
 
     def counts(self) -> dict[str, int]:

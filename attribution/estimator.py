@@ -268,7 +268,7 @@ class TeacherAttributor(ClassifierMixin, AttributorParams):
                      families: Mapping[str, str] | None = None,
                      tagger_signature: str | None = None) -> TeacherAttributor:
         """Fit on feature blocks fitted elsewhere and their matrix of the references (one row per output;
-        ``has_text``: which outputs have tokens), e.g. by Dask workers (:mod:`attribution.partitioned_fit`);
+        ``has_text``: which outputs have tokens), e.g. by Dask workers (:mod:`attribution.parallel.fit`);
         ``tagger_signature``: the signature of the tagger that tagged them (else this process loads its own)."""
         check_params(self.get_params())
         self.blocks_ = blocks

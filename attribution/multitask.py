@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from .errors import Errors, NotFittedError, model_error
+from .errors import Errors, ModelError, NotFittedError, input_error, model_error
 from .estimator import AttributorParams, TeacherAttributor, check_params, check_texts
 from .saving import save_model
+
+if TYPE_CHECKING:
+    from .io import Record
 
 
 class MultiTaskAttributor(AttributorParams):
@@ -90,6 +94,26 @@ class MultiTaskAttributor(AttributorParams):
         if list(self.models_) == [None]:
             return None
         raise model_error("E208", task=task, known=", ".join(str(t) for t in self.models_))
+
+    def task_of(self, record: Record, task: str | None = None) -> str | None:
+        """The fitted task that scores ``record``: its own task; for a record without one, ``task`` (the caller's
+        ``--task``) or the model's only task. An unknown task is ``E208`` and a record that could be any of
+        several tasks ``E122``, each at the record's file and line when it has them."""
+        name = record.task if record.task is not None else task
+        if not hasattr(self, "models_"):
+            raise NotFittedError(Errors.E204.format(name=type(self).__name__), code="E204")
+        if name is None and len(self.models_) == 1:
+            return next(iter(self.models_))
+        if name is None and None not in self.models_:
+            raise input_error("E122", source=record.source, line=record.line,
+                              known=", ".join(str(t) for t in self.models_))
+        try:
+            return self.task_key(name)
+        except ModelError as err:  # E208, with the record's file and line
+            if err.code != "E208" or record.source is None:
+                raise
+            raise input_error("E208", source=record.source, line=record.line, task=name,
+                              known=", ".join(str(t) for t in self.models_)) from None
 
     def model_for(self, task: str | None) -> TeacherAttributor:
         """The attributor of one task; a model fitted without tasks serves every task."""

@@ -4,7 +4,7 @@ Tagging is most of the cost of ``fit``, ``rank``, ``evaluate`` and ``tag``; a se
 texts reads their tags back instead (``fit`` of the 26-candidate bank: see ``docs/speed.md``). Every
 :class:`~attribution.tagging.Tagger` consults the cache before tagging and stores what it tagged
 (:meth:`Tagger.tag <attribution.tagging.Tagger.tag>`), in this process and in Dask workers that read
-files themselves (:mod:`attribution.partitioned_fit`, :mod:`attribution.partitioned_rank`); texts sent to
+files themselves (:mod:`attribution.parallel.fit`, :mod:`attribution.parallel.rank`); texts sent to
 workers by :func:`attribution.parallel.dask_tagging` are looked up, and stored, by the calling process.
 
 **Key.** A keyed BLAKE2b hash of the text exactly as it was tagged (after normalization: a different

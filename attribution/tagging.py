@@ -13,6 +13,7 @@ every document, which keeps tagged references at about 20 bytes a token instead 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -58,6 +59,25 @@ _INTERNED: dict[str, str] = {}
 #: Where texts a tagger has not tagged yet are sent: ``None`` = tagged in this process; inside
 #: :func:`attribution.parallel.dask_tagging`, a backend that tags them on a Dask cluster.
 _BACKEND: ContextVar[Any] = ContextVar("attribution_tagging_backend", default=None)
+
+
+def tagging_backend() -> Any:
+    """Where texts a tagger has not tagged yet go now: ``None`` (this process) or the backend that
+    :func:`using_backend` set (inside :func:`attribution.parallel.dask_tagging`, the Dask cluster's)."""
+    return _BACKEND.get()
+
+
+@contextlib.contextmanager
+def using_backend(backend: Any) -> Iterator[Any]:
+    """Send the texts taggers have not tagged yet to ``backend`` inside the ``with`` block (in this thread or
+    task), the previous backend again after it. A backend has ``submit(tagger, config, texts)``, which returns a
+    function that waits for the tags, in order, and ``read_ahead`` (batches a streaming caller keeps in flight);
+    :class:`attribution.parallel.DaskTagging` is one."""
+    token = _BACKEND.set(backend)
+    try:
+        yield backend
+    finally:
+        _BACKEND.reset(token)
 
 
 def bounded_pieces(text: str) -> list[str]:
@@ -295,7 +315,7 @@ class Tagger:
         for key, text in zip(keys, texts):
             doc = self._cache.get(key)
             if doc is None:  # evicted by a tiny cache within this call
-                doc = self._tag_bounded([text])[0]
+                doc = self.tag_bounded([text])[0]
             out.append(doc)
         return out
 
@@ -308,7 +328,7 @@ class Tagger:
         backend = _BACKEND.get()
         if backend is None or self.config is None or not texts:
             return lambda: self.tag(texts, cache=False)
-        tagged = getattr(backend, "tagged", None)  # tags the workers made already (attribution.partitioned_rank)
+        tagged = getattr(backend, "tagged", None)  # tags the workers made already (attribution.parallel.rank)
         ready = tagged(self, texts) if tagged is not None else None
         if ready is not None:
             return lambda: ready
@@ -342,7 +362,7 @@ class Tagger:
                 lookup.add(self._tag_all(pending))
         else:
             for start in range(0, len(pending), self.batch_size):  # each batch is committed as it is tagged
-                lookup.add(self._tag_bounded(pending[start:start + self.batch_size]))
+                lookup.add(self.tag_bounded(pending[start:start + self.batch_size]))
         return lookup.finish()
 
     def _tag_all(self, texts: list[str]) -> list[TaggedDoc]:
@@ -353,11 +373,12 @@ class Tagger:
             return backend.submit(self, self.config, texts)()
         docs: list[TaggedDoc] = []
         for start in range(0, len(texts), self.batch_size):
-            docs.extend(self._tag_bounded(texts[start:start + self.batch_size]))
+            docs.extend(self.tag_bounded(texts[start:start + self.batch_size]))
         return docs
 
-    def _tag_bounded(self, texts: list[str]) -> list[TaggedDoc]:
-        """:meth:`_tag_batch` on the :func:`bounded_pieces` of each text, pieces joined again."""
+    def tag_bounded(self, texts: list[str]) -> list[TaggedDoc]:
+        """Tag ``texts`` here, now, as one batch: no cache, no backend (what a Dask worker runs); the
+        tagger's own :meth:`_tag_batch` on the :func:`bounded_pieces` of each text, pieces joined again."""
         pieces = [bounded_pieces(t) for t in texts]
         if all(len(p) == 1 for p in pieces):
             return [TaggedDoc.located(text, d.words, d.tags)

@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from _inputs import alpacaeval_records, provenance, record_artifact  # noqa: E402
 
-from attribution.api import ALPHA, StudentRun, _task_key  # noqa: E402
+from attribution.api import ALPHA, StudentRun  # noqa: E402
 from attribution.multitask import as_multitask  # noqa: E402
 from attribution.probes import rank_probes  # noqa: E402
 from attribution.report import error_rates  # noqa: E402
@@ -76,7 +76,7 @@ class Student:
     @classmethod
     def score(cls, model: Any, name: str, truth: str | None, records: list) -> Student:
         model = as_multitask(model)
-        key = _task_key(model, records[0], None)
+        key = model.task_of(records[0])
         sub = model.models_[key]
         docs = sub.prepare([r.output for r in records])
         X = sub.featurize(docs)

@@ -46,6 +46,21 @@ def test_fit_reference_per_task(model, reference_records):
     assert info.value.code == "E208"
 
 
+def test_task_of_a_record(model, reference_records):
+    """The fitted task that scores a record: its own, else the caller's, else the only one; else E122/E208 at the
+    record's file and line."""
+    record = reference_records[0]
+    assert model.task_of(record) == record.task and model.task_of(record, "science") == record.task
+    untagged = Record(output="x", source="s.jsonl", line=7)
+    assert model.task_of(untagged, "science") == "science"
+    for task, code in ((None, "E122"), ("math", "E208")):
+        with pytest.raises(InputError) as info:
+            model.task_of(untagged, task)
+        assert info.value.code == code and str(info.value).startswith("s.jsonl:7: ")
+    single = fit_reference(reference_records, task="science", features="pos-paper")
+    assert single.task_of(untagged) == "science"
+
+
 def test_rank_student_per_task_and_combined(model, student_records):
     result = rank_student(model, student_records)
     assert result["n_outputs"] == 10

@@ -10,14 +10,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "attribution"
 
-#: The scale-out (Dask) modules, due to move into an ``attribution.parallel`` package (issue 21, item 11): an import
-#: cycle among them alone is allowed until then; any other cycle is not.
-SCALE_OUT = frozenset({"attribution.parallel", "attribution.partitioned_fit", "attribution.partitioned_rank",
-                       "attribution.partitions"})
-#: Private names still used outside their module, by the scale-out modules only (:data:`SCALE_OUT`); each should become
-#: public (or move) when those move. Only names listed here may be used so, and only there.
-KNOWN_PRIVATE_USES = {"_BACKEND", "_pin_threads", "_tag_bounded", "_task_key"}
-
 
 def _modules() -> dict[str, tuple[ast.Module, list[str]]]:
     """Module name -> (syntax tree, the package its relative imports start from)."""
@@ -94,16 +86,12 @@ def _cycles(graph: dict[str, dict[str, set[str]]]) -> set[frozenset[str]]:
     return found
 
 
-def _scale_out(module: str) -> bool:
-    return module in SCALE_OUT or module.startswith("attribution.parallel.")
-
-
-def test_no_import_cycles_outside_the_scale_out_modules():
+def test_no_import_cycles():
     graph = _imports(_modules())
     assert graph["attribution.persistence"] and graph["attribution.multitask"]  # the walk saw the imports
     assert "attribution.baselines" in graph["attribution.evaluation"]  # evaluation scores the baselines ...
     assert not [m for m in graph["attribution.baselines"] if m.startswith("attribution.evaluation")]  # not back
-    cycles = [sorted(cycle) for cycle in _cycles(graph) if not all(map(_scale_out, cycle))]
+    cycles = [sorted(cycle) for cycle in _cycles(graph)]
     assert not cycles, cycles
 
 
@@ -152,9 +140,7 @@ def test_private_use_finder_sees_imports_and_attribute_reads():
 
 def test_no_module_uses_another_modules_private_names():
     uses = _private_uses(_modules())
-    new = {name: sorted(where) for name, where in uses.items()
-           if name not in KNOWN_PRIVATE_USES or not all(map(_scale_out, where))}
-    assert not new, new
+    assert not uses, {name: sorted(where) for name, where in uses.items()}
 
 
 def _reexports(tree: ast.Module) -> set[str]:

@@ -22,13 +22,13 @@ distributed = pytest.importorskip("distributed")
 
 from attribution.api import fit_reference, rank_student  # noqa: E402
 from attribution.cli import main  # noqa: E402
-from attribution.cli._app import to_json  # noqa: E402
 from attribution.errors import InputError  # noqa: E402
 from attribution.io import RecordReader, read_records  # noqa: E402
+from attribution.outputs import to_json  # noqa: E402
 from attribution.parallel import dask_client, dask_tagging, partitions, tag_texts  # noqa: E402
-from attribution.partitioned_fit import fit_file  # noqa: E402
-from attribution.partitioned_rank import rank_file  # noqa: E402
-from attribution.partitions import RangeReader, byte_ranges, line_offsets, shift_lines  # noqa: E402
+from attribution.parallel.fit import fit_file  # noqa: E402
+from attribution.parallel.ranges import RangeReader, byte_ranges, line_offsets, shift_lines  # noqa: E402
+from attribution.parallel.rank import rank_file  # noqa: E402
 from attribution.tagging import _TagCache, get_tagger, read_ahead  # noqa: E402
 
 DEMO = REPO / "data" / "demo"
@@ -324,7 +324,7 @@ def test_cli_rank_on_workers_reads_the_file_there(client, capsys, tmp_path, demo
     few lines here), this process parses none of it; the JSON, --per-output, --evidence and report files are the
     bytes of one process, with --group-by, --keep-outputs, --examples, --control, --task, --skip-invalid, and a
     bad record fails with the same FILE:LINE [code] (its line in the whole file)."""
-    from attribution import partitioned_rank
+    from attribution.parallel import rank as partitioned_rank
 
     monkeypatch.setattr(partitioned_rank, "MIN_PARTITION_BYTES", 1)  # a quarter of the file per worker thread
     demo_models[1].save(tmp_path / "model.npz")  # two tasks, batches of 32: ranges and batches cut anywhere
@@ -372,7 +372,7 @@ def test_cli_rank_on_workers_reads_the_file_there(client, capsys, tmp_path, demo
 def test_ready_tags_hand_each_tag_out_as_often_as_it_was_tagged(tagger):
     """rank on workers: the tags that came back with the ranges serve the ranking's batches; a batch with a text
     they lack (a control's) goes to the cluster whole, and none is held once used."""
-    from attribution.partitioned_rank import ReadyTags
+    from attribution.parallel.rank import ReadyTags
 
     first, second = tagger.tag(["A first answer.", "Another one."], cache=False)
     ready = ReadyTags(inner=None)

@@ -86,13 +86,13 @@ def _fit_from_file(reference: Path | list[Path], *, task: Optional[str], feature
 
 def _fit_on_workers(client: Any) -> Any:
     """:func:`_fit_from_file`, with the Dask workers reading the JSON Lines file in byte ranges
-    (:func:`attribution.partitioned_fit.fit_file`: the same model, the same errors and messages)."""
+    (:func:`attribution.parallel.fit.fit_file`: the same model, the same errors and messages)."""
 
     def fit(reference: Path, *, task: Optional[str], features: str, tagger: str, normalize: bool, seed: int,
             reader: dict[str, Any], quiet: bool,
             families: Optional[dict[str, str]] = None) -> tuple[Any, list, list[str], list]:
         from ..checks import reference_warnings
-        from ..partitioned_fit import fit_file
+        from ..parallel.fit import fit_file
 
         def read(facts: Any) -> None:
             report_skipped(facts.skipped, quiet=quiet)
@@ -437,13 +437,13 @@ def _model_for_ranking(ctx: typer.Context, reference: Optional[Path], model_path
 def _student_reader(ctx: typer.Context, client: Any, outputs: Path, model: Any, *, task: Optional[str],
                     reader: dict[str, Any]) -> Any:
     """The student's records: read here, or with --workers/--scheduler (JSON Lines) read and tagged by the
-    workers in byte ranges (attribution.partitioned_rank.worker_records: the same records, errors and result)."""
+    workers in byte ranges (attribution.parallel.rank.worker_records: the same records, errors and result)."""
     from ..io import RecordReader
-    from ..partitions import splittable
+    from ..parallel.ranges import splittable
 
     if client is None or not splittable(outputs):
         return RecordReader(outputs, **reader)
-    from ..partitioned_rank import worker_records
+    from ..parallel.rank import worker_records
 
     return ctx.with_resource(worker_records(outputs, model, client=client, task=task, **reader))
 
@@ -459,7 +459,7 @@ def _rank_records(model: Any, student: Any, outputs: Path, *, group: Optional[st
     from ..result import audit_student, rank_students
 
     tally = Tally(student)
-    from ..partitioned_rank import WorkerRecords
+    from ..parallel.rank import WorkerRecords
 
     counted = not quiet and not isinstance(student, WorkerRecords)  # counting would read the file here
     with tqdm(desc="ranking", unit="out", total=_count_records(outputs) if counted else None,
@@ -554,7 +554,7 @@ def fit_cli(
     reference files (name, SHA-256, outputs per teacher). With --add, add references to a fitted model."""
     from ..families import read_families
     from ..io import check_outputs
-    from ..partitions import splittable
+    from ..parallel.ranges import splittable
     from ..refit import describe_files, records_by_file
 
     values = {"features": features, "tagger": tagger, "normalize": normalize, "seed": seed, "task": task,

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import InputError, input_error
-from .io import JSONL_SUFFIXES, RecordReader
+from ..errors import InputError, input_error
+from ..io import JSONL_SUFFIXES, RecordReader
 
 #: Default bytes per partition: about 30k outputs of 500 characters, a few seconds of a worker's time.
 DEFAULT_PARTITION_BYTES = 16 * 2**20
@@ -69,11 +69,10 @@ class RangeReader(RecordReader):
     def __init__(self, path: str | os.PathLike, start: int, end: int, *, first_line: int = 1,
                  **options: Any) -> None:
         super().__init__(path, **options)
+        if not splittable(self.path):  # CSV is never split (a quoted field may span lines): E111, as byte_ranges
+            raise input_error("E111", source=self.source, suffix=self.path.suffix.lower() or "(none)")
         self.start, self.end, self.first_line = start, end, first_line
         self.n_lines = 0
-
-    def _csv_rows(self) -> Iterator[tuple[int, Any]]:
-        raise input_error("E111", source=self.source, suffix=self.path.suffix.lower())  # CSV is never split
 
     def _range_lines(self, handle: IO[bytes]) -> Iterator[bytes]:
         handle.seek(self.start)

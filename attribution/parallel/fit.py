@@ -1,7 +1,7 @@
 """Fit on a reference JSON Lines file that Dask workers read, tag, count and featurize themselves.
 
 The same model file, byte for byte, as :func:`attribution.api.fit_reference` on the whole file in one
-process. The client reads a few bytes at each range boundary (:mod:`attribution.partitions`) and never the
+process. The client reads a few bytes at each range boundary (:mod:`attribution.parallel.ranges`) and never the
 texts; it holds the labels of the references (the regressions need them), n-gram counts and the matrix:
 
 1. **Read** (workers): each byte range is read and validated (the first error of the file is raised with its
@@ -29,10 +29,10 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import clone
 
-from .errors import AttributionError, InputError, model_error
-from .io import DEFAULT_MAX_CHARS, Record, RecordReader
-from .partitions import RangeReader, byte_ranges, line_offsets, shift_lines
-from .tagging import TaggedDoc
+from ..errors import AttributionError, InputError, model_error
+from ..io import DEFAULT_MAX_CHARS, Record, RecordReader
+from ..tagging import TaggedDoc
+from .ranges import RangeReader, byte_ranges, line_offsets, shift_lines
 
 #: Largest default reference range (references are fewer and longer-lived than student outputs).
 FIT_PARTITION_BYTES = 4 * 2**20
@@ -95,13 +95,13 @@ def read_range(path: str, span: tuple[int, int], task: str | None, params: dict[
     """Worker side: read, validate, normalize and tag one range (lines numbered from 1 in the range)."""
     import time
 
-    from .estimator import TeacherAttributor
-    from .normalize import empty_outputs
-    from .parallel import _pin_threads
-    from .tagging import get_tagger
+    from ..estimator import TeacherAttributor
+    from ..normalize import empty_outputs
+    from ..tagging import get_tagger
+    from .cluster import pin_threads
 
     start = time.perf_counter()
-    _pin_threads()
+    pin_threads()
     estimator = TeacherAttributor(**params)
     tagger = get_tagger(estimator.tagger, batch_size=estimator.batch_size)  # loaded once per worker process
     loaded = time.perf_counter() - start
@@ -149,8 +149,8 @@ def range_matrix(part: ReferenceRange, blocks: dict[Any, list[tuple[str, Any]]])
 
 def _blocks(params: dict[str, Any]) -> list[tuple[str, Any]]:
     """Fresh feature blocks of the estimator that ``params`` make."""
-    from .estimator import TeacherAttributor
-    from .features import make_feature_blocks
+    from ..estimator import TeacherAttributor
+    from ..features import make_feature_blocks
 
     estimator = TeacherAttributor(**params)
     return make_feature_blocks(estimator.features, tagger=estimator.tagger)
@@ -207,7 +207,7 @@ def fit_file(path: str | os.PathLike, *, client: Any = None, n_workers: int | No
     """
     import time
 
-    from .parallel import dask_client, worker_threads
+    from .cluster import dask_client, worker_threads
 
     reader_options = {"text_field": text_field, "skip_invalid": skip_invalid, "max_chars": max_chars}
     clock = Clock()
@@ -225,7 +225,7 @@ def fit_file(path: str | os.PathLike, *, client: Any = None, n_workers: int | No
         counts = clock("count_s", lambda: dask.gather(dask.map(range_counts, ranges, [params] * len(ranges),
                                                                    pure=False)))
         blocks = clock("vocabulary_s", lambda: _vocabularies(counts, [part.labels for part in summaries], params))
-        # a key of its own (see partitioned_rank)
+        # a key of its own (see rank.py)
         shared = clock("scatter_s", lambda: dask.scatter(blocks, broadcast=True, hash=False))
         matrices = clock("matrix_s", lambda: dask.gather(dask.map(range_matrix, ranges, [shared] * len(ranges),
                                                                       pure=False)))
@@ -264,7 +264,7 @@ class Clock:
 
 def _families(summaries: list[ReferenceRange], source: str, families: Mapping[str, str] | None) -> dict[str, str]:
     """Teacher -> family from the records' ``family`` fields (at their lines in the file) and ``families``."""
-    from .references import reference_families
+    from ..references import reference_families
 
     given = [Record(output="", teacher=teacher, family=family, source=source, line=line + first_line - 1)
              for part, first_line in zip(summaries, line_offsets([s.n_lines for s in summaries]))
@@ -275,9 +275,9 @@ def _families(summaries: list[ReferenceRange], source: str, families: Mapping[st
 def _signature(summaries: list[ReferenceRange], params: dict[str, Any]) -> str:
     """The workers' tagger signature, when they agree (this process need not load a tagger); otherwise E704
     for the first that differs from this process's."""
-    from .errors import Errors
-    from .estimator import TeacherAttributor
-    from .tagging import get_tagger
+    from ..errors import Errors
+    from ..estimator import TeacherAttributor
+    from ..tagging import get_tagger
 
     found = sorted({part.signature for part in summaries})
     if len(found) == 1:
@@ -298,7 +298,7 @@ def _check(summaries: list[ReferenceRange], source: str, task: str | None,
            on_read: Callable[[ReadFacts], None] | None) -> list[InputError]:
     """The skipped lines (at their lines in the file); raises the file's first error, or what
     ``fit_reference`` refuses before fitting (no references: E208; too few per teacher: E212)."""
-    from .references import check_references
+    from ..references import check_references
 
     skipped: list[InputError] = []
     for part, first_line in zip(summaries, line_offsets([s.n_lines for s in summaries])):
@@ -340,8 +340,8 @@ def _fit_tasks(summaries: list[ReferenceRange], blocks: dict[Any, list[tuple[str
                matrices: list[dict[Any, sp.csr_matrix]], params: dict[str, Any], families: dict[str, str],
                signature: str | None = None) -> Any:
     """One attributor per task on the stacked rows, in task order (as :meth:`MultiTaskAttributor.fit`)."""
-    from .estimator import TeacherAttributor
-    from .multitask import MultiTaskAttributor
+    from ..estimator import TeacherAttributor
+    from ..multitask import MultiTaskAttributor
 
     models: dict[Any, TeacherAttributor] = {}
     for key in blocks:

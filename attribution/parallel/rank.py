@@ -1,6 +1,6 @@
 """Rank a student's JSON Lines file on Dask workers that read, tag, featurize and score it themselves.
 
-The client reads nothing but a few bytes at each partition boundary (:mod:`attribution.partitions`) and holds
+The client reads nothing but a few bytes at each partition boundary (:mod:`attribution.parallel.ranges`) and holds
 only sums; the result is byte-identical to :func:`attribution.api.rank_student` in one process. What makes
 it identical is that the workers compute exactly the sums one process computes, grouped the same way:
 
@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from .checks import MAX_REMEMBERED, OutputChecks
-from .errors import AttributionError, Errors, InputError
-from .io import DEFAULT_MAX_CHARS, RecordReader
-from .partitions import DEFAULT_PARTITION_BYTES, RangeReader, byte_ranges, line_offsets, shift_lines
-from .tagging import TaggedDoc, get_tagger
+from ..checks import MAX_REMEMBERED, OutputChecks
+from ..errors import AttributionError, Errors, InputError
+from ..io import DEFAULT_MAX_CHARS, RecordReader
+from ..tagging import TaggedDoc, get_tagger
+from .ranges import DEFAULT_PARTITION_BYTES, RangeReader, byte_ranges, line_offsets, shift_lines
 
 #: Ranges a client keeps in flight per worker thread while scoring (results wait in workers' memory).
 READ_AHEAD = 2
@@ -109,18 +109,17 @@ class Plan:
 
 def _outputs(reader: RangeReader, model: Any, task: str | None) -> Iterator[tuple[Any, Any]]:
     """``(record, task key)`` of the outputs a :class:`~attribution.api.StudentRun` would add, in order."""
-    from .api import _task_key
 
     for record in reader:
         if task is not None and record.task not in (task, None):
             continue
-        yield record, _task_key(model, record, task)
+        yield record, model.task_of(record, task)
 
 
 def scan_range(model: Any, path: str, span: tuple[int, int], task: str | None,
                reader_options: dict[str, Any]) -> RangeScan:
     """Worker side, first pass: count the outputs of each task; the first error stops the scan."""
-    from .api import MAX_NAMED_STUDENTS, _task_key
+    from ..api import MAX_NAMED_STUDENTS
 
     reader = RangeReader(path, *span, **reader_options)
     counts: dict[Any, int] = {}
@@ -132,7 +131,7 @@ def scan_range(model: Any, path: str, span: tuple[int, int], task: str | None,
                 continue
             if record.student is not None and len(students) <= MAX_NAMED_STUDENTS and record.student not in students:
                 students.append(record.student)
-            key = _task_key(model, record, task)
+            key = model.task_of(record, task)
             counts[key] = counts.get(key, 0) + 1
     except AttributionError as err:
         error = err
@@ -143,7 +142,7 @@ def batch_part(model: Any, key: Any, batch: int, docs: Sequence[TaggedDoc], ids:
                n_examples: int) -> BatchPart:
     """Score one batch as :meth:`StudentEvidence.add <attribution.inference.StudentEvidence.add>` does, into a
     fresh evidence without bootstrap (the client draws it); keeps the first ``n_examples`` example docs."""
-    from .inference import StudentEvidence
+    from ..inference import StudentEvidence
 
     quiet = copy.copy(model)
     quiet.n_bootstrap = 0
@@ -158,9 +157,9 @@ def batch_part(model: Any, key: Any, batch: int, docs: Sequence[TaggedDoc], ids:
 def score_range(model: Any, path: str, span: tuple[int, int], plan: Plan, task: str | None,
                 reader_options: dict[str, Any], n_examples: int) -> RangeScore:
     """Worker side, second pass: score the batches wholly inside the range, tag the pieces of the others."""
-    from .parallel import _pin_threads
+    from .cluster import pin_threads
 
-    _pin_threads()
+    pin_threads()
     reader = RangeReader(path, *span, first_line=plan.first_line, **reader_options)
     first, rest = OutputChecks(), OutputChecks()  # outputs among the file's first MAX_REMEMBERED, the others
     n_output = plan.first_output
@@ -219,7 +218,7 @@ class Reduction:
     """The client's side: per-task evidence fed batch by batch, in batch order, from ranges taken in order."""
 
     def __init__(self, model: Any, totals: dict[Any, int]) -> None:
-        from .inference import StudentEvidence
+        from ..inference import StudentEvidence
 
         self.model, self.totals = model, totals
         self.evidence = {key: StudentEvidence(model.models_[key]) for key in totals}
@@ -275,13 +274,13 @@ def rank_file(model: Any, path: str | os.PathLike, *, client: Any = None, n_work
     each naming its file and line. Give one of ``client``, ``n_workers`` or ``scheduler`` (see
     :func:`attribution.parallel.dask_tagging`); ``partition_bytes`` sets the size of the byte ranges
     each worker reads (by default a quarter of the file per worker thread, at most
-    :data:`~attribution.partitions.DEFAULT_PARTITION_BYTES`). A ``stats`` dict gets the number of ranges
+    :data:`~attribution.parallel.ranges.DEFAULT_PARTITION_BYTES`). A ``stats`` dict gets the number of ranges
     and the seconds of each step: ``scan_s``, ``score_s`` (the second pass, reduce included) and
     ``reduce_s`` (the client's share: adding batches, bootstrap draws, the batches it scores itself).
     """
-    from .api import StudentRun
-    from .inference import ALPHA
-    from .parallel import dask_client, worker_threads
+    from ..api import StudentRun
+    from ..inference import ALPHA
+    from .cluster import dask_client, worker_threads
 
     reader_options = {"text_field": text_field, "skip_invalid": skip_invalid, "max_chars": max_chars}
     source = str(path)
@@ -318,7 +317,7 @@ def rank_file(model: Any, path: str | os.PathLike, *, client: Any = None, n_work
 
 def _plan(scans: list[RangeScan]) -> tuple[list[Plan], list[InputError], set[str]]:
     """Each range's first line and per-task offsets; the first error of the file is raised here."""
-    from .api import MAX_NAMED_STUDENTS
+    from ..api import MAX_NAMED_STUDENTS
 
     firsts = line_offsets([scan.n_lines for scan in scans])
     skipped: list[InputError] = []
@@ -344,7 +343,7 @@ def _plan(scans: list[RangeScan]) -> tuple[list[Plan], list[InputError], set[str
 def _scores(dask: Any, shared: Any, source: str, spans: list[tuple[int, int]], plans: list[Plan],
             task: str | None, reader_options: dict[str, Any], n_examples: int) -> Iterator[RangeScore]:
     """Second-pass results in range order, a few ranges per worker in flight."""
-    from .parallel import worker_threads
+    from .cluster import worker_threads
 
     window = READ_AHEAD * worker_threads(dask)
     futures: list[Any] = []
@@ -388,12 +387,12 @@ def routing(model: Any) -> Any:
     with its ``normalize`` setting (a few bytes, not the fitted model)."""
     from types import SimpleNamespace
 
-    from .multitask import MultiTaskAttributor, as_multitask
+    from ..multitask import MultiTaskAttributor, as_multitask
 
     model = as_multitask(model)
     light = MultiTaskAttributor.__new__(MultiTaskAttributor)
     models: dict[Any, Any] = {key: SimpleNamespace(normalize=sub.normalize) for key, sub in model.models_.items()}
-    light.models_ = models  # what _task_key and MultiTaskAttributor.task_key look at
+    light.models_ = models  # what MultiTaskAttributor.task_of and task_key look at
     return light
 
 
@@ -402,11 +401,10 @@ def read_range(route: Any, path: str, span: tuple[int, int], task: str | None, r
     """Worker side: read one range as :class:`~attribution.io.RecordReader` would (the first error stops it), and
     tag the outputs a :class:`~attribution.api.StudentRun` will score (``task``'s filter; an output whose task the
     model does not know is left for the client to refuse), normalized as the model of its task normalizes."""
-    from .api import _task_key
-    from .normalize import normalize_texts
-    from .parallel import _pin_threads
+    from ..normalize import normalize_texts
+    from .cluster import pin_threads
 
-    _pin_threads()
+    pin_threads()
     reader = RangeReader(path, *span, **reader_options)
     records: list[Any] = []
     error = None
@@ -420,7 +418,7 @@ def read_range(route: Any, path: str, span: tuple[int, int], task: str | None, r
         if task is not None and record.task not in (task, None):
             continue
         try:
-            key = _task_key(route, record, task)
+            key = route.task_of(record, task)
         except AttributionError:
             break  # the client raises it at this record; nothing after it is scored
         texts.append(normalize_texts([record.output], normalize=route.models_[key].normalize)[0])
@@ -480,7 +478,7 @@ class WorkerRecords(RecordReader):
 
     def __init__(self, path: str | os.PathLike, model: Any, client: Any, tags: ReadyTags, *, task: str | None = None,
                  partition_bytes: int | None = None, **reader_options: Any) -> None:
-        from .multitask import as_multitask
+        from ..multitask import as_multitask
 
         super().__init__(path, **reader_options)
         self.client, self.tags, self.task = client, tags, task
@@ -495,7 +493,7 @@ class WorkerRecords(RecordReader):
     def __iter__(self) -> Iterator[Any]:
         import dataclasses
 
-        from .parallel import worker_threads
+        from .cluster import worker_threads
 
         size = self.partition_bytes or default_partition_bytes(self.path, worker_threads(self.client))
         spans = byte_ranges(self.path, size)
@@ -542,7 +540,7 @@ class WorkerRecords(RecordReader):
 
 def default_partition_bytes(path: str | os.PathLike, n_threads: int) -> int:
     """A quarter of the file per worker thread, between :data:`MIN_PARTITION_BYTES` and
-    :data:`~attribution.partitions.DEFAULT_PARTITION_BYTES`."""
+    :data:`~attribution.parallel.ranges.DEFAULT_PARTITION_BYTES`."""
     size = os.path.getsize(path) if os.path.isfile(path) else 0
     return max(MIN_PARTITION_BYTES, min(DEFAULT_PARTITION_BYTES, size // (4 * n_threads) + 1))
 
@@ -557,14 +555,13 @@ def worker_records(path: str | os.PathLike, model: Any, *, client: Any, task: st
         with worker_records("student.jsonl", model, client=client) as student:
             result = rank_student(model, student)
     """
-    from .parallel import DaskTagging
-    from .tagging import _BACKEND
+    from ..tagging import tagging_backend, using_backend
+    from .cluster import DaskTagging
 
-    tags = ReadyTags(_BACKEND.get() or DaskTagging(client))
+    tags = ReadyTags(tagging_backend() or DaskTagging(client))
     reader = WorkerRecords(path, model, client, tags, task=task, partition_bytes=partition_bytes, **reader_options)
-    token = _BACKEND.set(tags)
     try:
-        yield reader
+        with using_backend(tags):
+            yield reader
     finally:
-        _BACKEND.reset(token)
         reader.close()

@@ -22,8 +22,8 @@ Each worker loads the tagger once (the per-process cache of :func:`get_tagger`) 
 thread. Dask is imported only here and only when a context is entered: the core install stays light.
 
 Here the calling process still reads every record. For files too large for that, the workers read
-byte ranges themselves and return sums (the same results): :func:`attribution.partitioned_fit.fit_file`
-and :func:`attribution.partitioned_rank.rank_file`, on a client from :func:`dask_client`.
+byte ranges themselves and return sums (the same results): :func:`attribution.parallel.fit.fit_file`
+and :func:`attribution.parallel.rank.rank_file`, on a client from :func:`dask_client`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .errors import AttributionError, Errors, InputError, missing_dependency, short_error
-from .tagging import _BACKEND, TaggedDoc, Tagger, get_tagger
+from ..errors import AttributionError, Errors, InputError, missing_dependency, short_error
+from ..tagging import TaggedDoc, Tagger, get_tagger, using_backend
 
 #: Most texts in one task sent to a worker (smaller batches are split evenly over the workers).
 DEFAULT_PARTITION_SIZE = 256
@@ -45,7 +45,7 @@ SINGLE_THREAD_ENV = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THR
 _pinned = False
 
 
-def _pin_threads() -> None:
+def pin_threads() -> None:
     """On a worker: one BLAS thread (and one torch thread when thinc imported torch), once per process."""
     global _pinned
     if _pinned:
@@ -67,11 +67,11 @@ def tag_partition(name: str, batch_size: int, texts: list[str]) -> tuple[str, li
     Returns the tagger's signature with the tags, so that the client can refuse workers whose
     tagger differs from its own (another spaCy model or version would give other tags).
     """
-    _pin_threads()
+    pin_threads()
     tagger = get_tagger(name, batch_size=batch_size)
     docs: list[TaggedDoc] = []
     for start in range(0, len(texts), tagger.batch_size):
-        docs.extend(tagger._tag_bounded(texts[start:start + tagger.batch_size]))
+        docs.extend(tagger.tag_bounded(texts[start:start + tagger.batch_size]))
     return tagger.signature, docs
 
 
@@ -283,12 +283,8 @@ def dask_tagging(client: Any = None, *, n_workers: int | None = None, scheduler:
     Results (tags, models, rankings) are identical to tagging in this process.
     """
     with dask_client(client, n_workers=n_workers, scheduler=scheduler, timeout=timeout) as connected:
-        backend = DaskTagging(connected, partition_size=partition_size)
-        token = _BACKEND.set(backend)
-        try:
+        with using_backend(DaskTagging(connected, partition_size=partition_size)) as backend:
             yield backend
-        finally:
-            _BACKEND.reset(token)
 
 
 def tag_texts(texts: Sequence[str], *, tagger: str = "spacy", batch_size: int = 256, client: Any = None,
