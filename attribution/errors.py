@@ -42,6 +42,8 @@ class Errors:
     E124 = "unsupported table type '{suffix}' for {option}; use .csv or .parquet"
     E125 = "no space left to write output {path}: {detail}; free space and run again"
     E126 = "file name too long for the file system: {path}; use a shorter name"
+    E127 = "'{suffix}' files are not split into byte ranges (a quoted CSV field may span lines); read it whole, " \
+        "or convert it to JSON Lines (.jsonl) to read it in ranges"
     E140 = "cannot read the families table: {detail}"
     E141 = "teacher '{teacher}' is given two families: '{first}' and '{second}'; a teacher belongs to one family"
     E142 = "a control record needs an 'id' (the prompt it answers), to be compared with the student's output on it"

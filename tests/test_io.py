@@ -296,7 +296,8 @@ def test_record_is_frozen():
 
 def test_range_reader_refuses_csv(tmp_path):
     """A CSV file is never read in byte ranges (a quoted field may span lines): the range reader refuses it as
-    unsupported (E111, at once) instead of reading a range's lines as rows (E112 'row has 1 cells, header has 0')."""
+    not splittable (E127, at once, saying to read it whole) instead of reading a range's lines as rows (E112 'row
+    has 1 cells, header has 0')."""
     from attribution.parallel.ranges import RangeReader
 
     path = tmp_path / "s.csv"
@@ -305,7 +306,8 @@ def test_range_reader_refuses_csv(tmp_path):
     for start in (0, 9):
         with pytest.raises(InputError) as info:
             RangeReader(path, start, path.stat().st_size)
-        assert info.value.code == "E111" and str(info.value).startswith(f"{path}: ") and "'.csv'" in str(info.value)
+        assert info.value.code == "E127" and str(info.value).startswith(f"{path}: ") and "'.csv'" in str(info.value)
+        assert "read it whole" in str(info.value)
     jsonl = tmp_path / "s.jsonl"
     jsonl.write_text('{"output": "a"}\n{"output": "b"}\n', encoding="utf-8")
     assert [r.output for r in RangeReader(jsonl, 16, jsonl.stat().st_size)] == ["b"]

@@ -163,7 +163,7 @@ def test_byte_ranges_read_like_the_whole_file(tmp_path):
         assert spans[0][0] == 0 and spans[-1][1] == path.stat().st_size
         assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
         assert _ranged(path, size, skip_invalid=True) == expected, size
-    with pytest.raises(InputError, match="E111"):
+    with pytest.raises(InputError, match="E127"):
         byte_ranges(_lines_file(tmp_path, "s.csv", ["output", "a"]))  # a CSV field may span lines: not split
 
 

@@ -33,14 +33,15 @@ def splittable(path: str | os.PathLike) -> bool:
 def byte_ranges(path: str | os.PathLike, partition_bytes: int = DEFAULT_PARTITION_BYTES) -> list[tuple[int, int]]:
     """``(start, end)`` byte ranges of about ``partition_bytes`` covering the file, each starting at a line.
 
-    Raises ``E109`` when the path is not a file and ``E111`` when it is not JSON Lines, like
+    Raises ``E109`` when the path is not a file, ``E127`` for CSV and ``E111`` when it is not JSON Lines, like
     :class:`~attribution.io.RecordReader`.
     """
     path = Path(path)
     if not path.is_file():
         raise input_error("E109", source=str(path))
     if not splittable(path):
-        raise input_error("E111", source=str(path), suffix=path.suffix.lower() or "(none)")
+        raise input_error("E127" if path.suffix.lower() == ".csv" else "E111", source=str(path),
+                          suffix=path.suffix.lower() or "(none)")
     size = path.stat().st_size
     starts = [0]
     with path.open("rb") as handle:
@@ -69,8 +70,9 @@ class RangeReader(RecordReader):
     def __init__(self, path: str | os.PathLike, start: int, end: int, *, first_line: int = 1,
                  **options: Any) -> None:
         super().__init__(path, **options)
-        if not splittable(self.path):  # CSV is never split (a quoted field may span lines): E111, as byte_ranges
-            raise input_error("E111", source=self.source, suffix=self.path.suffix.lower() or "(none)")
+        if not splittable(self.path):  # CSV is never split (a quoted field may span lines): E127, as byte_ranges
+            suffix = self.path.suffix.lower() or "(none)"
+            raise input_error("E127" if suffix == ".csv" else "E111", source=self.source, suffix=suffix)
         self.start, self.end, self.first_line = start, end, first_line
         self.n_lines = 0
 
