@@ -39,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 from _inputs import alpacaeval_records
-from scipy import stats
 
 from attribution.api import ALPHA, fit_reference
 from attribution.paired import PairedTest
+from attribution.report.error_rates import clopper_pearson
 from attribution.sequential import SequentialTest, SpendingTest
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpacaeval"
@@ -107,13 +107,6 @@ def spending_audit(source: Source, order: np.ndarray, batch_size: int, alpha: fl
         if test.add(source.scores[order[start:stop]], stop, top):
             return test.named, stop
     return None, len(order)
-
-
-def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    a = (1 - level) / 2
-    low = 0.0 if k == 0 else float(stats.beta.ppf(a, k, n - k + 1))
-    high = 1.0 if k == n else float(stats.beta.ppf(1 - a, k + 1, n - k))
-    return low, high
 
 
 def simulate(sources: list[Source], audits: int, batch_size: int, alpha: float, rng: np.random.Generator) -> list:

@@ -54,11 +54,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from attribution.api import fit_reference
 from attribution.datasets import ALPACAEVAL_TASK, load_alpacaeval
 from attribution.paired import PairedReferences, one_sided_t
+from attribution.report.error_rates import clopper_pearson
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpacaeval"
 SIZES = (10, 25, 50, 100, 200)
@@ -256,8 +256,9 @@ def subset(a: dict[str, np.ndarray], pick: np.ndarray) -> dict[str, np.ndarray]:
     return {key: value[pick] for key, value in a.items()}
 
 
-def clopper_pearson(k: int, n: int) -> str:
-    low, high = stats.binomtest(k, n).proportion_ci(method="exact")
+def interval(k: int, n: int) -> str:
+    """The 95% Clopper-Pearson interval of k in n, as the table prints it."""
+    low, high = clopper_pearson(k, n)
     return f"[{low:.2f}, {high:.2f}]"
 
 
@@ -299,9 +300,9 @@ def report(outcomes: dict, alpha: float) -> None:
             right = sum(r for _, r in doc)
             named = sum(n for n, _ in doc)
             c_named, o_named = sum(n for n, _ in ctl), sum(n for n, _ in out)
-            print(f"| {variant} | {size} | {right / len(doc):.2f} {clopper_pearson(right, len(doc))} | "
+            print(f"| {variant} | {size} | {right / len(doc):.2f} {interval(right, len(doc))} | "
                   f"{named - right}/{len(doc)} | {1 - named / len(doc):.2f} | {c_named}/{len(ctl)} "
-                  f"{clopper_pearson(c_named, len(ctl))} | {o_named}/{len(out)} {clopper_pearson(o_named, len(out))} |")
+                  f"{interval(c_named, len(ctl))} | {o_named}/{len(out)} {interval(o_named, len(out))} |")
 
 
 def main() -> None:
