@@ -688,7 +688,7 @@ def describe_verdict(verdict: Verdict | Mapping[str, Any] | None) -> str:
         return "No verdict in this result (it predates the verdict's tests): read the ranking with care."
     v = verdict if isinstance(verdict, Verdict) else Verdict.from_dict(verdict)
     if v.is_sequential:
-        return describe_sequential(v.to_dict())
+        return describe_sequential(v)
     best, alpha, status, test = v.best_candidate, v.alpha, v.status, v.test
     if status == "unavailable":  # no test the rule accepts ran: the same words under every rule
         return _unavailable_sentence(v)

@@ -350,41 +350,41 @@ class Verdict:
                    rule=rule or VerdictRule.implied_by(tests, alpha))
 
 
-def describe_sequential(verdict: Mapping[str, Any]) -> str:
-    """The verdict sentence of a sequential verdict (``rank --sequential``: :mod:`attribution.sequential`), the
-    JSON ``verdict``; :func:`attribution.inference.describe_verdict` gives it."""
-    seq = verdict.get("sequential") or {}
-    used, size, alpha = seq.get("outputs_used"), seq.get("batch_size"), verdict.get("alpha")
+def describe_sequential(verdict: Verdict) -> str:
+    """The verdict sentence of a sequential verdict (``rank --sequential``: :mod:`attribution.sequential`);
+    :func:`attribution.inference.describe_verdict` gives it."""
+    seq = verdict.sequential or {}
+    used, size, alpha = seq.get("outputs_used"), seq.get("batch_size"), verdict.alpha
     if seq.get("design") == "spending":
         return _describe_spending(verdict, seq)
     e, threshold = seq.get("e_value", float("nan")), seq.get("threshold", float("nan"))
-    named = verdict.get("teacher") or verdict.get("family")
-    if verdict.get("status") == "attributed":
-        at_family = verdict.get("level") == "family"
+    named = verdict.teacher or verdict.family
+    if verdict.status == "attributed":
+        at_family = verdict.level == "family"
         return (f"{'family ' if at_family else ''}{named}: checked after every {size} outputs, its answers beat every "
                 f"other candidate's prompt by prompt; the sequential test concluded after {used} outputs (e-value "
-                f"{e:.3g} >= {threshold:.3g}, anytime-valid p = {verdict.get('p_value'):.3g} < {alpha})."
+                f"{e:.3g} >= {threshold:.3g}, anytime-valid p = {verdict.p_value:.3g} < {alpha})."
                 + (" The sequential test does not choose between the family's versions." if at_family else ""))
     budget = seq.get("max_outputs")
     spent = f"the budget of {budget} outputs was spent" if budget is not None and used is not None and \
         used >= budget else "the outputs ran out"
     return (f"inconclusive: {spent} ({used} outputs, checked every {size}) before the sequential test singled out "
-            f"{seq.get('leader') or verdict.get('best_candidate')} (e-value {e:.3g} < {threshold:.3g}); no teacher "
+            f"{seq.get('leader') or verdict.best_candidate} (e-value {e:.3g} < {threshold:.3g}); no teacher "
             f"is named.")
 
 
-def _describe_spending(verdict: Mapping[str, Any], seq: Mapping[str, Any]) -> str:
-    named = verdict.get("teacher") or verdict.get("family")
+def _describe_spending(verdict: Verdict, seq: Mapping[str, Any]) -> str:
+    named = verdict.teacher or verdict.family
     z, bound = seq.get("z"), seq.get("boundary")
     z_text = "n/a" if z is None else f"{z:.3g}"
     bound_text = "n/a" if bound is None else f"{bound:.3g}"
-    if verdict.get("status") == "attributed":
-        prefix = "family " if verdict.get("level") == "family" else ""
+    if verdict.status == "attributed":
+        prefix = "family " if verdict.level == "family" else ""
         return (f"{prefix}{named}: checked after every {seq.get('batch_size')} outputs within a budget of "
                 f"{seq.get('max_outputs')}, its answers beat every other candidate's prompt by prompt; the "
                 f"group-sequential test concluded after {seq.get('outputs_used')} outputs (z = {z_text} >= boundary "
-                f"{bound_text}, alpha = {verdict.get('alpha')} spent over the budget).")
-    leader = seq.get("leader") or verdict.get("best_candidate")
+                f"{bound_text}, alpha = {verdict.alpha} spent over the budget).")
+    leader = seq.get("leader") or verdict.best_candidate
     return (f"inconclusive: {seq.get('outputs_used')} outputs read (budget {seq.get('max_outputs')}, checked every "
             f"{seq.get('batch_size')}) and the group-sequential test did not single out {leader} (z = {z_text}, "
             f"boundary {bound_text}); no teacher is named.")
