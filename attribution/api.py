@@ -153,11 +153,9 @@ class StudentRun:
         import scipy.sparse as sp
 
         sub = self.model.models_[key]
-        if key not in self.evidence:
-            self.evidence[key] = StudentEvidence(sub, exclude=self.exclude, control=self._control_for(key))
         records = [row[0] for row in rows]
         proba = np.vstack([row[3] for row in rows])
-        self.evidence[key].add_scored([row[1] for row in rows], sp.vstack([row[2] for row in rows], format="csr"),
+        self._evidence_of(key).add_scored([row[1] for row in rows], sp.vstack([row[2] for row in rows], format="csr"),
                                       proba, [r.id for r in records])
         self._keep(sub, records, proba)
 
@@ -165,13 +163,19 @@ class StudentRun:
         """The control's scores on task ``key`` (:class:`ControlScores`); ``None`` without a control."""
         return None if self.control is None else self.control.for_task(self.model, key)
 
+    def _evidence_of(self, key: str | None) -> StudentEvidence:
+        """Task ``key``'s evidence, made on its first output."""
+        if key not in self.evidence:
+            self.evidence[key] = StudentEvidence(self.model.models_[key], exclude=self.exclude,
+                                                 control=self._control_for(key))
+        return self.evidence[key]
+
     def _flush(self, key: str | None) -> None:
         batch = self.pending.pop(key, [])
         if not batch:
             return
         sub = self.model.models_[key]
-        if key not in self.evidence:
-            self.evidence[key] = StudentEvidence(sub, exclude=self.exclude, control=self._control_for(key))
+        self._evidence_of(key)
         # On Dask workers (attribution.parallel), the next batches are tagged while this process scores
         # earlier ones, in the order they were sent (the same results); otherwise each is scored at once.
         self.in_flight.append((key, batch, sub.prepare_later([r.output for r in batch])))
