@@ -245,8 +245,7 @@ class PairedTest:
     def p_value(self, teacher: str, other: str) -> float:
         """One-sided paired t-test: is ``teacher``'s mean score above ``other``'s?"""
         a, b = self.classes.index(teacher), self.classes.index(other)
-        sum_sq = self.sum_outer[a, a] + self.sum_outer[b, b] - 2 * self.sum_outer[a, b]
-        return one_sided_t(self.n, self.sum[a] - self.sum[b], sum_sq)
+        return one_sided_t(self.n, *difference_sums(self.sum, self.sum_outer, a, b))
 
     def differences(self, teacher: str, other: str) -> dict[str, Any] | None:
         """The per-output differences ``teacher``'s score minus ``other``'s that :meth:`p_value` sums, as a
@@ -259,8 +258,8 @@ class PairedTest:
         if not self.n or teacher not in self.classes or other not in self.classes or teacher == other:
             return None
         a, b = self.classes.index(teacher), self.classes.index(other)
-        mean = (self.sum[a] - self.sum[b]) / self.n
-        sum_sq = self.sum_outer[a, a] + self.sum_outer[b, b] - 2 * self.sum_outer[a, b]
+        total, sum_sq = difference_sums(self.sum, self.sum_outer, a, b)
+        mean = total / self.n
         sd = float(np.sqrt(max(sum_sq - self.n * mean ** 2, 0.0) / (self.n - 1))) if self.n > 1 else None
         low, high, n_bins = self.bins
         width = (high - low) / n_bins
@@ -349,6 +348,12 @@ class MidpointTest:
         """``teacher`` against every other candidate (intersection-union: the largest p-value); ``None``
         below :data:`MIN_PAIRED` outputs."""
         return intersection_union(self, teacher)
+
+
+def difference_sums(total: np.ndarray, outer: np.ndarray, i: int, j: int) -> tuple[float, float]:
+    """The sum of the per-output differences ``s_i - s_j`` and of their squares, from the sums of the scores
+    (``total``) and of their products (``outer``): what a paired test keeps instead of every output."""
+    return float(total[i] - total[j]), float(outer[i, i] + outer[j, j] - 2 * outer[i, j])
 
 
 def one_sided_t(n: int, total: float, total_sq: float) -> float:

@@ -55,6 +55,7 @@ import numpy as np
 
 from .errors import model_error
 from .inference import ALPHA
+from .paired import PairedTest, difference_sums
 
 #: Largest bet on ``x`` in ``[-1, 1]``: every factor ``1 + lambda x`` stays at least 0.2.
 MAX_BET = 0.8
@@ -127,7 +128,8 @@ class SequentialTest:
 
     def _bet(self, lead: int, c: int) -> float:
         """The bet on ``x = (s_lead - s_c) / 2`` for the next batch, from the outputs before it only."""
-        s, q = _pair(self._sum, self._outer, lead, c)
+        s, q = difference_sums(self._sum, self._outer, lead, c)
+        s, q = s / 2, q / 4  # sums of x and of x squared
         mean = s / (self._n + 1)
         second = (q + PRIOR_SQUARE) / (self._n + 1)
         return float(min(MAX_BET, max(0.0, mean / second)))
@@ -152,11 +154,6 @@ class SequentialTest:
                 "leader": leader, "e_value": e, "threshold": TIES / self.alpha,
                 "p_value": min(1.0, TIES / e) if e > 0 else 1.0,
                 "wealth": {c: float(math.exp(w)) for c, w in zip(self.classes, self.log_wealth)}}
-
-
-def _pair(total: np.ndarray, outer: np.ndarray, i: int, j: int) -> tuple[float, float]:
-    """Sum of ``x = (s_i - s_j) / 2`` and of its square, from the sums of the scores and of their products."""
-    return float(total[i] - total[j]) / 2, float(outer[i, i] + outer[j, j] - 2 * outer[i, j]) / 4
 
 
 #: The sequential designs: the e-process (:class:`SequentialTest`, no budget needed) and alpha spending
@@ -226,8 +223,6 @@ class SpendingTest:
     """
 
     def __init__(self, classes: Sequence[str], *, max_outputs: int, batch_size: int, alpha: float = ALPHA) -> None:
-        from .paired import PairedTest
-
         if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 < alpha < 1:
             raise model_error("E210", name="alpha", expected="a number between 0 and 1", got=alpha)
         self.classes = [str(c) for c in classes]
